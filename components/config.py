@@ -1,0 +1,264 @@
+"""The deploy configuration: one stack's config, validated once, up front.
+
+The vocabulary follows Kamal's deploy.yml (service, image, servers/roles, env clear/secret, registry, builder,
+ssh), each key a `shipyard:<key>` in `stacks/Pulumi.<stack>.yaml`. Pure: no pulumi, docker or paramiko here.
+Validation errors become one `ConfigError` whose path reads like `servers.web.hosts[1]`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+# Docker allows [a-zA-Z0-9][a-zA-Z0-9_.-]* in container names and [A-Za-z0-9_.-]{1,128} in tags; our names join
+# several parts with '-', so each part is held to the common subset.
+NAME_PART = r"^[a-z0-9][a-z0-9_.-]{0,39}$"
+VERSION = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+IMAGE = r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Name = Annotated[str, Field(pattern=NAME_PART)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not HOSTNAME.match(value):
+        raise ValueError(f"{value!r} is not a host name or IP address")
+    return value
+
+
+HostName = Annotated[str, AfterValidator(_check_host)]
+
+
+def _check_port(text: str) -> str:
+    Port.parse(text)
+    return text
+
+
+def _check_volume(text: str) -> str:
+    if not VOLUME.match(text):
+        raise ValueError(f"{text!r} is not a volume: use NAME:/path or /host/path:/path, optionally :ro")
+    return text
+
+
+class SSH(Model):
+    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")
+    port: int = Field(default=22, ge=1, le=65535)
+    keys: tuple[str, ...] = ()  # identity files; empty: the SSH agent and ~/.ssh defaults
+    known_hosts: str | None = None  # default: ~/.ssh/known_hosts
+    host_key_policy: Literal["strict", "accept-new"] = "strict"
+
+
+class Registry(Model):
+    server: str = Field(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+    username: str | None = None
+    password: str | None = None  # a Pulumi secret (`pulumi config set --secret --path shipyard:registry.password`)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "Registry":
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        return self
+
+
+class Builder(Model):
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    args: dict[str, str] = {}
+    target: str | None = None
+    host: HostName | None = None  # where the image is built; default: the first host of the first role
+
+
+class Env(Model):
+    clear: dict[str, str] = {}
+    secret: tuple[str, ...] = ()  # names; values come from the secret config object `shipyard:secrets`
+
+    @field_validator("clear")
+    @classmethod
+    def _clear_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return v
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return v
+
+    def merged(self, other: "Env") -> "Env":
+        return Env(clear={**self.clear, **other.clear}, secret=tuple(dict.fromkeys(self.secret + other.secret)))
+
+
+PORT = re.compile(r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
+
+
+class Port(Model):
+    host_ip: str | None
+    host_port: int | None
+    container_port: int
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    @classmethod
+    def parse(cls, text: str) -> "Port":
+        m = PORT.match(text)
+        if not m:
+            raise ValueError(f"{text!r} is not a port mapping: use CONTAINER, HOST:CONTAINER or IP:HOST:CONTAINER[/udp]")
+        ports = [int(p) for p in (m["host"], m["container"]) if p is not None]
+        if any(not 1 <= p <= 65535 for p in ports):
+            raise ValueError(f"{text!r}: ports are between 1 and 65535")
+        if m["ip"]:
+            ipaddress.ip_address(m["ip"])
+        return cls(host_ip=m["ip"], host_port=int(m["host"]) if m["host"] else None,
+                   container_port=int(m["container"]), protocol=m["proto"] or "tcp")
+
+
+VOLUME = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
+
+
+class Role(Model):
+    hosts: tuple[HostName, ...] = Field(min_length=1)
+    cmd: str | tuple[str, ...] | None = None
+    env: Env = Env()
+    ports: tuple[Annotated[str, AfterValidator(_check_port)], ...] = ()
+    labels: dict[str, str] = {}
+    volumes: tuple[Annotated[str, AfterValidator(_check_volume)], ...] = ()
+    restart: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("a host is listed twice")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        from .naming import DESTINATION, OWNER_LABEL, ROLE, SERVICE, VERSION
+        reserved = {SERVICE, ROLE, DESTINATION, VERSION, OWNER_LABEL} & set(v)
+        if reserved:
+            raise ValueError(f"{', '.join(sorted(reserved))} is set by the deployer and cannot be overridden")
+        return v
+
+    def published_ports(self) -> tuple[Port, ...]:
+        return tuple(Port.parse(p) for p in self.ports)
+
+
+class Promote(Model):
+    """Production takes what another stack (staging) built and tested: its image, by digest, relabeled."""
+    from_stack: str = Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+
+
+class Deploy(Model):
+    service: Name
+    image: str = Field(pattern=IMAGE)
+    servers: dict[Name, Role] = Field(min_length=1)
+    destination: Name
+    version: str | None = Field(default=None, pattern=VERSION)
+    registry: Registry | None = None
+    builder: Builder = Builder()
+    env: Env = Env()
+    ssh: SSH = SSH()
+    promote: Promote | None = None
+    secrets: dict[str, str] = {}
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _servers_list(cls, v: Any) -> Any:
+        # Kamal's short form: a bare list of hosts is the `web` role.
+        return {"web": {"hosts": v}} if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _secrets_present(self) -> "Deploy":
+        for where, env in [("env", self.env)] + [(f"servers.{r}.env", role.env) for r, role in self.servers.items()]:
+            for i, name in enumerate(env.secret):
+                if name not in self.secrets:
+                    raise _PathError(f"{where}.secret[{i}]",
+                                     f"secret {name} has no value: run `pulumi config set --secret --path "
+                                     f"'shipyard:secrets.{name}' VALUE`")
+        return self
+
+    def all_hosts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(h for role in self.servers.values() for h in role.hosts))
+
+    def build_host(self) -> str:
+        return self.builder.host or self.all_hosts()[0]
+
+    def role_env(self, role: str) -> Env:
+        return self.env.merged(self.servers[role].env)
+
+
+class _PathError(ValueError):
+    """A validation error that knows its own path (for checks that span several fields)."""
+
+    def __init__(self, path: str, message: str):
+        self.path, self.message = path, message
+        super().__init__(message)
+
+
+KNOWN_KEYS = frozenset(Deploy.model_fields)
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before", "function-plain"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if err["type"] == "extra_forbidden":
+        return "unknown key: check its spelling against the README's configuration reference"
+    if err["type"] == "missing":
+        return "required, but not set"
+    if err["type"] == "string_pattern_mismatch":
+        return f"{err.get('input')!r} is not allowed here (expected {err['ctx']['pattern']})"
+    return msg
+
+
+def load(raw: dict[str, Any], *, stack: str) -> Deploy:
+    """Validate one stack's `shipyard:*` config (keys without the namespace). Raises exactly one ConfigError."""
+    data = dict(raw)
+    for key in data:
+        if key not in KNOWN_KEYS:
+            raise ConfigError(key, f"unknown key: known keys are {', '.join(sorted(KNOWN_KEYS))}")
+    data.setdefault("destination", stack)
+    try:
+        return Deploy.model_validate_json(json.dumps(data))
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        ctx_error = err.get("ctx", {}).get("error")
+        if isinstance(ctx_error, _PathError):
+            raise ConfigError(ctx_error.path, ctx_error.message) from None
+        loc = err["loc"]
+        # strip pydantic's union/type tags such as 'str' or 'tuple[str, ...]' from the location
+        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "list", "tuple"))))
+        raise ConfigError(_path(loc), _message(err)) from None

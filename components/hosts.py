@@ -1,0 +1,166 @@
+"""The one place that talks to hosts: SSH (paramiko) carrying the Docker API (docker-py).
+
+Connections are opened inside provider methods, never stored in a provider, and cached per process keyed by the
+SSH target, so one `pulumi up` opens one SSH connection per host however many resources live there. Every
+paramiko and docker error is translated here into the `components.errors` tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import docker
+import docker.errors
+import paramiko
+from docker.transport import SSHHTTPAdapter
+
+from .errors import AuthenticationFailed, DockerError, HostKeyRejected, HostUnreachable
+
+DOCKER_API_VERSION = "1.41"  # Docker Engine 20.10 and newer
+CONNECT_TIMEOUT_S = 15
+API_TIMEOUT_S = 600  # builds and pushes stream for a while
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Plain data: what it takes to reach one host. Safe to pickle into provider state."""
+    host: str
+    port: int = 22
+    user: str = "root"
+    keys: tuple[str, ...] = ()
+    known_hosts: str | None = None
+    host_key_policy: str = "strict"  # or "accept-new"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SSHTarget":
+        return cls(host=data["host"], port=int(data.get("port", 22)), user=data.get("user", "root"),
+                   keys=tuple(data.get("keys") or ()), known_hosts=data.get("known_hosts"),
+                   host_key_policy=data.get("host_key_policy", "strict"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "user": self.user, "keys": list(self.keys),
+                "known_hosts": self.known_hosts, "host_key_policy": self.host_key_policy}
+
+    def __str__(self) -> str:
+        return self.host if self.port == 22 else f"{self.host}:{self.port}"
+
+
+class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's `StrictHostKeyChecking=accept-new`: remember unknown hosts, still refuse changed keys (paramiko
+    raises BadHostKeyException for those before a policy is consulted)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "a") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class _Adapter(SSHHTTPAdapter):
+    """docker-py's SSH transport (channels running `docker system dial-stdio`), with the SSH client configured
+    from an SSHTarget instead of ~/.ssh/config alone."""
+
+    def __init__(self, target: SSHTarget):
+        self._target = target
+        super().__init__(f"ssh://{target.user}@{target.host}:{target.port}", timeout=API_TIMEOUT_S)
+
+    def _create_paramiko_client(self, base_url):
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+        t = self._target
+        client = paramiko.SSHClient()
+        known = os.path.expanduser(t.known_hosts or "~/.ssh/known_hosts")
+        if os.path.exists(known):
+            client.load_host_keys(known)
+        if t.host_key_policy == "accept-new":
+            client.set_missing_host_key_policy(_AcceptNewPolicy(known))
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self.ssh_client = client
+        self.ssh_params = {
+            "hostname": t.host, "port": t.port, "username": t.user, "timeout": CONNECT_TIMEOUT_S,
+            "banner_timeout": CONNECT_TIMEOUT_S, "auth_timeout": CONNECT_TIMEOUT_S,
+            "key_filename": [os.path.expanduser(k) for k in t.keys] or None,
+            "look_for_keys": not t.keys, "allow_agent": True,
+        }
+
+    def _connect(self):
+        t = self._target
+        known = t.known_hosts or "~/.ssh/known_hosts"
+        try:
+            self.ssh_client.connect(**self.ssh_params)
+        except paramiko.BadHostKeyException:
+            raise HostKeyRejected(str(t), f"its SSH host key does not match the one in {known}. If the host was "
+                                          f"rebuilt, remove its old line from {known} and add the new key; "
+                                          f"otherwise someone may be intercepting the connection") from None
+        except paramiko.AuthenticationException as exc:
+            raise AuthenticationFailed(str(t), f"SSH login as {t.user} was refused ({exc}): check ssh.user and "
+                                               f"ssh.keys") from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyRejected(str(t), f"its SSH host key is not in {known}: add it (ssh-keyscan, checked "
+                                              f"out of band) or set ssh.host_key_policy to accept-new") from None
+            raise HostUnreachable(str(t), f"SSH failed: {exc}") from None
+        except (OSError, socket.timeout) as exc:
+            raise HostUnreachable(str(t), f"cannot connect to SSH port {t.port}: {exc.strerror or exc}: check "
+                                          f"the address, ssh.port and the firewall") from None
+
+
+class _Client(docker.APIClient):
+    def __init__(self, target: SSHTarget):
+        # Start from a Unix socket client that is never used, then route every request over our adapter.
+        super().__init__(base_url="unix:///nonexistent.sock", version=DOCKER_API_VERSION, timeout=API_TIMEOUT_S)
+        self._custom_adapter = _Adapter(target)
+        self.mount("http+docker://ssh", self._custom_adapter)
+        self.base_url = "http+docker://ssh"
+
+
+_clients: dict[SSHTarget, docker.APIClient] = {}
+_lock = threading.Lock()
+
+
+def client(target: SSHTarget) -> docker.APIClient:
+    """The Docker API client for `target`, opened once per process."""
+    with _lock:
+        c = _clients.get(target)
+        if c is not None and c._custom_adapter.ssh_client.get_transport() is not None \
+                and c._custom_adapter.ssh_client.get_transport().is_active():
+            return c
+        c = _Client(target)
+        _clients[target] = c
+        return c
+
+
+def close_all() -> None:
+    with _lock:
+        for c in _clients.values():
+            with contextlib.suppress(Exception):
+                c.close()
+        _clients.clear()
+
+
+@contextlib.contextmanager
+def docker_errors(target: SSHTarget, doing: str) -> Iterator[None]:
+    """Translate docker/paramiko errors raised while `doing` something on `target`."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise DockerError(str(target), f"{doing} failed: {exc.explanation or exc}") from None
+    except docker.errors.DockerException as exc:
+        raise DockerError(str(target), f"{doing} failed: {exc}") from None
+    except paramiko.SSHException as exc:
+        raise HostUnreachable(str(target), f"the SSH connection broke while {doing}: {exc}") from None
+    except (ConnectionError, socket.timeout) as exc:
+        raise HostUnreachable(str(target), f"the connection broke while {doing}: {exc}") from None
+
+
+def not_found(exc: BaseException) -> bool:
+    return isinstance(exc, docker.errors.NotFound)

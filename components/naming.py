@@ -1,0 +1,67 @@
+"""Every name, tag and label the deployer gives to an object on a host. Nothing else formats them.
+
+Pure: no pulumi, docker or paramiko. Inputs are already validated by `components.config`, whose patterns keep
+every part within what Docker allows in names and tags.
+"""
+
+from __future__ import annotations
+
+PROJECT = "shipyard"
+OWNER_LABEL = f"{PROJECT}.stack"  # value: <org>/<project>/<stack>; delete and prune act only on this stack's objects
+
+SERVICE, ROLE, DESTINATION, VERSION = "service", "role", "destination", "version"
+
+
+def owner(org: str, project: str, stack: str) -> str:
+    return f"{org}/{project}/{stack}"
+
+
+def image_repository(image: str, registry_server: str | None) -> str:
+    """`<server>/<image>` with a registry, the bare image name without one."""
+    return f"{registry_server}/{image}" if registry_server else image
+
+
+def image_tag(repository: str, version: str, destination: str) -> str:
+    """`<repo>:<version>-<destination>`: never a bare version, never `latest`, so no destination can retag another's."""
+    return f"{repository}:{version}-{destination}"
+
+
+def container_name(service: str, role: str, destination: str, version: str) -> str:
+    return f"{service}-{role}-{destination}-{version}"
+
+
+def network_name(service: str, destination: str) -> str:
+    return f"{service}-{destination}"
+
+
+def accessory_name(service: str, destination: str, accessory: str) -> str:
+    return f"{service}-{destination}-{accessory}"
+
+
+def replaced_name(name: str, container_id: str) -> str:
+    """What a container is renamed to when a replacement with the same name takes its place (same version, new
+    config): the replacement starts under the real name and the old one is deleted by ID afterwards."""
+    return f"{name}_replaced_{container_id[:12]}"
+
+
+def image_labels(service: str, destination: str, version: str, owner_value: str) -> dict[str, str]:
+    return {SERVICE: service, DESTINATION: destination, VERSION: version, OWNER_LABEL: owner_value}
+
+
+def container_labels(service: str, role: str, destination: str, version: str, owner_value: str) -> dict[str, str]:
+    return {**image_labels(service, destination, version, owner_value), ROLE: role}
+
+
+def owned_by(labels: dict[str, str] | None, owner_value: str, destination: str) -> bool:
+    """True when an object's labels say this stack and this destination own it."""
+    labels = labels or {}
+    return labels.get(OWNER_LABEL) == owner_value and labels.get(DESTINATION) == destination
+
+
+def describe_owner(labels: dict[str, str] | None) -> str:
+    labels = labels or {}
+    if OWNER_LABEL in labels:
+        return f"stack {labels[OWNER_LABEL]} (destination {labels.get(DESTINATION, '?')})"
+    if DESTINATION in labels:
+        return f"destination {labels[DESTINATION]} of another deployer"
+    return "something not managed by this project"

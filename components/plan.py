@@ -1,0 +1,146 @@
+"""Pure planning: config -> image and container specs, and desired-vs-recorded diffs.
+
+No pulumi, docker or paramiko here; everything is plain data, tested with data (tests/unit/test_plan.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from . import naming
+from .config import Deploy, Port, VOLUME
+
+# -- diffs ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Diff:
+    changed: tuple[str, ...]
+    replaces: tuple[str, ...]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changed)
+
+
+def diff(olds: Mapping[str, Any], news: Mapping[str, Any], *, replace: Iterable[str], update: Iterable[str]) -> Diff:
+    """Compare the recorded inputs with the desired ones, key by key. Keys outside `replace` and `update` (computed
+    outputs, the serialized provider) never count. A key missing on one side counts as changed."""
+    replace, update = tuple(replace), tuple(update)
+    changed = tuple(k for k in replace + update if _norm(olds.get(k)) != _norm(news.get(k)))
+    return Diff(changed=changed, replaces=tuple(k for k in changed if k in replace))
+
+
+def _norm(value: Any) -> Any:
+    """Lists and tuples compare equal; dict order never matters; empty containers equal None."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value) or None
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _norm(v)) for k, v in value.items())) or None
+    return value
+
+
+# -- specs ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    repository: str
+    tag: str
+    labels: dict[str, str]
+    build_host: str
+    hosts: tuple[str, ...]  # every host that runs a container of this destination
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    resource_name: str  # stable across versions, so a version change replaces the same resource
+    host: str
+    role: str
+    name: str
+    labels: dict[str, str]
+    cmd: tuple[str, ...] | None
+    env: dict[str, str]
+    secret_env: tuple[str, ...]  # names; values come from config secrets
+    ports: tuple[Port, ...]
+    volumes: tuple[str, ...]
+    restart: str
+
+
+def image_spec(cfg: Deploy, version: str, owner: str) -> ImageSpec:
+    repository = naming.image_repository(cfg.image, cfg.registry.server if cfg.registry else None)
+    return ImageSpec(
+        repository=repository,
+        tag=naming.image_tag(repository, version, cfg.destination),
+        labels=naming.image_labels(cfg.service, cfg.destination, version, owner),
+        build_host=cfg.build_host(),
+        hosts=cfg.all_hosts(),
+    )
+
+
+def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec]:
+    specs = []
+    for role_name, role in cfg.servers.items():
+        env = cfg.role_env(role_name)
+        cmd = ("sh", "-c", role.cmd) if isinstance(role.cmd, str) else role.cmd
+        for host in role.hosts:
+            specs.append(ContainerSpec(
+                resource_name=f"{role_name}@{host}",
+                host=host,
+                role=role_name,
+                name=naming.container_name(cfg.service, role_name, cfg.destination, version),
+                labels={**role.labels,
+                        **naming.container_labels(cfg.service, role_name, cfg.destination, version, owner)},
+                cmd=tuple(cmd) if cmd else None,
+                env={**env.clear, **runtime_env(cfg.service, role_name, cfg.destination, version, host)},
+                secret_env=env.secret,
+                ports=role.published_ports(),
+                volumes=role.volumes,
+                restart=role.restart,
+            ))
+    return specs
+
+
+def runtime_env(service: str, role: str, destination: str, version: str, host: str) -> dict[str, str]:
+    """What every container is told about itself, like Kamal's KAMAL_* variables."""
+    return {"SHIPYARD_SERVICE": service, "SHIPYARD_ROLE": role, "SHIPYARD_DESTINATION": destination,
+            "SHIPYARD_VERSION": version, "SHIPYARD_HOST": host,
+            "SHIPYARD_CONTAINER_NAME": naming.container_name(service, role, destination, version)}
+
+
+def published_urls(spec: ContainerSpec) -> list[str]:
+    return [f"http://{p.host_ip or spec.host}:{p.host_port}" for p in spec.ports
+            if p.host_port and p.protocol == "tcp"]
+
+
+# -- docker API payloads ----------------------------------------------------------------------------------------------
+
+
+def port_bindings(ports: Iterable[Mapping[str, Any]]) -> tuple[list[Any], dict[str, Any]]:
+    """(exposed ports, port bindings) for docker-py's create_container / create_host_config."""
+    exposed: list[Any] = []
+    bindings: dict[str, Any] = {}
+    for p in ports:
+        key = f"{p['container_port']}/{p['protocol']}"
+        exposed.append((p["container_port"], p["protocol"]))
+        binding = (p["host_ip"], p["host_port"]) if p.get("host_ip") else p.get("host_port")
+        bindings.setdefault(key, []).append(binding)
+    return exposed, bindings
+
+
+def volume_binds(volumes: Iterable[str]) -> list[str]:
+    binds = []
+    for text in volumes:
+        m = VOLUME.match(text)
+        assert m, text  # validated in config
+        binds.append(f"{m['source']}:{m['target']}:{m['mode'] or 'rw'}")
+    return binds
+
+
+def restart_policy(name: str) -> dict[str, Any]:
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": 0}
+
+
+def env_list(env: Mapping[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted(env.items())]

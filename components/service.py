@@ -1,0 +1,98 @@
+"""DestinationService: one service of one destination - its image and its containers on every host of every role."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from . import plan, source
+from .config import Deploy
+from .hosts import SSHTarget
+from .providers import Container, Image
+
+
+class DestinationService(pulumi.ComponentResource):
+    image_id: pulumi.Output[str]
+    repo_digest: pulumi.Output[Any]
+    image_ref: pulumi.Output[str]
+    tag: pulumi.Output[str]
+    version: pulumi.Output[str]
+    containers: pulumi.Output[dict[str, dict[str, dict[str, str]]]]
+    urls: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, cfg: Deploy, *, owner: str, project_dir: Path,
+                 promote: tuple[pulumi.Output[str], pulumi.Output[str]] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
+        """`promote` is (version, image reference) of the stack this one promotes from; without it the image is
+        built from `cfg.builder`'s context at `cfg.version` (default: the context's git commit)."""
+        super().__init__("shipyard:deploy:DestinationService", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        def target(host: str) -> dict[str, Any]:
+            return SSHTarget(host=host, port=cfg.ssh.port, user=cfg.ssh.user, keys=cfg.ssh.keys,
+                             known_hosts=cfg.ssh.known_hosts, host_key_policy=cfg.ssh.host_key_policy).to_dict()
+
+        image_props: dict[str, Any] = {
+            "owner": owner, "destination": cfg.destination,
+            "build_host": target(cfg.build_host()),
+            "ship_to": [target(h) for h in cfg.all_hosts()],
+            "registry_server": cfg.registry.server if cfg.registry else None,
+            "registry_username": cfg.registry.username if cfg.registry else None,
+            "registry_password": pulumi.Output.secret(cfg.registry.password)
+            if cfg.registry and cfg.registry.password else None,
+        }
+        if promote is None:
+            context = (project_dir / cfg.builder.context).resolve()
+            content_hash = source.context_hash(context, cfg.builder.dockerfile)
+            version: pulumi.Output[str] = pulumi.Output.from_input(
+                cfg.version or source.git_version(context, content_hash))
+            image_props.update({"context": str(context), "dockerfile": cfg.builder.dockerfile,
+                                "context_hash": content_hash, "build_args": dict(cfg.builder.args),
+                                "build_target": cfg.builder.target, "from_ref": None})
+        else:
+            version, from_ref = promote
+            image_props.update({"context": None, "dockerfile": "Dockerfile", "context_hash": None,
+                                "build_args": {}, "build_target": None, "from_ref": from_ref})
+
+        ispec = version.apply(lambda v: plan.image_spec(cfg, v, owner))
+        image_props["tag"] = ispec.apply(lambda s: s.tag)
+        image_props["labels"] = ispec.apply(lambda s: s.labels)
+        image = Image(f"{name}-image", image_props, child)
+
+        # Resource names do not depend on the version (a version change replaces the same resource); the
+        # container name, labels and image do.
+        specs = version.apply(lambda v: plan.container_specs(cfg, v, owner))
+        containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
+        urls: list[pulumi.Output[str]] = []
+        for i, static in enumerate(plan.container_specs(cfg, "0", owner)):
+            spec = specs.apply(lambda s, i=i: s[i])
+            secret_env = {k: cfg.secrets[k] for k in static.secret_env}
+            container = Container(f"{name}-{static.resource_name}", {
+                "owner": owner, "destination": cfg.destination, "role": static.role,
+                "target": target(static.host),
+                "name": spec.apply(lambda s: s.name),
+                "labels": spec.apply(lambda s: s.labels),
+                "image": image.image_id,
+                "cmd": list(static.cmd) if static.cmd else None,
+                "env": spec.apply(lambda s: s.env),
+                "secret_env": pulumi.Output.secret(secret_env) if secret_env else None,
+                "ports": [p.model_dump() for p in static.ports],
+                "volumes": list(static.volumes),
+                "restart": static.restart,
+                "running": True,
+            }, pulumi.ResourceOptions(parent=self, depends_on=[image]))
+            containers.setdefault(static.host, {})[static.role] = {"name": container.name,
+                                                                   "id": container.container_id}
+            urls += plan.published_urls(static)
+
+        self.image_id = image.image_id
+        self.repo_digest = image.repo_digest
+        self.image_ref = pulumi.Output.all(image.repo_digest, image.image_id).apply(lambda a: a[0] or a[1])
+        self.tag = image.tag
+        self.version = version
+        self.containers = pulumi.Output.from_input(containers)
+        self.urls = pulumi.Output.from_input(urls)
+        self.register_outputs({"image_id": self.image_id, "repo_digest": self.repo_digest, "tag": self.tag,
+                               "version": self.version, "containers": self.containers, "urls": self.urls})

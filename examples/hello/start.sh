@@ -1,0 +1,7 @@
+#!/bin/sh
+# The deployer passes SHIPYARD_* to every container it runs (like Kamal's KAMAL_* variables).
+mkdir -p /www
+printf 'service=%s destination=%s version=%s role=%s\n' \
+  "$SHIPYARD_SERVICE" "$SHIPYARD_DESTINATION" "$SHIPYARD_VERSION" "$SHIPYARD_ROLE" > /www/index.html
+[ -n "$GREETING" ] && printf 'greeting=%s\n' "$GREETING" >> /www/index.html
+exec httpd -f -p 80 -h /www

@@ -1,0 +1,359 @@
+"""The test bench: Docker hosts reachable only over SSH, and a registry they share.
+
+Each host is a network namespace of its own with a veth pair into the root namespace, its own `dockerd` (own
+data-root, exec-root, socket, pidfile) and its own `sshd` (own host key, key auth only) whose sessions get
+`DOCKER_HOST` pointing at that host's daemon, so `docker system dial-stdio` - what docker-py's SSH transport runs -
+reaches it. A `docker-registry` listens on an address of the root namespace that every host routes to, and every
+daemon trusts it. Base images that tests build FROM are seeded into each daemon and into the registry.
+
+Used by the pytest fixtures (session scope) and by `python -m tests.bench up|down|env` (for `make demo`).
+Nothing here is product code: the product reaches these hosts exactly as it reaches real ones, by SSH address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+NET_PREFIX = os.environ.get("BENCH_NET_PREFIX", "10.213")
+REGISTRY_PORT = 5000
+# Keys, known_hosts, configs, logs and data live in the repository's .bench/ (ignored by git), so stack configs can
+# name the key as `.bench/id_ed25519`; sockets and exec-roots live under a short path (Unix sockets max 107 bytes).
+ROOT = Path(os.environ.get("BENCH_ROOT", Path(__file__).resolve().parent.parent / ".bench"))
+RUN = Path(os.environ.get("BENCH_RUN", "/run/shipyard-bench"))
+HOST_COUNT = int(os.environ.get("BENCH_HOSTS", "2"))
+NAME = "pkb"  # prefix of every namespace and interface the bench makes
+# What test Dockerfiles build FROM; all are the same busybox root filesystem.
+BASE_IMAGES = ("busybox:latest", "busybox:1")
+REQUIRED_TOOLS = ("ip", "nsenter", "dockerd", "docker", "sshd", "ssh-keygen", "docker-registry", "busybox")
+
+
+class BenchError(RuntimeError):
+    """The bench could not start; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    port: int
+    user: str
+    docker_socket: str
+    host_key_pub: str
+
+
+@dataclass(frozen=True)
+class BenchInfo:
+    root: str
+    identity_file: str
+    known_hosts: str
+    registry: str  # host:port, plain HTTP, trusted by every bench daemon
+    hosts: tuple[Host, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BenchInfo":
+        data = json.loads(text)
+        data["hosts"] = tuple(Host(**h) for h in data["hosts"])
+        return cls(**data)
+
+
+def _run(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise BenchError(f"`{' '.join(argv)}` failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def _wait(what: str, probe, deadline_s: float, log: Path | None = None) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if probe():
+            return
+        time.sleep(0.2)
+    tail = ""
+    if log and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    raise BenchError(f"{what} did not come up within {deadline_s:.0f}s{tail}")
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _stop_pidfile(pidfile: Path, deadline_s: float = 20) -> None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pidfile.unlink(missing_ok=True)
+        return
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    pidfile.unlink(missing_ok=True)
+
+
+def _spawn(argv: list[str], log: Path, pidfile: Path | None = None, netns: str | None = None) -> int:
+    if netns:
+        # nsenter --net (not `ip netns exec`): keeps /sys, and with it the cgroups dockerd needs.
+        argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    if pidfile is not None and not pidfile.exists():
+        pidfile.write_text(str(proc.pid))
+    return proc.pid
+
+
+class Bench:
+    def __init__(self, root: Path = ROOT, hosts: int = HOST_COUNT, run: Path = RUN):
+        self.root = Path(root)
+        self.run = Path(run)
+        self.count = hosts
+        self.registry = f"{NET_PREFIX}.0.1:{REGISTRY_PORT}"
+
+    # -- layout -------------------------------------------------------------------------------------------------
+    def _hdir(self, i: int) -> Path:
+        return self.root / f"host{i}"
+
+    def _rdir(self, i: int) -> Path:
+        return self.run / f"host{i}"
+
+    def _netns(self, i: int) -> str:
+        return f"{NAME}-h{i}"
+
+    def _addr(self, i: int) -> str:
+        return f"{NET_PREFIX}.{i}.2"
+
+    def info(self) -> BenchInfo:
+        hosts = []
+        for i in range(1, self.count + 1):
+            d = self._hdir(i)
+            hosts.append(Host(name=f"host{i}", address=self._addr(i), port=22, user="root",
+                              docker_socket=str(self._rdir(i) / "docker.sock"),
+                              host_key_pub=(d / "ssh_host_ed25519_key.pub").read_text().strip()))
+        return BenchInfo(root=str(self.root), identity_file=str(self.root / "id_ed25519"),
+                         known_hosts=str(self.root / "known_hosts"), registry=self.registry, hosts=tuple(hosts))
+
+    # -- start ----------------------------------------------------------------------------------------------------
+    def check_tools(self) -> None:
+        missing = [t for t in REQUIRED_TOOLS if not shutil.which(t) and not Path("/usr/sbin", t).exists()]
+        if missing:
+            raise BenchError(f"the bench needs {', '.join(missing)}: run `make setup` (as root)")
+        if os.geteuid() != 0:
+            raise BenchError("the bench makes network namespaces and starts dockerd: run it as root")
+
+    def up(self) -> BenchInfo:
+        self.check_tools()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._client_key()
+        self._registry()
+        for i in range(1, self.count + 1):
+            self._network(i)
+            self._dockerd(i)
+            self._sshd(i)
+        self._known_hosts()
+        rootfs = self._busybox_rootfs()
+        for i in range(1, self.count + 1):
+            self._seed(i, rootfs)
+        info = self.info()
+        (self.root / "bench.json").write_text(info.to_json())
+        return info
+
+    def _client_key(self) -> None:
+        key = self.root / "id_ed25519"
+        if not key.exists():
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench-deployer", "-f", str(key))
+
+    def _registry(self) -> None:
+        # The registry's address sits on the root namespace's loopback: local to this machine, and reachable
+        # from every host namespace through its veth and default route.
+        if f"{NET_PREFIX}.0.1/32" not in _run("ip", "-o", "addr", "show", "dev", "lo").stdout:
+            _run("ip", "addr", "add", f"{NET_PREFIX}.0.1/32", "dev", "lo")
+        d = self.root / "registry"
+        d.mkdir(exist_ok=True)
+        pidfile = d / "pid"
+        if _alive(pidfile):
+            return
+        (d / "config.yml").write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {d / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.registry}\n"
+        )
+        pidfile.unlink(missing_ok=True)
+        _spawn(["docker-registry", "serve", str(d / "config.yml")], d / "log", pidfile)
+        _wait("docker-registry", lambda: _run("bash", "-c", f"exec 3<>/dev/tcp/{NET_PREFIX}.0.1/{REGISTRY_PORT}",
+                                              check=False).returncode == 0, 20, d / "log")
+
+    def _network(self, i: int) -> None:
+        ns, outer, inner = self._netns(i), f"{NAME}-h{i}o", f"{NAME}-h{i}i"
+        if _run("ip", "netns", "exec", ns, "true", check=False).returncode == 0:
+            return
+        _run("ip", "netns", "add", ns)
+        _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        _run("ip", "link", "set", inner, "netns", ns)
+        _run("ip", "addr", "add", f"{NET_PREFIX}.{i}.1/24", "dev", outer)
+        _run("ip", "link", "set", outer, "up")
+        for cmd in (["ip", "addr", "add", f"{self._addr(i)}/24", "dev", inner], ["ip", "link", "set", inner, "up"],
+                    ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", "default", "via", f"{NET_PREFIX}.{i}.1"]):
+            _run("ip", "netns", "exec", ns, *cmd)
+
+    def _docker(self, i: int, *args: str, **kw) -> subprocess.CompletedProcess:
+        return _run("docker", "-H", f"unix://{self._rdir(i) / 'docker.sock'}", *args, **kw)
+
+    def _dockerd(self, i: int) -> None:
+        d, r = self._hdir(i), self._rdir(i)
+        d.mkdir(parents=True, exist_ok=True)
+        r.mkdir(parents=True, exist_ok=True)
+        pidfile = r / "docker.pid"
+        if not _alive(pidfile):
+            pidfile.unlink(missing_ok=True)
+            # debug: the daemon logs every API call, which tests count to prove a no-op deploy mutates nothing
+            (d / "daemon.json").write_text(json.dumps({"insecure-registries": [self.registry], "debug": True}))
+            _spawn(["dockerd", "--config-file", str(d / "daemon.json"), "--data-root", str(d / "data"),
+                    "--exec-root", str(r / "exec"), "-H", f"unix://{r / 'docker.sock'}", "--pidfile", str(pidfile)],
+                   d / "dockerd.log", netns=self._netns(i))
+        _wait(f"dockerd of host{i}", lambda: self._docker(i, "version", check=False).returncode == 0, 60,
+              d / "dockerd.log")
+
+    def _sshd(self, i: int) -> None:
+        d = self._hdir(i)
+        key = d / "ssh_host_ed25519_key"
+        if not key.exists():
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"host{i}", "-f", str(key))
+        pidfile = self._rdir(i) / "sshd.pid"
+        if _alive(pidfile):
+            return
+        pidfile.unlink(missing_ok=True)
+        auth = d / "authorized_keys"
+        shutil.copy(self.root / "id_ed25519.pub", auth)
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege-separation directory sshd insists on
+        (d / "sshd_config").write_text(
+            f"ListenAddress {self._addr(i)}\nPort 22\nHostKey {key}\nPidFile {pidfile}\n"
+            f"AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+            f"SetEnv DOCKER_HOST=unix://{self._rdir(i) / 'docker.sock'}\nLogLevel ERROR\n"
+        )
+        _spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], d / "sshd.log", netns=self._netns(i))
+        _wait(f"sshd of host{i}", lambda: _run("bash", "-c", f"exec 3<>/dev/tcp/{self._addr(i)}/22",
+                                               check=False).returncode == 0, 20, d / "sshd.log")
+
+    def _known_hosts(self) -> None:
+        lines = [f"{self._addr(i)} {(self._hdir(i) / 'ssh_host_ed25519_key.pub').read_text().split(' ')[0]} "
+                 f"{(self._hdir(i) / 'ssh_host_ed25519_key.pub').read_text().split(' ')[1]}"
+                 for i in range(1, self.count + 1)]
+        (self.root / "known_hosts").write_text("\n".join(lines) + "\n")
+
+    def _busybox_rootfs(self) -> Path:
+        tar = self.root / "busybox-rootfs.tar"
+        if tar.exists():
+            return tar
+        busybox = shutil.which("busybox")
+        applets = _run(busybox, "--list").stdout.split()
+        tmp = tar.with_suffix(".tmp")
+        with tarfile.open(tmp, "w") as tf:
+            def add_dir(name: str, mode: int = 0o755) -> None:
+                ti = tarfile.TarInfo(name)
+                ti.type, ti.mode = tarfile.DIRTYPE, mode
+                tf.addfile(ti)
+            for name in ("bin", "etc", "root", "var", "var/www", "www"):
+                add_dir(name)
+            add_dir("tmp", 0o1777)
+            tf.add(busybox, "bin/busybox")
+            for applet in applets:
+                if applet != "busybox":
+                    ti = tarfile.TarInfo(f"bin/{applet}")
+                    ti.type, ti.linkname = tarfile.SYMTYPE, "busybox"
+                    tf.addfile(ti)
+            for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"),
+                               ("etc/group", "root:x:0:\nnogroup:x:65534:\n")):
+                data = text.encode()
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+        tmp.rename(tar)
+        return tar
+
+    def _seed(self, i: int, rootfs: Path) -> None:
+        have = self._docker(i, "image", "inspect", *BASE_IMAGES, check=False).returncode == 0
+        if not have:
+            self._docker(i, "import", "-c", 'CMD ["sh"]', str(rootfs), BASE_IMAGES[0])
+            for extra in BASE_IMAGES[1:]:
+                self._docker(i, "tag", BASE_IMAGES[0], extra)
+        if i == 1:  # the registry gets the base images too, pushed once from the first host
+            for ref in BASE_IMAGES:
+                remote = f"{self.registry}/{ref}"
+                self._docker(i, "tag", ref, remote)
+                self._docker(i, "push", remote)
+                self._docker(i, "rmi", remote)
+
+    # -- stop -----------------------------------------------------------------------------------------------------
+    def down(self, purge: bool = False) -> None:
+        for i in range(1, self.count + 1):
+            r = self._rdir(i)
+            _stop_pidfile(r / "sshd.pid")
+            _stop_pidfile(r / "docker.pid", deadline_s=40)  # dockerd stops its containers as it exits
+            _run("ip", "netns", "del", self._netns(i), check=False)
+            _run("ip", "link", "del", f"{NAME}-h{i}o", check=False)
+        _stop_pidfile(self.root / "registry" / "pid")
+        _run("ip", "addr", "del", f"{NET_PREFIX}.0.1/32", "dev", "lo", check=False)
+        # any process still running from the bench's directories (container shims) goes too
+        for where in (self.root, self.run):
+            _run("pkill", "-f", f"{where}/", check=False)
+        for i in range(1, self.count + 1):
+            _run("umount", "-R", str(self._rdir(i) / "exec"), check=False)
+        shutil.rmtree(self.run, ignore_errors=True)
+        if purge:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=("up", "down", "purge", "info"))
+    args = ap.parse_args(argv)
+    bench = Bench()
+    try:
+        if args.action == "up":
+            print(bench.up().to_json())
+        elif args.action == "info":
+            print(bench.info().to_json())
+        else:
+            bench.down(purge=args.action == "purge")
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
