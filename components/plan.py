@@ -122,9 +122,12 @@ def port_bindings(ports: Iterable[Mapping[str, Any]]) -> tuple[list[Any], dict[s
     exposed: list[Any] = []
     bindings: dict[str, Any] = {}
     for p in ports:
-        key = f"{p['container_port']}/{p['protocol']}"
-        exposed.append((p["container_port"], p["protocol"]))
-        binding = (p["host_ip"], p["host_port"]) if p.get("host_ip") else p.get("host_port")
+        # numbers arrive as floats after a trip through Pulumi's property serialization
+        container_port = int(p["container_port"])
+        host_port = int(p["host_port"]) if p.get("host_port") is not None else None
+        key = f"{container_port}/{p['protocol']}"
+        exposed.append((container_port, p["protocol"]))
+        binding = (p["host_ip"], host_port) if p.get("host_ip") else host_port
         bindings.setdefault(key, []).append(binding)
     return exposed, bindings
 

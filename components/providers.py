@@ -8,6 +8,7 @@ never count, and each input is declared either replace-on-change or update-in-pl
 from __future__ import annotations
 
 import io
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,10 +17,36 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from . import hosts, naming, plan, source
-from .errors import BuildFailed, DockerError, HealthCheckFailed, OwnershipConflict
+from .errors import BuildFailed, DeployError, DockerError, HealthCheckFailed, OwnershipConflict
 from .hosts import SSHTarget, docker_errors
 
 START_DEADLINE_S = 10
+
+
+def _report_deploy_errors_without_traceback() -> None:
+    """Pulumi's Python dynamic-provider server reports any exception as `traceback.format_exc()`. Our own errors
+    already say what happened and what to do, so inside that server (and only there) they are reported as their
+    message alone; every other exception keeps its traceback."""
+    server = sys.modules.get("__main__")
+    real = getattr(server, "traceback", None)
+    if real is None or not hasattr(server, "DynamicResourceProviderServicer") or isinstance(real, _QuietTraceback):
+        return
+    server.traceback = _QuietTraceback(real)
+
+
+class _QuietTraceback:
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def format_exc(self, *args, **kwargs):
+        exc = sys.exc_info()[1]
+        return str(exc) if isinstance(exc, DeployError) else self._real.format_exc(*args, **kwargs)
+
+
+_report_deploy_errors_without_traceback()
 STOP_TIMEOUT_S = 10
 
 
@@ -94,7 +121,7 @@ class ImageProvider(ResourceProvider):
         with docker_errors(target, f"inspecting {tag}"):
             image_id = c.inspect_image(tag)["Id"]
         repo_digest = self._push(target, props) if props.get("registry_server") else None
-        outs = {**props, "image_id": image_id, "repo_digest": repo_digest}
+        outs = {**props, "image_id": image_id, "repo_digest": repo_digest or ""}
         others = [h for h in props["ship_to"] if h["host"] != target.host]
         built_on_a_deploy_host = len(others) < len(props["ship_to"])
         outs["hosts"] = ([target.host] if built_on_a_deploy_host else []) + self._ship(outs, others)

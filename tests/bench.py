@@ -110,6 +110,11 @@ def _stop_pidfile(pidfile: Path, deadline_s: float = 20) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child (started by this process): reap it
+                break
+        except ChildProcessError:
+            pass
+        try:
             os.kill(pid, 0)
         except OSError:
             break

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine (as root): `make demo` deploys the example app as staging and production to the
+# local bench host; `make test` runs every test tier. Both run `make setup` first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+# Local, offline Pulumi: state in the project's .pulumi-state (ignored by git), a documented passphrase for local
+# stacks, no update checks, no plugin downloads.
+export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
+export PULUMI_CONFIG_PASSPHRASE ?= shipyard-local
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
+export PULUMI_PYTHON_CMD := $(CURDIR)/.venv/bin/python
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup test unit demo demo-down bench-up bench-down benchmark
+
+setup:
+	@scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+demo: setup
+	@scripts/demo.sh
+
+demo-down: setup
+	@scripts/demo.sh down
+
+bench-up: setup
+	$(PY) -m tests.bench up
+
+bench-down:
+	$(PY) -m tests.bench down

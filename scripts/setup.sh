@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make setup`: installs what the project and its test bench need, idempotently; a second run takes seconds.
+# Run as root on Debian (the bench makes network namespaces and runs dockerd and sshd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\033[1m== %s\033[0m\n' "$*"; }
+
+# 1. Debian packages: Docker Engine, sshd, the registry, busybox for the seeded base image.
+packages=(docker.io openssh-server openssh-client docker-registry busybox-static iproute2 util-linux git curl procps)
+missing=()
+for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+if ((${#missing[@]})); then
+  step "installing Debian packages: ${missing[*]}"
+  [ "$(id -u)" = 0 ] || { echo "setup: installing packages needs root (apt-get)" >&2; exit 1; }
+  apt-get update -qq
+  # policy-rc.d: never start services from package scripts; the bench starts its own daemons.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+# 2. The Python environment.
+if [ ! -x .venv/bin/python ]; then step "creating .venv"; python3 -m venv .venv; fi
+stamp=".venv/.requirements.sha256"
+want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  step "installing Python requirements"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+# 3. The Pulumi CLI, linked into .venv/bin so that one PATH entry serves the CLI, tests and the demo.
+bin="$(scripts/install-pulumi.sh)"
+for f in pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python; do
+  [ "$bin/$f" -ef ".venv/bin/$f" ] || ln -sf "$bin/$f" ".venv/bin/$f"
+done
+step "ready: $(.venv/bin/pulumi version), $(.venv/bin/python -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("pulumi", "docker", "paramiko", "pydantic")), sep=", ")')"

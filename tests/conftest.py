@@ -1,0 +1,153 @@
+"""Fixtures shared by the integration and e2e tiers: the bench (session scope) and real Pulumi projects.
+
+No tier skips: when the bench or the CLI cannot start, the fixture fails and says what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # PyYAML comes with the Pulumi SDK
+
+from tests.bench import Bench, BenchError, BenchInfo
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+PASSPHRASE = "shipyard-local"
+
+
+@pytest.fixture(scope="session")
+def bench() -> BenchInfo:
+    b = Bench()
+    try:
+        info = b.up()
+    except BenchError as exc:
+        b.down()
+        pytest.fail(f"the bench did not start: {exc}", pytrace=False)
+    yield info
+    b.down()
+
+
+def pulumi_env(state_dir: Path) -> dict[str, str]:
+    if not (VENV_BIN / "pulumi").exists():
+        pytest.fail("no Pulumi CLI in .venv/bin: run `make setup`", pytrace=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+    env.update({
+        "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
+        "PULUMI_BACKEND_URL": f"file://{state_dir}",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        "PULUMI_PYTHON_CMD": str(VENV_BIN / "python"),
+        "PULUMI_HOME": str(state_dir.parent / "pulumi-home"),
+        "NO_COLOR": "1",
+    })
+    return env
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+@dataclass
+class Project:
+    """A real Pulumi project on disk, driven through the real CLI."""
+    dir: Path
+    env: dict[str, str]
+    history: list[str] = field(default_factory=list)
+
+    def run(self, *args: str, stack: str | None = None, check: bool = True, timeout: float = 600) -> Result:
+        argv = ["pulumi", *args, "--non-interactive"]
+        if stack:
+            argv += ["--stack", stack]
+        proc = subprocess.run(argv, cwd=self.dir, env=self.env, capture_output=True, text=True, timeout=timeout)
+        out = proc.stdout + proc.stderr
+        self.history.append(f"$ {' '.join(argv)}\n{out}")
+        if check and proc.returncode != 0:
+            raise AssertionError(f"`{' '.join(argv)}` exited {proc.returncode}:\n{out}")
+        return Result(proc.returncode, out)
+
+    def init(self, stack: str, config: dict[str, Any], secrets: dict[str, str] | None = None) -> None:
+        self.run("stack", "init", stack)
+        self.set_config(stack, config)
+        for path, value in (secrets or {}).items():
+            self.run("config", "set", "--secret", "--path", path, value, stack=stack)
+
+    def set_config(self, stack: str, config: dict[str, Any]) -> None:
+        write_config(self.dir, stack, config)
+
+    def up(self, stack: str, *extra: str, check: bool = True) -> Result:
+        return self.run("up", "--yes", "--skip-preview", *extra, stack=stack, check=check)
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        return json.loads(self.run("stack", "output", "--json", stack=stack).out)
+
+
+def write_config(project_dir: Path, stack: str, config: dict[str, Any]) -> None:
+    """Set the stack's plain `shipyard:*` keys in stacks/Pulumi.<stack>.yaml (replacing the plain ones it had),
+    keeping the encryption salt and every secret the CLI stored."""
+    path = project_dir / "stacks" / f"Pulumi.{stack}.yaml"
+    data = yaml.safe_load(path.read_text()) if path.exists() else None
+    data = data or {}
+    kept = {k: v for k, v in (data.get("config") or {}).items() if "secure" in json.dumps(v)}
+    data["config"] = {**{f"shipyard:{k}": v for k, v in config.items()}, **kept}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def make_project(root: Path, app_files: dict[str, str] | None = None) -> Path:
+    """A copy of this project (Pulumi.yaml, __main__.py, components/ linked) plus an example app in a git repo."""
+    proj = root / "project"
+    proj.mkdir(parents=True)
+    for name in ("Pulumi.yaml", "__main__.py"):
+        shutil.copy(REPO / name, proj / name)
+    (proj / "components").symlink_to(REPO / "components")
+    (proj / ".venv").symlink_to(REPO / ".venv")
+    (proj / "stacks").mkdir()
+    app = proj / "app"
+    shutil.copytree(REPO / "examples" / "hello", app)
+    for rel, text in (app_files or {}).items():
+        (app / rel).write_text(text)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(app)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "app"], check=True)
+    return proj
+
+
+def commit_app(proj: Path, rel: str, text: str) -> str:
+    app = proj / "app"
+    (app / rel).write_text(text)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(app)]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "change"], check=True)
+    return subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    proj = make_project(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    return Project(proj, pulumi_env(state))
+
+
+def ssh_config(bench: BenchInfo) -> dict[str, Any]:
+    return {"keys": [bench.identity_file], "known_hosts": bench.known_hosts}
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")

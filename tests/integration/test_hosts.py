@@ -1,0 +1,84 @@
+"""The bench's hosts through the product's own host layer: real sshd, real dockerd, real host-key checks."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from components import hosts
+from components.errors import AuthenticationFailed, DockerError, HostKeyRejected, HostUnreachable
+from components.hosts import SSHTarget, docker_errors
+
+pytestmark = pytest.mark.integration
+
+
+def target(bench, i: int = 0, **kw) -> SSHTarget:
+    h = bench.hosts[i]
+    return SSHTarget(**{"host": h.address, "port": h.port, "user": h.user, "keys": (bench.identity_file,),
+                        "known_hosts": bench.known_hosts, **kw})
+
+
+def test_a_container_started_on_host1_is_not_visible_on_host2(bench):
+    one, two = hosts.client(target(bench, 0)), hosts.client(target(bench, 1))
+    assert one.info()["DockerRootDir"] != two.info()["DockerRootDir"]  # two daemons, not one seen twice
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    cid = one.create_container("busybox:latest", command=["sleep", "300"], name=name)["Id"]
+    one.start(cid)
+    try:
+        assert [c["Id"] for c in one.containers(filters={"name": name})] == [cid]
+        assert two.containers(all=True, filters={"name": name}) == []
+    finally:
+        one.remove_container(cid, force=True)
+
+
+def test_one_ssh_connection_per_host_per_process(bench):
+    hosts.close_all()
+    t = target(bench, 0)
+    assert hosts.client(t) is hosts.client(t)
+    transport = hosts.client(t)._custom_adapter.ssh_client.get_transport()
+    for _ in range(5):
+        hosts.client(t).ping()
+    assert hosts.client(t)._custom_adapter.ssh_client.get_transport() is transport
+
+
+def test_a_wrong_host_key_is_refused(bench, tmp_path: Path):
+    # host2's key filed under host1's address: exactly what a man in the middle would present
+    h1, h2 = bench.hosts
+    forged = tmp_path / "known_hosts"
+    forged.write_text(f"{h1.address} {' '.join(h2.host_key_pub.split()[:2])}\n")
+    hosts.close_all()
+    with pytest.raises(HostKeyRejected, match="does not match"):
+        hosts.client(target(bench, 0, known_hosts=str(forged)))
+
+
+def test_an_unknown_host_is_refused_by_default_and_remembered_with_accept_new(bench, tmp_path: Path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    hosts.close_all()
+    with pytest.raises(HostKeyRejected, match="not in"):
+        hosts.client(target(bench, 0, known_hosts=str(empty)))
+    c = hosts.client(target(bench, 0, known_hosts=str(empty), host_key_policy="accept-new"))
+    assert c.ping()
+    assert empty.read_text().split()[:3] == [bench.hosts[0].address, *bench.hosts[0].host_key_pub.split()[:2]]
+    hosts.close_all()
+    assert hosts.client(target(bench, 0, known_hosts=str(empty))).ping()  # now known: strict accepts it
+
+
+def test_unreachable_and_refused_logins_name_the_host(bench, tmp_path: Path):
+    hosts.close_all()
+    with pytest.raises(HostUnreachable, match=r"host 10\.213\.1\.2:2222: cannot connect"):
+        hosts.client(target(bench, 0, port=2222))
+    other_key = tmp_path / "id"
+    import subprocess
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+    with pytest.raises(AuthenticationFailed, match="SSH login as root was refused"):
+        hosts.client(target(bench, 0, keys=(str(other_key),)))
+
+
+def test_docker_errors_are_translated(bench):
+    t = target(bench, 0)
+    with pytest.raises(DockerError, match=r"host 10\.213\.1\.2: inspecting nothing failed: .*no such image"):
+        with docker_errors(t, "inspecting nothing"):
+            hosts.client(t).inspect_image("no-such-image:nope")
