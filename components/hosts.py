@@ -25,6 +25,7 @@ from .errors import AuthenticationFailed, DockerError, HostKeyRejected, HostUnre
 DOCKER_API_VERSION = "1.41"  # Docker Engine 20.10 and newer
 CONNECT_TIMEOUT_S = 15
 API_TIMEOUT_S = 600  # builds and pushes stream for a while
+MAX_CHANNELS = 6  # concurrent Docker API connections per host, under sshd's default MaxSessions of 10
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,15 @@ class _Adapter(SSHHTTPAdapter):
 
     def __init__(self, target: SSHTarget):
         self._target = target
-        super().__init__(f"ssh://{target.user}@{target.host}:{target.port}", timeout=API_TIMEOUT_S)
+        super().__init__(f"ssh://{target.user}@{target.host}:{target.port}", timeout=API_TIMEOUT_S,
+                         pool_connections=1, max_pool_size=MAX_CHANNELS)
+
+    def get_connection(self, *args, **kwargs):
+        # Each HTTP connection is one SSH session channel; sshd allows 10 per connection (MaxSessions). docker-py's
+        # pool opens a new one whenever all are busy and never bounds them; a blocking pool waits instead.
+        pool = super().get_connection(*args, **kwargs)
+        pool.block = True
+        return pool
 
     def _create_paramiko_client(self, base_url):
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)

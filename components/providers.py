@@ -207,9 +207,8 @@ class ImageProvider(ResourceProvider):
                     raise
                 if not _owned(image["Config"].get("Labels"), props):
                     continue  # not ours: never touch it
-                for ref in image.get("RepoTags") or []:
-                    if ref == props["tag"]:
-                        c.remove_image(ref, noprune=True)
+                if props["tag"] in (image.get("RepoTags") or []):
+                    c.remove_image(props["tag"])  # untags; the last reference also deletes it and its build parents
                 try:
                     c.remove_image(id_)
                 except Exception as exc:  # still used by a container or tagged by someone else: leave it
@@ -283,13 +282,33 @@ class ContainerProvider(ResourceProvider):
                                      environment=plan.env_list(env), labels=props["labels"], ports=exposed or None,
                                      host_config=host_config)
         cid = created["Id"]
+        # Without a proxy, a fixed host port can only be bound by one container: the one this replaces is stopped
+        # just before the new one starts (Kamal 1's order), and started again if the new one does not come up.
+        handing_over = self._holders_of_our_ports(c, props, exclude=cid)
+        for old in handing_over:
+            c.stop(old, timeout=STOP_TIMEOUT_S)
         try:
             c.start(cid)
             self._wait_running(c, target, cid, props)
         except Exception:
             c.remove_container(cid, force=True)
+            for old in handing_over:
+                c.start(old)
             raise
         return cid
+
+    @staticmethod
+    def _holders_of_our_ports(c, props: dict[str, Any], exclude: str) -> list[str]:
+        """Running containers of this stack, destination and role on this host that publish a host port the new
+        container needs."""
+        wanted = {int(p["host_port"]) for p in props.get("ports") or [] if p.get("host_port") is not None}
+        if not wanted:
+            return []
+        filters = {"status": "running", "label": [f"{naming.OWNER_LABEL}={props['owner']}",
+                                                  f"{naming.DESTINATION}={props['destination']}",
+                                                  f"{naming.ROLE}={props['role']}"]}
+        return [item["Id"] for item in c.containers(filters=filters)
+                if item["Id"] != exclude and wanted & {p.get("PublicPort") for p in item.get("Ports") or []}]
 
     def _wait_running(self, c, target: SSHTarget, cid: str, props: dict[str, Any]) -> None:
         deadline = time.monotonic() + START_DEADLINE_S

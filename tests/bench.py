@@ -25,14 +25,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-NET_PREFIX = os.environ.get("BENCH_NET_PREFIX", "10.213")
 REGISTRY_PORT = 5000
-# Keys, known_hosts, configs, logs and data live in the repository's .bench/ (ignored by git), so stack configs can
-# name the key as `.bench/id_ed25519`; sockets and exec-roots live under a short path (Unix sockets max 107 bytes).
-ROOT = Path(os.environ.get("BENCH_ROOT", Path(__file__).resolve().parent.parent / ".bench"))
-RUN = Path(os.environ.get("BENCH_RUN", "/run/shipyard-bench"))
-HOST_COUNT = int(os.environ.get("BENCH_HOSTS", "2"))
-NAME = "pkb"  # prefix of every namespace and interface the bench makes
+HOST_COUNT = 2
+REPO = Path(__file__).resolve().parent.parent
+# Two benches can run side by side: `demo` (for `make demo`, left running) and `test` (started and purged by the
+# test session). Each has its own namespaces, addresses, registry and state. Keys, known_hosts, configs, logs and
+# data live in the repository's .bench/<name>/ (ignored by git), so stack configs can name the key as
+# `.bench/demo/id_ed25519`; sockets and exec-roots live under a short path (Unix sockets max 107 bytes).
+PROFILES = {"demo": ("sb", "10.213"), "test": ("st", "10.214")}
 # What test Dockerfiles build FROM; all are the same busybox root filesystem.
 BASE_IMAGES = ("busybox:latest", "busybox:1")
 REQUIRED_TOOLS = ("ip", "nsenter", "dockerd", "docker", "sshd", "ssh-keygen", "docker-registry", "busybox")
@@ -140,11 +140,12 @@ def _spawn(argv: list[str], log: Path, pidfile: Path | None = None, netns: str |
 
 
 class Bench:
-    def __init__(self, root: Path = ROOT, hosts: int = HOST_COUNT, run: Path = RUN):
-        self.root = Path(root)
-        self.run = Path(run)
+    def __init__(self, profile: str = "demo", hosts: int = HOST_COUNT):
+        self.name, self.net = PROFILES[profile]
+        self.root = REPO / ".bench" / profile
+        self.run = Path("/run/shipyard-bench") / profile
         self.count = hosts
-        self.registry = f"{NET_PREFIX}.0.1:{REGISTRY_PORT}"
+        self.registry = f"{self.net}.0.1:{REGISTRY_PORT}"
 
     # -- layout -------------------------------------------------------------------------------------------------
     def _hdir(self, i: int) -> Path:
@@ -154,10 +155,10 @@ class Bench:
         return self.run / f"host{i}"
 
     def _netns(self, i: int) -> str:
-        return f"{NAME}-h{i}"
+        return f"{self.name}-h{i}"
 
     def _addr(self, i: int) -> str:
-        return f"{NET_PREFIX}.{i}.2"
+        return f"{self.net}.{i}.2"
 
     def info(self) -> BenchInfo:
         hosts = []
@@ -202,8 +203,8 @@ class Bench:
     def _registry(self) -> None:
         # The registry's address sits on the root namespace's loopback: local to this machine, and reachable
         # from every host namespace through its veth and default route.
-        if f"{NET_PREFIX}.0.1/32" not in _run("ip", "-o", "addr", "show", "dev", "lo").stdout:
-            _run("ip", "addr", "add", f"{NET_PREFIX}.0.1/32", "dev", "lo")
+        if f"{self.net}.0.1/32" not in _run("ip", "-o", "addr", "show", "dev", "lo").stdout:
+            _run("ip", "addr", "add", f"{self.net}.0.1/32", "dev", "lo")
         d = self.root / "registry"
         d.mkdir(exist_ok=True)
         pidfile = d / "pid"
@@ -217,20 +218,20 @@ class Bench:
         )
         pidfile.unlink(missing_ok=True)
         _spawn(["docker-registry", "serve", str(d / "config.yml")], d / "log", pidfile)
-        _wait("docker-registry", lambda: _run("bash", "-c", f"exec 3<>/dev/tcp/{NET_PREFIX}.0.1/{REGISTRY_PORT}",
+        _wait("docker-registry", lambda: _run("bash", "-c", f"exec 3<>/dev/tcp/{self.net}.0.1/{REGISTRY_PORT}",
                                               check=False).returncode == 0, 20, d / "log")
 
     def _network(self, i: int) -> None:
-        ns, outer, inner = self._netns(i), f"{NAME}-h{i}o", f"{NAME}-h{i}i"
+        ns, outer, inner = self._netns(i), f"{self.name}-h{i}o", f"{self.name}-h{i}i"
         if _run("ip", "netns", "exec", ns, "true", check=False).returncode == 0:
             return
         _run("ip", "netns", "add", ns)
         _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
         _run("ip", "link", "set", inner, "netns", ns)
-        _run("ip", "addr", "add", f"{NET_PREFIX}.{i}.1/24", "dev", outer)
+        _run("ip", "addr", "add", f"{self.net}.{i}.1/24", "dev", outer)
         _run("ip", "link", "set", outer, "up")
         for cmd in (["ip", "addr", "add", f"{self._addr(i)}/24", "dev", inner], ["ip", "link", "set", inner, "up"],
-                    ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", "default", "via", f"{NET_PREFIX}.{i}.1"]):
+                    ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", "default", "via", f"{self.net}.{i}.1"]):
             _run("ip", "netns", "exec", ns, *cmd)
 
     def _docker(self, i: int, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -322,16 +323,28 @@ class Bench:
                 self._docker(i, "push", remote)
                 self._docker(i, "rmi", remote)
 
+    def restart_docker(self, i: int) -> None:
+        """Restart host i's daemon (as a host reboot or a Docker upgrade would); containers come back per their
+        restart policy."""
+        _stop_pidfile(self._rdir(i) / "docker.pid", deadline_s=40)
+        self._dockerd(i)
+
     # -- stop -----------------------------------------------------------------------------------------------------
     def down(self, purge: bool = False) -> None:
         for i in range(1, self.count + 1):
             r = self._rdir(i)
             _stop_pidfile(r / "sshd.pid")
             _stop_pidfile(r / "docker.pid", deadline_s=40)  # dockerd stops its containers as it exits
+            # whatever still runs in the host's namespace (SSH sessions, container shims) goes with it
+            for pid in _run("ip", "netns", "pids", self._netns(i), check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
             _run("ip", "netns", "del", self._netns(i), check=False)
-            _run("ip", "link", "del", f"{NAME}-h{i}o", check=False)
+            _run("ip", "link", "del", f"{self.name}-h{i}o", check=False)
         _stop_pidfile(self.root / "registry" / "pid")
-        _run("ip", "addr", "del", f"{NET_PREFIX}.0.1/32", "dev", "lo", check=False)
+        _run("ip", "addr", "del", f"{self.net}.0.1/32", "dev", "lo", check=False)
         # any process still running from the bench's directories (container shims) goes too
         for where in (self.root, self.run):
             _run("pkill", "-f", f"{where}/", check=False)
@@ -345,8 +358,9 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("up", "down", "purge", "info"))
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="demo")
     args = ap.parse_args(argv)
-    bench = Bench()
+    bench = Bench(args.profile)
     try:
         if args.action == "up":
             print(bench.up().to_json())

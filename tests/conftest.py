@@ -25,15 +25,67 @@ PASSPHRASE = "shipyard-local"
 
 
 @pytest.fixture(scope="session")
-def bench() -> BenchInfo:
-    b = Bench()
+def bench_ctl() -> Bench:
+    b = Bench("test")
+    b.down(purge=True)  # every session starts from empty daemons, registry and keys
     try:
-        info = b.up()
+        b.up()
     except BenchError as exc:
         b.down()
         pytest.fail(f"the bench did not start: {exc}", pytrace=False)
-    yield info
+    yield b
     b.down()
+
+
+@pytest.fixture(scope="session")
+def bench(bench_ctl: Bench) -> BenchInfo:
+    return bench_ctl.info()
+
+
+def host_docker(host) -> "docker.APIClient":
+    """The host's daemon through its local socket: how tests look at a host independently of the product."""
+    import docker
+    return docker.APIClient(base_url=f"unix://{host.docker_socket}", version="1.41")
+
+
+def http_get(url: str, host_header: str | None = None, timeout: float = 5) -> str:
+    import urllib.request
+    req = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+def wait_http(url: str, expect: str, deadline_s: float = 20) -> str:
+    import time
+    end = time.monotonic() + deadline_s
+    last = ""
+    while time.monotonic() < end:
+        try:
+            last = http_get(url)
+            if expect in last:
+                return last
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer {expect!r} within {deadline_s}s; last answer: {last!r}")
+
+
+class DaemonLog:
+    """Counts the API calls a bench daemon logged (the bench runs dockerd with debug logging)."""
+    MUTATING = re.compile(r'msg="Calling (POST|PUT|DELETE) (\S+)"')
+
+    def __init__(self, bench_root: str, host_index: int):
+        self.path = Path(bench_root) / f"host{host_index}" / "dockerd.log"
+        self.offset = 0
+
+    def mark(self) -> None:
+        self.offset = self.path.stat().st_size
+
+    def mutating_calls(self) -> list[str]:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            text = fh.read().decode(errors="replace")
+        return [f"{m[1]} {m[2]}" for m in self.MUTATING.finditer(text)]
 
 
 def pulumi_env(state_dir: Path) -> dict[str, str]:

@@ -68,7 +68,7 @@ def test_an_unknown_host_is_refused_by_default_and_remembered_with_accept_new(be
 
 def test_unreachable_and_refused_logins_name_the_host(bench, tmp_path: Path):
     hosts.close_all()
-    with pytest.raises(HostUnreachable, match=r"host 10\.213\.1\.2:2222: cannot connect"):
+    with pytest.raises(HostUnreachable, match=rf"host {bench.hosts[0].address}:2222: cannot connect"):
         hosts.client(target(bench, 0, port=2222))
     other_key = tmp_path / "id"
     import subprocess
@@ -79,6 +79,6 @@ def test_unreachable_and_refused_logins_name_the_host(bench, tmp_path: Path):
 
 def test_docker_errors_are_translated(bench):
     t = target(bench, 0)
-    with pytest.raises(DockerError, match=r"host 10\.213\.1\.2: inspecting nothing failed: .*no such image"):
+    with pytest.raises(DockerError, match=rf"host {bench.hosts[0].address}: inspecting nothing failed: .*no such image"):
         with docker_errors(t, "inspecting nothing"):
             hosts.client(t).inspect_image("no-such-image:nope")
