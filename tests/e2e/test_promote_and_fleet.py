@@ -1,0 +1,105 @@
+"""Promotion through a StackReference, a role on two hosts, and config errors, with the real CLI on the bench."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Project, host_docker, http_get, make_project, pulumi_env, ssh_config
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def proj(tmp_path) -> Project:
+    (tmp_path / "state").mkdir()
+    return Project(make_project(tmp_path), pulumi_env(tmp_path / "state"))
+
+
+def test_production_promotes_exactly_what_staging_tested(bench, proj):
+    host = bench.hosts[1]
+    common = {"service": "promo", "image": "acme/promo", "registry": {"server": bench.registry},
+              "ssh": ssh_config(bench)}
+    proj.init("staging", {**common, "builder": {"context": "app"},
+                          "servers": {"web": {"hosts": [host.address], "ports": ["8101:80"]}}})
+    proj.up("staging")
+    proj.init("production", {**common, "promote": {"from_stack": "staging"},
+                             "servers": {"web": {"hosts": [host.address], "ports": ["8102:80"]}}})
+    # production has no builder context at all: it can only run what staging built
+    preview = proj.run("preview", stack="production").out
+    assert "promote-from-staging" in preview
+    proj.up("production")
+    staging, production = proj.outputs("staging"), proj.outputs("production")
+
+    assert production["version"] == staging["version"]
+    assert production["image_id"] != staging["image_id"]
+    assert production["tag"] == f"{bench.registry}/acme/promo:{staging['version']}-production"
+    d = host_docker(host)
+    s_img, p_img = d.inspect_image(staging["image_id"]), d.inspect_image(production["image_id"])
+    assert p_img["RootFS"]["Layers"] == s_img["RootFS"]["Layers"]  # exactly staging's layers...
+    assert p_img["Config"]["Labels"]["destination"] == "production"  # ...under production's own labels
+    assert s_img["Config"]["Labels"]["destination"] == "staging"
+    assert http_get(f"http://{host.address}:8102/").startswith(
+        f"service=promo destination=production version={staging['version']}")
+    assert http_get(f"http://{host.address}:8101/").startswith("service=promo destination=staging")
+
+    proj.run("destroy", "--yes", stack="production")
+    proj.run("destroy", "--yes", stack="staging")
+
+
+def test_a_role_on_two_hosts_without_a_registry(bench, proj):
+    addrs = [h.address for h in bench.hosts]
+    proj.init("staging", {"service": "fleet", "image": "acme/fleet", "builder": {"context": "app"},
+                          "env": {"secret": ["GREETING"]},
+                          "servers": {"web": {"hosts": addrs, "ports": ["8111:80"]},
+                                      "jobs": {"hosts": [addrs[1]], "cmd": "sleep 3600"}},
+                          "ssh": ssh_config(bench)},
+              secrets={"shipyard:secrets.GREETING": "s3cret-greeting"})
+    up = proj.up("staging")
+    out = proj.outputs("staging")
+    # the app sees the secret; the state, the outputs and the CLI's output never show it
+    assert "greeting=s3cret-greeting" in http_get(f"http://{addrs[0]}:8111/")
+    state = "".join(p.read_text() for p in (proj.dir.parent / "state").rglob("*.json"))
+    assert "s3cret-greeting" not in state and "s3cret-greeting" not in up.out
+    assert "s3cret-greeting" not in proj.run("stack", "output", "--json", stack="staging").out
+    assert sorted(out["containers"]) == sorted(addrs)
+    assert set(out["containers"][addrs[1]]) == {"web", "jobs"}
+    for h in bench.hosts:
+        # built once, shipped by `docker save | docker load`: the same image ID on both hosts, same tag
+        image = host_docker(h).inspect_image(out["image_id"])
+        assert out["tag"] in image["RepoTags"]
+        assert http_get(f"http://{h.address}:8111/").startswith("service=fleet destination=staging")
+    jobs = host_docker(bench.hosts[1]).inspect_container(out["containers"][addrs[1]]["jobs"]["id"])
+    assert jobs["Config"]["Cmd"] == ["sh", "-c", "sleep 3600"]
+    assert jobs["Config"]["Labels"]["role"] == "jobs"
+    assert sorted(out["urls"]) == sorted(f"http://{a}:8111" for a in addrs)
+
+    proj.run("preview", "--expect-no-changes", stack="staging")
+    proj.run("destroy", "--yes", stack="staging")
+    for h in bench.hosts:
+        assert not host_docker(h).containers(all=True, filters={"label": "service=fleet"})
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"servers": {"web": {"hosts": ["10.0.0.1", "not a host"]}}},
+     "servers.web.hosts[1]: 'not a host' is not a host name or IP address"),
+    ({"servers": {"web": {"hosts": ["10.0.0.1"]}}, "sevrice": "x"},
+     "sevrice: unknown key"),
+    ({"servers": {"web": {"hosts": ["10.0.0.1"], "ports": ["80:eighty"]}}},
+     "servers.web.ports[0]: '80:eighty' is not a port mapping"),
+])
+def test_bad_config_names_the_field_and_shows_no_traceback(bench, proj, config, message):
+    proj.init("staging", {"service": "bad", "image": "acme/bad", "builder": {"context": "app"}, **config})
+    result = proj.run("preview", stack="staging", check=False)
+    assert result.code != 0
+    assert f"stack staging: {message}" in result.out
+    assert "Traceback" not in result.out
+
+
+def test_an_unreachable_host_is_named_and_nothing_is_created(bench, proj):
+    proj.init("staging", {"service": "gone", "image": "acme/gone", "builder": {"context": "app"},
+                          "servers": {"web": {"hosts": [bench.hosts[0].address]}},
+                          "ssh": {**ssh_config(bench), "port": 2222}})
+    result = proj.up("staging", check=False)
+    assert result.code != 0
+    assert f"host {bench.hosts[0].address}:2222: cannot connect to SSH port 2222" in result.out
+    assert "Traceback" not in result.out

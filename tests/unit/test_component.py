@@ -1,0 +1,65 @@
+"""Structure of the component under Pulumi's mocks: type tokens, parents, names, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from components import config
+
+REGISTERED: list[pulumi.runtime.MockResourceArgs] = []
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        REGISTERED.append(args)
+        outs = dict(args.inputs)
+        if args.typ.endswith("shipyard:Image"):
+            outs.update(image_id="sha256:" + "a" * 64, repo_digest="")
+        if args.typ.endswith("shipyard:Container"):
+            outs.update(container_id="c-" + args.name)
+        return f"{args.name}-id", outs
+
+    def call(self, args):
+        return {}
+
+
+@pytest.fixture
+def service(tmp_path: Path):
+    REGISTERED.clear()
+    pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
+    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
+                       "servers": {"web": {"hosts": ["h1", "h2"], "ports": ["8080:80"],
+                                           "env": {"secret": ["TOKEN"]}}},
+                       "registry": {"server": "r:5000", "username": "u", "password": "hunter2"},
+                       "secrets": {"TOKEN": "t0ken"}}, stack="staging")
+    from components.service import DestinationService
+    return DestinationService("hello-staging", cfg, owner="organization/shipyard/staging", project_dir=tmp_path)
+
+
+@pulumi.runtime.test
+def test_types_parents_and_names(service):
+    def check(_):
+        by_type = {}
+        for r in REGISTERED:
+            by_type.setdefault(r.typ, []).append(r)
+        assert set(by_type) == {"shipyard:deploy:DestinationService", "pulumi-python:dynamic/shipyard:Image",
+                                "pulumi-python:dynamic/shipyard:Container"}
+        assert [r.name for r in by_type["pulumi-python:dynamic/shipyard:Container"]] == [
+            "hello-staging-web@h1", "hello-staging-web@h2"]
+        image = by_type["pulumi-python:dynamic/shipyard:Image"][0]
+        assert image.name == "hello-staging-image"
+        assert image.inputs["tag"] == "r:5000/acme/hello:v1-staging"
+        assert image.inputs["labels"]["destination"] == "staging"
+        for c in by_type["pulumi-python:dynamic/shipyard:Container"]:
+            assert c.inputs["name"] == "hello-web-staging-v1"
+            assert c.inputs["image"] == "sha256:" + "a" * 64  # the image ID, never the tag
+    # the containers output resolves once every container is registered
+    return pulumi.Output.all(service.containers, service.urls).apply(lambda a: (check(a), assert_urls(a[1])))
+
+
+def assert_urls(urls):
+    assert urls == ["http://h1:8080", "http://h2:8080"]

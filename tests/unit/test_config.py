@@ -1,0 +1,87 @@
+"""Config validation: each bad value gives one message with its path."""
+
+from __future__ import annotations
+
+import pytest
+
+from components import config
+from components.errors import ConfigError
+
+BASE = {"service": "hello", "image": "acme/hello", "servers": {"web": {"hosts": ["10.0.0.1"]}}}
+
+
+def load(**over):
+    return config.load({**BASE, **over}, stack="staging")
+
+
+def test_defaults_follow_kamal_and_the_stack():
+    cfg = load()
+    assert cfg.destination == "staging"  # the stack's name
+    assert cfg.ssh.user == "root" and cfg.ssh.port == 22 and cfg.ssh.host_key_policy == "strict"
+    assert cfg.builder.context == "." and cfg.builder.dockerfile == "Dockerfile"
+    assert cfg.servers["web"].restart == "unless-stopped"
+    assert cfg.build_host() == "10.0.0.1"
+
+
+def test_a_bare_host_list_is_the_web_role():
+    assert load(servers=["a.example.com", "b.example.com"]).servers["web"].hosts == ("a.example.com", "b.example.com")
+
+
+def test_role_env_overrides_the_shared_env():
+    cfg = load(env={"clear": {"A": "1", "B": "1"}},
+               servers={"web": {"hosts": ["h"], "env": {"clear": {"B": "2"}, "secret": ["S"]}}},
+               secrets={"S": "x"})
+    assert cfg.role_env("web").clear == {"A": "1", "B": "2"}
+    assert cfg.role_env("web").secret == ("S",)
+
+
+@pytest.mark.parametrize("over, path, message", [
+    ({"servers": {"web": {"hosts": ["10.0.0.1", "bad host!"]}}}, "servers.web.hosts[1]",
+     "'bad host!' is not a host name or IP address"),
+    ({"servers": {"web": {"hosts": ["h", "h"]}}}, "servers.web.hosts", "a host is listed twice"),
+    ({"servers": {"web": {"hosts": []}}}, "servers.web.hosts", "at least 1 item"),
+    ({"servers": {"web": {"hosts": ["h"], "ports": ["80", "x:80"]}}}, "servers.web.ports[1]", "not a port mapping"),
+    ({"servers": {"web": {"hosts": ["h"], "ports": ["70000:80"]}}}, "servers.web.ports[0]", "between 1 and 65535"),
+    ({"servers": {"web": {"hosts": ["h"], "volumes": ["data"]}}}, "servers.web.volumes[0]", "is not a volume"),
+    ({"servers": {"web": {"hosts": ["h"], "labels": {"destination": "x"}}}}, "servers.web.labels",
+     "destination is set by the deployer"),
+    ({"servers": {"web": {"hosts": ["h"], "restart": "sometimes"}}}, "servers.web.restart", "Input should be"),
+    ({"servers": {"web": {"hosts": ["h"], "colour": "red"}}}, "servers.web.colour", "unknown key"),
+    ({"servers": {"Web!": {"hosts": ["h"]}}}, "servers.Web!", "not allowed here"),
+    ({"ssh": {"port": 0}}, "ssh.port", "greater than or equal to 1"),
+    ({"ssh": {"host_key_policy": "yolo"}}, "ssh.host_key_policy", "'strict' or 'accept-new'"),
+    ({"registry": {"server": "r:5000", "username": "u"}}, "registry", "give both username and password"),
+    ({"env": {"secret": ["DB_PASSWORD"]}}, "env.secret[0]",
+     "pulumi config set --secret --path 'shipyard:secrets.DB_PASSWORD'"),
+    ({"env": {"clear": {"1BAD": "x"}}}, "env.clear", "not a valid environment variable name"),
+    ({"image": "Acme/Hello"}, "image", "not allowed here"),
+    ({"service": "x" * 41}, "service", "not allowed here"),
+    ({"version": "no spaces"}, "version", "not allowed here"),
+    ({"sevrice": "hello"}, "sevrice", "unknown key: known keys are"),
+    ({"builder": {"host": "@@"}}, "builder.host", "not a host name"),
+])
+def test_each_bad_value_names_its_path(over, path, message):
+    with pytest.raises(ConfigError) as err:
+        load(**over)
+    assert err.value.path == path
+    assert message in err.value.message
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_a_missing_required_key():
+    with pytest.raises(ConfigError, match=r"^image: required, but not set$"):
+        config.load({"service": "x", "servers": ["h"]}, stack="s")
+
+
+def test_ports_parse():
+    p = config.Port.parse
+    assert p("80") == config.Port(host_ip=None, host_port=None, container_port=80, protocol="tcp")
+    assert p("8080:80") == config.Port(host_ip=None, host_port=8080, container_port=80, protocol="tcp")
+    assert p("127.0.0.1:53:53/udp") == config.Port(host_ip="127.0.0.1", host_port=53, container_port=53,
+                                                   protocol="udp")
+
+
+def test_config_is_frozen():
+    cfg = load()
+    with pytest.raises(Exception):
+        cfg.service = "other"

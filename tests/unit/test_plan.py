@@ -1,0 +1,64 @@
+"""Planning is data in, data out."""
+
+from __future__ import annotations
+
+from components import config, plan
+
+OWNER = "organization/shipyard/staging"
+
+
+def cfg(**over):
+    base = {"service": "hello", "image": "acme/hello", "registry": {"server": "r.example.com"},
+            "servers": {"web": {"hosts": ["h1", "h2"], "ports": ["8080:80"], "env": {"clear": {"B": "2"}}},
+                        "jobs": {"hosts": ["h2"], "cmd": "bin/jobs", "restart": "always"}},
+            "env": {"clear": {"A": "1"}}}
+    return config.load({**base, **over}, stack="staging")
+
+
+def test_image_spec():
+    spec = plan.image_spec(cfg(), "abc", OWNER)
+    assert spec.tag == "r.example.com/acme/hello:abc-staging"
+    assert spec.labels == {"service": "hello", "destination": "staging", "version": "abc", "shipyard.stack": OWNER}
+    assert spec.build_host == "h1" and spec.hosts == ("h1", "h2")
+
+
+def test_container_specs_one_per_role_and_host():
+    specs = plan.container_specs(cfg(), "abc", OWNER)
+    assert [(s.resource_name, s.name) for s in specs] == [
+        ("web@h1", "hello-web-staging-abc"), ("web@h2", "hello-web-staging-abc"), ("jobs@h2", "hello-jobs-staging-abc")]
+    web, _, jobs = specs
+    assert web.env["A"] == "1" and web.env["B"] == "2" and "B" not in jobs.env
+    assert web.env["SHIPYARD_DESTINATION"] == "staging" and web.env["SHIPYARD_VERSION"] == "abc"
+    assert web.env["SHIPYARD_HOST"] == "h1"
+    assert web.labels["role"] == "web" and jobs.labels["role"] == "jobs"
+    assert jobs.cmd == ("sh", "-c", "bin/jobs") and web.cmd is None
+    assert jobs.restart == "always"
+    assert plan.published_urls(web) == ["http://h1:8080"]
+    assert plan.published_urls(jobs) == []
+
+
+def test_resource_names_do_not_depend_on_the_version():
+    a = [s.resource_name for s in plan.container_specs(cfg(), "v1", OWNER)]
+    b = [s.resource_name for s in plan.container_specs(cfg(), "v2", OWNER)]
+    assert a == b
+
+
+def test_diff_only_counts_declared_inputs():
+    olds = {"a": 1, "b": [1, 2], "c": {"x": 1}, "computed": "old", "__provider": "p1"}
+    news = {"a": 1, "b": (1, 2), "c": {"x": 1}, "computed": None, "__provider": "p2"}
+    assert not plan.diff(olds, news, replace=("a", "b"), update=("c",)).has_changes
+    d = plan.diff(olds, {**news, "a": 2, "c": {"x": 2}}, replace=("a", "b"), update=("c",))
+    assert d.changed == ("a", "c") and d.replaces == ("a",)
+    assert plan.diff({"l": []}, {"l": None}, replace=("l",), update=()).changed == ()  # empty == unset
+
+
+def test_docker_payloads():
+    ports = [config.Port.parse("8080:80").model_dump(), config.Port.parse("127.0.0.1:53:53/udp").model_dump()]
+    # numbers come back from Pulumi's serialization as floats
+    ports[0]["host_port"], ports[0]["container_port"] = 8080.0, 80.0
+    exposed, bindings = plan.port_bindings(ports)
+    assert exposed == [(80, "tcp"), (53, "udp")]
+    assert bindings == {"80/tcp": [8080], "53/udp": [("127.0.0.1", 53)]}
+    assert plan.volume_binds(["data:/var/lib/data", "/srv/x:/x:ro"]) == ["data:/var/lib/data:rw", "/srv/x:/x:ro"]
+    assert plan.restart_policy("no") == {"Name": "", "MaximumRetryCount": 0}
+    assert plan.env_list({"B": "2", "A": "1"}) == ["A=1", "B=2"]
