@@ -134,6 +134,35 @@ class Port(Model):
 VOLUME = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
 
 
+class Healthcheck(Model):
+    path: str = Field(default="/up", pattern=r"^/\S*$")
+    interval: float = Field(default=1, gt=0, le=60)  # seconds
+    timeout: float = Field(default=5, gt=0, le=60)
+
+
+class Proxy(Model):
+    """kamal-proxy in front of a role: routes by host name (and path prefix), health-gated switches."""
+    hosts: tuple[HostName, ...] = ()  # empty: every host name (only one service per server may do that)
+    path_prefix: str | None = Field(default=None, pattern=r"^/\S*$")
+    app_port: int = Field(default=80, ge=1, le=65535)
+    ssl: bool = False  # passed through as kamal-proxy's --tls (Let's Encrypt for `hosts`)
+    healthcheck: Healthcheck = Healthcheck()
+    deploy_timeout: float = Field(default=30, gt=0, le=3600)
+    drain_timeout: float = Field(default=30, ge=0, le=3600)
+    response_timeout: float = Field(default=30, gt=0, le=3600)
+    image: str = "basecamp/kamal-proxy:v0.9.2"  # one proxy per host: keep this equal across destinations
+
+    @model_validator(mode="after")
+    def _ssl_needs_hosts(self) -> "Proxy":
+        if self.ssl and not self.hosts:
+            raise ValueError("ssl needs at least one host name in hosts")
+        return self
+
+
+class Boot(Model):
+    limit: int | None = Field(default=None, ge=1)  # hosts changed at once; default: all
+
+
 class Role(Model):
     hosts: tuple[HostName, ...] = Field(min_length=1)
     cmd: str | tuple[str, ...] | None = None
@@ -142,6 +171,7 @@ class Role(Model):
     labels: dict[str, str] = {}
     volumes: tuple[Annotated[str, AfterValidator(_check_volume)], ...] = ()
     restart: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
+    proxy: Proxy | None = None
 
     @field_validator("hosts")
     @classmethod
@@ -180,6 +210,9 @@ class Deploy(Model):
     ssh: SSH = SSH()
     promote: Promote | None = None
     secrets: dict[str, str] = {}
+    proxy: Proxy | None = None  # Kamal's top-level proxy: applies to the `web` role
+    boot: Boot = Boot()
+    retain_containers: int = Field(default=5, ge=1, le=100)  # versions kept per role and host for rollback
 
     @field_validator("servers", mode="before")
     @classmethod
@@ -196,6 +229,21 @@ class Deploy(Model):
                                      f"secret {name} has no value: run `pulumi config set --secret --path "
                                      f"'shipyard:secrets.{name}' VALUE`")
         return self
+
+    @model_validator(mode="after")
+    def _proxied_roles_publish_no_proxy_ports(self) -> "Deploy":
+        for name, role in self.servers.items():
+            if self.role_proxy(name) is None:
+                continue
+            for i, port in enumerate(role.published_ports()):
+                if port.host_port in (80, 443):
+                    raise _PathError(f"servers.{name}.ports[{i}]", f"host port {port.host_port} belongs to the proxy "
+                                     f"of role {name}: drop the mapping, the proxy reaches the app on proxy.app_port")
+        return self
+
+    def role_proxy(self, role: str) -> Proxy | None:
+        r = self.servers[role]
+        return r.proxy or (self.proxy if role == "web" else None)
 
     def all_hosts(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(h for role in self.servers.values() for h in role.hosts))

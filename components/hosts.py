@@ -173,3 +173,42 @@ def docker_errors(target: SSHTarget, doing: str) -> Iterator[None]:
 
 def not_found(exc: BaseException) -> bool:
     return isinstance(exc, docker.errors.NotFound)
+
+
+def http_probe(target: SSHTarget, address: str, port: int, path: str, timeout: float) -> tuple[int | None, str]:
+    """GET http://address:port/path as seen from the host itself, through an SSH `direct-tcpip` channel (the way
+    `ssh -L` forwards), so it reaches container addresses on the host's Docker networks whatever the app image
+    contains. Returns (status or None, a one-line description of the answer or the failure)."""
+    transport = client(target)._custom_adapter.ssh_client.get_transport()
+    try:
+        chan = transport.open_channel("direct-tcpip", (address, int(port)), ("127.0.0.1", 0), timeout=timeout)
+    except (paramiko.SSHException, OSError) as exc:
+        return None, f"cannot connect to {address}:{port}: {exc}"
+    try:
+        chan.settimeout(timeout)
+        chan.sendall(f"GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: shipyard-healthcheck\r\n\r\n".encode())
+        data = b""
+        while len(data) < 4096:
+            chunk = chan.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except (socket.timeout, OSError) as exc:
+        return None, f"no answer from {address}:{port}{path} within {timeout:g}s ({exc or 'timeout'})"
+    finally:
+        chan.close()
+    status_line = data.split(b"\r\n", 1)[0].decode(errors="replace")
+    parts = status_line.split(" ", 2)
+    if len(parts) >= 2 and parts[0].startswith("HTTP/") and parts[1].isdigit():
+        return int(parts[1]), f"{status_line} from {address}:{port}{path}"
+    return None, f"not an HTTP answer from {address}:{port}{path}: {status_line[:80]!r}"
+
+
+def exec_in(target: SSHTarget, container: str, argv: list[str]) -> tuple[int, str]:
+    """Run argv in a running container on the host; returns (exit code, combined output)."""
+    c = client(target)
+    with docker_errors(target, f"running `{' '.join(argv[:2])}` in {container}"):
+        exec_id = c.exec_create(container, argv, stdout=True, stderr=True)["Id"]
+        output = c.exec_start(exec_id).decode(errors="replace")
+        code = c.exec_inspect(exec_id)["ExitCode"]
+    return int(code if code is not None else -1), output.strip()

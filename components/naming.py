@@ -10,6 +10,13 @@ PROJECT = "shipyard"
 OWNER_LABEL = f"{PROJECT}.stack"  # value: <org>/<project>/<stack>; delete and prune act only on this stack's objects
 
 SERVICE, ROLE, DESTINATION, VERSION = "service", "role", "destination", "version"
+SOURCE_LABEL = f"{PROJECT}.source"  # what the image was built from: context hash or promoted image reference
+
+# kamal-proxy is one per host, shared by every destination: Kamal's names, so a host Kamal set up is recognised.
+PROXY_CONTAINER = "kamal-proxy"
+PROXY_NETWORK = "kamal"
+PROXY_VOLUME = "kamal-proxy-config"
+PROXY_LABEL = f"{PROJECT}.proxy"  # marks the proxy container; it carries no stack's ownership label
 
 
 def owner(org: str, project: str, stack: str) -> str:
@@ -36,6 +43,11 @@ def network_name(service: str, destination: str) -> str:
 
 def accessory_name(service: str, destination: str, accessory: str) -> str:
     return f"{service}-{destination}-{accessory}"
+
+
+def proxy_service(service: str, role: str, destination: str) -> str:
+    """The name of a destination's route in kamal-proxy: one per service, role and destination."""
+    return f"{service}-{role}-{destination}"
 
 
 def replaced_name(name: str, container_id: str) -> str:

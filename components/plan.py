@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from . import naming
-from .config import Deploy, Port, VOLUME
+from .config import Deploy, Port, Proxy, VOLUME
 
 # -- diffs ----------------------------------------------------------------------------------------------------------
 
@@ -66,6 +66,12 @@ class ContainerSpec:
     ports: tuple[Port, ...]
     volumes: tuple[str, ...]
     restart: str
+    proxy: Proxy | None
+    proxy_service: str | None  # the route's name in kamal-proxy
+
+    @property
+    def network(self) -> str | None:
+        return naming.PROXY_NETWORK if self.proxy else None
 
 
 def image_spec(cfg: Deploy, version: str, owner: str) -> ImageSpec:
@@ -98,6 +104,9 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
                 ports=role.published_ports(),
                 volumes=role.volumes,
                 restart=role.restart,
+                proxy=cfg.role_proxy(role_name),
+                proxy_service=naming.proxy_service(cfg.service, role_name, cfg.destination)
+                if cfg.role_proxy(role_name) else None,
             ))
     return specs
 
@@ -110,8 +119,42 @@ def runtime_env(service: str, role: str, destination: str, version: str, host: s
 
 
 def published_urls(spec: ContainerSpec) -> list[str]:
+    if spec.proxy:
+        scheme = "https" if spec.proxy.ssl else "http"
+        prefix = spec.proxy.path_prefix or ""
+        return [f"{scheme}://{h}{prefix}" for h in spec.proxy.hosts] or [f"{scheme}://{spec.host}{prefix}"]
     return [f"http://{p.host_ip or spec.host}:{p.host_port}" for p in spec.ports
             if p.host_port and p.protocol == "tcp"]
+
+
+def boot_batches(hosts: tuple[str, ...], limit: int | None) -> list[tuple[str, ...]]:
+    """Hosts in the order they change: `limit` at a time (Kamal's boot.limit); all at once without a limit."""
+    if not limit:
+        return [hosts] if hosts else []
+    return [hosts[i:i + limit] for i in range(0, len(hosts), limit)]
+
+
+def proxy_deploy_argv(service: str, target: str, proxy: Mapping[str, Any]) -> list[str]:
+    """`kamal-proxy deploy` for one destination's route: health-checks `target`, switches, drains the old one."""
+    hc = proxy["healthcheck"]
+    argv = ["kamal-proxy", "deploy", service, "--target", target,
+            "--health-check-path", hc["path"],
+            "--health-check-interval", _duration(hc["interval"]),
+            "--health-check-timeout", _duration(hc["timeout"]),
+            "--deploy-timeout", _duration(proxy["deploy_timeout"]),
+            "--drain-timeout", _duration(proxy["drain_timeout"]),
+            "--target-timeout", _duration(proxy["response_timeout"])]
+    for h in proxy.get("hosts") or []:
+        argv += ["--host", h]
+    if proxy.get("path_prefix"):
+        argv += ["--path-prefix", proxy["path_prefix"]]
+    if proxy.get("ssl"):
+        argv += ["--tls"]
+    return argv
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(round(float(seconds) * 1000))}ms"
 
 
 # -- docker API payloads ----------------------------------------------------------------------------------------------

@@ -81,6 +81,16 @@ def _stream_errors(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | No
     return log, None, image_id
 
 
+def _image_present(c, image_id: str) -> bool:
+    try:
+        c.inspect_image(image_id)
+        return True
+    except Exception as exc:
+        if hosts.not_found(exc):
+            return False
+        raise
+
+
 class ImageProvider(ResourceProvider):
     """Builds the destination's image once, on the build host, and makes it present on every host that runs it:
     through the registry (push, then pull by digest) when one is configured, else by streaming `docker save` into
@@ -103,6 +113,12 @@ class ImageProvider(ResourceProvider):
             raise OwnershipConflict(str(target), f"image tag {tag} belongs to "
                                                  f"{naming.describe_owner(existing['Config'].get('Labels'))}; nothing "
                                                  f"was changed. Use another image name or destination.")
+        if existing is not None and existing["Config"].get("Labels") == props["labels"]:
+            # A retained version, built from the same source: a rollback. No build, no push.
+            digest = next((d for d in existing.get("RepoDigests") or []
+                           if d.startswith(props["tag"].rpartition(":")[0] + "@")), "")
+            if digest or not props.get("registry_server"):
+                return self._finish(target, props, existing["Id"], digest)
         if props.get("from_ref"):
             context = source.dockerfile_tar(f"FROM {props['from_ref']}\n")
             dockerfile = "Dockerfile"
@@ -120,8 +136,11 @@ class ImageProvider(ResourceProvider):
                                            f"{error}\n{tail}")
         with docker_errors(target, f"inspecting {tag}"):
             image_id = c.inspect_image(tag)["Id"]
-        repo_digest = self._push(target, props) if props.get("registry_server") else None
-        outs = {**props, "image_id": image_id, "repo_digest": repo_digest or ""}
+        repo_digest = self._push(target, props) if props.get("registry_server") else ""
+        return self._finish(target, props, image_id, repo_digest)
+
+    def _finish(self, target: SSHTarget, props: dict[str, Any], image_id: str, repo_digest: str) -> CreateResult:
+        outs = {**props, "image_id": image_id, "repo_digest": repo_digest}
         others = [h for h in props["ship_to"] if h["host"] != target.host]
         built_on_a_deploy_host = len(others) < len(props["ship_to"])
         outs["hosts"] = ([target.host] if built_on_a_deploy_host else []) + self._ship(outs, others)
@@ -149,7 +168,9 @@ class ImageProvider(ResourceProvider):
             target = SSHTarget.from_dict(h)
             c = hosts.client(target)
             with docker_errors(target, f"shipping {outs['tag']}"):
-                if outs.get("repo_digest"):
+                if _image_present(c, outs["image_id"]):
+                    pass  # retained there from an earlier deploy
+                elif outs.get("repo_digest"):
                     _, error, _ = _stream_errors(c.pull(outs["repo_digest"], stream=True, decode=True,
                                                         auth_config=_auth(outs)))
                     if error:
@@ -194,26 +215,42 @@ class ImageProvider(ResourceProvider):
         return ReadResult(id_=id_, outs={**props, "hosts": present})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        repo, _, _ = props["tag"].rpartition(":")
+        """A replaced version's image is retained for rollback while a container of this destination still uses it
+        (retention and pruning happen when containers are replaced). When the destination has no container left on
+        a host (destroy), this image and every retained image of the destination there are removed."""
         for h in props.get("ship_to") or []:
             target = SSHTarget.from_dict(h)
             c = hosts.client(target)
             with docker_errors(target, f"removing image {props['tag']}"):
-                try:
-                    image = c.inspect_image(id_)
-                except Exception as exc:
-                    if hosts.not_found(exc):
-                        continue
-                    raise
-                if not _owned(image["Config"].get("Labels"), props):
-                    continue  # not ours: never touch it
-                if props["tag"] in (image.get("RepoTags") or []):
-                    c.remove_image(props["tag"])  # untags; the last reference also deletes it and its build parents
-                try:
-                    c.remove_image(id_)
-                except Exception as exc:  # still used by a container or tagged by someone else: leave it
-                    if getattr(exc, "status_code", None) not in (404, 409):
-                        raise
+                if c.containers(all=True, filters={"label": _ownership_filters(props)}):
+                    continue  # still deployed here: retained
+                for image in c.images(filters={"label": _ownership_filters(props)}):
+                    _remove_image(c, image["Id"], props)
+
+
+def _ownership_filters(props: dict[str, Any], **more: str) -> list[str]:
+    return [f"{naming.OWNER_LABEL}={props['owner']}", f"{naming.DESTINATION}={props['destination']}",
+            *(f"{k}={v}" for k, v in more.items())]
+
+
+def _remove_image(c, image_id: str, props: dict[str, Any]) -> None:
+    """Remove one of this destination's images: its tags, then the image and its build parents. Never an image
+    whose labels say another stack or destination owns it; never one a container still uses."""
+    try:
+        image = c.inspect_image(image_id)
+    except Exception as exc:
+        if hosts.not_found(exc):
+            return
+        raise
+    if not _owned(image["Config"].get("Labels"), props):
+        return
+    try:
+        for ref in image.get("RepoTags") or []:
+            c.remove_image(ref)  # the last reference also deletes the image and its build parents
+        c.remove_image(image_id)
+    except Exception as exc:  # used by a container, or already gone with its last tag
+        if getattr(exc, "status_code", None) not in (404, 409):
+            raise
 
 
 class Image(Resource, module="shipyard", name="Image"):
@@ -230,8 +267,8 @@ class Image(Resource, module="shipyard", name="Image"):
 
 # -- Container ------------------------------------------------------------------------------------------------------
 
-CONTAINER_REPLACE = ("target", "name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels")
-CONTAINER_UPDATE = ("restart", "running")
+CONTAINER_REPLACE = ("target", "name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network")
+CONTAINER_UPDATE = ("restart", "running", "proxy", "retain")  # proxy: only how readiness is checked
 
 
 def _find(c, name: str) -> dict[str, Any] | None:
@@ -241,8 +278,22 @@ def _find(c, name: str) -> dict[str, Any] | None:
     return None
 
 
+def ensure_network(c, name: str) -> None:
+    if not c.networks(names=[name]):
+        try:
+            c.create_network(name, driver="bridge")
+        except Exception as exc:  # created concurrently by another deploy
+            if getattr(exc, "status_code", None) != 409:
+                raise
+
+
 class ContainerProvider(ResourceProvider):
-    """One container of one role of one destination on one host, created from the image pinned by ID."""
+    """One container of one role of one destination on one host, created from the image pinned by ID.
+
+    Ready means: running, and - for a proxied role - answering its health check (through SSH, from the host) within
+    the deploy timeout; for other roles, healthy by the image's own HEALTHCHECK if it has one. A container that is
+    not ready is removed and the deploy fails, so the version it replaces keeps serving. A replaced container is
+    stopped and kept (`retain_containers` versions per role and host, for rollback); older ones are pruned."""
 
     serialize_as_secret_always = False
 
@@ -259,8 +310,8 @@ class ContainerProvider(ResourceProvider):
                         str(target), f"container {name} belongs to {naming.describe_owner(existing.get('Labels'))}; "
                                      f"nothing was changed. Remove or rename that container, or deploy under another "
                                      f"service or destination name.")
-                # Ours: the container this one replaces (same version, new config). It keeps serving under another
-                # name until the engine deletes it by ID once this one is up.
+                # Ours: the container this one replaces (same version, new config), or a retained one of a version
+                # we roll back to. It moves aside under another name; the engine deletes the replaced one by ID.
                 renamed = naming.replaced_name(name, existing["Id"])
                 c.rename(existing["Id"], renamed)
             try:
@@ -269,14 +320,18 @@ class ContainerProvider(ResourceProvider):
                 if renamed:
                     c.rename(existing["Id"], name)
                 raise
+            self._prune(c, props, keep=container_id)
         return CreateResult(id_=container_id, outs={**props, "container_id": container_id})
 
     def _create(self, c, props: dict[str, Any]) -> str:
         target = SSHTarget.from_dict(props["target"])
         exposed, bindings = plan.port_bindings(props.get("ports") or [])
+        if props.get("network"):
+            ensure_network(c, props["network"])
         host_config = c.create_host_config(port_bindings=bindings or None,
                                            binds=plan.volume_binds(props.get("volumes") or []) or None,
-                                           restart_policy=plan.restart_policy(props["restart"]))
+                                           restart_policy=plan.restart_policy(props["restart"]),
+                                           network_mode=props.get("network") or None)
         env = {**(props.get("env") or {}), **(props.get("secret_env") or {})}
         created = c.create_container(image=props["image"], name=props["name"], command=props.get("cmd") or None,
                                      environment=plan.env_list(env), labels=props["labels"], ports=exposed or None,
@@ -289,7 +344,7 @@ class ContainerProvider(ResourceProvider):
             c.stop(old, timeout=STOP_TIMEOUT_S)
         try:
             c.start(cid)
-            self._wait_running(c, target, cid, props)
+            self._wait_ready(c, target, cid, props)
         except Exception:
             c.remove_container(cid, force=True)
             for old in handing_over:
@@ -304,25 +359,62 @@ class ContainerProvider(ResourceProvider):
         wanted = {int(p["host_port"]) for p in props.get("ports") or [] if p.get("host_port") is not None}
         if not wanted:
             return []
-        filters = {"status": "running", "label": [f"{naming.OWNER_LABEL}={props['owner']}",
-                                                  f"{naming.DESTINATION}={props['destination']}",
-                                                  f"{naming.ROLE}={props['role']}"]}
+        filters = {"status": "running", "label": _ownership_filters(props, role=props["role"])}
         return [item["Id"] for item in c.containers(filters=filters)
                 if item["Id"] != exclude and wanted & {p.get("PublicPort") for p in item.get("Ports") or []}]
 
-    def _wait_running(self, c, target: SSHTarget, cid: str, props: dict[str, Any]) -> None:
-        deadline = time.monotonic() + START_DEADLINE_S
+    def _wait_ready(self, c, target: SSHTarget, cid: str, props: dict[str, Any]) -> None:
+        proxy = props.get("proxy")
+        timeout_s = float(proxy["deploy_timeout"]) if proxy else START_DEADLINE_S
+        deadline = time.monotonic() + timeout_s
         settled = time.monotonic() + 1.0  # a container that dies at once is caught here, not later
+        last = "no health check answered yet"
+        where = f"container {props['name']} of destination {props['destination']}"
         while True:
-            state = c.inspect_container(cid)["State"]
+            info = c.inspect_container(cid)
+            state = info["State"]
             if not state["Running"]:
                 logs = c.logs(cid, tail=10).decode(errors="replace").strip()
-                raise HealthCheckFailed(str(target), f"container {props['name']} of destination "
-                                                     f"{props['destination']} exited with code {state['ExitCode']} "
-                                                     f"right after starting; it was removed. Last output:\n{logs}")
-            if time.monotonic() >= settled or time.monotonic() >= deadline:
+                raise HealthCheckFailed(str(target), f"{where} exited with code {state['ExitCode']} right after "
+                                                     f"starting; it was removed. Last output:\n{logs}")
+            if proxy:
+                hc = proxy["healthcheck"]
+                address = (info["NetworkSettings"]["Networks"].get(props["network"]) or {}).get("IPAddress")
+                if address:
+                    status, last = hosts.http_probe(target, address, int(proxy["app_port"]), hc["path"],
+                                                    float(hc["timeout"]))
+                    if status is not None and 200 <= status < 300:
+                        return
+            elif "Health" in state:
+                if state["Health"]["Status"] == "healthy":
+                    return
+                log = state["Health"].get("Log") or []
+                last = f"health status {state['Health']['Status']}" + (
+                    f", last check: {log[-1].get('Output', '').strip()[:200]}" if log else "")
+            elif time.monotonic() >= settled:
                 return
-            time.sleep(0.2)
+            if time.monotonic() >= deadline:
+                raise HealthCheckFailed(str(target), f"{where} did not become healthy within {timeout_s:g}s; it "
+                                                     f"was removed and the previous version keeps serving. Last "
+                                                     f"health check: {last}")
+            time.sleep(float(proxy["healthcheck"]["interval"]) if proxy else 0.2)
+
+    @staticmethod
+    def _prune(c, props: dict[str, Any], keep: str) -> None:
+        """Keep the newest `retain` stopped containers of this stack, destination and role on this host; remove
+        older ones and this destination's images no container uses any more. Never anything else's."""
+        retain = int(props.get("retain") or 5)
+        stopped = [item for item in c.containers(all=True, filters={"label": _ownership_filters(
+            props, role=props["role"])}) if item["Id"] != keep and item.get("State") != "running"]
+        stopped.sort(key=lambda item: item.get("Created", 0), reverse=True)
+        for item in stopped[retain:]:
+            c.remove_container(item["Id"], v=False)
+        used = {item["ImageID"] for item in c.containers(all=True, filters={"label": _ownership_filters(props)})}
+        for image in c.images(filters={"label": _ownership_filters(props)}):
+            tagged = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+            # untagged ones are build parents: they go with the image they belong to
+            if tagged and image["Id"] not in used and image["Id"] != props["image"]:
+                _remove_image(c, image["Id"], props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         d = plan.diff(olds, news, replace=CONTAINER_REPLACE, update=CONTAINER_UPDATE)
@@ -336,7 +428,7 @@ class ContainerProvider(ResourceProvider):
                 c.update_container(id_, restart_policy=plan.restart_policy(news["restart"]))
             if news.get("running") and not c.inspect_container(id_)["State"]["Running"]:
                 c.start(id_)
-                self._wait_running(c, target, id_, news)
+                self._wait_ready(c, target, id_, news)
         return UpdateResult(outs={**news, "container_id": id_})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -353,6 +445,9 @@ class ContainerProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=outs)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Replaced (another container of this role and destination runs here): stop it and keep it for
+        rollback. Otherwise - destroy, or the role left the config - remove it and every retained container of the
+        role here."""
         target = SSHTarget.from_dict(props["target"])
         c = hosts.client(target)
         with docker_errors(target, f"removing container {props['name']}"):
@@ -366,8 +461,13 @@ class ContainerProvider(ResourceProvider):
                 raise OwnershipConflict(str(target), f"container {id_[:12]} is no longer labeled as this stack's; "
                                                      f"it was left alone. Remove it from the state with `pulumi "
                                                      f"state delete` if it is not yours.")
+            role = _ownership_filters(props, role=props["role"])
+            successors = [i for i in c.containers(filters={"status": "running", "label": role}) if i["Id"] != id_]
             c.stop(id_, timeout=STOP_TIMEOUT_S)
-            c.remove_container(id_, v=False)
+            if successors:
+                return
+            for item in c.containers(all=True, filters={"label": role}):
+                c.remove_container(item["Id"], v=False, force=True)
 
 
 class Container(Resource, module="shipyard", name="Container"):
@@ -378,3 +478,138 @@ class Container(Resource, module="shipyard", name="Container"):
         super().__init__(ContainerProvider(), name, {**props, "container_id": None},
                          pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                              additional_secret_outputs=["secret_env"])))
+
+
+# -- Proxy (one per host, shared by every destination) -----------------------------------------------------------------
+
+PROXY_UPDATE = ("image",)
+
+
+class ProxyProvider(ResourceProvider):
+    """Ensures kamal-proxy runs on a host - Kamal's container, network and config volume - for every destination that
+    routes through it. No stack owns it: deleting this resource (a destination's destroy) removes the proxy only when
+    it serves no route any more, so destroying staging never takes production offline."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=f"{naming.PROXY_CONTAINER}@{props['target']['host']}", outs=self._ensure(props))
+
+    def _ensure(self, props: dict[str, Any]) -> dict[str, Any]:
+        target = SSHTarget.from_dict(props["target"])
+        c = hosts.client(target)
+        with docker_errors(target, f"starting {naming.PROXY_CONTAINER}"):
+            ensure_network(c, naming.PROXY_NETWORK)
+            existing = _find(c, naming.PROXY_CONTAINER)
+            if existing is not None:
+                info = c.inspect_container(existing["Id"])
+                if info["Config"]["Image"] == props["image"]:
+                    if not info["State"]["Running"]:
+                        c.start(existing["Id"])
+                    return {**props, "container_id": existing["Id"]}
+                # An upgrade: routes live in the config volume and come back with the new container.
+                c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
+                c.remove_container(existing["Id"])
+            host_config = c.create_host_config(
+                port_bindings={"80/tcp": [80], "443/tcp": [443]},
+                binds=[f"{naming.PROXY_VOLUME}:/home/kamal-proxy/.config/kamal-proxy:rw"],
+                restart_policy=plan.restart_policy("unless-stopped"), network_mode=naming.PROXY_NETWORK,
+                log_config={"type": "json-file", "config": {"max-size": "10m"}})
+            cid = c.create_container(image=props["image"], name=naming.PROXY_CONTAINER, ports=[80, 443],
+                                     labels={naming.PROXY_LABEL: "true"}, host_config=host_config)["Id"]
+            c.start(cid)
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:  # ready when its control socket answers
+            code, out = hosts.exec_in(target, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
+            if code == 0:
+                return {**props, "container_id": cid}
+            if time.monotonic() > deadline:
+                raise HealthCheckFailed(str(target), f"{naming.PROXY_CONTAINER} did not start: {out}")
+            time.sleep(0.3)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        d = plan.diff(olds, news, replace=(), update=PROXY_UPDATE + ("target",))
+        return DiffResult(changes=d.has_changes, replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self._ensure(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        target = SSHTarget.from_dict(props["target"])
+        with docker_errors(target, f"inspecting {naming.PROXY_CONTAINER}"):
+            existing = _find(hosts.client(target), naming.PROXY_CONTAINER)
+        if existing is None:
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs={**props, "image": existing["Image"], "container_id": existing["Id"]})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        target = SSHTarget.from_dict(props["target"])
+        c = hosts.client(target)
+        with docker_errors(target, f"removing {naming.PROXY_CONTAINER}"):
+            existing = _find(c, naming.PROXY_CONTAINER)
+            if existing is None or existing.get("State") != "running":
+                return
+        code, out = hosts.exec_in(target, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
+        if code != 0 or len([ln for ln in out.splitlines() if ln.strip()]) > 1:
+            return  # still routes for some destination (or cannot tell): leave it serving
+        with docker_errors(target, f"removing {naming.PROXY_CONTAINER}"):
+            c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
+            c.remove_container(existing["Id"])
+
+
+class Proxy(Resource, module="shipyard", name="Proxy"):
+    container_id: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(ProxyProvider(), name, {**props, "container_id": None}, opts)
+
+
+# -- ProxyRoute (one destination's route on one host's proxy) ---------------------------------------------------------
+
+ROUTE_UPDATE = ("target", "service", "upstream", "proxy")
+
+
+class RouteProvider(ResourceProvider):
+    """A destination's route in kamal-proxy. Create and update run `kamal-proxy deploy`: health-check the new
+    container, switch traffic, drain the old one. A failure fails the update, so the engine never deletes the old
+    container, which keeps serving. Delete removes this destination's route only."""
+
+    serialize_as_secret_always = False
+
+    def _deploy(self, props: dict[str, Any]) -> dict[str, Any]:
+        target = SSHTarget.from_dict(props["target"])
+        argv = plan.proxy_deploy_argv(props["service"], props["upstream"], props["proxy"])
+        code, out = hosts.exec_in(target, naming.PROXY_CONTAINER, argv)
+        if code != 0:
+            raise HealthCheckFailed(str(target), f"kamal-proxy did not switch {props['service']} (destination "
+                                                 f"{props['destination']}) to {props['upstream']}: {out}; the previous "
+                                                 f"version keeps serving")
+        return props
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=f"{props['service']}@{props['target']['host']}", outs=self._deploy(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        d = plan.diff(olds, news, replace=(), update=ROUTE_UPDATE)
+        return DiffResult(changes=d.has_changes, replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self._deploy(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        target = SSHTarget.from_dict(props["target"])
+        code, out = hosts.exec_in(target, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
+        routes = {ln.split()[0] for ln in out.splitlines()[1:] if ln.strip()} if code == 0 else set()
+        return ReadResult(id_=id_ if props["service"] in routes else "", outs=props if props["service"] in routes
+                          else {})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        target = SSHTarget.from_dict(props["target"])
+        code, out = hosts.exec_in(target, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", props["service"]])
+        if code != 0 and "not found" not in out.lower() and "no such" not in out.lower():
+            raise DockerError(str(target), f"kamal-proxy could not remove route {props['service']}: {out}")
+
+
+class ProxyRoute(Resource, module="shipyard", name="ProxyRoute"):
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(RouteProvider(), name, props, opts)

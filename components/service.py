@@ -7,10 +7,10 @@ from typing import Any
 
 import pulumi
 
-from . import plan, source
+from . import naming, plan, source
 from .config import Deploy
 from .hosts import SSHTarget
-from .providers import Container, Image
+from .providers import Container, Image, Proxy, ProxyRoute
 
 
 class DestinationService(pulumi.ComponentResource):
@@ -58,34 +58,60 @@ class DestinationService(pulumi.ComponentResource):
 
         ispec = version.apply(lambda v: plan.image_spec(cfg, v, owner))
         image_props["tag"] = ispec.apply(lambda s: s.tag)
-        image_props["labels"] = ispec.apply(lambda s: s.labels)
+        # the source label lets a rollback reuse a retained image only if it was built from the same source
+        image_props["labels"] = pulumi.Output.all(ispec, image_props["context_hash"], image_props["from_ref"]).apply(
+            lambda a: {**a[0].labels, naming.SOURCE_LABEL: a[1] or a[2]})
         image = Image(f"{name}-image", image_props, child)
 
         # Resource names do not depend on the version (a version change replaces the same resource); the
         # container name, labels and image do.
         specs = version.apply(lambda v: plan.container_specs(cfg, v, owner))
+        statics = plan.container_specs(cfg, "0", owner)
+        proxies: dict[str, Proxy] = {}
+        for spec in statics:
+            if spec.proxy and spec.host not in proxies:
+                proxies[spec.host] = Proxy(f"{name}-proxy@{spec.host}", {
+                    "target": target(spec.host), "image": spec.proxy.image}, child)
         containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
-        urls: list[pulumi.Output[str]] = []
-        for i, static in enumerate(plan.container_specs(cfg, "0", owner)):
-            spec = specs.apply(lambda s, i=i: s[i])
-            secret_env = {k: cfg.secrets[k] for k in static.secret_env}
-            container = Container(f"{name}-{static.resource_name}", {
-                "owner": owner, "destination": cfg.destination, "role": static.role,
-                "target": target(static.host),
-                "name": spec.apply(lambda s: s.name),
-                "labels": spec.apply(lambda s: s.labels),
-                "image": image.image_id,
-                "cmd": list(static.cmd) if static.cmd else None,
-                "env": spec.apply(lambda s: s.env),
-                "secret_env": pulumi.Output.secret(secret_env) if secret_env else None,
-                "ports": [p.model_dump() for p in static.ports],
-                "volumes": list(static.volumes),
-                "restart": static.restart,
-                "running": True,
-            }, pulumi.ResourceOptions(parent=self, depends_on=[image]))
-            containers.setdefault(static.host, {})[static.role] = {"name": container.name,
-                                                                   "id": container.container_id}
-            urls += plan.published_urls(static)
+        urls: list[str] = []
+        previous_batch: list[pulumi.Resource] = []
+        for batch in plan.boot_batches(cfg.all_hosts(), cfg.boot.limit):
+            this_batch: list[pulumi.Resource] = []
+            for i, static in enumerate(statics):
+                if static.host not in batch:
+                    continue
+                spec = specs.apply(lambda s, i=i: s[i])
+                secret_env = {k: cfg.secrets[k] for k in static.secret_env}
+                after = [image, *previous_batch] + ([proxies[static.host]] if static.proxy else [])
+                container = Container(f"{name}-{static.resource_name}", {
+                    "owner": owner, "destination": cfg.destination, "role": static.role,
+                    "target": target(static.host),
+                    "name": spec.apply(lambda s: s.name),
+                    "labels": spec.apply(lambda s: s.labels),
+                    "image": image.image_id,
+                    "cmd": list(static.cmd) if static.cmd else None,
+                    "env": spec.apply(lambda s: s.env),
+                    "secret_env": pulumi.Output.secret(secret_env) if secret_env else None,
+                    "ports": [p.model_dump() for p in static.ports],
+                    "volumes": list(static.volumes),
+                    "restart": static.restart,
+                    "network": static.network,
+                    "proxy": static.proxy.model_dump() if static.proxy else None,
+                    "retain": cfg.retain_containers,
+                    "running": True,
+                }, pulumi.ResourceOptions(parent=self, depends_on=after))
+                this_batch.append(container)
+                if static.proxy:
+                    this_batch.append(ProxyRoute(f"{name}-{static.role}-route@{static.host}", {
+                        "owner": owner, "destination": cfg.destination, "target": target(static.host),
+                        "service": static.proxy_service,
+                        "upstream": pulumi.Output.concat(container.name, ":", str(static.proxy.app_port)),
+                        "proxy": static.proxy.model_dump(),
+                    }, pulumi.ResourceOptions(parent=self, depends_on=[container, proxies[static.host]])))
+                containers.setdefault(static.host, {})[static.role] = {"name": container.name,
+                                                                       "id": container.container_id}
+                urls += [u for u in plan.published_urls(static) if u not in urls]
+            previous_batch = this_batch
 
         self.image_id = image.image_id
         self.repo_digest = image.repo_digest

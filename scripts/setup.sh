@@ -36,4 +36,8 @@ bin="$(scripts/install-pulumi.sh)"
 for f in pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python; do
   [ "$bin/$f" -ef ".venv/bin/$f" ] || ln -sf "$bin/$f" ".venv/bin/$f"
 done
+# 4. kamal-proxy, for the bench's seeded proxy image (users get basecamp/kamal-proxy from Docker Hub).
+kamal_proxy="$(scripts/install-kamal-proxy.sh)"
+[ "$kamal_proxy" -ef .venv/bin/kamal-proxy ] || ln -sf "$kamal_proxy" .venv/bin/kamal-proxy
+
 step "ready: $(.venv/bin/pulumi version), $(.venv/bin/python -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("pulumi", "docker", "paramiko", "pydantic")), sep=", ")')"

@@ -35,7 +35,19 @@ REPO = Path(__file__).resolve().parent.parent
 PROFILES = {"demo": ("sb", "10.213"), "test": ("st", "10.214")}
 # What test Dockerfiles build FROM; all are the same busybox root filesystem.
 BASE_IMAGES = ("busybox:latest", "busybox:1")
-REQUIRED_TOOLS = ("ip", "nsenter", "dockerd", "docker", "sshd", "ssh-keygen", "docker-registry", "busybox")
+# Kamal's proxy, under the name users pull from Docker Hub, made from the kamal-proxy binary `make setup` builds.
+PROXY_IMAGE = "basecamp/kamal-proxy:v0.9.2"
+PROXY_DOCKERFILE = """FROM busybox:latest
+COPY kamal-proxy /usr/local/bin/kamal-proxy
+RUN echo 'kamal-proxy:x:1000:1000::/home/kamal-proxy:/bin/sh' >> /etc/passwd \\
+    && echo 'kamal-proxy:x:1000:' >> /etc/group && mkdir -p /home/kamal-proxy/.config/kamal-proxy \\
+    && chown -R kamal-proxy:kamal-proxy /home/kamal-proxy
+EXPOSE 80 443
+USER kamal-proxy:kamal-proxy
+CMD ["kamal-proxy", "run"]
+"""
+REQUIRED_TOOLS = ("ip", "nsenter", "dockerd", "docker", "sshd", "ssh-keygen", "docker-registry", "busybox",
+                  "kamal-proxy")
 
 
 class BenchError(RuntimeError):
@@ -316,6 +328,12 @@ class Bench:
             self._docker(i, "import", "-c", 'CMD ["sh"]', str(rootfs), BASE_IMAGES[0])
             for extra in BASE_IMAGES[1:]:
                 self._docker(i, "tag", BASE_IMAGES[0], extra)
+        if self._docker(i, "image", "inspect", PROXY_IMAGE, check=False).returncode != 0:
+            ctx = self.root / "proxy-image"
+            ctx.mkdir(exist_ok=True)
+            (ctx / "Dockerfile").write_text(PROXY_DOCKERFILE)
+            shutil.copy(shutil.which("kamal-proxy"), ctx / "kamal-proxy")
+            self._docker(i, "build", "-q", "-t", PROXY_IMAGE, str(ctx), env={**os.environ, "DOCKER_BUILDKIT": "0"})
         if i == 1:  # the registry gets the base images too, pushed once from the first host
             for ref in BASE_IMAGES:
                 remote = f"{self.registry}/{ref}"

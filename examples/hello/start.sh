@@ -4,4 +4,5 @@ mkdir -p /www
 printf 'service=%s destination=%s version=%s role=%s\n' \
   "$SHIPYARD_SERVICE" "$SHIPYARD_DESTINATION" "$SHIPYARD_VERSION" "$SHIPYARD_ROLE" > /www/index.html
 [ -n "$GREETING" ] && printf 'greeting=%s\n' "$GREETING" >> /www/index.html
+echo ok > /www/up  # the health check path kamal-proxy (and the deployer) poll
 exec httpd -f -p 80 -h /www
