@@ -8,6 +8,7 @@ never count, and each input is declared either replace-on-change or update-in-pl
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 from pathlib import Path
@@ -51,7 +52,9 @@ STOP_TIMEOUT_S = 10
 
 
 def _owned(labels: dict[str, str] | None, props: dict[str, Any]) -> bool:
-    return naming.owned_by(labels, props["owner"], props["destination"])
+    """Whether an object's labels say it is this stack's, of this destination and service."""
+    return naming.owned_by(labels, props["owner"], props["destination"]) and \
+        (labels or {}).get(naming.SERVICE) == props["labels"][naming.SERVICE]
 
 
 # -- Image ------------------------------------------------------------------------------------------------------------
@@ -229,8 +232,10 @@ class ImageProvider(ResourceProvider):
 
 
 def _ownership_filters(props: dict[str, Any], **more: str) -> list[str]:
+    """Label filters for this stack's objects of this service and destination (one Pulumi project may deploy
+    several services under the same stack name, so the service is part of every query)."""
     return [f"{naming.OWNER_LABEL}={props['owner']}", f"{naming.DESTINATION}={props['destination']}",
-            *(f"{k}={v}" for k, v in more.items())]
+            f"{naming.SERVICE}={props['labels'][naming.SERVICE]}", *(f"{k}={v}" for k, v in more.items())]
 
 
 def _remove_image(c, image_id: str, props: dict[str, Any]) -> None:
@@ -404,11 +409,13 @@ class ContainerProvider(ResourceProvider):
         """Keep the newest `retain` stopped containers of this stack, destination and role on this host; remove
         older ones and this destination's images no container uses any more. Never anything else's."""
         retain = int(props.get("retain") or 5)
-        stopped = [item for item in c.containers(all=True, filters={"label": _ownership_filters(
-            props, role=props["role"])}) if item["Id"] != keep and item.get("State") != "running"]
-        stopped.sort(key=lambda item: item.get("Created", 0), reverse=True)
-        for item in stopped[retain:]:
-            c.remove_container(item["Id"], v=False)
+        # the version being replaced still runs now and is stopped right after: it counts as the newest retained
+        previous = [item for item in c.containers(all=True, filters={"label": _ownership_filters(
+            props, role=props["role"])}) if item["Id"] != keep]
+        previous.sort(key=lambda item: item.get("Created", 0), reverse=True)
+        for item in previous[retain:]:
+            if item.get("State") != "running":
+                c.remove_container(item["Id"], v=False)
         used = {item["ImageID"] for item in c.containers(all=True, filters={"label": _ownership_filters(props)})}
         for image in c.images(filters={"label": _ownership_filters(props)}):
             tagged = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
@@ -485,6 +492,15 @@ class Container(Resource, module="shipyard", name="Container"):
 PROXY_UPDATE = ("image",)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _proxy_routes(listing: str) -> list[str]:
+    """Service names from `kamal-proxy list` (a table with a header row, coloured even without a terminal)."""
+    rows = [ANSI.sub("", ln).split() for ln in listing.splitlines()]
+    return [row[0] for row in rows[1:] if row]
+
+
 class ProxyProvider(ResourceProvider):
     """Ensures kamal-proxy runs on a host - Kamal's container, network and config volume - for every destination that
     routes through it. No stack owns it: deleting this resource (a destination's destroy) removes the proxy only when
@@ -550,7 +566,7 @@ class ProxyProvider(ResourceProvider):
             if existing is None or existing.get("State") != "running":
                 return
         code, out = hosts.exec_in(target, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
-        if code != 0 or len([ln for ln in out.splitlines() if ln.strip()]) > 1:
+        if code != 0 or _proxy_routes(out):
             return  # still routes for some destination (or cannot tell): leave it serving
         with docker_errors(target, f"removing {naming.PROXY_CONTAINER}"):
             c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
@@ -599,7 +615,7 @@ class RouteProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         target = SSHTarget.from_dict(props["target"])
         code, out = hosts.exec_in(target, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
-        routes = {ln.split()[0] for ln in out.splitlines()[1:] if ln.strip()} if code == 0 else set()
+        routes = set(_proxy_routes(out)) if code == 0 else set()
         return ReadResult(id_=id_ if props["service"] in routes else "", outs=props if props["service"] in routes
                           else {})
 

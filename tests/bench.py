@@ -50,6 +50,11 @@ REQUIRED_TOOLS = ("ip", "nsenter", "dockerd", "docker", "sshd", "ssh-keygen", "d
                   "kamal-proxy")
 
 
+def _which(tool: str) -> str | None:
+    """A tool on PATH, in /usr/sbin, or in the project's .venv/bin (where `make setup` links what it builds)."""
+    return shutil.which(tool, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", str(REPO / ".venv/bin")]))
+
+
 class BenchError(RuntimeError):
     """The bench could not start; the message says what is missing."""
 
@@ -184,7 +189,7 @@ class Bench:
 
     # -- start ----------------------------------------------------------------------------------------------------
     def check_tools(self) -> None:
-        missing = [t for t in REQUIRED_TOOLS if not shutil.which(t) and not Path("/usr/sbin", t).exists()]
+        missing = [t for t in REQUIRED_TOOLS if not _which(t)]
         if missing:
             raise BenchError(f"the bench needs {', '.join(missing)}: run `make setup` (as root)")
         if os.geteuid() != 0:
@@ -332,7 +337,7 @@ class Bench:
             ctx = self.root / "proxy-image"
             ctx.mkdir(exist_ok=True)
             (ctx / "Dockerfile").write_text(PROXY_DOCKERFILE)
-            shutil.copy(shutil.which("kamal-proxy"), ctx / "kamal-proxy")
+            shutil.copy(_which("kamal-proxy"), ctx / "kamal-proxy")
             self._docker(i, "build", "-q", "-t", PROXY_IMAGE, str(ctx), env={**os.environ, "DOCKER_BUILDKIT": "0"})
         if i == 1:  # the registry gets the base images too, pushed once from the first host
             for ref in BASE_IMAGES:

@@ -108,7 +108,8 @@ def test_read_reports_drift(client):
 def image_props(**over):
     t = {"host": "h1", "port": 22, "user": "root", "keys": [], "known_hosts": None, "host_key_policy": "strict"}
     return {"owner": OWNER, "destination": "staging", "build_host": t, "ship_to": [t], "tag": "acme/hello:v1-staging",
-            "labels": {"destination": "staging", "shipyard.stack": OWNER}, "context_hash": "sha256:1",
+            "labels": {"destination": "staging", "service": "hello", "shipyard.stack": OWNER},
+            "context_hash": "sha256:1",
             "registry_server": None, **over}
 
 
