@@ -396,6 +396,9 @@ class ContainerProvider(ResourceProvider):
                 log = state["Health"].get("Log") or []
                 last = f"health status {state['Health']['Status']}" + (
                     f", last check: {log[-1].get('Output', '').strip()[:200]}" if log else "")
+                if state["Health"]["Status"] == "unhealthy":
+                    raise HealthCheckFailed(str(target), f"{where} reports unhealthy; it was removed and the "
+                                                         f"previous version keeps serving. Last check: {last}")
             elif time.monotonic() >= settled:
                 return
             if time.monotonic() >= deadline:

@@ -103,3 +103,18 @@ def test_an_unreachable_host_is_named_and_nothing_is_created(bench, proj):
     assert result.code != 0
     assert f"host {bench.hosts[0].address}:2222: cannot connect to SSH port 2222" in result.out
     assert "Traceback" not in result.out
+
+
+def test_a_role_without_proxy_waits_for_the_images_own_healthcheck(bench, tmp_path):
+    dockerfile = ("FROM busybox:latest\nCOPY start.sh /start.sh\n"
+                  "HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD test -f /www/healthy\n"
+                  'CMD ["/bin/sh", "/start.sh"]\n')
+    (tmp_path / "state").mkdir()
+    proj = Project(make_project(tmp_path, {"Dockerfile": dockerfile}), pulumi_env(tmp_path / "state"))
+    proj.init("staging", {"service": "hc", "image": "acme/hc", "builder": {"context": "app"},
+                          "servers": {"jobs": {"hosts": [bench.hosts[0].address]}}, "ssh": ssh_config(bench)})
+    result = proj.up("staging", check=False)
+    assert result.code != 0
+    assert "container hc-jobs-staging-" in result.out and "reports unhealthy; it was removed" in result.out
+    assert "health status unhealthy" in result.out
+    assert not host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=hc"})

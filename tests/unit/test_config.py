@@ -85,3 +85,17 @@ def test_config_is_frozen():
     cfg = load()
     with pytest.raises(Exception):
         cfg.service = "other"
+
+
+def test_proxy_config():
+    cfg = load(proxy={"hosts": ["shop.example.com"]})
+    assert cfg.role_proxy("web").hosts == ("shop.example.com",)
+    assert cfg.role_proxy("web").healthcheck.path == "/up" and cfg.role_proxy("web").app_port == 80
+    with pytest.raises(ConfigError, match=r"^servers.web.ports\[0\]: host port 80 belongs to the proxy"):
+        load(proxy={"hosts": ["a.test"]}, servers={"web": {"hosts": ["h"], "ports": ["80:80"]}})
+    with pytest.raises(ConfigError, match=r"^proxy: ssl needs at least one host name"):
+        load(proxy={"ssl": True})
+    with pytest.raises(ConfigError, match=r"^proxy.healthcheck.path: "):
+        load(proxy={"healthcheck": {"path": "up"}})
+    with pytest.raises(ConfigError, match=r"^retain_containers: "):
+        load(retain_containers=0)

@@ -62,3 +62,27 @@ def test_docker_payloads():
     assert plan.volume_binds(["data:/var/lib/data", "/srv/x:/x:ro"]) == ["data:/var/lib/data:rw", "/srv/x:/x:ro"]
     assert plan.restart_policy("no") == {"Name": "", "MaximumRetryCount": 0}
     assert plan.env_list({"B": "2", "A": "1"}) == ["A=1", "B=2"]
+
+
+def test_boot_batches_limit_how_many_hosts_change_at_once():
+    assert plan.boot_batches(("a", "b", "c"), None) == [("a", "b", "c")]
+    assert plan.boot_batches(("a", "b", "c"), 2) == [("a", "b"), ("c",)]
+    assert plan.boot_batches((), 2) == []
+
+
+def test_proxy_deploy_command():
+    proxy = config.Proxy(hosts=("shop.test",), path_prefix="/app", ssl=True,
+                         healthcheck={"path": "/up", "interval": 0.5, "timeout": 2}).model_dump()
+    assert plan.proxy_deploy_argv("shop-web-staging", "shop-web-staging-v2:80", proxy) == [
+        "kamal-proxy", "deploy", "shop-web-staging", "--target", "shop-web-staging-v2:80",
+        "--health-check-path", "/up", "--health-check-interval", "500ms", "--health-check-timeout", "2000ms",
+        "--deploy-timeout", "30000ms", "--drain-timeout", "30000ms", "--target-timeout", "30000ms",
+        "--host", "shop.test", "--path-prefix", "/app", "--tls"]
+
+
+def test_proxied_roles_route_by_host_name():
+    specs = plan.container_specs(cfg(proxy={"hosts": ["shop.test"], "app_port": 3000}), "abc", OWNER)
+    web = specs[0]
+    assert web.proxy.app_port == 3000 and web.network == "kamal" and web.proxy_service == "hello-web-staging"
+    assert plan.published_urls(web) == ["http://shop.test"]
+    assert specs[2].proxy is None and specs[2].network is None  # jobs: no proxy
