@@ -193,6 +193,49 @@ class Role(Model):
         return tuple(Port.parse(p) for p in self.ports)
 
 
+FILE = re.compile(r"^(?P<local>[^:]+):(?P<remote>/[^:]*)$")
+
+
+def _check_file(text: str) -> str:
+    if not FILE.match(text):
+        raise ValueError(f"{text!r} is not a file mapping: use local/path:/path/in/container")
+    return text
+
+
+def _check_directory(text: str) -> str:
+    m = VOLUME.match(text)
+    if not m or m["source"].startswith("/") or "/" in m["source"] or m["source"] in (".", ".."):
+        raise ValueError(f"{text!r} is not a directory mapping: use NAME:/path/in/container (the host directory "
+                         f"is kept under the destination's state directory)")
+    return text
+
+
+class Accessory(Model):
+    """A long-lived container next to the app (database, cache), one per destination, named and labeled with it."""
+    image: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+    host: HostName | None = None
+    hosts: tuple[HostName, ...] = ()
+    port: Annotated[str, AfterValidator(_check_port)] | None = None  # published port, as in roles' ports
+    cmd: str | tuple[str, ...] | None = None
+    env: Env = Env()
+    volumes: tuple[Annotated[str, AfterValidator(_check_volume)], ...] = ()
+    files: tuple[Annotated[str, AfterValidator(_check_file)], ...] = ()
+    directories: tuple[Annotated[str, AfterValidator(_check_directory)], ...] = ()
+    labels: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _some_host(self) -> "Accessory":
+        if not self.host and not self.hosts:
+            raise ValueError("give host or hosts")
+        return self
+
+    def all_hosts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(((self.host,) if self.host else ()) + self.hosts))
+
+    def container_port(self) -> int | None:
+        return Port.parse(self.port).container_port if self.port else None
+
+
 class Promote(Model):
     """Production takes what another stack (staging) built and tested: its image, by digest, relabeled."""
     from_stack: str = Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
@@ -213,6 +256,8 @@ class Deploy(Model):
     proxy: Proxy | None = None  # Kamal's top-level proxy: applies to the `web` role
     boot: Boot = Boot()
     retain_containers: int = Field(default=5, ge=1, le=100)  # versions kept per role and host for rollback
+    accessories: dict[Name, Accessory] = {}
+    delete_volumes_on_destroy: bool = False  # named volumes survive `pulumi destroy` unless this is set
 
     @field_validator("servers", mode="before")
     @classmethod
@@ -222,7 +267,8 @@ class Deploy(Model):
 
     @model_validator(mode="after")
     def _secrets_present(self) -> "Deploy":
-        for where, env in [("env", self.env)] + [(f"servers.{r}.env", role.env) for r, role in self.servers.items()]:
+        for where, env in [("env", self.env)] + [(f"servers.{r}.env", role.env) for r, role in self.servers.items()] \
+                + [(f"accessories.{a}.env", acc.env) for a, acc in self.accessories.items()]:
             for i, name in enumerate(env.secret):
                 if name not in self.secrets:
                     raise _PathError(f"{where}.secret[{i}]",

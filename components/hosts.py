@@ -212,3 +212,75 @@ def exec_in(target: SSHTarget, container: str, argv: list[str]) -> tuple[int, st
         output = c.exec_start(exec_id).decode(errors="replace")
         code = c.exec_inspect(exec_id)["ExitCode"]
     return int(code if code is not None else -1), output.strip()
+
+
+def _sftp(target: SSHTarget) -> paramiko.SFTPClient:
+    return client(target)._custom_adapter.ssh_client.open_sftp()
+
+
+def home(target: SSHTarget) -> str:
+    """The SSH user's home directory on the host: where relative state paths live."""
+    with docker_errors(target, "finding the home directory"):
+        sftp = _sftp(target)
+        try:
+            return sftp.normalize(".")
+        finally:
+            sftp.close()
+
+
+def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
+    parts = [p for p in path.split("/") if p]
+    current = "/" if path.startswith("/") else ""
+    for part in parts:
+        current = f"{current}{part}" if current in ("", "/") else f"{current}/{part}"
+        try:
+            sftp.stat(current)
+        except FileNotFoundError:
+            sftp.mkdir(current, mode)
+
+
+def write_file(target: SSHTarget, path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write a file on the host (parent directories 0700), readable per `mode` only: created with the mode before
+    any byte is written, so a secret is never readable by others, not even for a moment."""
+    with docker_errors(target, f"writing {path}"):
+        sftp = _sftp(target)
+        try:
+            _makedirs(sftp, path.rsplit("/", 1)[0], 0o700)
+            tmp = f"{path}.tmp"
+            with sftp.open(tmp, "wb") as fh:
+                fh.chmod(mode)
+                fh.write(data)
+            sftp.posix_rename(tmp, path)
+        finally:
+            sftp.close()
+
+
+def make_dir(target: SSHTarget, path: str, mode: int = 0o755) -> None:
+    with docker_errors(target, f"creating {path}"):
+        sftp = _sftp(target)
+        try:
+            _makedirs(sftp, path, mode)
+        finally:
+            sftp.close()
+
+
+def remove_file(target: SSHTarget, path: str) -> None:
+    with docker_errors(target, f"removing {path}"):
+        sftp = _sftp(target)
+        try:
+            sftp.remove(path)
+        except FileNotFoundError:
+            pass
+        finally:
+            sftp.close()
+
+
+def file_mode(target: SSHTarget, path: str) -> int | None:
+    with docker_errors(target, f"inspecting {path}"):
+        sftp = _sftp(target)
+        try:
+            return sftp.stat(path).st_mode & 0o777
+        except FileNotFoundError:
+            return None
+        finally:
+            sftp.close()

@@ -50,6 +50,28 @@ def proxy_service(service: str, role: str, destination: str) -> str:
     return f"{service}-{role}-{destination}"
 
 
+STATE_DIR = f".{PROJECT}"  # on each host, relative to the SSH user's home
+
+
+def destination_dir(service: str, destination: str) -> str:
+    return f"{STATE_DIR}/{service}-{destination}"
+
+
+def env_file(service: str, destination: str, role: str) -> str:
+    """Where a role's environment (clear and secret) lives on the host, mode 0600."""
+    return f"{destination_dir(service, destination)}/{role}.env"
+
+
+def volume_name(service: str, destination: str, volume: str) -> str:
+    """Named volumes carry the destination: staging's `data` is never production's."""
+    return f"{service}-{destination}-{volume}"
+
+
+def accessory_role(accessory: str) -> str:
+    """The role label of an accessory's container (app roles are plain names; this cannot clash with them)."""
+    return f"accessory.{accessory}"
+
+
 def replaced_name(name: str, container_id: str) -> str:
     """What a container is renamed to when a replacement with the same name takes its place (same version, new
     config): the replacement starts under the real name and the old one is deleted by ID afterwards."""

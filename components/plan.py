@@ -74,6 +74,59 @@ class ContainerSpec:
         return naming.PROXY_NETWORK if self.proxy else None
 
 
+@dataclass(frozen=True)
+class AccessorySpec:
+    resource_name: str
+    host: str
+    accessory: str
+    role: str  # the role label: naming.accessory_role
+    name: str
+    labels: dict[str, str]
+    image: str
+    cmd: tuple[str, ...] | None
+    env: dict[str, str]
+    secret_env: tuple[str, ...]
+    ports: tuple[Port, ...]
+    volumes: tuple[str, ...]  # docker binds, named volumes already carrying the destination
+    files: tuple[tuple[str, str], ...]  # (local path, path in the container)
+    directories: tuple[tuple[str, str], ...]  # (directory name under the accessory's state dir, path in container)
+    env_file: str
+
+
+def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
+    specs = []
+    for name, acc in cfg.accessories.items():
+        role = naming.accessory_role(name)
+        cmd = ("sh", "-c", acc.cmd) if isinstance(acc.cmd, str) else acc.cmd
+        for host in acc.all_hosts():
+            specs.append(AccessorySpec(
+                resource_name=f"{name}@{host}", host=host, accessory=name, role=role,
+                name=naming.accessory_name(cfg.service, cfg.destination, name),
+                labels={**acc.labels, **naming.image_labels(cfg.service, cfg.destination, "-", owner),
+                        naming.ROLE: role, "accessory": name},
+                image=acc.image, cmd=tuple(cmd) if cmd else None,
+                env=dict(acc.env.clear), secret_env=acc.env.secret,
+                ports=(Port.parse(acc.port),) if acc.port else (),
+                volumes=tuple(volume_binds(acc.volumes, cfg.service, cfg.destination)),
+                files=tuple((f.split(":")[0], f.split(":")[1]) for f in acc.files),
+                directories=tuple((d.split(":")[0], d.split(":")[1]) for d in acc.directories),
+                env_file=naming.env_file(cfg.service, cfg.destination, role),
+            ))
+    return specs
+
+
+def destination_volumes(cfg: Deploy) -> dict[str, list[str]]:
+    """Named volumes per host, from roles and accessories."""
+    out: dict[str, list[str]] = {}
+    for role in cfg.servers.values():
+        for host in role.hosts:
+            out.setdefault(host, []).extend(named_volumes(role.volumes, cfg.service, cfg.destination))
+    for acc in cfg.accessories.values():
+        for host in acc.all_hosts():
+            out.setdefault(host, []).extend(named_volumes(acc.volumes, cfg.service, cfg.destination))
+    return {h: list(dict.fromkeys(v)) for h, v in out.items() if v}
+
+
 def image_spec(cfg: Deploy, version: str, owner: str) -> ImageSpec:
     repository = naming.image_repository(cfg.image, cfg.registry.server if cfg.registry else None)
     return ImageSpec(
@@ -175,13 +228,19 @@ def port_bindings(ports: Iterable[Mapping[str, Any]]) -> tuple[list[Any], dict[s
     return exposed, bindings
 
 
-def volume_binds(volumes: Iterable[str]) -> list[str]:
+def volume_binds(volumes: Iterable[str], service: str, destination: str) -> list[str]:
+    """Docker binds; a named volume gets the destination's name (`data` -> `<service>-<destination>-data`)."""
     binds = []
     for text in volumes:
         m = VOLUME.match(text)
         assert m, text  # validated in config
-        binds.append(f"{m['source']}:{m['target']}:{m['mode'] or 'rw'}")
+        source = m["source"] if m["source"].startswith("/") else naming.volume_name(service, destination, m["source"])
+        binds.append(f"{source}:{m['target']}:{m['mode'] or 'rw'}")
     return binds
+
+
+def named_volumes(volumes: Iterable[str], service: str, destination: str) -> list[str]:
+    return [b.split(":")[0] for b in volume_binds(volumes, service, destination) if not b.startswith("/")]
 
 
 def restart_policy(name: str) -> dict[str, Any]:

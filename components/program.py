@@ -60,3 +60,4 @@ def run(project_dir: Path) -> None:
     pulumi.export("tag", svc.tag)
     pulumi.export("containers", svc.containers)
     pulumi.export("urls", svc.urls)
+    pulumi.export("accessories", svc.accessories)

@@ -272,7 +272,8 @@ class Image(Resource, module="shipyard", name="Image"):
 
 # -- Container ------------------------------------------------------------------------------------------------------
 
-CONTAINER_REPLACE = ("target", "name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network")
+CONTAINER_REPLACE = ("target", "name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network",
+                     "extra_networks", "aliases", "files", "directories")
 CONTAINER_UPDATE = ("restart", "running", "proxy", "retain")  # proxy: only how readiness is checked
 
 
@@ -331,17 +332,27 @@ class ContainerProvider(ResourceProvider):
     def _create(self, c, props: dict[str, Any]) -> str:
         target = SSHTarget.from_dict(props["target"])
         exposed, bindings = plan.port_bindings(props.get("ports") or [])
-        if props.get("network"):
+        if props.get("network") == naming.PROXY_NETWORK:
             ensure_network(c, props["network"])
-        host_config = c.create_host_config(port_bindings=bindings or None,
-                                           binds=plan.volume_binds(props.get("volumes") or []) or None,
+        env = {**(props.get("env") or {}), **(props.get("secret_env") or {})}
+        binds = list(props.get("volumes") or []) + self._upload(target, props)
+        if props.get("env_file"):
+            # The role's environment on the host: only the deploy user can read it (Kamal's env files).
+            hosts.write_file(target, props["env_file"], "".join(f"{line}\n" for line in plan.env_list(env)).encode())
+        host_config = c.create_host_config(port_bindings=bindings or None, binds=binds or None,
                                            restart_policy=plan.restart_policy(props["restart"]),
                                            network_mode=props.get("network") or None)
-        env = {**(props.get("env") or {}), **(props.get("secret_env") or {})}
-        created = c.create_container(image=props["image"], name=props["name"], command=props.get("cmd") or None,
-                                     environment=plan.env_list(env), labels=props["labels"], ports=exposed or None,
-                                     host_config=host_config)
+        networking = None
+        if props.get("network") and props.get("aliases"):
+            networking = c.create_networking_config(
+                {props["network"]: c.create_endpoint_config(aliases=list(props["aliases"]))})
+        created = c.create_container(image=self._image(c, target, props), name=props["name"],
+                                     command=props.get("cmd") or None, environment=plan.env_list(env),
+                                     labels=props["labels"], ports=exposed or None, host_config=host_config,
+                                     networking_config=networking)
         cid = created["Id"]
+        for extra in props.get("extra_networks") or []:
+            c.connect_container_to_network(cid, extra)
         # Without a proxy, a fixed host port can only be bound by one container: the one this replaces is stopped
         # just before the new one starts (Kamal 1's order), and started again if the new one does not come up.
         handing_over = self._holders_of_our_ports(c, props, exclude=cid)
@@ -356,6 +367,40 @@ class ContainerProvider(ResourceProvider):
                 c.start(old)
             raise
         return cid
+
+    @staticmethod
+    def _image(c, target: SSHTarget, props: dict[str, Any]) -> str:
+        """The image ID to create from: the app's pinned ID as given, or an accessory's image reference resolved
+        (pulled if the host lacks it) to its ID, so a later retag cannot change what this container runs."""
+        ref = props["image"]
+        if ref.startswith("sha256:"):
+            return ref
+        try:
+            return c.inspect_image(ref)["Id"]
+        except Exception as exc:
+            if not hosts.not_found(exc):
+                raise
+        _, error, _ = _stream_errors(c.pull(ref, stream=True, decode=True))
+        if error:
+            raise DockerError(str(target), f"pulling {ref} for {props['name']} failed: {error}")
+        return c.inspect_image(ref)["Id"]
+
+    @staticmethod
+    def _upload(target: SSHTarget, props: dict[str, Any]) -> list[str]:
+        """Accessory files and directories: copied/created under the destination's state directory on the host and
+        bind-mounted. Returns the binds."""
+        if not props.get("files") and not props.get("directories"):
+            return []
+        base = f"{hosts.home(target)}/{props['state_dir']}"
+        binds = []
+        for i, f in enumerate(props.get("files") or []):
+            remote = f"{base}/files/{i}-{Path(f['local']).name}"
+            hosts.write_file(target, remote, Path(f["local"]).read_bytes(), mode=0o644)
+            binds.append(f"{remote}:{f['target']}:ro")
+        for d in props.get("directories") or []:
+            hosts.make_dir(target, f"{base}/{d['name']}")
+            binds.append(f"{base}/{d['name']}:{d['target']}:rw")
+        return binds
 
     @staticmethod
     def _holders_of_our_ports(c, props: dict[str, Any], exclude: str) -> list[str]:
@@ -419,6 +464,8 @@ class ContainerProvider(ResourceProvider):
         for item in previous[retain:]:
             if item.get("State") != "running":
                 c.remove_container(item["Id"], v=False)
+        if not props["image"].startswith("sha256:"):
+            return  # an accessory: it runs someone else's image, and the app's current image is not its to judge
         used = {item["ImageID"] for item in c.containers(all=True, filters={"label": _ownership_filters(props)})}
         for image in c.images(filters={"label": _ownership_filters(props)}):
             tagged = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
@@ -428,7 +475,9 @@ class ContainerProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         d = plan.diff(olds, news, replace=CONTAINER_REPLACE, update=CONTAINER_UPDATE)
-        return DiffResult(changes=d.has_changes, replaces=list(d.replaces), delete_before_replace=False)
+        # Accessories (databases) never run twice on the same data: the old one stops before the new one starts.
+        return DiffResult(changes=d.has_changes, replaces=list(d.replaces),
+                          delete_before_replace=bool(news.get("delete_first")))
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         target = SSHTarget.from_dict(news["target"])
@@ -478,6 +527,8 @@ class ContainerProvider(ResourceProvider):
                 return
             for item in c.containers(all=True, filters={"label": role}):
                 c.remove_container(item["Id"], v=False, force=True)
+        if props.get("env_file"):
+            hosts.remove_file(target, props["env_file"])
 
 
 class Container(Resource, module="shipyard", name="Container"):
@@ -632,3 +683,126 @@ class RouteProvider(ResourceProvider):
 class ProxyRoute(Resource, module="shipyard", name="ProxyRoute"):
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
         super().__init__(RouteProvider(), name, props, opts)
+
+
+# -- Network and Volume (a destination's own, per host) -----------------------------------------------------------------
+
+
+class NetworkProvider(ResourceProvider):
+    """The destination's Docker network on a host: its containers and accessories reach each other by name, and
+    no other destination's containers are on it."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        target = SSHTarget.from_dict(props["target"])
+        c = hosts.client(target)
+        with docker_errors(target, f"creating network {props['name']}"):
+            existing = c.networks(names=[props["name"]])
+            existing = [n for n in existing if n["Name"] == props["name"]]
+            if existing:
+                if not _owned(existing[0].get("Labels"), props):
+                    raise OwnershipConflict(str(target), f"network {props['name']} belongs to "
+                                                         f"{naming.describe_owner(existing[0].get('Labels'))}; "
+                                                         f"nothing was changed")
+                return CreateResult(id_=existing[0]["Id"], outs={**props, "network_id": existing[0]["Id"]})
+            nid = c.create_network(props["name"], driver="bridge", labels=props["labels"])["Id"]
+        return CreateResult(id_=nid, outs={**props, "network_id": nid})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        d = plan.diff(olds, news, replace=("target", "name", "labels"), update=())
+        return DiffResult(changes=d.has_changes, replaces=list(d.replaces), delete_before_replace=True)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        target = SSHTarget.from_dict(props["target"])
+        with docker_errors(target, f"inspecting network {props['name']}"):
+            found = [n for n in hosts.client(target).networks(ids=[id_]) if n["Id"] == id_]
+        return ReadResult(id_=id_, outs=props) if found else ReadResult(id_="", outs={})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        target = SSHTarget.from_dict(props["target"])
+        c = hosts.client(target)
+        with docker_errors(target, f"removing network {props['name']}"):
+            try:
+                info = c.inspect_network(id_)
+            except Exception as exc:
+                if hosts.not_found(exc):
+                    return
+                raise
+            if not _owned(info.get("Labels"), props):
+                return
+            for cid in (info.get("Containers") or {}):  # retained, stopped containers of ours only
+                try:
+                    c.disconnect_container_from_network(cid, id_, force=True)
+                except Exception as exc:
+                    if getattr(exc, "status_code", None) not in (404, 500):
+                        raise
+            c.remove_network(id_)
+
+
+class Network(Resource, module="shipyard", name="Network"):
+    network_id: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(NetworkProvider(), name, {**props, "network_id": None}, opts)
+
+
+class VolumeProvider(ResourceProvider):
+    """A named volume of the destination on a host. Data outlives `pulumi destroy` unless the stack opts in
+    (`delete_volumes_on_destroy`): the component then drops Pulumi's retainOnDelete, which preview shows."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        target = SSHTarget.from_dict(props["target"])
+        c = hosts.client(target)
+        with docker_errors(target, f"creating volume {props['name']}"):
+            try:
+                existing = c.inspect_volume(props["name"])
+            except Exception as exc:
+                if not hosts.not_found(exc):
+                    raise
+                existing = None
+            if existing is not None and not _owned(existing.get("Labels"), props):
+                raise OwnershipConflict(str(target), f"volume {props['name']} belongs to "
+                                                     f"{naming.describe_owner(existing.get('Labels'))}; nothing was "
+                                                     f"changed")
+            if existing is None:  # an existing one of ours (kept by an earlier destroy) is taken back, data and all
+                c.create_volume(props["name"], labels=props["labels"])
+        return CreateResult(id_=f"{props['name']}@{target.host}", outs=props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        d = plan.diff(olds, news, replace=("target", "name"), update=("labels",))
+        return DiffResult(changes=d.has_changes, replaces=list(d.replaces), delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=news)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        target = SSHTarget.from_dict(props["target"])
+        with docker_errors(target, f"inspecting volume {props['name']}"):
+            try:
+                hosts.client(target).inspect_volume(props["name"])
+            except Exception as exc:
+                if hosts.not_found(exc):
+                    return ReadResult(id_="", outs={})
+                raise
+        return ReadResult(id_=id_, outs=props)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        target = SSHTarget.from_dict(props["target"])
+        c = hosts.client(target)
+        with docker_errors(target, f"removing volume {props['name']}"):
+            try:
+                info = c.inspect_volume(props["name"])
+            except Exception as exc:
+                if hosts.not_found(exc):
+                    return
+                raise
+            if _owned(info.get("Labels"), props):
+                c.remove_volume(props["name"])
+
+
+class Volume(Resource, module="shipyard", name="Volume"):
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(VolumeProvider(), name, props, opts)

@@ -10,7 +10,7 @@ import pulumi
 from . import naming, plan, source
 from .config import Deploy
 from .hosts import SSHTarget
-from .providers import Container, Image, Proxy, ProxyRoute
+from .providers import Container, Image, Network, Proxy, ProxyRoute, Volume
 
 
 class DestinationService(pulumi.ComponentResource):
@@ -21,6 +21,7 @@ class DestinationService(pulumi.ComponentResource):
     version: pulumi.Output[str]
     containers: pulumi.Output[dict[str, dict[str, dict[str, str]]]]
     urls: pulumi.Output[list[str]]
+    accessories: pulumi.Output[dict[str, dict[str, dict[str, Any]]]]
 
     def __init__(self, name: str, cfg: Deploy, *, owner: str, project_dir: Path,
                  promote: tuple[pulumi.Output[str], pulumi.Output[str]] | None = None,
@@ -72,6 +73,46 @@ class DestinationService(pulumi.ComponentResource):
             if spec.proxy and spec.host not in proxies:
                 proxies[spec.host] = Proxy(f"{name}-proxy@{spec.host}", {
                     "target": target(spec.host), "image": spec.proxy.image}, child)
+        # The destination's own network and named volumes on each host.
+        net_name = naming.network_name(cfg.service, cfg.destination)
+        base_labels = {naming.SERVICE: cfg.service, naming.DESTINATION: cfg.destination, naming.OWNER_LABEL: owner}
+        accessory_statics = plan.accessory_specs(cfg, owner)
+        every_host = tuple(dict.fromkeys(cfg.all_hosts() + tuple(a.host for a in accessory_statics)))
+        networks = {h: Network(f"{name}-network@{h}", {"owner": owner, "destination": cfg.destination,
+                                                       "target": target(h), "name": net_name,
+                                                       "labels": base_labels}, child) for h in every_host}
+        volumes: dict[str, list[Volume]] = {}
+        for h, names in plan.destination_volumes(cfg).items():
+            volumes[h] = [Volume(f"{name}-volume-{v}@{h}", {"owner": owner, "destination": cfg.destination,
+                                                            "target": target(h), "name": v, "labels": base_labels},
+                                 pulumi.ResourceOptions(parent=self,
+                                                        retain_on_delete=not cfg.delete_volumes_on_destroy))
+                          for v in names]
+
+        accessories: dict[str, dict[str, Any]] = {}
+        accessory_resources: list[pulumi.Resource] = []
+        for acc in accessory_statics:
+            secret_env = {k: cfg.secrets[k] for k in acc.secret_env}
+            res = Container(f"{name}-accessory-{acc.resource_name}", {
+                "owner": owner, "destination": cfg.destination, "role": acc.role, "target": target(acc.host),
+                "name": acc.name, "labels": acc.labels, "image": acc.image,
+                "cmd": list(acc.cmd) if acc.cmd else None, "env": acc.env,
+                "secret_env": pulumi.Output.secret(secret_env) if secret_env else None,
+                "ports": [p.model_dump() for p in acc.ports], "volumes": list(acc.volumes),
+                "restart": "unless-stopped", "network": net_name, "extra_networks": None, "aliases": [acc.accessory],
+                "env_file": acc.env_file, "state_dir": f"{naming.destination_dir(cfg.service, cfg.destination)}/"
+                                                      f"{acc.accessory}",
+                "files": [{"local": str((project_dir / local).resolve()), "target": remote,
+                           "hash": source.file_hash(project_dir / local)} for local, remote in acc.files],
+                "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
+                "delete_first": True, "retain": 1, "proxy": None, "running": True,
+            }, pulumi.ResourceOptions(parent=self, depends_on=[networks[acc.host], *volumes.get(acc.host, [])]))
+            accessory_resources.append(res)
+            port = acc.ports[0].container_port if acc.ports else None
+            accessories.setdefault(acc.accessory, {})[acc.host] = {
+                "hostname": acc.accessory, "network": net_name, "port": port, "container": acc.name,
+                "id": res.container_id}
+
         containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
         urls: list[str] = []
         previous_batch: list[pulumi.Resource] = []
@@ -82,7 +123,8 @@ class DestinationService(pulumi.ComponentResource):
                     continue
                 spec = specs.apply(lambda s, i=i: s[i])
                 secret_env = {k: cfg.secrets[k] for k in static.secret_env}
-                after = [image, *previous_batch] + ([proxies[static.host]] if static.proxy else [])
+                after = [image, *previous_batch, networks[static.host], *volumes.get(static.host, []),
+                         *accessory_resources] + ([proxies[static.host]] if static.proxy else [])
                 container = Container(f"{name}-{static.resource_name}", {
                     "owner": owner, "destination": cfg.destination, "role": static.role,
                     "target": target(static.host),
@@ -93,9 +135,11 @@ class DestinationService(pulumi.ComponentResource):
                     "env": spec.apply(lambda s: s.env),
                     "secret_env": pulumi.Output.secret(secret_env) if secret_env else None,
                     "ports": [p.model_dump() for p in static.ports],
-                    "volumes": list(static.volumes),
+                    "volumes": plan.volume_binds(static.volumes, cfg.service, cfg.destination),
                     "restart": static.restart,
-                    "network": static.network,
+                    "network": static.network or net_name,
+                    "extra_networks": [net_name] if static.network else None,
+                    "env_file": naming.env_file(cfg.service, cfg.destination, static.role),
                     "proxy": static.proxy.model_dump() if static.proxy else None,
                     "retain": cfg.retain_containers,
                     "running": True,
@@ -120,5 +164,7 @@ class DestinationService(pulumi.ComponentResource):
         self.version = version
         self.containers = pulumi.Output.from_input(containers)
         self.urls = pulumi.Output.from_input(urls)
+        self.accessories = pulumi.Output.from_input(accessories)
         self.register_outputs({"image_id": self.image_id, "repo_digest": self.repo_digest, "tag": self.tag,
-                               "version": self.version, "containers": self.containers, "urls": self.urls})
+                               "version": self.version, "containers": self.containers, "urls": self.urls,
+                               "accessories": self.accessories})

@@ -108,3 +108,10 @@ def git_version(context: Path, content_hash: str) -> str:
     dirty = git("status", "--porcelain", "--untracked-files=normal", "--", ".").stdout.strip()
     version = head.stdout.strip()
     return f"{version}-dirty-{content_hash.split(':')[-1][:8]}" if dirty else version
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a local file uploaded to hosts (accessory files): a change re-creates the accessory."""
+    if not path.is_file():
+        raise ConfigError("accessories", f"file {path} does not exist")
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()

@@ -284,7 +284,7 @@ class Bench:
         (d / "sshd_config").write_text(
             f"ListenAddress {self._addr(i)}\nPort 22\nHostKey {key}\nPidFile {pidfile}\n"
             f"AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
             f"SetEnv DOCKER_HOST=unix://{self._rdir(i) / 'docker.sock'}\nLogLevel ERROR\n"
         )
         _spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], d / "sshd.log", netns=self._netns(i))

@@ -59,7 +59,8 @@ def test_docker_payloads():
     exposed, bindings = plan.port_bindings(ports)
     assert exposed == [(80, "tcp"), (53, "udp")]
     assert bindings == {"80/tcp": [8080], "53/udp": [("127.0.0.1", 53)]}
-    assert plan.volume_binds(["data:/var/lib/data", "/srv/x:/x:ro"]) == ["data:/var/lib/data:rw", "/srv/x:/x:ro"]
+    assert plan.volume_binds(["data:/var/lib/data", "/srv/x:/x:ro"], "hello", "staging") == [
+        "hello-staging-data:/var/lib/data:rw", "/srv/x:/x:ro"]
     assert plan.restart_policy("no") == {"Name": "", "MaximumRetryCount": 0}
     assert plan.env_list({"B": "2", "A": "1"}) == ["A=1", "B=2"]
 

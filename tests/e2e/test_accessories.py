@@ -1,0 +1,170 @@
+"""Accessories, networks, env and secrets, volumes - each kept per destination - with the real CLI on one host.
+
+The tests share one deployed pair (module fixture) and run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components import hosts
+from components.hosts import SSHTarget
+from tests.conftest import Project, host_docker, http_get, make_project, pulumi_env, ssh_config
+
+pytestmark = pytest.mark.e2e
+
+PORTS = {"staging": 8121, "production": 8122}
+SECRET = {"staging": "st4ging-s3cret-value", "production": "pr0duction-s3cret-value"}
+
+
+def config(bench, dest: str, version: str = "v1", **extra: Any) -> dict[str, Any]:
+    return {
+        "service": "acc", "image": "acme/acc", "version": version, "builder": {"context": "app"},
+        "servers": {"web": {"hosts": [bench.hosts[0].address], "ports": [f"{PORTS[dest]}:80"]}},
+        "env": {"clear": {"DB_HOST": "db"}, "secret": ["GREETING"]},
+        "accessories": {"db": {
+            "image": "busybox:latest", "host": bench.hosts[0].address,
+            "cmd": "mkdir -p /data && echo db-of-$SHIPYARD_DEST > /data/index.html && httpd -f -p 80 -h /data",
+            "env": {"clear": {"SHIPYARD_DEST": dest}},
+            "volumes": ["data:/data"], "files": ["app/db.conf:/etc/db.conf"], "directories": ["logs:/var/log/db"],
+        }},
+        "ssh": ssh_config(bench), **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def pair(bench, tmp_path_factory):
+    root = tmp_path_factory.mktemp("accessories")
+    (root / "state").mkdir()
+    proj = Project(make_project(root, {"db.conf": "max_connections=7\n"}), pulumi_env(root / "state"))
+    for dest in PORTS:
+        proj.init(dest, config(bench, dest), secrets={"shipyard:secrets.GREETING": SECRET[dest]})
+        proj.up(dest)
+    yield proj
+    for dest in PORTS:
+        proj.run("destroy", "--yes", stack=dest, check=False)
+
+
+def docker(bench):
+    return host_docker(bench.hosts[0])
+
+
+def exec_(bench, container: str, cmd: str) -> tuple[int, str]:
+    d = docker(bench)
+    eid = d.exec_create(container, ["sh", "-c", cmd])["Id"]
+    out = d.exec_start(eid).decode()
+    return d.exec_inspect(eid)["ExitCode"], out
+
+
+def test_each_destination_runs_its_own_accessory_with_its_own_data(bench, pair):
+    out = {d: pair.outputs(d) for d in PORTS}
+    host = bench.hosts[0].address
+    for dest in PORTS:
+        acc = out[dest]["accessories"]["db"][host]
+        assert acc["container"] == f"acc-{dest}-db" and acc["hostname"] == "db" and acc["network"] == f"acc-{dest}"
+        info = docker(bench).inspect_container(acc["id"])
+        assert info["Config"]["Labels"]["destination"] == dest and info["Config"]["Labels"]["accessory"] == "db"
+        assert f"acc-{dest}-data" in [m.get("Name") for m in info["Mounts"]]
+        assert exec_(bench, acc["container"], "cat /etc/db.conf") == (0, "max_connections=7\n")
+        assert exec_(bench, acc["container"], "test -d /var/log/db")[0] == 0
+    assert exec_(bench, "acc-staging-db", "echo written-by-staging > /data/row")[0] == 0
+    assert exec_(bench, "acc-staging-db", "cat /data/row") == (0, "written-by-staging\n")
+    assert exec_(bench, "acc-production-db", "test -e /data/row")[0] != 0
+
+
+# busybox-static's wget crashes (static glibc lookups); nslookup and nc work: resolve, then speak HTTP with nc.
+GET = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 80"
+FETCH = "ip=$(nslookup {name} 2>/dev/null | awk '/^Address: /{{print $2}}' | tail -1) && [ -n \"$ip\" ] && " + \
+        GET.replace("{ip}", "$ip")
+
+
+def test_the_app_reaches_its_own_accessory_and_not_the_other_destinations(bench, pair):
+    host = bench.hosts[0].address
+    web = {d: pair.outputs(d)["containers"][host]["web"]["name"] for d in PORTS}
+    for dest in PORTS:
+        code, out = exec_(bench, web[dest], FETCH.format(name="db"))
+        assert code == 0 and out.endswith(f"\r\n\r\ndb-of-{dest}\n")
+    prod_db_ip = docker(bench).inspect_container("acc-production-db")["NetworkSettings"]["Networks"][
+        "acc-production"]["IPAddress"]
+    code, out = exec_(bench, web["production"], GET.format(ip=prod_db_ip))
+    assert code == 0 and "db-of-production" in out  # it serves...
+    code, out = exec_(bench, web["staging"], GET.format(ip=prod_db_ip))
+    assert code != 0 and "db-of-production" not in out  # ...but not to staging: unreachable from its network
+    code, out = exec_(bench, web["staging"], FETCH.format(name="acc-production-db"))
+    assert code != 0 and "db-of-production" not in out  # and not even resolvable
+
+
+def test_secrets_never_show_and_live_in_a_0600_env_file(bench, pair):
+    for dest in PORTS:
+        assert f"greeting={SECRET[dest]}" in http_get(f"http://{bench.hosts[0].address}:{PORTS[dest]}/")
+    state = "".join(p.read_text() for p in (pair.dir.parent / "state").rglob("*.json"))
+    preview = pair.run("preview", "--diff", stack="staging").out
+    outputs = pair.run("stack", "output", "--json", stack="staging").out
+    # everything the CLI printed, but for the `config set --secret` commands that typed the values in
+    printed = "".join(h for h in pair.history if not h.startswith("$ pulumi config set"))
+    everything = state + preview + outputs + printed
+    for value in SECRET.values():
+        assert value not in everything
+    t = SSHTarget(host=bench.hosts[0].address, keys=(bench.identity_file,), known_hosts=bench.known_hosts)
+    assert hosts.file_mode(t, ".shipyard/acc-staging/web.env") == 0o600
+    assert hosts.file_mode(t, ".shipyard/acc-staging/accessory.db.env") == 0o600
+    assert hosts.file_mode(t, ".shipyard/acc-staging") == 0o700
+    root_home = Path(hosts.home(t))
+    assert (root_home / ".shipyard/acc-staging/web.env").read_text().count(SECRET["staging"]) == 1
+
+
+def test_changing_a_secret_rolls_the_app_out_and_preview_hides_the_value(bench, pair):
+    host = bench.hosts[0].address
+    before = pair.outputs("staging")
+    pair.run("config", "set", "--secret", "--path", "shipyard:secrets.GREETING", "r0tated-s3cret", stack="staging")
+    preview = pair.run("preview", "--diff", stack="staging").out
+    assert "r0tated-s3cret" not in preview and SECRET["staging"] not in preview
+    assert "[secret]" in preview and "+-pulumi-python:dynamic/shipyard:Container: (replace)" in preview
+    up = pair.up("staging")
+    assert "r0tated-s3cret" not in up.out
+    after = pair.outputs("staging")
+    assert after["containers"][host]["web"]["id"] != before["containers"][host]["web"]["id"]
+    assert "greeting=r0tated-s3cret" in http_get(f"http://{host}:{PORTS['staging']}/")
+
+
+def test_an_app_deploy_leaves_accessories_alone(bench, pair):
+    host = bench.hosts[0].address
+    ids = {d: pair.outputs(d)["accessories"]["db"][host]["id"] for d in PORTS}
+    started = {d: docker(bench).inspect_container(ids[d])["State"]["StartedAt"] for d in PORTS}
+    pair.set_config("staging", config(bench, "staging", version="v2"))
+    pair.up("staging")
+    assert "version=v2" in http_get(f"http://{host}:{PORTS['staging']}/")
+    for d in PORTS:
+        assert pair.outputs(d)["accessories"]["db"][host]["id"] == ids[d]
+        assert docker(bench).inspect_container(ids[d])["State"]["StartedAt"] == started[d]  # not even restarted
+
+
+def test_changing_an_accessory_replaces_only_it(bench, pair):
+    host = bench.hosts[0].address
+    before = pair.outputs("staging")
+    cfg = config(bench, "staging", version="v2")
+    cfg["accessories"]["db"]["env"]["clear"]["EXTRA"] = "1"
+    pair.set_config("staging", cfg)
+    pair.up("staging")
+    after = pair.outputs("staging")
+    assert after["accessories"]["db"][host]["id"] != before["accessories"]["db"][host]["id"]
+    assert after["containers"][host]["web"]["id"] == before["containers"][host]["web"]["id"]
+    assert exec_(bench, "acc-staging-db", "cat /data/row") == (0, "written-by-staging\n")  # the volume kept its data
+
+
+def test_destroy_keeps_named_volumes_unless_the_stack_opts_in(bench, pair):
+    d = docker(bench)
+    preview = pair.run("destroy", "--preview-only", "--diff", stack="staging").out
+    assert "pulumi-python:dynamic/shipyard:Volume: (delete[retain])" in preview  # the preview says it is kept
+    pair.run("destroy", "--yes", stack="staging")
+    assert d.inspect_volume("acc-staging-data")["Labels"]["destination"] == "staging"  # kept, with its data
+    assert not d.containers(all=True, filters={"label": ["service=acc", "destination=staging"]})
+    pair.set_config("production", config(bench, "production", delete_volumes_on_destroy=True))
+    pair.up("production")
+    pair.run("destroy", "--yes", stack="production")
+    assert not d.volumes(filters={"name": "acc-production-data"})["Volumes"]
+    d.remove_volume("acc-staging-data")
