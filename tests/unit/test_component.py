@@ -48,7 +48,7 @@ def test_types_parents_and_names(service):
             by_type.setdefault(r.typ, []).append(r)
         assert set(by_type) == {"shipyard:deploy:DestinationService", "pulumi-python:dynamic/shipyard:Image",
                                 "pulumi-python:dynamic/shipyard:Container", "pulumi-python:dynamic/shipyard:Network"}
-        assert [r.name for r in by_type["pulumi-python:dynamic/shipyard:Container"]] == [
+        assert sorted(r.name for r in by_type["pulumi-python:dynamic/shipyard:Container"]) == [
             "hello-staging-web@h1", "hello-staging-web@h2"]
         image = by_type["pulumi-python:dynamic/shipyard:Image"][0]
         assert image.name == "hello-staging-image"

@@ -99,3 +99,21 @@ def test_proxy_config():
         load(proxy={"healthcheck": {"path": "up"}})
     with pytest.raises(ConfigError, match=r"^retain_containers: "):
         load(retain_containers=0)
+
+
+def test_accessory_config():
+    cfg = load(accessories={"db": {"image": "postgres:16", "host": "10.0.0.2", "port": "127.0.0.1:5432:5432",
+                                   "env": {"secret": ["PGPASSWORD"]}, "volumes": ["pgdata:/var/lib/postgresql"],
+                                   "files": ["db/init.sql:/docker-entrypoint-initdb.d/init.sql"],
+                                   "directories": ["backups:/backups"]}},
+               secrets={"PGPASSWORD": "x"})
+    db = cfg.accessories["db"]
+    assert db.all_hosts() == ("10.0.0.2",) and db.container_port() == 5432
+    with pytest.raises(ConfigError, match=r"^accessories.db: give host or hosts$"):
+        load(accessories={"db": {"image": "postgres:16"}})
+    with pytest.raises(ConfigError, match=r"^accessories.db.env.secret\[0\]: secret PGPASSWORD has no value"):
+        load(accessories={"db": {"image": "postgres:16", "host": "h", "env": {"secret": ["PGPASSWORD"]}}})
+    with pytest.raises(ConfigError, match=r"^accessories.db.directories\[0\]: '/abs:/x' is not a directory mapping"):
+        load(accessories={"db": {"image": "postgres:16", "host": "h", "directories": ["/abs:/x"]}})
+    with pytest.raises(ConfigError, match=r"^accessories.db.files\[0\]: 'nocolon' is not a file mapping"):
+        load(accessories={"db": {"image": "postgres:16", "host": "h", "files": ["nocolon"]}})

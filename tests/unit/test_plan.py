@@ -87,3 +87,16 @@ def test_proxied_roles_route_by_host_name():
     assert web.proxy.app_port == 3000 and web.network == "kamal" and web.proxy_service == "hello-web-staging"
     assert plan.published_urls(web) == ["http://shop.test"]
     assert specs[2].proxy is None and specs[2].network is None  # jobs: no proxy
+
+
+def test_accessory_specs_and_volumes_carry_the_destination():
+    c = cfg(servers={"web": {"hosts": ["h1"], "volumes": ["uploads:/app/uploads", "/srv/shared:/shared:ro"]}},
+            accessories={"db": {"image": "postgres:16", "hosts": ["h2"], "volumes": ["pgdata:/var/lib/pg"],
+                                "port": "5432", "directories": ["backups:/backups"]}})
+    (db,) = plan.accessory_specs(c, OWNER)
+    assert db.name == "hello-staging-db" and db.role == "accessory.db" and db.host == "h2"
+    assert db.labels["destination"] == "staging" and db.labels["accessory"] == "db"
+    assert db.volumes == ("hello-staging-pgdata:/var/lib/pg:rw",)
+    assert db.env_file == ".shipyard/hello-staging/accessory.db.env"
+    assert db.directories == (("backups", "/backups"),)
+    assert plan.destination_volumes(c) == {"h1": ["hello-staging-uploads"], "h2": ["hello-staging-pgdata"]}
