@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import docker
 import docker.errors
@@ -21,6 +21,8 @@ import paramiko
 from docker.transport import SSHHTTPAdapter
 
 from .errors import AuthenticationFailed, DockerError, HostKeyRejected, HostUnreachable
+
+T = TypeVar("T")
 
 DOCKER_API_VERSION = "1.41"  # Docker Engine 20.10 and newer
 CONNECT_TIMEOUT_S = 15
@@ -171,8 +173,12 @@ def docker_errors(target: SSHTarget, doing: str) -> Iterator[None]:
         raise HostUnreachable(str(target), f"the connection broke while {doing}: {exc}") from None
 
 
-def not_found(exc: BaseException) -> bool:
-    return isinstance(exc, docker.errors.NotFound)
+def or_none(call: Callable[..., T], *args: Any) -> T | None:
+    """The result of a Docker lookup (inspect_image, inspect_container, ...), or None if there is no such object."""
+    try:
+        return call(*args)
+    except docker.errors.NotFound:
+        return None
 
 
 def http_probe(target: SSHTarget, address: str, port: int, path: str, timeout: float) -> tuple[int | None, str]:

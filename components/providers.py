@@ -85,13 +85,7 @@ def _stream_errors(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | No
 
 
 def _image_present(c, image_id: str) -> bool:
-    try:
-        c.inspect_image(image_id)
-        return True
-    except Exception as exc:
-        if hosts.not_found(exc):
-            return False
-        raise
+    return hosts.or_none(c.inspect_image, image_id) is not None
 
 
 class ImageProvider(ResourceProvider):
@@ -106,12 +100,7 @@ class ImageProvider(ResourceProvider):
         c = hosts.client(target)
         tag = props["tag"]
         with docker_errors(target, f"inspecting {tag}"):
-            try:
-                existing = c.inspect_image(tag)
-            except Exception as exc:
-                if not hosts.not_found(exc):
-                    raise
-                existing = None
+            existing = hosts.or_none(c.inspect_image, tag)
         if existing is not None and not _owned(existing["Config"].get("Labels"), props):
             raise OwnershipConflict(str(target), f"image tag {tag} belongs to "
                                                  f"{naming.describe_owner(existing['Config'].get('Labels'))}; nothing "
@@ -207,12 +196,8 @@ class ImageProvider(ResourceProvider):
         for h in props.get("ship_to") or []:
             target = SSHTarget.from_dict(h)
             with docker_errors(target, f"inspecting image {id_}"):
-                try:
-                    hosts.client(target).inspect_image(id_)
+                if hosts.or_none(hosts.client(target).inspect_image, id_) is not None:
                     present.append(target.host)
-                except Exception as exc:
-                    if not hosts.not_found(exc):
-                        raise
         if not present:
             return ReadResult(id_="", outs={})
         return ReadResult(id_=id_, outs={**props, "hosts": present})
@@ -241,12 +226,9 @@ def _ownership_filters(props: dict[str, Any], **more: str) -> list[str]:
 def _remove_image(c, image_id: str, props: dict[str, Any]) -> None:
     """Remove one of this destination's images: its tags, then the image and its build parents. Never an image
     whose labels say another stack or destination owns it; never one a container still uses."""
-    try:
-        image = c.inspect_image(image_id)
-    except Exception as exc:
-        if hosts.not_found(exc):
-            return
-        raise
+    image = hosts.or_none(c.inspect_image, image_id)
+    if image is None:
+        return
     if not _owned(image["Config"].get("Labels"), props):
         return
     try:
@@ -375,11 +357,9 @@ class ContainerProvider(ResourceProvider):
         ref = props["image"]
         if ref.startswith("sha256:"):
             return ref
-        try:
-            return c.inspect_image(ref)["Id"]
-        except Exception as exc:
-            if not hosts.not_found(exc):
-                raise
+        image = hosts.or_none(c.inspect_image, ref)
+        if image is not None:
+            return image["Id"]
         _, error, _ = _stream_errors(c.pull(ref, stream=True, decode=True))
         if error:
             raise DockerError(str(target), f"pulling {ref} for {props['name']} failed: {error}")
@@ -493,12 +473,9 @@ class ContainerProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         target = SSHTarget.from_dict(props["target"])
         with docker_errors(target, f"inspecting container {props.get('name')}"):
-            try:
-                info = hosts.client(target).inspect_container(id_)
-            except Exception as exc:
-                if hosts.not_found(exc):
-                    return ReadResult(id_="", outs={})
-                raise
+            info = hosts.or_none(hosts.client(target).inspect_container, id_)
+            if info is None:
+                return ReadResult(id_="", outs={})
         outs = {**props, "image": info["Image"], "running": bool(info["State"]["Running"]),
                 "name": info["Name"].lstrip("/"), "restart": info["HostConfig"]["RestartPolicy"]["Name"] or "no"}
         return ReadResult(id_=id_, outs=outs)
@@ -510,12 +487,9 @@ class ContainerProvider(ResourceProvider):
         target = SSHTarget.from_dict(props["target"])
         c = hosts.client(target)
         with docker_errors(target, f"removing container {props['name']}"):
-            try:
-                info = c.inspect_container(id_)
-            except Exception as exc:
-                if hosts.not_found(exc):
-                    return
-                raise
+            info = hosts.or_none(c.inspect_container, id_)
+            if info is None:
+                return
             if not _owned(info["Config"].get("Labels"), props):
                 raise OwnershipConflict(str(target), f"container {id_[:12]} is no longer labeled as this stack's; "
                                                      f"it was left alone. Remove it from the state with `pulumi "
@@ -723,20 +697,17 @@ class NetworkProvider(ResourceProvider):
         target = SSHTarget.from_dict(props["target"])
         c = hosts.client(target)
         with docker_errors(target, f"removing network {props['name']}"):
-            try:
-                info = c.inspect_network(id_)
-            except Exception as exc:
-                if hosts.not_found(exc):
-                    return
-                raise
+            info = hosts.or_none(c.inspect_network, id_)
+            if info is None:
+                return
             if not _owned(info.get("Labels"), props):
                 return
-            for cid in (info.get("Containers") or {}):  # retained, stopped containers of ours only
-                try:
-                    c.disconnect_container_from_network(cid, id_, force=True)
-                except Exception as exc:
-                    if getattr(exc, "status_code", None) not in (404, 500):
-                        raise
+            attached = [hosts.or_none(c.inspect_container, cid) for cid in info.get("Containers") or {}]
+            if any(a is not None and not _owned(a["Config"].get("Labels"), props) for a in attached):
+                return  # someone else attached a container: leave the network to them
+            for a in attached:  # retained, stopped containers of ours
+                if a is not None:
+                    c.disconnect_container_from_network(a["Id"], id_, force=True)
             c.remove_network(id_)
 
 
@@ -757,12 +728,7 @@ class VolumeProvider(ResourceProvider):
         target = SSHTarget.from_dict(props["target"])
         c = hosts.client(target)
         with docker_errors(target, f"creating volume {props['name']}"):
-            try:
-                existing = c.inspect_volume(props["name"])
-            except Exception as exc:
-                if not hosts.not_found(exc):
-                    raise
-                existing = None
+            existing = hosts.or_none(c.inspect_volume, props["name"])
             if existing is not None and not _owned(existing.get("Labels"), props):
                 raise OwnershipConflict(str(target), f"volume {props['name']} belongs to "
                                                      f"{naming.describe_owner(existing.get('Labels'))}; nothing was "
@@ -781,24 +747,17 @@ class VolumeProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         target = SSHTarget.from_dict(props["target"])
         with docker_errors(target, f"inspecting volume {props['name']}"):
-            try:
-                hosts.client(target).inspect_volume(props["name"])
-            except Exception as exc:
-                if hosts.not_found(exc):
-                    return ReadResult(id_="", outs={})
-                raise
+            if hosts.or_none(hosts.client(target).inspect_volume, props["name"]) is None:
+                return ReadResult(id_="", outs={})
         return ReadResult(id_=id_, outs=props)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         target = SSHTarget.from_dict(props["target"])
         c = hosts.client(target)
         with docker_errors(target, f"removing volume {props['name']}"):
-            try:
-                info = c.inspect_volume(props["name"])
-            except Exception as exc:
-                if hosts.not_found(exc):
-                    return
-                raise
+            info = hosts.or_none(c.inspect_volume, props["name"])
+            if info is None:
+                return
             if _owned(info.get("Labels"), props):
                 c.remove_volume(props["name"])
 
