@@ -84,7 +84,7 @@ def test_proxied_destinations_answer_on_their_own_host_names(bench, pair):
     assert pair.outputs("staging")["urls"] == [f"http://{NAMES['staging']}"]
 
 
-def test_a_version_change_drops_no_request(bench, pair):
+def test_a_version_change_drops_no_request(bench, pair, capsys):
     results: list[tuple[float, bool]] = []
     stop = threading.Event()
 
@@ -109,8 +109,9 @@ def test_a_version_change_drops_no_request(bench, pair):
     failures = [r for r in results if not r[1]]
     ok_times = [r[0] for r in results if r[1]]
     gap = max((b - a for a, b in zip(ok_times, ok_times[1:])), default=0)
-    print(f"\nzero-downtime: {len(results)} requests during the rollout, {len(failures)} failed, "
-          f"longest gap between successful answers {gap * 1000:.0f} ms")
+    with capsys.disabled():  # shown in every run, not only with -s
+        print(f"\nzero-downtime: {len(results)} requests during the rollout, {len(failures)} failed, "
+              f"longest gap between successful answers {gap * 1000:.0f} ms")
     assert len(results) > 50 and not failures
     assert "version=v2" in get(bench, "staging")
     assert containers(bench, "staging") == {"v2": "running", "v1": "exited"}  # v1 retained, stopped
