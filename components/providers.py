@@ -70,6 +70,10 @@ def _auth(props: dict[str, Any]) -> dict[str, str] | None:
     return None
 
 
+def _auth_error(error: str) -> bool:
+    return any(w in error.lower() for w in ("unauthorized", "authentication required", "denied"))
+
+
 def _stream_errors(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | None, str | None]:
     """(log lines, error, image id) from a docker build/push/pull JSON stream."""
     log: list[str] = []
@@ -144,7 +148,8 @@ class ImageProvider(ResourceProvider):
         with docker_errors(target, f"pushing {props['tag']}"):
             _, error, _ = _stream_errors(c.push(repo, tag=tag, stream=True, decode=True, auth_config=_auth(props)))
             if error:
-                raise DockerError(str(target), f"pushing {props['tag']} failed: {error}")
+                hint = ": check registry.username and registry.password" if _auth_error(error) else ""
+                raise DockerError(str(target), f"pushing {props['tag']} failed: {error}{hint}")
             digests = c.inspect_image(props["tag"])["RepoDigests"]
         for d in digests:
             if d.startswith(repo + "@"):

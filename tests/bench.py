@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REGISTRY_PORT = 5000
+AUTH_REGISTRY_PORT = 5001  # a second registry that wants a password (htpasswd)
+AUTH_REGISTRY_USER = "deployer"
 HOST_COUNT = 2
 REPO = Path(__file__).resolve().parent.parent
 # Two benches can run side by side: `demo` (for `make demo`, left running) and `test` (started and purged by the
@@ -75,6 +77,8 @@ class BenchInfo:
     identity_file: str
     known_hosts: str
     registry: str  # host:port, plain HTTP, trusted by every bench daemon
+    auth_registry: str  # the same, but it wants AUTH_REGISTRY_USER and auth_registry_password
+    auth_registry_password: str
     hosts: tuple[Host, ...]
 
     def to_json(self) -> str:
@@ -185,7 +189,10 @@ class Bench:
                               docker_socket=str(self._rdir(i) / "docker.sock"),
                               host_key_pub=(d / "ssh_host_ed25519_key.pub").read_text().strip()))
         return BenchInfo(root=str(self.root), identity_file=str(self.root / "id_ed25519"),
-                         known_hosts=str(self.root / "known_hosts"), registry=self.registry, hosts=tuple(hosts))
+                         known_hosts=str(self.root / "known_hosts"), registry=self.registry,
+                         auth_registry=f"{self.net}.0.1:{AUTH_REGISTRY_PORT}",
+                         auth_registry_password=(self.root / "registry-auth" / "password").read_text(),
+                         hosts=tuple(hosts))
 
     # -- start ----------------------------------------------------------------------------------------------------
     def check_tools(self) -> None:
@@ -218,11 +225,29 @@ class Bench:
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench-deployer", "-f", str(key))
 
     def _registry(self) -> None:
-        # The registry's address sits on the root namespace's loopback: local to this machine, and reachable
+        # The registries' address sits on the root namespace's loopback: local to this machine, and reachable
         # from every host namespace through its veth and default route.
         if f"{self.net}.0.1/32" not in _run("ip", "-o", "addr", "show", "dev", "lo").stdout:
             _run("ip", "addr", "add", f"{self.net}.0.1/32", "dev", "lo")
-        d = self.root / "registry"
+        self._serve_registry("registry", REGISTRY_PORT, auth=None)
+        self._serve_registry("registry-auth", AUTH_REGISTRY_PORT, auth=self._htpasswd())
+
+    def _htpasswd(self) -> Path:
+        d = self.root / "registry-auth"
+        d.mkdir(exist_ok=True)
+        password = d / "password"
+        if not password.exists():
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import crypt  # bcrypt through the system's libxcrypt: what the registry's htpasswd wants
+            password.write_text(os.urandom(12).hex())
+            (d / "htpasswd").write_text(
+                f"{AUTH_REGISTRY_USER}:{crypt.crypt(password.read_text(), crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+        return d / "htpasswd"
+
+    def _serve_registry(self, name: str, port: int, auth: Path | None) -> None:
+        d = self.root / name
         d.mkdir(exist_ok=True)
         pidfile = d / "pid"
         if _alive(pidfile):
@@ -231,12 +256,13 @@ class Bench:
             "version: 0.1\n"
             "log:\n  level: warn\n"
             f"storage:\n  filesystem:\n    rootdirectory: {d / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.registry}\n"
+            f"http:\n  addr: {self.net}.0.1:{port}\n"
+            + (f"auth:\n  htpasswd:\n    realm: bench\n    path: {auth}\n" if auth else "")
         )
         pidfile.unlink(missing_ok=True)
         _spawn(["docker-registry", "serve", str(d / "config.yml")], d / "log", pidfile)
-        _wait("docker-registry", lambda: _run("bash", "-c", f"exec 3<>/dev/tcp/{self.net}.0.1/{REGISTRY_PORT}",
-                                              check=False).returncode == 0, 20, d / "log")
+        _wait(name, lambda: _run("bash", "-c", f"exec 3<>/dev/tcp/{self.net}.0.1/{port}",
+                                 check=False).returncode == 0, 20, d / "log")
 
     def _network(self, i: int) -> None:
         ns, outer, inner = self._netns(i), f"{self.name}-h{i}o", f"{self.name}-h{i}i"
@@ -262,7 +288,9 @@ class Bench:
         if not _alive(pidfile):
             pidfile.unlink(missing_ok=True)
             # debug: the daemon logs every API call, which tests count to prove a no-op deploy mutates nothing
-            (d / "daemon.json").write_text(json.dumps({"insecure-registries": [self.registry], "debug": True}))
+            registries = [self.registry, f"{self.net}.0.1:{AUTH_REGISTRY_PORT}"]
+            (d / "daemon.json").write_text(json.dumps({"insecure-registries": registries,
+                                                     "debug": True}))
             _spawn(["dockerd", "--config-file", str(d / "daemon.json"), "--data-root", str(d / "data"),
                     "--exec-root", str(r / "exec"), "-H", f"unix://{r / 'docker.sock'}", "--pidfile", str(pidfile)],
                    d / "dockerd.log", netns=self._netns(i))
@@ -367,6 +395,7 @@ class Bench:
             _run("ip", "netns", "del", self._netns(i), check=False)
             _run("ip", "link", "del", f"{self.name}-h{i}o", check=False)
         _stop_pidfile(self.root / "registry" / "pid")
+        _stop_pidfile(self.root / "registry-auth" / "pid")
         _run("ip", "addr", "del", f"{self.net}.0.1/32", "dev", "lo", check=False)
         # any process still running from the bench's directories (container shims) goes too
         for where in (self.root, self.run):

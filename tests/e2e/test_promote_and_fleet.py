@@ -118,3 +118,29 @@ def test_a_role_without_proxy_waits_for_the_images_own_healthcheck(bench, tmp_pa
     assert "container hc-jobs-staging-" in result.out and "reports unhealthy; it was removed" in result.out
     assert "health status unhealthy" in result.out
     assert not host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=hc"})
+
+
+def test_a_registry_with_a_password(bench, proj):
+    addrs = [h.address for h in bench.hosts]
+    cfg = {"service": "priv", "image": "acme/priv", "builder": {"context": "app"},
+           "registry": {"server": bench.auth_registry, "username": "deployer"},
+           "servers": {"web": {"hosts": addrs, "ports": ["8131:80"]}}, "ssh": ssh_config(bench)}
+    proj.init("staging", cfg, secrets={"shipyard:registry.password": "wrong-password"})
+    bad = proj.up("staging", check=False)
+    assert bad.code != 0
+    assert f"pushing {bench.auth_registry}/acme/priv:" in bad.out
+    assert "check registry.username and registry.password" in bad.out
+    assert "Traceback" not in bad.out and "wrong-password" not in bad.out
+
+    proj.run("config", "set", "--secret", "--path", "shipyard:registry.password", bench.auth_registry_password,
+             stack="staging")
+    up = proj.up("staging")
+    out = proj.outputs("staging")
+    assert out["repo_digest"].startswith(f"{bench.auth_registry}/acme/priv@sha256:")
+    for h in bench.hosts:  # pushed with the password, pulled by digest with it on the other host
+        assert http_get(f"http://{h.address}:8131/").startswith("service=priv destination=staging")
+        assert out["repo_digest"] in host_docker(h).inspect_image(out["image_id"])["RepoDigests"]
+    state = "".join(p.read_text() for p in (proj.dir.parent / "state").rglob("*.json"))
+    assert bench.auth_registry_password not in state + up.out + proj.run("stack", "output", "--json",
+                                                                            stack="staging").out
+    proj.run("destroy", "--yes", stack="staging")
