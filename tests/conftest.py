@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import yaml  # PyYAML comes with the Pulumi SDK
 
@@ -42,9 +43,8 @@ def bench(bench_ctl: Bench) -> BenchInfo:
     return bench_ctl.info()
 
 
-def host_docker(host) -> "docker.APIClient":
+def host_docker(host) -> docker.APIClient:
     """The host's daemon through its local socket: how tests look at a host independently of the product."""
-    import docker
     return docker.APIClient(base_url=f"unix://{host.docker_socket}", version="1.41")
 
 
@@ -201,5 +201,3 @@ def project(tmp_path: Path) -> Project:
 def ssh_config(bench: BenchInfo) -> dict[str, Any]:
     return {"keys": [bench.identity_file], "known_hosts": bench.known_hosts}
 
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")

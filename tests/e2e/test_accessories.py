@@ -5,7 +5,6 @@ The tests share one deployed pair (module fixture) and run in file order.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
