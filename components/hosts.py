@@ -220,18 +220,21 @@ def exec_in(target: SSHTarget, container: str, argv: list[str]) -> tuple[int, st
     return int(code if code is not None else -1), output.strip()
 
 
-def _sftp(target: SSHTarget) -> paramiko.SFTPClient:
-    return client(target)._custom_adapter.ssh_client.open_sftp()
+@contextlib.contextmanager
+def _sftp(target: SSHTarget, doing: str) -> Iterator[paramiko.SFTPClient]:
+    """An SFTP session on the host's cached SSH connection, closed afterwards; errors translated."""
+    with docker_errors(target, doing):
+        sftp = client(target)._custom_adapter.ssh_client.open_sftp()
+        try:
+            yield sftp
+        finally:
+            sftp.close()
 
 
 def home(target: SSHTarget) -> str:
     """The SSH user's home directory on the host: where relative state paths live."""
-    with docker_errors(target, "finding the home directory"):
-        sftp = _sftp(target)
-        try:
-            return sftp.normalize(".")
-        finally:
-            sftp.close()
+    with _sftp(target, "finding the home directory") as sftp:
+        return sftp.normalize(".")
 
 
 def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
@@ -248,45 +251,31 @@ def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
 def write_file(target: SSHTarget, path: str, data: bytes, mode: int = 0o600) -> None:
     """Write a file on the host (parent directories 0700), readable per `mode` only: created with the mode before
     any byte is written, so a secret is never readable by others, not even for a moment."""
-    with docker_errors(target, f"writing {path}"):
-        sftp = _sftp(target)
-        try:
-            _makedirs(sftp, path.rsplit("/", 1)[0], 0o700)
-            tmp = f"{path}.tmp"
-            with sftp.open(tmp, "wb") as fh:
-                fh.chmod(mode)
-                fh.write(data)
-            sftp.posix_rename(tmp, path)
-        finally:
-            sftp.close()
+    with _sftp(target, f"writing {path}") as sftp:
+        _makedirs(sftp, path.rsplit("/", 1)[0], 0o700)
+        tmp = f"{path}.tmp"
+        with sftp.open(tmp, "wb") as fh:
+            fh.chmod(mode)
+            fh.write(data)
+        sftp.posix_rename(tmp, path)
 
 
 def make_dir(target: SSHTarget, path: str, mode: int = 0o755) -> None:
-    with docker_errors(target, f"creating {path}"):
-        sftp = _sftp(target)
-        try:
-            _makedirs(sftp, path, mode)
-        finally:
-            sftp.close()
+    with _sftp(target, f"creating {path}") as sftp:
+        _makedirs(sftp, path, mode)
 
 
 def remove_file(target: SSHTarget, path: str) -> None:
-    with docker_errors(target, f"removing {path}"):
-        sftp = _sftp(target)
+    with _sftp(target, f"removing {path}") as sftp:
         try:
             sftp.remove(path)
         except FileNotFoundError:
             pass
-        finally:
-            sftp.close()
 
 
 def file_mode(target: SSHTarget, path: str) -> int | None:
-    with docker_errors(target, f"inspecting {path}"):
-        sftp = _sftp(target)
+    with _sftp(target, f"inspecting {path}") as sftp:
         try:
             return sftp.stat(path).st_mode & 0o777
         except FileNotFoundError:
             return None
-        finally:
-            sftp.close()

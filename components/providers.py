@@ -74,18 +74,15 @@ def _auth_error(error: str) -> bool:
     return any(w in error.lower() for w in ("unauthorized", "authentication required", "denied"))
 
 
-def _stream_errors(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | None, str | None]:
-    """(log lines, error, image id) from a docker build/push/pull JSON stream."""
+def _stream_errors(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | None]:
+    """(log lines, error) from a docker build/push/pull JSON stream."""
     log: list[str] = []
-    image_id = None
     for chunk in lines:
         if "error" in chunk:
-            return log, (chunk.get("errorDetail") or {}).get("message") or chunk["error"], image_id
+            return log, (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
         if "stream" in chunk and chunk["stream"].strip():
             log.append(chunk["stream"].rstrip())
-        aux = chunk.get("aux") or {}
-        image_id = aux.get("ID", image_id)
-    return log, None, image_id
+    return log, None
 
 
 def _image_present(c, image_id: str) -> bool:
@@ -125,7 +122,7 @@ class ImageProvider(ResourceProvider):
             stream = c.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, dockerfile=dockerfile,
                              labels=props["labels"], buildargs=props.get("build_args") or None,
                              target=props.get("build_target") or None, rm=True, forcerm=True, decode=True)
-            log, error, _ = _stream_errors(stream)
+            log, error = _stream_errors(stream)
         if error:
             tail = "\n".join(log[-10:])
             raise BuildFailed(str(target), f"building {tag} for destination {props['destination']} failed: "
@@ -146,7 +143,7 @@ class ImageProvider(ResourceProvider):
         c = hosts.client(target)
         repo, _, tag = props["tag"].rpartition(":")
         with docker_errors(target, f"pushing {props['tag']}"):
-            _, error, _ = _stream_errors(c.push(repo, tag=tag, stream=True, decode=True, auth_config=_auth(props)))
+            _, error = _stream_errors(c.push(repo, tag=tag, stream=True, decode=True, auth_config=_auth(props)))
             if error:
                 hint = ": check registry.username and registry.password" if _auth_error(error) else ""
                 raise DockerError(str(target), f"pushing {props['tag']} failed: {error}{hint}")
@@ -168,7 +165,7 @@ class ImageProvider(ResourceProvider):
                 if _image_present(c, outs["image_id"]):
                     pass  # retained there from an earlier deploy
                 elif outs.get("repo_digest"):
-                    _, error, _ = _stream_errors(c.pull(outs["repo_digest"], stream=True, decode=True,
+                    _, error = _stream_errors(c.pull(outs["repo_digest"], stream=True, decode=True,
                                                         auth_config=_auth(outs)))
                     if error:
                         raise DockerError(str(target), f"pulling {outs['repo_digest']} failed: {error}")
@@ -365,7 +362,7 @@ class ContainerProvider(ResourceProvider):
         image = hosts.or_none(c.inspect_image, ref)
         if image is not None:
             return image["Id"]
-        _, error, _ = _stream_errors(c.pull(ref, stream=True, decode=True))
+        _, error = _stream_errors(c.pull(ref, stream=True, decode=True))
         if error:
             raise DockerError(str(target), f"pulling {ref} for {props['name']} failed: {error}")
         return c.inspect_image(ref)["Id"]
