@@ -1,8 +1,10 @@
-"""The one place that talks to hosts: SSH (paramiko) carrying the Docker API (docker-py).
+"""The one place that talks to hosts: one owned SSH connection per host (paramiko) that the Docker API (docker-py),
+SFTP, HTTP probes and host commands all ride on.
 
 Connections are opened inside provider methods, never stored in a provider, and cached per process keyed by the
-SSH target, so one `pulumi up` opens one SSH connection per host however many resources live there. Every
-paramiko and docker error is translated here into the `components.errors` tree.
+SSH target, so one `pulumi up` opens one SSH connection per host however many resources live there. Connecting to
+one host never waits for another. Every paramiko, docker, requests/urllib3, SFTP and socket error is translated
+here into the `components.errors` tree.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import socket
 import threading
 from dataclasses import dataclass
@@ -18,16 +21,20 @@ from typing import Any, Callable, Iterator, TypeVar
 import docker
 import docker.errors
 import paramiko
-from docker.transport import SSHHTTPAdapter
+import requests.exceptions
+import urllib3.exceptions
+from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
+from docker.transport.basehttpadapter import BaseHTTPAdapter
+from docker.transport.sshconn import SSHConnectionPool
 
-from .errors import AuthenticationFailed, DockerError, HostKeyRejected, HostUnreachable
+from .errors import AuthenticationFailed, DockerError, HostError, HostKeyRejected, HostUnreachable
 
 T = TypeVar("T")
 
-DOCKER_API_VERSION = "1.41"  # Docker Engine 20.10 and newer
 CONNECT_TIMEOUT_S = 15
 API_TIMEOUT_S = 600  # builds and pushes stream for a while
 MAX_CHANNELS = 6  # concurrent Docker API connections per host, under sshd's default MaxSessions of 10
+KEEPALIVE_S = 15
 
 
 @dataclass(frozen=True)
@@ -68,109 +75,181 @@ class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
-class _Adapter(SSHHTTPAdapter):
-    """docker-py's SSH transport (channels running `docker system dial-stdio`), with the SSH client configured
-    from an SSHTarget instead of ~/.ssh/config alone."""
+def _ssh_connect(t: SSHTarget) -> paramiko.SSHClient:
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    ssh = paramiko.SSHClient()
+    known = os.path.expanduser(t.known_hosts or "~/.ssh/known_hosts")
+    if os.path.exists(known):
+        ssh.load_host_keys(known)
+    ssh.set_missing_host_key_policy(_AcceptNewPolicy(known) if t.host_key_policy == "accept-new"
+                                    else paramiko.RejectPolicy())
+    shown = t.known_hosts or "~/.ssh/known_hosts"
+    try:
+        ssh.connect(hostname=t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S,
+                    banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S,
+                    key_filename=[os.path.expanduser(k) for k in t.keys] or None, look_for_keys=not t.keys,
+                    allow_agent=True)
+    except paramiko.BadHostKeyException:
+        raise HostKeyRejected(str(t), f"its SSH host key does not match the one in {shown}. If the host was "
+                                      f"rebuilt, remove its old line from {shown} and add the new key; otherwise "
+                                      f"someone may be intercepting the connection") from None
+    except paramiko.AuthenticationException as exc:
+        raise AuthenticationFailed(str(t), f"SSH login as {t.user} was refused ({exc}): check ssh.user and "
+                                           f"ssh.keys") from None
+    except paramiko.SSHException as exc:
+        if "not found in known_hosts" in str(exc):
+            raise HostKeyRejected(str(t), f"its SSH host key is not in {shown}: add it (ssh-keyscan, checked out "
+                                          f"of band) or set ssh.host_key_policy to accept-new") from None
+        raise HostUnreachable(str(t), f"SSH failed: {exc}: check that sshd runs there and the network") from None
+    except (OSError, EOFError) as exc:
+        raise HostUnreachable(str(t), f"cannot connect to SSH port {t.port}: "
+                                      f"{getattr(exc, 'strerror', None) or exc or 'connection closed'}: check the "
+                                      f"address, ssh.port and the firewall") from None
+    transport = ssh.get_transport()
+    if transport is not None:
+        transport.set_keepalive(KEEPALIVE_S)
+    return ssh
+
+
+class _DockerOverSSH(BaseHTTPAdapter):
+    """The Docker API over our SSH connection: each HTTP connection is one session channel running `docker system
+    dial-stdio` (what `docker -H ssh://` does). sshd allows 10 sessions per connection (MaxSessions), so the pool
+    is bounded and blocks when every channel is busy instead of opening more."""
+
+    def __init__(self, ssh: paramiko.SSHClient):
+        super().__init__()
+        self.ssh = ssh
+        self.pool: SSHConnectionPool | None = None
+        self.pool_lock = threading.Lock()
+
+    def get_connection(self, url, proxies=None):
+        with self.pool_lock:
+            if self.pool is None:
+                self.pool = SSHConnectionPool(ssh_client=self.ssh, timeout=API_TIMEOUT_S, maxsize=MAX_CHANNELS)
+                self.pool.block = True
+            return self.pool
+
+    def close(self):
+        super().close()
+        with self.pool_lock:
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
+
+
+def _api_version(server: str) -> str:
+    """The newest API version both this client library and the daemon speak (Docker 20.10 speaks 1.41; Engine 29
+    refuses anything below 1.44)."""
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in v.split("."))
+    return min(server, DEFAULT_DOCKER_API_VERSION, key=key)
+
+
+class Connection:
+    """One host's SSH connection, owned here: docker-py, SFTP, probes and commands all use it."""
 
     def __init__(self, target: SSHTarget):
-        self._target = target
-        super().__init__(f"ssh://{target.user}@{target.host}:{target.port}", timeout=API_TIMEOUT_S,
-                         pool_connections=1, max_pool_size=MAX_CHANNELS)
+        self.target = target
+        self.ssh = _ssh_connect(target)
+        adapter = _DockerOverSSH(self.ssh)
+        with docker_errors(target, "asking the Docker daemon for its API version"):
+            probe = self._api_client(adapter, MINIMUM_DOCKER_API_VERSION)
+            server = probe.version(api_version=False)["ApiVersion"]
+        self.docker = self._api_client(adapter, _api_version(server))
 
-    def get_connection(self, *args, **kwargs):
-        # Each HTTP connection is one SSH session channel; sshd allows 10 per connection (MaxSessions). docker-py's
-        # pool opens a new one whenever all are busy and never bounds them; a blocking pool waits instead.
-        pool = super().get_connection(*args, **kwargs)
-        pool.block = True
-        return pool
-
-    def _create_paramiko_client(self, base_url):
-        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-        t = self._target
-        client = paramiko.SSHClient()
-        known = os.path.expanduser(t.known_hosts or "~/.ssh/known_hosts")
-        if os.path.exists(known):
-            client.load_host_keys(known)
-        if t.host_key_policy == "accept-new":
-            client.set_missing_host_key_policy(_AcceptNewPolicy(known))
-        else:
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        self.ssh_client = client
-        self.ssh_params = {
-            "hostname": t.host, "port": t.port, "username": t.user, "timeout": CONNECT_TIMEOUT_S,
-            "banner_timeout": CONNECT_TIMEOUT_S, "auth_timeout": CONNECT_TIMEOUT_S,
-            "key_filename": [os.path.expanduser(k) for k in t.keys] or None,
-            "look_for_keys": not t.keys, "allow_agent": True,
-        }
-
-    def _connect(self):
-        t = self._target
-        known = t.known_hosts or "~/.ssh/known_hosts"
-        try:
-            self.ssh_client.connect(**self.ssh_params)
-        except paramiko.BadHostKeyException:
-            raise HostKeyRejected(str(t), f"its SSH host key does not match the one in {known}. If the host was "
-                                          f"rebuilt, remove its old line from {known} and add the new key; "
-                                          f"otherwise someone may be intercepting the connection") from None
-        except paramiko.AuthenticationException as exc:
-            raise AuthenticationFailed(str(t), f"SSH login as {t.user} was refused ({exc}): check ssh.user and "
-                                               f"ssh.keys") from None
-        except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyRejected(str(t), f"its SSH host key is not in {known}: add it (ssh-keyscan, checked "
-                                              f"out of band) or set ssh.host_key_policy to accept-new") from None
-            raise HostUnreachable(str(t), f"SSH failed: {exc}") from None
-        except (OSError, socket.timeout) as exc:
-            raise HostUnreachable(str(t), f"cannot connect to SSH port {t.port}: {exc.strerror or exc}: check "
-                                          f"the address, ssh.port and the firewall") from None
-
-
-class _Client(docker.APIClient):
-    def __init__(self, target: SSHTarget):
+    @staticmethod
+    def _api_client(adapter: _DockerOverSSH, version: str) -> docker.APIClient:
         # Start from a Unix socket client that is never used, then route every request over our adapter.
-        super().__init__(base_url="unix:///nonexistent.sock", version=DOCKER_API_VERSION, timeout=API_TIMEOUT_S)
-        self._custom_adapter = _Adapter(target)
-        self.mount("http+docker://ssh", self._custom_adapter)
-        self.base_url = "http+docker://ssh"
+        c = docker.APIClient(base_url="unix:///nonexistent.sock", version=version, timeout=API_TIMEOUT_S)
+        c.mount("http+docker://ssh", adapter)
+        c.base_url = "http+docker://ssh"
+        return c
+
+    @property
+    def alive(self) -> bool:
+        transport = self.ssh.get_transport()
+        return transport is not None and transport.is_active()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.docker.close()
+        with contextlib.suppress(Exception):
+            self.ssh.close()
 
 
-_clients: dict[SSHTarget, docker.APIClient] = {}
-_lock = threading.Lock()
+_connections: dict[SSHTarget, Connection] = {}
+_locks: dict[SSHTarget, threading.Lock] = {}
+_registry_lock = threading.Lock()
+
+
+def connection(target: SSHTarget) -> Connection:
+    """The connection to `target`, opened once per process (and again if it broke). Only callers for the same
+    host wait for each other while it connects."""
+    with _registry_lock:
+        lock = _locks.setdefault(target, threading.Lock())
+    with lock:
+        conn = _connections.get(target)
+        if conn is not None and conn.alive:
+            return conn
+        if conn is not None:
+            conn.close()
+        conn = Connection(target)
+        _connections[target] = conn
+        return conn
 
 
 def client(target: SSHTarget) -> docker.APIClient:
-    """The Docker API client for `target`, opened once per process."""
-    with _lock:
-        c = _clients.get(target)
-        if c is not None and c._custom_adapter.ssh_client.get_transport() is not None \
-                and c._custom_adapter.ssh_client.get_transport().is_active():
-            return c
-        c = _Client(target)
-        _clients[target] = c
-        return c
+    """The Docker API client for `target`."""
+    return connection(target).docker
 
 
 def close_all() -> None:
-    with _lock:
-        for c in _clients.values():
-            with contextlib.suppress(Exception):
-                c.close()
-        _clients.clear()
+    with _registry_lock:
+        conns = list(_connections.values())
+        _connections.clear()
+    for conn in conns:
+        conn.close()
+
+
+def _forget(target: SSHTarget) -> None:
+    """Drop a broken connection, so the next call reconnects."""
+    with _registry_lock:
+        conn = _connections.pop(target, None)
+    if conn is not None:
+        conn.close()
+
+
+_BROKEN = (paramiko.SSHException, EOFError, ConnectionError, socket.timeout, TimeoutError,
+           requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+           requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError)
 
 
 @contextlib.contextmanager
 def docker_errors(target: SSHTarget, doing: str) -> Iterator[None]:
-    """Translate docker/paramiko errors raised while `doing` something on `target`."""
+    """Translate every error raised while `doing` something on `target` into the project's error tree."""
     try:
         yield
+    except HostError:
+        raise
     except docker.errors.APIError as exc:
         raise DockerError(str(target), f"{doing} failed: {exc.explanation or exc}") from None
     except docker.errors.DockerException as exc:
         raise DockerError(str(target), f"{doing} failed: {exc}") from None
-    except paramiko.SSHException as exc:
-        raise HostUnreachable(str(target), f"the SSH connection broke while {doing}: {exc}") from None
-    except (ConnectionError, socket.timeout) as exc:
-        raise HostUnreachable(str(target), f"the connection broke while {doing}: {exc}") from None
+    except _BROKEN as exc:
+        _forget(target)
+        raise HostUnreachable(str(target), f"the connection broke while {doing} ({type(exc).__name__}: "
+                                           f"{_short(exc)}); nothing after that point was done: run `pulumi up` "
+                                           f"again when the host is reachable") from None
+    except PermissionError as exc:
+        raise HostError(str(target), f"{doing} failed: permission denied ({_short(exc)}): check that ssh.user "
+                                     f"may do this on the host") from None
+    except OSError as exc:
+        raise HostError(str(target), f"{doing} failed: {_short(exc)}") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def or_none(call: Callable[..., T], *args: Any) -> T | None:
@@ -185,10 +264,13 @@ def http_probe(target: SSHTarget, address: str, port: int, path: str, timeout: f
     """GET http://address:port/path as seen from the host itself, through an SSH `direct-tcpip` channel (the way
     `ssh -L` forwards), so it reaches container addresses on the host's Docker networks whatever the app image
     contains. Returns (status or None, a one-line description of the answer or the failure)."""
-    transport = client(target)._custom_adapter.ssh_client.get_transport()
+    with docker_errors(target, f"probing {address}:{port}{path}"):
+        transport = connection(target).ssh.get_transport()
+    if transport is None:
+        return None, "the SSH connection is closed"
     try:
         chan = transport.open_channel("direct-tcpip", (address, int(port)), ("127.0.0.1", 0), timeout=timeout)
-    except (paramiko.SSHException, OSError) as exc:
+    except (paramiko.SSHException, OSError, EOFError) as exc:
         return None, f"cannot connect to {address}:{port}: {exc}"
     try:
         chan.settimeout(timeout)
@@ -199,7 +281,7 @@ def http_probe(target: SSHTarget, address: str, port: int, path: str, timeout: f
             if not chunk:
                 break
             data += chunk
-    except (socket.timeout, OSError) as exc:
+    except (socket.timeout, OSError, EOFError) as exc:
         return None, f"no answer from {address}:{port}{path} within {timeout:g}s ({exc or 'timeout'})"
     finally:
         chan.close()
@@ -220,62 +302,37 @@ def exec_in(target: SSHTarget, container: str, argv: list[str]) -> tuple[int, st
     return int(code if code is not None else -1), output.strip()
 
 
-@contextlib.contextmanager
-def _sftp(target: SSHTarget, doing: str) -> Iterator[paramiko.SFTPClient]:
-    """An SFTP session on the host's cached SSH connection, closed afterwards; errors translated."""
+def run(target: SSHTarget, argv: list[str], *, doing: str, timeout: float = 60,
+        stdin: bytes | None = None) -> tuple[int, str]:
+    """Run a command on the host itself over an SSH exec channel; returns (exit status, combined output)."""
+    command = " ".join(shlex.quote(a) for a in argv)
     with docker_errors(target, doing):
-        sftp = client(target)._custom_adapter.ssh_client.open_sftp()
+        chan = connection(target).ssh.get_transport().open_session(timeout=timeout)
         try:
-            yield sftp
+            chan.settimeout(timeout)
+            chan.set_combine_stderr(True)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out = b""
+            while True:
+                chunk = chan.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+            status = chan.recv_exit_status()
         finally:
-            sftp.close()
+            chan.close()
+    return status, out.decode(errors="replace").strip()
 
 
-def home(target: SSHTarget) -> str:
-    """The SSH user's home directory on the host: where relative state paths live."""
-    with _sftp(target, "finding the home directory") as sftp:
-        return sftp.normalize(".")
-
-
-def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
-    parts = [p for p in path.split("/") if p]
-    current = "/" if path.startswith("/") else ""
-    for part in parts:
-        current = f"{current}{part}" if current in ("", "/") else f"{current}/{part}"
+@contextlib.contextmanager
+def sftp(target: SSHTarget, doing: str) -> Iterator[paramiko.SFTPClient]:
+    """An SFTP session on the host's connection, closed afterwards; errors translated."""
+    with docker_errors(target, doing):
+        session = connection(target).ssh.open_sftp()
         try:
-            sftp.stat(current)
-        except FileNotFoundError:
-            sftp.mkdir(current, mode)
-
-
-def write_file(target: SSHTarget, path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write a file on the host (parent directories 0700), readable per `mode` only: created with the mode before
-    any byte is written, so a secret is never readable by others, not even for a moment."""
-    with _sftp(target, f"writing {path}") as sftp:
-        _makedirs(sftp, path.rsplit("/", 1)[0], 0o700)
-        tmp = f"{path}.tmp"
-        with sftp.open(tmp, "wb") as fh:
-            fh.chmod(mode)
-            fh.write(data)
-        sftp.posix_rename(tmp, path)
-
-
-def make_dir(target: SSHTarget, path: str, mode: int = 0o755) -> None:
-    with _sftp(target, f"creating {path}") as sftp:
-        _makedirs(sftp, path, mode)
-
-
-def remove_file(target: SSHTarget, path: str) -> None:
-    with _sftp(target, f"removing {path}") as sftp:
-        try:
-            sftp.remove(path)
-        except FileNotFoundError:
-            pass
-
-
-def file_mode(target: SSHTarget, path: str) -> int | None:
-    with _sftp(target, f"inspecting {path}") as sftp:
-        try:
-            return sftp.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            return None
+            yield session
+        finally:
+            session.close()

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from . import hosts, naming, plan, source
+from . import hostfiles, hosts, naming, plan, source
 from .errors import BuildFailed, DeployError, DockerError, HealthCheckFailed, OwnershipConflict
 from .hosts import SSHTarget, docker_errors
 
@@ -322,7 +322,7 @@ class ContainerProvider(ResourceProvider):
         binds = list(props.get("volumes") or []) + self._upload(target, props)
         if props.get("env_file"):
             # The role's environment on the host: only the deploy user can read it (Kamal's env files).
-            hosts.write_file(target, props["env_file"], "".join(f"{line}\n" for line in plan.env_list(env)).encode())
+            hostfiles.write_file(target, props["env_file"], "".join(f"{line}\n" for line in plan.env_list(env)).encode())
         host_config = c.create_host_config(port_bindings=bindings or None, binds=binds or None,
                                            restart_policy=plan.restart_policy(props["restart"]),
                                            network_mode=props.get("network") or None)
@@ -373,14 +373,14 @@ class ContainerProvider(ResourceProvider):
         bind-mounted. Returns the binds."""
         if not props.get("files") and not props.get("directories"):
             return []
-        base = f"{hosts.home(target)}/{props['state_dir']}"
+        base = f"{hostfiles.home(target)}/{props['state_dir']}"
         binds = []
         for i, f in enumerate(props.get("files") or []):
             remote = f"{base}/files/{i}-{Path(f['local']).name}"
-            hosts.write_file(target, remote, Path(f["local"]).read_bytes(), mode=0o644)
+            hostfiles.write_file(target, remote, Path(f["local"]).read_bytes(), mode=0o644)
             binds.append(f"{remote}:{f['target']}:ro")
         for d in props.get("directories") or []:
-            hosts.make_dir(target, f"{base}/{d['name']}")
+            hostfiles.make_dir(target, f"{base}/{d['name']}")
             binds.append(f"{base}/{d['name']}:{d['target']}:rw")
         return binds
 
@@ -504,7 +504,7 @@ class ContainerProvider(ResourceProvider):
             for item in c.containers(all=True, filters={"label": role}):
                 c.remove_container(item["Id"], v=False, force=True)
         if props.get("env_file"):
-            hosts.remove_file(target, props["env_file"])
+            hostfiles.remove_file(target, props["env_file"])
 
 
 class Container(Resource, module="shipyard", name="Container"):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from components import hosts
+from components import hostfiles
 from components.hosts import SSHTarget
 from tests.conftest import Project, host_docker, http_get, make_project, pulumi_env, ssh_config
 
@@ -109,10 +109,10 @@ def test_secrets_never_show_and_live_in_a_0600_env_file(bench, pair):
     for value in SECRET.values():
         assert value not in everything
     t = SSHTarget(host=bench.hosts[0].address, keys=(bench.identity_file,), known_hosts=bench.known_hosts)
-    assert hosts.file_mode(t, ".shipyard/acc-staging/web.env") == 0o600
-    assert hosts.file_mode(t, ".shipyard/acc-staging/accessory.db.env") == 0o600
-    assert hosts.file_mode(t, ".shipyard/acc-staging") == 0o700
-    root_home = Path(hosts.home(t))
+    assert hostfiles.file_mode(t, ".shipyard/acc-staging/web.env") == 0o600
+    assert hostfiles.file_mode(t, ".shipyard/acc-staging/accessory.db.env") == 0o600
+    assert hostfiles.file_mode(t, ".shipyard/acc-staging") == 0o700
+    root_home = Path(hostfiles.home(t))
     assert (root_home / ".shipyard/acc-staging/web.env").read_text().count(SECRET["staging"]) == 1
 
 

@@ -37,10 +37,10 @@ def test_one_ssh_connection_per_host_per_process(bench):
     hosts.close_all()
     t = target(bench, 0)
     assert hosts.client(t) is hosts.client(t)
-    transport = hosts.client(t)._custom_adapter.ssh_client.get_transport()
+    transport = hosts.connection(t).ssh.get_transport()
     for _ in range(5):
         hosts.client(t).ping()
-    assert hosts.client(t)._custom_adapter.ssh_client.get_transport() is transport
+    assert hosts.connection(t).ssh.get_transport() is transport
 
 
 def test_a_wrong_host_key_is_refused(bench, tmp_path: Path):
