@@ -5,6 +5,8 @@ No pulumi, docker or paramiko here; everything is plain data, tested with data (
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -33,12 +35,18 @@ def diff(olds: Mapping[str, Any], news: Mapping[str, Any], *, replace: Iterable[
 
 
 def _norm(value: Any) -> Any:
-    """Lists and tuples compare equal; dict order never matters; empty containers equal None."""
+    """Lists and tuples compare equal; dict order never matters; empty containers equal None; an ownership label
+    written with the Pulumi organization (earlier releases) equals the same one without it."""
     if isinstance(value, (list, tuple)):
         return tuple(_norm(v) for v in value) or None
     if isinstance(value, Mapping):
-        return tuple(sorted((k, _norm(v)) for k, v in value.items())) or None
+        return tuple(sorted((k, _owner_norm(v) if k == naming.OWNER_LABEL else _norm(v))
+                            for k, v in value.items())) or None
     return value
+
+
+def _owner_norm(value: Any) -> Any:
+    return "/".join(value.split("/")[-2:]) if isinstance(value, str) else value
 
 
 # -- specs ----------------------------------------------------------------------------------------------------------
@@ -90,7 +98,6 @@ class AccessorySpec:
     volumes: tuple[str, ...]  # docker binds, named volumes already carrying the destination
     files: tuple[tuple[str, str], ...]  # (local path, path in the container)
     directories: tuple[tuple[str, str], ...]  # (directory name under the accessory's state dir, path in container)
-    env_file: str
 
 
 def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
@@ -110,7 +117,6 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
                 volumes=tuple(volume_binds(acc.volumes, cfg.service, cfg.destination)),
                 files=tuple((f.split(":")[0], f.split(":")[1]) for f in acc.files),
                 directories=tuple((d.split(":")[0], d.split(":")[1]) for d in acc.directories),
-                env_file=naming.env_file(cfg.service, cfg.destination, role),
             ))
     return specs
 
@@ -162,6 +168,14 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
                 if cfg.role_proxy(role_name) else None,
             ))
     return specs
+
+
+def build_fingerprint(dockerfile: str | None, args: Mapping[str, str] | None, target: str | None) -> str:
+    """How an image is built, apart from its sources: the Dockerfile's name, the build args and the target (for a
+    promotion, the promoted image reference). Two builds of one version must agree on it."""
+    text = json.dumps({"dockerfile": dockerfile, "args": dict(sorted((args or {}).items())), "target": target},
+                      sort_keys=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def runtime_env(service: str, role: str, destination: str, version: str, host: str) -> dict[str, str]:

@@ -24,10 +24,11 @@ class DestinationService(pulumi.ComponentResource):
     accessories: pulumi.Output[dict[str, dict[str, dict[str, Any]]]]
 
     def __init__(self, name: str, cfg: Deploy, *, owner: str, project_dir: Path,
-                 promote: tuple[pulumi.Output[str], pulumi.Output[str]] | None = None,
+                 promote: dict[str, Any] | None = None,
                  opts: pulumi.ResourceOptions | None = None):
-        """`promote` is (version, image reference) of the stack this one promotes from; without it the image is
-        built from `cfg.builder`'s context at `cfg.version` (default: the context's git commit)."""
+        """`promote` holds the outputs of the stack this one promotes from (`stack`, and as Outputs `version`,
+        `image_ref`, `service`, `tag`); without it the image is built from `cfg.builder`'s context at `cfg.version`
+        (default: the context's git commit)."""
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
         self._net_name = naming.network_name(cfg.service, cfg.destination)
@@ -84,14 +85,19 @@ class DestinationService(pulumi.ComponentResource):
                           "context_hash": content_hash, "build_args": dict(cfg.builder.args),
                           "build_target": cfg.builder.target, "from_ref": None})
         else:
-            version, from_ref = promote
+            version, from_ref = promote["version"], promote["image_ref"]
             props.update({"context": None, "dockerfile": "Dockerfile", "context_hash": None,
-                          "build_args": {}, "build_target": None, "from_ref": from_ref})
+                          "build_args": {}, "build_target": None, "from_ref": from_ref,
+                          "promote": pulumi.Output.all(promote["service"], promote["tag"], version).apply(
+                              lambda a: {"stack": promote["stack"], "service": a[0],
+                                         "repository": a[1].rpartition(":")[0], "version": a[2]})})
         spec = version.apply(lambda v: plan.image_spec(cfg, v, owner))
         props["tag"] = spec.apply(lambda s: s.tag)
-        # the source label lets a rollback reuse a retained image only if it was built from the same source
+        # what it was built from, and how: a version names one build (see decisions.image_conflict)
+        build = plan.build_fingerprint(props["dockerfile"], props["build_args"], props["build_target"])
         props["labels"] = pulumi.Output.all(spec, props["context_hash"], props["from_ref"]).apply(
-            lambda a: {**a[0].labels, naming.SOURCE_LABEL: a[1] or a[2]})
+            lambda a: {**a[0].labels, naming.SOURCE_LABEL: a[1] or a[2],
+                       naming.BUILD_LABEL: build if a[1] else plan.build_fingerprint(a[2], {}, None)})
         return Image(f"{self._name}-image", props, self._child()), version
 
     def _labels(self) -> dict[str, str]:
@@ -109,6 +115,13 @@ class DestinationService(pulumi.ComponentResource):
                       {**self._common(host), "name": volume, "labels": self._labels()},
                       self._child(retain_on_delete=not self._cfg.delete_volumes_on_destroy))
 
+    def _registry_auth(self) -> pulumi.Output[dict[str, str]] | None:
+        """The stack's registry credentials, for accessory images pulled from that registry."""
+        r = self._cfg.registry
+        if r is None or not r.username:
+            return None
+        return pulumi.Output.secret({"server": r.server, "username": r.username, "password": r.password})
+
     def _secret_env(self, names: tuple[str, ...]) -> pulumi.Output[dict[str, str]] | None:
         values = {k: self._cfg.secrets[k] for k in names}
         return pulumi.Output.secret(values) if values else None
@@ -125,7 +138,7 @@ class DestinationService(pulumi.ComponentResource):
                 "secret_env": self._secret_env(acc.secret_env),
                 "ports": [p.model_dump() for p in acc.ports], "volumes": list(acc.volumes),
                 "restart": "unless-stopped", "network": self._net_name, "extra_networks": None,
-                "aliases": [acc.accessory], "env_file": acc.env_file,
+                "aliases": [acc.accessory], "registry_auth": self._registry_auth(),
                 "state_dir": f"{naming.destination_dir(cfg.service, cfg.destination)}/{acc.accessory}",
                 "files": [{"local": str((self._project_dir / local).resolve()), "target": remote,
                            "hash": source.file_hash(self._project_dir / local)} for local, remote in acc.files],
@@ -147,8 +160,9 @@ class DestinationService(pulumi.ComponentResource):
         specs = version.apply(lambda v: plan.container_specs(cfg, v, self._owner))
         statics = plan.container_specs(cfg, "0", self._owner)
         proxy_images = {s.host: s.proxy.image for s in statics if s.proxy}  # one proxy per host
-        proxies = {h: Proxy(f"{self._name}-proxy@{h}", {"target": self._target(h), "image": img}, self._child())
-                   for h, img in proxy_images.items()}
+        lock = {"stack": self._owner, "timeout": cfg.lock_timeout}
+        proxies = {h: Proxy(f"{self._name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock},
+                            self._child()) for h, img in proxy_images.items()}
         containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
         urls: list[str] = []
         previous_batch: list[pulumi.Resource] = []
@@ -173,7 +187,7 @@ class DestinationService(pulumi.ComponentResource):
                     "restart": static.restart,
                     "network": static.network or self._net_name,
                     "extra_networks": [self._net_name] if static.network else None,
-                    "env_file": naming.env_file(cfg.service, cfg.destination, static.role),
+                    "readiness_delay": cfg.readiness_delay,
                     "proxy": static.proxy.model_dump() if static.proxy else None,
                     "retain": cfg.retain_containers,
                     "running": True,
@@ -183,7 +197,8 @@ class DestinationService(pulumi.ComponentResource):
                     this_batch.append(ProxyRoute(f"{self._name}-{static.role}-route@{static.host}", {
                         **self._common(static.host), "service": static.proxy_service,
                         "upstream": pulumi.Output.concat(container.name, ":", str(static.proxy.app_port)),
-                        "proxy": static.proxy.model_dump(),
+                        "container_id": container.container_id,
+                        "proxy": static.proxy.model_dump(), "lock": lock,
                     }, self._child(depends_on=[container, proxies[static.host]])))
                 containers.setdefault(static.host, {})[static.role] = {"name": container.name,
                                                                        "id": container.container_id}

@@ -97,6 +97,5 @@ def test_accessory_specs_and_volumes_carry_the_destination():
     assert db.name == "hello-staging-db" and db.role == "accessory.db" and db.host == "h2"
     assert db.labels["destination"] == "staging" and db.labels["accessory"] == "db"
     assert db.volumes == ("hello-staging-pgdata:/var/lib/pg:rw",)
-    assert db.env_file == ".shipyard/hello-staging/accessory.db.env"
     assert db.directories == (("backups", "/backups"),)
     assert plan.destination_volumes(c) == {"h1": ["hello-staging-uploads"], "h2": ["hello-staging-pgdata"]}
