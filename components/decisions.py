@@ -12,6 +12,42 @@ from typing import Any, Iterable, Mapping
 
 from . import naming
 
+# -- what changed ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Diff:
+    changed: tuple[str, ...]
+    replaces: tuple[str, ...]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changed)
+
+
+def diff(olds: Mapping[str, Any], news: Mapping[str, Any], *, replace: Iterable[str], update: Iterable[str]) -> Diff:
+    """Compare the recorded inputs with the desired ones, key by key. Keys outside `replace` and `update` (computed
+    outputs, the serialized provider) never count. A key missing on one side counts as changed."""
+    replace, update = tuple(replace), tuple(update)
+    changed = tuple(k for k in replace + update if _norm(olds.get(k)) != _norm(news.get(k)))
+    return Diff(changed=changed, replaces=tuple(k for k in changed if k in replace))
+
+
+def _norm(value: Any) -> Any:
+    """Lists and tuples compare equal; dict order never matters; empty containers equal None; an ownership label
+    written with the Pulumi organization (earlier releases) equals the same one without it."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value) or None
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _owner_norm(v) if k == naming.OWNER_LABEL else _norm(v))
+                            for k, v in value.items())) or None
+    return value
+
+
+def _owner_norm(value: Any) -> Any:
+    return "/".join(value.split("/")[-2:]) if isinstance(value, str) else value
+
+
 # -- containers of one role on one host -------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from pulumi.dynamic import DiffResult
 
-from .. import hosts, naming, plan
+from .. import decisions, hosts, naming
 from ..errors import DeployError
 from ..hosts import SSHTarget
 
@@ -104,7 +104,7 @@ def exact_diff(olds: dict[str, Any], news: dict[str, Any], *, replace: Iterable[
     targets = tuple(targets)
     connection = tuple(f"{k}.ssh" for k in targets)
     moved = targets if replace_targets else ()
-    d = plan.diff(_split_targets(olds, targets), _split_targets(news, targets),
+    d = decisions.diff(_split_targets(olds, targets), _split_targets(news, targets),
                   replace=tuple(replace) + moved, update=tuple(update) + connection + (() if replace_targets
                                                                                        else targets))
     return DiffResult(changes=d.has_changes, replaces=list(d.replaces), delete_before_replace=delete_first)

@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from .. import decisions, hostfiles, hosts, naming, plan, text
+from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import DockerError, HealthCheckFailed, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, exact_diff, find, label_filters, nonce, owned, ours, remove_image, \
@@ -66,18 +66,18 @@ class ContainerProvider(ResourceProvider):
         return [decisions.Seen.from_list(i) for i in ours(c, props, role=props["role"])]
 
     def _create(self, c, t: SSHTarget, props: dict[str, Any]) -> str:
-        exposed, bindings = plan.port_bindings(props.get("ports") or [])
+        exposed, bindings = payloads.port_bindings(props.get("ports") or [])
         env = {**(props.get("env") or {}), **(props.get("secret_env") or {})}
         binds = list(props.get("volumes") or []) + self._upload(t, props)
         host_config = c.create_host_config(port_bindings=bindings or None, binds=binds or None,
-                                           restart_policy=plan.restart_policy(props["restart"]),
+                                           restart_policy=payloads.restart_policy(props["restart"]),
                                            network_mode=props.get("network") or None)
         networking = None
         if props.get("network") and props.get("aliases"):
             networking = c.create_networking_config(
                 {props["network"]: c.create_endpoint_config(aliases=list(props["aliases"]))})
         cid = c.create_container(image=self._image(c, t, props), name=naming.pending_name(props["name"], nonce()),
-                                 command=props.get("cmd") or None, environment=plan.env_list(env),
+                                 command=props.get("cmd") or None, environment=payloads.env_list(env),
                                  labels=props["labels"], ports=exposed or None, host_config=host_config,
                                  networking_config=networking)["Id"]
         try:
@@ -212,7 +212,7 @@ class ContainerProvider(ResourceProvider):
         c = hosts.client(t)
         with docker_errors(t, f"updating container {news['name']}"):
             if olds.get("restart") != news["restart"]:
-                c.update_container(id_, restart_policy=plan.restart_policy(news["restart"]))
+                c.update_container(id_, restart_policy=payloads.restart_policy(news["restart"]))
             if news.get("running") and not c.inspect_container(id_)["State"]["Running"]:
                 c.start(id_)
                 self._wait_ready(c, t, id_, news)

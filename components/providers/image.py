@@ -184,6 +184,8 @@ class ImageProvider(ResourceProvider):
         return shipped
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if naming.BUILD_LABEL not in (olds.get("labels") or {}):  # recorded before builds were fingerprinted
+            news = {**news, "labels": {k: v for k, v in news["labels"].items() if k != naming.BUILD_LABEL}}
         d = exact_diff(olds, news, replace=REPLACE, update=UPDATE, targets=("build_host", "ship_to"),
                        replace_targets=False)
         if not d.changes and sorted(olds.get("hosts") or []) != sorted(h["host"] for h in news["ship_to"]):

@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from .. import decisions, hostlock, hosts, naming, plan
+from .. import decisions, hostlock, hosts, naming, payloads
 from ..errors import DockerError, HealthCheckFailed, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, exact_diff, find, owned, target
@@ -67,7 +67,7 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
                 host_config = c.create_host_config(
                     port_bindings={"80/tcp": [80], "443/tcp": [443]},
                     binds=[f"{naming.PROXY_VOLUME}:/home/kamal-proxy/.config/kamal-proxy:rw"],
-                    restart_policy=plan.restart_policy("unless-stopped"), network_mode=naming.PROXY_NETWORK,
+                    restart_policy=payloads.restart_policy("unless-stopped"), network_mode=naming.PROXY_NETWORK,
                     log_config={"type": "json-file", "config": {"max-size": "10m"}})
                 cid = c.create_container(image=props["image"], name=naming.PROXY_CONTAINER, ports=[80, 443],
                                          labels={naming.PROXY_LABEL: "true"}, host_config=host_config)["Id"]
@@ -144,7 +144,7 @@ class RouteProvider(ResourceProvider):
         t = target(props)
         port = props["upstream"].rsplit(":", 1)[1]
         upstream = f"{props['container_id'][:12]}:{port}" if props.get("container_id") else props["upstream"]
-        argv = plan.proxy_deploy_argv(props["service"], upstream, props["proxy"])
+        argv = payloads.proxy_deploy_argv(props["service"], upstream, props["proxy"])
         for _ in range(3):
             with _lock(props, f"routing {props['service']}", shared=True):
                 routes = _list(t)
