@@ -302,10 +302,10 @@ class Deploy(Model):
     @model_validator(mode="after")
     def _one_publisher_per_host_port(self) -> "Deploy":
         taken: dict[tuple[str, str, int, str], str] = {}
-        publishers = [(f"servers.{r}.ports[{i}]", role.hosts, p) for r, role in self.servers.items()
+        publishers = [(f"servers.{r}.ports[{i}]", role.hosts, p) for r, role in sorted(self.servers.items())
                       for i, p in enumerate(role.published_ports())]
         publishers += [(f"accessories.{a}.port", acc.all_hosts(), Port.parse(acc.port))
-                       for a, acc in self.accessories.items() if acc.port]
+                       for a, acc in sorted(self.accessories.items()) if acc.port]
         for where, hosts, port in publishers:
             if port.host_port is None:
                 continue

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from pulumi.runtime.rpc import UNKNOWN
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from .. import decisions, hostfiles, hosts, naming, payloads, text
@@ -153,8 +154,10 @@ class ContainerProvider(ResourceProvider):
             verdict = decisions.container_verdict(info["State"])
             if verdict.status in ("crashed", "unhealthy"):
                 logs = text.tail(c.logs(cid, tail=20).decode(errors="replace"), 5, secrets).replace("\n", " | ")
-                raise HealthCheckFailed(str(t), f"{where} {verdict.detail} right after starting; it was removed and "
-                                                f"the previous version keeps running. Last output: {logs or '-'}")
+                what = f"{verdict.detail} right after starting" if verdict.status == "crashed" else \
+                    f"reports unhealthy ({text.redact(verdict.detail, secrets)})"
+                raise HealthCheckFailed(str(t), f"{where} {what}; it was removed and the previous version keeps "
+                                                f"running. Last output: {logs or '-'}")
             if proxy:
                 hc = proxy["healthcheck"]
                 address = (info["NetworkSettings"]["Networks"].get(props["network"]) or {}).get("IPAddress")
@@ -203,6 +206,11 @@ class ContainerProvider(ResourceProvider):
                 remove_image(c, image["Id"], props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if news.get("image") == UNKNOWN:
+            # A preview while the image resource updates in place (a new host to ship to, new connection settings):
+            # its ID is not known yet, but an update never changes it; a new build comes with a new version, which
+            # changes this container's name and labels anyway.
+            news = {**news, "image": olds.get("image")}
         # Accessories (databases) never run twice on the same data: the old one stops before the new one starts.
         return exact_diff(_files_key(olds), _files_key(news), replace=REPLACE, update=UPDATE,
                           delete_first=bool(news.get("delete_first")))

@@ -115,7 +115,7 @@ def test_a_role_without_proxy_waits_for_the_images_own_healthcheck(bench, tmp_pa
                           "servers": {"jobs": {"hosts": [bench.hosts[0].address]}}, "ssh": ssh_config(bench)})
     result = proj.up("staging", check=False)
     assert result.code != 0
-    assert "container hc-jobs-staging-" in result.out and "reports unhealthy; it was removed" in result.out
+    assert "container hc-jobs-staging-" in result.out and "reports unhealthy (health status unhealthy" in result.out
     assert "health status unhealthy" in result.out
     assert not host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=hc"})
 

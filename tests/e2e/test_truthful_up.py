@@ -81,30 +81,43 @@ def get(bench, name: str) -> str:
         return resp.read().decode()
 
 
-def test_a_version_names_one_build(bench, proj):
-    commit_app(proj.dir, "release", "R1\n")
-    proj.set_config("staging", {})
-    proj.init("staging", _proxied(bench, "ver", "r1"))
-    proj.up("staging")
-    assert "release=R1" in get(bench, "ver.test")
-    commit_app(proj.dir, "release", "R2\n")
-    proj.set_config("staging", _proxied(bench, "ver", "r2"))
-    proj.up("staging")
-    assert "release=R2" in get(bench, "ver.test")
-    # back to r1 with r2 checked out: r1's own build serves, and the preview says so
-    proj.set_config("staging", _proxied(bench, "ver", "r1"))
-    preview = proj.run("preview", "--diff", stack="staging").out
-    assert "the image already built for version r1" in preview, preview
-    proj.up("staging")
-    assert "release=R1 " in get(bench, "ver.test") or get(bench, "ver.test").endswith("release=R1\n")
-    assert "version=r1" in get(bench, "ver.test")
-    # the same version with other build settings is refused before anything changes
-    proj.set_config("staging", _proxied(bench, "ver", "r1", builder={"context": "app", "args": {"X": "1"}}))
-    before = containers(bench, "ver")
-    result = proj.run("preview", stack="staging", check=False)
-    assert result.code != 0 and "version r1 already names a build made with other builder settings" in result.out
-    one_line_failure(result.out)
-    assert containers(bench, "ver") == before
+RELEASE_APP = {  # the app says which release its files are from
+    "Dockerfile": "FROM busybox:latest\nCOPY start.sh release /\nCMD [\"/bin/sh\", \"/start.sh\"]\n",
+    "start.sh": "mkdir -p /www && echo ok > /www/up\n"
+                "printf 'destination=%s version=%s release=%s\\n' \"$SHIPYARD_DESTINATION\" \"$SHIPYARD_VERSION\" "
+                "\"$(cat /release)\" > /www/index.html\nhttpd -f -p 80 -h /www &\ntrap 'kill $!; exit 0' TERM\nwait\n",
+    "release": "R1\n",
+}
+
+
+def test_a_version_names_one_build(bench, tmp_path):
+    (tmp_path / "state").mkdir()
+    proj = Project(make_project(tmp_path, RELEASE_APP), pulumi_env(tmp_path / "state"))
+    try:
+        proj.init("staging", _proxied(bench, "ver", "r1"))
+        proj.up("staging")
+        assert get(bench, "ver.test") == "destination=staging version=r1 release=R1\n"
+        commit_app(proj.dir, "release", "R2\n")
+        proj.set_config("staging", _proxied(bench, "ver", "r2"))
+        proj.up("staging")
+        assert get(bench, "ver.test") == "destination=staging version=r2 release=R2\n"
+        # back to r1 with R2 checked out: r1's own build serves, and the preview says so
+        proj.set_config("staging", _proxied(bench, "ver", "r1"))
+        preview = proj.run("preview", "--diff", stack="staging").out
+        assert "the image already built for version r1" in preview, preview
+        proj.up("staging")
+        assert get(bench, "ver.test") == "destination=staging version=r1 release=R1\n"
+        # the same version with other build settings is refused before anything changes
+        proj.set_config("staging", _proxied(bench, "ver", "r1", builder={"context": "app", "args": {"X": "1"}}))
+        before = containers(bench, "ver")
+        result = proj.run("preview", stack="staging", check=False)
+        assert result.code != 0 and "version r1 already names a build made with other builder settings" in result.out
+        one_line_failure(result.out)
+        assert proj.up("staging", check=False).code != 0
+        assert containers(bench, "ver") == before
+        assert get(bench, "ver.test") == "destination=staging version=r1 release=R1\n"
+    finally:
+        proj.run("destroy", "--yes", stack="staging", check=False)
 
 
 def test_an_env_or_secret_change_goes_through_the_proxy_switch_and_drops_nothing(bench, proj, capsys):
@@ -209,7 +222,7 @@ def test_an_interrupted_up_leaves_no_orphan_after_the_next_up(bench, proj):
 LATE = [
     ("two roles publish one host port",
      {"servers": {"web": {"hosts": ["h1"], "ports": ["8080:80"]}, "jobs": {"hosts": ["h1"], "ports": ["8080:81"]}}},
-     "servers.jobs.ports[0]: host port 8080/tcp on h1 is already published by servers.web.ports[0]"),
+     "servers.web.ports[0]: host port 8080/tcp on h1 is already published by servers.jobs.ports[0]"),
     ("a promotion with a builder",
      {"servers": ["h1"], "promote": {"from_stack": "production"}, "builder": {"context": "app"}},
      "builder: a promoting stack runs the version and image of production as they are"),
