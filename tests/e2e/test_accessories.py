@@ -5,7 +5,6 @@ The tests share one deployed pair (module fixture) and run in file order.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,8 +111,8 @@ def test_secrets_never_show_and_live_in_a_0600_env_file(bench, pair):
     assert hosts.file_mode(t, ".shipyard/acc-staging/web.env") == 0o600
     assert hosts.file_mode(t, ".shipyard/acc-staging/accessory.db.env") == 0o600
     assert hosts.file_mode(t, ".shipyard/acc-staging") == 0o700
-    root_home = Path(hosts.home(t))
-    assert (root_home / ".shipyard/acc-staging/web.env").read_text().count(SECRET["staging"]) == 1
+    on_disk = bench.hosts[0].local_path(f"{hosts.home(t)}/.shipyard/acc-staging/web.env")  # the host's own disk
+    assert on_disk.read_text().count(SECRET["staging"]) == 1
 
 
 def test_changing_a_secret_rolls_the_app_out_and_preview_hides_the_value(bench, pair):
