@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from components import hosts
+from components import hostfiles, hosts
 from components.errors import HostError
 from components.hosts import SSHTarget, docker_errors
 from tests.conftest import host_docker
@@ -69,7 +69,7 @@ def test_a_cut_of_an_open_connection_is_a_host_error(bench, fault_proxy, doing):
             with docker_errors(t, "pinging the daemon"):
                 hosts.client(t).ping()
         else:
-            hosts.write_file(t, f"/tmp/probe-{uuid.uuid4().hex[:8]}", b"x")
+            hostfiles.write_file(t, f"/tmp/probe-{uuid.uuid4().hex[:8]}", b"x")
 
 
 def test_a_cut_refuses_new_connections_with_a_host_error_until_restored(bench, fault_proxy):
@@ -81,12 +81,12 @@ def test_a_cut_refuses_new_connections_with_a_host_error_until_restored(bench, f
         with docker_errors(t, "pinging the daemon"):
             hosts.client(t).ping()
     with pytest.raises(HostError, match=rf"^host {t.host}:{t.port}: "):
-        hosts.write_file(t, probe, b"x")
+        hostfiles.write_file(t, probe, b"x")
     fault_proxy.restore("host1")
     assert hosts.client(t).ping()
-    hosts.write_file(t, probe, b"after the cut")
-    assert hosts.file_mode(t, probe) == 0o600
-    hosts.remove_file(t, probe)
+    hostfiles.write_file(t, probe, b"after the cut")
+    assert hostfiles.file_mode(t, probe) == 0o600
+    hostfiles.remove_file(t, probe)
 
 
 def test_a_disabled_proxy_refuses_connections_until_enabled(bench, fault_proxy):
