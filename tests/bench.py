@@ -34,7 +34,7 @@ AUTH_REGISTRY_PORT = 5001  # a second registry that wants a password (htpasswd)
 AUTH_REGISTRY_USER = "deployer"
 HOST_COUNT = 2
 FAULT_PROXY_API_PORT = 8474  # toxiproxy's HTTP API, on the bench's root address
-FAULT_PROXY_PORT_BASE = 2200  # host i's sshd through the fault proxy: <root address>:2200+i
+FAULT_PROXY_PORT = 2222  # host i's sshd through the fault proxy: <net>.0.<100+i>:2222, an address of its own
 REPO = Path(__file__).resolve().parent.parent
 # Two benches can run side by side: `demo` (for `make demo`, left running) and `test` (started and purged by the
 # test session). Each has its own namespaces, addresses, registry and state. Keys, known_hosts, configs, logs and
@@ -219,14 +219,21 @@ class Bench:
         return f"{self.net}.{i}.2"
 
     def _proxied_port(self, i: int) -> int:
-        return FAULT_PROXY_PORT_BASE + i
+        return FAULT_PROXY_PORT
+
+    def _proxied_address(self, i: int) -> str:
+        """Each host has an address of its own through the fault proxy (one SSH port for all, as on real fleets)."""
+        return f"{self.net}.0.{100 + i}"
+
+    def _root_addresses(self) -> list[str]:
+        return [f"{self.net}.0.1"] + [self._proxied_address(i) for i in range(1, self.count + 1)]
 
     def _fault_proxy_api(self) -> str:
         return f"{self.net}.0.1:{FAULT_PROXY_API_PORT}"
 
     def fault_proxies(self) -> list[dict[str, object]]:
         """toxiproxy's proxies: one per host, named after it, from the bench's root address to the host's sshd."""
-        return [{"name": f"host{i}", "listen": f"{self.net}.0.1:{self._proxied_port(i)}",
+        return [{"name": f"host{i}", "listen": f"{self._proxied_address(i)}:{self._proxied_port(i)}",
                  "upstream": f"{self._addr(i)}:22", "enabled": True} for i in range(1, self.count + 1)]
 
     def info(self) -> BenchInfo:
@@ -236,7 +243,7 @@ class Bench:
             hosts.append(Host(name=f"host{i}", address=self._addr(i), port=22, user="root",
                               docker_socket=str(self._rdir(i) / "docker.sock"),
                               host_key_pub=(d / "ssh_host_ed25519_key.pub").read_text().strip(),
-                              proxied_address=f"{self.net}.0.1", proxied_port=self._proxied_port(i),
+                              proxied_address=self._proxied_address(i), proxied_port=self._proxied_port(i),
                               fs_dir=str(d / "fs")))
         return BenchInfo(root=str(self.root), identity_file=str(self.root / "id_ed25519"),
                          known_hosts=str(self.root / "known_hosts"), registry=self.registry,
@@ -279,8 +286,10 @@ class Bench:
     def _registry(self) -> None:
         # The registries' address sits on the root namespace's loopback: local to this machine, and reachable
         # from every host namespace through its veth and default route.
-        if f"{self.net}.0.1/32" not in _run("ip", "-o", "addr", "show", "dev", "lo").stdout:
-            _run("ip", "addr", "add", f"{self.net}.0.1/32", "dev", "lo")
+        have = _run("ip", "-o", "addr", "show", "dev", "lo").stdout
+        for address in self._root_addresses():
+            if f" {address}/32 " not in have:
+                _run("ip", "addr", "add", f"{address}/32", "dev", "lo")
         self._serve_registry("registry", REGISTRY_PORT, auth=None)
         self._serve_registry("registry-auth", AUTH_REGISTRY_PORT, auth=self._htpasswd())
 
@@ -402,7 +411,7 @@ class Bench:
             key = " ".join((self._hdir(i) / "ssh_host_ed25519_key.pub").read_text().split()[:2])
             lines.append(f"{self._addr(i)} {key}")
             # the same key through the fault proxy, in OpenSSH's form for a port other than 22
-            lines.append(f"[{self.net}.0.1]:{self._proxied_port(i)} {key}")
+            lines.append(f"[{self._proxied_address(i)}]:{self._proxied_port(i)} {key}")
         (self.root / "known_hosts").write_text("\n".join(lines) + "\n")
 
     def _fault_proxy(self) -> None:
@@ -501,7 +510,8 @@ class Bench:
             _run("ip", "link", "del", f"{self.name}-h{i}o", check=False)
         _stop_pidfile(self.root / "registry" / "pid")
         _stop_pidfile(self.root / "registry-auth" / "pid")
-        _run("ip", "addr", "del", f"{self.net}.0.1/32", "dev", "lo", check=False)
+        for address in self._root_addresses():
+            _run("ip", "addr", "del", f"{address}/32", "dev", "lo", check=False)
         # any process still running from the bench's directories (container shims) goes too
         for where in (self.root, self.run):
             _run("pkill", "-f", f"{where}/", check=False)
