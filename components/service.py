@@ -76,11 +76,14 @@ class DestinationService(pulumi.ComponentResource):
             if cfg.registry and cfg.registry.password else None,
         }
         if promote is None:
-            context = (self._project_dir / cfg.builder.context).resolve()
-            content_hash = source.context_hash(context, cfg.builder.dockerfile)
-            version: pulumi.Output[str] = pulumi.Output.from_input(
-                cfg.version or source.git_version(context, content_hash))
-            props.update({"context": str(context), "dockerfile": cfg.builder.dockerfile,
+            # checked here, before any resource: a missing context or Dockerfile, a bad .dockerignore or an
+            # unreadable file is one ConfigError line at the start of the run
+            ctx = source.build_context(self._project_dir / cfg.builder.context, cfg.builder.dockerfile)
+            content_hash = ctx.hash
+            for warning in ctx.warnings():
+                pulumi.log.warn(warning, resource=self)
+            version: pulumi.Output[str] = pulumi.Output.from_input(cfg.version or source.git_version(ctx))
+            props.update({"context": str(ctx.directory), "dockerfile": ctx.dockerfile,
                           "context_hash": content_hash, "build_args": dict(cfg.builder.args),
                           "build_target": cfg.builder.target, "from_ref": None})
         else:
