@@ -117,10 +117,13 @@ class DestinationService(pulumi.ComponentResource):
         configured or git version, or the promoted stack's image."""
         cfg = self._cfg
         if promote is None:
-            context = (self._project_dir / cfg.builder.context).resolve()
-            content_hash = source.context_hash(context, cfg.builder.dockerfile)
-            return {"version": pulumi.Output.from_input(cfg.version or source.git_version(context, content_hash)),
-                    "context": str(context), "dockerfile": cfg.builder.dockerfile, "context_hash": content_hash,
+            # checked here, before any resource: a missing context or Dockerfile, a bad .dockerignore or an
+            # unreadable file is one ConfigError line at the start of the run
+            ctx = source.build_context(self._project_dir / cfg.builder.context, cfg.builder.dockerfile)
+            for warning in ctx.warnings():
+                pulumi.log.warn(warning, resource=self)
+            return {"version": pulumi.Output.from_input(cfg.version or source.git_version(ctx)),
+                    "context": str(ctx.directory), "dockerfile": ctx.dockerfile, "context_hash": ctx.hash,
                     "build_args": dict(cfg.builder.args), "build_target": cfg.builder.target, "from_ref": None}
         return {"version": promote["version"], "context": None, "dockerfile": "Dockerfile", "context_hash": None,
                 "build_args": {}, "build_target": None, "from_ref": promote["image_ref"],

@@ -52,6 +52,18 @@ def _build_auth(c, props: dict[str, Any]) -> None:
         os.unlink(fh.name)
 
 
+def _comparable(olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+    """`news` as it compares with what an earlier release recorded: no build fingerprint label if it had none, and
+    a context hash of another kind (files then, the tar now) taken as unchanged - an upgrade rebuilds nothing."""
+    labels = dict(news["labels"])
+    if naming.BUILD_LABEL not in (olds.get("labels") or {}):
+        labels.pop(naming.BUILD_LABEL, None)
+    if olds.get("context_hash") and not source.same_hash_kind(olds["context_hash"], news.get("context_hash")):
+        news = {**news, "context_hash": olds["context_hash"]}
+        labels[naming.SOURCE_LABEL] = (olds.get("labels") or {}).get(naming.SOURCE_LABEL)
+    return {**news, "labels": labels}
+
+
 class ImageProvider(ResourceProvider):
     serialize_as_secret_always = False
 
@@ -70,7 +82,15 @@ class ImageProvider(ResourceProvider):
                                              f"{promote.get('repository')}, not {news['tag'].rpartition(':')[0]}: "
                                              f"promote only between stacks of the same image and registry"))
         news = {**news, "reuse": olds.get("reuse") if olds.get("tag") == news["tag"] else None}
-        if not failures and (olds.get("tag") != news["tag"] or olds.get("labels") != news["labels"]):
+        same = _comparable(olds, news)
+        changed = [k for k in ("context_hash", "dockerfile", "build_args", "build_target", "from_ref")
+                   if olds and (olds.get(k) or None) != (same.get(k) or None)]
+        if not failures and olds.get("tag") == news["tag"] and changed:
+            failures.append(CheckFailure("tag", f"version {news['labels'][naming.VERSION]} already names a build "
+                                         f"and {', '.join(changed)} changed: set a new version (`pulumi config set "
+                                         f"shipyard:version ...`) or, for the default version, commit the change; "
+                                         f"nothing was changed"))
+        if not failures and (olds.get("tag") != news["tag"] or olds.get("labels") != same["labels"]):
             existing = self._existing(news)
             if existing is not None:
                 conflict = decisions.image_conflict(existing["Config"].get("Labels") or {}, news["labels"],
@@ -123,7 +143,8 @@ class ImageProvider(ResourceProvider):
             context = source.dockerfile_tar(f"FROM {props['from_ref']}\n")
             dockerfile = "Dockerfile"
         else:
-            context = source.context_tar(Path(props["context"]), props["dockerfile"])
+            context = source.context_tar(Path(props["context"]), props["dockerfile"],
+                                         expect_hash=props.get("context_hash"))
             dockerfile = props["dockerfile"]
         if props.get("registry_server"):
             _build_auth(c, props)
@@ -184,8 +205,7 @@ class ImageProvider(ResourceProvider):
         return shipped
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if naming.BUILD_LABEL not in (olds.get("labels") or {}):  # recorded before builds were fingerprinted
-            news = {**news, "labels": {k: v for k, v in news["labels"].items() if k != naming.BUILD_LABEL}}
+        news = _comparable(olds, news)
         d = exact_diff(olds, news, replace=REPLACE, update=UPDATE, targets=("build_host", "ship_to"),
                        replace_targets=False)
         if not d.changes and sorted(olds.get("hosts") or []) != sorted(h["host"] for h in news["ship_to"]):

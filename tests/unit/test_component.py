@@ -88,3 +88,24 @@ def test_every_resource_is_a_child_of_the_component_and_secrets_stay_secret(serv
 
 def _assert_all_secret(flags: list[bool]) -> None:
     assert flags == [True, True, True]
+
+
+@pytest.mark.parametrize("builder,message", [
+    ({"context": "app"}, r"^builder.context: directory .*/app does not exist: set builder.context"),
+    ({"context": ".", "dockerfile": "Dockerfile.prod"}, r"^builder.dockerfile: Dockerfile.prod not found in "),
+])
+def test_a_missing_context_or_dockerfile_stops_the_program_before_any_resource(tmp_path, mocker, builder, message):
+    from components import service as service_module
+    from components.errors import ConfigError
+    pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=True)
+    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    resources = [mocker.patch.object(service_module, name, autospec=True)
+                 for name in ("Image", "Network", "Volume", "Container", "Proxy", "ProxyRoute")]
+    cfg = config.load({"service": "hello", "image": "acme/hello", "builder": builder,
+                       "servers": {"web": {"hosts": ["h1"]}}}, stack="staging")
+    with pytest.raises(ConfigError, match=message):
+        service_module.DestinationService("hello-staging", cfg, owner="shipyard/staging",
+                                          project_dir=tmp_path)
+    for resource in resources:
+        resource.assert_not_called()
+

@@ -200,3 +200,16 @@ def test_a_version_is_reused_whatever_the_checkout_but_never_rebuilt_with_other_
     check = providers.ImageProvider().check({}, other)
     assert [f.property for f in check.failures] == ["tag"]
     assert "already names a build made with other builder settings" in check.failures[0].reason
+
+
+def test_a_changed_source_under_the_same_version_is_refused_and_an_upgrade_rebuilds_nothing(client):
+    olds = {**image_props(context_hash="tar-sha256:aaa"), "image_id": "sha256:i", "hosts": ["h1"]}
+    check = providers.ImageProvider().check(olds, image_props(context_hash="tar-sha256:bbb"))
+    assert [f.property for f in check.failures] == ["tag"]
+    assert "version v1 already names a build and context_hash changed" in check.failures[0].reason
+    # a hash recorded by an earlier release (files, not the tar) is not comparable: no refusal, no change
+    earlier = {**image_props(context_hash="sha256:files",
+                             labels={k: v for k, v in image_props()["labels"].items() if k != "shipyard.build"}),
+               "image_id": "sha256:i", "hosts": ["h1"]}
+    assert not providers.ImageProvider().check(earlier, image_props(context_hash="tar-sha256:bbb")).failures
+    assert not providers.ImageProvider().diff("i", earlier, image_props(context_hash="tar-sha256:bbb")).changes
