@@ -60,7 +60,9 @@ def _comparable(olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
         labels.pop(naming.BUILD_LABEL, None)
     if olds.get("context_hash") and not source.same_hash_kind(olds["context_hash"], news.get("context_hash")):
         news = {**news, "context_hash": olds["context_hash"]}
-        labels[naming.SOURCE_LABEL] = (olds.get("labels") or {}).get(naming.SOURCE_LABEL)
+        labels.pop(naming.SOURCE_LABEL, None)
+        if naming.SOURCE_LABEL in (olds.get("labels") or {}):
+            labels[naming.SOURCE_LABEL] = olds["labels"][naming.SOURCE_LABEL]
     return {**news, "labels": labels}
 
 
