@@ -90,7 +90,10 @@ def render_erb(template: str, environ: Mapping[str, str]) -> _Rendered:
         if body.startswith("#"):
             continue
         tag = f"<%{template[start + 2:end]}%>"
-        m = _ENV_EXPR.match(body[1:]) if body.startswith("=") else None
+        if not body.startswith("="):  # Ruby code: it prints nothing, so it has no key path, only a line
+            problems[len(problems)] = (line, f"ERB {tag} is not supported ({ERB_HELP})")
+            continue
+        m = _ENV_EXPR.match(body[1:])
         if m is None:
             problems[len(problems)] = (line, f"ERB {tag} is not supported ({ERB_HELP})")
             out.append(_PLACEHOLDER.format(len(problems) - 1))
@@ -896,6 +899,10 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
     files = [config_file] + ([overlay_file(config_file, destination)] if destination else [])
     raw: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
+    if destination and not files[1].is_file():
+        raise ConfigError("kamal.config", f"{os.path.relpath(files[1], app_dir)} does not exist: Kamal reads it for "
+                                          f"destination {destination}; create it (`{{}}` for no changes), or set "
+                                          f"shipyard:kamal.destination")
     for file in files:
         data, erb = read_yaml(file, os.path.relpath(file, app_dir), environ)
         raw = deep_merge(raw, data)
@@ -914,8 +921,9 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
         lines.append(f"{path}: {message}")
     if lines:
         label = " + ".join(os.path.relpath(f, app_dir) for f in files)
-        raise ConfigError("kamal", f"{label} uses Kamal keys shipyard cannot deploy as written (drop them, or list "
-                                   f"their paths in shipyard:kamal.ignore to deploy without them):\n" + "\n".join(lines))
+        header = (f"{label} uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths in "
+                  f"shipyard:kamal.ignore to deploy without them):")
+        raise ConfigError("kamal", "\n".join([header, *lines]))
     return out
 
 
