@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime.config import CONFIG
 
-from . import config, naming
+from . import config, kamal, naming
 from .errors import DeployError
 from .service import DestinationService
 
@@ -39,7 +39,8 @@ def raw_config() -> dict[str, Any]:
 def run(project_dir: Path) -> None:
     stack, project, org = pulumi.get_stack(), pulumi.get_project(), pulumi.get_organization()
     try:
-        cfg = config.load(raw_config(), stack=stack)
+        # a Kamal config named by `shipyard:kamal` is the base; the stack's own keys win over it
+        cfg = config.load(kamal.stack_config(raw_config(), stack=stack, project_dir=project_dir), stack=stack)
         promote = None
         if cfg.promote:
             ref_name = cfg.promote.from_stack

@@ -1,0 +1,151 @@
+"""A Kamal app directory as it is - config/deploy.yml, its staging and production overlays, .kamal/secrets* - deployed
+as two stacks onto one bench host behind kamal-proxy, with the real CLI. The stacks only name the file (and the
+bench's SSH key and a fixed version, which win over the file).
+
+The tests share one deployed pair (module fixture) and run in file order.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project, commit_app, host_docker, make_project, pulumi_env, ssh_config
+
+pytestmark = pytest.mark.e2e
+
+NAMES = {"staging": "staging.kamalshop.test", "production": "kamalshop.test"}
+SECRET = {"staging": "st4ging-kamal-s3cret", "production": "pr0duction-kamal-s3cret"}
+
+DEPLOY = """\
+    # A Kamal 2 config, as `kamal init` makes them
+    service: kshop
+    image: acme/kshop
+    servers:
+      web:
+        - <%= ENV["KSHOP_HOST"] %>
+    registry:
+      server: {registry}
+      username: deployer
+      password:
+        - KAMAL_REGISTRY_PASSWORD
+    builder:
+      arch: amd64
+    env:
+      clear:
+        PLAIN: visible
+      secret:
+        - GREETING
+    proxy:
+      app_port: 80
+      healthcheck:
+        path: /up
+        interval: 1
+    deploy_timeout: 20
+    drain_timeout: 2
+    retain_containers: 2
+    aliases:
+      shell: app exec --interactive --reuse "sh"
+"""
+
+
+def write_app(proj: Path, registry: str) -> None:
+    app = proj / "app"
+    files = {
+        "config/deploy.yml": DEPLOY.replace("{registry}", registry),
+        "config/deploy.staging.yml": f"proxy:\n  host: {NAMES['staging']}\n",
+        "config/deploy.production.yml": f"proxy:\n  host: {NAMES['production']}\nretain_containers: 3\n",
+        # the registry password comes from the deploying machine's environment, as Kamal's dotenv reads `$VAR`
+        ".kamal/secrets-common": "KAMAL_REGISTRY_PASSWORD=$KSHOP_REGISTRY_PASSWORD\n",
+        ".kamal/secrets.staging": f"GREETING={SECRET['staging']}\n",
+        ".kamal/secrets.production": f"GREETING=\"{SECRET['production']}\"\n",
+        ".dockerignore": ".kamal\nconfig\n",
+    }
+    for rel, text in files.items():
+        (app / rel).parent.mkdir(parents=True, exist_ok=True)
+        (app / rel).write_text(textwrap.dedent(text))
+    commit_app(proj, "config/deploy.yml", (app / "config/deploy.yml").read_text())
+
+
+def stack(bench) -> dict:
+    return {"kamal": {"config": "app/config/deploy.yml"}, "ssh": ssh_config(bench), "version": "v1"}
+
+
+def get(bench, dest: str) -> str:
+    req = urllib.request.Request(f"http://{bench.hosts[0].address}/", headers={"Host": NAMES[dest]})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.read().decode()
+
+
+@pytest.fixture(scope="module")
+def pair(bench, tmp_path_factory):
+    root = tmp_path_factory.mktemp("kamal")
+    (root / "state").mkdir()
+    env = {**pulumi_env(root / "state"), "KSHOP_HOST": bench.hosts[0].address,
+           "KSHOP_REGISTRY_PASSWORD": bench.auth_registry_password}
+    proj = Project(make_project(root), env)
+    write_app(proj.dir, bench.auth_registry)
+    for dest in NAMES:
+        proj.init(dest, stack(bench))
+        proj.up(dest)
+    yield proj
+    for dest in NAMES:
+        proj.run("destroy", "--yes", stack=dest, check=False)
+
+
+def test_each_destination_answers_on_its_own_host_name_with_its_own_secret(bench, pair):
+    for dest in NAMES:
+        answer = get(bench, dest)
+        assert answer.startswith(f"service=kshop destination={dest} version=v1 role=web"), answer
+        assert f"greeting={SECRET[dest]}" in answer
+        out = pair.outputs(dest)
+        assert out["urls"] == [f"http://{NAMES[dest]}"]
+        assert out["repo_digest"].startswith(f"{bench.auth_registry}/acme/kshop@sha256:")  # pushed with the password
+    d = host_docker(bench.hosts[0])
+    for dest in NAMES:
+        (c,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}"]})
+        assert c["Names"] == [f"/kshop-web-{dest}-v1"]
+        env = d.inspect_container(c["Id"])["Config"]["Env"]
+        assert "PLAIN=visible" in env and f"GREETING={SECRET[dest]}" in env
+
+
+def test_secrets_from_the_kamal_files_never_show(bench, pair):
+    state = "".join(p.read_text() for p in (pair.dir.parent / "state").rglob("*.json"))
+    preview = pair.run("preview", "--diff", stack="staging").out
+    outputs = pair.run("stack", "output", "--json", "--show-secrets", stack="production").out
+    everything = state + preview + outputs + "".join(pair.history)
+    for value in [*SECRET.values(), bench.auth_registry_password]:
+        assert value not in everything
+
+
+def test_editing_the_kamal_file_shows_in_preview_diff_and_deploys(bench, pair):
+    overlay = pair.dir / "app/config/deploy.staging.yml"
+    overlay.write_text(overlay.read_text() + "env:\n  clear:\n    PLAIN: edited\n")
+    preview = pair.run("preview", "--diff", stack="staging").out
+    assert re.search(r'~ PLAIN +: "visible" => "edited"', preview), preview
+    assert "shipyard:Container: (replace)" in preview
+    assert "edited" not in pair.run("preview", "--diff", stack="production").out  # production's file is its own
+    pair.up("staging")
+    d = host_docker(bench.hosts[0])
+    (c,) = d.containers(filters={"label": ["service=kshop", "destination=staging"]})
+    assert "PLAIN=edited" in d.inspect_container(c["Id"])["Config"]["Env"]
+    assert f"greeting={SECRET['staging']}" in get(bench, "staging")
+
+
+def test_an_unsupported_kamal_key_fails_with_its_path_and_nothing_changes(bench, pair):
+    overlay = pair.dir / "app/config/deploy.production.yml"
+    before = overlay.read_text()
+    overlay.write_text(before + "logging:\n  driver: journald\nboot:\n  wait: 5\n")
+    result = pair.run("preview", stack="production", check=False)
+    overlay.write_text(before)
+    assert result.code != 0
+    assert ("stack production: kamal: config/deploy.yml + config/deploy.production.yml uses Kamal keys shipyard "
+            "cannot deploy as written" in result.out)
+    lines = [line.strip() for line in result.out.splitlines()]
+    assert "logging: not supported yet" in lines and "boot.wait: not supported yet" in lines, result.out
+    assert "Traceback" not in result.out
+    assert get(bench, "production").startswith("service=kshop destination=production")

@@ -1,0 +1,644 @@
+"""Reading a Kamal config: Kamal 2.11's own test fixtures, its merge rules, ERB, secrets files and `$(...)`."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components import config, kamal
+from components.errors import ConfigError
+
+FIXTURES = Path(__file__).parent / "kamal_fixtures"
+SECRETS = "MYSQL_ROOT_PASSWORD=root-pw\nPASSWORD=app-pw\n"
+
+
+def fixture_app(root: Path, name: str, secrets: str = SECRETS) -> Path:
+    """A Kamal app directory holding fixture `name` as config/deploy.yml (its overlays as deploy.<dest>.yml)."""
+    (root / "config").mkdir(parents=True)
+    stem = name.removesuffix(".yml")
+    shutil.copy(FIXTURES / name, root / "config" / "deploy.yml")
+    for overlay in FIXTURES.glob(f"{stem}.*.yml"):
+        shutil.copy(overlay, root / "config" / f"deploy.{overlay.name.split('.')[1]}.yml")
+    (root / ".kamal").mkdir()
+    for file in (".kamal/secrets", ".kamal/secrets.elsewhere", ".kamal/secrets.world"):
+        (root / file).write_text(secrets)
+    return root / "config" / "deploy.yml"
+
+
+def load_fixture(tmp_path: Path, name: str, destination: str | None = None) -> config.Deploy:
+    raw = kamal.load(fixture_app(tmp_path, name), destination=destination, project_dir=tmp_path, environ={})
+    return config.load(raw, stack=destination or "production")
+
+
+def refused_paths(exc: ConfigError) -> list[str]:
+    return [line.split(": ", 1)[0] for line in str(exc).splitlines()[1:]]
+
+
+def summary(cfg: config.Deploy) -> dict[str, Any]:
+    """What a user checks: hosts per role, ports, proxy host names and ports per role, env names, accessories."""
+    return {
+        "service": cfg.service, "image": cfg.image,
+        "roles": {name: list(role.hosts) for name, role in cfg.servers.items()},
+        "proxied": {name: {"hosts": list(p.hosts), "app_port": p.app_port, "response_timeout": p.response_timeout,
+                           "deploy_timeout": p.deploy_timeout}
+                    for name in cfg.servers if (p := cfg.role_proxy(name))},
+        "ports": {name: list(role.ports) for name, role in cfg.servers.items() if role.ports},
+        "env": {"clear": sorted(cfg.env.clear), "secret": list(cfg.env.secret)},
+        "accessories": {name: {"hosts": list(a.all_hosts()), "port": a.port, "image": a.image,
+                               "env": sorted(a.env.clear) + list(a.env.secret)}
+                        for name, a in cfg.accessories.items()},
+    }
+
+
+def proxied(*roles: str, **over: Any) -> dict[str, Any]:
+    return {r: {"hosts": [], "app_port": 80, "response_timeout": 30, "deploy_timeout": 30, **over} for r in roles}
+
+
+NO_ENV = {"clear": [], "secret": []}
+WEB_12 = {"web": ["1.1.1.1", "1.1.1.2"]}
+ROLES_4 = {"web": ["1.1.1.1", "1.1.1.2"], "workers": ["1.1.1.3", "1.1.1.4"]}
+MYSQL = {"hosts": ["1.1.1.3"], "port": "3306:3306", "image": "mysql:5.7",
+         "env": ["MYSQL_ROOT_HOST", "MYSQL_ROOT_PASSWORD"]}
+REDIS = {"hosts": ["1.1.1.1", "1.1.1.2"], "port": "6379:6379", "image": "redis:latest", "env": []}
+
+
+def app(roles, proxies, env=NO_ENV, accessories=None, service="app", image="dhh/app"):
+    return {"service": service, "image": image, "roles": roles, "proxied": proxies, "ports": {}, "env": env,
+            "accessories": accessories or {}}
+
+
+# (fixture, destination) -> what it loads into
+LOADS = {
+    ("deploy.yml", None): app(WEB_12, proxied("web")),
+    ("deploy.yml", "elsewhere"): app({"web": ["1.1.1.3", "1.1.1.4"]}, proxied("web"), service="app3",
+                                     image="dhh/app3"),
+    ("deploy_primary_web_role_override.yml", None): app(
+        {"web_chicago": ["1.1.1.1", "1.1.1.2"], "web_tokyo": ["1.1.1.3", "1.1.1.4"]},
+        proxied("web_chicago", "web_tokyo"), env={"clear": ["REDIS_URL"], "secret": []}),
+    ("deploy_simple.yml", None): app(WEB_12, proxied("web")),
+    ("deploy_with_accessories.yml", None): app(ROLES_4, proxied("web"), accessories={"mysql": MYSQL, "redis": REDIS}),
+    ("deploy_with_aliases.yml", None): app({**ROLES_4, "console": ["1.1.1.5"]}, proxied("web")),
+    ("deploy_with_local_registry.yml", None): app(WEB_12, proxied("web")),
+    ("deploy_with_only_workers.yml", None): app({"workers": ["1.1.1.1", "1.1.1.2"]}, {}),
+    ("deploy_with_parallel_roles.yml", None): app({"web": ["1.1.1.1", "1.1.1.2"], "workers": ["1.1.1.1", "1.1.1.3"]},
+                                                  proxied("web")),
+    ("deploy_with_proxy_roles.yml", None): app(
+        {"web": ["1.1.1.1", "1.1.1.2"], "web2": ["1.1.1.3", "1.1.1.4"]},
+        {**proxied("web", response_timeout=10, deploy_timeout=6), **proxied("web2", response_timeout=15,
+                                                                            deploy_timeout=6)},
+        accessories={"mysql": MYSQL, "redis": REDIS}),
+    ("deploy_with_roles.yml", None): app(ROLES_4, proxied("web", deploy_timeout=1),
+                                         env={"clear": ["REDIS_URL"], "secret": []}),
+    ("deploy_with_secrets.yml", None): app(WEB_12, proxied("web"), env={"clear": [], "secret": ["PASSWORD"]}),
+    ("deploy_with_single_accessory.yml", None): app(ROLES_4, proxied("web"),
+                                                    accessories={"mysql": {**MYSQL, "hosts": ["1.1.1.5"]}}),
+}
+
+# (fixture, destination) -> the paths of every key it is refused for, in order
+REFUSED = {
+    ("deploy_for_required_dest.yml", None): ["registry.username", "registry.password", "require_destination",
+                                             "servers"],
+    ("deploy_for_required_dest.yml", "world"): ["registry.username", "registry.password"],
+    ("deploy_with_assets.yml", None): ["asset_path"],
+    ("deploy_with_boot_strategy.yml", None): ["boot.wait"],
+    ("deploy_with_cloud_builder.yml", None): ["builder.arch", "builder.driver"],
+    ("deploy_with_error_pages.yml", None): ["error_pages_path"],
+    ("deploy_with_proxy_run_config.yml", None): ["proxy.run", "accessories.mysql.proxy"],
+    ("deploy_with_proxy_run_config_conflicts.yml", None): ["proxy.run", "accessories.mysql.proxy"],
+    ("deploy_with_remote_builder.yml", None): ["builder.arch", "builder.remote"],
+}
+
+
+def test_every_fixture_is_either_loaded_or_refused():
+    bases = {p.name for p in FIXTURES.glob("*.yml") if p.name.count(".") == 1}
+    assert {name for name, _ in LOADS} | {name for name, _ in REFUSED} == bases
+    overlays = {(p.name.split(".")[0] + ".yml", p.name.split(".")[1]) for p in FIXTURES.glob("*.*.yml")}
+    assert overlays <= set(LOADS) | set(REFUSED)
+
+
+@pytest.mark.parametrize("fixture, destination", list(LOADS), ids=lambda v: str(v))
+def test_fixture_loads_into_what_it_says(tmp_path, fixture, destination):
+    assert summary(load_fixture(tmp_path, fixture, destination)) == LOADS[(fixture, destination)]
+
+
+@pytest.mark.parametrize("fixture, destination", list(REFUSED), ids=lambda v: str(v))
+def test_fixture_is_refused_for_every_unsupported_key(tmp_path, fixture, destination):
+    with pytest.raises(ConfigError) as err:
+        load_fixture(tmp_path, fixture, destination)
+    assert refused_paths(err.value) == REFUSED[(fixture, destination)]
+
+
+def test_fixture_details_registry_secrets_accessory_files(tmp_path):
+    cfg = load_fixture(tmp_path, "deploy_with_accessories.yml")
+    assert cfg.registry.server == "docker.io" and cfg.registry.username == "user" and cfg.registry.password == "pw"
+    assert cfg.secrets == {"MYSQL_ROOT_PASSWORD": "root-pw"}
+    mysql = cfg.accessories["mysql"]
+    assert mysql.env.clear == {"MYSQL_ROOT_HOST": "%"}
+    assert mysql.files == ("test/fixtures/files/my.cnf:/etc/mysql/my.cnf",)  # relative to the app directory
+    assert mysql.directories == ("data:/var/lib/mysql",)
+    assert cfg.builder.context == "."
+    assert cfg.role_proxy("workers") is None  # only the primary role runs the proxy without asking
+
+
+def test_a_local_registry_means_no_registry_the_image_is_streamed(tmp_path):
+    cfg = load_fixture(tmp_path, "deploy_with_local_registry.yml")
+    assert cfg.registry is None and cfg.image == "dhh/app"
+
+
+def test_a_destination_without_its_overlay_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"config/deploy.staging.yml does not exist: Kamal reads it for "
+                                          r"destination staging"):
+        load_fixture(tmp_path, "deploy_simple.yml", "staging")
+
+
+# -- merge rules -------------------------------------------------------------------------------------------------------
+
+
+def write_app(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(textwrap.dedent(text))
+    return root / "config" / "deploy.yml"
+
+
+BASE_YML = textwrap.dedent("""\
+    service: app
+    image: acme/app
+    servers: [10.0.0.1]
+    registry: {server: registry.example.com, username: u, password: [REGISTRY_PASSWORD]}
+    builder: {arch: amd64}
+""")
+
+
+def load_app(tmp_path: Path, deploy: str, destination: str | None = None, *, files: dict[str, str] | None = None,
+             environ: dict[str, str] | None = None, project_dir: Path | None = None, **kw: Any) -> dict[str, Any]:
+    files = {"config/deploy.yml": deploy, ".kamal/secrets-common": "REGISTRY_PASSWORD=reg-pw\n", **(files or {})}
+    return kamal.load(write_app(tmp_path, files), destination=destination, project_dir=project_dir or tmp_path,
+                      environ=environ or {}, **kw)
+
+
+def refusals(tmp_path: Path, deploy: str, destination: str | None = None, **kw: Any) -> dict[str, str]:
+    """The refused paths and their messages (the error names nothing else)."""
+    with pytest.raises(ConfigError) as err:
+        load_app(tmp_path, deploy, destination, **kw)
+    assert err.value.path == "kamal", str(err.value)
+    return dict(line.split(": ", 1) for line in str(err.value).splitlines()[1:])
+
+
+def test_deep_merge_merges_hashes_and_replaces_everything_else():
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": [1], "e": {"f": 1}}
+    assert kamal.deep_merge(base, {"a": {"c": [3]}, "d": [2], "e": None}) == {"a": {"b": 1, "c": [3]}, "d": [2],
+                                                                              "e": None}
+
+
+def test_the_overlay_merges_hashes_and_replaces_lists(tmp_path):
+    raw = load_app(tmp_path, BASE_YML + "env: {clear: {A: '1', B: '1'}}\n", "staging", files={
+        "config/deploy.staging.yml": "servers: [10.0.0.2, 10.0.0.3]\nenv: {clear: {B: '2'}}\n"})
+    assert raw["servers"] == {"web": {"hosts": ["10.0.0.2", "10.0.0.3"]}}
+    assert raw["env"] == {"clear": {"A": "1", "B": "2"}}
+    assert raw["registry"] == {"server": "registry.example.com", "username": "u", "password": "reg-pw"}
+
+
+def test_primary_role_runs_the_proxy_unless_false_others_only_when_asked(tmp_path):
+    raw = load_app(tmp_path, BASE_YML.replace("servers: [10.0.0.1]", textwrap.dedent("""\
+    primary_role: api
+    servers:
+      web: [10.0.0.1]
+      api: {hosts: [10.0.0.2]}
+      admin: {hosts: [10.0.0.3], proxy: true}
+      jobs: {hosts: [10.0.0.4], proxy: {app_port: 3000}}
+    proxy: {host: "a.example.com,b.example.com", app_port: 8080, healthcheck: {path: /health}}
+    """)))
+    servers = raw["servers"]
+    assert "proxy" not in servers["web"] and "proxy" not in raw  # web is not primary here: no proxy
+    expected = {"hosts": ["a.example.com", "b.example.com"], "app_port": 8080, "healthcheck": {"path": "/health"}}
+    assert servers["api"]["proxy"] == expected and servers["admin"]["proxy"] == expected
+    assert servers["jobs"]["proxy"] == {**expected, "app_port": 3000}  # the role's keys over the shared ones
+    cfg = config.load(raw, stack="staging")
+    assert cfg.role_proxy("web") is None and cfg.role_proxy("api").hosts == ("a.example.com", "b.example.com")
+
+
+def test_primary_web_with_proxy_false_runs_no_proxy(tmp_path):
+    raw = load_app(tmp_path, BASE_YML.replace("servers: [10.0.0.1]", "servers: {web: {hosts: [10.0.0.1], "
+                                                                     "proxy: false}}"))
+    assert "proxy" not in raw and "proxy" not in raw["servers"]["web"]
+
+
+def test_host_tags_pick_accessory_hosts_env_tags_are_refused(tmp_path):
+    deploy = BASE_YML.replace("servers: [10.0.0.1]", textwrap.dedent("""\
+    servers:
+      web: [10.0.0.1, {10.0.0.2: replica}]
+      jobs: {hosts: [{10.0.0.3: [replica, big]}]}
+    accessories:
+      cache: {image: redis:7, tag: replica}
+      db: {image: postgres:16, tags: [big]}
+    """))
+    raw = load_app(tmp_path, deploy)
+    assert raw["servers"]["web"]["hosts"] == ["10.0.0.1", "10.0.0.2"]
+    assert raw["accessories"]["cache"]["hosts"] == ["10.0.0.2", "10.0.0.3"]
+    assert raw["accessories"]["db"]["hosts"] == ["10.0.0.3"]
+    assert refusals(tmp_path / "b", deploy + "env: {tags: {replica: {A: '1'}}}\n") == {
+        "env.tags": "not supported yet: env per host tag"}
+
+
+def test_env_short_form_values_become_strings_as_in_ruby(tmp_path):
+    raw = load_app(tmp_path, BASE_YML + "env: {PORT: 3306, DEBUG: true, RATIO: 1.5}\n")
+    assert raw["env"] == {"clear": {"PORT": "3306", "DEBUG": "true", "RATIO": "1.5"}}
+
+
+def test_secret_aliases_read_another_secret(tmp_path):
+    deploy = BASE_YML + textwrap.dedent("""\
+    env: {secret: ["DB_PASSWORD:MAIN_DB_PASSWORD", PLAIN]}
+    accessories:
+      db: {image: postgres:16, host: 10.0.0.1, env: {secret: ["POSTGRES_PASSWORD:MAIN_DB_PASSWORD"]}}
+    """)
+    files = {".kamal/secrets": "MAIN_DB_PASSWORD=main\nPLAIN=plain\n"}
+    raw = load_app(tmp_path, deploy, files=files)
+    assert raw["env"]["secret"] == ["DB_PASSWORD", "PLAIN"]
+    assert raw["secrets"] == {"DB_PASSWORD": "main", "PLAIN": "plain", "POSTGRES_PASSWORD": "main"}
+    cfg = config.load(raw, stack="production")
+    assert cfg.role_env("web").secret == ("DB_PASSWORD", "PLAIN")
+    conflict = deploy.replace("POSTGRES_PASSWORD:MAIN_DB_PASSWORD", "DB_PASSWORD:OTHER")
+    assert refusals(tmp_path / "b", conflict, files=files) == {
+        "accessories.db.env.secret[0]": "DB_PASSWORD is read from secret OTHER here and from MAIN_DB_PASSWORD in "
+                                        "env.secret[0]; shipyard gives a name one value per destination"}
+
+
+def test_a_secret_in_no_file_says_where_to_put_it(tmp_path):
+    assert refusals(tmp_path, BASE_YML + "env: {secret: [MISSING]}\n", "staging",
+                    files={"config/deploy.staging.yml": "{}"}) == {
+        "env.secret[0]": "secret MISSING is in none of .kamal/secrets-common, .kamal/secrets.staging: add it there, "
+                         "or set it with `pulumi config set --secret --path 'shipyard:secrets.MISSING' VALUE`"}
+
+
+def test_accessories_hosts_roles_ports_files_directories(tmp_path):
+    deploy = BASE_YML.replace("servers: [10.0.0.1]", textwrap.dedent("""\
+    servers:
+      web: [10.0.0.1, 10.0.0.2]
+      jobs: [10.0.0.2, 10.0.0.3]
+    volumes: ["/var/log/app:/logs", "cache:/cache:ro"]
+    labels: {team: shop}
+    accessories:
+      a: {image: busybox, host: 10.0.0.9, port: 8080, cmd: "httpd -f -p 8080", labels: {tier: x}}
+      b: {image: busybox, hosts: [10.0.0.7, 10.0.0.8], port: "127.0.0.1:5432:5432"}
+      c: {image: busybox, roles: [web, jobs], port: "6379:6379", files: ["conf/my.cnf:/etc/my.cnf:ro"],
+          directories: ["data:/data", "/srv/c:/srv"]}
+      d: {image: busybox, role: jobs, volumes: ["d:/d"]}
+    """))
+    project = tmp_path / "infra"
+    project.mkdir()
+    raw = load_app(tmp_path / "myapp", deploy, project_dir=project)
+    acc = raw["accessories"]
+    assert acc["a"] == {"image": "busybox", "host": "10.0.0.9", "port": "8080:8080", "cmd": ["httpd", "-f", "-p",
+                                                                                             "8080"],
+                        "labels": {"tier": "x"}}
+    assert acc["b"]["hosts"] == ["10.0.0.7", "10.0.0.8"] and acc["b"]["port"] == "127.0.0.1:5432:5432"
+    assert acc["c"]["hosts"] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert acc["c"]["files"] == ["../myapp/conf/my.cnf:/etc/my.cnf"]  # relative to the project, as shipyard reads
+    assert acc["c"]["directories"] == ["data:/data"] and acc["c"]["volumes"] == ["/srv/c:/srv"]
+    assert acc["d"]["hosts"] == ["10.0.0.2", "10.0.0.3"] and acc["d"]["volumes"] == ["d:/d"]
+    for role in raw["servers"].values():  # top-level volumes and labels go to every role
+        assert role["volumes"] == ["/var/log/app:/logs", "cache:/cache:ro"] and role["labels"] == {"team": "shop"}
+    assert raw["builder"]["context"] == "../myapp"
+    cfg = config.load(raw, stack="staging")
+    assert cfg.accessories["c"].all_hosts() == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+
+
+def test_builder_ssh_boot_and_timeouts_map(tmp_path):
+    raw = load_app(tmp_path, BASE_YML.replace("builder: {arch: amd64}", textwrap.dedent("""\
+    builder: {arch: [amd64], context: app, dockerfile: app/Dockerfile.prod, target: prod, args: {RUBY: 3.3},
+              remote: "ssh://deploy@builder.example.com", local: false}
+    ssh: {user: deploy, port: "2222", keys: [keys/id_ed25519, ~/.ssh/id_rsa], log_level: debug}
+    boot: {limit: 50%, parallel_roles: true}
+    servers: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4]
+    retain_containers: 3
+    deploy_timeout: 20
+    drain_timeout: 5
+    readiness_delay: 0
+    """)).replace("servers: [10.0.0.1]\n", ""))
+    assert raw["builder"] == {"context": "app", "dockerfile": "Dockerfile.prod", "target": "prod",
+                              "args": {"RUBY": "3.3"}, "host": "builder.example.com"}
+    assert raw["ssh"] == {"user": "deploy", "port": 2222, "keys": ["keys/id_ed25519", "~/.ssh/id_rsa"]}
+    assert raw["boot"] == {"limit": 2} and raw["retain_containers"] == 3
+    assert raw["proxy"] == {"deploy_timeout": 20, "drain_timeout": 5}
+    config.load(raw, stack="staging")
+
+
+def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
+    """One file with every key of Kamal 2.11's lib/kamal/configuration/docs/*.yml: the refused ones are listed;
+    with them ignored, the rest loads."""
+    deploy = """\
+    service: myapp
+    image: my-image
+    labels: {my-label: my-value}
+    volumes: ["/path/on/host:/path/in/container:ro"]
+    registry: {server: registry.example.com, username: [REGISTRY_USER], password: [REGISTRY_PASSWORD]}
+    servers:
+      web: [172.1.0.1, {172.1.0.2: experiment1}]
+      workers:
+        hosts: [172.1.0.3, {172.1.0.4: [experiment1]}]
+        cmd: bin/jobs
+        options: {memory: 2g}
+        logging: {driver: json-file}
+        proxy: {host: workers.example.com}
+        labels: {my-label: workers}
+        env: {clear: {A: "1"}, secret: ["DB_PASSWORD:MAIN_DB_PASSWORD"]}
+        asset_path: /public
+    env:
+      clear: {DB_USER: app}
+      secret: ["DB_PASSWORD:MAIN_DB_PASSWORD"]
+      tags: {experiment1: {MYSQL_USER: monitoring}}
+    asset_path: /path/to/assets
+    hooks_path: .kamal/hooks
+    hooks_output:
+      pre-deploy: :verbose
+    secrets_path: .kamal/secrets
+    error_pages_path: public
+    require_destination: true
+    primary_role: web
+    allow_empty_roles: false
+    retain_containers: 3
+    minimum_version: 1.3.0
+    readiness_delay: 1
+    deploy_timeout: 10
+    drain_timeout: 10
+    run_directory: /etc/kamal
+    ssh: {user: app, port: "2222", proxy: root@proxy-host, proxy_command: "ssh -W %h:%p user@proxy",
+          log_level: debug, keys_only: false, keys: [~/.ssh/id.pem], key_data: [SSH_PRIVATE_KEY], config: false}
+    builder:
+      arch: [amd64]
+      remote: ssh://app@docker-builder:2222
+      local: true
+      pack: {builder: "heroku/builder:24"}
+      cache: {type: registry}
+      context: .
+      dockerfile: Dockerfile.production
+      target: production
+      args: {ENVIRONMENT: production}
+      secrets: [SECRET1]
+      ssh: default=$SSH_AUTH_SOCK
+      driver: docker
+      provenance: mode=max
+      sbom: true
+    accessories:
+      mysql:
+        service: mysql
+        image: mysql:8.0
+        registry: {server: registry.example.com}
+        host: mysql-db1
+        cmd: bin/mysqld
+        port: "127.0.0.1:3306:3306"
+        labels: {app: myapp}
+        options: {cpus: 2}
+        env: {secret: ["DB_PASSWORD:MAIN_DB_PASSWORD"]}
+        files:
+          - config/my.cnf.erb:/etc/mysql/my.cnf
+          - config/myoptions.cnf:/etc/mysql/myoptions.cnf:ro
+          - {local: config/secret.key, remote: /etc/mysql/secret.key, mode: "0600", owner: "mysql:mysql"}
+        directories: ["mysql-logs:/var/log/mysql", "mysql-data:/var/lib/mysql:z"]
+        volumes: ["/path/to/mysql-logs:/var/log/mysql"]
+        network: custom
+        proxy: {host: mysql.example.com}
+      replica: {image: mysql:8.0, hosts: [mysql-db2], tags: [experiment1]}
+      by_role: {image: mysql:8.0, roles: [workers]}
+    proxy:
+      hosts: [foo.example.com]
+      app_port: 3000
+      ssl: true
+      ssl_redirect: false
+      forward_headers: true
+      response_timeout: 10
+      path_prefixes: ["/api"]
+      strip_path_prefix: false
+      healthcheck: {interval: 3, path: /health, timeout: 3}
+      buffering: {requests: true}
+      logging: {request_headers: [Cache-Control]}
+      run: {http_port: 8080}
+    sshkit: {max_concurrent_starts: 10}
+    boot: {limit: 25%, wait: 10, parallel_roles: true}
+    logging: {driver: json-file}
+    aliases: {console: app exec -i --reuse "bin/rails console"}
+    x-anchors: {shared: &shared 1}
+    """
+    files = {".kamal/secrets.production": "REGISTRY_USER=u\nREGISTRY_PASSWORD=p\nMAIN_DB_PASSWORD=m\n",
+             "config/deploy.production.yml": "{}", ".kamal/hooks/pre-deploy.sample": "#!/bin/sh\n"}
+    refused = {
+        "servers.workers.options", "servers.workers.logging", "servers.workers.asset_path", "env.tags",
+        "asset_path", "error_pages_path", "logging", "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
+        "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
+        "builder.sbom", "accessories.mysql.service", "accessories.mysql.registry", "accessories.mysql.options",
+        "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
+        "accessories.mysql.directories[1]", "accessories.mysql.network", "accessories.mysql.proxy",
+        "proxy.ssl_redirect", "proxy.forward_headers", "proxy.strip_path_prefix", "proxy.buffering",
+        "proxy.logging", "proxy.run", "boot.wait",
+    }
+    assert set(refusals(tmp_path / "a", deploy, "production", files=files)) == refused
+    raw = load_app(tmp_path / "b", deploy, "production", files=files, ignore=sorted(refused))
+    cfg = config.load(raw, stack="production")
+    assert cfg.servers["web"].hosts == ("172.1.0.1", "172.1.0.2")
+    assert cfg.role_proxy("web").hosts == ("foo.example.com",) and cfg.role_proxy("web").ssl
+    assert cfg.role_proxy("web").path_prefix == "/api" and cfg.role_proxy("web").healthcheck.path == "/health"
+    assert cfg.role_proxy("workers").hosts == ("workers.example.com",)
+    assert cfg.servers["workers"].labels == {"my-label": "workers"}
+    assert cfg.servers["web"].volumes == ("/path/on/host:/path/in/container:ro",)
+    assert cfg.builder.host == "docker-builder" and cfg.ssh.port == 2222
+    assert cfg.accessories["by_role"].all_hosts() == ("172.1.0.3", "172.1.0.4")
+    assert cfg.secrets == {"DB_PASSWORD": "m"} and cfg.registry.username == "u"
+
+
+def test_unknown_keys_newer_kamal_and_hooks_are_refused(tmp_path):
+    assert refusals(tmp_path, BASE_YML + "minimum_version: 3.0.0\nservcie: typo\n", files={
+        ".kamal/hooks/pre-deploy": "#!/bin/sh\n"}) == {
+        "servcie": "unknown Kamal key (Kamal 2.11 refuses it too)",
+        "minimum_version": "the file wants Kamal 3.0.0; shipyard reads Kamal 2.11 configs",
+        ".kamal/hooks/pre-deploy": "Kamal hooks are not run by shipyard; run it yourself around `pulumi up`, or "
+                                   "list it in shipyard:kamal.ignore"}
+
+
+def test_readiness_delay_over_a_second_is_refused_for_roles_without_proxy(tmp_path):
+    deploy = BASE_YML.replace("servers: [10.0.0.1]", "servers: {web: [10.0.0.1], jobs: [10.0.0.2]}")
+    load_app(tmp_path / "a", deploy + "readiness_delay: 1\n")
+    assert list(refusals(tmp_path / "b", deploy + "readiness_delay: 7\n")) == ["readiness_delay"]
+
+
+# -- ERB ---------------------------------------------------------------------------------------------------------------
+
+
+def test_erb_env_forms_are_evaluated(tmp_path):
+    deploy = BASE_YML.replace("image: acme/app", 'image: <%= ENV["IMAGE"] %>') + textwrap.dedent("""\
+        env:
+          clear:
+            PORT: <%= ENV.fetch("PORT") %>
+            MODE: "<%= ENV.fetch('MODE', "fast") %>"
+            EMPTY: "<%= ENV['NOT_SET'] %>"
+            DEST: <%= ENV["KAMAL_DESTINATION"] -%>
+
+            PCT: "100<%% literal"
+        <%# a comment %>
+    """)
+    raw = load_app(tmp_path, deploy, "staging", environ={"IMAGE": "acme/other", "PORT": "8080"},
+                   files={"config/deploy.staging.yml": "{}"})
+    assert raw["image"] == "acme/other"
+    assert raw["env"]["clear"] == {"PORT": "8080", "MODE": "fast", "EMPTY": "", "DEST": "staging",
+                                   "PCT": "100<% literal"}
+
+
+def test_other_erb_is_refused_by_its_key_path(tmp_path):
+    deploy = BASE_YML.replace("servers: [10.0.0.1]", textwrap.dedent("""\
+    servers: [10.0.0.1, <%= `hostname` %>]
+    <% if true %>
+    env: {clear: {A: <%= ENV.fetch("MISSING") %>}}
+    <% end %>
+    # password: <%= %x(cat pw) %>
+    """))
+    assert refusals(tmp_path, deploy) == {
+        "servers[1]": 'ERB <%= `hostname` %> is not supported (only <%= ENV["X"] %>, <%= ENV.fetch("X") %> and '
+                      '<%= ENV.fetch("X", "default") %> are evaluated)',
+        "config/deploy.yml line 4": 'ERB <% if true %> is not supported (only <%= ENV["X"] %>, <%= ENV.fetch("X") '
+                                    '%> and <%= ENV.fetch("X", "default") %> are evaluated)',
+        "env.clear.A": '<%= ENV.fetch("MISSING") %>: MISSING is not set in the environment (Kamal stops here too)',
+        "config/deploy.yml line 6": 'ERB <% end %> is not supported (only <%= ENV["X"] %>, <%= ENV.fetch("X") %> '
+                                    'and <%= ENV.fetch("X", "default") %> are evaluated)',
+        "config/deploy.yml line 7": 'ERB <%= %x(cat pw) %> is not supported (only <%= ENV["X"] %>, '
+                                     '<%= ENV.fetch("X") %> and <%= ENV.fetch("X", "default") %> are evaluated)',
+    }
+
+
+# -- secrets files -----------------------------------------------------------------------------------------------------
+
+
+def test_secrets_files_precedence_quotes_and_variables(tmp_path):
+    deploy = BASE_YML + "env: {secret: [A, B, C, D, E, F, G]}\n"
+    files = {
+        "config/deploy.staging.yml": "{}",
+        ".kamal/secrets-common": "A=common\nB=common\nREGISTRY_PASSWORD=reg\n",
+        ".kamal/secrets": "B=no-destination\n",
+        ".kamal/secrets.staging": textwrap.dedent("""\
+            # staging's own
+            export B=staging
+            C='single $HOME stays'
+            D="double ${USER_NAME}-x"
+            E=$B-and-$USER_NAME  # a comment
+            F=\\$LITERAL
+            G=$UNSET
+        """),
+    }
+    raw = load_app(tmp_path, deploy, "staging", files=files, environ={"USER_NAME": "ann", "HOME": "/root"})
+    assert raw["secrets"] == {"A": "common", "B": "staging", "C": "single $HOME stays", "D": "double ann-x",
+                              "E": "staging-and-ann", "F": "$LITERAL", "G": ""}
+    raw = load_app(tmp_path / "nodest", deploy.replace("[A, B, C, D, E, F, G]", "[A, B]"), files=files)
+    assert raw["secrets"] == {"A": "common", "B": "no-destination"}  # without a destination: .kamal/secrets
+
+
+def test_a_custom_secrets_path(tmp_path):
+    raw = load_app(tmp_path, BASE_YML + "secrets_path: config/creds\nenv: {secret: [X]}\n",
+                   files={"config/creds": "X=from-creds\n", "config/creds-common": "REGISTRY_PASSWORD=r\n"})
+    assert raw["secrets"] == {"X": "from-creds"}
+
+
+COMMAND_SECRETS = {".kamal/secrets": "TOKEN=$(printf '%s-%s' token $SUFFIX)\nUNUSED=$(exit 3)\n"
+                                     "FROM_FILE=$(cat token.txt)\nLATER=$TOKEN\n",
+                   "token.txt": "file-token\n"}
+
+
+def test_secret_commands_are_refused_unless_the_stack_opts_in(tmp_path):
+    deploy = BASE_YML + "env: {secret: [TOKEN, LATER]}\n"
+    assert refusals(tmp_path / "a", deploy, files=COMMAND_SECRETS) == {
+        f"env.secret[{i}]": f"secret {name} in .kamal/secrets runs a command ($(...)); shipyard runs them only when "
+                            f"the stack sets shipyard:kamal.run_secret_commands: true - or set the value with "
+                            f"`pulumi config set --secret --path 'shipyard:secrets.{name}' VALUE`"
+        for i, name in enumerate(["TOKEN", "LATER"])}
+    # a value the stack sets itself needs no command
+    raw = load_app(tmp_path / "b", deploy.replace("LATER", "PLAIN"), files={
+        **COMMAND_SECRETS, ".kamal/secrets-common": "REGISTRY_PASSWORD=r\nPLAIN=p\n"},
+        stack={"secrets": {"TOKEN": "from-stack"}})
+    assert raw["secrets"] == {"PLAIN": "p"}
+
+
+def test_secret_commands_run_in_the_app_directory_when_opted_in(tmp_path):
+    raw = load_app(tmp_path, BASE_YML + "env: {secret: [TOKEN, FROM_FILE, LATER]}\n",
+                   files={**COMMAND_SECRETS, ".kamal/secrets": COMMAND_SECRETS[".kamal/secrets"].replace(
+                       "UNUSED=$(exit 3)\n", "")}, environ={"SUFFIX": "x"}, run_secret_commands=True)
+    assert raw["secrets"] == {"TOKEN": "token-x", "FROM_FILE": "file-token", "LATER": "token-x"}
+
+
+def test_a_failing_secret_command_names_file_and_variable_not_its_output(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_app(tmp_path, BASE_YML, files={".kamal/secrets": "BAD=$(echo s3cret-out; exit 3)\n"},
+                 run_secret_commands=True)
+    assert str(err.value) == ("kamal: .kamal/secrets: the command in BAD failed (exited with code 3); run it by hand "
+                              "to see why")
+
+
+def test_kamal_secrets_commands_get_inline():
+    seen = []
+    kamal.parse_dotenv("X=$(kamal secrets fetch --adapter bitwarden a b)\n", {}, label="s", cwd=Path("."),
+                       run=lambda cmd, cwd: seen.append(cmd) or "v")
+    assert seen == ["kamal secrets fetch --adapter bitwarden a b"]
+    assert kamal.run_command.__doc__ and "--inline" in kamal.run_command.__doc__
+
+
+# -- the stack over the file -------------------------------------------------------------------------------------------
+
+
+def stack_app(tmp_path: Path) -> Path:
+    write_app(tmp_path / "myapp", {
+        "config/deploy.yml": BASE_YML + "env: {clear: {A: '1'}, secret: [S]}\nproxy: {host: app.example.com}\n",
+        "config/deploy.staging.yml": "proxy: {host: staging.example.com}\n",
+        "config/deploy.production.yml": "{}",
+        ".kamal/secrets-common": "REGISTRY_PASSWORD=r\n",
+        ".kamal/secrets.staging": "S=staging-s\n", ".kamal/secrets.production": "S=production-s\n",
+        ".kamal/secrets": "S=none-s\n"})
+    (tmp_path / "infra").mkdir()
+    return tmp_path / "infra"
+
+
+def test_the_stack_names_the_file_and_its_own_keys_win(tmp_path):
+    project = stack_app(tmp_path)
+    stack = {"kamal": {"config": "../myapp/config/deploy.yml"}, "ssh": {"keys": ["k"]},
+             "servers": {"web": {"hosts": ["10.0.0.5"]}}, "env": {"clear": {"B": "2"}}}
+    raw = kamal.stack_config(stack, stack="staging", project_dir=project, environ={})
+    cfg = config.load(raw, stack="staging")
+    assert cfg.destination == "staging" and cfg.servers["web"].hosts == ("10.0.0.5",)
+    assert cfg.env.clear == {"A": "1", "B": "2"} and cfg.secrets == {"S": "staging-s"}
+    assert cfg.role_proxy("web").hosts == ("staging.example.com",)
+    assert cfg.builder.context == "../myapp" and cfg.ssh.keys == ("k",)
+    prod = config.load(kamal.stack_config({**stack, "destination": "production"}, stack="prod",
+                                          project_dir=project, environ={}), stack="prod")
+    assert prod.destination == "production" and prod.secrets == {"S": "production-s"}
+    none = kamal.stack_config({**stack, "kamal": {"config": "../myapp/config/deploy.yml", "destination": None}},
+                              stack="staging", project_dir=project, environ={})
+    assert none["secrets"] == {"S": "none-s"} and none["proxy"]["hosts"] == ["app.example.com"]
+    secret_from_stack = kamal.stack_config({**stack, "secrets": {"S": "stack-s"}}, stack="staging",
+                                           project_dir=project, environ={})
+    assert secret_from_stack["secrets"] == {"S": "stack-s"}
+
+
+def test_without_kamal_the_stack_config_is_unchanged(tmp_path):
+    assert kamal.stack_config({"service": "x"}, stack="s", project_dir=tmp_path) == {"service": "x"}
+
+
+@pytest.mark.parametrize("opts, path", [
+    ({"config": "../myapp/config/deploy.yml", "destiantion": "x"}, "kamal.destiantion"),
+    ({"file": "x"}, "kamal"),
+    ({"config": "../myapp/config/deploy.yml", "ignore": "proxy"}, "kamal.ignore"),
+    ({"config": "../myapp/config/deploy.yml", "run_secret_commands": "yes"}, "kamal.run_secret_commands"),
+    ({"config": "../nowhere/deploy.yml"}, "kamal.config"),
+])
+def test_bad_kamal_options_name_their_path(tmp_path, opts, path):
+    project = stack_app(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        kamal.stack_config({"kamal": opts}, stack="staging", project_dir=project, environ={})
+    assert err.value.path == path
+
+
+def test_the_error_lists_every_refused_key_once_per_line(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_app(tmp_path, BASE_YML + "logging: {driver: x}\nasset_path: /a\n")
+    assert str(err.value) == (
+        "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths "
+        "in shipyard:kamal.ignore to deploy without them):\nlogging: not supported yet\nasset_path: not supported yet")
