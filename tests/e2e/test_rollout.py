@@ -123,7 +123,7 @@ def test_a_failed_health_check_keeps_the_previous_version_serving(bench, pair):
     result = pair.up("staging", check=False)
     assert result.code != 0
     host = bench.hosts[0].address
-    assert (f"host {host}: container shop-web-staging-v3 of destination staging did not become healthy within 8s; "
+    assert (f"host {host}: container shop-web-staging-v3 (role web) of destination staging did not become healthy within 8s; "
             f"it was removed and the previous version keeps serving. Last health check: HTTP/1.1 404 Not Found from "
             in result.out), result.out
     assert "Traceback" not in result.out
