@@ -19,7 +19,7 @@ from pulumi.runtime.rpc import UNKNOWN
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from .. import decisions, hostfiles, hosts, naming, payloads, text
-from ..errors import DockerError, HealthCheckFailed, OwnershipConflict
+from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, exact_diff, find, label_filters, nonce, owned, ours, remove_image, \
     stream_errors, target
@@ -59,7 +59,11 @@ class ContainerProvider(ResourceProvider):
                 else:  # a retained container of the version rolled back to: its successor is this one
                     c.remove_container(existing["Id"], v=False, force=True)
             c.rename(cid, name)
-            self._after_rollout(c, props, cid)
+        try:
+            with docker_errors(t, f"cleaning up after {name}"):
+                self._after_rollout(c, props, cid)
+        except HostError:
+            pass  # it runs and is ready: the deploy is done; the next rollout or delete cleans up again
         return CreateResult(id_=cid, outs={**props, "container_id": cid})
 
     @staticmethod
@@ -89,19 +93,31 @@ class ContainerProvider(ResourceProvider):
             wanted = {int(p["host_port"]) for p in props.get("ports") or [] if p.get("host_port") is not None}
             handing_over = decisions.port_holders(ours(c, props, role=props["role"]), wanted, exclude=cid)
         except BaseException:
-            c.remove_container(cid, force=True)
+            self._undo(t, props, cid, [])
             raise
-        for old in handing_over:
-            c.stop(old, timeout=STOP_TIMEOUT_S)
         try:
+            for old in handing_over:
+                c.stop(old, timeout=STOP_TIMEOUT_S)
             c.start(cid)
             self._wait_ready(c, t, cid, props)
         except BaseException:
-            c.remove_container(cid, v=False, force=True)
-            for old in handing_over:
-                c.start(old)
+            self._undo(t, props, cid, handing_over)
             raise
         return cid
+
+    @staticmethod
+    def _undo(t: SSHTarget, props: dict[str, Any], cid: str, stopped: list[str]) -> None:
+        """A new container that did not make it is removed and what it took its port from runs again - on a fresh
+        connection if the failure broke the old one. Best effort: the original error is what the user must see,
+        and the next `up` removes a leftover (it still has its pending name)."""
+        try:
+            with docker_errors(t, f"putting back what ran before {props['name']}"):
+                c = hosts.client(t)
+                c.remove_container(cid, v=False, force=True)
+                for old in stopped:
+                    c.start(old)
+        except HostError:
+            pass
 
     @staticmethod
     def _image(c, t: SSHTarget, props: dict[str, Any]) -> str:

@@ -203,6 +203,14 @@ class RouteProvider(ResourceProvider):
             with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
                 if _running(hosts.client(t)) is None:
                     return  # no proxy, no route
+            route = (_list(t) or {}).get(props["service"])
+            if route is None:
+                return  # already gone
+            if "labels" in props:
+                try:
+                    self._check_owner(t, props, route)
+                except OwnershipConflict:
+                    return  # it serves someone else's container now: not ours to remove
             code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", props["service"]])
         if code != 0 and "not found" not in out.lower() and "no such" not in out.lower():
             raise DockerError(str(t), f"kamal-proxy could not remove route {props['service']}: {out}")
