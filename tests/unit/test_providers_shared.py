@@ -1,0 +1,174 @@
+"""The proxy, route, network and volume providers against a fake Docker client (autospecced from docker.APIClient)
+and a fake host lock: what they do to a host, given what the host reports."""
+
+from __future__ import annotations
+
+import contextlib
+
+import docker
+import pytest
+
+from components import providers
+from components.errors import OwnershipConflict
+
+OWNER = "shipyard/staging"
+TARGET = {"host": "h1", "port": 22, "user": "root", "keys": [], "known_hosts": None, "host_key_policy": "strict"}
+LABELS = {"service": "shop", "destination": "staging", "shipyard.stack": OWNER}
+PROXY = {"hosts": ["shop.test"], "path_prefix": None, "app_port": 80, "ssl": False, "image": "kp:1",
+         "healthcheck": {"path": "/up", "interval": 1, "timeout": 5}, "deploy_timeout": 30, "drain_timeout": 30,
+         "response_timeout": 30}
+E = "\x1b[{}m{}\x1b[0m"
+
+
+def listing(*routes: tuple[str, str]) -> str:
+    rows = ["".join(E.format("3;94", c) + "  " for c in ("Service", "Host", "Path", "Target", "State", "TLS"))]
+    rows += ["".join(E.format("0", c) + "  " for c in (name, "shop.test", "", target, "running", "no"))
+             for name, target in routes]
+    return "\n".join(rows)
+
+
+@pytest.fixture
+def client(mocker):
+    c = mocker.create_autospec(docker.APIClient, instance=True)
+    mocker.patch("components.hosts.client", return_value=c)
+    c.containers.return_value = []
+    c.networks.return_value = []
+    c.create_container.return_value = {"Id": "proxy-new"}
+    c.inspect_container.return_value = {"Config": {"Image": "kp:1", "Labels": {}}, "Name": "/x"}
+    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext())
+    mocker.patch("components.providers.proxy.time.sleep")
+    return c
+
+
+@pytest.fixture
+def kamal_proxy(mocker):
+    """`kamal-proxy <args>` inside the proxy container: answers from a list of routes."""
+    state = {"routes": [], "calls": []}
+
+    def exec_in(_t, _container, argv):
+        state["calls"].append(argv[1:])
+        if argv[1] == "list":
+            return 0, listing(*state["routes"])
+        return 0, "ok"
+    mocker.patch("components.hosts.exec_in", side_effect=exec_in)
+    return state
+
+
+def proxy_container(image: str, state: str = "running") -> dict:
+    return {"Id": "proxy-old", "Names": ["/kamal-proxy"], "Image": image, "State": state}
+
+
+def test_the_proxy_is_adopted_whatever_its_image_and_a_stopped_one_started(client, kamal_proxy):
+    client.containers.return_value = [proxy_container("kp:other", "exited")]
+    client.networks.return_value = [{"Name": "kamal"}]
+    out = providers.ProxyProvider().create({"target": TARGET, "image": "kp:1"}).outs
+    client.create_container.assert_not_called()
+    client.start.assert_called_once_with("proxy-old")
+    assert out["container_id"] == "proxy-old"
+
+
+def test_a_missing_proxy_is_started_with_kamals_names(client, kamal_proxy):
+    providers.ProxyProvider().create({"target": TARGET, "image": "kp:1"})
+    client.create_network.assert_called_once_with("kamal", driver="bridge")
+    kwargs = client.create_container.call_args.kwargs
+    assert kwargs["image"] == "kp:1" and kwargs["name"] == "kamal-proxy"
+    assert client.create_host_config.call_args.kwargs["binds"] == [
+        "kamal-proxy-config:/home/kamal-proxy/.config/kamal-proxy:rw"]
+
+
+def test_the_proxy_is_upgraded_only_when_this_stacks_image_changed(client, kamal_proxy):
+    client.containers.return_value = [proxy_container("kp:2")]  # another destination upgraded it
+    client.networks.return_value = [{"Name": "kamal"}]
+    p = providers.ProxyProvider()
+    assert not p.diff("id", {"target": TARGET, "image": "kp:1", "running_image": "kp:2"},
+                      {"target": TARGET, "image": "kp:1"}).changes  # no flip back to kp:1
+    p.update("id", {"target": TARGET, "image": "kp:1"}, {"target": TARGET, "image": "kp:3"})
+    client.stop.assert_called_once()
+    assert client.create_container.call_args.kwargs["image"] == "kp:3"
+
+
+def test_the_proxy_goes_only_with_its_last_route(client, kamal_proxy):
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web-production", "abc:80")]
+    providers.ProxyProvider().delete("id", {"target": TARGET, "image": "kp:1"})
+    client.remove_container.assert_not_called()
+    kamal_proxy["routes"] = []
+    providers.ProxyProvider().delete("id", {"target": TARGET, "image": "kp:1"})
+    client.remove_container.assert_called_once_with("proxy-old")
+    client.containers.return_value = []  # already gone: nothing to do, no error
+    providers.ProxyProvider().delete("id", {"target": TARGET, "image": "kp:1"})
+
+
+def route_props(**over):
+    return {"owner": OWNER, "destination": "staging", "target": TARGET, "labels": LABELS,
+            "service": "shop-web-staging", "upstream": "shop-web-staging-v2:80", "container_id": "0123456789abcdef",
+            "proxy": PROXY, **over}
+
+
+def test_a_route_targets_the_container_by_id(client, kamal_proxy):
+    client.containers.return_value = [proxy_container("kp:1")]
+    providers.RouteProvider().create(route_props())
+    deploy = [c for c in kamal_proxy["calls"] if c[0] == "deploy"]
+    assert deploy and deploy[0][:4] == ["deploy", "shop-web-staging", "--target", "0123456789ab:80"]
+
+
+def test_a_route_serving_someone_elses_container_is_refused(client, kamal_proxy):
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web-staging", "kamalapp123:80")]
+    client.inspect_container.return_value = {"Name": "/shop-web-staging-abc", "Config": {"Labels": {
+        "service": "shop", "role": "web", "destination": "staging"}}}  # a Kamal app's: no shipyard.stack
+    with pytest.raises(OwnershipConflict, match="route shop-web-staging serves container shop-web-staging-abc of "
+                                                "destination staging of another deployer; nothing was changed"):
+        providers.RouteProvider().create(route_props())
+    assert not [c for c in kamal_proxy["calls"] if c[0] == "deploy"]
+    providers.RouteProvider().delete("id", route_props())  # and never removed by us
+    assert not [c for c in kamal_proxy["calls"] if c[0] == "remove"]
+
+
+def test_a_route_brings_back_a_proxy_that_went_away(client, kamal_proxy, mocker):
+    ensure = mocker.patch("components.providers.proxy.ensure_proxy")
+    answers = iter([None, {}])  # the proxy does not answer, then (brought back) it has no routes yet
+    mocker.patch("components.providers.proxy._list", side_effect=lambda t: next(answers))
+    client.containers.return_value = [proxy_container("kp:1")]
+    providers.RouteProvider().create(route_props())
+    ensure.assert_called_once()
+    assert ensure.call_args.args[0]["image"] == "kp:1"
+
+
+def net_props(**over):
+    return {"owner": OWNER, "destination": "staging", "target": TARGET, "name": "shop-staging", "labels": LABELS,
+            **over}
+
+
+def test_a_network_of_ours_is_adopted_and_anothers_refused(client):
+    client.networks.return_value = [{"Name": "shop-staging", "Id": "n1", "Labels": LABELS}]
+    assert providers.NetworkProvider().create(net_props()).id == "n1"
+    client.create_network.assert_not_called()
+    client.networks.return_value = [{"Name": "shop-staging", "Id": "n1", "Labels": {"destination": "staging"}}]
+    with pytest.raises(OwnershipConflict, match="network shop-staging belongs to destination staging of another"):
+        providers.NetworkProvider().create(net_props())
+
+
+def test_a_network_someone_else_attached_to_is_left_alone(client):
+    client.inspect_network.return_value = {"Labels": LABELS, "Containers": {"c1": {}}}
+    client.inspect_container.return_value = {"Id": "c1", "Config": {"Labels": {"destination": "production"}}}
+    providers.NetworkProvider().delete("n1", net_props())
+    client.remove_network.assert_not_called()
+    client.inspect_container.return_value = {"Id": "c1", "Config": {"Labels": {**LABELS, "role": "web"}}}
+    providers.NetworkProvider().delete("n1", net_props())
+    client.disconnect_container_from_network.assert_called_once_with("c1", "n1", force=True)
+    client.remove_network.assert_called_once_with("n1")
+
+
+def test_a_volume_of_ours_is_taken_back_and_only_ours_deleted(client):
+    vol = {**net_props(), "name": "shop-staging-data"}
+    client.inspect_volume.return_value = {"Labels": LABELS}
+    providers.VolumeProvider().create(vol)
+    client.create_volume.assert_not_called()  # kept by an earlier destroy: taken back, data and all
+    client.inspect_volume.return_value = {"Labels": {"destination": "production"}}
+    with pytest.raises(OwnershipConflict):
+        providers.VolumeProvider().create(vol)
+    providers.VolumeProvider().delete("v", vol)
+    client.remove_volume.assert_not_called()
+    client.inspect_volume.side_effect = docker.errors.NotFound("gone")
+    providers.VolumeProvider().delete("v", vol)  # already gone: fine
