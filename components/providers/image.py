@@ -148,8 +148,7 @@ class ImageProvider(ResourceProvider):
             context = source.context_tar(Path(props["context"]), props["dockerfile"],
                                          expect_hash=props.get("context_hash"))
             dockerfile = props["dockerfile"]
-        if props.get("registry_server"):
-            _build_auth(c, props)
+        _build_auth(c, props)
         stream = c.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, dockerfile=dockerfile,
                          labels=props["labels"], buildargs=props.get("build_args") or None,
                          target=props.get("build_target") or None, rm=True, forcerm=True, decode=True)
