@@ -17,8 +17,11 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 setup:
 	@scripts/setup.sh
 
+# Every tier, each module's tests in a random order (the seed is printed; SHIPYARD_TEST_SEED=<n> repeats it), then
+# a sample of tests each run alone in a fresh pytest: no test depends on another.
 test: setup
-	$(PY) -m pytest
+	SHIPYARD_TEST_SEED=$${SHIPYARD_TEST_SEED:-random} $(PY) -m pytest
+	$(PY) -m tests.alone 2
 
 unit: setup
 	$(PY) -m pytest tests/unit

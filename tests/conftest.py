@@ -128,15 +128,21 @@ class Result:
 
 @dataclass
 class Project:
-    """A real Pulumi project on disk, driven through the real CLI."""
+    """A real Pulumi project on disk, driven through the real CLI. It remembers which config each stack last
+    deployed, so a test can bring a shared deployment to the state it starts from (`converge`) whatever ran before
+    it: tests that share a deployment run alone and in any order."""
     dir: Path
     env: dict[str, str]
     history: list[str] = field(default_factory=list)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # last written, per stack
+    applied: dict[str, Any] = field(default_factory=dict)  # (config, secrets) last deployed, per stack
 
     def run(self, *args: str, stack: str | None = None, check: bool = True, timeout: float = 600) -> Result:
         argv = ["pulumi", *args, "--non-interactive"]
         if stack:
             argv += ["--stack", stack]
+        if stack and (args[:1] == ("destroy",) or args[:3] == ("config", "set", "--secret")):
+            self.applied.pop(stack, None)  # what runs is no longer what the stack last deployed
         proc = subprocess.run(argv, cwd=self.dir, env=self.env, capture_output=True, text=True, timeout=timeout)
         out = proc.stdout + proc.stderr
         self.history.append(f"$ {' '.join(argv)}\n{out}")
@@ -147,14 +153,36 @@ class Project:
     def init(self, stack: str, config: dict[str, Any], secrets: dict[str, str] | None = None) -> None:
         self.run("stack", "init", stack)
         self.set_config(stack, config)
+        self.set_secrets(stack, secrets)
+
+    def set_secrets(self, stack: str, secrets: dict[str, str] | None) -> None:
         for path, value in (secrets or {}).items():
             self.run("config", "set", "--secret", "--path", path, value, stack=stack)
 
     def set_config(self, stack: str, config: dict[str, Any]) -> None:
+        self.configs[stack] = config
         write_config(self.dir, stack, config)
 
     def up(self, stack: str, *extra: str, check: bool = True) -> Result:
-        return self.run("up", "--yes", "--skip-preview", *extra, stack=stack, check=check)
+        result = self.run("up", "--yes", "--skip-preview", *extra, stack=stack, check=check)
+        if result.ok:
+            self.applied[stack] = (self.configs.get(stack), self.applied.get(stack, (None, None))[1])
+        else:
+            self.applied.pop(stack, None)
+        return result
+
+    def converge(self, stack: str, config: dict[str, Any], secrets: dict[str, str] | None = None) -> None:
+        """Deploy `config` (and `secrets`) unless the stack already runs exactly that."""
+        if self.applied.get(stack) == (config, secrets):
+            return
+        self.set_secrets(stack, secrets)
+        self.set_config(stack, config)
+        self.up(stack)
+        self.applied[stack] = (config, secrets)
+
+    def dirty(self, stack: str) -> None:
+        """Something changed what runs outside the stack's config (a container stopped by hand...)."""
+        self.applied.pop(stack, None)
 
     def outputs(self, stack: str) -> dict[str, Any]:
         return json.loads(self.run("stack", "output", "--json", stack=stack).out)
@@ -212,3 +240,36 @@ def project(tmp_path: Path) -> Project:
 def ssh_config(bench: BenchInfo) -> dict[str, Any]:
     return {"keys": [bench.identity_file], "known_hosts": bench.known_hosts}
 
+
+
+# -- order ---------------------------------------------------------------------------------------------------------
+# `make test` runs the tests of each module in a random order (SHIPYARD_TEST_SEED=random; a number repeats an order),
+# which proves that no test depends on another having run first. Modules keep their order, so a module's shared
+# deployment is made once.
+
+def _seed() -> int | None:
+    import random
+    value = os.environ.get("SHIPYARD_TEST_SEED", "")
+    if value == "random":
+        value = str(random.SystemRandom().randrange(1, 1_000_000))
+        os.environ["SHIPYARD_TEST_SEED"] = value  # the same seed for pytest-xdist-less reruns and the header
+    return int(value) if value else None
+
+
+def pytest_report_header(config) -> str | None:
+    seed = _seed()
+    return f"test order: shuffled within each module, SHIPYARD_TEST_SEED={seed}" if seed is not None else None
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    import random
+    seed = _seed()
+    if seed is None:
+        return
+    rng = random.Random(seed)
+    by_module: dict[str, list] = {}
+    for item in items:
+        by_module.setdefault(item.nodeid.split("::")[0], []).append(item)
+    for tests in by_module.values():
+        rng.shuffle(tests)
+    items[:] = [t for tests in by_module.values() for t in tests]

@@ -1,6 +1,7 @@
 """Accessories, networks, env and secrets, volumes - each kept per destination - with the real CLI on one host.
 
-The tests share one deployed pair (module fixture) and run in file order.
+The tests share one deployed pair (module fixture); each starts from both destinations at their base config and
+secrets (`at_base`), so every test runs alone and in any order.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def pair(bench, tmp_path_factory):
     yield proj
     for dest in PORTS:
         proj.run("destroy", "--yes", stack=dest, check=False)
+
+
+@pytest.fixture(autouse=True)
+def at_base(bench, pair):
+    for dest in PORTS:
+        pair.converge(dest, config(bench, dest), {"shipyard:secrets.GREETING": SECRET[dest]})
 
 
 def docker(bench):
@@ -141,6 +148,7 @@ def test_an_app_deploy_leaves_accessories_alone(bench, pair):
 
 def test_changing_an_accessory_replaces_only_it(bench, pair):
     host = bench.hosts[0].address
+    assert exec_(bench, "acc-staging-db", "echo written-by-staging > /data/row")[0] == 0
     before = pair.outputs("staging")
     cfg = config(bench, "staging", version="v2")
     cfg["accessories"]["db"]["env"]["clear"]["EXTRA"] = "1"

@@ -1,7 +1,7 @@
 """The seed scenario, with the real CLI on the bench: staging and production of the same commit on ONE host.
 
-The tests of this module share one deployed pair (module fixture) and run in file order: look, preview, no-op,
-restart, conflict, and last, destroy staging.
+The tests of this module share one deployed pair (module fixture); each test starts from both destinations at
+their base config (`at_base`), so every test runs alone and in any order.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ def pair(bench, tmp_path_factory):
     yield proj
     for dest in ("staging", "production"):
         proj.run("destroy", "--yes", stack=dest, check=False)
+
+
+@pytest.fixture(autouse=True)
+def at_base(bench, pair):
+    for dest in ("staging", "production"):
+        pair.converge(dest, stack_config(bench, dest))
 
 
 def url(bench, dest: str) -> str:

@@ -1,7 +1,8 @@
 """Zero-downtime rollouts through the real kamal-proxy: health-gated switches, failed health checks, rollback,
 retention and pruning per destination - staging and production on one host, with the real CLI.
 
-The tests share one deployed pair (module fixture) and run in file order.
+The tests share one deployed pair (module fixture); each starts from both destinations at v1 (`at_base`) and
+deploys what it needs itself, so every test runs alone and in any order.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ def get(bench, dest: str) -> str:
 
 
 def deploy(proj: Project, bench, dest: str, version: str, **extra) -> None:
-    proj.set_config(dest, config(bench, dest, version, **extra))
-    proj.up(dest)
+    proj.converge(dest, config(bench, dest, version, **extra))
 
 
 def containers(bench, dest: str) -> dict[str, str]:
@@ -72,6 +72,12 @@ def pair(bench, tmp_path_factory):
     yield proj
     for dest in NAMES:
         proj.run("destroy", "--yes", stack=dest, check=False)
+
+
+@pytest.fixture(autouse=True)
+def at_base(bench, pair):
+    for dest in NAMES:
+        deploy(pair, bench, dest, "v1")
 
 
 def test_proxied_destinations_answer_on_their_own_host_names(bench, pair):
@@ -114,10 +120,13 @@ def test_a_version_change_drops_no_request(bench, pair, capsys):
               f"longest gap between successful answers {gap * 1000:.0f} ms")
     assert len(results) > 50 and not failures
     assert "version=v2" in get(bench, "staging")
-    assert containers(bench, "staging") == {"v2": "running", "v1": "exited"}  # v1 retained, stopped
+    now = containers(bench, "staging")
+    assert now["v2"] == "running" and now["v1"] == "exited"  # v1 retained, stopped
+    assert [v for v, state in now.items() if state == "running"] == ["v2"]
 
 
 def test_a_failed_health_check_keeps_the_previous_version_serving(bench, pair):
+    deploy(pair, bench, "staging", "v2")
     pair.set_config("staging", config(bench, "staging", "v3", proxy={"healthcheck": {
         "path": "/missing", "interval": 0.3, "timeout": 2}}))
     result = pair.up("staging", check=False)
@@ -134,6 +143,8 @@ def test_a_failed_health_check_keeps_the_previous_version_serving(bench, pair):
 
 
 def test_rollback_to_a_retained_version_builds_and_pushes_nothing(bench, pair):
+    deploy(pair, bench, "staging", "v2")
+    deploy(pair, bench, "staging", "v3")  # v2 retained
     log = DaemonLog(bench.root, 1)
     log.mark()
     deploy(pair, bench, "staging", "v2")
@@ -147,7 +158,7 @@ def test_retention_and_prune_never_cross_destinations(bench, pair):
     deploy(pair, bench, "production", "v2")
     deploy(pair, bench, "production", "v3")
     prod_containers, prod_images, tags = containers(bench, "production"), images(bench, "production"), registry_tags()
-    assert set(prod_containers) == {"v1", "v2", "v3"}
+    assert prod_containers["v3"] == "running" and prod_containers["v2"] == prod_containers["v1"] == "exited"
     for n in range(4, 10):  # six staging deploys
         deploy(pair, bench, "staging", f"v{n}")
     assert containers(bench, "production") == prod_containers
