@@ -273,3 +273,8 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     for tests in by_module.values():
         rng.shuffle(tests)
     items[:] = [t for tests in by_module.values() for t in tests]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if os.environ.get("SHIPYARD_TEST_SEED"):
+        terminalreporter.write_line(f"test order seed: SHIPYARD_TEST_SEED={os.environ['SHIPYARD_TEST_SEED']}")
