@@ -64,7 +64,7 @@ def held(t: SSHTarget, *, stack: str, doing: str, timeout: float, shared: bool =
             answer += chunk
     try:
         if not answer.endswith(b"locked\n"):
-            status = chan.recv_exit_status() if chan.exit_status_ready() else None
+            status = chan.recv_exit_status()
             chan.close()
             if status == 1 and not answer.strip():
                 raise LockTimeout(str(t), f"{doing} waited {timeout:g}s for the host lock, held by "
