@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 # test session). Each has its own namespaces, addresses, registry and state. Keys, known_hosts, configs, logs and
 # data live in the repository's .bench/<name>/ (ignored by git), so stack configs can name the key as
 # `.bench/demo/id_ed25519`; sockets and exec-roots live under a short path (Unix sockets max 107 bytes).
-PROFILES = {"demo": ("sb", "10.213"), "test": ("st", "10.214")}
+PROFILES = {"demo": ("sb", "10.213"), "test": ("st", "10.214"),
+            "test2": ("su", "10.216")}  # a second test bench, for a second checkout testing on the same machine
 # What test Dockerfiles build FROM; all are the same busybox root filesystem.
 BASE_IMAGES = ("busybox:latest", "busybox:1")
 # Kamal's proxy, under the name users pull from Docker Hub, made from the kamal-proxy binary `make setup` builds.

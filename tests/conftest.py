@@ -28,7 +28,7 @@ PASSPHRASE = "shipyard-local"
 
 @pytest.fixture(scope="session")
 def bench_ctl() -> Bench:
-    b = Bench("test")
+    b = Bench(os.environ.get("SHIPYARD_BENCH_PROFILE", "test"), hosts=4)
     b.down(purge=True)  # every session starts from empty daemons, registry and keys
     try:
         b.up()
