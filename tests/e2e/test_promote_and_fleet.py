@@ -47,7 +47,7 @@ def test_production_promotes_exactly_what_staging_tested(bench, proj):
 
 
 def test_a_role_on_two_hosts_without_a_registry(bench, proj):
-    addrs = [h.address for h in bench.hosts]
+    addrs = [h.address for h in bench.hosts[:2]]
     proj.init("staging", {"service": "fleet", "image": "acme/fleet", "builder": {"context": "app"},
                           "env": {"secret": ["GREETING"]},
                           "servers": {"web": {"hosts": addrs, "ports": ["8111:80"]},
@@ -138,7 +138,7 @@ def test_a_role_without_proxy_waits_for_the_images_own_healthcheck(bench, tmp_pa
 
 
 def test_a_registry_with_a_password(bench, proj):
-    addrs = [h.address for h in bench.hosts]
+    addrs = [h.address for h in bench.hosts[:2]]
     cfg = {"service": "priv", "image": "acme/priv", "builder": {"context": "app"},
            "registry": {"server": bench.auth_registry, "username": "deployer"},
            "servers": {"web": {"hosts": addrs, "ports": ["8131:80"]}}, "ssh": ssh_config(bench)}
