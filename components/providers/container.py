@@ -222,7 +222,7 @@ class ContainerProvider(ResourceProvider):
                 remove_image(c, image["Id"], props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if news.get("image") in (UNKNOWN, None):
+        if not isinstance(news.get("image"), str) or news["image"] == UNKNOWN:
             # A preview while the image resource updates in place (a new host to ship to, new connection settings):
             # its ID is not known yet, but an update never changes it; a new build comes with a new version, which
             # changes this container's name and labels anyway.

@@ -193,5 +193,5 @@ def test_destroying_staging_keeps_production_and_its_proxy_serving(bench, pair):
     pair.run("destroy", "--yes", stack="staging")
     assert containers(bench, "staging") == {}
     assert images(bench, "staging") == set()
-    assert get(bench, "production").startswith("service=shop destination=production version=v9")
+    assert get(bench, "production").startswith("service=shop destination=production version=v1")
     assert host_docker(bench.hosts[0]).containers(filters={"name": "^/kamal-proxy$"})

@@ -111,7 +111,8 @@ def test_a_version_names_one_build(bench, tmp_path):
         proj.set_config("staging", _proxied(bench, "ver", "r1", builder={"context": "app", "args": {"X": "1"}}))
         before = containers(bench, "ver")
         result = proj.run("preview", stack="staging", check=False)
-        assert result.code != 0 and "version r1 already names a build made with other builder settings" in result.out
+        assert result.code != 0 and "version r1 already names a build and build_args changed: set a new version" \
+            in result.out, result.out
         one_line_failure(result.out)
         assert proj.up("staging", check=False).code != 0
         assert containers(bench, "ver") == before
