@@ -46,6 +46,10 @@ done
 # 4. kamal-proxy, for the bench's seeded proxy image (users get basecamp/kamal-proxy from Docker Hub).
 kamal_proxy="$(scripts/install-kamal-proxy.sh)"
 [ "$kamal_proxy" -ef .venv/bin/kamal-proxy ] || ln -sf "$kamal_proxy" .venv/bin/kamal-proxy
+# 5. A current Docker Engine daemon, for running the bench on it as well as on Debian's (SHIPYARD_BENCH_DOCKERD=current).
+#    Linked under its own name: Debian's dockerd stays the bench's default.
+dockerd_current="$(scripts/install-dockerd.sh)"
+[ "$dockerd_current" -ef .venv/bin/dockerd-current ] || ln -sf "$dockerd_current" .venv/bin/dockerd-current
 
 # 5. toxiproxy, the bench's fault proxy between the deployer and each host's sshd (latency, cut connections).
 toxiproxy="$(scripts/install-toxiproxy.sh)"

@@ -28,7 +28,9 @@ PASSPHRASE = "shipyard-local"
 
 @pytest.fixture(scope="session")
 def bench_ctl() -> Bench:
-    b = Bench(os.environ.get("SHIPYARD_BENCH_PROFILE", "test"), hosts=4)
+    # SHIPYARD_BENCH_DOCKERD=current: the hosts run the current Docker Engine instead of Debian's (tests/bench.py)
+    b = Bench(os.environ.get("SHIPYARD_BENCH_PROFILE", "test"), hosts=4,
+              dockerd=os.environ.get("SHIPYARD_BENCH_DOCKERD", "debian"))
     b.down(purge=True)  # every session starts from empty daemons, registry and keys
     try:
         b.up()
@@ -56,7 +58,7 @@ def fault_proxy(bench: BenchInfo) -> FaultProxy:
 
 def host_docker(host) -> docker.APIClient:
     """The host's daemon through its local socket: how tests look at a host independently of the product."""
-    return docker.APIClient(base_url=f"unix://{host.docker_socket}", version="1.41")
+    return docker.APIClient(base_url=f"unix://{host.docker_socket}", version="auto")
 
 
 def http_get(url: str, host_header: str | None = None, timeout: float = 5) -> str:
@@ -82,8 +84,10 @@ def wait_http(url: str, expect: str, deadline_s: float = 20) -> str:
 
 
 class DaemonLog:
-    """Counts the API calls a bench daemon logged (the bench runs dockerd with debug logging)."""
-    MUTATING = re.compile(r'msg="Calling (POST|PUT|DELETE) (\S+)"')
+    """Counts the API calls a bench daemon logged (the bench runs dockerd with debug logging). Engine 20.10 logs
+    `msg="Calling POST /v1.41/..."`; current engines `msg="handling POST request" ... request-url=/v1.44/...`."""
+    MUTATING = re.compile(r'msg="Calling (POST|PUT|DELETE) (\S+)"'
+                          r'|msg="handling (POST|PUT|DELETE) request".*? module=api request-url="?([^"\s]+)')
 
     def __init__(self, bench_root: str, host_index: int):
         self.path = Path(bench_root) / f"host{host_index}" / "dockerd.log"
@@ -96,7 +100,7 @@ class DaemonLog:
         with open(self.path, "rb") as fh:
             fh.seek(self.offset)
             text = fh.read().decode(errors="replace")
-        return [f"{m[1]} {m[2]}" for m in self.MUTATING.finditer(text)]
+        return [f"{m[1] or m[3]} {m[2] or m[4]}" for m in self.MUTATING.finditer(text)]
 
 
 def pulumi_env(state_dir: Path) -> dict[str, str]:
