@@ -1,0 +1,244 @@
+"""The parts of a deploy configuration - roles, ports, volumes, proxy, accessories, SSH, registry, builder - as
+pydantic models with their checks; `components.config` assembles them into one stack's `Deploy`. Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Docker allows [a-zA-Z0-9][a-zA-Z0-9_.-]* in container names and [A-Za-z0-9_.-]{1,128} in tags; our names join
+# several parts with '-', so each part is held to the common subset.
+NAME_PART = r"^[a-z0-9][a-z0-9_.-]{0,39}$"
+VERSION = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+IMAGE = r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+SSH_USER = r"^[a-z_][a-z0-9_.-]{0,31}$"
+REGISTRY_SERVER = r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
+URL_PATH = r"^/\S*$"
+IMAGE_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
+STACK_NAME = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$"
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Name = Annotated[str, Field(pattern=NAME_PART)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not HOSTNAME.match(value):
+        raise ValueError(f"{value!r} is not a host name or IP address")
+    return value
+
+
+HostName = Annotated[str, AfterValidator(_check_host)]
+
+
+def _check_port(text: str) -> str:
+    Port.parse(text)
+    return text
+
+
+def _check_volume(text: str) -> str:
+    m = VOLUME.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a volume: use NAME:/path or /host/path:/path, optionally :ro")
+    if not m["source"].startswith("/") and not VOLUME_NAME.match(m["source"]):
+        raise ValueError(f"{text!r}: {m['source']!r} is neither an absolute host path nor a volume name: host paths "
+                         f"start with '/' (relative ones would depend on where the daemon runs)")
+    return text
+
+
+class SSH(Model):
+    user: str = Field(default="root", pattern=SSH_USER)
+    port: int = Field(default=22, ge=1, le=65535)
+    keys: tuple[str, ...] = ()  # identity files; empty: the SSH agent and ~/.ssh defaults
+    known_hosts: str | None = None  # default: ~/.ssh/known_hosts
+    host_key_policy: Literal["strict", "accept-new"] = "strict"
+
+
+class Registry(Model):
+    server: str = Field(pattern=REGISTRY_SERVER)
+    username: str | None = None
+    password: str | None = None  # a Pulumi secret (`pulumi config set --secret --path shipyard:registry.password`)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "Registry":
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        return self
+
+
+class Builder(Model):
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    args: dict[str, str] = {}
+    target: str | None = None
+    host: HostName | None = None  # where the image is built; default: the first host of the first role
+
+
+class Env(Model):
+    clear: dict[str, str] = {}
+    secret: tuple[str, ...] = ()  # names; values come from the secret config object `shipyard:secrets`
+
+    @field_validator("clear")
+    @classmethod
+    def _clear_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return v
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return v
+
+    def merged(self, other: "Env") -> "Env":
+        return Env(clear={**self.clear, **other.clear}, secret=tuple(dict.fromkeys(self.secret + other.secret)))
+
+
+PORT = re.compile(r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):)?(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
+
+
+class Port(Model):
+    host_ip: str | None
+    host_port: int | None
+    container_port: int
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    @classmethod
+    def parse(cls, text: str) -> "Port":
+        m = PORT.match(text)
+        if not m:
+            raise ValueError(f"{text!r} is not a port mapping: use CONTAINER, HOST:CONTAINER or IP:HOST:CONTAINER[/udp]")
+        ports = [int(p) for p in (m["host"], m["container"]) if p is not None]
+        if any(not 1 <= p <= 65535 for p in ports):
+            raise ValueError(f"{text!r}: ports are between 1 and 65535")
+        if m["ip"]:
+            ipaddress.ip_address(m["ip"])
+        return cls(host_ip=m["ip"], host_port=int(m["host"]) if m["host"] else None,
+                   container_port=int(m["container"]), protocol=m["proto"] or "tcp")
+
+
+VOLUME = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
+VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Healthcheck(Model):
+    path: str = Field(default="/up", pattern=URL_PATH)
+    interval: float = Field(default=1, gt=0, le=60)  # seconds
+    timeout: float = Field(default=5, gt=0, le=60)
+
+
+class Proxy(Model):
+    """kamal-proxy in front of a role: routes by host name (and path prefix), health-gated switches."""
+    hosts: tuple[HostName, ...] = ()  # empty: every host name (only one service per server may do that)
+    path_prefix: str | None = Field(default=None, pattern=URL_PATH)
+    app_port: int = Field(default=80, ge=1, le=65535)
+    ssl: bool = False  # passed through as kamal-proxy's --tls (Let's Encrypt for `hosts`)
+    healthcheck: Healthcheck = Healthcheck()
+    deploy_timeout: float = Field(default=30, gt=0, le=3600)
+    drain_timeout: float = Field(default=30, ge=0, le=3600)
+    response_timeout: float = Field(default=30, gt=0, le=3600)
+    image: str = "basecamp/kamal-proxy:v0.9.2"  # one proxy per host: keep this equal across destinations
+
+    @model_validator(mode="after")
+    def _ssl_needs_hosts(self) -> "Proxy":
+        if self.ssl and not self.hosts:
+            raise ValueError("ssl needs at least one host name in hosts")
+        return self
+
+
+class Boot(Model):
+    limit: int | None = Field(default=None, ge=1)  # hosts changed at once; default: all
+
+
+class Role(Model):
+    hosts: tuple[HostName, ...] = Field(min_length=1)
+    cmd: str | tuple[str, ...] | None = None
+    env: Env = Env()
+    ports: tuple[Annotated[str, AfterValidator(_check_port)], ...] = ()
+    labels: dict[str, str] = {}
+    volumes: tuple[Annotated[str, AfterValidator(_check_volume)], ...] = ()
+    restart: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
+    proxy: Proxy | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("a host is listed twice")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        from .naming import DESTINATION, OWNER_LABEL, ROLE, SERVICE, VERSION
+        reserved = {SERVICE, ROLE, DESTINATION, VERSION, OWNER_LABEL} & set(v)
+        if reserved:
+            raise ValueError(f"{', '.join(sorted(reserved))} is set by the deployer and cannot be overridden")
+        return v
+
+    def published_ports(self) -> tuple[Port, ...]:
+        return tuple(Port.parse(p) for p in self.ports)
+
+
+FILE = re.compile(r"^(?P<local>[^:]+):(?P<remote>/[^:]*)$")
+
+
+def _check_file(text: str) -> str:
+    if not FILE.match(text):
+        raise ValueError(f"{text!r} is not a file mapping: use local/path:/path/in/container")
+    return text
+
+
+def _check_directory(text: str) -> str:
+    m = VOLUME.match(text)
+    if not m or m["source"].startswith("/") or "/" in m["source"] or m["source"] in (".", ".."):
+        raise ValueError(f"{text!r} is not a directory mapping: use NAME:/path/in/container (the host directory "
+                         f"is kept under the destination's state directory)")
+    return text
+
+
+class Accessory(Model):
+    """A long-lived container next to the app (database, cache), one per destination, named and labeled with it."""
+    image: str = Field(pattern=IMAGE_REF)
+    host: HostName | None = None
+    hosts: tuple[HostName, ...] = ()
+    port: Annotated[str, AfterValidator(_check_port)] | None = None  # published port, as in roles' ports
+    cmd: str | tuple[str, ...] | None = None
+    env: Env = Env()
+    volumes: tuple[Annotated[str, AfterValidator(_check_volume)], ...] = ()
+    files: tuple[Annotated[str, AfterValidator(_check_file)], ...] = ()
+    directories: tuple[Annotated[str, AfterValidator(_check_directory)], ...] = ()
+    labels: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _some_host(self) -> "Accessory":
+        if not self.host and not self.hosts:
+            raise ValueError("give host or hosts")
+        return self
+
+    def all_hosts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(((self.host,) if self.host else ()) + self.hosts))
+
+    def container_port(self) -> int | None:
+        return Port.parse(self.port).container_port if self.port else None
+
+
+class Promote(Model):
+    """Production takes what another stack (staging) built and tested: its image, by digest, relabeled."""
+    from_stack: str = Field(pattern=STACK_NAME)  # a stack name of this project (or org/project/stack)

@@ -1,0 +1,91 @@
+"""Reaching a host over SSH: where and as whom (`SSHTarget`, plain data safe to pickle into provider state), the
+host-key policy (strict, or OpenSSH's accept-new), and connecting with every failure translated into one line
+that names the host and says what to check."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import paramiko
+
+from .errors import AuthenticationFailed, HostKeyRejected, HostUnreachable
+
+CONNECT_TIMEOUT_S = 15
+KEEPALIVE_S = 15
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Plain data: what it takes to reach one host. Safe to pickle into provider state."""
+    host: str
+    port: int = 22
+    user: str = "root"
+    keys: tuple[str, ...] = ()
+    known_hosts: str | None = None
+    host_key_policy: str = "strict"  # or "accept-new"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SSHTarget":
+        return cls(host=data["host"], port=int(data.get("port", 22)), user=data.get("user", "root"),
+                   keys=tuple(data.get("keys") or ()), known_hosts=data.get("known_hosts"),
+                   host_key_policy=data.get("host_key_policy", "strict"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "user": self.user, "keys": list(self.keys),
+                "known_hosts": self.known_hosts, "host_key_policy": self.host_key_policy}
+
+    def __str__(self) -> str:
+        return self.host if self.port == 22 else f"{self.host}:{self.port}"
+
+
+class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's `StrictHostKeyChecking=accept-new`: remember unknown hosts, still refuse changed keys (paramiko
+    raises BadHostKeyException for those before a policy is consulted)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "a") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+def connect(t: SSHTarget) -> paramiko.SSHClient:
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    ssh = paramiko.SSHClient()
+    known = os.path.expanduser(t.known_hosts or "~/.ssh/known_hosts")
+    if os.path.exists(known):
+        ssh.load_host_keys(known)
+    ssh.set_missing_host_key_policy(_AcceptNewPolicy(known) if t.host_key_policy == "accept-new"
+                                    else paramiko.RejectPolicy())
+    shown = t.known_hosts or "~/.ssh/known_hosts"
+    try:
+        ssh.connect(hostname=t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S,
+                    banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S,
+                    key_filename=[os.path.expanduser(k) for k in t.keys] or None, look_for_keys=not t.keys,
+                    allow_agent=True)
+    except paramiko.BadHostKeyException:
+        raise HostKeyRejected(str(t), f"its SSH host key does not match the one in {shown}. If the host was "
+                                      f"rebuilt, remove its old line from {shown} and add the new key; otherwise "
+                                      f"someone may be intercepting the connection") from None
+    except paramiko.AuthenticationException as exc:
+        raise AuthenticationFailed(str(t), f"SSH login as {t.user} was refused ({exc}): check ssh.user and "
+                                           f"ssh.keys") from None
+    except paramiko.SSHException as exc:
+        if "not found in known_hosts" in str(exc):
+            raise HostKeyRejected(str(t), f"its SSH host key is not in {shown}: add it (ssh-keyscan, checked out "
+                                          f"of band) or set ssh.host_key_policy to accept-new") from None
+        raise HostUnreachable(str(t), f"SSH failed: {exc}: check that sshd runs there and the network") from None
+    except (OSError, EOFError) as exc:
+        raise HostUnreachable(str(t), f"cannot connect to SSH port {t.port}: "
+                                      f"{getattr(exc, 'strerror', None) or exc or 'connection closed'}: check the "
+                                      f"address, ssh.port and the firewall") from None
+    transport = ssh.get_transport()
+    if transport is not None:
+        transport.set_keepalive(KEEPALIVE_S)
+    return ssh
