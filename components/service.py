@@ -30,6 +30,7 @@ class DestinationService(pulumi.ComponentResource):
         built from `cfg.builder`'s context at `cfg.version` (default: the context's git commit)."""
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
+        self.owner = owner  # the ownership label's value on every object of this destination
         self._net_name = naming.network_name(cfg.service, cfg.destination)
 
         image, version = self._image(promote)
