@@ -123,7 +123,7 @@ class _NamedStack(auto.Stack):
     def __init__(self, name: str, workspace: auto.LocalWorkspace):  # noqa: super().__init__ would select it
         self.name = name
         self.workspace = workspace
-        self._mode = auto.StackInitMode.SELECT
+        self._mode = "named"
 
 
 def workspace(project_dir: Path) -> auto.LocalWorkspace:
