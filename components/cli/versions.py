@@ -46,7 +46,7 @@ def missing_for(rows: list[dict[str, Any]], wanted: dict[str, tuple[str, ...]], 
     missing = []
     for role, role_hosts in wanted.items():
         for host in role_hosts:
-            have = [r["version"] for r in rows if r["role"] == role and r["host"] == host]
+            have = list(dict.fromkeys(r["version"] for r in rows if r["role"] == role and r["host"] == host))
             if version not in have:
                 missing.append(f"{role}@{host} (has {', '.join(have) or 'nothing'})")
     return missing
