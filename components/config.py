@@ -21,6 +21,11 @@ from .errors import ConfigError
 NAME_PART = r"^[a-z0-9][a-z0-9_.-]{0,39}$"
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 IMAGE = r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+SSH_USER = r"^[a-z_][a-z0-9_.-]{0,31}$"
+REGISTRY_SERVER = r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
+URL_PATH = r"^/\S*$"
+IMAGE_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
+STACK_NAME = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$"
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -51,13 +56,17 @@ def _check_port(text: str) -> str:
 
 
 def _check_volume(text: str) -> str:
-    if not VOLUME.match(text):
+    m = VOLUME.match(text)
+    if not m:
         raise ValueError(f"{text!r} is not a volume: use NAME:/path or /host/path:/path, optionally :ro")
+    if not m["source"].startswith("/") and not VOLUME_NAME.match(m["source"]):
+        raise ValueError(f"{text!r}: {m['source']!r} is neither an absolute host path nor a volume name: host paths "
+                         f"start with '/' (relative ones would depend on where the daemon runs)")
     return text
 
 
 class SSH(Model):
-    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")
+    user: str = Field(default="root", pattern=SSH_USER)
     port: int = Field(default=22, ge=1, le=65535)
     keys: tuple[str, ...] = ()  # identity files; empty: the SSH agent and ~/.ssh defaults
     known_hosts: str | None = None  # default: ~/.ssh/known_hosts
@@ -65,7 +74,7 @@ class SSH(Model):
 
 
 class Registry(Model):
-    server: str = Field(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+    server: str = Field(pattern=REGISTRY_SERVER)
     username: str | None = None
     password: str | None = None  # a Pulumi secret (`pulumi config set --secret --path shipyard:registry.password`)
 
@@ -132,10 +141,11 @@ class Port(Model):
 
 
 VOLUME = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
+VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class Healthcheck(Model):
-    path: str = Field(default="/up", pattern=r"^/\S*$")
+    path: str = Field(default="/up", pattern=URL_PATH)
     interval: float = Field(default=1, gt=0, le=60)  # seconds
     timeout: float = Field(default=5, gt=0, le=60)
 
@@ -143,7 +153,7 @@ class Healthcheck(Model):
 class Proxy(Model):
     """kamal-proxy in front of a role: routes by host name (and path prefix), health-gated switches."""
     hosts: tuple[HostName, ...] = ()  # empty: every host name (only one service per server may do that)
-    path_prefix: str | None = Field(default=None, pattern=r"^/\S*$")
+    path_prefix: str | None = Field(default=None, pattern=URL_PATH)
     app_port: int = Field(default=80, ge=1, le=65535)
     ssl: bool = False  # passed through as kamal-proxy's --tls (Let's Encrypt for `hosts`)
     healthcheck: Healthcheck = Healthcheck()
@@ -212,7 +222,7 @@ def _check_directory(text: str) -> str:
 
 class Accessory(Model):
     """A long-lived container next to the app (database, cache), one per destination, named and labeled with it."""
-    image: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+    image: str = Field(pattern=IMAGE_REF)
     host: HostName | None = None
     hosts: tuple[HostName, ...] = ()
     port: Annotated[str, AfterValidator(_check_port)] | None = None  # published port, as in roles' ports
@@ -238,7 +248,7 @@ class Accessory(Model):
 
 class Promote(Model):
     """Production takes what another stack (staging) built and tested: its image, by digest, relabeled."""
-    from_stack: str = Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+    from_stack: str = Field(pattern=STACK_NAME)  # a stack name of this project (or org/project/stack)
 
 
 class Deploy(Model):
@@ -258,6 +268,8 @@ class Deploy(Model):
     retain_containers: int = Field(default=5, ge=1, le=100)  # versions kept per role and host for rollback
     accessories: dict[Name, Accessory] = {}
     delete_volumes_on_destroy: bool = False  # named volumes survive `pulumi destroy` unless this is set
+    readiness_delay: float | None = Field(default=None, ge=0, le=600)  # roles without proxy: seconds to stay up
+    lock_timeout: float = Field(default=120, gt=0, le=3600)  # seconds to wait for a host's lock
 
     @field_validator("servers", mode="before")
     @classmethod
@@ -285,6 +297,24 @@ class Deploy(Model):
                 if port.host_port in (80, 443):
                     raise _PathError(f"servers.{name}.ports[{i}]", f"host port {port.host_port} belongs to the proxy "
                                      f"of role {name}: drop the mapping, the proxy reaches the app on proxy.app_port")
+        return self
+
+    @model_validator(mode="after")
+    def _one_publisher_per_host_port(self) -> "Deploy":
+        taken: dict[tuple[str, str, int, str], str] = {}
+        publishers = [(f"servers.{r}.ports[{i}]", role.hosts, p) for r, role in sorted(self.servers.items())
+                      for i, p in enumerate(role.published_ports())]
+        publishers += [(f"accessories.{a}.port", acc.all_hosts(), Port.parse(acc.port))
+                       for a, acc in sorted(self.accessories.items()) if acc.port]
+        for where, hosts, port in publishers:
+            if port.host_port is None:
+                continue
+            for host in hosts:
+                key = (host, port.host_ip or "0.0.0.0", port.host_port, port.protocol)
+                if key in taken:
+                    raise _PathError(where, f"host port {port.host_port}/{port.protocol} on {host} is already "
+                                            f"published by {taken[key]}: give each one its own host port")
+                taken[key] = where
         return self
 
     def role_proxy(self, role: str) -> Proxy | None:
@@ -334,8 +364,22 @@ def _message(err: dict[str, Any]) -> str:
     if err["type"] == "missing":
         return "required, but not set"
     if err["type"] == "string_pattern_mismatch":
-        return f"{err.get('input')!r} is not allowed here (expected {err['ctx']['pattern']})"
+        words = PATTERN_WORDS.get(err["ctx"]["pattern"], "a different form")
+        return f"{err.get('input')!r} is not allowed here: use {words}"
     return msg
+
+
+PATTERN_WORDS = {
+    NAME_PART: "lowercase letters, digits, '.', '_' or '-', starting with a letter or digit, at most 40 characters",
+    VERSION: "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64 characters",
+    IMAGE: "an image repository without registry or tag, such as myorg/myapp (lowercase letters and digits, "
+           "joined by '.', '_', '-' or '/')",
+    SSH_USER: "a user name: lowercase letters, digits, '_', '.' or '-', starting with a letter or '_'",
+    REGISTRY_SERVER: "a host name or address, optionally with :port, such as registry.example.com:5000",
+    URL_PATH: "a path starting with '/', without spaces",
+    IMAGE_REF: "an image reference such as postgres:16 or registry.example.com/team/db:1",
+    STACK_NAME: "a stack name such as staging, or org/project/stack",
+}
 
 
 def load(raw: dict[str, Any], *, stack: str) -> Deploy:
@@ -344,6 +388,12 @@ def load(raw: dict[str, Any], *, stack: str) -> Deploy:
     for key in data:
         if key not in KNOWN_KEYS:
             raise ConfigError(key, f"unknown key: known keys are {', '.join(sorted(KNOWN_KEYS))}")
+    if "promote" in data:
+        for key in ("builder", "version"):
+            if key in data:
+                raise ConfigError(key, f"a promoting stack runs the version and image of "
+                                       f"{(data['promote'] or {}).get('from_stack', 'its source')} as they are: drop "
+                                       f"`{key}` (or `promote`)")
     data.setdefault("destination", stack)
     try:
         return Deploy.model_validate_json(json.dumps(data))

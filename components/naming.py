@@ -7,10 +7,11 @@ every part within what Docker allows in names and tags.
 from __future__ import annotations
 
 PROJECT = "shipyard"
-OWNER_LABEL = f"{PROJECT}.stack"  # value: <org>/<project>/<stack>; delete and prune act only on this stack's objects
+OWNER_LABEL = f"{PROJECT}.stack"  # value: <project>/<stack>; delete and prune act only on this stack's objects
 
 SERVICE, ROLE, DESTINATION, VERSION = "service", "role", "destination", "version"
 SOURCE_LABEL = f"{PROJECT}.source"  # what the image was built from: context hash or promoted image reference
+BUILD_LABEL = f"{PROJECT}.build"  # how it was built: Dockerfile, args, target (or the promoted source); see plan
 
 # kamal-proxy is one per host, shared by every destination: Kamal's names, so a host Kamal set up is recognised.
 PROXY_CONTAINER = "kamal-proxy"
@@ -19,8 +20,16 @@ PROXY_VOLUME = "kamal-proxy-config"
 PROXY_LABEL = f"{PROJECT}.proxy"  # marks the proxy container; it carries no stack's ownership label
 
 
-def owner(org: str, project: str, stack: str) -> str:
-    return f"{org}/{project}/{stack}"
+def owner(project: str, stack: str) -> str:
+    """The ownership label's value. It leaves out the Pulumi organization, which differs between backends, so a
+    stack moved to another backend (`pulumi stack export/import`) still owns what it deployed."""
+    return f"{project}/{stack}"
+
+
+def same_owner(value: str | None, owner_value: str) -> bool:
+    """Whether an ownership label names this stack: `<project>/<stack>`, or `<org>/<project>/<stack>` as labels
+    written by earlier releases read (any organization: the backend may have changed)."""
+    return bool(value) and value.split("/")[-2:] == owner_value.split("/")[-2:]
 
 
 def image_repository(image: str, registry_server: str | None) -> str:
@@ -57,11 +66,6 @@ def destination_dir(service: str, destination: str) -> str:
     return f"{STATE_DIR}/{service}-{destination}"
 
 
-def env_file(service: str, destination: str, role: str) -> str:
-    """Where a role's environment (clear and secret) lives on the host, mode 0600."""
-    return f"{destination_dir(service, destination)}/{role}.env"
-
-
 def volume_name(service: str, destination: str, volume: str) -> str:
     """Named volumes carry the destination: staging's `data` is never production's."""
     return f"{service}-{destination}-{volume}"
@@ -74,8 +78,22 @@ def accessory_role(accessory: str) -> str:
 
 def replaced_name(name: str, container_id: str) -> str:
     """What a container is renamed to when a replacement with the same name takes its place (same version, new
-    config): the replacement starts under the real name and the old one is deleted by ID afterwards."""
+    config): the replacement takes the real name and the old one is deleted by ID afterwards."""
     return f"{name}_replaced_{container_id[:12]}"
+
+
+def pending_name(name: str, nonce: str) -> str:
+    """The name a new container has until it is ready; it takes its real name only then, so a container under a
+    pending name was left by an interrupted run and never served."""
+    return f"{name}_pending_{nonce}"
+
+
+def is_pending(name: str) -> bool:
+    return "_pending_" in name
+
+
+def is_aside(name: str) -> bool:
+    return "_replaced_" in name or "_pending_" in name
 
 
 def image_labels(service: str, destination: str, version: str, owner_value: str) -> dict[str, str]:
@@ -89,7 +107,7 @@ def container_labels(service: str, role: str, destination: str, version: str, ow
 def owned_by(labels: dict[str, str] | None, owner_value: str, destination: str) -> bool:
     """True when an object's labels say this stack and this destination own it."""
     labels = labels or {}
-    return labels.get(OWNER_LABEL) == owner_value and labels.get(DESTINATION) == destination
+    return same_owner(labels.get(OWNER_LABEL), owner_value) and labels.get(DESTINATION) == destination
 
 
 def describe_owner(labels: dict[str, str] | None) -> str:

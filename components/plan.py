@@ -1,47 +1,21 @@
-"""Pure planning: config -> image and container specs, and desired-vs-recorded diffs.
+"""Pure planning: one validated config (and the version) in, one `DestinationPlan` out - the image, the networks,
+volumes, accessories and proxies per host, and the containers of every role in boot order. The component walks it
+once to declare resources.
 
-No pulumi, docker or paramiko here; everything is plain data, tested with data (tests/unit/test_plan.py).
+No pulumi, docker or paramiko here; everything is plain data, tested with data (tests/unit/test_plan.py and the
+cases in tests/unit/plan_cases/).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Mapping
 
 from . import naming
-from .config import Deploy, Port, Proxy, VOLUME
-
-# -- diffs ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Diff:
-    changed: tuple[str, ...]
-    replaces: tuple[str, ...]
-
-    @property
-    def has_changes(self) -> bool:
-        return bool(self.changed)
-
-
-def diff(olds: Mapping[str, Any], news: Mapping[str, Any], *, replace: Iterable[str], update: Iterable[str]) -> Diff:
-    """Compare the recorded inputs with the desired ones, key by key. Keys outside `replace` and `update` (computed
-    outputs, the serialized provider) never count. A key missing on one side counts as changed."""
-    replace, update = tuple(replace), tuple(update)
-    changed = tuple(k for k in replace + update if _norm(olds.get(k)) != _norm(news.get(k)))
-    return Diff(changed=changed, replaces=tuple(k for k in changed if k in replace))
-
-
-def _norm(value: Any) -> Any:
-    """Lists and tuples compare equal; dict order never matters; empty containers equal None."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_norm(v) for v in value) or None
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _norm(v)) for k, v in value.items())) or None
-    return value
-
-
-# -- specs ----------------------------------------------------------------------------------------------------------
+from .config import Deploy, Port, Proxy
+from .payloads import named_volumes, volume_binds
 
 
 @dataclass(frozen=True)
@@ -64,7 +38,7 @@ class ContainerSpec:
     env: dict[str, str]
     secret_env: tuple[str, ...]  # names; values come from config secrets
     ports: tuple[Port, ...]
-    volumes: tuple[str, ...]
+    volumes: tuple[str, ...]  # docker binds, named volumes already carrying the destination
     restart: str
     proxy: Proxy | None
     proxy_service: str | None  # the route's name in kamal-proxy
@@ -90,7 +64,45 @@ class AccessorySpec:
     volumes: tuple[str, ...]  # docker binds, named volumes already carrying the destination
     files: tuple[tuple[str, str], ...]  # (local path, path in the container)
     directories: tuple[tuple[str, str], ...]  # (directory name under the accessory's state dir, path in container)
-    env_file: str
+    state_dir: str  # on the host, relative to the SSH user's home
+
+
+@dataclass(frozen=True)
+class DestinationPlan:
+    """Everything one destination puts on its hosts, for one version."""
+    service: str
+    destination: str
+    version: str
+    image: ImageSpec
+    network: str  # the destination's own network, on every host in `hosts`
+    hosts: tuple[str, ...]  # every host with anything of this destination
+    volumes: dict[str, tuple[str, ...]]  # host -> named volumes
+    accessories: tuple[AccessorySpec, ...]
+    proxies: dict[str, str]  # host -> kamal-proxy image, for hosts with a proxied role
+    batches: tuple[tuple[ContainerSpec, ...], ...]  # containers in boot order, `boot.limit` hosts at a time
+    urls: tuple[str, ...]
+
+    @property
+    def containers(self) -> tuple[ContainerSpec, ...]:
+        return tuple(c for batch in self.batches for c in batch)
+
+
+def destination_plan(cfg: Deploy, owner: str, version: str) -> DestinationPlan:
+    containers = container_specs(cfg, version, owner)
+    accessories = accessory_specs(cfg, owner)
+    batches = tuple(tuple(c for c in containers if c.host in hosts)
+                    for hosts in boot_batches(cfg.all_hosts(), cfg.boot.limit))
+    urls: list[str] = []
+    for c in containers:
+        urls += [u for u in published_urls(c) if u not in urls]
+    return DestinationPlan(
+        service=cfg.service, destination=cfg.destination, version=version,
+        image=image_spec(cfg, version, owner),
+        network=naming.network_name(cfg.service, cfg.destination),
+        hosts=tuple(dict.fromkeys(cfg.all_hosts() + tuple(a.host for a in accessories))),
+        volumes=destination_volumes(cfg), accessories=tuple(accessories),
+        proxies={c.host: c.proxy.image for c in containers if c.proxy},
+        batches=batches, urls=tuple(urls))
 
 
 def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
@@ -110,12 +122,12 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
                 volumes=tuple(volume_binds(acc.volumes, cfg.service, cfg.destination)),
                 files=tuple((f.split(":")[0], f.split(":")[1]) for f in acc.files),
                 directories=tuple((d.split(":")[0], d.split(":")[1]) for d in acc.directories),
-                env_file=naming.env_file(cfg.service, cfg.destination, role),
+                state_dir=f"{naming.destination_dir(cfg.service, cfg.destination)}/{name}",
             ))
     return specs
 
 
-def destination_volumes(cfg: Deploy) -> dict[str, list[str]]:
+def destination_volumes(cfg: Deploy) -> dict[str, tuple[str, ...]]:
     """Named volumes per host, from roles and accessories."""
     out: dict[str, list[str]] = {}
     for role in cfg.servers.values():
@@ -124,7 +136,7 @@ def destination_volumes(cfg: Deploy) -> dict[str, list[str]]:
     for acc in cfg.accessories.values():
         for host in acc.all_hosts():
             out.setdefault(host, []).extend(named_volumes(acc.volumes, cfg.service, cfg.destination))
-    return {h: list(dict.fromkeys(v)) for h, v in out.items() if v}
+    return {h: tuple(dict.fromkeys(v)) for h, v in out.items() if v}
 
 
 def image_spec(cfg: Deploy, version: str, owner: str) -> ImageSpec:
@@ -143,6 +155,7 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
     for role_name, role in cfg.servers.items():
         env = cfg.role_env(role_name)
         cmd = ("sh", "-c", role.cmd) if isinstance(role.cmd, str) else role.cmd
+        proxy = cfg.role_proxy(role_name)
         for host in role.hosts:
             specs.append(ContainerSpec(
                 resource_name=f"{role_name}@{host}",
@@ -155,13 +168,28 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
                 env={**env.clear, **runtime_env(cfg.service, role_name, cfg.destination, version, host)},
                 secret_env=env.secret,
                 ports=role.published_ports(),
-                volumes=role.volumes,
+                volumes=tuple(volume_binds(role.volumes, cfg.service, cfg.destination)),
                 restart=role.restart,
-                proxy=cfg.role_proxy(role_name),
-                proxy_service=naming.proxy_service(cfg.service, role_name, cfg.destination)
-                if cfg.role_proxy(role_name) else None,
+                proxy=proxy,
+                proxy_service=naming.proxy_service(cfg.service, role_name, cfg.destination) if proxy else None,
             ))
     return specs
+
+
+def build_fingerprint(dockerfile: str | None, args: Mapping[str, str] | None, target: str | None) -> str:
+    """How an image is built, apart from its sources: the Dockerfile's name, the build args and the target (for a
+    promotion, the promoted image reference). Two builds of one version must agree on it."""
+    text = json.dumps({"dockerfile": dockerfile, "args": dict(sorted((args or {}).items())), "target": target},
+                      sort_keys=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def built_image_labels(labels: Mapping[str, str], context_hash: str | None, from_ref: str | None,
+                       dockerfile: str | None, args: Mapping[str, str] | None, target: str | None) -> dict[str, str]:
+    """An image's labels: the destination's, what it was built from (context hash, or the promoted image) and how
+    (see `build_fingerprint`)."""
+    build = build_fingerprint(dockerfile, args, target) if context_hash else build_fingerprint(from_ref, {}, None)
+    return {**labels, naming.SOURCE_LABEL: context_hash or from_ref or "", naming.BUILD_LABEL: build}
 
 
 def runtime_env(service: str, role: str, destination: str, version: str, host: str) -> dict[str, str]:
@@ -185,67 +213,3 @@ def boot_batches(hosts: tuple[str, ...], limit: int | None) -> list[tuple[str, .
     if not limit:
         return [hosts] if hosts else []
     return [hosts[i:i + limit] for i in range(0, len(hosts), limit)]
-
-
-def proxy_deploy_argv(service: str, target: str, proxy: Mapping[str, Any]) -> list[str]:
-    """`kamal-proxy deploy` for one destination's route: health-checks `target`, switches, drains the old one."""
-    hc = proxy["healthcheck"]
-    argv = ["kamal-proxy", "deploy", service, "--target", target,
-            "--health-check-path", hc["path"],
-            "--health-check-interval", _duration(hc["interval"]),
-            "--health-check-timeout", _duration(hc["timeout"]),
-            "--deploy-timeout", _duration(proxy["deploy_timeout"]),
-            "--drain-timeout", _duration(proxy["drain_timeout"]),
-            "--target-timeout", _duration(proxy["response_timeout"])]
-    for h in proxy.get("hosts") or []:
-        argv += ["--host", h]
-    if proxy.get("path_prefix"):
-        argv += ["--path-prefix", proxy["path_prefix"]]
-    if proxy.get("ssl"):
-        argv += ["--tls"]
-    return argv
-
-
-def _duration(seconds: float) -> str:
-    return f"{int(round(float(seconds) * 1000))}ms"
-
-
-# -- docker API payloads ----------------------------------------------------------------------------------------------
-
-
-def port_bindings(ports: Iterable[Mapping[str, Any]]) -> tuple[list[Any], dict[str, Any]]:
-    """(exposed ports, port bindings) for docker-py's create_container / create_host_config."""
-    exposed: list[Any] = []
-    bindings: dict[str, Any] = {}
-    for p in ports:
-        # numbers arrive as floats after a trip through Pulumi's property serialization
-        container_port = int(p["container_port"])
-        host_port = int(p["host_port"]) if p.get("host_port") is not None else None
-        key = f"{container_port}/{p['protocol']}"
-        exposed.append((container_port, p["protocol"]))
-        binding = (p["host_ip"], host_port) if p.get("host_ip") else host_port
-        bindings.setdefault(key, []).append(binding)
-    return exposed, bindings
-
-
-def volume_binds(volumes: Iterable[str], service: str, destination: str) -> list[str]:
-    """Docker binds; a named volume gets the destination's name (`data` -> `<service>-<destination>-data`)."""
-    binds = []
-    for text in volumes:
-        m = VOLUME.match(text)
-        assert m, text  # validated in config
-        source = m["source"] if m["source"].startswith("/") else naming.volume_name(service, destination, m["source"])
-        binds.append(f"{source}:{m['target']}:{m['mode'] or 'rw'}")
-    return binds
-
-
-def named_volumes(volumes: Iterable[str], service: str, destination: str) -> list[str]:
-    return [b.split(":")[0] for b in volume_binds(volumes, service, destination) if not b.startswith("/")]
-
-
-def restart_policy(name: str) -> dict[str, Any]:
-    return {"Name": "" if name == "no" else name, "MaximumRetryCount": 0}
-
-
-def env_list(env: Mapping[str, str]) -> list[str]:
-    return [f"{k}={v}" for k, v in sorted(env.items())]

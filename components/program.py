@@ -46,9 +46,10 @@ def run(project_dir: Path) -> None:
             if "/" not in ref_name:
                 ref_name = f"{org}/{project}/{ref_name}"
             ref = pulumi.StackReference(f"promote-from-{cfg.promote.from_stack.replace('/', '-')}", ref_name)
-            promote = (ref.require_output("version"), ref.require_output("image_ref"))
+            promote = {"stack": cfg.promote.from_stack, **{k: ref.require_output(k) for k in (
+                "version", "image_ref", "service", "tag")}}
         svc = DestinationService(f"{cfg.service}-{cfg.destination}", cfg,
-                                 owner=naming.owner(org, project, stack), project_dir=project_dir, promote=promote)
+                                 owner=naming.owner(project, stack), project_dir=project_dir, promote=promote)
     except DeployError as exc:
         raise pulumi.RunError(f"stack {stack}: {exc}") from None
     pulumi.export("service", cfg.service)

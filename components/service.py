@@ -1,9 +1,10 @@
-"""DestinationService: one service of one destination - its image and its containers on every host of every role."""
+"""DestinationService: one service of one destination - its image, networks, volumes, accessories, proxies,
+containers and routes on every host - declared in one walk over the destination's plan (`plan.destination_plan`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pulumi
 
@@ -24,22 +25,45 @@ class DestinationService(pulumi.ComponentResource):
     accessories: pulumi.Output[dict[str, dict[str, dict[str, Any]]]]
 
     def __init__(self, name: str, cfg: Deploy, *, owner: str, project_dir: Path,
-                 promote: tuple[pulumi.Output[str], pulumi.Output[str]] | None = None,
+                 promote: dict[str, Any] | None = None,
                  opts: pulumi.ResourceOptions | None = None):
-        """`promote` is (version, image reference) of the stack this one promotes from; without it the image is
-        built from `cfg.builder`'s context at `cfg.version` (default: the context's git commit)."""
+        """`promote` holds the outputs of the stack this one promotes from (`stack`, and as Outputs `version`,
+        `image_ref`, `service`, `tag`); without it the image is built from `cfg.builder`'s context at `cfg.version`
+        (default: the context's git commit)."""
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
         self.owner = owner  # the ownership label's value on every object of this destination
-        self._net_name = naming.network_name(cfg.service, cfg.destination)
+        build = self._build_inputs(promote)
+        version: pulumi.Output[str] = build.pop("version")
+        # the plan for this version (an Output while a promoted version is still unknown), and its shape, which
+        # does not depend on the version: resource names never change with it, so a version change replaces
+        plans = version.apply(lambda v: plan.destination_plan(cfg, owner, v))
+        shape = plan.destination_plan(cfg, owner, "-")
 
-        image, version = self._image(promote)
-        accessory_specs = plan.accessory_specs(cfg, owner)
-        hosts = tuple(dict.fromkeys(cfg.all_hosts() + tuple(a.host for a in accessory_specs)))
-        networks = {h: self._network(h) for h in hosts}
-        volumes = {h: [self._volume(h, v) for v in names] for h, names in plan.destination_volumes(cfg).items()}
-        accessories, accessory_resources = self._accessories(accessory_specs, networks, volumes)
-        containers, urls = self._roles(image, version, networks, volumes, accessory_resources)
+        image = self._image(shape, plans, build)
+        networks = {h: self._network(shape, h) for h in shape.hosts}
+        volumes = {h: [self._volume(h, v) for v in names] for h, names in shape.volumes.items()}
+        accessories, accessory_resources = self._accessories(shape, networks, volumes)
+        lock = {"stack": owner, "timeout": cfg.lock_timeout}
+        proxies = {h: Proxy(f"{name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock},
+                            self._child()) for h, img in shape.proxies.items()}
+        containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
+        previous_batch: list[pulumi.Resource] = []
+        i = 0
+        for batch in shape.batches:
+            this_batch: list[pulumi.Resource] = []
+            for spec in batch:
+                field = self._field(plans, i)
+                i += 1
+                after = [image, *previous_batch, networks[spec.host], *volumes.get(spec.host, []),
+                         *accessory_resources] + ([proxies[spec.host]] if spec.proxy else [])
+                container = self._container(spec, field, image, shape.network, after)
+                this_batch.append(container)
+                if spec.proxy:
+                    this_batch.append(self._route(spec, container, proxies[spec.host], lock))
+                containers.setdefault(spec.host, {})[spec.role] = {"name": container.name,
+                                                                    "id": container.container_id}
+            previous_batch = this_batch
 
         self.image_id = image.image_id
         self.repo_digest = image.repo_digest
@@ -47,11 +71,13 @@ class DestinationService(pulumi.ComponentResource):
         self.tag = image.tag
         self.version = version
         self.containers = pulumi.Output.from_input(containers)
-        self.urls = pulumi.Output.from_input(urls)
+        self.urls = pulumi.Output.from_input(list(shape.urls))
         self.accessories = pulumi.Output.from_input(accessories)
         self.register_outputs({"image_id": self.image_id, "repo_digest": self.repo_digest, "tag": self.tag,
                                "version": self.version, "containers": self.containers, "urls": self.urls,
                                "accessories": self.accessories})
+
+    # -- helpers --------------------------------------------------------------------------------------------------
 
     def _target(self, host: str) -> dict[str, Any]:
         ssh = self._cfg.ssh
@@ -65,43 +91,66 @@ class DestinationService(pulumi.ComponentResource):
     def _child(self, **opts: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, **opts)
 
-    def _image(self, promote) -> tuple[Image, pulumi.Output[str]]:
-        cfg, owner = self._cfg, self._owner
-        props: dict[str, Any] = {
-            "owner": owner, "destination": cfg.destination,
-            "build_host": self._target(cfg.build_host()),
-            "ship_to": [self._target(h) for h in cfg.all_hosts()],
-            "registry_server": cfg.registry.server if cfg.registry else None,
-            "registry_username": cfg.registry.username if cfg.registry else None,
-            "registry_password": pulumi.Output.secret(cfg.registry.password)
-            if cfg.registry and cfg.registry.password else None,
-        }
-        if promote is None:
-            context = (self._project_dir / cfg.builder.context).resolve()
-            content_hash = source.context_hash(context, cfg.builder.dockerfile)
-            version: pulumi.Output[str] = pulumi.Output.from_input(
-                cfg.version or source.git_version(context, content_hash))
-            props.update({"context": str(context), "dockerfile": cfg.builder.dockerfile,
-                          "context_hash": content_hash, "build_args": dict(cfg.builder.args),
-                          "build_target": cfg.builder.target, "from_ref": None})
-        else:
-            version, from_ref = promote
-            props.update({"context": None, "dockerfile": "Dockerfile", "context_hash": None,
-                          "build_args": {}, "build_target": None, "from_ref": from_ref})
-        spec = version.apply(lambda v: plan.image_spec(cfg, v, owner))
-        props["tag"] = spec.apply(lambda s: s.tag)
-        # the source label lets a rollback reuse a retained image only if it was built from the same source
-        props["labels"] = pulumi.Output.all(spec, props["context_hash"], props["from_ref"]).apply(
-            lambda a: {**a[0].labels, naming.SOURCE_LABEL: a[1] or a[2]})
-        return Image(f"{self._name}-image", props, self._child()), version
+    @staticmethod
+    def _field(plans: pulumi.Output[plan.DestinationPlan], i: int) -> Callable[[str], pulumi.Output[Any]]:
+        """A version-dependent field of the i-th container of the plan."""
+        return lambda attr: plans.apply(lambda p: getattr(p.containers[i], attr))
 
     def _labels(self) -> dict[str, str]:
         cfg = self._cfg
         return {naming.SERVICE: cfg.service, naming.DESTINATION: cfg.destination, naming.OWNER_LABEL: self._owner}
 
-    def _network(self, host: str) -> Network:
-        """The destination's own network on a host."""
-        return Network(f"{self._name}-network@{host}", {**self._common(host), "name": self._net_name,
+    def _secret_env(self, names: tuple[str, ...]) -> pulumi.Output[dict[str, str]] | None:
+        values = {k: self._cfg.secrets[k] for k in names}
+        return pulumi.Output.secret(values) if values else None
+
+    def _registry_auth(self) -> pulumi.Output[dict[str, str]] | None:
+        """The stack's registry credentials, for accessory images pulled from that registry."""
+        r = self._cfg.registry
+        if r is None or not r.username:
+            return None
+        return pulumi.Output.secret({"server": r.server, "username": r.username, "password": r.password})
+
+    # -- resources ------------------------------------------------------------------------------------------------
+
+    def _build_inputs(self, promote: dict[str, Any] | None) -> dict[str, Any]:
+        """What the image is made from: the builder's context (hashed here, on the deploying machine) at the
+        configured or git version, or the promoted stack's image."""
+        cfg = self._cfg
+        if promote is None:
+            # checked here, before any resource: a missing context or Dockerfile, a bad .dockerignore or an
+            # unreadable file is one ConfigError line at the start of the run
+            ctx = source.build_context(self._project_dir / cfg.builder.context, cfg.builder.dockerfile)
+            for warning in ctx.warnings():
+                pulumi.log.warn(warning, resource=self)
+            return {"version": pulumi.Output.from_input(cfg.version or source.git_version(ctx)),
+                    "context": str(ctx.directory), "dockerfile": ctx.dockerfile, "context_hash": ctx.hash,
+                    "build_args": dict(cfg.builder.args), "build_target": cfg.builder.target, "from_ref": None}
+        return {"version": promote["version"], "context": None, "dockerfile": "Dockerfile", "context_hash": None,
+                "build_args": {}, "build_target": None, "from_ref": promote["image_ref"],
+                "promote": pulumi.Output.all(promote["service"], promote["tag"], promote["version"]).apply(
+                    lambda a: {"stack": promote["stack"], "service": a[0], "repository": a[1].rpartition(":")[0],
+                               "version": a[2]})}
+
+    def _image(self, shape: plan.DestinationPlan, plans, build: dict[str, Any]) -> Image:
+        cfg = self._cfg
+        props: dict[str, Any] = {
+            "owner": self._owner, "destination": cfg.destination, **build,
+            "build_host": self._target(shape.image.build_host),
+            "ship_to": [self._target(h) for h in shape.image.hosts],
+            "registry_server": cfg.registry.server if cfg.registry else None,
+            "registry_username": cfg.registry.username if cfg.registry else None,
+            "registry_password": pulumi.Output.secret(cfg.registry.password)
+            if cfg.registry and cfg.registry.password else None,
+            "tag": plans.apply(lambda p: p.image.tag),
+            "labels": pulumi.Output.all(plans, build["from_ref"]).apply(lambda a: plan.built_image_labels(
+                a[0].image.labels, build["context_hash"], a[1], build["dockerfile"], build["build_args"],
+                build["build_target"])),
+        }
+        return Image(f"{self._name}-image", props, self._child())
+
+    def _network(self, shape: plan.DestinationPlan, host: str) -> Network:
+        return Network(f"{self._name}-network@{host}", {**self._common(host), "name": shape.network,
                                                        "labels": self._labels()}, self._child())
 
     def _volume(self, host: str, volume: str) -> Volume:
@@ -110,24 +159,18 @@ class DestinationService(pulumi.ComponentResource):
                       {**self._common(host), "name": volume, "labels": self._labels()},
                       self._child(retain_on_delete=not self._cfg.delete_volumes_on_destroy))
 
-    def _secret_env(self, names: tuple[str, ...]) -> pulumi.Output[dict[str, str]] | None:
-        values = {k: self._cfg.secrets[k] for k in names}
-        return pulumi.Output.secret(values) if values else None
-
-    def _accessories(self, specs: list[plan.AccessorySpec], networks: dict[str, Network],
+    def _accessories(self, shape: plan.DestinationPlan, networks: dict[str, Network],
                      volumes: dict[str, list[Volume]]) -> tuple[dict[str, Any], list[pulumi.Resource]]:
-        cfg = self._cfg
         outputs: dict[str, dict[str, Any]] = {}
         resources: list[pulumi.Resource] = []
-        for acc in specs:
+        for acc in shape.accessories:
             res = Container(f"{self._name}-accessory-{acc.resource_name}", {
                 **self._common(acc.host), "role": acc.role, "name": acc.name, "labels": acc.labels,
                 "image": acc.image, "cmd": list(acc.cmd) if acc.cmd else None, "env": acc.env,
                 "secret_env": self._secret_env(acc.secret_env),
                 "ports": [p.model_dump() for p in acc.ports], "volumes": list(acc.volumes),
-                "restart": "unless-stopped", "network": self._net_name, "extra_networks": None,
-                "aliases": [acc.accessory], "env_file": acc.env_file,
-                "state_dir": f"{naming.destination_dir(cfg.service, cfg.destination)}/{acc.accessory}",
+                "restart": "unless-stopped", "network": shape.network, "extra_networks": None,
+                "aliases": [acc.accessory], "registry_auth": self._registry_auth(), "state_dir": acc.state_dir,
                 "files": [{"local": str((self._project_dir / local).resolve()), "target": remote,
                            "hash": source.file_hash(self._project_dir / local)} for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
@@ -135,59 +178,35 @@ class DestinationService(pulumi.ComponentResource):
             }, self._child(depends_on=[networks[acc.host], *volumes.get(acc.host, [])]))
             resources.append(res)
             outputs.setdefault(acc.accessory, {})[acc.host] = {
-                "hostname": acc.accessory, "network": self._net_name, "container": acc.name, "id": res.container_id,
+                "hostname": acc.accessory, "network": shape.network, "container": acc.name, "id": res.container_id,
                 "port": acc.ports[0].container_port if acc.ports else None}
         return outputs, resources
 
-    def _roles(self, image: Image, version: pulumi.Output[str], networks: dict[str, Network],
-               volumes: dict[str, list[Volume]], accessories: list[pulumi.Resource]):
-        """Every role's container on every host (and its proxy route), `boot.limit` hosts at a time. Resource
-        names do not depend on the version, so a version change replaces the same resource; the container name,
-        labels and env do."""
+    def _container(self, spec: plan.ContainerSpec, field, image: Image, network: str,
+                   after: list[pulumi.Resource]) -> Container:
         cfg = self._cfg
-        specs = version.apply(lambda v: plan.container_specs(cfg, v, self._owner))
-        statics = plan.container_specs(cfg, "0", self._owner)
-        proxy_images = {s.host: s.proxy.image for s in statics if s.proxy}  # one proxy per host
-        proxies = {h: Proxy(f"{self._name}-proxy@{h}", {"target": self._target(h), "image": img}, self._child())
-                   for h, img in proxy_images.items()}
-        containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
-        urls: list[str] = []
-        previous_batch: list[pulumi.Resource] = []
-        for batch in plan.boot_batches(cfg.all_hosts(), cfg.boot.limit):
-            this_batch: list[pulumi.Resource] = []
-            for i, static in enumerate(statics):
-                if static.host not in batch:
-                    continue
-                spec = specs.apply(lambda s, i=i: s[i])
-                after = [image, *previous_batch, networks[static.host], *volumes.get(static.host, []),
-                         *accessories] + ([proxies[static.host]] if static.proxy else [])
-                container = Container(f"{self._name}-{static.resource_name}", {
-                    **self._common(static.host), "role": static.role,
-                    "name": spec.apply(lambda s: s.name),
-                    "labels": spec.apply(lambda s: s.labels),
-                    "image": image.image_id,
-                    "cmd": list(static.cmd) if static.cmd else None,
-                    "env": spec.apply(lambda s: s.env),
-                    "secret_env": self._secret_env(static.secret_env),
-                    "ports": [p.model_dump() for p in static.ports],
-                    "volumes": plan.volume_binds(static.volumes, cfg.service, cfg.destination),
-                    "restart": static.restart,
-                    "network": static.network or self._net_name,
-                    "extra_networks": [self._net_name] if static.network else None,
-                    "env_file": naming.env_file(cfg.service, cfg.destination, static.role),
-                    "proxy": static.proxy.model_dump() if static.proxy else None,
-                    "retain": cfg.retain_containers,
-                    "running": True,
-                }, self._child(depends_on=after))
-                this_batch.append(container)
-                if static.proxy:
-                    this_batch.append(ProxyRoute(f"{self._name}-{static.role}-route@{static.host}", {
-                        **self._common(static.host), "service": static.proxy_service,
-                        "upstream": pulumi.Output.concat(container.name, ":", str(static.proxy.app_port)),
-                        "proxy": static.proxy.model_dump(),
-                    }, self._child(depends_on=[container, proxies[static.host]])))
-                containers.setdefault(static.host, {})[static.role] = {"name": container.name,
-                                                                       "id": container.container_id}
-                urls += [u for u in plan.published_urls(static) if u not in urls]
-            previous_batch = this_batch
-        return containers, urls
+        return Container(f"{self._name}-{spec.resource_name}", {
+            **self._common(spec.host), "role": spec.role,
+            "name": field("name"), "labels": field("labels"), "env": field("env"),
+            "image": image.image_id,
+            "cmd": list(spec.cmd) if spec.cmd else None,
+            "secret_env": self._secret_env(spec.secret_env),
+            "ports": [p.model_dump() for p in spec.ports],
+            "volumes": list(spec.volumes),
+            "restart": spec.restart,
+            "network": spec.network or network,
+            "extra_networks": [network] if spec.network else None,
+            "readiness_delay": cfg.readiness_delay,
+            "proxy": spec.proxy.model_dump() if spec.proxy else None,
+            "retain": cfg.retain_containers,
+            "running": True,
+        }, self._child(depends_on=after))
+
+    def _route(self, spec: plan.ContainerSpec, container: Container, proxy: Proxy,
+               lock: dict[str, Any]) -> ProxyRoute:
+        return ProxyRoute(f"{self._name}-{spec.role}-route@{spec.host}", {
+            **self._common(spec.host), "service": spec.proxy_service, "labels": self._labels(),
+            "upstream": pulumi.Output.concat(container.name, ":", str(spec.proxy.app_port)),
+            "container_id": container.container_id,
+            "proxy": spec.proxy.model_dump(), "lock": lock,
+        }, self._child(depends_on=[container, proxy]))

@@ -6,19 +6,25 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\033[1m== %s\033[0m\n' "$*"; }
 
-# 1. Debian packages: Docker Engine, sshd, the registry, busybox for the seeded base image, PostgreSQL.
-packages=(docker.io openssh-server openssh-client docker-registry busybox-static iproute2 util-linux git curl procps
-          postgresql)  # postgresql: the team-state backend the tests start as a private cluster
+# 1. Debian packages: Docker Engine, sshd, the registry, busybox for the seeded base image, htpasswd (bcrypt) for
+#    the registry that wants a password, PostgreSQL (the team-state backend the tests start as a private cluster).
+packages=(docker.io openssh-server openssh-client docker-registry busybox-static apache2-utils iproute2 util-linux git
+          curl procps postgresql)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
   step "installing Debian packages: ${missing[*]}"
   [ "$(id -u)" = 0 ] || { echo "setup: installing packages needs root (apt-get)" >&2; exit 1; }
   apt-get update -qq
-  # policy-rc.d: never start services from package scripts; the bench starts its own daemons.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  # policy-rc.d: never start services from package scripts; the bench starts its own daemons. A policy the
+  # machine already has is set aside and put back afterwards (also on failure); only ours is removed.
+  policy=/usr/sbin/policy-rc.d kept=""
+  if [ -e "$policy" ] || [ -L "$policy" ]; then kept="$(mktemp /usr/sbin/.policy-rc.d.XXXXXX)"; mv "$policy" "$kept"; fi
+  restore_policy() { rm -f "$policy"; if [ -n "$kept" ]; then mv "$kept" "$policy"; fi; }
+  trap restore_policy EXIT
+  printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
+  restore_policy; trap - EXIT
 fi
 
 # 2. The Python environment.
@@ -46,5 +52,9 @@ done
 # 4. kamal-proxy, for the bench's seeded proxy image (users get basecamp/kamal-proxy from Docker Hub).
 kamal_proxy="$(scripts/install-kamal-proxy.sh)"
 [ "$kamal_proxy" -ef .venv/bin/kamal-proxy ] || ln -sf "$kamal_proxy" .venv/bin/kamal-proxy
+
+# 5. toxiproxy, the bench's fault proxy between the deployer and each host's sshd (latency, cut connections).
+toxiproxy="$(scripts/install-toxiproxy.sh)"
+[ "$toxiproxy" -ef .venv/bin/toxiproxy-server ] || ln -sf "$toxiproxy" .venv/bin/toxiproxy-server
 
 step "ready: $(.venv/bin/pulumi version), $(.venv/bin/python -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("pulumi", "docker", "paramiko", "pydantic")), sep=", ")')"

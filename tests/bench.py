@@ -1,10 +1,14 @@
 """The test bench: Docker hosts reachable only over SSH, and a registry they share.
 
-Each host is a network namespace of its own with a veth pair into the root namespace, its own `dockerd` (own
-data-root, exec-root, socket, pidfile) and its own `sshd` (own host key, key auth only) whose sessions get
-`DOCKER_HOST` pointing at that host's daemon, so `docker system dial-stdio` - what docker-py's SSH transport runs -
-reaches it. A `docker-registry` listens on an address of the root namespace that every host routes to, and every
-daemon trusts it. Base images that tests build FROM are seeded into each daemon and into the registry.
+Each host is a network namespace of its own with a veth pair into the root namespace, and a mount namespace of its
+own in which the host's home (/root, the SSH user's) and /tmp are directories of that host only: a file written over
+SSH to host 1 is not on host 2. In it run the host's own `dockerd` (own data-root, exec-root, socket, pidfile), which
+so sees the same files as SSH sessions (bind mounts of uploaded files), and its own `sshd` (own host key, key auth
+only) whose sessions get `DOCKER_HOST` pointing at that host's daemon, so `docker system dial-stdio` - what
+docker-py's SSH transport runs - reaches it. A `docker-registry` listens on an address of the root namespace that
+every host routes to, and every daemon trusts it. Base images that tests build FROM are seeded into each daemon and
+into the registry. A toxiproxy server (the fault proxy, `tests.faults`) on that address has one proxy per host to
+its sshd, through which tests add latency or cut connections.
 
 Used by the pytest fixtures (session scope) and by `python -m tests.bench up|down|env` (for `make demo`).
 Nothing here is product code: the product reaches these hosts exactly as it reaches real ones, by SSH address.
@@ -29,6 +33,8 @@ REGISTRY_PORT = 5000
 AUTH_REGISTRY_PORT = 5001  # a second registry that wants a password (htpasswd)
 AUTH_REGISTRY_USER = "deployer"
 HOST_COUNT = 2
+FAULT_PROXY_API_PORT = 8474  # toxiproxy's HTTP API, on the bench's root address
+FAULT_PROXY_PORT = 2222  # host i's sshd through the fault proxy: <net>.0.<100+i>:2222, an address of its own
 REPO = Path(__file__).resolve().parent.parent
 # Two benches can run side by side: `demo` (for `make demo`, left running) and `test` (started and purged by the
 # test session). Each has its own namespaces, addresses, registry and state. Keys, known_hosts, configs, logs and
@@ -48,8 +54,23 @@ EXPOSE 80 443
 USER kamal-proxy:kamal-proxy
 CMD ["kamal-proxy", "run"]
 """
-REQUIRED_TOOLS = ("ip", "nsenter", "dockerd", "docker", "sshd", "ssh-keygen", "docker-registry", "busybox",
-                  "kamal-proxy")
+REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "dockerd", "docker", "sshd", "ssh-keygen", "docker-registry", "busybox",
+                  "htpasswd", "kamal-proxy", "toxiproxy-server")
+# Run in a new mount namespace (inside the host's network namespace) by the process that holds it: gives the host
+# its own /root and /tmp (bind mounts of its directories), then sleeps until the bench stops it. The bench's own
+# directory is opened first and, if it lies under /root or /tmp, mounted back at its path, so the host's daemons
+# still find their data and config there. Arguments: bench dir, the host's /root, its /tmp, the ready file.
+HOST_FS_SCRIPT = """set -eu
+exec 3<"$1" 4<"$2" 5<"$3"
+mount -c --bind /proc/self/fd/5 /tmp
+mount -c --bind /proc/self/fd/4 /root
+for covered in /tmp /root; do
+  case "$1/" in "$covered"/*) mkdir -p "$1"; mount -c --bind /proc/self/fd/3 "$1";; esac
+done
+exec 3<&- 4<&- 5<&-
+: > "$4"
+exec sleep infinity
+"""
 
 
 def _which(tool: str) -> str | None:
@@ -69,6 +90,17 @@ class Host:
     user: str
     docker_socket: str
     host_key_pub: str
+    proxied_address: str  # the same sshd through the fault proxy (tests.faults); known_hosts has it as [addr]:port
+    proxied_port: int
+    fs_dir: str  # the directory on this machine that holds the host's own /root and /tmp (as fs_dir/root, /tmp)
+
+    def local_path(self, path: str) -> Path:
+        """Where the host's file `path` (under /root or /tmp) is on this machine: what a test reads to check a
+        host's disk without going through the product."""
+        for top in ("/root", "/tmp"):
+            if path == top or path.startswith(f"{top}/"):
+                return Path(self.fs_dir) / top[1:] / path[len(top) + 1:]
+        raise ValueError(f"{path}: only /root and /tmp are a bench host's own")
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,7 @@ class BenchInfo:
     registry: str  # host:port, plain HTTP, trusted by every bench daemon
     auth_registry: str  # the same, but it wants AUTH_REGISTRY_USER and auth_registry_password
     auth_registry_password: str
+    fault_proxy: str  # host:port of toxiproxy's HTTP API
     hosts: tuple[Host, ...]
 
     def to_json(self) -> str:
@@ -148,13 +181,17 @@ def _stop_pidfile(pidfile: Path, deadline_s: float = 20) -> None:
     pidfile.unlink(missing_ok=True)
 
 
-def _spawn(argv: list[str], log: Path, pidfile: Path | None = None, netns: str | None = None) -> int:
+def _spawn(argv: list[str], log: Path, pidfile: Path | None = None, netns: str | None = None,
+           host_of: int | None = None, env: dict[str, str] | None = None) -> int:
     if netns:
         # nsenter --net (not `ip netns exec`): keeps /sys, and with it the cgroups dockerd needs.
         argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
+    elif host_of:
+        # into the network and mount namespaces of a host (held by process `host_of`)
+        argv = ["nsenter", f"--target={host_of}", "--net", "--mount", *argv]
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
     if pidfile is not None and not pidfile.exists():
         pidfile.write_text(str(proc.pid))
     return proc.pid
@@ -181,18 +218,38 @@ class Bench:
     def _addr(self, i: int) -> str:
         return f"{self.net}.{i}.2"
 
+    def _proxied_port(self, i: int) -> int:
+        return FAULT_PROXY_PORT
+
+    def _proxied_address(self, i: int) -> str:
+        """Each host has an address of its own through the fault proxy (one SSH port for all, as on real fleets)."""
+        return f"{self.net}.0.{100 + i}"
+
+    def _root_addresses(self) -> list[str]:
+        return [f"{self.net}.0.1"] + [self._proxied_address(i) for i in range(1, self.count + 1)]
+
+    def _fault_proxy_api(self) -> str:
+        return f"{self.net}.0.1:{FAULT_PROXY_API_PORT}"
+
+    def fault_proxies(self) -> list[dict[str, object]]:
+        """toxiproxy's proxies: one per host, named after it, from the bench's root address to the host's sshd."""
+        return [{"name": f"host{i}", "listen": f"{self._proxied_address(i)}:{self._proxied_port(i)}",
+                 "upstream": f"{self._addr(i)}:22", "enabled": True} for i in range(1, self.count + 1)]
+
     def info(self) -> BenchInfo:
         hosts = []
         for i in range(1, self.count + 1):
             d = self._hdir(i)
             hosts.append(Host(name=f"host{i}", address=self._addr(i), port=22, user="root",
                               docker_socket=str(self._rdir(i) / "docker.sock"),
-                              host_key_pub=(d / "ssh_host_ed25519_key.pub").read_text().strip()))
+                              host_key_pub=(d / "ssh_host_ed25519_key.pub").read_text().strip(),
+                              proxied_address=self._proxied_address(i), proxied_port=self._proxied_port(i),
+                              fs_dir=str(d / "fs")))
         return BenchInfo(root=str(self.root), identity_file=str(self.root / "id_ed25519"),
                          known_hosts=str(self.root / "known_hosts"), registry=self.registry,
                          auth_registry=f"{self.net}.0.1:{AUTH_REGISTRY_PORT}",
                          auth_registry_password=(self.root / "registry-auth" / "password").read_text(),
-                         hosts=tuple(hosts))
+                         fault_proxy=self._fault_proxy_api(), hosts=tuple(hosts))
 
     # -- start ----------------------------------------------------------------------------------------------------
     def check_tools(self) -> None:
@@ -209,9 +266,11 @@ class Bench:
         self._registry()
         for i in range(1, self.count + 1):
             self._network(i)
+            self._host_fs(i)
             self._dockerd(i)
             self._sshd(i)
         self._known_hosts()
+        self._fault_proxy()
         rootfs = self._busybox_rootfs()
         for i in range(1, self.count + 1):
             self._seed(i, rootfs)
@@ -227,8 +286,10 @@ class Bench:
     def _registry(self) -> None:
         # The registries' address sits on the root namespace's loopback: local to this machine, and reachable
         # from every host namespace through its veth and default route.
-        if f"{self.net}.0.1/32" not in _run("ip", "-o", "addr", "show", "dev", "lo").stdout:
-            _run("ip", "addr", "add", f"{self.net}.0.1/32", "dev", "lo")
+        have = _run("ip", "-o", "addr", "show", "dev", "lo").stdout
+        for address in self._root_addresses():
+            if f" {address}/32 " not in have:
+                _run("ip", "addr", "add", f"{address}/32", "dev", "lo")
         self._serve_registry("registry", REGISTRY_PORT, auth=None)
         self._serve_registry("registry-auth", AUTH_REGISTRY_PORT, auth=self._htpasswd())
 
@@ -236,14 +297,14 @@ class Bench:
         d = self.root / "registry-auth"
         d.mkdir(exist_ok=True)
         password = d / "password"
-        if not password.exists():
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                import crypt  # bcrypt through the system's libxcrypt: what the registry's htpasswd wants
-            password.write_text(os.urandom(12).hex())
-            (d / "htpasswd").write_text(
-                f"{AUTH_REGISTRY_USER}:{crypt.crypt(password.read_text(), crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+        if not password.exists() or not (d / "htpasswd").exists():
+            # bcrypt, the only hash the registry's htpasswd auth accepts, made by Apache's htpasswd (apache2-utils):
+            # Python's `crypt` is gone since 3.13 and the standard library has no other bcrypt. The password goes
+            # through stdin, never argv.
+            secret = os.urandom(12).hex()
+            line = _run(_which("htpasswd"), "-niB", AUTH_REGISTRY_USER, input=secret).stdout.strip()
+            (d / "htpasswd").write_text(f"{line}\n")
+            password.write_text(secret)
         return d / "htpasswd"
 
     def _serve_registry(self, name: str, port: int, auth: Path | None) -> None:
@@ -277,6 +338,30 @@ class Bench:
                     ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", "default", "via", f"{self.net}.{i}.1"]):
             _run("ip", "netns", "exec", ns, *cmd)
 
+    def _host_fs(self, i: int) -> None:
+        """Start the process that holds host i's mount namespace (own /root and /tmp), unless it runs."""
+        r = self._rdir(i)
+        r.mkdir(parents=True, exist_ok=True)
+        pidfile, ready = r / "fs.pid", r / "fs.ready"
+        if _alive(pidfile) and ready.exists():
+            return
+        # daemons of this host that run outside such a namespace (an older bench) start again inside the new one
+        _stop_pidfile(r / "sshd.pid")
+        _stop_pidfile(r / "docker.pid", deadline_s=40)
+        _stop_pidfile(pidfile)
+        ready.unlink(missing_ok=True)
+        fs = self._hdir(i) / "fs"
+        for name, mode in (("root", 0o700), ("tmp", 0o1777)):
+            (fs / name).mkdir(parents=True, exist_ok=True)
+            (fs / name).chmod(mode)
+        _spawn(["unshare", "--mount", "--propagation", "private", "bash", "-c", HOST_FS_SCRIPT, "bench-host-fs",
+                str(self.root), str(fs / "root"), str(fs / "tmp"), str(ready)],
+               self._hdir(i) / "fs.log", pidfile, netns=self._netns(i))
+        _wait(f"the filesystem of host{i}", ready.exists, 10, self._hdir(i) / "fs.log")
+
+    def _host_pid(self, i: int) -> int:
+        return int((self._rdir(i) / "fs.pid").read_text().strip())
+
     def _docker(self, i: int, *args: str, **kw) -> subprocess.CompletedProcess:
         return _run("docker", "-H", f"unix://{self._rdir(i) / 'docker.sock'}", *args, **kw)
 
@@ -293,7 +378,7 @@ class Bench:
                                                      "debug": True}))
             _spawn(["dockerd", "--config-file", str(d / "daemon.json"), "--data-root", str(d / "data"),
                     "--exec-root", str(r / "exec"), "-H", f"unix://{r / 'docker.sock'}", "--pidfile", str(pidfile)],
-                   d / "dockerd.log", netns=self._netns(i))
+                   d / "dockerd.log", host_of=self._host_pid(i))
         _wait(f"dockerd of host{i}", lambda: self._docker(i, "version", check=False).returncode == 0, 60,
               d / "dockerd.log")
 
@@ -315,15 +400,41 @@ class Bench:
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
             f"SetEnv DOCKER_HOST=unix://{self._rdir(i) / 'docker.sock'}\nLogLevel ERROR\n"
         )
-        _spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], d / "sshd.log", netns=self._netns(i))
+        _spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], d / "sshd.log",
+               host_of=self._host_pid(i))
         _wait(f"sshd of host{i}", lambda: _run("bash", "-c", f"exec 3<>/dev/tcp/{self._addr(i)}/22",
                                                check=False).returncode == 0, 20, d / "sshd.log")
 
     def _known_hosts(self) -> None:
-        lines = [f"{self._addr(i)} {(self._hdir(i) / 'ssh_host_ed25519_key.pub').read_text().split(' ')[0]} "
-                 f"{(self._hdir(i) / 'ssh_host_ed25519_key.pub').read_text().split(' ')[1]}"
-                 for i in range(1, self.count + 1)]
+        lines = []
+        for i in range(1, self.count + 1):
+            key = " ".join((self._hdir(i) / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+            lines.append(f"{self._addr(i)} {key}")
+            # the same key through the fault proxy, in OpenSSH's form for a port other than 22
+            lines.append(f"[{self._proxied_address(i)}]:{self._proxied_port(i)} {key}")
         (self.root / "known_hosts").write_text("\n".join(lines) + "\n")
+
+    def _fault_proxy(self) -> None:
+        """The toxiproxy server (API and proxies on the bench's root address only) and one proxy per host."""
+        from tests.faults import FaultProxy, FaultProxyError
+        d = self.root / "toxiproxy"
+        d.mkdir(exist_ok=True)
+        pidfile, config = d / "pid", d / "proxies.json"
+        config.write_text(json.dumps(self.fault_proxies(), indent=2))
+        api = FaultProxy(self._fault_proxy_api(), timeout=2)
+
+        def answers() -> bool:
+            try:
+                api.version()
+                return True
+            except FaultProxyError:
+                return False
+        if not _alive(pidfile):
+            pidfile.unlink(missing_ok=True)
+            _spawn([_which("toxiproxy-server"), "-host", f"{self.net}.0.1", "-port", str(FAULT_PROXY_API_PORT),
+                    "-config", str(config)], d / "log", pidfile, env={**os.environ, "LOG_LEVEL": "warn"})
+        _wait("toxiproxy", answers, 20, d / "log")
+        api.populate(self.fault_proxies())  # a running server keeps its proxies; this adds any that are missing
 
     def _busybox_rootfs(self) -> Path:
         tar = self.root / "busybox-rootfs.tar"
@@ -378,14 +489,17 @@ class Bench:
         """Restart host i's daemon (as a host reboot or a Docker upgrade would); containers come back per their
         restart policy."""
         _stop_pidfile(self._rdir(i) / "docker.pid", deadline_s=40)
+        self._host_fs(i)
         self._dockerd(i)
 
     # -- stop -----------------------------------------------------------------------------------------------------
     def down(self, purge: bool = False) -> None:
+        _stop_pidfile(self.root / "toxiproxy" / "pid")
         for i in range(1, self.count + 1):
             r = self._rdir(i)
             _stop_pidfile(r / "sshd.pid")
             _stop_pidfile(r / "docker.pid", deadline_s=40)  # dockerd stops its containers as it exits
+            _stop_pidfile(r / "fs.pid")  # the host's mount namespace goes with the last process in it
             # whatever still runs in the host's namespace (SSH sessions, container shims) goes with it
             for pid in _run("ip", "netns", "pids", self._netns(i), check=False).stdout.split():
                 try:
@@ -396,7 +510,8 @@ class Bench:
             _run("ip", "link", "del", f"{self.name}-h{i}o", check=False)
         _stop_pidfile(self.root / "registry" / "pid")
         _stop_pidfile(self.root / "registry-auth" / "pid")
-        _run("ip", "addr", "del", f"{self.net}.0.1/32", "dev", "lo", check=False)
+        for address in self._root_addresses():
+            _run("ip", "addr", "del", f"{address}/32", "dev", "lo", check=False)
         # any process still running from the bench's directories (container shims) goes too
         for where in (self.root, self.run):
             _run("pkill", "-f", f"{where}/", check=False)

@@ -19,6 +19,7 @@ import pytest
 import yaml  # PyYAML comes with the Pulumi SDK
 
 from tests.bench import Bench, BenchError, BenchInfo
+from tests.faults import FaultProxy
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
@@ -41,6 +42,16 @@ def bench_ctl() -> Bench:
 @pytest.fixture(scope="session")
 def bench(bench_ctl: Bench) -> BenchInfo:
     return bench_ctl.info()
+
+
+@pytest.fixture
+def fault_proxy(bench: BenchInfo) -> FaultProxy:
+    """The bench's fault proxy (toxiproxy) between the deployer and each host's sshd, every host's proxy restored
+    (no toxics, enabled) before and after the test."""
+    faults = FaultProxy(bench.fault_proxy)
+    faults.restore()
+    yield faults
+    faults.restore()
 
 
 def host_docker(host) -> docker.APIClient:

@@ -95,6 +95,23 @@ def test_bad_config_names_the_field_and_shows_no_traceback(bench, proj, config, 
     assert "Traceback" not in result.out
 
 
+@pytest.mark.parametrize("builder, message", [
+    ({"context": "nope"},
+     "builder.context: directory {proj}/nope does not exist: set builder.context to the app's directory"),
+    ({"context": "app", "dockerfile": "Dockerfile.prod"},
+     "builder.dockerfile: Dockerfile.prod not found in {proj}/app: create it, or set builder.dockerfile"),
+    ({"context": "app", "dockerfile": "../Pulumi.yaml"},
+     "builder.dockerfile: ../Pulumi.yaml is outside builder.context ({proj}/app)"),
+])
+def test_a_missing_context_or_dockerfile_is_one_line_at_preview(bench, proj, builder, message):
+    proj.init("staging", {"service": "bad", "image": "acme/bad", "builder": builder,
+                          "servers": {"web": {"hosts": [bench.hosts[0].address]}}, "ssh": ssh_config(bench)})
+    result = proj.run("preview", stack="staging", check=False)
+    assert result.code != 0
+    assert "stack staging: " + message.format(proj=proj.dir.resolve()) in result.out
+    assert "Traceback" not in result.out and "not a git checkout" not in result.out
+
+
 def test_an_unreachable_host_is_named_and_nothing_is_created(bench, proj):
     proj.init("staging", {"service": "gone", "image": "acme/gone", "builder": {"context": "app"},
                           "servers": {"web": {"hosts": [bench.hosts[0].address]}},
@@ -115,7 +132,7 @@ def test_a_role_without_proxy_waits_for_the_images_own_healthcheck(bench, tmp_pa
                           "servers": {"jobs": {"hosts": [bench.hosts[0].address]}}, "ssh": ssh_config(bench)})
     result = proj.up("staging", check=False)
     assert result.code != 0
-    assert "container hc-jobs-staging-" in result.out and "reports unhealthy; it was removed" in result.out
+    assert "container hc-jobs-staging-" in result.out and "reports unhealthy (health status unhealthy" in result.out
     assert "health status unhealthy" in result.out
     assert not host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=hc"})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pulumi
@@ -10,6 +11,7 @@ import pytest
 from components import config
 
 REGISTERED: list[pulumi.runtime.MockResourceArgs] = []
+CHILDREN: list[tuple[str, object, dict]] = []  # (name, parent, props) of every dynamic resource declared
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -27,8 +29,15 @@ class Mocks(pulumi.runtime.Mocks):
 
 
 @pytest.fixture
-def service(tmp_path: Path):
+def service(tmp_path: Path, mocker):
     REGISTERED.clear()
+    CHILDREN.clear()
+    real = pulumi.dynamic.Resource.__init__
+
+    def spy(self, provider, name, props, opts=None):
+        CHILDREN.append((name, opts.parent if opts else None, props))
+        real(self, provider, name, props, opts)
+    mocker.patch.object(pulumi.dynamic.Resource, "__init__", spy)
     pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
     (tmp_path / "Dockerfile").write_text("FROM busybox\n")
     cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
@@ -37,7 +46,7 @@ def service(tmp_path: Path):
                        "registry": {"server": "r:5000", "username": "u", "password": "hunter2"},
                        "secrets": {"TOKEN": "t0ken"}}, stack="staging")
     from components.service import DestinationService
-    return DestinationService("hello-staging", cfg, owner="organization/shipyard/staging", project_dir=tmp_path)
+    return DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
 
 
 @pulumi.runtime.test
@@ -63,3 +72,40 @@ def test_types_parents_and_names(service):
 
 def assert_urls(urls):
     assert urls == ["http://h1:8080", "http://h2:8080"]
+
+
+@pulumi.runtime.test
+def test_every_resource_is_a_child_of_the_component_and_secrets_stay_secret(service):
+    assert CHILDREN and all(parent is service for _, parent, _ in CHILDREN)
+    props = {name: p for name, _, p in CHILDREN}
+    secret = [props["hello-staging-image"]["registry_password"]] + [
+        props[f"hello-staging-web@{h}"]["secret_env"] for h in ("h1", "h2")]
+
+    async def flags():
+        return [await o.is_secret() for o in secret]
+    return pulumi.Output.from_input(asyncio.ensure_future(flags())).apply(_assert_all_secret)
+
+
+def _assert_all_secret(flags: list[bool]) -> None:
+    assert flags == [True, True, True]
+
+
+@pytest.mark.parametrize("builder,message", [
+    ({"context": "app"}, r"^builder.context: directory .*/app does not exist: set builder.context"),
+    ({"context": ".", "dockerfile": "Dockerfile.prod"}, r"^builder.dockerfile: Dockerfile.prod not found in "),
+])
+def test_a_missing_context_or_dockerfile_stops_the_program_before_any_resource(tmp_path, mocker, builder, message):
+    from components import service as service_module
+    from components.errors import ConfigError
+    pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=True)
+    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    resources = [mocker.patch.object(service_module, name, autospec=True)
+                 for name in ("Image", "Network", "Volume", "Container", "Proxy", "ProxyRoute")]
+    cfg = config.load({"service": "hello", "image": "acme/hello", "builder": builder,
+                       "servers": {"web": {"hosts": ["h1"]}}}, stack="staging")
+    with pytest.raises(ConfigError, match=message):
+        service_module.DestinationService("hello-staging", cfg, owner="shipyard/staging",
+                                          project_dir=tmp_path)
+    for resource in resources:
+        resource.assert_not_called()
+

@@ -14,15 +14,25 @@ def test_names_and_tags_carry_the_destination():
 
 
 def test_labels_and_ownership():
-    owner = naming.owner("organization", "shipyard", "staging")
+    owner = naming.owner("shipyard", "staging")
     labels = naming.container_labels("hello", "web", "staging", "abc", owner)
     assert labels == {"service": "hello", "role": "web", "destination": "staging", "version": "abc",
-                      "shipyard.stack": "organization/shipyard/staging"}
+                      "shipyard.stack": "shipyard/staging"}
     assert naming.owned_by(labels, owner, "staging")
     assert not naming.owned_by(labels, owner, "production")
-    assert not naming.owned_by(labels, naming.owner("organization", "shipyard", "production"), "staging")
+    assert not naming.owned_by(labels, naming.owner("shipyard", "production"), "staging")
     assert not naming.owned_by({"destination": "staging"}, owner, "staging")
     assert not naming.owned_by(None, owner, "staging")
-    assert naming.describe_owner(labels) == "stack organization/shipyard/staging (destination staging)"
+    assert naming.describe_owner(labels) == "stack shipyard/staging (destination staging)"
+
+
+def test_ownership_survives_a_move_to_another_backend():
+    """Labels written with a Pulumi organization (earlier releases, or another backend) still name the stack."""
+    owner = naming.owner("shipyard", "staging")
+    for written in ("organization/shipyard/staging", "acme-corp/shipyard/staging", "shipyard/staging"):
+        assert naming.owned_by({"shipyard.stack": written, "destination": "staging"}, owner, "staging")
+        assert naming.owned_by({"shipyard.stack": owner, "destination": "staging"}, written, "staging")
+    assert not naming.owned_by({"shipyard.stack": "organization/other/staging", "destination": "staging"}, owner,
+                               "staging")
     assert naming.describe_owner({"destination": "x"}) == "destination x of another deployer"
     assert naming.describe_owner({}) == "something not managed by this project"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from components import config, plan
+from components import config, decisions, payloads, plan
 
-OWNER = "organization/shipyard/staging"
+OWNER = "shipyard/staging"
 
 
 def cfg(**over):
@@ -46,23 +46,23 @@ def test_resource_names_do_not_depend_on_the_version():
 def test_diff_only_counts_declared_inputs():
     olds = {"a": 1, "b": [1, 2], "c": {"x": 1}, "computed": "old", "__provider": "p1"}
     news = {"a": 1, "b": (1, 2), "c": {"x": 1}, "computed": None, "__provider": "p2"}
-    assert not plan.diff(olds, news, replace=("a", "b"), update=("c",)).has_changes
-    d = plan.diff(olds, {**news, "a": 2, "c": {"x": 2}}, replace=("a", "b"), update=("c",))
+    assert not decisions.diff(olds, news, replace=("a", "b"), update=("c",)).has_changes
+    d = decisions.diff(olds, {**news, "a": 2, "c": {"x": 2}}, replace=("a", "b"), update=("c",))
     assert d.changed == ("a", "c") and d.replaces == ("a",)
-    assert plan.diff({"l": []}, {"l": None}, replace=("l",), update=()).changed == ()  # empty == unset
+    assert decisions.diff({"l": []}, {"l": None}, replace=("l",), update=()).changed == ()  # empty == unset
 
 
 def test_docker_payloads():
     ports = [config.Port.parse("8080:80").model_dump(), config.Port.parse("127.0.0.1:53:53/udp").model_dump()]
     # numbers come back from Pulumi's serialization as floats
     ports[0]["host_port"], ports[0]["container_port"] = 8080.0, 80.0
-    exposed, bindings = plan.port_bindings(ports)
+    exposed, bindings = payloads.port_bindings(ports)
     assert exposed == [(80, "tcp"), (53, "udp")]
     assert bindings == {"80/tcp": [8080], "53/udp": [("127.0.0.1", 53)]}
-    assert plan.volume_binds(["data:/var/lib/data", "/srv/x:/x:ro"], "hello", "staging") == [
+    assert payloads.volume_binds(["data:/var/lib/data", "/srv/x:/x:ro"], "hello", "staging") == [
         "hello-staging-data:/var/lib/data:rw", "/srv/x:/x:ro"]
-    assert plan.restart_policy("no") == {"Name": "", "MaximumRetryCount": 0}
-    assert plan.env_list({"B": "2", "A": "1"}) == ["A=1", "B=2"]
+    assert payloads.restart_policy("no") == {"Name": "", "MaximumRetryCount": 0}
+    assert payloads.env_list({"B": "2", "A": "1"}) == ["A=1", "B=2"]
 
 
 def test_boot_batches_limit_how_many_hosts_change_at_once():
@@ -74,7 +74,7 @@ def test_boot_batches_limit_how_many_hosts_change_at_once():
 def test_proxy_deploy_command():
     proxy = config.Proxy(hosts=("shop.test",), path_prefix="/app", ssl=True,
                          healthcheck={"path": "/up", "interval": 0.5, "timeout": 2}).model_dump()
-    assert plan.proxy_deploy_argv("shop-web-staging", "shop-web-staging-v2:80", proxy) == [
+    assert payloads.proxy_deploy_argv("shop-web-staging", "shop-web-staging-v2:80", proxy) == [
         "kamal-proxy", "deploy", "shop-web-staging", "--target", "shop-web-staging-v2:80",
         "--health-check-path", "/up", "--health-check-interval", "500ms", "--health-check-timeout", "2000ms",
         "--deploy-timeout", "30000ms", "--drain-timeout", "30000ms", "--target-timeout", "30000ms",
@@ -97,6 +97,5 @@ def test_accessory_specs_and_volumes_carry_the_destination():
     assert db.name == "hello-staging-db" and db.role == "accessory.db" and db.host == "h2"
     assert db.labels["destination"] == "staging" and db.labels["accessory"] == "db"
     assert db.volumes == ("hello-staging-pgdata:/var/lib/pg:rw",)
-    assert db.env_file == ".shipyard/hello-staging/accessory.db.env"
     assert db.directories == (("backups", "/backups"),)
-    assert plan.destination_volumes(c) == {"h1": ["hello-staging-uploads"], "h2": ["hello-staging-pgdata"]}
+    assert plan.destination_volumes(c) == {"h1": ("hello-staging-uploads",), "h2": ("hello-staging-pgdata",)}

@@ -9,8 +9,9 @@ import pytest
 from components import providers
 from components.errors import HealthCheckFailed, OwnershipConflict
 
-OWNER = "organization/shipyard/staging"
+OWNER = "shipyard/staging"
 OURS = {"shipyard.stack": OWNER, "destination": "staging", "service": "hello", "role": "web"}
+TARGET = {"host": "h1", "port": 22, "user": "root", "keys": [], "known_hosts": None, "host_key_policy": "strict"}
 
 
 @pytest.fixture
@@ -20,24 +21,22 @@ def client(mocker):
     c.containers.return_value = []
     c.create_container.return_value = {"Id": "new" * 8}
     c.create_host_config.return_value = {}
-    c.inspect_container.return_value = {"State": {"Running": True, "ExitCode": 0}}
-    mocker.patch("components.providers.time.sleep")
+    c.inspect_container.return_value = {"State": {"Running": True, "ExitCode": 0, "RestartCount": 0}}
+    mocker.patch("components.providers.container.time.sleep")
     return c
 
 
 def container_props(**over):
-    return {"owner": OWNER, "destination": "staging", "role": "web",
-            "target": {"host": "h1", "port": 22, "user": "root", "keys": [], "known_hosts": None,
-                       "host_key_policy": "strict"},
+    return {"owner": OWNER, "destination": "staging", "role": "web", "target": TARGET,
             "name": "hello-web-staging-v1", "labels": {**OURS, "version": "v1"}, "image": "sha256:" + "a" * 64,
             "cmd": None, "env": {"A": "1"}, "secret_env": {"S": "s3cret"},
             "ports": [{"host_ip": None, "host_port": 8080.0, "container_port": 80.0, "protocol": "tcp"}],
-            "volumes": [], "restart": "unless-stopped", "running": True, **over}
+            "volumes": [], "restart": "unless-stopped", "running": True, "readiness_delay": 0, **over}
 
 
 def test_create_refuses_a_name_another_destination_owns_and_changes_nothing(client):
-    client.containers.return_value = [{"Id": "x" * 64, "Names": ["/hello-web-staging-v1"],
-                                       "Labels": {"destination": "production", "shipyard.stack": "o/p/production"}}]
+    client.containers.side_effect = lambda **kw: [{"Id": "x" * 64, "Names": ["/hello-web-staging-v1"], "Labels": {
+        "destination": "production", "shipyard.stack": "o/p/production"}}] if "name" in kw["filters"] else []
     with pytest.raises(OwnershipConflict, match="belongs to stack o/p/production .destination production.; "
                                                 "nothing was changed"):
         providers.ContainerProvider().create(container_props())
@@ -47,35 +46,47 @@ def test_create_refuses_a_name_another_destination_owns_and_changes_nothing(clie
     client.stop.assert_not_called()
 
 
-def test_create_pins_the_image_id_and_passes_the_runtime_settings(client):
+def test_create_pins_the_image_id_starts_under_a_pending_name_then_takes_the_real_one(client):
     result = providers.ContainerProvider().create(container_props())
     kwargs = client.create_container.call_args.kwargs
     assert kwargs["image"] == "sha256:" + "a" * 64
-    assert kwargs["name"] == "hello-web-staging-v1"
+    assert kwargs["name"].startswith("hello-web-staging-v1_pending_")
     assert kwargs["environment"] == ["A=1", "S=s3cret"]
     assert kwargs["labels"]["destination"] == "staging"
     assert client.create_host_config.call_args.kwargs["port_bindings"] == {"80/tcp": [8080]}
     assert client.create_host_config.call_args.kwargs["restart_policy"]["Name"] == "unless-stopped"
     client.start.assert_called_once_with("new" * 8)
+    client.rename.assert_called_once_with("new" * 8, "hello-web-staging-v1")
     assert result.id == "new" * 8
 
 
-def test_same_name_of_our_own_is_renamed_aside_and_restored_if_the_new_one_dies(client):
-    old = {"Id": "o" * 64, "Names": ["/hello-web-staging-v1"], "Labels": {**OURS, "version": "v1"}}
-    holder = {"Id": "o" * 64, "Ports": [{"PublicPort": 8080}]}
-    client.containers.side_effect = lambda **kw: [holder] if kw.get("filters", {}).get("status") else [old]
-    client.inspect_container.return_value = {"State": {"Running": False, "ExitCode": 3}}
-    client.logs.return_value = b"boom"
-    with pytest.raises(HealthCheckFailed, match="exited with code 3 right after starting; it was removed"):
+def test_a_container_that_crashes_is_removed_and_the_old_one_keeps_its_port_and_its_name(client):
+    old = {"Id": "o" * 64, "Names": ["/hello-web-staging-v0"], "Labels": {**OURS, "version": "v0"},
+           "State": "running", "Ports": [{"PublicPort": 8080}], "Created": 1}
+    client.containers.side_effect = lambda **kw: [] if "name" in kw["filters"] else [old]
+    # Docker restarts it (restart policy): it counts as running, but it restarted - a crash
+    client.inspect_container.return_value = {"State": {"Running": True, "Restarting": True, "ExitCode": 3,
+                                                       "RestartCount": 1}}
+    client.logs.return_value = b"boom: s3cret is wrong\n"
+    with pytest.raises(HealthCheckFailed, match=r"container hello-web-staging-v1 \(role web\) of destination "
+                                                r"staging exited with code 3, restarted 1 time right after "
+                                                r"starting; it was removed .* Last output: boom: \[secret\] is wrong"):
         providers.ContainerProvider().create(container_props())
-    assert client.rename.call_args_list[0].args == ("o" * 64, "hello-web-staging-v1_replaced_oooooooooooo")
-    assert client.rename.call_args_list[-1].args == ("o" * 64, "hello-web-staging-v1")  # put back
     client.stop.assert_called_once_with("o" * 64, timeout=providers.STOP_TIMEOUT_S)  # port handed over...
     client.start.assert_any_call("o" * 64)  # ...and back
-    client.remove_container.assert_called_once_with("new" * 8, force=True)
+    client.remove_container.assert_called_once_with("new" * 8, v=False, force=True)
+    client.rename.assert_not_called()
 
 
-def test_container_diff_is_exact():
+def test_leftovers_of_an_interrupted_run_are_removed_before_a_new_create(client):
+    pending = {"Id": "p" * 64, "Names": ["/hello-web-staging-v1_pending_1234abcd"],
+               "Labels": {**OURS, "version": "v1"}, "State": "running", "Created": 5, "ImageID": "sha256:x"}
+    client.containers.side_effect = lambda **kw: [] if "name" in kw["filters"] else [pending]
+    providers.ContainerProvider().create(container_props(ports=[]))
+    client.remove_container.assert_any_call("p" * 64, v=False, force=True)
+
+
+def test_container_diff_is_exact_and_connection_settings_never_replace():
     p = providers.ContainerProvider()
     olds = {**container_props(), "container_id": "c1", "__provider": "old"}
     assert not p.diff("c1", olds, {**container_props(), "__provider": "new"}).changes
@@ -85,6 +96,16 @@ def test_container_diff_is_exact():
     assert d.changes and d.replaces == []
     d = p.diff("c1", olds, container_props(secret_env={"S": "rotated"}))
     assert d.replaces == ["secret_env"]
+    for ssh in ({"known_hosts": "/elsewhere"}, {"port": 2222}, {"keys": ["~/.ssh/new"]}, {"user": "deploy"}):
+        d = p.diff("c1", olds, container_props(target={**TARGET, **ssh}))
+        assert d.changes and d.replaces == [], ssh
+    assert p.diff("c1", olds, container_props(target={**TARGET, "host": "h2"})).replaces == ["target"]
+
+
+def test_a_label_written_with_the_organization_is_no_change():
+    p = providers.ContainerProvider()
+    olds = container_props(labels={**OURS, "version": "v1", "shipyard.stack": "organization/shipyard/staging"})
+    assert not p.diff("c1", olds, container_props()).changes
 
 
 def test_delete_never_touches_a_container_that_is_not_ours(client):
@@ -95,22 +116,45 @@ def test_delete_never_touches_a_container_that_is_not_ours(client):
     client.remove_container.assert_not_called()
 
 
+def _listed(cid, version, created, running):
+    return {"Id": cid, "Names": [f"/hello-web-staging-{version}"], "Labels": {**OURS, "version": version},
+            "Created": created, "State": "running" if running else "exited"}
+
+
+def test_delete_of_a_replaced_container_keeps_it_stopped_for_rollback(client):
+    client.inspect_container.return_value = {"Config": {"Labels": {**OURS, "version": "v1"}}}
+    client.containers.return_value = [_listed("v2id", "v2", 20, True), _listed("v1id", "v1", 10, True)]
+    providers.ContainerProvider().delete("v1id", container_props())
+    client.stop.assert_called_once_with("v1id", timeout=providers.STOP_TIMEOUT_S)
+    client.remove_container.assert_not_called()
+
+
+def test_delete_with_no_successor_removes_the_role_and_its_retained_versions(client):
+    client.inspect_container.return_value = {"Config": {"Labels": {**OURS, "version": "v2"}}}
+    client.containers.return_value = [_listed("v2id", "v2", 20, True), _listed("v1id", "v1", 10, False)]
+    providers.ContainerProvider().delete("v2id", container_props())
+    assert {c.args[0] for c in client.remove_container.call_args_list} == {"v2id", "v1id"}
+
+
 def test_read_reports_drift(client):
     client.inspect_container.return_value = {"Image": "sha256:" + "b" * 64, "State": {"Running": False},
                                              "Name": "/hello-web-staging-v1",
                                              "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}}}
     r = providers.ContainerProvider().read("c1", container_props())
     assert r.outs["image"] == "sha256:" + "b" * 64 and r.outs["running"] is False
+    # an accessory keeps its image reference: refresh of an unchanged one shows no change
+    r = providers.ContainerProvider().read("c1", container_props(image="postgres:16"))
+    assert r.outs["image"] == "postgres:16"
     client.inspect_container.side_effect = docker.errors.NotFound("gone")
     assert providers.ContainerProvider().read("c1", container_props()).id == ""
 
 
 def image_props(**over):
-    t = {"host": "h1", "port": 22, "user": "root", "keys": [], "known_hosts": None, "host_key_policy": "strict"}
-    return {"owner": OWNER, "destination": "staging", "build_host": t, "ship_to": [t], "tag": "acme/hello:v1-staging",
-            "labels": {"destination": "staging", "service": "hello", "shipyard.stack": OWNER},
-            "context_hash": "sha256:1",
-            "registry_server": None, **over}
+    return {"owner": OWNER, "destination": "staging", "build_host": TARGET, "ship_to": [TARGET],
+            "tag": "acme/hello:v1-staging",
+            "labels": {"destination": "staging", "service": "hello", "shipyard.stack": OWNER, "version": "v1",
+                       "shipyard.build": "sha256:b1"},
+            "context_hash": "sha256:1", "registry_server": None, **over}
 
 
 def test_image_diff_replaces_on_build_inputs_and_updates_on_new_hosts():
@@ -119,16 +163,19 @@ def test_image_diff_replaces_on_build_inputs_and_updates_on_new_hosts():
     assert not p.diff("i", olds, image_props()).changes
     assert p.diff("i", olds, image_props(context_hash="sha256:2")).replaces == ["context_hash"]
     assert p.diff("i", olds, image_props(tag="acme/hello:v2-staging")).replaces == ["tag"]
-    more = image_props(ship_to=[image_props()["build_host"], {**image_props()["build_host"], "host": "h2"}])
+    more = image_props(ship_to=[TARGET, {**TARGET, "host": "h2"}])
     d = p.diff("i", olds, more)
     assert d.changes and d.replaces == []
     d = p.diff("i", {**olds, "hosts": []}, image_props())  # refresh found it missing
     assert d.changes and d.replaces == []
+    d = p.diff("i", olds, image_props(build_host={**TARGET, "known_hosts": "/x"}))
+    assert d.changes and d.replaces == []
 
 
 def test_image_delete_leaves_other_destinations_images_alone(client):
+    client.images.return_value = [{"Id": "sha256:i"}]
     client.inspect_image.return_value = {"Config": {"Labels": {"destination": "production",
-                                                               "shipyard.stack": "o/shipyard/production"}},
+                                                               "shipyard.stack": "shipyard/production"}},
                                          "RepoTags": ["acme/hello:v1-staging"]}
     providers.ImageProvider().delete("sha256:i", image_props())
     client.remove_image.assert_not_called()
@@ -139,3 +186,30 @@ def test_image_create_refuses_a_tag_someone_else_owns(client):
     with pytest.raises(OwnershipConflict, match="image tag acme/hello:v1-staging belongs to destination production"):
         providers.ImageProvider().create(image_props())
     client.build.assert_not_called()
+
+
+def test_a_version_is_reused_whatever_the_checkout_but_never_rebuilt_with_other_settings(client):
+    labels = {**image_props()["labels"], "shipyard.source": "sha256:old-checkout"}
+    client.inspect_image.return_value = {"Id": "sha256:v1", "Config": {"Labels": labels}, "RepoDigests": []}
+    check = providers.ImageProvider().check({}, image_props(context_hash="sha256:new-checkout"))
+    assert not check.failures and "already built for version v1" in check.inputs["reuse"]
+    result = providers.ImageProvider().create(image_props(context_hash="sha256:new-checkout"))
+    assert result.id == "sha256:v1"
+    client.build.assert_not_called()
+    other = image_props(labels={**image_props()["labels"], "shipyard.build": "sha256:other-args"})
+    check = providers.ImageProvider().check({}, other)
+    assert [f.property for f in check.failures] == ["tag"]
+    assert "already names a build made with other builder settings" in check.failures[0].reason
+
+
+def test_a_changed_source_under_the_same_version_is_refused_and_an_upgrade_rebuilds_nothing(client):
+    olds = {**image_props(context_hash="tar-sha256:aaa"), "image_id": "sha256:i", "hosts": ["h1"]}
+    check = providers.ImageProvider().check(olds, image_props(context_hash="tar-sha256:bbb"))
+    assert [f.property for f in check.failures] == ["tag"]
+    assert "version v1 already names a build and context_hash changed" in check.failures[0].reason
+    # a hash recorded by an earlier release (files, not the tar) is not comparable: no refusal, no change
+    earlier = {**image_props(context_hash="sha256:files",
+                             labels={k: v for k, v in image_props()["labels"].items() if k != "shipyard.build"}),
+               "image_id": "sha256:i", "hosts": ["h1"]}
+    assert not providers.ImageProvider().check(earlier, image_props(context_hash="tar-sha256:bbb")).failures
+    assert not providers.ImageProvider().diff("i", earlier, image_props(context_hash="tar-sha256:bbb")).changes

@@ -1,0 +1,209 @@
+"""What to do on a host, decided from facts read off it: pure functions, facts in, actions out.
+
+The providers read the facts (container lists, inspect output, `kamal-proxy list`), call these, and carry out the
+answer. No pulumi, docker or paramiko here; tested with data (tests/unit/test_decisions.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from . import naming
+
+# -- what changed ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Diff:
+    changed: tuple[str, ...]
+    replaces: tuple[str, ...]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changed)
+
+
+def diff(olds: Mapping[str, Any], news: Mapping[str, Any], *, replace: Iterable[str], update: Iterable[str]) -> Diff:
+    """Compare the recorded inputs with the desired ones, key by key. Keys outside `replace` and `update` (computed
+    outputs, the serialized provider) never count. A key missing on one side counts as changed."""
+    replace, update = tuple(replace), tuple(update)
+    changed = tuple(k for k in replace + update if _norm(olds.get(k)) != _norm(news.get(k)))
+    return Diff(changed=changed, replaces=tuple(k for k in changed if k in replace))
+
+
+def _norm(value: Any) -> Any:
+    """Lists and tuples compare equal; dict order never matters; empty containers equal None; an ownership label
+    written with the Pulumi organization (earlier releases) equals the same one without it."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value) or None
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _owner_norm(v) if k == naming.OWNER_LABEL else _norm(v))
+                            for k, v in value.items())) or None
+    return value
+
+
+def _owner_norm(value: Any) -> Any:
+    return "/".join(value.split("/")[-2:]) if isinstance(value, str) else value
+
+
+# -- containers of one role on one host -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One container of this stack's role on a host, as the daemon lists it."""
+    id: str
+    name: str
+    version: str
+    created: int  # seconds
+    running: bool
+
+    @classmethod
+    def from_list(cls, item: Mapping[str, Any]) -> "Seen":
+        names = item.get("Names") or ["/"]
+        return cls(id=item["Id"], name=names[0].lstrip("/"), version=(item.get("Labels") or {}).get(
+            naming.VERSION, ""), created=int(item.get("Created") or 0), running=item.get("State") == "running")
+
+    @property
+    def aside(self) -> bool:
+        """Moved aside by a replacement of the same version, or never finished (an interrupted create)."""
+        return naming.is_aside(self.name)
+
+
+@dataclass(frozen=True)
+class Actions:
+    stop: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+def leftovers(seen: Iterable[Seen]) -> tuple[str, ...]:
+    """Containers an interrupted create left behind (still under their pending name): they never became ready, so
+    nothing serves from them and no state knows them."""
+    return tuple(s.id for s in seen if naming.is_pending(s.name))
+
+
+def after_rollout(seen: Iterable[Seen], current: str, retain: int, *, stop_running: bool = True) -> Actions:
+    """Once `current` runs: stop every other running container of the role (the one it replaces, and any orphan of
+    an interrupted run), remove the ones moved aside and older versions beyond `retain`, keep `retain` stopped
+    versions for rollback (newest first). With `stop_running=False` the running ones are left to the engine's
+    delete (a proxied predecessor serves until the route has switched)."""
+    others = sorted((s for s in seen if s.id != current), key=lambda s: s.created, reverse=True)
+    now = {s.id: s for s in seen if s.id == current}
+    version = now[current].version if current in now else None
+    stop, remove, kept = [], [], 0
+    for s in others:
+        if s.running and not stop_running:  # serves until its route switched: the engine's delete stops it
+            kept += 0 if s.aside else 1
+            continue
+        if s.aside or s.version == version:
+            remove.append(s.id)
+            continue
+        if s.running:
+            stop.append(s.id)
+        if kept < retain:
+            kept += 1
+        else:
+            remove.append(s.id)
+    return Actions(stop=tuple(stop), remove=tuple(remove))
+
+
+def on_delete(seen: Iterable[Seen], deleted: str, retain: int) -> Actions:
+    """The engine deletes a container. If a newer container of the role exists, this one was replaced: stop it and
+    keep it for rollback (or remove it if it was moved aside or is beyond retention). If none exists, the role left
+    the config or the stack is destroyed: remove it and every retained container of the role."""
+    seen = list(seen)
+    this = next((s for s in seen if s.id == deleted), None)
+    if this is None:
+        return Actions()
+    successors = [s for s in seen if s.id != deleted and not s.aside and s.created >= this.created]
+    if not successors:
+        return Actions(stop=(), remove=tuple(s.id for s in seen))
+    newest = max(successors, key=lambda s: s.created)
+    actions = after_rollout(seen, newest.id, retain)
+    stop = tuple(i for i in actions.stop if i not in actions.remove)
+    return Actions(stop=stop, remove=actions.remove)
+
+
+def port_holders(items: Iterable[Mapping[str, Any]], wanted: set[int], exclude: str) -> list[str]:
+    """Running containers (of this role) that publish a host port the new container needs."""
+    if not wanted:
+        return []
+    return [i["Id"] for i in items if i["Id"] != exclude and i.get("State", "running") == "running"
+            and wanted & {p.get("PublicPort") for p in i.get("Ports") or []}]
+
+
+# -- readiness ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # "crashed", "unhealthy", "healthy", "running" (no health check of its own), "starting"
+    detail: str = ""
+
+
+def container_verdict(state: Mapping[str, Any]) -> Verdict:
+    """How a just-started container is doing, from `docker inspect`'s State. A container that exited, or that
+    Docker is restarting (restart policy), or that already restarted once, has crashed."""
+    restarts = int(state.get("RestartCount") or 0)
+    if not state.get("Running") or state.get("Restarting") or restarts:
+        again = f", restarted {restarts} time{'s' if restarts != 1 else ''}" if restarts else ""
+        return Verdict("crashed", f"exited with code {state.get('ExitCode')}{again}")
+    health = state.get("Health")
+    if health:
+        log = health.get("Log") or []
+        last = (log[-1].get("Output") or "").strip()[:200] if log else ""
+        detail = f"health status {health.get('Status')}" + (f", last check: {last}" if last else "")
+        if health.get("Status") == "healthy":
+            return Verdict("healthy", detail)
+        if health.get("Status") == "unhealthy":
+            return Verdict("unhealthy", detail)
+        return Verdict("starting", detail)
+    return Verdict("running")
+
+
+# -- images -------------------------------------------------------------------------------------------------------
+
+
+def image_conflict(existing: Mapping[str, str], wanted: Mapping[str, str], version: str) -> str | None:
+    """Whether an image already tagged for this version may serve it. A version names one build: the retained
+    image of a version is reused whatever the checkout holds now (a rollback), but a version that already names a
+    build made with other builder settings (Dockerfile, args, target, or another promoted source) is refused.
+    Returns None (reuse) or the reason to refuse."""
+    if existing.get(naming.BUILD_LABEL) == wanted.get(naming.BUILD_LABEL):
+        return None
+    if naming.BUILD_LABEL not in existing:  # built by an earlier release, before builds were fingerprinted
+        return None if existing.get(naming.SOURCE_LABEL) == wanted.get(naming.SOURCE_LABEL) else (
+            f"version {version} already names another build (made from other sources)")
+    return (f"version {version} already names a build made with other builder settings (Dockerfile, args, target "
+            f"or promoted source)")
+
+
+# -- kamal-proxy ----------------------------------------------------------------------------------------------------
+
+_CELL = re.compile(r"\x1b\[[0-9;]*m(.*?)\x1b\[0m")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_COLUMNS = ("service", "host", "path", "target", "state", "tls")
+
+
+def parse_proxy_list(listing: str) -> dict[str, dict[str, str]]:
+    """`kamal-proxy list`: a table whose every cell is wrapped in its own colour escape (even without a terminal),
+    so cells are read exactly, whatever their width; without escapes, columns split on runs of spaces."""
+    out: dict[str, dict[str, str]] = {}
+    lines = [ln for ln in listing.splitlines() if ln.strip()]
+    for line in lines[1:]:
+        cells = _CELL.findall(line)
+        if len(cells) < len(_COLUMNS):
+            cells = _ANSI.sub("", line).split()
+            if len(cells) == len(_COLUMNS) - 1:  # an empty Path column
+                cells = cells[:2] + [""] + cells[2:]
+        if cells and cells[0].strip():
+            row = dict(zip(_COLUMNS, (c.strip() for c in cells)))
+            out[row["service"]] = row
+    return out
+
+
+def upstream_container(target: str) -> str:
+    """The container a route's target names (`<container>:<port>`)."""
+    return target.split(",")[0].rsplit(":", 1)[0]

@@ -1,0 +1,111 @@
+"""The host lock: what destinations (and services) share on a host - the kamal-proxy container, its config volume,
+the `kamal` network - is changed only under a lock that lives on the host itself, so two stacks deploying from two
+machines at the same moment take turns.
+
+It is `flock` on a file in the SSH user's state directory, held by a command over an SSH channel for as long as the
+channel is open: it dies with the connection, so a killed deployer cannot leave it stale. Exclusive holders change
+the proxy's existence (create, upgrade, remove); shared holders route through it (`kamal-proxy deploy`/`remove`),
+so one destination's health wait never holds up another's. Each holder leaves a note (stack, process, machine,
+time) that a waiter names when its deadline passes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+import time
+from typing import Iterator
+
+from . import naming
+from .errors import HostError
+from .hosts import SSHTarget, connection, docker_errors, run
+
+LOCK_DIR = f"{naming.STATE_DIR}/locks"
+LOCK_FILE = f"{LOCK_DIR}/host.lock"
+HOLDERS = f"{LOCK_DIR}/holders"
+
+
+class LockTimeout(HostError):
+    pass
+
+
+def _note(stack: str, doing: str, shared: bool) -> str:
+    return json.dumps({"stack": stack, "doing": doing, "mode": "shared" if shared else "exclusive",
+                       "pid": os.getpid(), "machine": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, sort_keys=True)
+
+
+def _script(shared: bool, timeout: float, note: str) -> str:
+    """Waits up to `timeout` for the lock, writes the holder's note, says `locked`, then holds the lock until its
+    standard input closes (the channel, or the whole connection, goes away)."""
+    mode = "-s" if shared else "-x"
+    inner = (f"mkdir -p {HOLDERS} && printf '%s\\n' {shlex.quote(note)} > {HOLDERS}/$$ && echo locked && "
+             f"cat >/dev/null; rm -f {HOLDERS}/$$")
+    return (f"cd && mkdir -p {LOCK_DIR} && chmod 700 {naming.STATE_DIR} && "
+            f"exec flock {mode} -o -w {int(max(timeout, 1))} {LOCK_FILE} sh -c {shlex.quote(inner)}")
+
+
+@contextlib.contextmanager
+def held(t: SSHTarget, *, stack: str, doing: str, timeout: float, shared: bool = False) -> Iterator[None]:
+    """Hold the host's lock while the block runs. Raises LockTimeout naming the holders if it is not had within
+    `timeout` seconds."""
+    with docker_errors(t, f"taking the host lock for {doing}"):
+        chan = connection(t).ssh.get_transport().open_session(timeout=30)
+        chan.settimeout(timeout + 30)
+        chan.set_combine_stderr(True)
+        chan.exec_command(_script(shared, timeout, _note(stack, doing, shared)))
+        answer = b""
+        while not answer.endswith(b"locked\n"):
+            chunk = chan.recv(1024)
+            if not chunk:
+                break
+            answer += chunk
+    try:
+        if not answer.endswith(b"locked\n"):
+            status = chan.recv_exit_status() if chan.exit_status_ready() else None
+            chan.close()
+            if status == 1 and not answer.strip():
+                raise LockTimeout(str(t), f"{doing} waited {timeout:g}s for the host lock, held by "
+                                          f"{describe(holders(t))}. If that deploy is still running, wait or raise "
+                                          f"`lock_timeout`; if it is gone, its SSH session is too and the lock "
+                                          f"frees itself, or run `shipyard lock release` for this host")
+            raise HostError(str(t), f"cannot take the host lock for {doing}: "
+                                    f"{answer.decode(errors='replace').strip() or f'exit status {status}'}: "
+                                    f"the host needs `flock` (util-linux) and a writable home directory")
+        yield
+    finally:
+        chan.close()
+
+
+def holders(t: SSHTarget) -> list[dict]:
+    """The notes of the live holders of the host lock (stale notes of holders that are gone are dropped)."""
+    script = (f"cd && for f in {HOLDERS}/*; do [ -e \"$f\" ] || continue; "
+              f"if kill -0 \"${{f##*/}}\" 2>/dev/null; then printf '%s %s\\n' \"${{f##*/}}\" \"$(cat \"$f\")\"; "
+              f"else rm -f \"$f\"; fi; done")
+    _, out = run(t, ["sh", "-c", script], doing="reading the host lock's holders")
+    found = []
+    for line in out.splitlines():
+        pid, _, note = line.partition(" ")
+        try:
+            found.append({**json.loads(note), "host_pid": int(pid)})
+        except ValueError:
+            continue
+    return found
+
+
+def describe(found: list[dict]) -> str:
+    if not found:
+        return "a holder that left no note"
+    return "; ".join(f"stack {h.get('stack')} ({h.get('doing')}, {h.get('mode')}, pid {h.get('pid')} on "
+                     f"{h.get('machine')} since {h.get('since')})" for h in found)
+
+
+def release(t: SSHTarget) -> list[dict]:
+    """Ends every holder's session on the host (for a lock whose deployer is gone but whose SSH session lingers).
+    Returns the holders it ended."""
+    found = holders(t)
+    for h in found:
+        run(t, ["kill", str(h["host_pid"])], doing="releasing the host lock")
+    return found

@@ -1,0 +1,70 @@
+"""Pure translation of specs into what Docker's API and kamal-proxy's command line take (the way docker-py keeps
+its kwargs-to-payload functions apart). No pulumi, docker or paramiko here."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from . import naming
+from .config import VOLUME
+
+
+def proxy_deploy_argv(service: str, target: str, proxy: Mapping[str, Any]) -> list[str]:
+    """`kamal-proxy deploy` for one destination's route: health-checks `target`, switches, drains the old one."""
+    hc = proxy["healthcheck"]
+    argv = ["kamal-proxy", "deploy", service, "--target", target,
+            "--health-check-path", hc["path"],
+            "--health-check-interval", _duration(hc["interval"]),
+            "--health-check-timeout", _duration(hc["timeout"]),
+            "--deploy-timeout", _duration(proxy["deploy_timeout"]),
+            "--drain-timeout", _duration(proxy["drain_timeout"]),
+            "--target-timeout", _duration(proxy["response_timeout"])]
+    for h in proxy.get("hosts") or []:
+        argv += ["--host", h]
+    if proxy.get("path_prefix"):
+        argv += ["--path-prefix", proxy["path_prefix"]]
+    if proxy.get("ssl"):
+        argv += ["--tls"]
+    return argv
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(round(float(seconds) * 1000))}ms"
+
+
+def port_bindings(ports: Iterable[Mapping[str, Any]]) -> tuple[list[Any], dict[str, Any]]:
+    """(exposed ports, port bindings) for docker-py's create_container / create_host_config."""
+    exposed: list[Any] = []
+    bindings: dict[str, Any] = {}
+    for p in ports:
+        # numbers arrive as floats after a trip through Pulumi's property serialization
+        container_port = int(p["container_port"])
+        host_port = int(p["host_port"]) if p.get("host_port") is not None else None
+        key = f"{container_port}/{p['protocol']}"
+        exposed.append((container_port, p["protocol"]))
+        binding = (p["host_ip"], host_port) if p.get("host_ip") else host_port
+        bindings.setdefault(key, []).append(binding)
+    return exposed, bindings
+
+
+def volume_binds(volumes: Iterable[str], service: str, destination: str) -> list[str]:
+    """Docker binds; a named volume gets the destination's name (`data` -> `<service>-<destination>-data`)."""
+    binds = []
+    for text in volumes:
+        m = VOLUME.match(text)
+        assert m, text  # validated in config
+        source = m["source"] if m["source"].startswith("/") else naming.volume_name(service, destination, m["source"])
+        binds.append(f"{source}:{m['target']}:{m['mode'] or 'rw'}")
+    return binds
+
+
+def named_volumes(volumes: Iterable[str], service: str, destination: str) -> list[str]:
+    return [b.split(":")[0] for b in volume_binds(volumes, service, destination) if not b.startswith("/")]
+
+
+def restart_policy(name: str) -> dict[str, Any]:
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": 0}
+
+
+def env_list(env: Mapping[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted(env.items())]

@@ -1,0 +1,140 @@
+"""What the providers share: reading a resource's host from its props, ownership, image removal, exact diffs that
+tell a host change (replace) from a change of how we reach it (update)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from typing import Any, Iterable
+
+from pulumi.dynamic import DiffResult
+
+from .. import decisions, hosts, naming
+from ..errors import DeployError
+from ..hosts import SSHTarget
+
+STOP_TIMEOUT_S = 10
+
+
+def target(props: dict[str, Any], key: str = "target") -> SSHTarget:
+    return SSHTarget.from_dict(props[key])
+
+
+def owned(labels: dict[str, str] | None, props: dict[str, Any]) -> bool:
+    """Whether an object's labels say it is this stack's, of this destination and service."""
+    return naming.owned_by(labels, props["owner"], props["destination"]) and \
+        (labels or {}).get(naming.SERVICE) == service_of(props)
+
+
+def service_of(props: dict[str, Any]) -> str:
+    return props["labels"][naming.SERVICE]
+
+
+def label_filters(props: dict[str, Any], **more: str) -> list[str]:
+    """Docker label filters for this destination's objects of this service (ownership is then checked with
+    `owned`, which also accepts labels written before the organization left the ownership label)."""
+    return [f"{naming.DESTINATION}={props['destination']}", f"{naming.SERVICE}={service_of(props)}",
+            *(f"{k}={v}" for k, v in more.items())]
+
+
+def ours(c, props: dict[str, Any], **more: str) -> list[dict[str, Any]]:
+    """This stack's containers of this destination and service on the host (all states), newest first."""
+    items = c.containers(all=True, filters={"label": label_filters(props, **more)})
+    return [i for i in items if owned(i.get("Labels"), props)]
+
+
+def find(c, name: str) -> dict[str, Any] | None:
+    for item in c.containers(all=True, filters={"name": f"^/{name}$"}):
+        if f"/{name}" in item.get("Names", []):
+            return item
+    return None
+
+
+def remove_image(c, image_id: str, props: dict[str, Any]) -> None:
+    """Remove one of this destination's images: its tags, then the image and its build parents. Never an image
+    whose labels say another stack or destination owns it; never one a container still uses."""
+    image = hosts.or_none(c.inspect_image, image_id)
+    if image is None or not owned(image["Config"].get("Labels"), props):
+        return
+    try:
+        for ref in image.get("RepoTags") or []:
+            c.remove_image(ref)  # the last reference also deletes the image and its build parents
+        c.remove_image(image_id)
+    except Exception as exc:  # used by a container, or already gone with its last tag
+        if getattr(exc, "status_code", None) not in (404, 409):
+            raise
+
+
+def stream_errors(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | None]:
+    """(log lines, error) from a docker build/push/pull JSON stream."""
+    log: list[str] = []
+    for chunk in lines:
+        if "error" in chunk:
+            return log, (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+        if "stream" in chunk and chunk["stream"].strip():
+            log.append(chunk["stream"].rstrip())
+    return log, None
+
+
+def nonce() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+# -- diffs --------------------------------------------------------------------------------------------------------
+
+def _split_targets(props: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """Each SSH target becomes its host (whose change moves the object: replace) and how we reach it (user, port,
+    keys, known_hosts, policy: a change there moves nothing: update)."""
+    out = dict(props)
+    for key in keys:
+        value = props.get(key)
+        if isinstance(value, dict):
+            out[key] = value.get("host")
+            out[f"{key}.ssh"] = {k: v for k, v in value.items() if k != "host"}
+        elif isinstance(value, list):
+            out[key] = [v.get("host") for v in value]
+            out[f"{key}.ssh"] = [{k: x for k, x in v.items() if k != "host"} for v in value]
+    return out
+
+
+def exact_diff(olds: dict[str, Any], news: dict[str, Any], *, replace: Iterable[str], update: Iterable[str],
+               targets: Iterable[str] = ("target",), delete_first: bool = False, replace_targets: bool = True
+               ) -> DiffResult:
+    targets = tuple(targets)
+    connection = tuple(f"{k}.ssh" for k in targets)
+    moved = targets if replace_targets else ()
+    d = decisions.diff(_split_targets(olds, targets), _split_targets(news, targets),
+                  replace=tuple(replace) + moved, update=tuple(update) + connection + (() if replace_targets
+                                                                                       else targets))
+    return DiffResult(changes=d.has_changes, replaces=list(d.replaces), delete_before_replace=delete_first)
+
+
+# -- errors without tracebacks --------------------------------------------------------------------------------------
+
+def report_deploy_errors_without_traceback() -> None:
+    """Pulumi's Python dynamic-provider server reports any exception as `traceback.format_exc()`. Our own errors
+    already say what happened and what to do, so inside that server (and only there) they are reported as their
+    message alone; every other exception keeps its traceback."""
+    server = sys.modules.get("__main__")
+    real = getattr(server, "traceback", None)
+    if real is None or not hasattr(server, "DynamicResourceProviderServicer") or isinstance(real, _QuietTraceback):
+        return
+    server.traceback = _QuietTraceback(real)
+
+
+class _QuietTraceback:
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def format_exc(self, *args, **kwargs):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, DeployError):
+            return str(exc)
+        if os.environ.get("SHIPYARD_DEBUG"):
+            return self._real.format_exc(*args, **kwargs)
+        return (f"unexpected {type(exc).__name__}: {exc} - this is a bug in shipyard; run again with "
+                f"SHIPYARD_DEBUG=1 for the traceback and report it")

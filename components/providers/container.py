@@ -1,0 +1,268 @@
+"""`shipyard:Container`: one container of one role (or accessory) of one destination on one host, created from the
+image pinned by ID.
+
+A new container is created under a pending name and takes its real name only once it is ready, so whatever an
+interrupted run leaves behind is recognisable and removed by the next run. Ready means running without a restart
+and - for a proxied role - answering its health check from the host; for other roles, healthy by the image's own
+HEALTHCHECK, or still running after `readiness_delay`. A container that is not ready is removed and the deploy
+fails naming the role, host, container, exit code and last output, so the version it replaces keeps serving and
+nothing retained is touched. Replaced containers are stopped and kept (`retain` versions per role and host)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime.rpc import UNKNOWN
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from .. import decisions, hostfiles, hosts, naming, payloads, text
+from ..errors import DockerError, HealthCheckFailed, OwnershipConflict
+from ..hosts import SSHTarget, docker_errors
+from .base import STOP_TIMEOUT_S, exact_diff, find, label_filters, nonce, owned, ours, remove_image, \
+    stream_errors, target
+
+REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
+           "aliases", "files", "directories")
+UPDATE = ("restart", "running", "proxy", "retain", "readiness_delay")  # proxy: only how readiness is checked
+START_DEADLINE_S = 10
+DEFAULT_READINESS_DELAY_S = 7
+
+
+def _files_key(props: dict[str, Any]) -> dict[str, Any]:
+    """Accessory files count by where they go and what they hold, not by the deployer's checkout path."""
+    return {**props, "files": [{"target": f["target"], "hash": f["hash"]} for f in props.get("files") or []]}
+
+
+class ContainerProvider(ResourceProvider):
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        t = target(props)
+        c = hosts.client(t)
+        name = props["name"]
+        with docker_errors(t, f"creating container {name} of destination {props['destination']}"):
+            for leftover in decisions.leftovers(self._seen(c, props)):
+                c.remove_container(leftover, v=False, force=True)  # an interrupted run's, never ready
+            existing = find(c, name)
+            if existing is not None and not owned(existing.get("Labels"), props):
+                raise OwnershipConflict(
+                    str(t), f"container {name} belongs to {naming.describe_owner(existing.get('Labels'))}; nothing "
+                            f"was changed. Remove or rename that container, or deploy under another service or "
+                            f"destination name.")
+            cid = self._create(c, t, props)
+            if existing is not None:
+                if existing.get("State") == "running":  # same version, new config: the engine deletes it by ID
+                    c.rename(existing["Id"], naming.replaced_name(name, existing["Id"]))
+                else:  # a retained container of the version rolled back to: its successor is this one
+                    c.remove_container(existing["Id"], v=False, force=True)
+            c.rename(cid, name)
+            self._after_rollout(c, props, cid)
+        return CreateResult(id_=cid, outs={**props, "container_id": cid})
+
+    @staticmethod
+    def _seen(c, props: dict[str, Any]) -> list[decisions.Seen]:
+        return [decisions.Seen.from_list(i) for i in ours(c, props, role=props["role"])]
+
+    def _create(self, c, t: SSHTarget, props: dict[str, Any]) -> str:
+        exposed, bindings = payloads.port_bindings(props.get("ports") or [])
+        env = {**(props.get("env") or {}), **(props.get("secret_env") or {})}
+        binds = list(props.get("volumes") or []) + self._upload(t, props)
+        host_config = c.create_host_config(port_bindings=bindings or None, binds=binds or None,
+                                           restart_policy=payloads.restart_policy(props["restart"]),
+                                           network_mode=props.get("network") or None)
+        networking = None
+        if props.get("network") and props.get("aliases"):
+            networking = c.create_networking_config(
+                {props["network"]: c.create_endpoint_config(aliases=list(props["aliases"]))})
+        cid = c.create_container(image=self._image(c, t, props), name=naming.pending_name(props["name"], nonce()),
+                                 command=props.get("cmd") or None, environment=payloads.env_list(env),
+                                 labels=props["labels"], ports=exposed or None, host_config=host_config,
+                                 networking_config=networking)["Id"]
+        try:
+            for extra in props.get("extra_networks") or []:
+                c.connect_container_to_network(cid, extra)
+            # Without a proxy, a fixed host port can only be bound by one container: the one this replaces is
+            # stopped just before the new one starts (Kamal 1's order), and started again if the new one fails.
+            wanted = {int(p["host_port"]) for p in props.get("ports") or [] if p.get("host_port") is not None}
+            handing_over = decisions.port_holders(ours(c, props, role=props["role"]), wanted, exclude=cid)
+        except BaseException:
+            c.remove_container(cid, force=True)
+            raise
+        for old in handing_over:
+            c.stop(old, timeout=STOP_TIMEOUT_S)
+        try:
+            c.start(cid)
+            self._wait_ready(c, t, cid, props)
+        except BaseException:
+            c.remove_container(cid, v=False, force=True)
+            for old in handing_over:
+                c.start(old)
+            raise
+        return cid
+
+    @staticmethod
+    def _image(c, t: SSHTarget, props: dict[str, Any]) -> str:
+        """The image ID to create from: the app's pinned ID as given, or an accessory's image reference resolved
+        (pulled if the host lacks it, with the stack's registry credentials when it comes from that registry) to
+        its ID, so a later retag cannot change what this container runs."""
+        ref = props["image"]
+        if ref.startswith("sha256:"):
+            return ref
+        image = hosts.or_none(c.inspect_image, ref)
+        if image is not None:
+            return image["Id"]
+        creds = props.get("registry_auth")
+        use = creds if creds and ref.startswith(f"{creds.get('server')}/") else None
+        _, error = stream_errors(c.pull(ref, stream=True, decode=True, auth_config={
+            "username": use["username"], "password": use["password"]} if use else None))
+        if error:
+            raise DockerError(str(t), f"pulling {ref} for {props['name']} failed: {error}")
+        return c.inspect_image(ref)["Id"]
+
+    @staticmethod
+    def _upload(t: SSHTarget, props: dict[str, Any]) -> list[str]:
+        """Accessory files and directories: copied/created under the destination's state directory on the host and
+        bind-mounted. Returns the binds."""
+        if not props.get("files") and not props.get("directories"):
+            return []
+        base = f"{hostfiles.home(t)}/{props['state_dir']}"
+        binds = []
+        for i, f in enumerate(props.get("files") or []):
+            remote = f"{base}/files/{i}-{Path(f['local']).name}"
+            hostfiles.write_file(t, remote, Path(f["local"]).read_bytes(), mode=0o644)
+            binds.append(f"{remote}:{f['target']}:ro")
+        for d in props.get("directories") or []:
+            hostfiles.make_dir(t, f"{base}/{d['name']}")
+            binds.append(f"{base}/{d['name']}:{d['target']}:rw")
+        return binds
+
+    def _wait_ready(self, c, t: SSHTarget, cid: str, props: dict[str, Any]) -> None:
+        proxy = props.get("proxy")
+        delay = float(props.get("readiness_delay") if props.get("readiness_delay") is not None
+                      else DEFAULT_READINESS_DELAY_S)
+        timeout_s = float(proxy["deploy_timeout"]) if proxy else max(START_DEADLINE_S, delay + 3)
+        start = time.monotonic()
+        deadline = start + timeout_s
+        last = "no health check answered yet"
+        where = f"container {props['name']} (role {props['role']}) of destination {props['destination']}"
+        secrets = list((props.get("secret_env") or {}).values())
+        while True:
+            info = c.inspect_container(cid)
+            verdict = decisions.container_verdict(info["State"])
+            if verdict.status in ("crashed", "unhealthy"):
+                logs = text.tail(c.logs(cid, tail=20).decode(errors="replace"), 5, secrets).replace("\n", " | ")
+                what = f"{verdict.detail} right after starting" if verdict.status == "crashed" else \
+                    f"reports unhealthy ({text.redact(verdict.detail, secrets)})"
+                raise HealthCheckFailed(str(t), f"{where} {what}; it was removed and the previous version keeps "
+                                                f"running. Last output: {logs or '-'}")
+            if proxy:
+                hc = proxy["healthcheck"]
+                address = (info["NetworkSettings"]["Networks"].get(props["network"]) or {}).get("IPAddress")
+                if address:
+                    status, last = hosts.http_probe(t, address, int(proxy["app_port"]), hc["path"],
+                                                    float(hc["timeout"]))
+                    if status is not None and 200 <= status < 300:
+                        return
+            elif verdict.status == "healthy":
+                return
+            elif verdict.status == "starting":
+                last = verdict.detail
+            elif time.monotonic() - start >= delay:
+                return
+            if time.monotonic() >= deadline:
+                raise HealthCheckFailed(str(t), f"{where} did not become healthy within {timeout_s:g}s; it was "
+                                                f"removed and the previous version keeps serving. Last health "
+                                                f"check: {text.redact(last, secrets)}")
+            time.sleep(float(proxy["healthcheck"]["interval"]) if proxy else 0.2)
+
+    def _after_rollout(self, c, props: dict[str, Any], current: str) -> None:
+        """Only the new container runs (a proxied predecessor serves until its route has switched: the engine's
+        delete stops it); `retain` stopped versions are kept, older ones and unused images of ours removed."""
+        actions = decisions.after_rollout(self._seen(c, props), current, int(props.get("retain") or 5),
+                                          stop_running=not props.get("proxy"))
+        self._carry_out(c, actions)
+        if props["image"].startswith("sha256:"):  # an accessory runs someone else's image: not ours to prune
+            self._prune_images(c, props)
+
+    @staticmethod
+    def _carry_out(c, actions: decisions.Actions) -> None:
+        for cid in actions.stop:
+            if cid not in actions.remove:
+                c.stop(cid, timeout=STOP_TIMEOUT_S)
+        for cid in actions.remove:
+            c.remove_container(cid, v=False, force=True)
+
+    @staticmethod
+    def _prune_images(c, props: dict[str, Any]) -> None:
+        filters = {"label": label_filters(props)}
+        used = {i["ImageID"] for i in c.containers(all=True, filters=filters)}
+        for image in c.images(filters=filters):
+            tagged = [tag for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"]
+            # untagged ones are build parents: they go with the image they belong to
+            if tagged and image["Id"] not in used and image["Id"] != props["image"]:
+                remove_image(c, image["Id"], props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if news.get("image") == UNKNOWN:
+            # A preview while the image resource updates in place (a new host to ship to, new connection settings):
+            # its ID is not known yet, but an update never changes it; a new build comes with a new version, which
+            # changes this container's name and labels anyway.
+            news = {**news, "image": olds.get("image")}
+        # Accessories (databases) never run twice on the same data: the old one stops before the new one starts.
+        return exact_diff(_files_key(olds), _files_key(news), replace=REPLACE, update=UPDATE,
+                          delete_first=bool(news.get("delete_first")))
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        t = target(news)
+        c = hosts.client(t)
+        with docker_errors(t, f"updating container {news['name']}"):
+            if olds.get("restart") != news["restart"]:
+                c.update_container(id_, restart_policy=payloads.restart_policy(news["restart"]))
+            if news.get("running") and not c.inspect_container(id_)["State"]["Running"]:
+                c.start(id_)
+                self._wait_ready(c, t, id_, news)
+        return UpdateResult(outs={**news, "container_id": id_})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        t = target(props)
+        with docker_errors(t, f"inspecting container {props.get('name')}"):
+            info = hosts.or_none(hosts.client(t).inspect_container, id_)
+        if info is None:
+            return ReadResult(id_="", outs={})
+        outs = {**props, "running": bool(info["State"]["Running"]), "name": info["Name"].lstrip("/"),
+                "restart": info["HostConfig"]["RestartPolicy"]["Name"] or "no"}
+        if props["image"].startswith("sha256:"):
+            outs["image"] = info["Image"]  # another image than the pinned one is drift
+        return ReadResult(id_=id_, outs=outs)
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Replaced (a newer container of this role runs here): stop it and keep it for rollback. Otherwise -
+        destroy, or the role left the config - remove it and every retained container of the role here."""
+        t = target(props)
+        c = hosts.client(t)
+        with docker_errors(t, f"removing container {props['name']}"):
+            info = hosts.or_none(c.inspect_container, id_)
+            if info is not None and not owned(info["Config"].get("Labels"), props):
+                raise OwnershipConflict(str(t), f"container {id_[:12]} is no longer labeled as this stack's; it was "
+                                                f"left alone. Remove it from the state with `pulumi state delete` if "
+                                                f"it is not yours.")
+            if info is not None:
+                actions = decisions.on_delete(self._seen(c, props), id_, int(props.get("retain") or 5))
+                self._carry_out(c, actions)
+                if id_ not in actions.remove:
+                    return
+        if props.get("env_file"):  # written by earlier releases
+            hostfiles.remove_file(t, props["env_file"])
+
+
+class Container(Resource, module="shipyard", name="Container"):
+    container_id: pulumi.Output[str]
+    name: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(ContainerProvider(), name, {**props, "container_id": None},
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                             additional_secret_outputs=["secret_env", "registry_auth"])))

@@ -1,0 +1,265 @@
+"""`shipyard:Image`: the destination's image of one version, built once on the build host and made present on every
+host that runs it (through the registry when one is configured, else `docker save | docker load`).
+
+A version names one build: the image already tagged for a version is reused whatever the checkout holds now (a
+rollback, said in the preview), and a version that names a build made with other builder settings is refused."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, \
+    ResourceProvider, UpdateResult
+
+from .. import decisions, hosts, naming, source, text
+from ..errors import BuildFailed, DockerError, OwnershipConflict
+from ..hosts import SSHTarget, docker_errors
+from .base import exact_diff, label_filters, owned, remove_image, stream_errors, target
+
+REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
+           "registry_server")
+UPDATE = ("ship_to", "registry_username")
+
+
+def auth(props: dict[str, Any]) -> dict[str, str] | None:
+    if props.get("registry_username"):
+        return {"username": props["registry_username"], "password": props["registry_password"]}
+    return None
+
+
+def _auth_error(error: str) -> bool:
+    return any(w in error.lower() for w in ("unauthorized", "authentication required", "denied"))
+
+
+def _build_auth(c, props: dict[str, Any]) -> None:
+    """The credentials a build may use for its FROM pulls: the stack's registry only. docker-py would otherwise
+    send every credential of the operator's own Docker config to the (remote) daemon."""
+    creds = auth(props)
+    auths = {props["registry_server"]: {"auth": base64.b64encode(
+        f"{creds['username']}:{creds['password']}".encode()).decode()}} if creds else {"shipyard.invalid": {}}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump({"auths": auths}, fh)
+    try:
+        c.reload_config(fh.name)
+    finally:
+        os.unlink(fh.name)
+
+
+def _comparable(olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+    """`news` as it compares with what an earlier release recorded: no build fingerprint label if it had none, and
+    a context hash of another kind (files then, the tar now) taken as unchanged - an upgrade rebuilds nothing."""
+    labels = dict(news["labels"])
+    if naming.BUILD_LABEL not in (olds.get("labels") or {}):
+        labels.pop(naming.BUILD_LABEL, None)
+    if olds.get("context_hash") and not source.same_hash_kind(olds["context_hash"], news.get("context_hash")):
+        news = {**news, "context_hash": olds["context_hash"]}
+        labels.pop(naming.SOURCE_LABEL, None)
+        if naming.SOURCE_LABEL in (olds.get("labels") or {}):
+            labels[naming.SOURCE_LABEL] = olds["labels"][naming.SOURCE_LABEL]
+    return {**news, "labels": labels}
+
+
+class ImageProvider(ResourceProvider):
+    serialize_as_secret_always = False
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        """At preview too: a promotion must come from the same service and image; a version that already has an
+        image on the build host is reused (said in `reuse`) or, built with other settings, refused."""
+        failures = []
+        promote = news.get("promote")
+        if promote:
+            if promote.get("service") != news["labels"][naming.SERVICE]:
+                failures.append(CheckFailure("promote", f"stack {promote['stack']} deploys service "
+                                             f"{promote.get('service')!r}, not {news['labels'][naming.SERVICE]!r}: "
+                                             f"promote only from a stack of the same service"))
+            elif promote.get("repository") != news["tag"].rpartition(":")[0]:
+                failures.append(CheckFailure("promote", f"stack {promote['stack']} builds image "
+                                             f"{promote.get('repository')}, not {news['tag'].rpartition(':')[0]}: "
+                                             f"promote only between stacks of the same image and registry"))
+        news = {**news, "reuse": olds.get("reuse") if olds.get("tag") == news["tag"] else None}
+        same = _comparable(olds, news)
+        changed = [k for k in ("context_hash", "dockerfile", "build_args", "build_target", "from_ref")
+                   if olds and (olds.get(k) or None) != (same.get(k) or None)]
+        if not failures and olds.get("tag") == news["tag"] and changed:
+            failures.append(CheckFailure("tag", f"version {news['labels'][naming.VERSION]} already names a build "
+                                         f"and {', '.join(changed)} changed: set a new version (`pulumi config set "
+                                         f"shipyard:version ...`) or, for the default version, commit the change; "
+                                         f"nothing was changed"))
+        if not failures and (olds.get("tag") != news["tag"] or olds.get("labels") != same["labels"]):
+            existing = self._existing(news)
+            if existing is not None:
+                conflict = decisions.image_conflict(existing["Config"].get("Labels") or {}, news["labels"],
+                                                    news["labels"][naming.VERSION])
+                if conflict:
+                    failures.append(CheckFailure("tag", f"{conflict}: set a new version "
+                                                 f"(`pulumi config set shipyard:version ...`) or roll back the "
+                                                 f"builder settings too; nothing was changed"))
+                else:
+                    news["reuse"] = (f"the image already built for version {news['labels'][naming.VERSION]} "
+                                     f"({existing['Id'][:19]}), not the current checkout")
+        return CheckResult(news, failures)
+
+    @staticmethod
+    def _existing(props: dict[str, Any]) -> dict[str, Any] | None:
+        t = target(props, "build_host")
+        c = hosts.client(t)
+        with docker_errors(t, f"inspecting {props['tag']}"):
+            existing = hosts.or_none(c.inspect_image, props["tag"])
+        if existing is not None and not owned(existing["Config"].get("Labels"), props):
+            raise OwnershipConflict(str(t), f"image tag {props['tag']} belongs to "
+                                            f"{naming.describe_owner(existing['Config'].get('Labels'))}; nothing "
+                                            f"was changed. Use another image name or destination.")
+        return existing
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        t = target(props, "build_host")
+        c = hosts.client(t)
+        tag = props["tag"]
+        existing = self._existing(props)
+        if existing is not None:
+            conflict = decisions.image_conflict(existing["Config"].get("Labels") or {}, props["labels"],
+                                                props["labels"][naming.VERSION])
+            if conflict:
+                raise BuildFailed(str(t), f"{conflict}: set a new version or roll back the builder settings too; "
+                                          f"nothing was changed")
+            digest = next((d for d in existing.get("RepoDigests") or []
+                           if d.startswith(tag.rpartition(":")[0] + "@")), "")
+            if digest or not props.get("registry_server"):
+                return self._finish(t, props, existing["Id"], digest)
+        with docker_errors(t, f"building {tag}"):
+            image_id = self._build(c, t, props)
+        repo_digest = self._push(t, props) if props.get("registry_server") else ""
+        return self._finish(t, props, image_id, repo_digest)
+
+    @staticmethod
+    def _build(c, t: SSHTarget, props: dict[str, Any]) -> str:
+        tag = props["tag"]
+        if props.get("from_ref"):
+            context = source.dockerfile_tar(f"FROM {props['from_ref']}\n")
+            dockerfile = "Dockerfile"
+        else:
+            context = source.context_tar(Path(props["context"]), props["dockerfile"],
+                                         expect_hash=props.get("context_hash"))
+            dockerfile = props["dockerfile"]
+        if props.get("registry_server"):
+            _build_auth(c, props)
+        stream = c.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, dockerfile=dockerfile,
+                         labels=props["labels"], buildargs=props.get("build_args") or None,
+                         target=props.get("build_target") or None, rm=True, forcerm=True, decode=True)
+        log, error = stream_errors(stream)
+        if error:
+            secrets = [props.get("registry_password") or ""]
+            raise BuildFailed(str(t), f"building {tag} for destination {props['destination']} failed: "
+                                      f"{text.tail(error, 3, secrets)}\n{text.tail(chr(10).join(log), 10, secrets)}")
+        return c.inspect_image(tag)["Id"]
+
+    def _finish(self, t: SSHTarget, props: dict[str, Any], image_id: str, repo_digest: str) -> CreateResult:
+        outs = {**props, "image_id": image_id, "repo_digest": repo_digest}
+        others = [h for h in props["ship_to"] if h["host"] != t.host]
+        built_on_a_deploy_host = len(others) < len(props["ship_to"])
+        outs["hosts"] = ([t.host] if built_on_a_deploy_host else []) + self._ship(outs, others)
+        return CreateResult(id_=image_id, outs=outs)
+
+    def _push(self, t: SSHTarget, props: dict[str, Any]) -> str:
+        c = hosts.client(t)
+        repo, _, tag = props["tag"].rpartition(":")
+        with docker_errors(t, f"pushing {props['tag']}"):
+            _, error = stream_errors(c.push(repo, tag=tag, stream=True, decode=True, auth_config=auth(props)))
+            if error:
+                hint = ": check registry.username and registry.password" if _auth_error(error) else ""
+                raise DockerError(str(t), f"pushing {props['tag']} failed: {error}{hint}")
+            digests = c.inspect_image(props["tag"])["RepoDigests"]
+        for d in digests:
+            if d.startswith(repo + "@"):
+                return d
+        raise DockerError(str(t), f"pushed {props['tag']} but the daemon reports no digest for {repo}")
+
+    def _ship(self, outs: dict[str, Any], to: list[dict[str, Any]]) -> list[str]:
+        """Make the image present (same ID, same tag) on each host of `to`; returns their names."""
+        shipped = []
+        source_target = target(outs, "build_host")
+        repo, _, tag = outs["tag"].rpartition(":")
+        for h in to:
+            t = SSHTarget.from_dict(h)
+            c = hosts.client(t)
+            with docker_errors(t, f"shipping {outs['tag']}"):
+                if hosts.or_none(c.inspect_image, outs["image_id"]) is not None:
+                    pass  # retained there from an earlier deploy
+                elif outs.get("repo_digest"):
+                    _, error = stream_errors(c.pull(outs["repo_digest"], stream=True, decode=True,
+                                                    auth_config=auth(outs)))
+                    if error:
+                        raise DockerError(str(t), f"pulling {outs['repo_digest']} failed: {error}")
+                else:
+                    src = hosts.client(source_target)
+                    with docker_errors(source_target, f"saving {outs['tag']}"):
+                        for _ in c.load_image(src.get_image(outs["image_id"])):
+                            pass
+                c.tag(outs["image_id"], repo, tag)
+            shipped.append(t.host)
+        return shipped
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        news = _comparable(olds, news)
+        d = exact_diff(olds, news, replace=REPLACE, update=UPDATE, targets=("build_host", "ship_to"),
+                       replace_targets=False)
+        if not d.changes and sorted(olds.get("hosts") or []) != sorted(h["host"] for h in news["ship_to"]):
+            return DiffResult(changes=True, replaces=[], delete_before_replace=False)  # missing on a host
+        if olds.get("build_host", {}).get("host") != news["build_host"]["host"] and not d.replaces:
+            # where it is built matters only for the next build: record it
+            return DiffResult(changes=True, replaces=[], delete_before_replace=False)
+        return d
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        outs = {**news, "image_id": olds["image_id"], "repo_digest": olds.get("repo_digest")}
+        present = set(olds.get("hosts") or [])
+        outs["hosts"] = [h["host"] for h in news["ship_to"] if h["host"] in present]
+        outs["hosts"] += self._ship(outs, [h for h in news["ship_to"] if h["host"] not in present])
+        return UpdateResult(outs=outs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        present = []
+        for h in props.get("ship_to") or []:
+            t = SSHTarget.from_dict(h)
+            with docker_errors(t, f"inspecting image {id_}"):
+                if hosts.or_none(hosts.client(t).inspect_image, id_) is not None:
+                    present.append(t.host)
+        if not present:
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs={**props, "hosts": present})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """A replaced version's image is retained for rollback while a container of this destination still uses it
+        (retention and pruning happen when containers are replaced). When the destination has no container left on
+        a host (destroy), this image and every retained image of the destination there are removed."""
+        for h in props.get("ship_to") or []:
+            t = SSHTarget.from_dict(h)
+            c = hosts.client(t)
+            with docker_errors(t, f"removing image {props['tag']}"):
+                filters = {"label": label_filters(props)}
+                if [i for i in c.containers(all=True, filters=filters) if owned(i.get("Labels"), props)]:
+                    continue  # still deployed here: retained
+                for image in c.images(filters=filters):
+                    remove_image(c, image["Id"], props)
+
+
+class Image(Resource, module="shipyard", name="Image"):
+    image_id: pulumi.Output[str]
+    repo_digest: pulumi.Output[str | None]
+    tag: pulumi.Output[str]
+    hosts: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(ImageProvider(), name, {**props, "image_id": None, "repo_digest": None, "hosts": None,
+                                                 "reuse": None},
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                             additional_secret_outputs=["registry_password"])))
+
+

@@ -1,0 +1,213 @@
+"""`shipyard:Proxy` and `shipyard:ProxyRoute`: kamal-proxy, one per host and shared by every destination there, and
+each destination's route on it.
+
+No stack owns the proxy: a stack's Proxy resource ensures it runs (adopting one that already does) and, deleted,
+removes it only when no route is left on it. Every change to the proxy's existence holds the host lock exclusively;
+routing through it holds it shared, so destinations deploy side by side but never while the proxy comes or goes.
+A route belongs to whoever owns the container it targets: another stack's (or a Kamal app's) route of the same
+name is refused, never taken over silently."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from .. import decisions, hostlock, hosts, naming, payloads
+from ..errors import DockerError, HealthCheckFailed, OwnershipConflict
+from ..hosts import SSHTarget, docker_errors
+from .base import STOP_TIMEOUT_S, exact_diff, find, owned, target
+
+START_DEADLINE_S = 15
+DEFAULT_LOCK_TIMEOUT_S = 120
+
+
+def _lock(props: dict[str, Any], doing: str, shared: bool = False):
+    lock = props.get("lock") or {}
+    return hostlock.held(target(props), stack=lock.get("stack") or "?", doing=doing, shared=shared,
+                         timeout=float(lock.get("timeout") or DEFAULT_LOCK_TIMEOUT_S))
+
+
+def _list(t: SSHTarget) -> dict[str, dict[str, str]] | None:
+    """The proxy's routes, or None when it does not answer."""
+    code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
+    return decisions.parse_proxy_list(out) if code == 0 else None
+
+
+def _running(c) -> dict[str, Any] | None:
+    existing = find(c, naming.PROXY_CONTAINER)
+    return existing if existing is not None and existing.get("State") == "running" else None
+
+
+def _ensure_network(c) -> None:
+    """The `kamal` network, exactly one (Docker allows two of one name, which breaks every later lookup)."""
+    if not [n for n in c.networks(names=[naming.PROXY_NETWORK]) if n["Name"] == naming.PROXY_NETWORK]:
+        c.create_network(naming.PROXY_NETWORK, driver="bridge")
+
+
+def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
+    """Under the exclusive host lock: start kamal-proxy if it is missing or stopped; replace it with `image` only
+    when `upgrade` (this stack's proxy.image changed) - routes survive in its config volume."""
+    t = target(props)
+    c = hosts.client(t)
+    with _lock(props, f"starting {naming.PROXY_CONTAINER}"):
+        with docker_errors(t, f"starting {naming.PROXY_CONTAINER}"):
+            _ensure_network(c)
+            existing = find(c, naming.PROXY_CONTAINER)
+            if existing is not None and (not upgrade or existing["Image"] == props["image"]):
+                if existing.get("State") != "running":
+                    c.start(existing["Id"])
+                cid = existing["Id"]
+            else:
+                if existing is not None:
+                    c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
+                    c.remove_container(existing["Id"])
+                host_config = c.create_host_config(
+                    port_bindings={"80/tcp": [80], "443/tcp": [443]},
+                    binds=[f"{naming.PROXY_VOLUME}:/home/kamal-proxy/.config/kamal-proxy:rw"],
+                    restart_policy=payloads.restart_policy("unless-stopped"), network_mode=naming.PROXY_NETWORK,
+                    log_config={"type": "json-file", "config": {"max-size": "10m"}})
+                cid = c.create_container(image=props["image"], name=naming.PROXY_CONTAINER, ports=[80, 443],
+                                         labels={naming.PROXY_LABEL: "true"}, host_config=host_config)["Id"]
+                c.start(cid)
+            running_image = c.inspect_container(cid)["Config"]["Image"]
+        deadline = time.monotonic() + START_DEADLINE_S
+        while _list(t) is None:  # ready when its control socket answers
+            if time.monotonic() > deadline:
+                raise HealthCheckFailed(str(t), f"{naming.PROXY_CONTAINER} did not start within "
+                                                f"{START_DEADLINE_S}s: see `docker logs {naming.PROXY_CONTAINER}`")
+            time.sleep(0.2)
+    return {**props, "container_id": cid, "running_image": running_image}
+
+
+class ProxyProvider(ResourceProvider):
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=f"{naming.PROXY_CONTAINER}@{props['target']['host']}",
+                            outs=ensure_proxy(props, upgrade=False))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return exact_diff(olds, news, replace=(), update=("image",), replace_targets=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=ensure_proxy(news, upgrade=olds.get("image") != news["image"]))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        t = target(props)
+        with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
+            existing = find(hosts.client(t), naming.PROXY_CONTAINER)
+        if existing is None:
+            return ReadResult(id_="", outs={})
+        # what runs is recorded, not taken as this stack's wish: another destination may have upgraded it
+        return ReadResult(id_=id_, outs={**props, "running_image": existing["Image"], "container_id": existing["Id"]})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        t = target(props)
+        c = hosts.client(t)
+        with _lock(props, f"removing {naming.PROXY_CONTAINER}"):
+            with docker_errors(t, f"removing {naming.PROXY_CONTAINER}"):
+                existing = _running(c)
+            if existing is None:
+                return  # already gone (or stopped by someone): nothing of ours to do
+            routes = _list(t)
+            if routes is None or routes:
+                return  # still routes for some destination (or cannot tell): leave it serving
+            with docker_errors(t, f"removing {naming.PROXY_CONTAINER}"):
+                c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
+                c.remove_container(existing["Id"])
+
+
+class Proxy(Resource, module="shipyard", name="Proxy"):
+    container_id: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(ProxyProvider(), name, {**props, "container_id": None, "running_image": None}, opts)
+
+
+# -- a destination's route ------------------------------------------------------------------------------------------
+
+ROUTE_UPDATE = ("service", "upstream", "proxy", "container_id")
+
+
+class RouteProvider(ResourceProvider):
+    """Create and update run `kamal-proxy deploy`: health-check the new container, switch traffic, drain the old
+    one. A failure fails the update, so the engine never deletes the old container, which keeps serving. Every
+    replacement of the container changes `container_id`, so it always goes through the switch. Delete removes
+    this destination's route only."""
+
+    serialize_as_secret_always = False
+
+    def _deploy(self, props: dict[str, Any]) -> dict[str, Any]:
+        t = target(props)
+        port = props["upstream"].rsplit(":", 1)[1]
+        upstream = f"{props['container_id'][:12]}:{port}" if props.get("container_id") else props["upstream"]
+        argv = payloads.proxy_deploy_argv(props["service"], upstream, props["proxy"])
+        for _ in range(3):
+            with _lock(props, f"routing {props['service']}", shared=True):
+                routes = _list(t)
+                if routes is not None:
+                    self._check_owner(t, props, routes.get(props["service"]))
+                    code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
+                    if code != 0:
+                        raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
+                                                        f"(destination {props['destination']}) to "
+                                                        f"{props['upstream']}: {out}; the previous version keeps "
+                                                        f"serving")
+                    return props
+            # the proxy is gone (a destination's destroy removed it as ours was being created): bring it back
+            ensure_proxy({**props, "image": props["proxy"]["image"]}, upgrade=False)
+        raise DockerError(str(t), f"{naming.PROXY_CONTAINER} kept disappearing while routing {props['service']}")
+
+    @staticmethod
+    def _check_owner(t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> None:
+        """A route of this name that targets a container of another stack or app is not ours to change."""
+        if not route or not route.get("target"):
+            return
+        c = hosts.client(t)
+        with docker_errors(t, f"inspecting the target of route {props['service']}"):
+            info = hosts.or_none(c.inspect_container, decisions.upstream_container(route["target"]))
+        if info is None:
+            return  # its container is gone: a dangling route, adopted
+        labels = info["Config"].get("Labels") or {}
+        if not owned(labels, props):
+            raise OwnershipConflict(str(t), f"kamal-proxy route {props['service']} serves container "
+                                            f"{info['Name'].lstrip('/')} of {naming.describe_owner(labels)}; "
+                                            f"nothing was changed. Use another service or destination name.")
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=f"{props['service']}@{props['target']['host']}", outs=self._deploy(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if "container_id" not in olds:  # recorded by an earlier release: the name-based upstream says enough
+            news = {k: v for k, v in news.items() if k != "container_id"}
+        return exact_diff(olds, news, replace=(), update=ROUTE_UPDATE, replace_targets=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self._deploy(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        t = target(props)
+        with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
+            running = _running(hosts.client(t))
+        routes = _list(t) if running else {}
+        if routes is None or props["service"] not in routes:
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs=props)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        t = target(props)
+        with _lock(props, f"removing route {props['service']}", shared=True):
+            with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
+                if _running(hosts.client(t)) is None:
+                    return  # no proxy, no route
+            code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", props["service"]])
+        if code != 0 and "not found" not in out.lower() and "no such" not in out.lower():
+            raise DockerError(str(t), f"kamal-proxy could not remove route {props['service']}: {out}")
+
+
+class ProxyRoute(Resource, module="shipyard", name="ProxyRoute"):
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(RouteProvider(), name, props, opts)

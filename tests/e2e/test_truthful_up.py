@@ -1,0 +1,239 @@
+"""What `pulumi up` reports is what runs, with the real CLI on the bench: a crashing role fails the deploy and loses
+nothing, a version names one build, replacements always go through the proxy switch, promotion checks its source,
+connection settings never replace anything, an interrupted run leaves no orphan, and mistakes a preview can see
+are refused there, in one line. Every test makes its own stacks."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.conftest import Project, commit_app, host_docker, make_project, pulumi_env, ssh_config
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def proj(tmp_path) -> Project:
+    (tmp_path / "state").mkdir()
+    p = Project(make_project(tmp_path), pulumi_env(tmp_path / "state"))
+    yield p
+    for stack in ("staging", "production", "other"):
+        if (p.dir / "stacks" / f"Pulumi.{stack}.yaml").exists():
+            p.run("destroy", "--yes", stack=stack, check=False)
+
+
+def containers(bench, service: str, **labels: str) -> dict[str, str]:
+    """name -> state of the service's containers on host 1."""
+    filters = [f"service={service}", *(f"{k}={v}" for k, v in labels.items())]
+    return {c["Names"][0].lstrip("/"): c["State"] for c in
+            host_docker(bench.hosts[0]).containers(all=True, filters={"label": filters})}
+
+
+def one_line_failure(out: str) -> None:
+    assert "Traceback" not in out and "unexpected" not in out, out
+
+
+def test_a_crashing_role_fails_the_deploy_and_loses_nothing(bench, proj):
+    host = bench.hosts[0].address
+
+    def cfg(version: str, cmd: str = "sleep 3600") -> dict[str, Any]:
+        return {"service": "crash", "image": "acme/crash", "version": version, "builder": {"context": "app"},
+                "servers": {"jobs": {"hosts": [host], "cmd": cmd}}, "readiness_delay": 1, "ssh": ssh_config(bench)}
+    proj.init("staging", cfg("v1"))
+    proj.up("staging")
+    proj.set_config("staging", cfg("v2"))
+    proj.up("staging")
+    proj.set_config("staging", cfg("v3", cmd="echo cannot start; false"))
+    result = proj.up("staging", check=False)
+    assert result.code != 0
+    assert (f"host {host}: container crash-jobs-staging-v3 (role jobs) of destination staging exited with code 1"
+            in result.out), result.out
+    assert "it was removed and the previous version keeps running. Last output: cannot start" in result.out
+    one_line_failure(result.out)
+    assert containers(bench, "crash") == {"crash-jobs-staging-v2": "running", "crash-jobs-staging-v1": "exited"}
+    preview = proj.run("preview", stack="staging").out  # the state still knows v2 runs: v3 is still to do
+    assert "1 to replace" in preview
+    proj.set_config("staging", cfg("v3"))
+    proj.up("staging")
+    assert containers(bench, "crash") == {"crash-jobs-staging-v3": "running", "crash-jobs-staging-v2": "exited",
+                                          "crash-jobs-staging-v1": "exited"}
+
+
+def _proxied(bench, service: str, version: str, **extra: Any) -> dict[str, Any]:
+    return {"service": service, "image": f"acme/{service}", "version": version, "builder": {"context": "app"},
+            "registry": {"server": bench.registry}, "servers": {"web": {"hosts": [bench.hosts[0].address]}},
+            "proxy": {"hosts": [f"{service}.test"], "healthcheck": {"interval": 0.3, "timeout": 2},
+                      "deploy_timeout": 10, "drain_timeout": 2},
+            "ssh": ssh_config(bench), **extra}
+
+
+def get(bench, name: str) -> str:
+    req = urllib.request.Request(f"http://{bench.hosts[0].address}/", headers={"Host": name})
+    with urllib.request.urlopen(req, timeout=3) as resp:
+        return resp.read().decode()
+
+
+RELEASE_APP = {  # the app says which release its files are from
+    "Dockerfile": "FROM busybox:latest\nCOPY start.sh release /\nCMD [\"/bin/sh\", \"/start.sh\"]\n",
+    "start.sh": "mkdir -p /www && echo ok > /www/up\n"
+                "printf 'destination=%s version=%s release=%s\\n' \"$SHIPYARD_DESTINATION\" \"$SHIPYARD_VERSION\" "
+                "\"$(cat /release)\" > /www/index.html\nhttpd -f -p 80 -h /www &\ntrap 'kill $!; exit 0' TERM\nwait\n",
+    "release": "R1\n",
+}
+
+
+def test_a_version_names_one_build(bench, tmp_path):
+    (tmp_path / "state").mkdir()
+    proj = Project(make_project(tmp_path, RELEASE_APP), pulumi_env(tmp_path / "state"))
+    try:
+        proj.init("staging", _proxied(bench, "ver", "r1"))
+        proj.up("staging")
+        assert get(bench, "ver.test") == "destination=staging version=r1 release=R1\n"
+        commit_app(proj.dir, "release", "R2\n")
+        proj.set_config("staging", _proxied(bench, "ver", "r2"))
+        proj.up("staging")
+        assert get(bench, "ver.test") == "destination=staging version=r2 release=R2\n"
+        # back to r1 with R2 checked out: r1's own build serves, and the preview says so
+        proj.set_config("staging", _proxied(bench, "ver", "r1"))
+        preview = proj.run("preview", "--diff", stack="staging").out
+        assert "the image already built for version r1" in preview, preview
+        proj.up("staging")
+        assert get(bench, "ver.test") == "destination=staging version=r1 release=R1\n"
+        # the same version with other build settings is refused before anything changes
+        proj.set_config("staging", _proxied(bench, "ver", "r1", builder={"context": "app", "args": {"X": "1"}}))
+        before = containers(bench, "ver")
+        result = proj.run("preview", stack="staging", check=False)
+        assert result.code != 0 and "version r1 already names a build made with other builder settings" in result.out
+        one_line_failure(result.out)
+        assert proj.up("staging", check=False).code != 0
+        assert containers(bench, "ver") == before
+        assert get(bench, "ver.test") == "destination=staging version=r1 release=R1\n"
+    finally:
+        proj.run("destroy", "--yes", stack="staging", check=False)
+
+
+def test_an_env_or_secret_change_goes_through_the_proxy_switch_and_drops_nothing(bench, proj, capsys):
+    proj.init("staging", _proxied(bench, "envy", "v1", env={"secret": ["GREETING"]}),
+              secrets={"shipyard:secrets.GREETING": "first"})
+    proj.up("staging")
+    results: list[bool] = []
+    stop = threading.Event()
+
+    def loop():  # bounded: at most 3000 requests or 120 s, the bench's own address only
+        end = time.monotonic() + 120
+        while not stop.is_set() and len(results) < 3000 and time.monotonic() < end:
+            try:
+                results.append("destination=staging" in get(bench, "envy.test"))
+            except OSError:
+                results.append(False)
+            time.sleep(0.01)
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        proj.run("config", "set", "--secret", "--path", "shipyard:secrets.GREETING", "second", stack="staging")
+        proj.up("staging")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join()
+    with capsys.disabled():
+        print(f"\nsecret change: {len(results)} requests, {results.count(False)} failed")
+    assert len(results) > 50 and results.count(False) == 0
+    assert "greeting=second" in get(bench, "envy.test")
+
+
+def test_promotion_from_another_service_is_refused_at_preview(bench, proj):
+    host = bench.hosts[0].address
+    proj.init("staging", {"service": "hello", "image": "acme/hello", "builder": {"context": "app"},
+                          "registry": {"server": bench.registry}, "ssh": ssh_config(bench),
+                          "servers": {"web": {"hosts": [host], "ports": ["8131:80"]}}})
+    proj.up("staging")
+    proj.init("other", {"service": "newapp", "image": "acme/newapp", "promote": {"from_stack": "staging"},
+                        "registry": {"server": bench.registry}, "ssh": ssh_config(bench),
+                        "servers": {"web": {"hosts": [host], "ports": ["8132:80"]}}})
+    result = proj.run("preview", stack="other", check=False)
+    assert result.code != 0
+    assert "stack staging deploys service 'hello', not 'newapp': promote only from a stack of the same service" \
+        in result.out
+    one_line_failure(result.out)
+    assert not containers(bench, "newapp")
+
+
+def test_connection_settings_never_replace_and_refresh_finds_no_change(bench, proj, tmp_path):
+    host = bench.hosts[0].address
+    cfg = {"service": "conn", "image": "acme/conn", "version": "v1", "builder": {"context": "app"},
+           "servers": {"web": {"hosts": [host], "ports": ["8141:80"]}},
+           "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": "sleep 3600",
+                                  "files": ["app/start.sh:/etc/start.sh"]}},
+           "ssh": ssh_config(bench)}
+    proj.init("staging", cfg)
+    proj.up("staging")
+    proj.run("preview", "--refresh", "--expect-no-changes", stack="staging")
+    moved = tmp_path / "elsewhere" / "known_hosts"
+    moved.parent.mkdir()
+    shutil.copy(bench.known_hosts, moved)
+    proj.set_config("staging", {**cfg, "ssh": {**ssh_config(bench), "known_hosts": str(moved)}})
+    preview = proj.run("preview", stack="staging").out
+    assert "to replace" not in preview and "to update" in preview, preview
+    ids = {n: s for n, s in containers(bench, "conn").items()}
+    proj.up("staging")
+    assert containers(bench, "conn") == ids
+    proj.run("preview", "--expect-no-changes", stack="staging")
+
+
+def test_an_interrupted_up_leaves_no_orphan_after_the_next_up(bench, proj):
+    host = bench.hosts[0].address
+
+    def cfg(version: str) -> dict[str, Any]:
+        return {"service": "intr", "image": "acme/intr", "version": version, "builder": {"context": "app"},
+                "servers": {"web": {"hosts": [host], "ports": ["8151:80"]},
+                            "jobs": {"hosts": [host], "cmd": "sleep 3600"}},
+                "readiness_delay": 3, "ssh": ssh_config(bench)}
+    proj.init("staging", cfg("v1"))
+    proj.up("staging")
+    proj.set_config("staging", cfg("v2"))
+    argv = ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--stack", "staging"]
+    up = subprocess.Popen(argv, cwd=proj.dir, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("_pending_" in n for n in containers(bench, "intr")):
+        time.sleep(0.1)
+    assert any("_pending_" in n for n in containers(bench, "intr")), "the new containers never started"
+    up.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    up.send_signal(signal.SIGINT)
+    out, _ = up.communicate(timeout=120)
+    assert up.returncode != 0, out
+    proj.run("cancel", "--yes", stack="staging", check=False)
+    proj.up("staging")
+    assert containers(bench, "intr") == {"intr-web-staging-v2": "running", "intr-web-staging-v1": "exited",
+                                         "intr-jobs-staging-v2": "running", "intr-jobs-staging-v1": "exited"}
+
+
+LATE = [
+    ("two roles publish one host port",
+     {"servers": {"web": {"hosts": ["h1"], "ports": ["8080:80"]}, "jobs": {"hosts": ["h1"], "ports": ["8080:81"]}}},
+     "servers.web.ports[0]: host port 8080/tcp on h1 is already published by servers.jobs.ports[0]"),
+    ("a promotion with a builder",
+     {"servers": ["h1"], "promote": {"from_stack": "production"}, "builder": {"context": "app"}},
+     "builder: a promoting stack runs the version and image of production as they are"),
+    ("a relative host path", {"servers": {"web": {"hosts": ["h1"], "volumes": ["../etc:/etc"]}}},
+     "servers.web.volumes[0]: '../etc:/etc': '../etc' is neither an absolute host path nor a volume name"),
+]
+
+
+@pytest.mark.parametrize("case,cfg,message", LATE, ids=[c[0] for c in LATE])
+def test_mistakes_are_refused_at_preview_in_one_line(proj, case, cfg, message):
+    proj.init("staging", {"service": "late", "image": "acme/late", **cfg})
+    result = proj.run("preview", stack="staging", check=False)
+    assert result.code != 0 and f"stack staging: {message}" in result.out, result.out
+    one_line_failure(result.out)

@@ -1,0 +1,47 @@
+"""The bench's hosts are separate machines as far as SSH sessions can tell: each has its own home and /tmp."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from components import hostfiles, hosts
+from tests.integration.test_hosts import target
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_file_written_over_sftp_to_host1_is_on_host1_only(bench):
+    one, two = target(bench, 0), target(bench, 1)
+    home = hostfiles.home(one)
+    assert hostfiles.home(two) == home  # the same user and path on both hosts...
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    for path in (f"{home}/.shipyard-probe/{name}", f"/tmp/{name}"):
+        hostfiles.write_file(one, path, b"written to host1", mode=0o640)
+        try:
+            assert hostfiles.file_mode(one, path) == 0o640
+            assert hostfiles.file_mode(two, path) is None  # ...but not the same disk
+            assert not Path(path).exists()  # nor this machine's
+            assert bench.hosts[0].local_path(path).read_bytes() == b"written to host1"
+        finally:
+            hostfiles.remove_file(one, path)
+
+
+def test_a_container_on_host1_sees_the_files_sftp_wrote_there(bench):
+    # dockerd shares its host's filesystem with SSH sessions: what the deployer uploads, a bind mount finds
+    one = target(bench, 0)
+    path = f"{hostfiles.home(one)}/.shipyard-probe/{uuid.uuid4().hex[:8]}.txt"
+    hostfiles.write_file(one, path, b"uploaded to host1\n", mode=0o644)
+    c = hosts.client(one)
+    cid = c.create_container("busybox:latest", command=["cat", "/probe.txt"],
+                             host_config=c.create_host_config(binds=[f"{path}:/probe.txt:ro"]))["Id"]
+    try:
+        c.start(cid)
+        assert c.wait(cid, timeout=30)["StatusCode"] == 0
+        assert c.logs(cid).decode() == "uploaded to host1\n"
+    finally:
+        c.remove_container(cid, force=True)
+        hostfiles.remove_file(one, path)
+

@@ -1,0 +1,139 @@
+"""The pure decisions, tested with data: facts as the daemon or kamal-proxy report them in, actions out."""
+
+from __future__ import annotations
+
+import pytest
+
+from components import decisions
+from components.decisions import Actions, Seen
+
+
+def seen(cid: str, version: str, created: int, running: bool = False, name: str | None = None) -> Seen:
+    return Seen(id=cid, name=name or f"svc-web-staging-{version}", version=version, created=created,
+                running=running)
+
+
+# (what runs on the host, the new container, retain) -> what to stop and remove
+AFTER_ROLLOUT = [
+    ("first deploy", [seen("v1", "v1", 1, True)], "v1", 5, Actions()),
+    ("the predecessor is stopped and kept",
+     [seen("v2", "v2", 2, True), seen("v1", "v1", 1, True)], "v2", 5, Actions(stop=("v1",))),
+    ("beyond retention the oldest go",
+     [seen("v4", "v4", 4, True), seen("v3", "v3", 3, True), seen("v2", "v2", 2), seen("v1", "v1", 1)], "v4", 2,
+     Actions(stop=("v3",), remove=("v1",))),
+    ("an orphan of an interrupted run that still runs is stopped too",
+     [seen("v3", "v3", 3, True), seen("x", "v9", 2, True), seen("v1", "v1", 1, True)], "v3", 5,
+     Actions(stop=("x", "v1"))),
+    ("containers moved aside or of the same version go",
+     [seen("n", "v2", 3, True), seen("a", "v2", 2, True, name="svc-web-staging-v2_replaced_abc"),
+      seen("old", "v2", 1)], "n", 5, Actions(remove=("a", "old"))),
+]
+
+
+@pytest.mark.parametrize("case,containers,current,retain,expected", AFTER_ROLLOUT, ids=[c[0] for c in AFTER_ROLLOUT])
+def test_after_rollout(case, containers, current, retain, expected):
+    assert decisions.after_rollout(containers, current, retain) == expected
+
+
+def test_a_proxied_predecessor_keeps_serving_until_its_route_switched():
+    containers = [seen("v2", "v2", 2, True), seen("v1", "v1", 1, True),
+                  seen("a", "v1", 1, True, name="svc-web-staging-v1_replaced_abc")]
+    assert decisions.after_rollout(containers, "v2", 5, stop_running=False) == Actions()
+
+
+ON_DELETE = [
+    ("replaced: kept, stopped", [seen("v2", "v2", 2, True), seen("v1", "v1", 1, True)], "v1", 5,
+     Actions(stop=("v1",))),
+    ("the role left the config: everything of it goes", [seen("v2", "v2", 2, True), seen("v1", "v1", 1)], "v2", 5,
+     Actions(remove=("v2", "v1"))),
+    ("already gone: nothing", [seen("v2", "v2", 2, True)], "v1", 5, Actions()),
+    ("moved aside by a same-version replacement: removed",
+     [seen("n", "v2", 3, True), seen("a", "v2", 2, True, name="svc-web-staging-v2_replaced_abc")], "a", 5,
+     Actions(remove=("a",))),
+    ("a crashed successor still counts: nothing retained is lost",
+     [seen("v3", "v3", 3, False), seen("v2", "v2", 2, True), seen("v1", "v1", 1)], "v2", 5, Actions(stop=("v2",))),
+]
+
+
+@pytest.mark.parametrize("case,containers,deleted,retain,expected", ON_DELETE, ids=[c[0] for c in ON_DELETE])
+def test_on_delete(case, containers, deleted, retain, expected):
+    assert decisions.on_delete(containers, deleted, retain) == expected
+
+
+def test_leftovers_are_the_pending_ones():
+    containers = [seen("p", "v2", 3, True, name="svc-web-staging-v2_pending_1a2b3c4d"), seen("v1", "v1", 1, True)]
+    assert decisions.leftovers(containers) == ("p",)
+
+
+VERDICTS = [
+    ({"Running": True, "RestartCount": 0}, "running"),
+    ({"Running": False, "ExitCode": 1}, "crashed"),
+    ({"Running": True, "Restarting": True, "ExitCode": 1, "RestartCount": 1}, "crashed"),
+    ({"Running": True, "RestartCount": 2, "ExitCode": 1}, "crashed"),  # came back, but it died on the way
+    ({"Running": True, "Health": {"Status": "starting"}}, "starting"),
+    ({"Running": True, "Health": {"Status": "healthy"}}, "healthy"),
+    ({"Running": True, "Health": {"Status": "unhealthy", "Log": [{"Output": "no db\n"}]}}, "unhealthy"),
+]
+
+
+@pytest.mark.parametrize("state,status", VERDICTS)
+def test_container_verdict(state, status):
+    assert decisions.container_verdict(state).status == status
+
+
+def test_a_crash_verdict_says_the_exit_code_and_restarts():
+    v = decisions.container_verdict({"Running": True, "Restarting": True, "ExitCode": 137, "RestartCount": 3})
+    assert v.detail == "exited with code 137, restarted 3 times"
+
+
+def test_port_holders():
+    items = [{"Id": "a", "State": "running", "Ports": [{"PublicPort": 8080}]},
+             {"Id": "b", "State": "exited", "Ports": [{"PublicPort": 8080}]},
+             {"Id": "c", "State": "running", "Ports": [{"PublicPort": 9090}]},
+             {"Id": "new", "State": "running", "Ports": [{"PublicPort": 8080}]}]
+    assert decisions.port_holders(items, {8080}, exclude="new") == ["a"]
+    assert decisions.port_holders(items, set(), exclude="new") == []
+
+
+IMAGES = [
+    ("same build settings, other checkout: a rollback, reused",
+     {"shipyard.build": "b1", "shipyard.source": "old"}, {"shipyard.build": "b1", "shipyard.source": "new"}, None),
+    ("other builder settings under one version: refused",
+     {"shipyard.build": "b1"}, {"shipyard.build": "b2"}, "other builder settings"),
+    ("built by an earlier release from the same source: reused",
+     {"shipyard.source": "s"}, {"shipyard.build": "b1", "shipyard.source": "s"}, None),
+    ("built by an earlier release from another source: refused",
+     {"shipyard.source": "s"}, {"shipyard.build": "b1", "shipyard.source": "t"}, "other sources"),
+]
+
+
+@pytest.mark.parametrize("case,existing,wanted,refusal", IMAGES, ids=[c[0] for c in IMAGES])
+def test_image_conflict(case, existing, wanted, refusal):
+    got = decisions.image_conflict(existing, wanted, "v1")
+    assert (got is None) if refusal is None else (refusal in got)
+
+
+E = "\x1b[{}m{}\x1b[0m"
+
+
+def row(*cells, header=False):
+    style = "3;94" if header else "0"
+    return "".join(E.format("1;34" if i == 0 and not header else style, c) + "  " for i, c in enumerate(cells))
+
+
+def test_parse_proxy_list_reads_cells_exactly_whatever_their_width():
+    long = "a-very-long-service-name-over-thirty-characters-web-staging"
+    listing = "\n".join([row("Service", "Host", "Path", "Target", "State", "TLS", header=True),
+                         row(long, "staging.shop.test", "", "0123456789ab:80", "running", "no"),
+                         row("shop-web-production", "shop.test", "/api", "fedcba987654:80", "running", "yes")])
+    routes = decisions.parse_proxy_list(listing)
+    assert set(routes) == {long, "shop-web-production"}
+    assert routes[long]["target"] == "0123456789ab:80" and routes[long]["path"] == ""
+    assert routes["shop-web-production"]["path"] == "/api" and routes["shop-web-production"]["tls"] == "yes"
+    assert decisions.upstream_container(routes[long]["target"]) == "0123456789ab"
+
+
+def test_parse_proxy_list_without_escapes_and_when_empty():
+    assert decisions.parse_proxy_list("Service  Host  Path  Target  State  TLS\n") == {}
+    plain = "Service  Host  Path  Target  State  TLS\nweb-st  a.test  t1:80  running  no\n"
+    assert decisions.parse_proxy_list(plain)["web-st"]["target"] == "t1:80"
