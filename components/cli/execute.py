@@ -1,6 +1,6 @@
-"""`shipyard exec`: run a command in a new container from the destination's current image, with the role's
-environment (its env file on the host), volumes and the destination's network - Kamal's `app exec` - or, with
-`--reuse`, inside the running container. `-i` gives a real terminal: an SSH channel with a pseudo-terminal running
+"""`shipyard exec`: run a command in a new container from the destination's current image, with the running
+container's environment (passed in a 0600 env file on the host, removed afterwards), the role's volumes and the
+destination's network - Kamal's `app exec` - or, with `--reuse`, inside the running container. `-i` gives a real terminal: an SSH channel with a pseudo-terminal running
 `docker run -it` / `docker exec -it` on the host, as Kamal does."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import shlex
 import sys
 import termios
 import tty
+import uuid
 from typing import Any, Iterator
 
-from .. import hosts, naming, plan
+from .. import hostfiles, hosts, naming, payloads
+from ..hosts import docker_errors
 from ..config import Deploy
 from ..errors import ConfigError
 from .stack import StackContext
@@ -30,15 +32,21 @@ def command_argv(words: list[str]) -> list[str]:
 
 
 def docker_argv(cfg: Deploy, role: str, image_id: str, container: str, command: list[str], *, reuse: bool,
-                interactive: bool) -> list[str]:
+                interactive: bool, env_file: str | None = None) -> list[str]:
     """The `docker` command run on the host (pure)."""
     tty_flags = ["-it"] if interactive else []
     if reuse:
         return ["docker", "exec", *tty_flags, container, *command]
-    volumes = [a for b in plan.volume_binds(cfg.servers[role].volumes, cfg.service, cfg.destination)
+    volumes = [a for b in payloads.volume_binds(cfg.servers[role].volumes, cfg.service, cfg.destination)
                for a in ("-v", b)]
+    env = ["--env-file", env_file] if env_file else []
     return ["docker", "run", "--rm", *tty_flags, "--network", naming.network_name(cfg.service, cfg.destination),
-            "--env-file", naming.env_file(cfg.service, cfg.destination, role), *volumes, image_id, *command]
+            *env, *volumes, image_id, *command]
+
+
+def env_file_text(env: list[str]) -> bytes:
+    """A container's `Config.Env` as a docker env file (values with a line break cannot be passed this way)."""
+    return "".join(f"{e}\n" for e in env if "\n" not in e).encode()
 
 
 def pick(outputs: dict[str, Any], cfg: Deploy, role: str | None, host: str | None) -> tuple[str, str, str]:
@@ -68,11 +76,33 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+@contextlib.contextmanager
+def running_env(ctx: StackContext, target, container: str, reuse: bool) -> Iterator[str | None]:
+    """The running container's environment (clear and secret values) in a 0600 file on the host while the new
+    container starts; removed afterwards, whatever happens."""
+    if reuse:
+        yield None
+        return
+    with docker_errors(target, f"inspecting {container}"):
+        env = hosts.client(target).inspect_container(container)["Config"].get("Env") or []
+    path = f"{naming.destination_dir(ctx.cfg.service, ctx.cfg.destination)}/exec-{uuid.uuid4().hex[:12]}.env"
+    hostfiles.write_file(target, path, env_file_text(env))
+    try:
+        yield path
+    finally:
+        hostfiles.remove_file(target, path)
+
+
 def run(ctx: StackContext, args: argparse.Namespace) -> int:
     role, host, container = pick(ctx.outputs, ctx.cfg, args.role, args.host)
-    argv = docker_argv(ctx.cfg, role, ctx.outputs["image_id"], container, command_argv(args.command),
-                       reuse=args.reuse, interactive=args.interactive)
     target = ctx.target(host)
+    with running_env(ctx, target, container, args.reuse) as env_file:
+        return _attach(ctx, args, role, container, target, env_file)
+
+
+def _attach(ctx: StackContext, args: argparse.Namespace, role: str, container: str, target, env_file) -> int:
+    argv = docker_argv(ctx.cfg, role, ctx.outputs["image_id"], container, command_argv(args.command),
+                       reuse=args.reuse, interactive=args.interactive, env_file=env_file)
     doing = f"running `{' '.join(command_argv(args.command))[:60]}` for role {role} of {ctx.cfg.destination}"
     if not args.interactive:
         return hosts.attach(target, argv, doing=doing, stdin_fd=None, stdout=sys.stdout.buffer,

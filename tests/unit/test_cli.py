@@ -85,13 +85,14 @@ def test_log_lines_survive_chunks_that_split_them():
         ["GET / 200", "GET /up 200", "tail"]
 
 
-def test_exec_runs_a_new_container_with_the_roles_env_file_network_and_volumes():
+def test_exec_runs_a_new_container_with_the_running_ones_env_its_network_and_volumes():
     cfg = config.load(BASE, stack="staging")
     argv = execute.docker_argv(cfg, "jobs", "sha256:abc", "shop-jobs-staging-v2", ["bin/console"], reuse=False,
-                               interactive=True)
+                               interactive=True, env_file=".shipyard/shop-staging/exec-1.env")
     assert argv == ["docker", "run", "--rm", "-it", "--network", "shop-staging", "--env-file",
-                    ".shipyard/shop-staging/jobs.env", "-v", "shop-staging-data:/data:rw", "sha256:abc",
+                    ".shipyard/shop-staging/exec-1.env", "-v", "shop-staging-data:/data:rw", "sha256:abc",
                     "bin/console"]
+    assert execute.env_file_text(["A=1", "B=x y", "C=two\nlines"]) == b"A=1\nB=x y\n"
     assert execute.docker_argv(cfg, "web", "sha256:abc", "shop-web-staging-v2", ["ls", "/"], reuse=True,
                                interactive=False) == ["docker", "exec", "shop-web-staging-v2", "ls", "/"]
     assert execute.command_argv(["bin/rails console"]) == ["bin/rails", "console"]
