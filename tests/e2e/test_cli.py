@@ -206,3 +206,11 @@ def test_a_review_app_comes_up_beside_staging_and_goes_without_a_trace(bench, op
     assert not (ops.dir / "stacks" / "Pulumi.review-pr1.yaml").exists()
     assert get(bench, NAMES["staging"]).startswith("service=ops destination=staging")
     assert get(bench, NAMES["production"]).startswith("service=ops destination=production")
+
+
+def test_lock_status_and_release_between_deploys(bench, ops):
+    host = bench.hosts[0].address
+    assert sy(ops, "lock", "status", "-s", "staging", "--json").json() == {host: []}
+    assert sy(ops, "lock", "status").out.splitlines()[1].split() == [host, "free", "-", "-", "-", "-", "-"]
+    released = sy(ops, "lock", "release", "-s", "staging")
+    assert "nobody held the lock" in released.err

@@ -182,3 +182,14 @@ def test_rollback_needs_the_version_on_every_host_of_every_role():
             {"role": "web", "host": "h2", "version": "v2"}]
     assert versions.missing_for(rows, {"web": ("h1", "h2")}, "v2") == []
     assert versions.missing_for(rows, {"web": ("h1", "h2")}, "v1") == ["web@h2 (has v2)"]
+
+
+def test_lock_status_rows_name_each_holder_or_say_free():
+    from components.cli import lock
+    held = {"stack": "shipyard/staging", "doing": "routing", "mode": "shared", "pid": 7, "machine": "ci-3",
+            "since": "2024-05-01T12:00:00Z"}
+    assert lock.rows({"h1": [held], "h2": []}) == [
+        ("h1", "shipyard/staging", "routing", "shared", 7, "ci-3", "2024-05-01T12:00:00Z"),
+        ("h2", "free", None, None, None, None, None)]
+    args = parser().parse_args(["lock", "release", "-s", "staging", "--host", "h1"])
+    assert (args.stack, args.host, args.handler) == ("staging", "h1", lock.release)
