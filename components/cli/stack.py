@@ -232,8 +232,13 @@ class StackContext:
                 return self.stack.up(message=message, on_output=on_output, color="never", suppress_progress=True)
             except auto.ConcurrentUpdateError as exc:
                 if time.monotonic() + LOCK_RETRY_S > deadline:
-                    with pulumi_errors(self.name, "deploying"):
-                        raise exc
+                    if lock_wait <= 0:
+                        with pulumi_errors(self.name, "deploying"):
+                            raise exc
+                    raise StackLocked(self.name, f"waited {lock_wait:g}s, and "
+                                                 f"{lock_holder(_text(exc)) or 'another process'} still updates "
+                                                 f"this stack: try again later, or with a longer --lock-wait") \
+                        from None
                 if on_wait and not told:
                     on_wait(lock_holder(_text(exc)) or "another process")
                     told = True
