@@ -12,7 +12,7 @@ from . import details, output
 from .stack import StackContext, performer
 
 # `shipyard deploy of <version> by <who>`: what `audit` reads back from the history's messages
-MESSAGE = re.compile(r"^shipyard (?P<action>[a-z ]+?)(?: of| to) (?P<version>\S+) by (?P<who>\S+)$")
+MESSAGE = re.compile(r"^shipyard (?P<action>[a-z ]+?)(?: of| to) (?P<version>\S+) by (?P<who>.+)$")
 
 
 def message(action: str, version: str, who: str) -> str:

@@ -17,7 +17,7 @@ from pulumi import automation as auto
 from .. import config as config_module
 from ..errors import ConfigError
 from . import deploy, details, output
-from .stack import NAMESPACE, StackContext, find_project, open_stack, performer, pulumi_errors, raw_config, workspace
+from .stack import NAMESPACE, StackContext, find_project, open_stack, performer, pulumi_errors, raw_config, selected_stack, workspace
 
 PREFIX = "review-"
 REVIEW_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$")  # a DNS label, a Docker name part
@@ -68,20 +68,31 @@ def up(args: argparse.Namespace) -> int:
     config_module.load(cfg, stack=name)  # refuse a bad config before anything is created
     secret = {k[len(NAMESPACE):] for k, v in base.all_config.items() if k.startswith(NAMESPACE) and v.secret}
     ws = base.ws
-    existing = {s.name for s in ws.list_stacks()}
-    if name not in existing:
-        output.progress(f"creating stack {name} from {base.name}")
-        selected = next((s.name for s in ws.list_stacks() if s.current), None)
+    selected = _selected(ws)
+    try:
+        ws.create_stack(name)
+        output.progress(f"created stack {name} from {base.name}")
+    except auto.StackAlreadyExistsError:
+        pass  # an update of the review app
+    except auto.CommandError as exc:
         with pulumi_errors(name, "creating the stack"):
-            ws.create_stack(name)
-            if selected:
-                ws.select_stack(selected)  # `stack init` selects the new stack; keep the user's selection
+            raise exc
+    if selected:
+        with pulumi_errors(selected, "selecting the stack again"):
+            ws.select_stack(selected)  # `stack init` selects the new stack; keep the user's selection
     ctx = StackContext(name=name, project_dir=base.project_dir, ws=ws)
     with pulumi_errors(name, "writing the config"):
         ws.set_all_config(name, encoded(cfg, secret))
     ctx.refresh()
     deploy.up(ctx, args, "review deploy", deploy.expected_version(ctx))
     return details.show(ctx, args)
+
+
+def _selected(ws: auto.LocalWorkspace) -> str | None:
+    try:
+        return selected_stack(ws)
+    except ConfigError:
+        return None
 
 
 def down(args: argparse.Namespace) -> int:
@@ -91,7 +102,10 @@ def down(args: argparse.Namespace) -> int:
     with pulumi_errors(name, "destroying the review app"):
         ctx.stack.destroy(on_output=deploy.engine_line(args.paint), color="never", suppress_progress=True,
                           message=f"shipyard review down by {performer(ctx.project_dir)}")
+        selected = _selected(ctx.ws)
         ctx.ws.remove_stack(name)
+        if selected and selected != name:
+            ctx.ws.select_stack(selected)  # removing a stack may leave none selected; keep the user's choice
     output.progress(f"{name} is gone")
     return 0
 

@@ -24,7 +24,7 @@ from pulumi import automation as auto
 
 from .. import config as config_module
 from ..config import Deploy
-from ..errors import ConfigError, DeployError, StackError, StackLocked
+from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
 from ..naming import PROJECT
 
@@ -110,7 +110,7 @@ def pulumi_errors(stack: str, doing: str) -> Iterator[None]:
                                  f"pass --lock-wait SECONDS; if that process is gone, `pulumi cancel --stack "
                                  f"{stack}` releases its lock") from None
     except auto.StackNotFoundError:
-        raise StackError(stack, "no such stack: see `shipyard review list` or `pulumi stack ls`") from None
+        raise StackError(stack, "no such stack in this project's backend: see `pulumi stack ls`") from None
     except auto.CommandError as exc:
         raise StackError(stack, f"{doing} failed: {command_error_line(_text(exc))}") from None
     except FileNotFoundError as exc:
@@ -132,11 +132,14 @@ def workspace(project_dir: Path) -> auto.LocalWorkspace:
 
 
 def selected_stack(ws: auto.LocalWorkspace) -> str:
-    with pulumi_errors("-", "listing stacks"):
-        current = ws.stack()
-    if current is None:
-        raise ConfigError("--stack", "no stack is selected: pass -s/--stack NAME or run `pulumi stack select`")
-    return current.name
+    """The selected stack's name (`pulumi stack --show-name`: asks for that stack alone, not the whole list)."""
+    try:
+        result = ws.pulumi_command.run(["stack", "--show-name", "--non-interactive"], ws.work_dir,
+                                       {**(ws.env_vars or {})})
+    except auto.CommandError:
+        raise ConfigError("--stack", "no stack is selected: pass -s/--stack NAME or run `pulumi stack select`") \
+            from None
+    return result.stdout.strip()
 
 
 @dataclass
@@ -250,22 +253,7 @@ class StackContext:
 def open_stack(name: str | None, cwd: Path | None = None) -> StackContext:
     project_dir = find_project((cwd or Path.cwd()).resolve())
     ws = workspace(project_dir)
-    if name is None:
-        name = selected_stack(ws)
-    elif name not in {s.name for s in _stacks(ws)}:
-        raise StackError(name, "no such stack in this project's backend: see `pulumi stack ls`")
+    # a stack that does not exist is reported by the first command that names it (StackNotFoundError)
+    name = name or selected_stack(ws)
     return StackContext(name=name, project_dir=project_dir, ws=ws)
 
-
-def _stacks(ws: auto.LocalWorkspace) -> list[auto.StackSummary]:
-    with pulumi_errors("-", "listing stacks"):
-        return ws.list_stacks()
-
-
-def list_stacks(ctx_or_ws: StackContext | auto.LocalWorkspace) -> list[auto.StackSummary]:
-    ws = ctx_or_ws.ws if isinstance(ctx_or_ws, StackContext) else ctx_or_ws
-    return _stacks(ws)
-
-
-__all__ = ["StackContext", "open_stack", "raw_config", "lock_holder", "command_error_line", "performer",
-           "DeployError"]

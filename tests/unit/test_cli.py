@@ -154,8 +154,8 @@ def test_lock_holder_and_error_lines_from_the_pulumi_cli():
 def test_audit_reads_who_and_what_from_shipyards_messages_and_falls_back_to_git():
     msg = deploy.message("rollback", "v2", "alice@laptop")
     assert msg == "shipyard rollback to v2 by alice@laptop"
-    assert deploy.parse_message(deploy.message("deploy", "abc123", "ci@runner")) == {
-        "action": "deploy", "version": "abc123", "who": "ci@runner"}
+    assert deploy.parse_message(deploy.message("deploy", "abc123", "Ada Lovelace@runner")) == {
+        "action": "deploy", "version": "abc123", "who": "Ada Lovelace@runner"}
     ours = audit.audit_row({"update": 3, "kind": "update", "result": "succeeded", "message": msg, "start": 0,
                             "environment": {"exec.kind": "auto.local"}, "config": {}})
     assert (ours["action"], ours["version"], ours["who"], ours["via"]) == ("rollback", "v2", "alice@laptop",
