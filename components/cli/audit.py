@@ -34,8 +34,8 @@ def audit_row(e: dict[str, Any]) -> dict[str, Any]:
 
 
 def show(ctx: StackContext, args: argparse.Namespace) -> int:
-    rows = [audit_row(entry(u)) for u in ctx.history()]
-    rows.sort(key=lambda r: r["update"] or 0)
+    # the history comes newest first; DIY backends number no update (every `version` is 0): count them here
+    rows = [{**audit_row(entry(u)), "update": n} for n, u in enumerate(reversed(ctx.history()), start=1)]
     if args.json:
         print(output.to_json({"stack": ctx.name, "updates": rows}))
         return 0
