@@ -54,3 +54,16 @@ class OwnershipConflict(HostError):
 
 class HealthCheckFailed(HostError):
     pass
+
+
+class StackError(DeployError):
+    """Something about a stack as a whole (not found, not deployed, locked by another deploy); the message starts
+    with the stack."""
+
+    def __init__(self, stack: str, message: str):
+        self.stack = stack
+        super().__init__(f"stack {stack}: {message}")
+
+
+class StackLocked(StackError):
+    """Another process is updating the stack; the message names it."""

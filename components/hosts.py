@@ -258,3 +258,45 @@ def sftp(target: SSHTarget, doing: str) -> Iterator[paramiko.SFTPClient]:
             yield session
         finally:
             session.close()
+
+
+def attach(target: SSHTarget, argv: list[str], *, doing: str, stdin_fd: int | None, stdout: Any, stderr: Any,
+           pty: tuple[str, int, int] | None = None) -> int:
+    """Run a command on the host over an SSH exec channel wired to local streams, until it exits; returns its exit
+    status. With `pty` (term, columns, rows) the channel gets a pseudo-terminal (what `ssh -t` does), so
+    `docker exec -it` / `docker run -it` on the host behave as at a local terminal; bytes typed on `stdin_fd` go to
+    it as they arrive. Without one, stdout and stderr stay apart and stdin is not read."""
+    import select
+    command = " ".join(shlex.quote(a) for a in argv)
+    with docker_errors(target, doing):
+        chan = connection(target).ssh.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)
+        try:
+            if pty is not None:
+                chan.get_pty(term=pty[0], width=pty[1], height=pty[2])
+            chan.exec_command(command)
+            if pty is None or stdin_fd is None:
+                chan.shutdown_write()
+                stdin_fd = None
+            while True:
+                readable = [chan] + ([stdin_fd] if stdin_fd is not None else [])
+                ready, _, _ = select.select(readable, [], [], 0.5)
+                if chan in ready or chan.recv_ready() or chan.recv_stderr_ready():
+                    while chan.recv_stderr_ready():
+                        stderr.write(chan.recv_stderr(65536))
+                        stderr.flush()
+                    if chan.recv_ready():
+                        data = chan.recv(65536)
+                        if data:
+                            stdout.write(data)
+                            stdout.flush()
+                if stdin_fd is not None and stdin_fd in ready:
+                    data = os.read(stdin_fd, 4096)
+                    if data:
+                        chan.sendall(data)
+                    else:
+                        chan.shutdown_write()
+                        stdin_fd = None
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    return chan.recv_exit_status()
+        finally:
+            chan.close()

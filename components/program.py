@@ -63,3 +63,4 @@ def run(project_dir: Path) -> None:
     pulumi.export("containers", svc.containers)
     pulumi.export("urls", svc.urls)
     pulumi.export("accessories", svc.accessories)
+    pulumi.export("owner", svc.owner)  # how `shipyard` finds this stack's objects on its hosts

@@ -32,6 +32,7 @@ class DestinationService(pulumi.ComponentResource):
         (default: the context's git commit)."""
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
+        self.owner = owner  # the ownership label's value on every object of this destination
         build = self._build_inputs(promote)
         version: pulumi.Output[str] = build.pop("version")
         # the plan for this version (an Output while a promoted version is still unknown), and its shape, which

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 step() { printf '\033[1m== %s\033[0m\n' "$*"; }
 
 # 1. Debian packages: Docker Engine, sshd, the registry, busybox for the seeded base image, htpasswd (bcrypt) for
-#    the registry that wants a password.
+#    the registry that wants a password, PostgreSQL (the team-state backend the tests start as a private cluster).
 packages=(docker.io openssh-server openssh-client docker-registry busybox-static apache2-utils iproute2 util-linux git
-          curl procps)
+          curl procps postgresql)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -36,6 +36,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$want" > "$stamp"
+fi
+
+# The `shipyard` command (pyproject.toml), editable: it always runs this checkout's code.
+if [ ! -x .venv/bin/shipyard ]; then
+  step "installing the shipyard command"
+  .venv/bin/python -m pip install -q --no-deps -e .
 fi
 
 # 3. The Pulumi CLI, linked into .venv/bin so that one PATH entry serves the CLI, tests and the demo.

@@ -1,0 +1,81 @@
+"""`shipyard`: operate a destination day to day - details, logs, exec, versions, rollback, audit, deploy - and
+review apps, each for one stack (`-s/--stack`, default: the selected stack).
+
+Argparse (standard library): subcommands with shared options through parent parsers are all this needs, and the
+project takes no dependency for it. Every error ends the command with one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from ..errors import DeployError
+from . import audit, deploy, details, execute, logs, output, review, versions
+
+GROUPS = (details, logs, execute, versions, audit, deploy, review)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-s", "--stack", help="the stack (destination) to act on; default: the selected stack")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="shipyard", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common()
+    for group in GROUPS:
+        group.register(sub, common)
+    lock = _lock_module()
+    if lock is not None:
+        lock.register(sub, common)
+    return ap
+
+
+def _lock_module():
+    """`lock status` / `lock release` when the host lock exists in this version."""
+    try:
+        from . import lock
+    except ImportError:
+        return None
+    return lock
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.paint = output.Painter(output.colour_enabled(sys.stdout) and not args.json)
+    handler: Callable[..., int] = args.handler
+    if getattr(args, "stackless", False):
+        return handler(args)
+    from .stack import open_stack
+    return handler(open_stack(args.stack), args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = run(argv)
+    except DeployError as exc:
+        print(f"shipyard: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:  # a bug of ours: still one line, the traceback only on request
+        if os.environ.get("SHIPYARD_DEBUG"):
+            raise
+        print(f"shipyard: unexpected {type(exc).__name__}: {exc} (SHIPYARD_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        code = 1
+    finally:
+        from .. import hosts
+        hosts.close_all()
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

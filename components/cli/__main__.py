@@ -1,0 +1,7 @@
+"""`python -m components.cli`: the `shipyard` command without the console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""`shipyard audit`: who deployed what version when, from the stack's update history (Kamal's `audit`). Deploys
+and rollbacks made with `shipyard` name their performer and version; a plain `pulumi up` shows git's author (when
+the project is a git checkout) and the pinned `shipyard:version`, if any."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import output
+from .deploy import parse_message
+from .stack import NAMESPACE, StackContext
+
+
+def entry(update: Any) -> dict[str, Any]:
+    """An Automation-API `UpdateSummary` as plain data."""
+    return {"update": update.version, "kind": update.kind, "result": update.result, "message": update.message,
+            "start": update.start_time, "end": update.end_time, "environment": dict(update.environment or {}),
+            "config": {k: getattr(v, "value", v) for k, v in (update.config or {}).items()}}
+
+
+def audit_row(e: dict[str, Any]) -> dict[str, Any]:
+    """Who, what and when of one update (pure)."""
+    ours = parse_message(e.get("message") or "")
+    env = e.get("environment") or {}
+    pinned = (e.get("config") or {}).get(f"{NAMESPACE}version")
+    action = ours["action"] if ours else e["kind"]
+    return {"update": e.get("update"), "time": output.when(e.get("start")), "action": action,
+            "result": e.get("result"),
+            "who": ours["who"] if ours else env.get("git.author") or env.get("git.committer"),
+            "version": ours["version"] if ours else (pinned if isinstance(pinned, str) else None),
+            "via": "shipyard" if ours else env.get("exec.kind", "pulumi"),
+            "message": None if ours else (e.get("message") or None)}
+
+
+def show(ctx: StackContext, args: argparse.Namespace) -> int:
+    # the history comes newest first; DIY backends number no update (every `version` is 0): count them here
+    rows = [{**audit_row(entry(u)), "update": n} for n, u in enumerate(reversed(ctx.history()), start=1)]
+    if args.json:
+        print(output.to_json({"stack": ctx.name, "updates": rows}))
+        return 0
+    print(output.table(("#", "TIME", "ACTION", "RESULT", "VERSION", "WHO", "VIA", "MESSAGE"),
+                       [(r["update"], r["time"], r["action"], r["result"], r["version"], r["who"], r["via"],
+                         r["message"]) for r in rows], args.paint, colour_column="RESULT"))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("audit", parents=[common], help="who deployed what version when",
+                       description=__doc__)
+    p.set_defaults(handler=show)

@@ -1,0 +1,259 @@
+"""A stack as the `shipyard` command sees it, through Pulumi's Automation API: its config (validated by
+`components.config`), its outputs, its history, and `up` with a wait for the stack's lock.
+
+Every Pulumi command names the stack (`--stack`) instead of selecting it, so `shipyard logs -s production` never
+changes which stack a later bare `pulumi up` acts on. Automation-API errors become `StackError`s here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from pulumi import automation as auto
+
+from .. import config as config_module
+from ..config import Deploy
+from ..errors import ConfigError, StackError, StackLocked
+from ..hosts import SSHTarget
+from ..naming import PROJECT
+
+NAMESPACE = f"{PROJECT}:"
+LOCK_RETRY_S = 2.0
+LOCK_HOLDER = re.compile(r"created by (?P<who>\S+) \(pid (?P<pid>\d+)\) at (?P<at>\S+)")
+
+
+# -- pure parts -------------------------------------------------------------------------------------------------------
+
+def raw_config(all_config: dict[str, Any]) -> dict[str, Any]:
+    """`shipyard:*` keys of `pulumi config --json` (values given as strings, objects as JSON text), without the
+    namespace and decoded - what `components.program.raw_config` hands to `config.load` inside the program."""
+    out: dict[str, Any] = {}
+    for key, item in all_config.items():
+        if not key.startswith(NAMESPACE):
+            continue
+        value = getattr(item, "value", item)
+        if isinstance(value, str) and value[:1] in "{[":
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        out[key[len(NAMESPACE):]] = value
+    return out
+
+
+def lock_holder(stderr: str) -> str | None:
+    """Who holds a stack's lock, from the Pulumi CLI's "the stack is currently locked" error: `root@ci-3 (pid 812,
+    since 2024-05-01T12:00:00Z)`."""
+    m = LOCK_HOLDER.search(stderr)
+    return f"{m['who']} (pid {m['pid']}, since {m['at']})" if m else None
+
+
+GENERIC = re.compile(r"^(update|preview|destroy|refresh) failed$|^an error occurred", re.I)
+
+
+def command_error_line(output: str) -> str:
+    """The one line of a failed Pulumi command worth showing (its output and errors together): the first
+    `error:` line that says more than "update failed", without the prefix."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln.removeprefix("error:").strip() for ln in lines if ln.startswith("error:")]
+    specific = [e for e in errors if not GENERIC.search(e)]
+    return (specific or errors or lines[-1:] or ["the Pulumi CLI failed"])[0]
+
+
+def _text(exc: auto.CommandError) -> str:
+    """A failed command's output and errors (the Automation API keeps them only in the exception's text)."""
+    return str(exc)
+
+
+def find_project(start: Path) -> Path:
+    """The nearest directory at or above `start` with a Pulumi.yaml: where the project lives."""
+    for d in (start, *start.parents):
+        if (d / "Pulumi.yaml").exists() or (d / "Pulumi.yml").exists():
+            return d
+    raise ConfigError("", f"no Pulumi.yaml in {start} or above: run shipyard inside the project")
+
+
+def performer(project_dir: Path) -> str:
+    """Who is deploying, for the audit trail: git's user.name (what Kamal records) or the login name, at this
+    machine."""
+    name = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        name = subprocess.run(["git", "-C", str(project_dir), "config", "user.name"], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = str(os.getuid())
+    return f"{name}@{socket.gethostname()}"
+
+
+# -- the stack --------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def pulumi_errors(stack: str, doing: str) -> Iterator[None]:
+    """Automation-API errors as one-line `StackError`s."""
+    try:
+        yield
+    except auto.ConcurrentUpdateError as exc:
+        holder = lock_holder(_text(exc)) or "another process"
+        raise StackLocked(stack, f"{doing} is not possible now: {holder} is updating this stack. Wait for it, or "
+                                 f"pass --lock-wait SECONDS; if that process is gone, `pulumi cancel --stack "
+                                 f"{stack}` releases its lock") from None
+    except auto.StackNotFoundError:
+        raise StackError(stack, "no such stack in this project's backend: see `pulumi stack ls`") from None
+    except auto.CommandError as exc:
+        raise StackError(stack, f"{doing} failed: {command_error_line(_text(exc))}") from None
+    except FileNotFoundError as exc:
+        raise StackError(stack, f"{doing} failed: {exc}") from None
+
+
+class _NamedStack(auto.Stack):
+    """An existing stack, addressed by name on every command instead of `pulumi stack select`."""
+
+    def __init__(self, name: str, workspace: auto.LocalWorkspace):  # noqa: super().__init__ would select it
+        self.name = name
+        self.workspace = workspace
+        self._mode = "named"
+
+
+def workspace(project_dir: Path) -> auto.LocalWorkspace:
+    with pulumi_errors("-", "opening the project"):
+        return auto.LocalWorkspace(work_dir=str(project_dir))
+
+
+def selected_stack(ws: auto.LocalWorkspace) -> str:
+    """The selected stack's name (`pulumi stack --show-name`: asks for that stack alone, not the whole list)."""
+    try:
+        result = ws.pulumi_command.run(["stack", "--show-name", "--non-interactive"], ws.work_dir,
+                                       {**(ws.env_vars or {})})
+    except auto.CommandError:
+        raise ConfigError("--stack", "no stack is selected: pass -s/--stack NAME or run `pulumi stack select`") \
+            from None
+    return result.stdout.strip()
+
+
+@dataclass
+class StackContext:
+    """One stack of the project: what every subcommand starts from."""
+    name: str
+    project_dir: Path
+    ws: auto.LocalWorkspace
+    stack: auto.Stack = field(init=False)
+
+    def __post_init__(self):
+        self.stack = _NamedStack(self.name, self.ws)
+
+    def refresh(self) -> None:
+        """Forget what was read (after an update changed config or outputs)."""
+        for name in ("all_config", "cfg", "outputs"):
+            self.__dict__.pop(name, None)
+
+    def set_version(self, version: str | None) -> None:
+        """Pin `shipyard:version` (None: remove the pin, the builder context's git commit decides again)."""
+        with pulumi_errors(self.name, "setting shipyard:version"):
+            if version is None:
+                self.stack.remove_config(f"{NAMESPACE}version")
+            else:
+                self.stack.set_config(f"{NAMESPACE}version", auto.ConfigValue(value=version))
+        self.refresh()
+
+    @cached_property
+    def all_config(self) -> dict[str, auto.ConfigValue]:
+        with pulumi_errors(self.name, "reading the config"):
+            return self.ws.get_all_config(self.name)
+
+    @cached_property
+    def cfg(self) -> Deploy:
+        try:
+            return config_module.load(raw_config(self.all_config), stack=self.name)
+        except ConfigError as exc:
+            raise StackError(self.name, f"config {exc}") from None
+
+    @cached_property
+    def outputs(self) -> dict[str, Any]:
+        with pulumi_errors(self.name, "reading the outputs"):
+            out = {k: v.value for k, v in self.stack.outputs().items()}
+        if not out.get("containers"):
+            raise StackError(self.name, "nothing is deployed: run `shipyard deploy` first")
+        return out
+
+    @property
+    def owner(self) -> str:
+        """The ownership label's value on every object this stack made (exported by the program)."""
+        owner = self.outputs.get("owner")
+        if not owner:
+            raise StackError(self.name, "its outputs predate this command (no `owner` output): run `shipyard "
+                                        "deploy` once")
+        return owner
+
+    def target(self, host: str) -> SSHTarget:
+        """How to reach `host`: the stack's `shipyard:ssh`, paths relative to the project (as in `pulumi up`)."""
+        ssh = self.cfg.ssh
+
+        def path(p: str) -> str:
+            p = os.path.expanduser(p)
+            return p if os.path.isabs(p) else str(self.project_dir / p)
+
+        return SSHTarget(host=host, port=ssh.port, user=ssh.user, keys=tuple(path(k) for k in ssh.keys),
+                         known_hosts=path(ssh.known_hosts) if ssh.known_hosts else None,
+                         host_key_policy=ssh.host_key_policy)
+
+    def hosts(self) -> tuple[str, ...]:
+        """Every host of the destination: its roles' and its accessories'."""
+        cfg = self.cfg
+        acc = tuple(h for a in cfg.accessories.values() for h in a.all_hosts())
+        return tuple(dict.fromkeys(cfg.all_hosts() + acc))
+
+    def label_filters(self, **more: str) -> list[str]:
+        """Docker label filters for this stack's own objects of its service and destination."""
+        from .. import naming
+        return [f"{naming.OWNER_LABEL}={self.owner}", f"{naming.SERVICE}={self.cfg.service}",
+                f"{naming.DESTINATION}={self.cfg.destination}", *(f"{k}={v}" for k, v in more.items())]
+
+    def history(self) -> list[auto.UpdateSummary]:
+        with pulumi_errors(self.name, "reading the history"):
+            return self.stack.history(show_secrets=False)
+
+    def up(self, *, message: str, lock_wait: float = 0, on_output: Callable[[str], None] | None = None,
+           on_wait: Callable[[str], None] | None = None) -> auto.UpResult:
+        """`pulumi up` through the Automation API. When another process holds the stack's lock, retry until
+        `lock_wait` seconds have passed (0: fail at once, naming the holder)."""
+        deadline = time.monotonic() + lock_wait
+        told = False
+        while True:
+            try:
+                return self.stack.up(message=message, on_output=on_output, color="never", suppress_progress=True)
+            except auto.ConcurrentUpdateError as exc:
+                if time.monotonic() + LOCK_RETRY_S > deadline:
+                    if lock_wait <= 0:
+                        with pulumi_errors(self.name, "deploying"):
+                            raise exc
+                    raise StackLocked(self.name, f"waited {lock_wait:g}s, and "
+                                                 f"{lock_holder(_text(exc)) or 'another process'} still updates "
+                                                 f"this stack: try again later, or with a longer --lock-wait") \
+                        from None
+                if on_wait and not told:
+                    on_wait(lock_holder(_text(exc)) or "another process")
+                    told = True
+                time.sleep(LOCK_RETRY_S)
+            except auto.CommandError as exc:
+                raise StackError(self.name, f"deploy failed: {command_error_line(_text(exc))}") from None
+
+
+def open_stack(name: str | None, cwd: Path | None = None) -> StackContext:
+    project_dir = find_project((cwd or Path.cwd()).resolve())
+    ws = workspace(project_dir)
+    # a stack that does not exist is reported by the first command that names it (StackNotFoundError)
+    name = name or selected_stack(ws)
+    return StackContext(name=name, project_dir=project_dir, ws=ws)
+

@@ -1,0 +1,195 @@
+"""The `shipyard` command's pure parts: argument parsing, formatting, and what it derives from config, outputs and
+history - tested with data, no Pulumi CLI, no host."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from components import config
+from components.cli import audit, deploy, details, execute, logs, output, parser, review, stack, versions
+from components.errors import ConfigError
+
+BASE = {"service": "shop", "image": "acme/shop", "registry": {"server": "registry.example.com"},
+        "servers": {"web": {"hosts": ["10.0.0.2", "10.0.0.3"], "ports": ["8080:80"]},
+                    "jobs": {"hosts": ["10.0.0.3"], "cmd": "bin/jobs", "volumes": ["data:/data"]}},
+        "proxy": {"hosts": ["staging.shop.test", "www.staging.shop.test"]},
+        "accessories": {"db": {"image": "postgres:16", "host": "10.0.0.3", "port": "5432:5432"}},
+        "ssh": {"keys": ["keys/id"], "known_hosts": "keys/known_hosts"}}
+OUTPUTS = {"containers": {"10.0.0.2": {"web": {"name": "shop-web-staging-v2", "id": "a1"}},
+                          "10.0.0.3": {"web": {"name": "shop-web-staging-v2", "id": "a2"},
+                                       "jobs": {"name": "shop-jobs-staging-v2", "id": "a3"}}},
+           "accessories": {"db": {"10.0.0.3": {"container": "shop-staging-db", "id": "d1"}}},
+           "image_id": "sha256:" + "f" * 64}
+
+
+def test_every_subcommand_takes_a_stack_and_json():
+    for argv in (["details"], ["logs", "-f"], ["exec", "--", "ls"], ["versions"], ["rollback", "v1"], ["audit"],
+                 ["deploy", "--lock-wait", "30"]):
+        args = parser().parse_args([argv[0], "-s", "production", "--json", *argv[1:]])
+        assert args.stack == "production" and args.json
+    assert parser().parse_args(["details"]).stack is None  # the selected stack
+    assert parser().parse_args(["deploy", "--lock-wait", "30"]).lock_wait == 30
+    assert parser().parse_args(["rollback", "v1"]).lock_wait == 0
+    args = parser().parse_args(["review", "up", "pr-7", "--from", "staging"])
+    assert (args.name, args.base, args.stackless) == ("pr-7", "staging", True)
+
+
+def test_logs_arguments():
+    args = parser().parse_args(["logs", "--role", "db", "--host", "10.0.0.3", "--since", "5m", "-n", "20",
+                                "--grep", "GET /up", "-f"])
+    assert (args.role, args.host, args.since, args.lines, args.follow) == ("db", "10.0.0.3", "5m", 20, True)
+    assert args.grep.search("x GET /up 200") and not args.grep.search("POST")
+    with pytest.raises(SystemExit):
+        parser().parse_args(["logs", "--grep", "("])  # not a regular expression: a usage error, not a traceback
+
+
+def test_table_aligns_columns_and_colours_only_when_asked():
+    text = output.table(("HOST", "STATE"), [("10.0.0.2", "running"), ("10.0.0.10", None)])
+    assert text.splitlines() == ["HOST       STATE", "10.0.0.2   running", "10.0.0.10  -"]
+    coloured = output.table(("HOST", "STATE"), [("h", "running")], output.Painter(True), colour_column="STATE")
+    assert "\x1b[32mrunning\x1b[0m" in coloured and output.ANSI.sub("", coloured).splitlines()[1] == "h     running"
+
+
+def test_short_ids_and_times():
+    assert output.short_id("sha256:6a348f720833aaaa") == "6a348f720833"
+    assert output.when(0) == "1970-01-01 00:00:00Z"
+    assert output.when("2024-05-01T12:30:05.123456789Z") == "2024-05-01 12:30:05Z"
+
+
+def test_since_takes_durations_and_timestamps():
+    now = 1_700_000_000
+    assert logs.parse_since("5m", now) == datetime.fromtimestamp(now - 300, tz=timezone.utc)
+    assert logs.parse_since("2h", now).timestamp() == now - 7200
+    assert logs.parse_since("2024-05-01T12:00:00Z", now) == datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    assert logs.parse_since(None, now) is None
+    with pytest.raises(ConfigError, match="--since: 'yesterday' is neither a duration"):
+        logs.parse_since("yesterday", now)
+
+
+def test_log_sources_are_the_current_containers_by_role_accessory_and_host():
+    every = logs.sources(OUTPUTS, None, None)
+    assert {(s.host, s.role) for s in every} == {("10.0.0.2", "web"), ("10.0.0.3", "web"), ("10.0.0.3", "jobs"),
+                                                ("10.0.0.3", "db")}
+    assert [s.container for s in logs.sources(OUTPUTS, "db", None)] == ["shop-staging-db"]
+    assert [s.id for s in logs.sources(OUTPUTS, "web", "10.0.0.2")] == ["a1"]
+    with pytest.raises(ConfigError, match="--role: no role or accessory named 'cron': there are db, jobs, web"):
+        logs.sources(OUTPUTS, "cron", None)
+    with pytest.raises(ConfigError, match="--host: '10.0.0.2' runs none of them"):
+        logs.sources(OUTPUTS, "db", "10.0.0.2")
+
+
+def test_log_lines_survive_chunks_that_split_them():
+    assert list(logs.lines_of(iter([b"GET / 2", b"00\nGET /up", b" 200\r\n", b"tail"]))) == \
+        ["GET / 200", "GET /up 200", "tail"]
+
+
+def test_exec_runs_a_new_container_with_the_running_ones_env_its_network_and_volumes():
+    cfg = config.load(BASE, stack="staging")
+    argv = execute.docker_argv(cfg, "jobs", "sha256:abc", "shop-jobs-staging-v2", ["bin/console"], reuse=False,
+                               interactive=True, env_file=".shipyard/shop-staging/exec-1.env")
+    assert argv == ["docker", "run", "--rm", "-it", "--network", "shop-staging", "--env-file",
+                    ".shipyard/shop-staging/exec-1.env", "-v", "shop-staging-data:/data:rw", "sha256:abc",
+                    "bin/console"]
+    assert execute.env_file_text(["A=1", "B=x y", "C=two\nlines"]) == b"A=1\nB=x y\n"
+    assert execute.docker_argv(cfg, "web", "sha256:abc", "shop-web-staging-v2", ["ls", "/"], reuse=True,
+                               interactive=False) == ["docker", "exec", "shop-web-staging-v2", "ls", "/"]
+    assert execute.command_argv(["bin/rails console"]) == ["bin/rails", "console"]
+    assert execute.command_argv(["--", "sh", "-c", "echo $X"]) == ["sh", "-c", "echo $X"]
+    with pytest.raises(ConfigError, match="COMMAND"):
+        execute.command_argv([])
+
+
+def test_exec_picks_web_on_its_first_host_by_default():
+    cfg = config.load(BASE, stack="staging")
+    assert execute.pick(OUTPUTS, cfg, None, None) == ("web", "10.0.0.2", "shop-web-staging-v2")
+    assert execute.pick(OUTPUTS, cfg, "jobs", None) == ("jobs", "10.0.0.3", "shop-jobs-staging-v2")
+    with pytest.raises(ConfigError, match="--host: role jobs runs on 10.0.0.3, not on 10.0.0.2"):
+        execute.pick(OUTPUTS, cfg, "jobs", "10.0.0.2")
+
+
+def test_a_review_app_gets_its_own_destination_host_name_and_no_fixed_ports():
+    cfg = review.review_config(BASE, "pr-7")
+    assert cfg["destination"] == "pr-7"
+    assert cfg["proxy"]["hosts"] == ["pr-7.staging.shop.test"]
+    assert "ports" not in cfg["servers"]["web"] and "port" not in cfg["accessories"]["db"]
+    assert BASE["servers"]["web"]["ports"] == ["8080:80"]  # the base config is left as it was
+    loaded = config.load(cfg, stack="review-pr-7")
+    assert loaded.destination == "pr-7" and loaded.retain_containers == 1
+    assert review.stack_name("pr-7") == "review-pr-7"
+    with pytest.raises(ConfigError, match="NAME: 'PR_7' cannot name a review app"):
+        review.stack_name("PR_7")
+    with pytest.raises(ConfigError, match="proxy.hosts: a review app is reached by a host name"):
+        review.review_config({**BASE, "proxy": None}, "pr-7")
+
+
+def test_review_config_keeps_secrets_secret():
+    values = review.encoded({"servers": {"web": {"hosts": ["h"]}}, "secrets": {"DB": "x"}, "service": "s"},
+                            {"secrets"})
+    assert values["shipyard:servers"].value == '{"web": {"hosts": ["h"]}}' and not values["shipyard:servers"].secret
+    assert values["shipyard:secrets"].secret and values["shipyard:service"].value == "s"
+
+
+def test_raw_config_decodes_objects_and_drops_other_namespaces():
+    class V:
+        def __init__(self, value):
+            self.value = value
+    raw = stack.raw_config({"shipyard:servers": V('{"web": {"hosts": ["h"]}}'), "shipyard:service": V("s"),
+                            "aws:region": V("x")})
+    assert raw == {"servers": {"web": {"hosts": ["h"]}}, "service": "s"}
+
+
+def test_lock_holder_and_error_lines_from_the_pulumi_cli():
+    err = ("error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end or "
+           "delete the lock file with `pulumi cancel`.\n  postgres://****:****@127.0.0.1:5432/db/.pulumi/locks/"
+           "organization/shipyard/staging/1a6a.json: created by deploy@ci-3 (pid 3581) at 2026-11-26T23:21:16Z")
+    assert stack.lock_holder(err) == "deploy@ci-3 (pid 3581, since 2026-11-26T23:21:16Z)"
+    assert stack.lock_holder("error: something else") is None
+    out = ("Diagnostics:\n  shipyard:index:Container (shop-web):\n    error: host 10.0.0.2: container shop-web did "
+           "not become healthy within 8s\n\nerror: update failed\n")
+    assert stack.command_error_line(out) == "host 10.0.0.2: container shop-web did not become healthy within 8s"
+
+
+def test_audit_reads_who_and_what_from_shipyards_messages_and_falls_back_to_git():
+    msg = deploy.message("rollback", "v2", "alice@laptop")
+    assert msg == "shipyard rollback to v2 by alice@laptop"
+    assert deploy.parse_message(deploy.message("deploy", "abc123", "Ada Lovelace@runner")) == {
+        "action": "deploy", "version": "abc123", "who": "Ada Lovelace@runner"}
+    ours = audit.audit_row({"update": 3, "kind": "update", "result": "succeeded", "message": msg, "start": 0,
+                            "environment": {"exec.kind": "auto.local"}, "config": {}})
+    assert (ours["action"], ours["version"], ours["who"], ours["via"]) == ("rollback", "v2", "alice@laptop",
+                                                                            "shipyard")
+    plain = audit.audit_row({"update": 1, "kind": "update", "result": "failed", "message": "", "start": 0,
+                             "environment": {"exec.kind": "cli", "git.author": "Bob"},
+                             "config": {"shipyard:version": "v1"}})
+    assert (plain["action"], plain["version"], plain["who"], plain["via"]) == ("update", "v1", "Bob", "cli")
+
+
+def test_proxy_routes_and_current_containers():
+    listing = ("\x1b[1mService\x1b[0m  Host  Path  Target  State  TLS\n"
+               "shop-web-staging  staging.shop.test  /  shop-web-staging-v2:80  running  no\n")
+    routes = details.parse_routes(listing)
+    assert routes["shop-web-staging"]["target"] == "shop-web-staging-v2:80"
+    assert routes["shop-web-staging"]["state"] == "running"
+    assert details.current_ids(OUTPUTS) == {"a1", "a2", "a3", "d1"}
+    assert details.role_of({"role": "accessory.db"}) == ("accessory", "db")
+    assert details.role_of({"role": "web"}) == ("role", "web")
+
+
+def test_rollback_needs_the_version_on_every_host_of_every_role():
+    rows = [{"role": "web", "host": "h1", "version": "v2"}, {"role": "web", "host": "h1", "version": "v1"},
+            {"role": "web", "host": "h2", "version": "v2"}]
+    assert versions.missing_for(rows, {"web": ("h1", "h2")}, "v2") == []
+    assert versions.missing_for(rows, {"web": ("h1", "h2")}, "v1") == ["web@h2 (has v2)"]
+
+
+def test_lock_status_rows_name_each_holder_or_say_free():
+    from components.cli import lock
+    held = {"stack": "shipyard/staging", "doing": "routing", "mode": "shared", "pid": 7, "machine": "ci-3",
+            "since": "2024-05-01T12:00:00Z"}
+    assert lock.rows({"h1": [held], "h2": []}) == [
+        ("h1", "shipyard/staging", "routing", "shared", 7, "ci-3", "2024-05-01T12:00:00Z"),
+        ("h2", "free", None, None, None, None, None)]
+    args = parser().parse_args(["lock", "release", "-s", "staging", "--host", "h1"])
+    assert (args.stack, args.host, args.handler) == ("staging", "h1", lock.release)
