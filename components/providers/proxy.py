@@ -31,8 +31,11 @@ def _lock(props: dict[str, Any], doing: str, shared: bool = False):
 
 
 def _list(t: SSHTarget) -> dict[str, dict[str, str]] | None:
-    """The proxy's routes, or None when it does not answer."""
-    code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
+    """The proxy's routes, or None when it does not answer (not started yet, or just removed by a destroy)."""
+    try:
+        code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
+    except DockerError:  # no such container, or not running: the daemon itself answered
+        return None
     return decisions.parse_proxy_list(out) if code == 0 else None
 
 

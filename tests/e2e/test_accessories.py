@@ -150,7 +150,7 @@ def test_changing_an_accessory_replaces_only_it(bench, pair):
     host = bench.hosts[0].address
     assert exec_(bench, "acc-staging-db", "echo written-by-staging > /data/row")[0] == 0
     before = pair.outputs("staging")
-    cfg = config(bench, "staging", version="v2")
+    cfg = config(bench, "staging")
     cfg["accessories"]["db"]["env"]["clear"]["EXTRA"] = "1"
     pair.set_config("staging", cfg)
     pair.up("staging")

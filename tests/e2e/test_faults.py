@@ -63,7 +63,7 @@ PHASES: dict[str, tuple[int, Callable[[DaemonLog, Any], bool]]] = {
     "build": (0, lambda log, host: _calls(log, r"POST /v[\d.]+/build")),
     "ship": (1, lambda log, host: _calls(log, r"POST /v[\d.]+/images/create")),
     "create": (0, lambda log, host: _calls(log, r"POST /v[\d.]+/containers/create")),
-    "health wait": (0, lambda log, host: any("_pending_" in n and s == "running" for n, s in ours(host).items())),
+    "health wait": (0, lambda log, host: _calls(log, r"POST /v[\d.]+/containers/\w+/start")),  # right after start
     "route switch": (0, lambda log, host: _calls(log, r"POST /v[\d.]+/containers/kamal-proxy/exec")),
     "delete of the old container": (0, lambda log, host: _calls(log, r"POST /v[\d.]+/containers/\w+/stop")),
 }

@@ -124,16 +124,21 @@ def test_secrets_from_the_kamal_files_never_show(bench, pair):
 
 def test_editing_the_kamal_file_shows_in_preview_diff_and_deploys(bench, pair):
     overlay = pair.dir / "app/config/deploy.staging.yml"
-    overlay.write_text(overlay.read_text() + "env:\n  clear:\n    PLAIN: edited\n")
-    preview = pair.run("preview", "--diff", stack="staging").out
-    assert re.search(r'~ PLAIN +: "visible" => "edited"', preview), preview
-    assert "shipyard:Container: (replace)" in preview
-    assert "edited" not in pair.run("preview", "--diff", stack="production").out  # production's file is its own
-    pair.up("staging")
-    d = host_docker(bench.hosts[0])
-    (c,) = d.containers(filters={"label": ["service=kshop", "destination=staging"]})
-    assert "PLAIN=edited" in d.inspect_container(c["Id"])["Config"]["Env"]
-    assert f"greeting={SECRET['staging']}" in get(bench, "staging")
+    before = overlay.read_text()
+    overlay.write_text(before + "env:\n  clear:\n    PLAIN: edited\n")
+    try:
+        preview = pair.run("preview", "--diff", stack="staging").out
+        assert re.search(r'~ PLAIN +: "visible" => "edited"', preview), preview
+        assert "shipyard:Container: (replace)" in preview
+        assert "edited" not in pair.run("preview", "--diff", stack="production").out  # production's file is its own
+        pair.up("staging")
+        d = host_docker(bench.hosts[0])
+        (c,) = d.containers(filters={"label": ["service=kshop", "destination=staging"]})
+        assert "PLAIN=edited" in d.inspect_container(c["Id"])["Config"]["Env"]
+        assert f"greeting={SECRET['staging']}" in get(bench, "staging")
+    finally:  # the next test, whichever it is, starts from the file as it was
+        overlay.write_text(before)
+        pair.up("staging")
 
 
 def test_an_unsupported_kamal_key_fails_with_its_path_and_nothing_changes(bench, pair):
