@@ -1,0 +1,68 @@
+"""Upgrading shipyard changes nothing that runs: a destination deployed by an earlier release (this repository's
+history, taken with `git archive`) previews with no change under the current code, and the next version change
+works on the state that release wrote."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+import urllib.request
+
+import pytest
+
+from tests.conftest import REPO, Project, host_docker, make_project, pulumi_env, ssh_config
+
+pytestmark = pytest.mark.e2e
+
+EARLIER = "bb173ca"  # the release before providers became a package, the plan one object and owners org-free
+
+
+def config(bench, version: str) -> dict:
+    host = bench.hosts[0].address
+    return {"service": "upg", "image": "acme/upg", "version": version, "builder": {"context": "app"},
+            "registry": {"server": bench.registry},
+            "servers": {"web": {"hosts": [host]}, "jobs": {"hosts": [host], "cmd": "sleep 3600"}},
+            "proxy": {"hosts": ["upgrade.test"], "healthcheck": {"interval": 0.3, "timeout": 2}, "deploy_timeout": 10,
+                      "drain_timeout": 1},
+            "env": {"clear": {"A": "1"}, "secret": ["TOKEN"]},
+            "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": "sleep 3600",
+                                   "volumes": ["data:/data"], "files": ["app/start.sh:/etc/start.sh"]}},
+            "ssh": ssh_config(bench)}
+
+
+def get(bench) -> str:
+    req = urllib.request.Request(f"http://{bench.hosts[0].address}/", headers={"Host": "upgrade.test"})
+    with urllib.request.urlopen(req, timeout=3) as resp:
+        return resp.read().decode()
+
+
+def test_a_destination_deployed_by_an_earlier_release_previews_with_no_change(bench, tmp_path):
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", EARLIER, "components"], capture_output=True,
+                             check=True).stdout
+    (tmp_path / "state").mkdir()
+    proj = Project(make_project(tmp_path), pulumi_env(tmp_path / "state"))
+    (proj.dir / "components").unlink()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tf:
+        tf.extractall(proj.dir, filter="data")  # the earlier release's code, as a user had it
+    try:
+        proj.init("staging", config(bench, "v1"), secrets={"shipyard:secrets.TOKEN": "t0ken-value"})
+        proj.up("staging")
+        assert "version=v1" in get(bench)
+        before = {c["Id"] for c in host_docker(bench.hosts[0]).containers(filters={"label": "service=upg"})}
+
+        shutil.rmtree(proj.dir / "components")
+        (proj.dir / "components").symlink_to(REPO / "components")  # upgrade
+        proj.run("preview", "--expect-no-changes", stack="staging")
+        proj.run("preview", "--refresh", "--expect-no-changes", stack="staging")
+        assert {c["Id"] for c in host_docker(bench.hosts[0]).containers(filters={"label": "service=upg"})} == before
+
+        proj.set_config("staging", config(bench, "v2"))  # and the state that release wrote deploys on
+        proj.up("staging")
+        assert "version=v2" in get(bench)
+        running = {c["Names"][0] for c in host_docker(bench.hosts[0]).containers(
+            filters={"label": ["service=upg", "destination=staging"]})}
+        assert running == {"/upg-web-staging-v2", "/upg-jobs-staging-v2", "/upg-staging-db"}
+    finally:
+        proj.run("destroy", "--yes", stack="staging", check=False)
