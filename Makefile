@@ -21,7 +21,8 @@ setup:
 # sample of tests each run alone in a fresh pytest (no test depends on another); then the integration and e2e tiers
 # again with the bench's hosts on the current Docker Engine that `make setup` builds (SHIPYARD_BENCH_DOCKERD=current,
 # which refuses clients older than API 1.44), but for the concurrency and fault suites, which test our own
-# coordination rather than the engine. TEST_CURRENT_DOCKERD=0 skips that pass.
+# coordination rather than the engine, and the upgrade test, whose earlier release pinned API 1.41.
+# TEST_CURRENT_DOCKERD=0 skips that pass.
 TEST_CURRENT_DOCKERD ?= 1
 
 test: setup
@@ -29,7 +30,7 @@ test: setup
 	$(PY) -m tests.alone 2
 ifeq ($(TEST_CURRENT_DOCKERD),1)
 	SHIPYARD_BENCH_DOCKERD=current $(PY) -m pytest tests/integration tests/e2e \
-	  --deselect tests/e2e/test_concurrency.py --deselect tests/e2e/test_faults.py
+	  --deselect tests/e2e/test_concurrency.py --deselect tests/e2e/test_faults.py --deselect tests/e2e/test_upgrade.py
 endif
 
 unit: setup
