@@ -10,6 +10,7 @@ here into the `components.errors` tree.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import socket
 import threading
@@ -25,7 +26,7 @@ from docker.transport.basehttpadapter import BaseHTTPAdapter
 from docker.transport.sshconn import SSHConnectionPool
 
 from .errors import DockerError, HostError, HostUnreachable
-from .ssh import SSHTarget, connect
+from .ssh import CONNECT_TIMEOUT_S, SSHTarget, connect
 
 T = TypeVar("T")
 
