@@ -65,7 +65,9 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
             boot = self.boot(raw["boot"], servers, out.get("accessories", {}))
             if boot:
                 out["boot"] = boot
-        self.readiness_delay(servers, top_proxy)
+        delay = self.readiness_delay()
+        if delay is not None:
+            out["readiness_delay"] = delay
         secrets = self.secret_values()
         if secrets:
             out["secrets"] = secrets

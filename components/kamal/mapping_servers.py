@@ -161,9 +161,13 @@ class ServersMapping(MapperBase):
                 out[key] = self.raw[key]
         return out
 
-    def readiness_delay(self, servers: dict[str, Any], top_proxy: Any) -> None:
+    def readiness_delay(self) -> float | None:
+        """Kamal's seconds a container without proxy (or health check) must run before it counts as booted: the
+        same as shipyard's `readiness_delay`."""
         delay = self.raw.get("readiness_delay")
-        unproxied = [n for n, r in servers.items() if "proxy" not in r and not (n == "web" and top_proxy is not None)]
-        if delay is not None and unproxied and float(delay) > 1:
-            self.refuse("readiness_delay", f"{NOT_YET}: shipyard checks a role without proxy ({', '.join(unproxied)})"
-                                           f" 1 s after it starts (and waits for its image's HEALTHCHECK); use 0 or 1")
+        if delay is None:
+            return None
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+            self.refuse("readiness_delay", "should be a number of seconds")
+            return None
+        return delay
