@@ -15,11 +15,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .configtypes import (IMAGE, IMAGE_REF, NAME_PART, REGISTRY_SERVER, SSH_USER, STACK_NAME, URL_PATH, VERSION,
                           VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
-                          Registry, Role, SSH)
+                          Registry, Role, SSH, Takeover)
 from .errors import ConfigError
 
 __all__ = ["VOLUME", "Accessory", "Boot", "Builder", "ConfigError", "Deploy", "Env", "Healthcheck", "Port",
-           "Promote", "Proxy", "Registry", "Role", "SSH", "load"]
+           "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
 
 
 class Deploy(Model):
@@ -41,6 +41,7 @@ class Deploy(Model):
     delete_volumes_on_destroy: bool = False  # named volumes survive `pulumi destroy` unless this is set
     readiness_delay: float | None = Field(default=None, ge=0, le=600)  # roles without proxy: seconds to stay up
     lock_timeout: float = Field(default=120, gt=0, le=3600)  # seconds to wait for a host's lock
+    takeover: Takeover | None = None  # set by `kamal` (unless kamal.takeover is false)
 
     @field_validator("servers", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ from .mapping import KAMAL_VERSION, Mapper
 from .merge import deep_merge
 from .secrets import CommandRunner, Secrets, parse_dotenv, read_secrets, run_command
 
-OPTIONS = ("config", "destination", "run_secret_commands", "ignore")
+OPTIONS = ("config", "destination", "run_secret_commands", "ignore", "takeover")
 
 __all__ = ["KAMAL_VERSION", "OPTIONS", "CommandRunner", "Secrets", "deep_merge", "load", "overlay_file",
            "parse_dotenv", "read_secrets", "read_yaml", "render_erb", "run_command", "stack_config"]
@@ -79,7 +79,8 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
 def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, environ: Mapping[str, str] | None = None,
                  runner: CommandRunner = run_command) -> dict[str, Any]:
     """The stack's `shipyard:*` keys, with `kamal` replaced by the Kamal config it names and the stack's own keys
-    deep-merged over that (the stack wins). Without `kamal`, the keys as they are."""
+    deep-merged over that (the stack wins). Without `kamal`, the keys as they are. A Kamal stack also takes over
+    what Kamal deployed of the app (`takeover`, with Kamal's destination) unless it sets `kamal.takeover: false`."""
     if "kamal" not in raw:
         return dict(raw)
     opts = raw["kamal"]
@@ -90,8 +91,9 @@ def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, envir
     for key in opts:
         if key not in OPTIONS:
             raise ConfigError(f"kamal.{key}", f"unknown key: known keys are {', '.join(OPTIONS)}")
-    if not isinstance(opts.get("run_secret_commands", False), bool):
-        raise ConfigError("kamal.run_secret_commands", "should be true or false")
+    for flag in ("run_secret_commands", "takeover"):
+        if not isinstance(opts.get(flag, False), bool):
+            raise ConfigError(f"kamal.{flag}", "should be true or false")
     ignore = opts.get("ignore") or []
     if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
         raise ConfigError("kamal.ignore", "should be a list of Kamal key paths, like accessories.db.options")
@@ -102,4 +104,7 @@ def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, envir
     mapped = load(project_dir / opts["config"], destination=destination or None, project_dir=project_dir,
                   environ=environ, run_secret_commands=opts.get("run_secret_commands", False), ignore=ignore,
                   stack=own, runner=runner)
+    if opts.get("takeover", True):
+        # Kamal may already serve this app: its routes and containers carry Kamal's destination (or none)
+        mapped["takeover"] = {"destination": destination or None}
     return deep_merge(mapped, own)
