@@ -124,15 +124,16 @@ def test_a_takeover_deploys_over_kamals_route_then_stops_kamals_container(host):
     providers.RouteProvider().create(route_props(takeover=NO_DEST))
     assert [a[:3] for a in calls] == [["kamal-proxy", "list"], ["kamal-proxy", "deploy", "shop-web"]]
     assert calls[1][calls[1].index("--target") + 1] == "new000000000:80"
-    c.stop.assert_called_once_with("kamal0000001" + "0" * 52, timeout=providers.STOP_TIMEOUT_S)
+    kamals = "kamal0000001" + "0" * 52
+    c.stop.assert_called_once_with(kamals, timeout=providers.STOP_TIMEOUT_S)
     c.remove_container.assert_not_called()  # stopped, kept: Kamal can take it back
 
 
 def test_without_the_takeover_kamals_route_is_refused_and_nothing_changes(host):
     c, calls = host
-    with pytest.raises(OwnershipConflict, match=r"route shop-web serves container shop-web-0123abcd of another deployer "
-                                                r"\(without a destination\); nothing was changed. If it is your Kamal "
-                                                "deployment of this app, name its config in shipyard:kamal"):
+    with pytest.raises(OwnershipConflict, match=r"route shop-web serves container shop-web-0123abcd of another "
+                                                r"deployer \(without a destination\); nothing was changed. If it is your "
+                                                r"Kamal deployment of this app, name its config in shipyard:kamal"):
         providers.RouteProvider().create(route_props())
     assert [a[:2] for a in calls] == [["kamal-proxy", "list"]]
     c.stop.assert_not_called()
