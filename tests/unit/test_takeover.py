@@ -132,8 +132,8 @@ def test_a_takeover_deploys_over_kamals_route_then_stops_kamals_container(host):
 def test_without_the_takeover_kamals_route_is_refused_and_nothing_changes(host):
     c, calls = host
     with pytest.raises(OwnershipConflict, match=r"route shop-web serves container shop-web-0123abcd of another "
-                                                r"deployer \(without a destination\); nothing was changed. If it is your "
-                                                r"Kamal deployment of this app, name its config in shipyard:kamal"):
+                                                r"deployer \(without a destination\); nothing was changed. If it is "
+                                                r"your Kamal deployment of this app, name its config in shipyard:"):
         providers.RouteProvider().create(route_props())
     assert [a[:2] for a in calls] == [["kamal-proxy", "list"]]
     c.stop.assert_not_called()
