@@ -17,6 +17,7 @@ from .configtypes import (IMAGE, IMAGE_REF, NAME_PART, REGISTRY_SERVER, SSH_USER
                           VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
                           Registry, Role, SSH, Takeover)
 from .errors import ConfigError
+from .naming import proxy_service
 
 __all__ = ["VOLUME", "Accessory", "Boot", "Builder", "ConfigError", "Deploy", "Env", "Healthcheck", "Port",
            "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
@@ -92,6 +93,10 @@ class Deploy(Model):
     def role_proxy(self, role: str) -> Proxy | None:
         r = self.servers[role]
         return r.proxy or (self.proxy if role == "web" else None)
+
+    def route_name(self, role: str) -> str:
+        """A proxied role's route in kamal-proxy; taking over a Kamal deployment, Kamal's name (its destination)."""
+        return proxy_service(self.service, role, self.takeover.destination if self.takeover else self.destination)
 
     def all_hosts(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(h for role in self.servers.values() for h in role.hosts))

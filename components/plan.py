@@ -152,8 +152,6 @@ def image_spec(cfg: Deploy, version: str, owner: str) -> ImageSpec:
 
 def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec]:
     specs = []
-    # taking over a Kamal deployment, a route keeps Kamal's name, which has Kamal's destination (or none)
-    route_destination = cfg.takeover.destination if cfg.takeover else cfg.destination
     for role_name, role in cfg.servers.items():
         env = cfg.role_env(role_name)
         cmd = ("sh", "-c", role.cmd) if isinstance(role.cmd, str) else role.cmd
@@ -173,7 +171,7 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
                 volumes=tuple(volume_binds(role.volumes, cfg.service, cfg.destination)),
                 restart=role.restart,
                 proxy=proxy,
-                proxy_service=naming.proxy_service(cfg.service, role_name, route_destination) if proxy else None,
+                proxy_service=cfg.route_name(role_name) if proxy else None,
             ))
     return specs
 
