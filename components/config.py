@@ -15,11 +15,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .configtypes import (IMAGE, IMAGE_REF, NAME_PART, REGISTRY_SERVER, SSH_USER, STACK_NAME, URL_PATH, VERSION,
                           VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
-                          Registry, Role, SSH)
+                          Registry, Role, SSH, Takeover)
 from .errors import ConfigError
+from .naming import proxy_service
 
 __all__ = ["VOLUME", "Accessory", "Boot", "Builder", "ConfigError", "Deploy", "Env", "Healthcheck", "Port",
-           "Promote", "Proxy", "Registry", "Role", "SSH", "load"]
+           "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
 
 
 class Deploy(Model):
@@ -41,6 +42,7 @@ class Deploy(Model):
     delete_volumes_on_destroy: bool = False  # named volumes survive `pulumi destroy` unless this is set
     readiness_delay: float | None = Field(default=None, ge=0, le=600)  # roles without proxy: seconds to stay up
     lock_timeout: float = Field(default=120, gt=0, le=3600)  # seconds to wait for a host's lock
+    takeover: Takeover | None = None  # set by `kamal` (unless kamal.takeover is false)
 
     @field_validator("servers", mode="before")
     @classmethod
@@ -91,6 +93,10 @@ class Deploy(Model):
     def role_proxy(self, role: str) -> Proxy | None:
         r = self.servers[role]
         return r.proxy or (self.proxy if role == "web" else None)
+
+    def route_name(self, role: str) -> str:
+        """A proxied role's route in kamal-proxy; taking over a Kamal deployment, Kamal's name (its destination)."""
+        return proxy_service(self.service, role, self.takeover.destination if self.takeover else self.destination)
 
     def all_hosts(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(h for role in self.servers.values() for h in role.hosts))

@@ -242,3 +242,9 @@ class Accessory(Model):
 class Promote(Model):
     """Production takes what another stack (staging) built and tested: its image, by digest, relabeled."""
     from_stack: str = Field(pattern=STACK_NAME)  # a stack name of this project (or org/project/stack)
+
+
+class Takeover(Model):
+    """Take over a running Kamal deployment of this service: its kamal-proxy routes (Kamal's route names) may be
+    switched to this stack's containers, and Kamal's app containers of the service are then stopped, not removed."""
+    destination: Name | None  # Kamal's destination (`kamal deploy -d`), null for none; labels and route names use it

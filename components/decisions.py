@@ -207,3 +207,32 @@ def parse_proxy_list(listing: str) -> dict[str, dict[str, str]]:
 def upstream_container(target: str) -> str:
     """The container a route's target names (`<container>:<port>`)."""
     return target.split(",")[0].rsplit(":", 1)[0]
+
+
+# -- taking over a Kamal deployment -----------------------------------------------------------------------------
+
+
+def kamal_app(labels: Mapping[str, str] | None, service: str, role: str, destination: str | None) -> bool:
+    """Whether a container is Kamal's app container of this service, role and (Kamal's) destination: Kamal labels
+    it `service`, `role` and `destination` (empty without one) and no deployer of this project's ownership label."""
+    labels = labels or {}
+    return naming.OWNER_LABEL not in labels and labels.get(naming.SERVICE) == service and \
+        labels.get(naming.ROLE) == role and (labels.get(naming.DESTINATION) or "") == (destination or "")
+
+
+def route_takeover(target_labels: Mapping[str, str] | None, takeover: Mapping[str, Any] | None,
+                   service: str) -> bool:
+    """Whether a route whose target is not this stack's may be deployed over: only when the stack takes over
+    Kamal's deployment (`takeover`: Kamal's `destination` and the route's `role`) and the target is Kamal's app
+    container of the same service, role and destination. kamal-proxy's deploy then switches and drains."""
+    return bool(takeover) and kamal_app(target_labels, service, takeover["role"], takeover.get("destination"))
+
+
+def kamal_to_stop(items: Iterable[Mapping[str, Any]], takeover: Mapping[str, Any] | None,
+                  service: str) -> tuple[str, ...]:
+    """After this stack's container serves (its route switched, or it is ready), Kamal's running app containers of
+    the same service, role and destination on the host are stopped - never removed, so Kamal can take them back."""
+    if not takeover:
+        return ()
+    return tuple(i["Id"] for i in items if i.get("State") == "running"
+                 and kamal_app(i.get("Labels"), service, takeover["role"], takeover.get("destination")))

@@ -54,9 +54,10 @@ def accessory_name(service: str, destination: str, accessory: str) -> str:
     return f"{service}-{destination}-{accessory}"
 
 
-def proxy_service(service: str, role: str, destination: str) -> str:
-    """The name of a destination's route in kamal-proxy: one per service, role and destination."""
-    return f"{service}-{role}-{destination}"
+def proxy_service(service: str, role: str, destination: str | None) -> str:
+    """The name of a destination's route in kamal-proxy: one per service, role and destination - Kamal's name, so
+    a route Kamal made is recognised (Kamal leaves the destination out when it has none)."""
+    return "-".join(p for p in (service, role, destination) if p)
 
 
 STATE_DIR = f".{PROJECT}"  # on each host, relative to the SSH user's home
@@ -114,6 +115,7 @@ def describe_owner(labels: dict[str, str] | None) -> str:
     labels = labels or {}
     if OWNER_LABEL in labels:
         return f"stack {labels[OWNER_LABEL]} (destination {labels.get(DESTINATION, '?')})"
-    if DESTINATION in labels:
-        return f"destination {labels[DESTINATION]} of another deployer"
+    if DESTINATION in labels:  # Kamal labels its containers `destination`, empty without one
+        dest = labels[DESTINATION]
+        return f"destination {dest} of another deployer" if dest else "another deployer (without a destination)"
     return "something not managed by this project"

@@ -171,7 +171,7 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
                 volumes=tuple(volume_binds(role.volumes, cfg.service, cfg.destination)),
                 restart=role.restart,
                 proxy=proxy,
-                proxy_service=naming.proxy_service(cfg.service, role_name, cfg.destination) if proxy else None,
+                proxy_service=cfg.route_name(role_name) if proxy else None,
             ))
     return specs
 

@@ -197,6 +197,7 @@ class DestinationService(pulumi.ComponentResource):
             "network": spec.network or network,
             "extra_networks": [network] if spec.network else None,
             "readiness_delay": cfg.readiness_delay,
+            "takeover": self._takeover(spec.role),
             "proxy": spec.proxy.model_dump() if spec.proxy else None,
             "retain": cfg.retain_containers,
             "running": True,
@@ -208,5 +209,10 @@ class DestinationService(pulumi.ComponentResource):
             **self._common(spec.host), "service": spec.proxy_service, "labels": self._labels(),
             "upstream": pulumi.Output.concat(container.name, ":", str(spec.proxy.app_port)),
             "container_id": container.container_id,
-            "proxy": spec.proxy.model_dump(), "lock": lock,
+            "proxy": spec.proxy.model_dump(), "lock": lock, "takeover": self._takeover(spec.role),
         }, self._child(depends_on=[container, proxy]))
+
+    def _takeover(self, role: str) -> dict[str, Any] | None:
+        """What a takeover of Kamal's deployment needs on the host: Kamal's destination and the role."""
+        t = self._cfg.takeover
+        return {"destination": t.destination, "role": role} if t else None

@@ -44,7 +44,7 @@ def route_of(ctx: StackContext, kind: str, role: str, routes: dict[str, dict[str
     if kind != "role" or role not in ctx.cfg.servers or ctx.cfg.role_proxy(role) is None:
         return None
     proxy = ctx.cfg.role_proxy(role)
-    service = naming.proxy_service(ctx.cfg.service, role, ctx.cfg.destination)
+    service = ctx.cfg.route_name(role)
     live = routes.get(service)
     return {"service": service, "hosts": list(proxy.hosts), "path_prefix": proxy.path_prefix,
             "target": live.get("target") if live else None, "state": (live or {}).get("state", "missing")}

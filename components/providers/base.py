@@ -44,6 +44,19 @@ def ours(c, props: dict[str, Any], **more: str) -> list[dict[str, Any]]:
     return [i for i in items if owned(i.get("Labels"), props)]
 
 
+def stop_kamal(c, props: dict[str, Any]) -> None:
+    """Taking over a Kamal deployment (`takeover` in props): stop Kamal's running app containers of this service,
+    role and destination on the host, once this stack's container serves. Stopped, never removed: Kamal can take
+    them back (`kamal rollback`)."""
+    takeover = props.get("takeover")
+    if not takeover:
+        return
+    service = service_of(props)
+    items = c.containers(filters={"label": [f"{naming.SERVICE}={service}", f"{naming.ROLE}={takeover['role']}"]})
+    for cid in decisions.kamal_to_stop(items, takeover, service):
+        c.stop(cid, timeout=STOP_TIMEOUT_S)
+
+
 def find(c, name: str) -> dict[str, Any] | None:
     for item in c.containers(all=True, filters={"name": f"^/{name}$"}):
         if f"/{name}" in item.get("Names", []):

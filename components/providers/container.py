@@ -22,7 +22,7 @@ from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, exact_diff, find, label_filters, nonce, owned, ours, remove_image, \
-    stream_errors, target
+    stop_kamal, stream_errors, target
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
            "aliases", "files", "directories")
@@ -62,6 +62,8 @@ class ContainerProvider(ResourceProvider):
         try:
             with docker_errors(t, f"cleaning up after {name}"):
                 self._after_rollout(c, props, cid)
+                if not props.get("proxy"):  # a proxied role's route stops Kamal's, once it has switched
+                    stop_kamal(c, props)
         except HostError:
             pass  # it runs and is ready: the deploy is done; the next rollout or delete cleans up again
         return CreateResult(id_=cid, outs={**props, "container_id": cid})

@@ -5,7 +5,9 @@ No stack owns the proxy: a stack's Proxy resource ensures it runs (adopting one 
 removes it only when no route is left on it. Every change to the proxy's existence holds the host lock exclusively;
 routing through it holds it shared, so destinations deploy side by side but never while the proxy comes or goes.
 A route belongs to whoever owns the container it targets: another stack's (or a Kamal app's) route of the same
-name is refused, never taken over silently."""
+name is refused, never taken over silently. A stack that takes over a Kamal deployment (`takeover`, set by
+`shipyard:kamal`) may deploy over the route of Kamal's app container of the same service, role and destination;
+Kamal's containers are then stopped, not removed. A route that serves a container not ours is never removed."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from .. import decisions, hostlock, hosts, naming, payloads
 from ..errors import DockerError, HealthCheckFailed, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, exact_diff, find, owned, target
+from .base import STOP_TIMEOUT_S, exact_diff, find, owned, service_of, stop_kamal, target
 
 START_DEADLINE_S = 15
 DEFAULT_LOCK_TIMEOUT_S = 120
@@ -159,26 +161,37 @@ class RouteProvider(ResourceProvider):
                                                         f"(destination {props['destination']}) to "
                                                         f"{props['upstream']}: {out}; the previous version keeps "
                                                         f"serving")
+                    with docker_errors(t, f"stopping Kamal's containers of route {props['service']}"):
+                        stop_kamal(hosts.client(t), props)  # switched and drained: Kamal's app may stop
                     return props
             # the proxy is gone (a destination's destroy removed it as ours was being created): bring it back
             ensure_proxy({**props, "image": props["proxy"]["image"]}, upgrade=False)
         raise DockerError(str(t), f"{naming.PROXY_CONTAINER} kept disappearing while routing {props['service']}")
 
     @staticmethod
-    def _check_owner(t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> None:
-        """A route of this name that targets a container of another stack or app is not ours to change."""
+    def _target_of(t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> dict[str, Any] | None:
+        """The container a route of this name targets (inspect output), or None (no route, or it is gone)."""
         if not route or not route.get("target"):
-            return
-        c = hosts.client(t)
+            return None
         with docker_errors(t, f"inspecting the target of route {props['service']}"):
-            info = hosts.or_none(c.inspect_container, decisions.upstream_container(route["target"]))
+            return hosts.or_none(hosts.client(t).inspect_container, decisions.upstream_container(route["target"]))
+
+    def _check_owner(self, t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> None:
+        """A route of this name that targets a container of another stack or app is not ours to change - unless
+        this stack takes over the Kamal deployment that container belongs to."""
+        info = self._target_of(t, props, route)
         if info is None:
-            return  # its container is gone: a dangling route, adopted
+            return  # no route yet, or its container is gone: a dangling route, adopted
         labels = info["Config"].get("Labels") or {}
-        if not owned(labels, props):
-            raise OwnershipConflict(str(t), f"kamal-proxy route {props['service']} serves container "
-                                            f"{info['Name'].lstrip('/')} of {naming.describe_owner(labels)}; "
-                                            f"nothing was changed. Use another service or destination name.")
+        if owned(labels, props) or decisions.route_takeover(labels, props.get("takeover"), service_of(props)):
+            return
+        hint = "Use another service or destination name."
+        if naming.OWNER_LABEL not in labels and naming.SERVICE in labels:
+            hint = ("If it is your Kamal deployment of this app, name its config in shipyard:kamal to take it over "
+                    "(with Kamal's destination), or use another service or destination name.")
+        raise OwnershipConflict(str(t), f"kamal-proxy route {props['service']} serves container "
+                                        f"{info['Name'].lstrip('/')} of {naming.describe_owner(labels)}; "
+                                        f"nothing was changed. {hint}")
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(id_=f"{props['service']}@{props['target']['host']}", outs=self._deploy(props))
@@ -209,11 +222,9 @@ class RouteProvider(ResourceProvider):
             route = (_list(t) or {}).get(props["service"])
             if route is None:
                 return  # already gone
-            if "labels" in props:
-                try:
-                    self._check_owner(t, props, route)
-                except OwnershipConflict:
-                    return  # it serves someone else's container now: not ours to remove
+            info = self._target_of(t, props, route) if "labels" in props else None
+            if info is not None and not owned(info["Config"].get("Labels"), props):
+                return  # it serves someone else's container now (Kamal took the app back): theirs to keep
             code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", props["service"]])
         if code != 0 and "not found" not in out.lower() and "no such" not in out.lower():
             raise DockerError(str(t), f"kamal-proxy could not remove route {props['service']}: {out}")

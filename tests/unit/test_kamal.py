@@ -324,8 +324,8 @@ def test_builder_ssh_boot_and_timeouts_map(tmp_path):
                               "args": {"RUBY": "3.3"}, "host": "builder.example.com"}
     assert raw["ssh"] == {"user": "deploy", "port": 2222, "keys": ["keys/id_ed25519", "~/.ssh/id_rsa"]}
     assert raw["boot"] == {"limit": 2} and raw["retain_containers"] == 3
-    assert raw["proxy"] == {"deploy_timeout": 20, "drain_timeout": 5}
-    config.load(raw, stack="staging")
+    assert raw["proxy"] == {"deploy_timeout": 20, "drain_timeout": 5} and raw["readiness_delay"] == 0
+    assert config.load(raw, stack="staging").readiness_delay == 0
 
 
 def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
@@ -459,10 +459,15 @@ def test_unknown_keys_newer_kamal_and_hooks_are_refused(tmp_path):
                                    "list it in shipyard:kamal.ignore"}
 
 
-def test_readiness_delay_over_a_second_is_refused_for_roles_without_proxy(tmp_path):
+def test_readiness_delay_is_shipyards_readiness_delay(tmp_path):
     deploy = BASE_YML.replace("servers: [10.0.0.1]", "servers: {web: [10.0.0.1], jobs: [10.0.0.2]}")
-    load_app(tmp_path / "a", deploy + "readiness_delay: 1\n")
-    assert list(refusals(tmp_path / "b", deploy + "readiness_delay: 7\n")) == ["readiness_delay"]
+    assert config.load(load_app(tmp_path / "a", deploy + "readiness_delay: 12\n"), stack="s").readiness_delay == 12
+    assert "readiness_delay" not in load_app(tmp_path / "b", deploy)  # unset: shipyard's default, Kamal's 7 s
+    assert refusals(tmp_path / "c", deploy + "readiness_delay: soon\n") == {
+        "readiness_delay": "should be a number of seconds"}
+    with pytest.raises(ConfigError) as err:  # beyond what shipyard accepts: its path, as any stack key
+        config.load(load_app(tmp_path / "d", deploy + "readiness_delay: 900\n"), stack="s")
+    assert err.value.path == "readiness_delay"
 
 
 # -- ERB ---------------------------------------------------------------------------------------------------------------

@@ -35,4 +35,7 @@ def test_ownership_survives_a_move_to_another_backend():
     assert not naming.owned_by({"shipyard.stack": "organization/other/staging", "destination": "staging"}, owner,
                                "staging")
     assert naming.describe_owner({"destination": "x"}) == "destination x of another deployer"
+    assert naming.describe_owner({"destination": ""}) == "another deployer (without a destination)"
+    assert naming.proxy_service("shop", "web", "staging") == "shop-web-staging"
+    assert naming.proxy_service("shop", "web", None) == "shop-web"  # Kamal's route name without a destination
     assert naming.describe_owner({}) == "something not managed by this project"

@@ -1,0 +1,110 @@
+"""Kamal's `config/deploy.yml` as a stack's config: read it the way Kamal 2.11 does, map it to `shipyard:*` keys.
+
+A stack sets `shipyard:kamal: {config: ../myapp/config/deploy.yml}`; `stack_config` reads that file, deep-merges the
+destination's overlay `deploy.<destination>.yml` over it (ActiveSupport `deep_merge`: hashes merge key by key,
+everything else - lists included - is replaced), reads `.kamal/secrets-common` and `.kamal/secrets[.<destination>]`
+(dotenv, later files win), maps every key to what shipyard does, and deep-merges the stack's own keys over the result.
+
+Every key Kamal documents is either mapped or refused by its path: one `ConfigError` lists every refused key, one
+per line. The parts: `erb` (ERB and YAML), `secrets` (dotenv and `$(...)`), `mapping*` (Kamal's keys to shipyard's,
+by area), `merge` (Kamal's merge rule).
+
+No pulumi, docker or paramiko here: files in, a plain dict out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import ConfigError
+from .erb import read_yaml, render_erb
+from .mapping import KAMAL_VERSION, Mapper
+from .merge import deep_merge
+from .secrets import CommandRunner, Secrets, parse_dotenv, read_secrets, run_command
+
+OPTIONS = ("config", "destination", "run_secret_commands", "ignore", "takeover")
+
+__all__ = ["KAMAL_VERSION", "OPTIONS", "CommandRunner", "Secrets", "deep_merge", "load", "overlay_file",
+           "parse_dotenv", "read_secrets", "read_yaml", "render_erb", "run_command", "stack_config"]
+
+def overlay_file(config_file: Path, destination: str) -> Path:
+    """Kamal's `sub_ext(".<destination>.yml")`: config/deploy.yml -> config/deploy.staging.yml."""
+    return config_file.with_suffix(f".{destination}.yml")
+
+
+def load(config_file: Path, *, destination: str | None, project_dir: Path, environ: Mapping[str, str] | None = None,
+         run_secret_commands: bool = False, ignore: Iterable[str] = (), stack: Mapping[str, Any] | None = None,
+         runner: CommandRunner = run_command) -> dict[str, Any]:
+    """Read a Kamal config for `destination` (None: as `kamal deploy` without `-d`) and return the raw shipyard
+    config it maps to. `stack` is the stack's own config: secrets it sets are never looked up (nor their commands
+    run). Raises one ConfigError listing every refused key."""
+    environ = dict(os.environ if environ is None else environ)
+    if destination:
+        environ["KAMAL_DESTINATION"] = destination
+    config_file = config_file.resolve()
+    app_dir = config_file.parent.parent
+    files = [config_file] + ([overlay_file(config_file, destination)] if destination else [])
+    raw: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    if destination and not files[1].is_file():
+        raise ConfigError("kamal.config", f"{os.path.relpath(files[1], app_dir)} does not exist: Kamal reads it for "
+                                          f"destination {destination}; create it (`{{}}` for no changes), or set "
+                                          f"shipyard:kamal.destination")
+    for file in files:
+        data, erb = read_yaml(file, os.path.relpath(file, app_dir), environ)
+        raw = deep_merge(raw, data)
+        problems += erb
+    secrets = read_secrets(app_dir, str(raw.get("secrets_path") or ".kamal/secrets"), destination, environ,
+                           runner if run_secret_commands else None)
+    mapper = Mapper(raw, app_dir, project_dir.resolve(), destination, secrets, stack or {})
+    out = mapper.run()
+    problems += mapper.problems
+    ignored = tuple(ignore)
+    seen, lines = set(), []
+    for path, message in problems:
+        if path in seen or any(path == p or path.startswith((f"{p}.", f"{p}[")) for p in ignored):
+            continue
+        seen.add(path)
+        lines.append(f"{path}: {message}")
+    if lines:
+        label = " + ".join(os.path.relpath(f, app_dir) for f in files)
+        header = (f"{label} uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths in "
+                  f"shipyard:kamal.ignore to deploy without them):")
+        raise ConfigError("kamal", "\n".join([header, *lines]))
+    return out
+
+
+def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, environ: Mapping[str, str] | None = None,
+                 runner: CommandRunner = run_command) -> dict[str, Any]:
+    """The stack's `shipyard:*` keys, with `kamal` replaced by the Kamal config it names and the stack's own keys
+    deep-merged over that (the stack wins). Without `kamal`, the keys as they are. A Kamal stack also takes over
+    what Kamal deployed of the app (`takeover`, with Kamal's destination) unless it sets `kamal.takeover: false`."""
+    if "kamal" not in raw:
+        return dict(raw)
+    opts = raw["kamal"]
+    if isinstance(opts, str):
+        opts = {"config": opts}
+    if not isinstance(opts, dict) or not isinstance(opts.get("config"), str):
+        raise ConfigError("kamal", "give the Kamal config file: shipyard:kamal: {config: ../myapp/config/deploy.yml}")
+    for key in opts:
+        if key not in OPTIONS:
+            raise ConfigError(f"kamal.{key}", f"unknown key: known keys are {', '.join(OPTIONS)}")
+    for flag in ("run_secret_commands", "takeover"):
+        if not isinstance(opts.get(flag, False), bool):
+            raise ConfigError(f"kamal.{flag}", "should be true or false")
+    ignore = opts.get("ignore") or []
+    if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
+        raise ConfigError("kamal.ignore", "should be a list of Kamal key paths, like accessories.db.options")
+    own = {k: v for k, v in raw.items() if k != "kamal"}
+    destination = opts["destination"] if "destination" in opts else (own.get("destination") or stack)
+    if destination is not None and not isinstance(destination, str):
+        raise ConfigError("kamal.destination", "should be a destination name, or null for none")
+    mapped = load(project_dir / opts["config"], destination=destination or None, project_dir=project_dir,
+                  environ=environ, run_secret_commands=opts.get("run_secret_commands", False), ignore=ignore,
+                  stack=own, runner=runner)
+    if opts.get("takeover", True):
+        # Kamal may already serve this app: its routes and containers carry Kamal's destination (or none)
+        mapped["takeover"] = {"destination": destination or None}
+    return deep_merge(mapped, own)

@@ -1,0 +1,86 @@
+"""The whole Kamal-to-shipyard mapping: the top-level keys, each area handed to its own module (servers and
+proxies, env and secrets, registry/builder/ssh, accessories and boot). Every key Kamal documents is either mapped
+or refused by its path; nothing is dropped silently."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from .mapping_accessories import AccessoriesMapping
+from .mapping_base import NO_EFFECT, to_s
+from .mapping_build import BuildMapping
+from .mapping_env import EnvMapping
+from .mapping_servers import ServersMapping
+
+KAMAL_VERSION = (2, 11, 0)
+
+
+class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
+    def run(self) -> dict[str, Any]:
+        raw, out = self.raw, {}
+        handled = {"service", "image", "servers", "registry", "builder", "env", "ssh", "proxy", "accessories",
+                   "volumes", "labels", "retain_containers", "deploy_timeout", "drain_timeout", "readiness_delay",
+                   "boot", "primary_role", "require_destination", "secrets_path", "hooks_path", *NO_EFFECT}
+        for key in raw:
+            if str(key).startswith("x-"):
+                continue  # Kamal's extension keys: YAML anchors for the rest of the file
+            if key in ("asset_path", "error_pages_path", "logging"):
+                self.refuse(key)
+            elif key not in handled:
+                self.refuse(key, "unknown Kamal key (Kamal 2.11 refuses it too)")
+        if raw.get("require_destination") and not self.destination:
+            self.refuse("require_destination", "this config needs a destination: set shipyard:kamal.destination, "
+                                               "or leave it unset to use the stack's destination")
+        mv = raw.get("minimum_version")
+        if mv is not None and _version(str(mv)) > KAMAL_VERSION:
+            self.refuse("minimum_version", f"the file wants Kamal {mv}; shipyard reads Kamal 2.11 configs")
+        self.hooks()
+        for key in ("service", "image"):
+            if key in raw:
+                out[key] = to_s(raw[key])
+        registry = self.registry(raw.get("registry"))
+        if registry is not None:
+            out["registry"] = registry
+        elif "image" not in raw and "service" in raw and self.local_registry(raw.get("registry")):
+            out["image"] = to_s(raw["service"])  # Kamal: a local registry's image defaults to the service
+        out["builder"] = self.builder(raw.get("builder") or {})
+        if "ssh" in raw:
+            out["ssh"] = self.ssh(raw["ssh"])
+        servers, top_proxy = self.servers()
+        if servers:
+            out["servers"] = servers
+        if top_proxy is not None:
+            out["proxy"] = top_proxy
+        if "env" in raw:
+            env = self.env(raw["env"], "env", root=True)
+            if env:
+                out["env"] = env
+        if "accessories" in raw:
+            out["accessories"] = self.accessories(raw["accessories"], servers)
+        if "retain_containers" in raw:
+            out["retain_containers"] = raw["retain_containers"]
+        if "boot" in raw:
+            boot = self.boot(raw["boot"], servers, out.get("accessories", {}))
+            if boot:
+                out["boot"] = boot
+        delay = self.readiness_delay()
+        if delay is not None:
+            out["readiness_delay"] = delay
+        secrets = self.secret_values()
+        if secrets:
+            out["secrets"] = secrets
+        return out
+
+    def hooks(self) -> None:
+        hooks_dir = self.app_dir / str(self.raw.get("hooks_path") or ".kamal/hooks")
+        if hooks_dir.is_dir():
+            for hook in sorted(hooks_dir.iterdir()):
+                if hook.is_file() and not hook.name.endswith(".sample"):
+                    self.refuse(os.path.relpath(hook, self.app_dir), "Kamal hooks are not run by shipyard; run it "
+                                "yourself around `pulumi up`, or list it in shipyard:kamal.ignore")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])

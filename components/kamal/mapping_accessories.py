@@ -1,0 +1,138 @@
+"""Mapping Kamal's `accessories` (hosts by host, role or tag; port, cmd, env, files, directories, volumes, labels)
+and `boot`."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from .mapping_base import NOT_YET, MapperBase, to_s
+
+
+class AccessoriesMapping(MapperBase):
+    def accessories(self, conf: Any, servers: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(conf, dict):
+            self.refuse("accessories", "should be a hash")
+            return {}
+        tags = self.host_tags()
+        out = {}
+        for name, ac in conf.items():
+            path = f"accessories.{name}"
+            if not isinstance(ac, dict):
+                self.refuse(path, "should be a hash")
+                continue
+            acc: dict[str, Any] = {}
+            for key, value in ac.items():
+                kp = f"{path}.{key}"
+                if key == "image":
+                    acc["image"] = to_s(value)
+                elif key == "host":
+                    acc["host"] = to_s(value)
+                elif key == "hosts":
+                    acc["hosts"] = self.hosts(value, kp)
+                elif key in ("role", "roles"):
+                    names = [value] if key == "role" else value
+                    hosts = []
+                    for r in names if isinstance(names, list) else []:
+                        if str(r) not in servers:
+                            self.refuse(kp, f"unknown role {r}")
+                        else:
+                            hosts += servers[str(r)]["hosts"]
+                    acc["hosts"] = list(dict.fromkeys(hosts))
+                elif key in ("tag", "tags"):
+                    wanted = [value] if key == "tag" else value
+                    acc["hosts"] = [h for h, t in tags.items() if set(t) & set(wanted or [])]
+                elif key == "cmd":
+                    cmd = to_s(value)
+                    if cmd is None:
+                        self.refuse(kp, "should be a string")
+                    else:
+                        acc["cmd"] = shlex.split(cmd)
+                elif key == "port":
+                    port = to_s(value) or ""
+                    acc["port"] = port if ":" in port else f"{port}:{port}"
+                elif key == "labels":
+                    acc["labels"] = self.strings(value, kp) or {}
+                elif key == "env":
+                    acc["env"] = self.env(value, kp, root=False)
+                elif key == "volumes":
+                    acc["volumes"] = self.volumes(value, kp)
+                elif key == "files":
+                    acc["files"] = self.files(value, kp)
+                elif key == "directories":
+                    dirs, binds = self.directories(value, kp)
+                    acc["directories"] = dirs
+                    if binds:
+                        acc["volumes"] = acc.get("volumes", []) + binds
+                elif key in ("service", "registry", "options", "network", "proxy"):
+                    self.refuse(kp)
+                else:
+                    self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
+            out[str(name)] = acc
+        return out
+
+    def _paths(self, conf: Any, path: str) -> list[tuple[int, str, str, str | None]]:
+        """(index, local, remote, options) of Kamal's `files`/`directories` entries."""
+        if not isinstance(conf, list):
+            self.refuse(path, "should be an array")
+            return []
+        out = []
+        for i, item in enumerate(conf):
+            if isinstance(item, dict):
+                for key in item:
+                    if key in ("mode", "owner", "options"):
+                        self.refuse(f"{path}[{i}].{key}")
+                    elif key not in ("local", "remote"):
+                        self.refuse(f"{path}[{i}].{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                out.append((i, str(item.get("local")), str(item.get("remote")), None))
+            else:
+                local, remote, options = (str(item).split(":", 2) + [None, None])[:3]
+                out.append((i, local, str(remote), options))
+        return out
+
+    def files(self, conf: Any, path: str) -> list[str]:
+        out = []
+        for i, local, remote, options in self._paths(conf, path):
+            if local.endswith("erb"):
+                self.refuse(f"{path}[{i}]", f"{NOT_YET}: ERB templates as accessory files")
+            elif options not in (None, "ro"):
+                self.refuse(f"{path}[{i}]", f"{NOT_YET}: mount options ({options}); files are mounted read-only")
+            else:
+                out.append(f"{self.rel(local)}:{remote}")
+        return out
+
+    def directories(self, conf: Any, path: str) -> tuple[list[str], list[str]]:
+        dirs, binds = [], []
+        for i, local, remote, options in self._paths(conf, path):
+            if options:
+                self.refuse(f"{path}[{i}]", f"{NOT_YET}: mount options ({options})")
+            elif local.startswith("/"):
+                binds.append(f"{local}:{remote}")  # a host directory of its own: a bind mount
+            elif "/" in local or local in (".", ".."):
+                self.refuse(f"{path}[{i}]", f"{NOT_YET}: a directory is a NAME or an absolute host path")
+            else:
+                dirs.append(f"{local}:{remote}")
+        return dirs, binds
+
+    def boot(self, conf: Any, servers: dict[str, Any], accessories: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(conf, dict):
+            self.refuse("boot", "should be a hash")
+            return {}
+        out: dict[str, Any] = {}
+        for key, value in conf.items():
+            if key == "limit":
+                text = str(value)
+                if text.endswith("%"):  # Kamal: a share of all hosts (roles and accessories), at least one
+                    hosts = {h for r in servers.values() for h in r["hosts"]} | {
+                        h for a in accessories.values() for h in ([a["host"]] if a.get("host") else []) +
+                        list(a.get("hosts") or [])}
+                    out["limit"] = max(len(hosts) * int(text[:-1]) // 100, 1)
+                else:
+                    out["limit"] = value
+            elif key == "parallel_roles":
+                continue  # shipyard boots the roles of a host together, batch by batch of hosts
+            elif key == "wait":
+                self.refuse("boot.wait")
+            else:
+                self.refuse(f"boot.{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+        return out

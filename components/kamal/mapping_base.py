@@ -1,0 +1,62 @@
+"""What every part of the Kamal-to-shipyard mapping shares: the mapper's inputs, how a key is refused by its path,
+and Ruby's `to_s` for the scalars Kamal takes where it wants a string."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .merge import join
+from .secrets import Secrets
+
+NOT_YET = "not supported yet"
+NO_EFFECT = frozenset({"aliases", "sshkit", "run_directory", "minimum_version", "hooks_output", "allow_empty_roles"})
+
+
+def to_s(value: Any) -> str | None:
+    """Ruby's `to_s` for the scalars Kamal accepts where it wants a string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return None
+
+
+@dataclass
+class MapperBase:
+    raw: dict[str, Any]
+    app_dir: Path
+    project_dir: Path
+    destination: str | None
+    secrets: Secrets
+    stack: Mapping[str, Any]
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    needed: dict[str, tuple[str, str]] = field(default_factory=dict)  # env name -> (secret key, path)
+
+    def refuse(self, path: str, message: str = NOT_YET) -> None:
+        self.problems.append((path, message))
+
+    def rel(self, local: str) -> str:
+        """A path in the Kamal app directory, as shipyard reads paths: relative to the Pulumi project."""
+        return os.path.relpath(os.path.normpath(self.app_dir / os.path.expanduser(local)), self.project_dir)
+
+    def strings(self, value: Any, path: str) -> dict[str, str] | None:
+        if not isinstance(value, dict):
+            self.refuse(path, "should be a hash")
+            return None
+        out = {}
+        for k, v in value.items():
+            s = to_s(v)
+            if s is None:
+                self.refuse(f"{path}.{k}", "should be a string")
+            else:
+                out[str(k)] = s
+        return out
+
+    def unknown(self, conf: dict[str, Any], known: Iterable[str], path: str) -> None:
+        for key in conf:
+            if key not in known:
+                self.refuse(join(path, str(key)), "unknown Kamal key (Kamal 2.11 refuses it too)")
+

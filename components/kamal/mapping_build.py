@@ -1,0 +1,113 @@
+"""Mapping Kamal's `registry`, `builder` and `ssh` to shipyard's keys of the same names."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from .mapping_base import MapperBase, to_s
+
+
+class BuildMapping(MapperBase):
+    @staticmethod
+    def local_registry(conf: Any) -> bool:
+        return isinstance(conf, dict) and bool(re.match(r"^localhost[:$]", str(conf.get("server") or "")))
+
+    def registry(self, conf: Any) -> dict[str, Any] | None:
+        if conf is None:
+            return None
+        if not isinstance(conf, dict):
+            self.refuse("registry", "should be a hash")
+            return None
+        self.unknown(conf, ("server", "username", "password"), "registry")
+        if self.local_registry(conf):
+            return None  # no registry: shipyard streams the image from the build host to the others
+        out: dict[str, Any] = {"server": to_s(conf.get("server")) or "docker.io"}
+        for key in ("username", "password"):
+            value = conf.get(key)
+            if value is None:
+                continue
+            if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+                stacked = (self.stack.get("registry") or {}).get(key) if isinstance(self.stack.get("registry"),
+                                                                                   dict) else None
+                if stacked is None:
+                    value = self.secret(value[0], f"registry.{key}")
+                    if value is None:
+                        continue
+                else:
+                    value = stacked
+            elif to_s(value) is None:
+                self.refuse(f"registry.{key}", "should be a string or an array with one secret name")
+                continue
+            out[key] = to_s(value)
+        return out
+
+    def builder(self, conf: Any) -> dict[str, Any]:
+        if not isinstance(conf, dict):
+            self.refuse("builder", "should be a hash")
+            conf = {}
+        for key in conf:
+            if key in ("pack", "cache", "secrets", "ssh", "driver", "provenance", "sbom"):
+                self.refuse(f"builder.{key}")
+            elif key not in ("arch", "remote", "local", "context", "dockerfile", "target", "args"):
+                self.refuse(f"builder.{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+        arch = conf.get("arch")
+        if isinstance(arch, list) and len(arch) > 1:
+            self.refuse("builder.arch", "multi-arch images are not supported yet: shipyard builds one image on the "
+                                        "build host, for its own architecture")
+        context = str(conf.get("context") or ".")
+        out: dict[str, Any] = {"context": self.rel(context)}
+        if "dockerfile" in conf:
+            dockerfile = os.path.relpath(self.app_dir / str(conf["dockerfile"]), self.app_dir / context)
+            if dockerfile.startswith(".."):
+                self.refuse("builder.dockerfile", "must be inside the build context")
+            else:
+                out["dockerfile"] = dockerfile
+        if "target" in conf:
+            out["target"] = to_s(conf["target"])
+        if "args" in conf:
+            args = self.strings(conf["args"], "builder.args")
+            if args:
+                out["args"] = args
+        if conf.get("remote"):
+            m = re.match(r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>[^:/]+)(?::(?P<port>\d+))?/?$", str(conf["remote"]))
+            ssh = self.raw.get("ssh") if isinstance(self.raw.get("ssh"), dict) else {}
+            user, port = str(ssh.get("user", "root")), str(ssh.get("port", 22))
+            if not m:
+                self.refuse("builder.remote", "only ssh://[user@]host[:port] builders are supported")
+            elif (m["user"] or user) != user or (m["port"] or port) != port:
+                self.refuse("builder.remote", f"shipyard builds over the same SSH login as it deploys ({user}, port "
+                                              f"{port}): drop the user and port from the URL or match ssh.user/port")
+            else:
+                out["host"] = m["host"]
+        return out
+
+    def ssh(self, conf: Any) -> dict[str, Any]:
+        if not isinstance(conf, dict):
+            self.refuse("ssh", "should be a hash")
+            return {}
+        out: dict[str, Any] = {}
+        for key, value in conf.items():
+            path = f"ssh.{key}"
+            if key == "user":
+                out["user"] = to_s(value)
+            elif key == "port":
+                try:
+                    out["port"] = int(value)
+                except (TypeError, ValueError):
+                    self.refuse(path, "should be a port number")
+            elif key == "keys":
+                if isinstance(value, list):
+                    out["keys"] = [k if str(k).startswith("~") else self.rel(str(k)) for k in value]
+                else:
+                    self.refuse(path, "should be an array")
+            elif key == "log_level":
+                continue  # SSH client logging: no effect on what is deployed
+            elif key == "keys_only" and value is False or key == "config" and value is False:
+                continue  # what shipyard does: it reads no ~/.ssh/config, and also asks the agent
+            elif key in ("proxy", "proxy_command", "key_data", "keys_only", "config"):
+                self.refuse(path)
+            else:
+                self.refuse(path, "unknown Kamal key (Kamal 2.11 refuses it too)")
+        return out

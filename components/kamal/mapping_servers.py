@@ -1,0 +1,173 @@
+"""Mapping Kamal's `servers` (roles, host lists, host tags) and the proxy of each role - the top-level `proxy`,
+a role's own `proxy`, `deploy_timeout`/`drain_timeout` - and `readiness_delay`."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from .mapping_base import NOT_YET, MapperBase, to_s
+from .merge import deep_merge, join
+
+
+class ServersMapping(MapperBase):
+    def primary(self) -> str:
+        return str(self.raw.get("primary_role") or "web")
+
+    def servers(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        conf = self.raw.get("servers")
+        if conf is None:
+            self.refuse("servers", "shipyard deploys an app: give at least one role with hosts")
+            return {}, None
+        if isinstance(conf, list):
+            roles = {"web": conf}
+        elif isinstance(conf, dict):
+            roles = conf
+        else:
+            self.refuse("servers", "should be an array or a hash")
+            return {}, None
+        if self.primary() not in roles:
+            self.refuse("primary_role", f"the primary_role {self.primary()} isn't defined")
+        top = self.raw.get("proxy")
+        if top is not None and not isinstance(top, dict):
+            self.refuse("proxy", "should be a hash")
+            top = None
+        top = top or {}
+        self.proxy(top, "proxy", report=True)
+        out: dict[str, Any] = {}
+        top_proxy = None
+        for name, rc in roles.items():
+            name = str(name)
+            path = f"servers.{name}" if isinstance(conf, dict) else "servers"
+            spec = rc if isinstance(rc, dict) else {}
+            hosts = self.hosts(rc.get("hosts", []) if isinstance(rc, dict) else rc,
+                               f"{path}.hosts" if isinstance(rc, dict) else path)
+            if not hosts:
+                if not self.raw.get("allow_empty_roles"):
+                    self.refuse(path, f"no servers specified for the {name} role (Kamal's allow_empty_roles: true "
+                                      f"skips it)")
+                continue
+            role: dict[str, Any] = {"hosts": hosts}
+            for key, value in spec.items():
+                kp = f"{path}.{key}"
+                if key == "cmd":
+                    cmd = to_s(value)
+                    if cmd is None:
+                        self.refuse(kp, "should be a string")
+                    else:
+                        role["cmd"] = shlex.split(cmd)  # Kamal's `docker run ... image <cmd>`: split by the shell
+                elif key == "labels":
+                    pass
+                elif key == "env":
+                    env = self.env(value, kp, root=False)
+                    if env:
+                        role["env"] = env
+                elif key in ("options", "logging", "asset_path"):
+                    self.refuse(kp)
+                elif key not in ("hosts", "proxy"):
+                    self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
+            labels = {}
+            if "labels" in self.raw:
+                labels.update(self.strings(self.raw["labels"], "labels") or {})
+            if "labels" in spec:
+                labels.update(self.strings(spec["labels"], f"{path}.labels") or {})
+            if labels:
+                role["labels"] = labels
+            volumes = self.raw.get("volumes")
+            if volumes is not None:
+                role["volumes"] = self.volumes(volumes, "volumes")
+            specialized = spec.get("proxy")
+            running = specialized is not False if name == self.primary() else specialized not in (None, False)
+            if running:
+                own = specialized if isinstance(specialized, dict) else {}
+                if specialized is not True and not isinstance(specialized, dict) and specialized is not None:
+                    self.refuse(f"{path}.proxy", "should be a hash or a boolean")
+                self.proxy(own, f"{path}.proxy", report=True)
+                mapped = self.proxy(deep_merge(top, own), "", report=False)
+                if name == "web" and self.primary() == "web" and not own:
+                    top_proxy = mapped  # shipyard's top-level proxy is the web role's, as Kamal's is the primary's
+                else:
+                    role["proxy"] = mapped
+            out[name] = role
+        return out, top_proxy
+
+    def hosts(self, conf: Any, path: str) -> list[str]:
+        if not isinstance(conf, list):
+            self.refuse(path, "should be an array")
+            return []
+        hosts = []
+        for i, item in enumerate(conf):
+            if isinstance(item, dict) and len(item) == 1:
+                hosts.append(str(next(iter(item))))  # a host with tags: tags only pick env.tags and accessories
+            elif to_s(item) is not None and not isinstance(item, bool):
+                hosts.append(str(item))
+            else:
+                self.refuse(f"{path}[{i}]", "should be a host or a hash of one host and its tags")
+        return list(dict.fromkeys(hosts))
+
+    def host_tags(self) -> dict[str, list[str]]:
+        conf = self.raw.get("servers")
+        lists = [conf] if isinstance(conf, list) else [
+            (r.get("hosts", []) if isinstance(r, dict) else r) for r in (conf or {}).values()]
+        tags: dict[str, list[str]] = {}
+        for items in lists:
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and len(item) == 1:
+                    host, t = next(iter(item.items()))
+                    tags.setdefault(str(host), []).extend([t] if isinstance(t, str) else list(t or []))
+        return tags
+
+    def proxy(self, conf: dict[str, Any], path: str, *, report: bool) -> dict[str, Any]:
+        refuse = self.refuse if report else (lambda *a, **k: None)
+        out: dict[str, Any] = {}
+        for key, value in conf.items():
+            kp = join(path, key)
+            if key in ("host", "hosts"):
+                hosts = str(value).split(",") if key == "host" else value
+                if not isinstance(hosts, list):
+                    refuse(kp, "should be an array")
+                else:
+                    out["hosts"] = [str(h).strip() for h in hosts]
+            elif key in ("app_port", "response_timeout"):
+                out[key] = value
+            elif key == "ssl":
+                if isinstance(value, bool):
+                    out["ssl"] = value
+                else:
+                    refuse(kp, "custom certificates are not supported yet; ssl: true (Let's Encrypt) is")
+            elif key in ("ssl_redirect", "strip_path_prefix"):
+                if value is not True:  # true is kamal-proxy's default, which shipyard keeps
+                    refuse(kp, f"{NOT_YET}: only true (kamal-proxy's default) is")
+            elif key in ("path_prefix", "path_prefixes"):
+                prefixes = str(value).split(",") if key == "path_prefix" else value
+                if isinstance(prefixes, list) and len(prefixes) == 1:
+                    out["path_prefix"] = str(prefixes[0])
+                else:
+                    refuse(kp, f"{NOT_YET}: one path prefix per role is")
+            elif key == "healthcheck":
+                if not isinstance(value, dict):
+                    refuse(kp, "should be a hash")
+                    continue
+                for hk in value:
+                    if hk not in ("path", "interval", "timeout"):
+                        refuse(f"{kp}.{hk}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                out["healthcheck"] = {k: v for k, v in value.items() if k in ("path", "interval", "timeout")}
+            elif key in ("forward_headers", "buffering", "logging", "run"):
+                refuse(kp)
+            else:
+                refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
+        for key in ("deploy_timeout", "drain_timeout"):
+            if key in self.raw:
+                out[key] = self.raw[key]
+        return out
+
+    def readiness_delay(self) -> float | None:
+        """Kamal's seconds a container without proxy (or health check) must run before it counts as booted: the
+        same as shipyard's `readiness_delay`."""
+        delay = self.raw.get("readiness_delay")
+        if delay is None:
+            return None
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+            self.refuse("readiness_delay", "should be a number of seconds")
+            return None
+        return delay
