@@ -368,6 +368,11 @@ class Bench:
     def _host_pid(self, i: int) -> int:
         return int((self._rdir(i) / "fs.pid").read_text().strip())
 
+    def _cli_api_env(self) -> str:
+        """On the current engine, the `docker` command of SSH sessions (Kamal's, `shipyard exec -i`) is Debian's 20.10
+        CLI told to speak the engine's lowest API version, as a host's own current CLI would."""
+        return f" DOCKER_API_VERSION={CURRENT_DOCKERD_MIN_API}" if self.dockerd == "current" else ""
+
     def _docker(self, i: int, *args: str, **kw) -> subprocess.CompletedProcess:
         if self.dockerd == "current":  # Debian's CLI says 1.41 unless told; what the bench does with it works at 1.44
             kw["env"] = {**kw.get("env", os.environ), "DOCKER_API_VERSION": CURRENT_DOCKERD_MIN_API}
@@ -418,7 +423,7 @@ class Bench:
             f"ListenAddress {self._addr(i)}\nPort 22\nHostKey {key}\nPidFile {pidfile}\n"
             f"AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
-            f"SetEnv DOCKER_HOST=unix://{self._rdir(i) / 'docker.sock'}\nLogLevel ERROR\n"
+            f"SetEnv DOCKER_HOST=unix://{self._rdir(i) / 'docker.sock'}{self._cli_api_env()}\nLogLevel ERROR\n"
         )
         _spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], d / "sshd.log",
                host_of=self._host_pid(i))
