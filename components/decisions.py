@@ -174,8 +174,10 @@ def image_conflict(existing: Mapping[str, str], wanted: Mapping[str, str], versi
     if existing.get(naming.BUILD_LABEL) == wanted.get(naming.BUILD_LABEL):
         return None
     if naming.BUILD_LABEL not in existing:  # built by an earlier release, before builds were fingerprinted
-        return None if existing.get(naming.SOURCE_LABEL) == wanted.get(naming.SOURCE_LABEL) else (
-            f"version {version} already names another build (made from other sources)")
+        had, has = existing.get(naming.SOURCE_LABEL) or "", wanted.get(naming.SOURCE_LABEL) or ""
+        if had == has or had.split(":")[0] != has.split(":")[0]:  # the same, or hashed another way: not comparable
+            return None
+        return f"version {version} already names another build (made from other sources)"
     return (f"version {version} already names a build made with other builder settings (Dockerfile, args, target "
             f"or promoted source)")
 

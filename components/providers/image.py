@@ -92,7 +92,7 @@ class ImageProvider(ResourceProvider):
                                          f"and {', '.join(changed)} changed: set a new version (`pulumi config set "
                                          f"shipyard:version ...`) or, for the default version, commit the change; "
                                          f"nothing was changed"))
-        if not failures and (olds.get("tag") != news["tag"] or olds.get("labels") != same["labels"]):
+        if not failures and decisions.diff(olds, same, replace=("tag", "labels"), update=()).has_changes:
             existing = self._existing(news)
             if existing is not None:
                 conflict = decisions.image_conflict(existing["Config"].get("Labels") or {}, news["labels"],

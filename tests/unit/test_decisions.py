@@ -103,7 +103,9 @@ IMAGES = [
     ("built by an earlier release from the same source: reused",
      {"shipyard.source": "s"}, {"shipyard.build": "b1", "shipyard.source": "s"}, None),
     ("built by an earlier release from another source: refused",
-     {"shipyard.source": "s"}, {"shipyard.build": "b1", "shipyard.source": "t"}, "other sources"),
+     {"shipyard.source": "sha256:s"}, {"shipyard.build": "b1", "shipyard.source": "sha256:t"}, "other sources"),
+    ("built by an earlier release, its source hashed another way: not comparable, reused",
+     {"shipyard.source": "sha256:files"}, {"shipyard.build": "b1", "shipyard.source": "tar-sha256:tar"}, None),
 ]
 
 
