@@ -401,11 +401,19 @@ class Bench:
         exe = _which("dockerd-current")
         if not exe:
             raise BenchError("the bench's current Docker Engine (dockerd-current) is missing: run `make setup`")
+        # The daemon runs in the host's mount namespace, where /root and /tmp are the host's own: a copy under the
+        # bench's directory (which every host sees) instead of the build cache.
+        bindir = self.root / "bin"
+        bindir.mkdir(parents=True, exist_ok=True)
+        for name, source in (("dockerd", Path(exe).resolve()), ("docker-proxy", Path(exe).resolve().parent /
+                                                                  "docker-proxy")):
+            if not (bindir / name).exists() or (bindir / name).stat().st_size != source.stat().st_size:
+                shutil.copy2(source, bindir / f"{name}.tmp")
+                (bindir / f"{name}.tmp").rename(bindir / name)
         # Its own docker-proxy (Debian's predates the flags it passes); Debian's runc 1.1 predates the private time
         # namespace the engine gives containers since 29.5, so that one feature is off.
-        return ["env", f"DOCKER_MIN_API_VERSION={CURRENT_DOCKERD_MIN_API}", exe,
-                "--userland-proxy-path", str(Path(exe).resolve().parent / "docker-proxy"),
-                "--feature", "time-namespaces=false"]
+        return ["env", f"DOCKER_MIN_API_VERSION={CURRENT_DOCKERD_MIN_API}", str(bindir / "dockerd"),
+                "--userland-proxy-path", str(bindir / "docker-proxy"), "--feature", "time-namespaces=false"]
 
     def _sshd(self, i: int) -> None:
         d = self._hdir(i)
