@@ -81,13 +81,24 @@ def remove_image(c, image_id: str, props: dict[str, Any]) -> None:
 
 def stream_errors(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | None]:
     """(log lines, error) from a docker build/push/pull JSON stream."""
+    log, error, _ = stream_result(lines)
+    return log, error
+
+
+def stream_result(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | None, str | None]:
+    """(log lines, error, digest) from a docker build/push/pull JSON stream; a push reports the digest the registry
+    stored (its `aux` record), which is what other hosts pull - the daemon's own RepoDigests may name another one
+    (an image index, on the containerd image store)."""
     log: list[str] = []
+    digest = None
     for chunk in lines:
         if "error" in chunk:
-            return log, (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+            return log, (chunk.get("errorDetail") or {}).get("message") or chunk["error"], digest
+        if isinstance(chunk.get("aux"), dict) and chunk["aux"].get("Digest"):
+            digest = chunk["aux"]["Digest"]
         if "stream" in chunk and chunk["stream"].strip():
             log.append(chunk["stream"].rstrip())
-    return log, None
+    return log, None, digest
 
 
 def nonce() -> str:

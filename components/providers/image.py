@@ -21,7 +21,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from .. import decisions, hosts, naming, source, text
 from ..errors import BuildFailed, DockerError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import exact_diff, label_filters, owned, remove_image, stream_errors, target
+from .base import exact_diff, label_filters, owned, remove_image, stream_errors, stream_result, target
 
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
            "registry_server")
@@ -170,10 +170,13 @@ class ImageProvider(ResourceProvider):
         c = hosts.client(t)
         repo, _, tag = props["tag"].rpartition(":")
         with docker_errors(t, f"pushing {props['tag']}"):
-            _, error = stream_errors(c.push(repo, tag=tag, stream=True, decode=True, auth_config=auth(props)))
+            _, error, pushed = stream_result(c.push(repo, tag=tag, stream=True, decode=True,
+                                                    auth_config=auth(props)))
             if error:
                 hint = ": check registry.username and registry.password" if _auth_error(error) else ""
                 raise DockerError(str(t), f"pushing {props['tag']} failed: {error}{hint}")
+            if pushed:
+                return f"{repo}@{pushed}"
             digests = c.inspect_image(props["tag"])["RepoDigests"]
         for d in digests:
             if d.startswith(repo + "@"):

@@ -213,3 +213,11 @@ def test_a_changed_source_under_the_same_version_is_refused_and_an_upgrade_rebui
                "image_id": "sha256:i", "hosts": ["h1"]}
     assert not providers.ImageProvider().check(earlier, image_props(context_hash="tar-sha256:bbb")).failures
     assert not providers.ImageProvider().diff("i", earlier, image_props(context_hash="tar-sha256:bbb")).changes
+
+
+def test_a_push_reports_the_digest_the_registry_stored():
+    from components.providers.base import stream_result
+    pushed = [{"status": "Pushing"}, {"status": "v1: digest: sha256:abc size: 527"},
+              {"progressDetail": {}, "aux": {"Tag": "v1", "Digest": "sha256:abc", "Size": 527}}]
+    assert stream_result(pushed) == ([], None, "sha256:abc")
+    assert stream_result([{"error": "denied", "errorDetail": {"message": "denied: auth"}}])[1] == "denied: auth"
