@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, \
     ResourceProvider, UpdateResult
@@ -129,10 +130,11 @@ class ImageProvider(ResourceProvider):
             if conflict:
                 raise BuildFailed(str(t), f"{conflict}: set a new version or roll back the builder settings too; "
                                           f"nothing was changed")
-            digest = next((d for d in existing.get("RepoDigests") or []
-                           if d.startswith(tag.rpartition(":")[0] + "@")), "")
-            if digest or not props.get("registry_server"):
-                return self._finish(t, props, existing["Id"], digest)
+            if not props.get("registry_server"):
+                return self._finish(t, props, existing["Id"], "")
+            digest = self._in_registry(c, t, props, existing)
+            # a rollback: no build; a push only if the registry lacks it (an earlier push failed)
+            return self._finish(t, props, existing["Id"], digest or self._push(t, props))
         with docker_errors(t, f"building {tag}"):
             image_id = self._build(c, t, props)
         repo_digest = self._push(t, props) if props.get("registry_server") else ""
@@ -165,6 +167,21 @@ class ImageProvider(ResourceProvider):
         built_on_a_deploy_host = len(others) < len(props["ship_to"])
         outs["hosts"] = ([t.host] if built_on_a_deploy_host else []) + self._ship(outs, others)
         return CreateResult(id_=image_id, outs=outs)
+
+    @staticmethod
+    def _in_registry(c, t: SSHTarget, props: dict[str, Any], image: dict[str, Any]) -> str:
+        """The image's digest in the stack's registry, if the registry really has it (the daemon's RepoDigests can
+        name a digest whose push failed, or an image index the registry never got)."""
+        repo = props["tag"].rpartition(":")[0]
+        for ref in image.get("RepoDigests") or []:
+            if ref.startswith(repo + "@"):
+                with docker_errors(t, f"asking the registry for {ref}"):
+                    try:
+                        c.inspect_distribution(ref, auth_config=auth(props))
+                        return ref
+                    except docker.errors.APIError:
+                        continue  # not there (or not readable): pushed again below
+        return ""
 
     def _push(self, t: SSHTarget, props: dict[str, Any]) -> str:
         c = hosts.client(t)
