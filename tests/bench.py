@@ -40,8 +40,10 @@ REPO = Path(__file__).resolve().parent.parent
 # test session). Each has its own namespaces, addresses, registry and state. Keys, known_hosts, configs, logs and
 # data live in the repository's .bench/<name>/ (ignored by git), so stack configs can name the key as
 # `.bench/demo/id_ed25519`; sockets and exec-roots live under a short path (Unix sockets max 107 bytes).
-PROFILES = {"demo": ("sb", "10.213"), "test": ("st", "10.214"),
-            "test2": ("su", "10.216")}  # a second test bench, for a second checkout testing on the same machine
+# `test2` is a second test bench, for a second checkout testing on the same machine; `bench` is the benchmark's
+# (`make benchmark`), started with as many hosts as it measures.
+PROFILES = {"demo": ("sb", "10.213"), "test": ("st", "10.214"), "test2": ("su", "10.216"),
+            "bench": ("sk", "10.215")}
 # What test Dockerfiles build FROM; all are the same busybox root filesystem.
 BASE_IMAGES = ("busybox:latest", "busybox:1")
 # Kamal's proxy, under the name users pull from Docker Hub, made from the kamal-proxy binary `make setup` builds.
@@ -559,8 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("up", "down", "purge", "info"))
     ap.add_argument("--profile", choices=sorted(PROFILES), default="demo")
+    ap.add_argument("--hosts", type=int, default=HOST_COUNT, help="how many hosts (at most 99)")
     args = ap.parse_args(argv)
-    bench = Bench(args.profile)
+    bench = Bench(args.profile, hosts=args.hosts)
     try:
         if args.action == "up":
             print(bench.up().to_json())
