@@ -48,7 +48,7 @@ bench-up: setup
 bench-down:
 	$(PY) -m tests.bench down
 
-# this project, Kamal 2.11 and the primitive floor side by side on the bench profile `bench` (takes the bench lock;
+# this project, Kamal 2.11 and the primitive floor side by side on the bench profile `bench` (run it on a quiet machine;
 # about 15 minutes on 2 cores); BENCHMARK_ARGS=--help for its options
 benchmark: setup
 	$(PY) scripts/benchmark.py $(BENCHMARK_ARGS)

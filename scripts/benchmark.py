@@ -1,7 +1,7 @@
 """`make benchmark`: this project, the real Kamal 2.11 and the primitive floor, side by side on the same bench hosts.
 
-On the `bench` profile of the test bench (its own namespaces and 10.215.x addresses, never the test bench's), under
-the bench lock, for each host count and round trip (local, or 50 ms added by the fault proxy), each tool deploys the
+On the `bench` profile of the test bench (its own namespaces and 10.215.x addresses, never the test bench's; run it
+when nothing else loads the machine), for each host count and round trip (local, or 50 ms added by the fault proxy), each tool deploys the
 same busybox app behind kamal-proxy and is timed, wall seconds, in five phases: first deploy, version change, no-op,
 preview, destroy.
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import platform
@@ -50,7 +49,6 @@ from components import payloads  # noqa: E402
 from tests.bench import Bench, BenchInfo  # noqa: E402
 from tests.faults import FaultProxy  # noqa: E402
 
-LOCK = "/tmp/shipyard-bench.lock"
 VENV_BIN = REPO / ".venv" / "bin"
 HOOKS = REPO / "scripts" / "benchmark_hooks"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "shipyard-benchmark"
@@ -526,7 +524,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--reps", default="1:3,2:2", help="version changes per run by host count (others: 1)")
     ap.add_argument("--keep-bench", action="store_true", help="leave the bench running afterwards")
-    ap.add_argument("--lock-held", action="store_true", help=f"the caller already holds {LOCK}")
     args = ap.parse_args(argv)
     counts = [int(x) for x in args.hosts.split(",")]
     latencies = [int(x) for x in args.latency.split(",")]
@@ -539,10 +536,6 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="shipyard-benchmark-"))
     timings = work / "timings.jsonl"
-    lock = open(LOCK, "a")
-    if not args.lock_held:
-        log("waiting for the bench lock")
-        fcntl.flock(lock, fcntl.LOCK_EX)
     bench = Bench("bench", hosts=max(counts))
     try:
         log(f"starting the bench profile with {max(counts)} hosts")
@@ -580,7 +573,6 @@ def main(argv: list[str] | None = None) -> int:
             FaultProxy(bench.info().fault_proxy).restore()
         if not args.keep_bench:
             bench.down()
-        fcntl.flock(lock, fcntl.LOCK_UN)
 
     # the table
     print(f"\nmake benchmark: {machine()}")
