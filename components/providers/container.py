@@ -44,7 +44,9 @@ class ContainerProvider(ResourceProvider):
         c = hosts.client(t)
         name = props["name"]
         with docker_errors(t, f"creating container {name} of destination {props['destination']}"):
-            for leftover in decisions.leftovers(self._seen(c, props)):
+            role = ours(c, props, role=props["role"])
+            leftovers = decisions.leftovers(decisions.Seen.from_list(i) for i in role)
+            for leftover in leftovers:
                 c.remove_container(leftover, v=False, force=True)  # an interrupted run's, never ready
             existing = find(c, name)
             if existing is not None and not owned(existing.get("Labels"), props):
@@ -52,7 +54,7 @@ class ContainerProvider(ResourceProvider):
                     str(t), f"container {name} belongs to {naming.describe_owner(existing.get('Labels'))}; nothing "
                             f"was changed. Remove or rename that container, or deploy under another service or "
                             f"destination name.")
-            cid = self._create(c, t, props)
+            cid = self._create(c, t, props, [i for i in role if i["Id"] not in leftovers])
             if existing is not None:
                 if existing.get("State") == "running":  # same version, new config: the engine deletes it by ID
                     c.rename(existing["Id"], naming.replaced_name(name, existing["Id"]))
@@ -72,7 +74,8 @@ class ContainerProvider(ResourceProvider):
     def _seen(c, props: dict[str, Any]) -> list[decisions.Seen]:
         return [decisions.Seen.from_list(i) for i in ours(c, props, role=props["role"])]
 
-    def _create(self, c, t: SSHTarget, props: dict[str, Any]) -> str:
+    def _create(self, c, t: SSHTarget, props: dict[str, Any], role: list[dict[str, Any]]) -> str:
+        """The new container, started and ready. `role`: the role's other containers here, as listed just before."""
         exposed, bindings = payloads.port_bindings(props.get("ports") or [])
         env = {**(props.get("env") or {}), **(props.get("secret_env") or {})}
         binds = list(props.get("volumes") or []) + self._upload(t, props)
@@ -93,7 +96,7 @@ class ContainerProvider(ResourceProvider):
             # Without a proxy, a fixed host port can only be bound by one container: the one this replaces is
             # stopped just before the new one starts (Kamal 1's order), and started again if the new one fails.
             wanted = {int(p["host_port"]) for p in props.get("ports") or [] if p.get("host_port") is not None}
-            handing_over = decisions.port_holders(ours(c, props, role=props["role"]), wanted, exclude=cid)
+            handing_over = decisions.port_holders(role, wanted, exclude=cid)
         except BaseException:
             self._undo(t, props, cid, [])
             raise
