@@ -4,10 +4,12 @@ directories. Part of the host layer; errors are translated there."""
 from __future__ import annotations
 
 import uuid
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from .hosts import SSHTarget, sftp
+
+if TYPE_CHECKING:
+    import paramiko
 
 
 def home(target: SSHTarget) -> str:

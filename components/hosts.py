@@ -14,91 +14,18 @@ import os
 import shlex
 import socket
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
-import docker
-import docker.errors
-import paramiko
-import requests.exceptions
-import urllib3.exceptions
-from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
-from docker.transport.basehttpadapter import BaseHTTPAdapter
-from docker.transport.sshconn import SSHConnectionPool
+from .errors import HostError
+from .ssh import CONNECT_TIMEOUT_S, SSHTarget
 
-from .errors import DockerError, HostError, HostUnreachable
-from .ssh import CONNECT_TIMEOUT_S, SSHTarget, connect
+if TYPE_CHECKING:
+    import docker
+    import paramiko
+
+    from .dockerapi import Connection
 
 T = TypeVar("T")
-
-API_TIMEOUT_S = 600  # builds and pushes stream for a while
-MAX_CHANNELS = 6  # concurrent Docker API connections per host, under sshd's default MaxSessions of 10
-
-
-class _DockerOverSSH(BaseHTTPAdapter):
-    """The Docker API over our SSH connection: each HTTP connection is one session channel running `docker system
-    dial-stdio` (what `docker -H ssh://` does). sshd allows 10 sessions per connection (MaxSessions), so the pool
-    is bounded and blocks when every channel is busy instead of opening more."""
-
-    def __init__(self, ssh: paramiko.SSHClient):
-        super().__init__()
-        self.ssh = ssh
-        self.pool: SSHConnectionPool | None = None
-        self.pool_lock = threading.Lock()
-
-    def get_connection(self, url, proxies=None):
-        with self.pool_lock:
-            if self.pool is None:
-                self.pool = SSHConnectionPool(ssh_client=self.ssh, timeout=API_TIMEOUT_S, maxsize=MAX_CHANNELS)
-                self.pool.block = True
-            return self.pool
-
-    def close(self):
-        super().close()
-        with self.pool_lock:
-            if self.pool is not None:
-                self.pool.close()
-                self.pool = None
-
-
-def _api_version(server: str) -> str:
-    """The newest API version both this client library and the daemon speak (Docker 20.10 speaks 1.41; Engine 29
-    refuses anything below 1.44)."""
-    def key(v: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in v.split("."))
-    return min(server, DEFAULT_DOCKER_API_VERSION, key=key)
-
-
-class Connection:
-    """One host's SSH connection, owned here: docker-py, SFTP, probes and commands all use it."""
-
-    def __init__(self, target: SSHTarget):
-        self.target = target
-        self.ssh = connect(target)
-        adapter = _DockerOverSSH(self.ssh)
-        with docker_errors(target, "asking the Docker daemon for its API version"):
-            probe = self._api_client(adapter, MINIMUM_DOCKER_API_VERSION)
-            server = probe.version(api_version=False)["ApiVersion"]
-        self.docker = self._api_client(adapter, _api_version(server))
-
-    @staticmethod
-    def _api_client(adapter: _DockerOverSSH, version: str) -> docker.APIClient:
-        # Start from a Unix socket client that is never used, then route every request over our adapter.
-        c = docker.APIClient(base_url="unix:///nonexistent.sock", version=version, timeout=API_TIMEOUT_S)
-        c.mount("http+docker://ssh", adapter)
-        c.base_url = "http+docker://ssh"
-        return c
-
-    @property
-    def alive(self) -> bool:
-        transport = self.ssh.get_transport()
-        return transport is not None and transport.is_active()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.docker.close()
-        with contextlib.suppress(Exception):
-            self.ssh.close()
-
 
 _connections: dict[SSHTarget, Connection] = {}
 _locks: dict[SSHTarget, threading.Lock] = {}
@@ -116,6 +43,7 @@ def connection(target: SSHTarget) -> Connection:
             return conn
         if conn is not None:
             conn.close()
+        from .dockerapi import Connection
         conn = Connection(target)
         _connections[target] = conn
         return conn
@@ -142,41 +70,27 @@ def _forget(target: SSHTarget) -> None:
         conn.close()
 
 
-_BROKEN = (paramiko.SSHException, EOFError, ConnectionError, socket.timeout, TimeoutError,
-           requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-           requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError)
-
-
 @contextlib.contextmanager
 def docker_errors(target: SSHTarget, doing: str) -> Iterator[None]:
-    """Translate every error raised while `doing` something on `target` into the project's error tree."""
+    """Translate every error raised while `doing` something on `target` into the project's error tree; a broken
+    connection is dropped, so the next call reconnects."""
     try:
         yield
     except HostError:
         raise
-    except docker.errors.APIError as exc:
-        raise DockerError(str(target), f"{doing} failed: {exc.explanation or exc}") from None
-    except docker.errors.DockerException as exc:
-        raise DockerError(str(target), f"{doing} failed: {exc}") from None
-    except _BROKEN as exc:
-        _forget(target)
-        raise HostUnreachable(str(target), f"the connection broke while {doing} ({type(exc).__name__}: "
-                                           f"{_short(exc)}); nothing after that point was done: run `pulumi up` "
-                                           f"again when the host is reachable") from None
-    except PermissionError as exc:
-        raise HostError(str(target), f"{doing} failed: permission denied ({_short(exc)}): check that ssh.user "
-                                     f"may do this on the host") from None
-    except OSError as exc:
-        raise HostError(str(target), f"{doing} failed: {_short(exc)}") from None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    except Exception as exc:
+        from .dockerapi import translate
+        error = translate(target, doing, exc)
+        if error is None:
+            raise
+        if error.broken:
+            _forget(target)
+        raise error.error from None
 
 
 def or_none(call: Callable[..., T], *args: Any) -> T | None:
     """The result of a Docker lookup (inspect_image, inspect_container, ...), or None if there is no such object."""
+    import docker.errors
     try:
         return call(*args)
     except docker.errors.NotFound:
@@ -187,6 +101,7 @@ def http_probe(target: SSHTarget, address: str, port: int, path: str, timeout: f
     """GET http://address:port/path as seen from the host itself, through an SSH `direct-tcpip` channel (the way
     `ssh -L` forwards), so it reaches container addresses on the host's Docker networks whatever the app image
     contains. Returns (status or None, a one-line description of the answer or the failure)."""
+    import paramiko
     with docker_errors(target, f"probing {address}:{port}{path}"):
         transport = connection(target).ssh.get_transport()
     if transport is None:

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import docker.errors
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, \
     ResourceProvider, UpdateResult
@@ -172,6 +171,7 @@ class ImageProvider(ResourceProvider):
     def _in_registry(c, t: SSHTarget, props: dict[str, Any], image: dict[str, Any]) -> str:
         """The image's digest in the stack's registry, if the registry really has it (the daemon's RepoDigests can
         name a digest whose push failed, or an image index the registry never got)."""
+        import docker.errors  # loaded already: `c` is a Docker client
         repo = props["tag"].rpartition(":")[0]
         for ref in image.get("RepoDigests") or []:
             if ref.startswith(repo + "@"):

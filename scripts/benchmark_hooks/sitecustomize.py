@@ -154,6 +154,9 @@ def _patch_providers(module) -> None:
 
 def _patch_hosts(module) -> None:
     module.http_probe = _span("probe", lambda a: getattr(a[0], "host", None))(module.http_probe)
+
+
+def _patch_connection(module) -> None:
     real_init = module.Connection.__init__
 
     def init(self, target):
@@ -169,7 +172,7 @@ def _patch_paramiko(module) -> None:
     client.open_sftp = _span("sftp.open", lambda a: None)(client.open_sftp)
 
 
-_AFTER_IMPORT = {"docker.api.client": _patch_docker, "components.hosts": _patch_hosts,
+_AFTER_IMPORT = {"docker.api.client": _patch_docker, "components.hosts": _patch_hosts, "components.dockerapi": _patch_connection,
                  "paramiko.client": _patch_paramiko, **{m: _patch_providers for m in PROVIDER_METHODS}}
 
 

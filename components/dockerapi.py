@@ -1,0 +1,131 @@
+"""The Docker API over a host's one owned SSH connection, and what its libraries' errors mean.
+
+Imported by `components.hosts` when the first connection is opened or the first error is translated, never before:
+docker-py, requests and paramiko take about a quarter of a second to import, which the program, a preview and a
+no-op `up` never need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+import paramiko
+import requests.exceptions
+import urllib3.exceptions
+from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
+from docker.transport.basehttpadapter import BaseHTTPAdapter
+from docker.transport.sshconn import SSHConnectionPool
+
+from .errors import DockerError, HostError, HostUnreachable
+from .ssh import SSHTarget, connect
+
+API_TIMEOUT_S = 600  # builds and pushes stream for a while
+MAX_CHANNELS = 6  # concurrent Docker API connections per host, under sshd's default MaxSessions of 10
+
+
+class _DockerOverSSH(BaseHTTPAdapter):
+    """The Docker API over our SSH connection: each HTTP connection is one session channel running `docker system
+    dial-stdio` (what `docker -H ssh://` does). sshd allows 10 sessions per connection (MaxSessions), so the pool
+    is bounded and blocks when every channel is busy instead of opening more."""
+
+    def __init__(self, ssh: paramiko.SSHClient):
+        super().__init__()
+        self.ssh = ssh
+        self.pool: SSHConnectionPool | None = None
+        self.pool_lock = threading.Lock()
+
+    def get_connection(self, url, proxies=None):
+        with self.pool_lock:
+            if self.pool is None:
+                self.pool = SSHConnectionPool(ssh_client=self.ssh, timeout=API_TIMEOUT_S, maxsize=MAX_CHANNELS)
+                self.pool.block = True
+            return self.pool
+
+    def close(self):
+        super().close()
+        with self.pool_lock:
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
+
+
+def _api_version(server: str) -> str:
+    """The newest API version both this client library and the daemon speak (Docker 20.10 speaks 1.41; Engine 29
+    refuses anything below 1.44)."""
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in v.split("."))
+    return min(server, DEFAULT_DOCKER_API_VERSION, key=key)
+
+
+class Connection:
+    """One host's SSH connection, owned here: docker-py, SFTP, probes and commands all use it."""
+
+    def __init__(self, target: SSHTarget):
+        from .hosts import docker_errors
+        self.target = target
+        self.ssh = connect(target)
+        adapter = _DockerOverSSH(self.ssh)
+        with docker_errors(target, "asking the Docker daemon for its API version"):
+            probe = self._api_client(adapter, MINIMUM_DOCKER_API_VERSION)
+            server = probe.version(api_version=False)["ApiVersion"]
+        self.docker = self._api_client(adapter, _api_version(server))
+
+    @staticmethod
+    def _api_client(adapter: _DockerOverSSH, version: str) -> docker.APIClient:
+        # Start from a Unix socket client that is never used, then route every request over our adapter.
+        c = docker.APIClient(base_url="unix:///nonexistent.sock", version=version, timeout=API_TIMEOUT_S)
+        c.mount("http+docker://ssh", adapter)
+        c.base_url = "http+docker://ssh"
+        return c
+
+    @property
+    def alive(self) -> bool:
+        transport = self.ssh.get_transport()
+        return transport is not None and transport.is_active()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.docker.close()
+        with contextlib.suppress(Exception):
+            self.ssh.close()
+
+
+_BROKEN = (paramiko.SSHException, EOFError, ConnectionError, socket.timeout, TimeoutError,
+           requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+           requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError)
+
+
+@dataclass(frozen=True)
+class Translated:
+    error: HostError
+    broken: bool  # the connection is gone: drop it
+
+
+def translate(target: SSHTarget, doing: str, exc: Exception) -> Translated | None:
+    """What an error raised while `doing` something on `target` means, in the project's error tree; None for an
+    error that is not about the host (a bug: it keeps its traceback)."""
+    if isinstance(exc, docker.errors.APIError):
+        return Translated(DockerError(str(target), f"{doing} failed: {exc.explanation or exc}"), False)
+    if isinstance(exc, docker.errors.DockerException):
+        return Translated(DockerError(str(target), f"{doing} failed: {exc}"), False)
+    if isinstance(exc, _BROKEN):
+        return Translated(HostUnreachable(str(target), f"the connection broke while {doing} "
+                                                       f"({type(exc).__name__}: {_short(exc)}); nothing after that "
+                                                       f"point was done: run `pulumi up` again when the host is "
+                                                       f"reachable"), True)
+    if isinstance(exc, PermissionError):
+        return Translated(HostError(str(target), f"{doing} failed: permission denied ({_short(exc)}): check that "
+                                                 f"ssh.user may do this on the host"), False)
+    if isinstance(exc, OSError):
+        return Translated(HostError(str(target), f"{doing} failed: {_short(exc)}"), False)
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
