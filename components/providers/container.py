@@ -29,6 +29,7 @@ REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "lab
 UPDATE = ("restart", "running", "proxy", "retain", "readiness_delay")  # proxy: only how readiness is checked
 START_DEADLINE_S = 10
 DEFAULT_READINESS_DELAY_S = 7
+POLL_FIRST_S = 0.05  # the first pause between readiness looks, doubling up to the healthcheck interval
 
 
 def _files_key(props: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +171,7 @@ class ContainerProvider(ResourceProvider):
         last = "no health check answered yet"
         where = f"container {props['name']} (role {props['role']}) of destination {props['destination']}"
         secrets = list((props.get("secret_env") or {}).values())
+        polls = 0
         while True:
             info = c.inspect_container(cid)
             verdict = decisions.container_verdict(info["State"])
@@ -197,7 +199,11 @@ class ContainerProvider(ResourceProvider):
                 raise HealthCheckFailed(str(t), f"{where} did not become healthy within {timeout_s:g}s; it was "
                                                 f"removed and the previous version keeps serving. Last health "
                                                 f"check: {text.redact(last, secrets)}")
-            time.sleep(float(proxy["healthcheck"]["interval"]) if proxy else 0.2)
+            # The deployer's own look: often at first (an app that boots in 100 ms is seen then), then at most
+            # every healthcheck interval (kamal-proxy's own checks keep that interval).
+            cap = float(proxy["healthcheck"]["interval"]) if proxy else 0.2
+            time.sleep(min(POLL_FIRST_S * 2 ** min(polls, 10), cap))
+            polls += 1
 
     def _after_rollout(self, c, props: dict[str, Any], current: str) -> None:
         """Only the new container runs (a proxied predecessor serves until its route has switched: the engine's

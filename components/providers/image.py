@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .base import exact_diff, label_filters, owned, remove_image, stream_errors,
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
            "registry_server")
 UPDATE = ("ship_to", "registry_username")
+SHIP_PARALLEL = 8  # hosts pulling at once: the registry and the build host's uplink are shared
 
 
 def auth(props: dict[str, Any]) -> dict[str, str] | None:
@@ -201,29 +203,35 @@ class ImageProvider(ResourceProvider):
         raise DockerError(str(t), f"pushed {props['tag']} but the daemon reports no digest for {repo}")
 
     def _ship(self, outs: dict[str, Any], to: list[dict[str, Any]]) -> list[str]:
-        """Make the image present (same ID, same tag) on each host of `to`; returns their names."""
-        shipped = []
-        source_target = target(outs, "build_host")
+        """Make the image present (same ID, same tag) on each host of `to`, several hosts at a time; returns their
+        names. Every host is tried; the first failure is raised after the others have finished."""
+        if not to:
+            return []
+        with ThreadPoolExecutor(max_workers=min(SHIP_PARALLEL, len(to))) as pool:
+            futures = [pool.submit(self._ship_one, outs, SSHTarget.from_dict(h)) for h in to]
+        for f in futures:
+            f.result()
+        return [h["host"] for h in to]
+
+    @staticmethod
+    def _ship_one(outs: dict[str, Any], t: SSHTarget) -> None:
         repo, _, tag = outs["tag"].rpartition(":")
-        for h in to:
-            t = SSHTarget.from_dict(h)
-            c = hosts.client(t)
-            with docker_errors(t, f"shipping {outs['tag']}"):
-                if hosts.or_none(c.inspect_image, outs["image_id"]) is not None:
-                    pass  # retained there from an earlier deploy
-                elif outs.get("repo_digest"):
-                    _, error = stream_errors(c.pull(outs["repo_digest"], stream=True, decode=True,
-                                                    auth_config=auth(outs)))
-                    if error:
-                        raise DockerError(str(t), f"pulling {outs['repo_digest']} failed: {error}")
-                else:
-                    src = hosts.client(source_target)
-                    with docker_errors(source_target, f"saving {outs['tag']}"):
-                        for _ in c.load_image(src.get_image(outs["image_id"])):
-                            pass
-                c.tag(outs["image_id"], repo, tag)
-            shipped.append(t.host)
-        return shipped
+        c = hosts.client(t)
+        with docker_errors(t, f"shipping {outs['tag']}"):
+            if hosts.or_none(c.inspect_image, outs["image_id"]) is not None:
+                pass  # retained there from an earlier deploy
+            elif outs.get("repo_digest"):
+                _, error = stream_errors(c.pull(outs["repo_digest"], stream=True, decode=True,
+                                                auth_config=auth(outs)))
+                if error:
+                    raise DockerError(str(t), f"pulling {outs['repo_digest']} failed: {error}")
+            else:
+                source_target = target(outs, "build_host")
+                src = hosts.client(source_target)
+                with docker_errors(source_target, f"saving {outs['tag']}"):
+                    for _ in c.load_image(src.get_image(outs["image_id"])):
+                        pass
+            c.tag(outs["image_id"], repo, tag)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         news = _comparable(olds, news)

@@ -221,3 +221,26 @@ def test_a_push_reports_the_digest_the_registry_stored():
               {"progressDetail": {}, "aux": {"Tag": "v1", "Digest": "sha256:abc", "Size": 527}}]
     assert stream_result(pushed) == ([], None, "sha256:abc")
     assert stream_result([{"error": "denied", "errorDetail": {"message": "denied: auth"}}])[1] == "denied: auth"
+
+
+def test_image_ships_to_every_host_and_a_failing_host_fails_the_step_after_the_others(mocker):
+    """Hosts pull at the same time; one that cannot pull fails the step, naming it, and the others still got the
+    image (the next `up` ships only to the failed one)."""
+    import docker.errors
+
+    from components.errors import HostError
+    clients = {}
+    for host in ("h1", "h2", "h3", "h4"):
+        c = mocker.create_autospec(docker.APIClient, instance=True)
+        c.inspect_image.side_effect = docker.errors.NotFound("no such image")
+        c.pull.return_value = iter([{"status": "Downloaded"}] if host != "h2" else [{"error": "manifest unknown"}])
+        clients[host] = c
+    mocker.patch("components.hosts.client", side_effect=lambda t: clients[t.host])
+    outs = {**image_props(), "image_id": "sha256:i", "repo_digest": "reg/acme/hello@sha256:d"}
+    to = [{**TARGET, "host": h} for h in ("h2", "h3", "h4")]
+    with pytest.raises(HostError, match="h2.*pulling reg/acme/hello@sha256:d failed: manifest unknown"):
+        providers.ImageProvider()._ship(outs, to)
+    for host in ("h3", "h4"):
+        clients[host].tag.assert_called_once_with("sha256:i", "acme/hello", "v1-staging")
+    clients["h2"].tag.assert_not_called()
+    assert providers.ImageProvider()._ship(outs, []) == []
