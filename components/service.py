@@ -32,6 +32,7 @@ class DestinationService(pulumi.ComponentResource):
         (default: the context's git commit)."""
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
+        self._providers: dict[str, pulumi.ProviderResource] = {}
         self.owner = owner  # the ownership label's value on every object of this destination
         build = self._build_inputs(promote)
         version: pulumi.Output[str] = build.pop("version")
@@ -40,13 +41,20 @@ class DestinationService(pulumi.ComponentResource):
         plans = version.apply(lambda v: plan.destination_plan(cfg, owner, v))
         shape = plan.destination_plan(cfg, owner, "-")
 
+        # hosts past the fourth are served by providers of their own (`plan.provider_groups`): explicit instances
+        # of the same dynamic provider, each its own process
+        groups = plan.provider_groups(shape.hosts)
+        extra = {g: pulumi.ProviderResource("pulumi-python", f"{name}-hosts-{g}", {}, self._child())
+                 for g in sorted(set(groups.values())) if g}
+        self._providers = {h: extra[g] for h, g in groups.items() if g}
+
         image = self._image(shape, plans, build)
         networks = {h: self._network(shape, h) for h in shape.hosts}
         volumes = {h: [self._volume(h, v) for v in names] for h, names in shape.volumes.items()}
         accessories, accessory_resources = self._accessories(shape, networks, volumes)
         lock = {"stack": owner, "timeout": cfg.lock_timeout}
         proxies = {h: Proxy(f"{name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock},
-                            self._child()) for h, img in shape.proxies.items()}
+                            self._child(h)) for h, img in shape.proxies.items()}
         containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
         previous_batch: list[pulumi.Resource] = []
         i = 0
@@ -88,8 +96,10 @@ class DestinationService(pulumi.ComponentResource):
         """What every resource of this destination on `host` carries."""
         return {"owner": self._owner, "destination": self._cfg.destination, "target": self._target(host)}
 
-    def _child(self, **opts: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **opts)
+    def _child(self, host: str | None = None, **opts: Any) -> pulumi.ResourceOptions:
+        """Options of a resource of this destination; with `host`, served by that host's provider."""
+        provider = self._providers.get(host) if host else None
+        return pulumi.ResourceOptions(parent=self, provider=provider, **opts)
 
     @staticmethod
     def _field(plans: pulumi.Output[plan.DestinationPlan], i: int) -> Callable[[str], pulumi.Output[Any]]:
@@ -151,13 +161,13 @@ class DestinationService(pulumi.ComponentResource):
 
     def _network(self, shape: plan.DestinationPlan, host: str) -> Network:
         return Network(f"{self._name}-network@{host}", {**self._common(host), "name": shape.network,
-                                                       "labels": self._labels()}, self._child())
+                                                       "labels": self._labels()}, self._child(host))
 
     def _volume(self, host: str, volume: str) -> Volume:
         """A named volume; kept by `pulumi destroy` (retainOnDelete, shown in preview) unless the stack opts in."""
         return Volume(f"{self._name}-volume-{volume}@{host}",
                       {**self._common(host), "name": volume, "labels": self._labels()},
-                      self._child(retain_on_delete=not self._cfg.delete_volumes_on_destroy))
+                      self._child(host, retain_on_delete=not self._cfg.delete_volumes_on_destroy))
 
     def _accessories(self, shape: plan.DestinationPlan, networks: dict[str, Network],
                      volumes: dict[str, list[Volume]]) -> tuple[dict[str, Any], list[pulumi.Resource]]:
@@ -175,7 +185,7 @@ class DestinationService(pulumi.ComponentResource):
                            "hash": source.file_hash(self._project_dir / local)} for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
                 "delete_first": True, "retain": 1, "proxy": None, "running": True,
-            }, self._child(depends_on=[networks[acc.host], *volumes.get(acc.host, [])]))
+            }, self._child(acc.host, depends_on=[networks[acc.host], *volumes.get(acc.host, [])]))
             resources.append(res)
             outputs.setdefault(acc.accessory, {})[acc.host] = {
                 "hostname": acc.accessory, "network": shape.network, "container": acc.name, "id": res.container_id,
@@ -201,7 +211,7 @@ class DestinationService(pulumi.ComponentResource):
             "proxy": spec.proxy.model_dump() if spec.proxy else None,
             "retain": cfg.retain_containers,
             "running": True,
-        }, self._child(depends_on=after))
+        }, self._child(spec.host, depends_on=after))
 
     def _route(self, spec: plan.ContainerSpec, container: Container, proxy: Proxy,
                lock: dict[str, Any]) -> ProxyRoute:
@@ -210,7 +220,7 @@ class DestinationService(pulumi.ComponentResource):
             "upstream": pulumi.Output.concat(container.name, ":", str(spec.proxy.app_port)),
             "container_id": container.container_id,
             "proxy": spec.proxy.model_dump(), "lock": lock, "takeover": self._takeover(spec.role),
-        }, self._child(depends_on=[container, proxy]))
+        }, self._child(spec.host, depends_on=[container, proxy]))
 
     def _takeover(self, role: str) -> dict[str, Any] | None:
         """What a takeover of Kamal's deployment needs on the host: Kamal's destination and the role."""

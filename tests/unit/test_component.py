@@ -109,3 +109,33 @@ def test_a_missing_context_or_dockerfile_stops_the_program_before_any_resource(t
     for resource in resources:
         resource.assert_not_called()
 
+
+
+@pulumi.runtime.test
+def test_hosts_past_the_fourth_are_served_by_providers_of_their_own(tmp_path):
+    """The dynamic-provider server runs 4 operations at a time: each group of 4 hosts gets its own provider
+    process, so 9 hosts roll out at once; the first 4 (and the image) keep the default provider."""
+    REGISTERED.clear()
+    pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
+    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    hosts = [f"h{i}" for i in range(1, 10)]
+    cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
+                       "servers": {"web": {"hosts": hosts, "proxy": {"hosts": ["hello.example"]}}}}, stack="staging")
+    from components.service import DestinationService
+    svc = DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
+
+    def check(_):
+        providers = [r for r in REGISTERED if r.typ == "pulumi:providers:pulumi-python"]
+        assert sorted(r.name for r in providers) == ["hello-staging-hosts-1", "hello-staging-hosts-2"]
+        served = {}
+        for r in REGISTERED:
+            if r.typ.startswith("pulumi-python:dynamic/"):
+                served[r.name] = (r.provider or "").split("::")[-2:-1] or ["default"]
+        for i, h in enumerate(hosts):
+            group = ["default", "hello-staging-hosts-1", "hello-staging-hosts-2"][i // 4]
+            for kind in ("web", "proxy", "network", "web-route"):
+                name = f"hello-staging-{kind}@{h}"
+                if kind != "web-route" or name in served:  # a route registers once its container's name resolves
+                    assert served[name] == [group], name
+        assert served["hello-staging-image"] == ["default"]
+    return svc.containers.apply(check)

@@ -99,3 +99,11 @@ def test_accessory_specs_and_volumes_carry_the_destination():
     assert db.volumes == ("hello-staging-pgdata:/var/lib/pg:rw",)
     assert db.directories == (("backups", "/backups"),)
     assert plan.destination_volumes(c) == {"h1": ("hello-staging-uploads",), "h2": ("hello-staging-pgdata",)}
+
+
+def test_provider_groups_four_hosts_each_in_config_order():
+    hosts = tuple(f"h{i}" for i in range(1, 11))
+    groups = plan.provider_groups(hosts)
+    assert [groups[h] for h in hosts] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    assert plan.provider_groups(("a",)) == {"a": 0}
+    assert plan.provider_groups(()) == {}
