@@ -44,6 +44,16 @@ def ours(c, props: dict[str, Any], **more: str) -> list[dict[str, Any]]:
     return [i for i in items if owned(i.get("Labels"), props)]
 
 
+def of_role(items: Iterable[dict[str, Any]], props: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    """Of a container listing: this stack's containers of `role` (of this destination and service)."""
+    return [i for i in items if (i.get("Labels") or {}).get(naming.ROLE) == role and owned(i.get("Labels"), props)]
+
+
+def named(items: Iterable[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """Of a container listing: the container called `name`, whoever's it is."""
+    return next((i for i in items if f"/{name}" in (i.get("Names") or [])), None)
+
+
 def stop_kamal(c, props: dict[str, Any]) -> None:
     """Taking over a Kamal deployment (`takeover` in props): stop Kamal's running app containers of this service,
     role and destination on the host, once this stack's container serves. Stopped, never removed: Kamal can take
@@ -58,10 +68,7 @@ def stop_kamal(c, props: dict[str, Any]) -> None:
 
 
 def find(c, name: str) -> dict[str, Any] | None:
-    for item in c.containers(all=True, filters={"name": f"^/{name}$"}):
-        if f"/{name}" in item.get("Names", []):
-            return item
-    return None
+    return named(c.containers(all=True, filters={"name": f"^/{name}$"}), name)
 
 
 def remove_image(c, image_id: str, props: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, exact_diff, find, label_filters, nonce, owned, ours, remove_image, \
+from .base import STOP_TIMEOUT_S, exact_diff, label_filters, named, nonce, of_role, ours, owned, remove_image, \
     stop_kamal, stream_errors, target
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -45,11 +45,12 @@ class ContainerProvider(ResourceProvider):
         c = hosts.client(t)
         name = props["name"]
         with docker_errors(t, f"creating container {name} of destination {props['destination']}"):
-            role = ours(c, props, role=props["role"])
+            listing = c.containers(all=True)  # once: the role's containers, and whoever holds the name
+            role = of_role(listing, props, props["role"])
             leftovers = decisions.leftovers(decisions.Seen.from_list(i) for i in role)
             for leftover in leftovers:
                 c.remove_container(leftover, v=False, force=True)  # an interrupted run's, never ready
-            existing = find(c, name)
+            existing = named(listing, name)
             if existing is not None and not owned(existing.get("Labels"), props):
                 raise OwnershipConflict(
                     str(t), f"container {name} belongs to {naming.describe_owner(existing.get('Labels'))}; nothing "
@@ -70,10 +71,6 @@ class ContainerProvider(ResourceProvider):
         except HostError:
             pass  # it runs and is ready: the deploy is done; the next rollout or delete cleans up again
         return CreateResult(id_=cid, outs={**props, "container_id": cid})
-
-    @staticmethod
-    def _seen(c, props: dict[str, Any]) -> list[decisions.Seen]:
-        return [decisions.Seen.from_list(i) for i in ours(c, props, role=props["role"])]
 
     def _create(self, c, t: SSHTarget, props: dict[str, Any], role: list[dict[str, Any]]) -> str:
         """The new container, started and ready. `role`: the role's other containers here, as listed just before."""
@@ -208,11 +205,14 @@ class ContainerProvider(ResourceProvider):
     def _after_rollout(self, c, props: dict[str, Any], current: str) -> None:
         """Only the new container runs (a proxied predecessor serves until its route has switched: the engine's
         delete stops it); `retain` stopped versions are kept, older ones and unused images of ours removed."""
-        actions = decisions.after_rollout(self._seen(c, props), current, int(props.get("retain") or 5),
+        listing = c.containers(all=True, filters={"label": label_filters(props)})  # the destination's, all roles
+        seen = [decisions.Seen.from_list(i) for i in of_role(listing, props, props["role"])]
+        actions = decisions.after_rollout(seen, current, int(props.get("retain") or 5),
                                           stop_running=not props.get("proxy"))
         self._carry_out(c, actions)
         if props["image"].startswith("sha256:"):  # an accessory runs someone else's image: not ours to prune
-            self._prune_images(c, props)
+            used = {i.get("ImageID") for i in listing if i["Id"] not in actions.remove}
+            self._prune_images(c, props, used)
 
     @staticmethod
     def _carry_out(c, actions: decisions.Actions) -> None:
@@ -223,10 +223,9 @@ class ContainerProvider(ResourceProvider):
             c.remove_container(cid, v=False, force=True)
 
     @staticmethod
-    def _prune_images(c, props: dict[str, Any]) -> None:
-        filters = {"label": label_filters(props)}
-        used = {i["ImageID"] for i in c.containers(all=True, filters=filters)}
-        for image in c.images(filters=filters):
+    def _prune_images(c, props: dict[str, Any], used: set[str]) -> None:
+        """Remove this destination's tagged images that no container of it (`used`: their image IDs) runs."""
+        for image in c.images(filters={"label": label_filters(props)}):
             tagged = [tag for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"]
             # untagged ones are build parents: they go with the image they belong to
             if tagged and image["Id"] not in used and image["Id"] != props["image"]:
@@ -271,13 +270,17 @@ class ContainerProvider(ResourceProvider):
         t = target(props)
         c = hosts.client(t)
         with docker_errors(t, f"removing container {props['name']}"):
-            info = hosts.or_none(c.inspect_container, id_)
-            if info is not None and not owned(info["Config"].get("Labels"), props):
-                raise OwnershipConflict(str(t), f"container {id_[:12]} is no longer labeled as this stack's; it was "
-                                                f"left alone. Remove it from the state with `pulumi state delete` if "
-                                                f"it is not yours.")
-            if info is not None:
-                actions = decisions.on_delete(self._seen(c, props), id_, int(props.get("retain") or 5))
+            role = ours(c, props, role=props["role"])
+            exists = any(i["Id"] == id_ for i in role)
+            if not exists:  # gone, or not ours (labels never change, so only a state edit leads here)
+                info = hosts.or_none(c.inspect_container, id_)
+                if info is not None:
+                    raise OwnershipConflict(str(t), f"container {id_[:12]} is no longer labeled as this stack's; "
+                                                    f"it was left alone. Remove it from the state with `pulumi "
+                                                    f"state delete` if it is not yours.")
+            if exists:
+                actions = decisions.on_delete([decisions.Seen.from_list(i) for i in role], id_,
+                                              int(props.get("retain") or 5))
                 self._carry_out(c, actions)
                 if id_ not in actions.remove:
                     return

@@ -14,6 +14,27 @@ OURS = {"shipyard.stack": OWNER, "destination": "staging", "service": "hello", "
 TARGET = {"host": "h1", "port": 22, "user": "root", "keys": [], "known_hosts": None, "host_key_policy": "strict"}
 
 
+def daemon(*items):
+    """A container listing as the daemon answers it: `all`, and `label` (k=v, all must match) and `name` (a
+    regular expression on the name with its slash) filters, applied to the host's containers `items`."""
+    import re
+
+    def containers(all=False, filters=None, **_):
+        filters = filters or {}
+        out = []
+        for i in items:
+            labels = i.get("Labels") or {}
+            if not all and i.get("State", "running") != "running":
+                continue
+            if any(labels.get(k) != v for k, _, v in (f.partition("=") for f in filters.get("label") or [])):
+                continue
+            if "name" in filters and not any(re.search(filters["name"], n) for n in i.get("Names") or []):
+                continue
+            out.append(i)
+        return out
+    return containers
+
+
 @pytest.fixture
 def client(mocker):
     c = mocker.create_autospec(docker.APIClient, instance=True)
@@ -35,8 +56,8 @@ def container_props(**over):
 
 
 def test_create_refuses_a_name_another_destination_owns_and_changes_nothing(client):
-    client.containers.side_effect = lambda **kw: [{"Id": "x" * 64, "Names": ["/hello-web-staging-v1"], "Labels": {
-        "destination": "production", "shipyard.stack": "o/p/production"}}] if "name" in kw["filters"] else []
+    client.containers.side_effect = daemon({"Id": "x" * 64, "Names": ["/hello-web-staging-v1"], "Labels": {
+        "destination": "production", "shipyard.stack": "o/p/production"}})
     with pytest.raises(OwnershipConflict, match="belongs to stack o/p/production .destination production.; "
                                                 "nothing was changed"):
         providers.ContainerProvider().create(container_props())
@@ -63,7 +84,7 @@ def test_create_pins_the_image_id_starts_under_a_pending_name_then_takes_the_rea
 def test_a_container_that_crashes_is_removed_and_the_old_one_keeps_its_port_and_its_name(client):
     old = {"Id": "o" * 64, "Names": ["/hello-web-staging-v0"], "Labels": {**OURS, "version": "v0"},
            "State": "running", "Ports": [{"PublicPort": 8080}], "Created": 1}
-    client.containers.side_effect = lambda **kw: [] if "name" in kw["filters"] else [old]
+    client.containers.side_effect = daemon(old)
     # Docker restarts it (restart policy): it counts as running, but it restarted - a crash
     client.inspect_container.return_value = {"State": {"Running": True, "Restarting": True, "ExitCode": 3,
                                                        "RestartCount": 1}}
@@ -81,7 +102,7 @@ def test_a_container_that_crashes_is_removed_and_the_old_one_keeps_its_port_and_
 def test_leftovers_of_an_interrupted_run_are_removed_before_a_new_create(client):
     pending = {"Id": "p" * 64, "Names": ["/hello-web-staging-v1_pending_1234abcd"],
                "Labels": {**OURS, "version": "v1"}, "State": "running", "Created": 5, "ImageID": "sha256:x"}
-    client.containers.side_effect = lambda **kw: [] if "name" in kw["filters"] else [pending]
+    client.containers.side_effect = daemon(pending)
     providers.ContainerProvider().create(container_props(ports=[]))
     client.remove_container.assert_any_call("p" * 64, v=False, force=True)
 
@@ -123,7 +144,7 @@ def _listed(cid, version, created, running):
 
 def test_delete_of_a_replaced_container_keeps_it_stopped_for_rollback(client):
     client.inspect_container.return_value = {"Config": {"Labels": {**OURS, "version": "v1"}}}
-    client.containers.return_value = [_listed("v2id", "v2", 20, True), _listed("v1id", "v1", 10, True)]
+    client.containers.side_effect = daemon(_listed("v2id", "v2", 20, True), _listed("v1id", "v1", 10, True))
     providers.ContainerProvider().delete("v1id", container_props())
     client.stop.assert_called_once_with("v1id", timeout=providers.STOP_TIMEOUT_S)
     client.remove_container.assert_not_called()
@@ -131,7 +152,7 @@ def test_delete_of_a_replaced_container_keeps_it_stopped_for_rollback(client):
 
 def test_delete_with_no_successor_removes_the_role_and_its_retained_versions(client):
     client.inspect_container.return_value = {"Config": {"Labels": {**OURS, "version": "v2"}}}
-    client.containers.return_value = [_listed("v2id", "v2", 20, True), _listed("v1id", "v1", 10, False)]
+    client.containers.side_effect = daemon(_listed("v2id", "v2", 20, True), _listed("v1id", "v1", 10, False))
     providers.ContainerProvider().delete("v2id", container_props())
     assert {c.args[0] for c in client.remove_container.call_args_list} == {"v2id", "v1id"}
 
