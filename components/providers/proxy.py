@@ -18,7 +18,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from .. import decisions, hostlock, hosts, naming, payloads
-from ..errors import DockerError, HealthCheckFailed, OwnershipConflict
+from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, exact_diff, find, owned, service_of, stop_kamal, target
 
@@ -154,13 +154,14 @@ class RouteProvider(ResourceProvider):
             with _lock(props, f"routing {props['service']}", shared=True):
                 routes = _list(t)
                 if routes is not None:
-                    self._check_owner(t, props, routes.get(props["service"]))
+                    previous = self._check_owner(t, props, routes.get(props["service"]))
                     code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
                     if code != 0:
                         raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
                                                         f"(destination {props['destination']}) to "
                                                         f"{props['upstream']}: {out}; the previous version keeps "
                                                         f"serving")
+                    self._retire(t, props, previous)
                     with docker_errors(t, f"stopping Kamal's containers of route {props['service']}"):
                         stop_kamal(hosts.client(t), props)  # switched and drained: Kamal's app may stop
                     return props
@@ -176,15 +177,16 @@ class RouteProvider(ResourceProvider):
         with docker_errors(t, f"inspecting the target of route {props['service']}"):
             return hosts.or_none(hosts.client(t).inspect_container, decisions.upstream_container(route["target"]))
 
-    def _check_owner(self, t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> None:
+    def _check_owner(self, t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> dict | None:
         """A route of this name that targets a container of another stack or app is not ours to change - unless
-        this stack takes over the Kamal deployment that container belongs to."""
+        this stack takes over the Kamal deployment that container belongs to. Returns that container (inspect
+        output), or None when there is no route or its container is gone (a dangling route, adopted)."""
         info = self._target_of(t, props, route)
         if info is None:
-            return  # no route yet, or its container is gone: a dangling route, adopted
+            return None
         labels = info["Config"].get("Labels") or {}
         if owned(labels, props) or decisions.route_takeover(labels, props.get("takeover"), service_of(props)):
-            return
+            return info
         hint = "Use another service or destination name."
         if naming.OWNER_LABEL not in labels and naming.SERVICE in labels:
             hint = ("If it is your Kamal deployment of this app, name its config in shipyard:kamal to take it over "
@@ -192,6 +194,20 @@ class RouteProvider(ResourceProvider):
         raise OwnershipConflict(str(t), f"kamal-proxy route {props['service']} serves container "
                                         f"{info['Name'].lstrip('/')} of {naming.describe_owner(labels)}; "
                                         f"nothing was changed. {hint}")
+
+    @staticmethod
+    def _retire(t: SSHTarget, props: dict[str, Any], previous: dict[str, Any] | None) -> None:
+        """Switched and drained: this stack's container the route served before stops now, as Kamal does, not at
+        the end of the whole `up` (the engine's delete then keeps it stopped for rollback). Best effort: the
+        switch is done, and that delete stops it otherwise."""
+        if previous is None or previous["Id"] == props.get("container_id") or not previous["State"].get("Running") \
+                or not owned(previous["Config"].get("Labels"), props):
+            return
+        try:
+            with docker_errors(t, f"stopping what route {props['service']} served before"):
+                hosts.client(t).stop(previous["Id"], timeout=STOP_TIMEOUT_S)
+        except HostError:
+            pass
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(id_=f"{props['service']}@{props['target']['host']}", outs=self._deploy(props))

@@ -8,8 +8,8 @@ import contextlib
 import docker
 import pytest
 
-from components import providers
-from components.errors import OwnershipConflict
+from components import hosts, providers
+from components.errors import HealthCheckFailed, OwnershipConflict
 
 OWNER = "shipyard/staging"
 TARGET = {"host": "h1", "port": 22, "user": "root", "keys": [], "known_hosts": None, "host_key_policy": "strict"}
@@ -110,6 +110,26 @@ def test_a_route_targets_the_container_by_id(client, kamal_proxy):
     providers.RouteProvider().create(route_props())
     deploy = [c for c in kamal_proxy["calls"] if c[0] == "deploy"]
     assert deploy and deploy[0][:4] == ["deploy", "shop-web-staging", "--target", "0123456789ab:80"]
+
+
+def test_after_the_switch_the_previous_container_stops_and_a_failed_switch_stops_nothing(client, kamal_proxy):
+    """Kamal's order: the old version stops as soon as its route has switched and drained, not at the end of the
+    whole `up`; if kamal-proxy refuses the new one, the old one keeps serving."""
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web-staging", "0ld000000001:80")]
+    client.inspect_container.return_value = {"Id": "0ld000000001" + "0" * 52, "Name": "/shop-web-staging-v1",
+                                             "State": {"Running": True}, "Config": {"Labels": {**LABELS,
+                                                                                               "role": "web"}}}
+    providers.RouteProvider().update("id", route_props(), route_props())
+    client.stop.assert_called_once_with("0ld000000001" + "0" * 52, timeout=providers.STOP_TIMEOUT_S)
+
+    client.stop.reset_mock()
+    hosts.exec_in.side_effect = lambda _t, _c, argv: (0, listing(*kamal_proxy["routes"])) if argv[1] == "list" \
+        else (1, "target failed to become healthy")
+    with pytest.raises(HealthCheckFailed, match="did not switch shop-web-staging .* the previous version keeps "
+                                                "serving"):
+        providers.RouteProvider().update("id", route_props(), route_props())
+    client.stop.assert_not_called()
 
 
 def test_a_route_serving_someone_elses_container_is_refused(client, kamal_proxy):

@@ -102,7 +102,8 @@ def host(mocker):
     mocker.patch("components.hostlock.held", return_value=contextlib.nullcontext())
     c.containers.return_value = [{"Id": "kamal0000001" + "0" * 52, "State": "running", "Labels": KAMAL,
                                   "Names": ["/kamal-proxy"]}]
-    c.inspect_container.return_value = {"Name": "/shop-web-0123abcd", "Config": {"Labels": KAMAL}}
+    c.inspect_container.return_value = {"Id": "kamal0000001" + "0" * 52, "Name": "/shop-web-0123abcd",
+                                        "State": {"Running": True}, "Config": {"Labels": KAMAL}}
     calls: list[list[str]] = []
 
     def exec_in(t, container, argv):
