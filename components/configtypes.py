@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .payloads import VOLUME
+
 # Docker allows [a-zA-Z0-9][a-zA-Z0-9_.-]* in container names and [A-Za-z0-9_.-]{1,128} in tags; our names join
 # several parts with '-', so each part is held to the common subset.
 NAME_PART = r"^[a-z0-9][a-z0-9_.-]{0,39}$"
@@ -133,7 +135,6 @@ class Port(Model):
                    container_port=int(m["container"]), protocol=m["proto"] or "tcp")
 
 
-VOLUME = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
 VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

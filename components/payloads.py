@@ -3,10 +3,12 @@ its kwargs-to-payload functions apart). No pulumi, docker or paramiko here."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping
 
 from . import naming
-from .config import VOLUME
+
+VOLUME = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")  # Docker's bind syntax
 
 
 def proxy_deploy_argv(service: str, target: str, proxy: Mapping[str, Any]) -> list[str]:

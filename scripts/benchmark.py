@@ -134,6 +134,8 @@ class Ours:
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true", "PULUMI_PYTHON_CMD": str(VENV_BIN / "python"),
             "PULUMI_HOME": str(work / "pulumi-home"), "NO_COLOR": "1",
             "PYTHONPATH": str(HOOKS), "SHIPYARD_BENCH_TIMINGS": str(timings)})
+        if os.environ.get("PULUMI_PARALLEL"):
+            self.env["PULUMI_PARALLEL"] = os.environ["PULUMI_PARALLEL"]
         self.stack = None
 
     def pulumi(self, *args: str) -> None:
