@@ -226,3 +226,10 @@ def provider_groups(hosts: tuple[str, ...]) -> dict[str, int]:
     on every host at once instead of 4 at a time."""
     return {h: i // HOSTS_PER_PROVIDER for i, h in enumerate(hosts)}
 
+
+def engine_parallel(host_count: int, cpus: int) -> int:
+    """How many resource operations `pulumi up` should run at once. The engine's default, 4 per CPU of the
+    deploying machine, suits providers that compute; ours wait on hosts, and a host's changes go one after another
+    (container, route, the old container), so every host gets two, whatever the deploying machine."""
+    return max(4 * cpus, 2 * host_count + 2)
+

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from pulumi import automation as auto
 
 from .. import config as config_module
+from .. import plan
 from ..config import Deploy
 from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
@@ -232,7 +233,8 @@ class StackContext:
         told = False
         while True:
             try:
-                return self.stack.up(message=message, on_output=on_output, color="never", suppress_progress=True)
+                return self.stack.up(message=message, on_output=on_output, color="never", suppress_progress=True,
+                                     parallel=plan.engine_parallel(len(self.hosts()), os.cpu_count() or 1))
             except auto.ConcurrentUpdateError as exc:
                 if time.monotonic() + LOCK_RETRY_S > deadline:
                     if lock_wait <= 0:

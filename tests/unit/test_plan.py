@@ -107,3 +107,9 @@ def test_provider_groups_four_hosts_each_in_config_order():
     assert [groups[h] for h in hosts] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
     assert plan.provider_groups(("a",)) == {"a": 0}
     assert plan.provider_groups(()) == {}
+
+
+def test_the_engine_runs_two_operations_per_host_at_least_its_cpu_default():
+    assert plan.engine_parallel(1, 2) == 8  # the engine's own default on 2 CPUs
+    assert plan.engine_parallel(16, 2) == 34
+    assert plan.engine_parallel(16, 16) == 64
