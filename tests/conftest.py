@@ -29,7 +29,7 @@ PASSPHRASE = "shipyard-local"
 @pytest.fixture(scope="session")
 def bench_ctl() -> Bench:
     # SHIPYARD_BENCH_DOCKERD=current: the hosts run the current Docker Engine instead of Debian's (tests/bench.py)
-    b = Bench(os.environ.get("SHIPYARD_BENCH_PROFILE", "test"), hosts=4,
+    b = Bench(os.environ.get("SHIPYARD_BENCH_PROFILE", "test"), hosts=6,
               dockerd=os.environ.get("SHIPYARD_BENCH_DOCKERD", "debian"))
     b.down(purge=True)  # every session starts from empty daemons, registry and keys
     try:

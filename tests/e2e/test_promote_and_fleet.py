@@ -1,4 +1,5 @@
-"""Promotion through a StackReference, a role on two hosts, and config errors, with the real CLI on the bench."""
+"""Promotion through a StackReference, a role on two hosts, a fleet of six, and config errors, with the real CLI on
+the bench."""
 
 from __future__ import annotations
 
@@ -161,3 +162,42 @@ def test_a_registry_with_a_password(bench, proj):
     assert bench.auth_registry_password not in state + up.out + proj.run("stack", "output", "--json",
                                                                             stack="staging").out
     proj.run("destroy", "--yes", stack="staging")
+
+
+def test_a_fleet_past_four_hosts_rolls_out_through_providers_of_their_own(bench, proj):
+    """Six hosts behind kamal-proxy: the first four are served by the default provider process, the last two by a
+    second one (the dynamic-provider server runs 4 operations at a time). Every host runs and serves the new
+    version after a version change, keeps the old one stopped, and the stack then has nothing left to change."""
+    import json
+    hosts = bench.hosts[:6]
+    assert len(hosts) == 6, "the test bench runs six hosts"
+    name = "fleet.test"
+    cfg = {"service": "fleet", "image": "acme/fleet", "registry": {"server": bench.registry},
+           "builder": {"context": "app"}, "servers": {"web": {"hosts": [h.address for h in hosts]}},
+           "proxy": {"hosts": [name], "healthcheck": {"path": "/up", "interval": 0.3, "timeout": 2},
+                     "deploy_timeout": 8, "drain_timeout": 1}, "ssh": ssh_config(bench)}
+    proj.init("staging", {**cfg, "version": "f1"})
+    proj.up("staging")
+    proj.set_config("staging", {**cfg, "version": "f2"})
+    proj.up("staging")
+
+    for h in hosts:
+        assert http_get(f"http://{h.address}/", host_header=name).startswith(
+            "service=fleet destination=staging version=f2"), h.address
+        running = {c["Labels"]["version"]: c["State"] for c in host_docker(h).containers(
+            all=True, filters={"label": ["service=fleet", "role=web"]})}
+        assert running == {"f2": "running", "f1": "exited"}, (h.address, running)
+    state = json.loads(proj.run("stack", "export", stack="staging").out)["deployment"]["resources"]
+    providers = {r["urn"].rsplit("::", 1)[1]: r["id"] for r in state if r["type"] == "pulumi:providers:pulumi-python"}
+    assert list(providers) == ["fleet-staging-hosts-1"]
+    served_by = {r["urn"].rsplit("::", 1)[1]: r.get("provider", "") for r in state
+                 if r["type"] == "pulumi-python:dynamic/shipyard:Container"}
+    second = f"fleet-staging-hosts-1::{providers['fleet-staging-hosts-1']}"
+    for i, h in enumerate(hosts):
+        by = served_by[f"fleet-staging-web@{h.address}"]
+        assert by.endswith(second) == (i >= 4), (h.address, by)
+    proj.run("preview", "--expect-no-changes", stack="staging")
+
+    proj.run("destroy", "--yes", stack="staging")
+    for h in hosts:
+        assert not host_docker(h).containers(all=True, filters={"label": "service=fleet"}), h.address
