@@ -410,16 +410,39 @@ def run_tool(tool, hosts: list, tag: str, reps: int, results: dict, key: tuple, 
     r["destroy"].append(timed(lambda: tool.destroy(hosts)))
 
 
-def empty_program_up(work: Path) -> float:
-    """A no-op `pulumi up` of an empty Python program on this machine: the engine's own floor."""
-    d = work / "empty"
+EMPTY_PROGRAM = "import pulumi\n"
+# One dynamic resource that does nothing: what any Pulumi program with a Python dynamic provider pays on a no-op
+# (the provider server's own process, its imports, one Check and one Diff), whatever its resources do.
+DYNAMIC_PROGRAM = """import pulumi
+from pulumi.dynamic import CreateResult, Resource, ResourceProvider
+
+
+class Nothing(ResourceProvider):
+    serialize_as_secret_always = False
+
+    def create(self, props):
+        return CreateResult(id_="nothing", outs=props)
+
+
+class Thing(Resource, module="bench", name="Thing"):
+    def __init__(self, name):
+        super().__init__(Nothing(), name, {"n": 1})
+
+
+Thing("thing")
+"""
+
+
+def reference_up(work: Path, name: str, program: str) -> float:
+    """A no-op `pulumi up` of a reference program on this machine (median of 3): the engine's own floor."""
+    d = work / name
     d.mkdir()
-    (d / "Pulumi.yaml").write_text("name: empty\nruntime:\n  name: python\n  options:\n    virtualenv: .venv\n")
-    (d / "__main__.py").write_text("import pulumi\n")
+    (d / "Pulumi.yaml").write_text(f"name: {name}\nruntime:\n  name: python\n  options:\n    virtualenv: .venv\n")
+    (d / "__main__.py").write_text(program)
     (d / ".venv").symlink_to(REPO / ".venv")
-    (work / "empty-state").mkdir()
+    (work / f"{name}-state").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
-    env.update({"PATH": f"{VENV_BIN}:{env.get('PATH', '')}", "PULUMI_BACKEND_URL": f"file://{work / 'empty-state'}",
+    env.update({"PATH": f"{VENV_BIN}:{env.get('PATH', '')}", "PULUMI_BACKEND_URL": f"file://{work / f'{name}-state'}",
                 "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE, "PULUMI_SKIP_UPDATE_CHECK": "true",
                 "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true", "PULUMI_PYTHON_CMD": str(VENV_BIN / "python"),
                 "PULUMI_HOME": str(work / "pulumi-home")})
@@ -550,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         instances = {t: made[t]() for t in tools}
         results: dict[tuple, dict[str, list[float]]] = {}
         marks: dict[tuple, list] = {}
-        empty = empty_program_up(work)
+        empty = reference_up(work, "empty", EMPTY_PROGRAM)
+        dynamic = reference_up(work, "dynamic", DYNAMIC_PROGRAM)
         t_measure = time.perf_counter()
         for lat in latencies:
             for n in counts:
@@ -591,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs = f" (n={len(o)})" if len(o) > 1 else ""
                 print(f"| {phase}{runs} | {n} | {'local' if not lat else f'+{lat} ms'} | {fmt(o)} | "
                       f"{fmt(k) if phase != 'preview' else 'none'} | {fmt(f)} | {ratio(o, k)} | {ratio(o, f)} |")
-    print(f"\nempty Pulumi program, no-op `up` on this machine: {empty:.1f} s")
+    print(f"\nno-op `up` on this machine of an empty Pulumi program: {empty:.2f} s; of one with a single Python "
+          f"dynamic-provider resource that does nothing: {dynamic:.2f} s")
 
     records = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
     for key in [("ours", n, lat) for lat in latencies[:1] for n in (counts[0], counts[-1])]:
