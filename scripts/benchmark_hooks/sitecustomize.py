@@ -206,5 +206,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 if _PATH:
+    import atexit
     _emit({"what": "process.start", "t0": time.time(), "cmd": _cmdline()[:200]})
+    atexit.register(lambda: _emit({"what": "process.exit", "t0": time.time(), "cmd": _cmdline()[:200]}))
     sys.meta_path.insert(0, _Finder())
