@@ -394,6 +394,14 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine (deployer, bench hosts, everything) has been busy since boot."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_tool(tool, hosts: list, tag: str, reps: int, results: dict, key: tuple, marks: dict) -> None:
     tool.begin(tag)
     r = results.setdefault(key, {p: [] for p in PHASES})
@@ -402,7 +410,9 @@ def run_tool(tool, hosts: list, tag: str, reps: int, results: dict, key: tuple, 
     for i in range(reps):
         version = f"v{i + 2}"
         marks.setdefault(key, []).append((version, time.time()))
+        cpu = busy_cpu_s()
         r["version change"].append(timed(lambda: tool.deploy(hosts, version)))
+        r.setdefault("version change cpu", []).append(busy_cpu_s() - cpu)
         marks[key][-1] += (time.time(),)
     r["no-op"].append(timed(lambda: tool.noop(hosts, version)))
     if tool.preview is not None:
@@ -617,6 +627,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"{fmt(k) if phase != 'preview' else 'none'} | {fmt(f)} | {ratio(o, k)} | {ratio(o, f)} |")
     print(f"\nno-op `up` on this machine of an empty Pulumi program: {empty:.2f} s; of one with a single Python "
           f"dynamic-provider resource that does nothing: {dynamic:.2f} s")
+    print("\nCPU seconds the whole machine (deploying side and bench hosts) spent during a version change "
+          "(median); this machine has", os.cpu_count(), "CPUs:\n")
+    print("| hosts | round trip | ours | Kamal 2.11 | floor |\n|---|---|---|---|---|")
+    for lat in latencies:
+        for n in counts:
+            cpu = [results.get((t, n, lat), {}).get("version change cpu", []) for t in TOOLS]
+            print(f"| {n} | {'local' if not lat else f'+{lat} ms'} | " + " | ".join(fmt(c) for c in cpu) + " |")
 
     records = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
     for key in [("ours", n, lat) for lat in latencies[:1] for n in (counts[0], counts[-1])]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from typing import Any, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, TypeVar
 
 from pulumi.dynamic import DiffResult
 
@@ -15,6 +16,7 @@ from ..errors import DeployError
 from ..hosts import SSHTarget
 
 STOP_TIMEOUT_S = 10
+T = TypeVar("T")
 
 
 def target(props: dict[str, Any], key: str = "target") -> SSHTarget:
@@ -65,6 +67,16 @@ def stop_kamal(c, props: dict[str, Any]) -> None:
     items = c.containers(filters={"label": [f"{naming.SERVICE}={service}", f"{naming.ROLE}={takeover['role']}"]})
     for cid in decisions.kamal_to_stop(items, takeover, service):
         c.stop(cid, timeout=STOP_TIMEOUT_S)
+
+
+def on_each(targets: list[dict[str, Any]], fn: Callable[[SSHTarget], T], at_once: int = 8) -> list[T]:
+    """`fn` on each host of `targets` (SSH target dicts), `at_once` hosts at a time; results in order. Every host
+    is tried; the first failure is raised once all have finished."""
+    if not targets:
+        return []
+    with ThreadPoolExecutor(max_workers=min(at_once, len(targets))) as pool:
+        futures = [pool.submit(fn, SSHTarget.from_dict(t)) for t in targets]
+    return [f.result() for f in futures]
 
 
 def find(c, name: str) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from .. import decisions, hosts, naming, source, text
 from ..errors import BuildFailed, DockerError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import exact_diff, label_filters, owned, remove_image, stream_errors, stream_result, target
+from .base import exact_diff, label_filters, on_each, owned, remove_image, stream_errors, stream_result, target
 
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
            "registry_server")
@@ -205,12 +204,7 @@ class ImageProvider(ResourceProvider):
     def _ship(self, outs: dict[str, Any], to: list[dict[str, Any]]) -> list[str]:
         """Make the image present (same ID, same tag) on each host of `to`, several hosts at a time; returns their
         names. Every host is tried; the first failure is raised after the others have finished."""
-        if not to:
-            return []
-        with ThreadPoolExecutor(max_workers=min(SHIP_PARALLEL, len(to))) as pool:
-            futures = [pool.submit(self._ship_one, outs, SSHTarget.from_dict(h)) for h in to]
-        for f in futures:
-            f.result()
+        on_each(to, lambda t: self._ship_one(outs, t), SHIP_PARALLEL)
         return [h["host"] for h in to]
 
     @staticmethod
@@ -252,12 +246,11 @@ class ImageProvider(ResourceProvider):
         return UpdateResult(outs=outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        present = []
-        for h in props.get("ship_to") or []:
-            t = SSHTarget.from_dict(h)
+        def here(t: SSHTarget) -> bool:
             with docker_errors(t, f"inspecting image {id_}"):
-                if hosts.or_none(hosts.client(t).inspect_image, id_) is not None:
-                    present.append(t.host)
+                return hosts.or_none(hosts.client(t).inspect_image, id_) is not None
+        ship_to = props.get("ship_to") or []
+        present = [h["host"] for h, there in zip(ship_to, on_each(ship_to, here)) if there]
         if not present:
             return ReadResult(id_="", outs={})
         return ReadResult(id_=id_, outs={**props, "hosts": present})
@@ -265,16 +258,17 @@ class ImageProvider(ResourceProvider):
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         """A replaced version's image is retained for rollback while a container of this destination still uses it
         (retention and pruning happen when containers are replaced). When the destination has no container left on
-        a host (destroy), this image and every retained image of the destination there are removed."""
-        for h in props.get("ship_to") or []:
-            t = SSHTarget.from_dict(h)
+        a host (destroy), this image and every retained image of the destination there are removed - on every
+        host at once."""
+        def remove_here(t: SSHTarget) -> None:
             c = hosts.client(t)
             with docker_errors(t, f"removing image {props['tag']}"):
                 filters = {"label": label_filters(props)}
                 if [i for i in c.containers(all=True, filters=filters) if owned(i.get("Labels"), props)]:
-                    continue  # still deployed here: retained
+                    return  # still deployed here: retained
                 for image in c.images(filters=filters):
                     remove_image(c, image["Id"], props)
+        on_each(props.get("ship_to") or [], remove_here)
 
 
 class Image(Resource, module="shipyard", name="Image"):
