@@ -394,6 +394,14 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
+def deployer_cpu_s() -> float:
+    """CPU seconds of this process and its finished children: the deploying side (the floor runs in here; pulumi
+    with its language host, program and providers, or kamal with its ssh, are children)."""
+    import resource
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def busy_cpu_s() -> float:
     """CPU seconds the whole machine (deployer, bench hosts, everything) has been busy since boot."""
     with open("/proc/stat") as fh:
@@ -410,9 +418,10 @@ def run_tool(tool, hosts: list, tag: str, reps: int, results: dict, key: tuple, 
     for i in range(reps):
         version = f"v{i + 2}"
         marks.setdefault(key, []).append((version, time.time()))
-        cpu = busy_cpu_s()
+        cpu, mine = busy_cpu_s(), deployer_cpu_s()
         r["version change"].append(timed(lambda: tool.deploy(hosts, version)))
         r.setdefault("version change cpu", []).append(busy_cpu_s() - cpu)
+        r.setdefault("version change deployer cpu", []).append(deployer_cpu_s() - mine)
         marks[key][-1] += (time.time(),)
     r["no-op"].append(timed(lambda: tool.noop(hosts, version)))
     if tool.preview is not None:
@@ -627,13 +636,17 @@ def main(argv: list[str] | None = None) -> int:
                       f"{fmt(k) if phase != 'preview' else 'none'} | {fmt(f)} | {ratio(o, k)} | {ratio(o, f)} |")
     print(f"\nno-op `up` on this machine of an empty Pulumi program: {empty:.2f} s; of one with a single Python "
           f"dynamic-provider resource that does nothing: {dynamic:.2f} s")
-    print("\nCPU seconds the whole machine (deploying side and bench hosts) spent during a version change "
-          "(median); this machine has", os.cpu_count(), "CPUs:\n")
+    print(f"\nCPU seconds spent during a version change (median; this machine has {os.cpu_count()} CPUs): the whole "
+          f"machine (deploying side and bench hosts), and of that the deploying side:\n")
     print("| hosts | round trip | ours | Kamal 2.11 | floor |\n|---|---|---|---|---|")
     for lat in latencies:
         for n in counts:
-            cpu = [results.get((t, n, lat), {}).get("version change cpu", []) for t in TOOLS]
-            print(f"| {n} | {'local' if not lat else f'+{lat} ms'} | " + " | ".join(fmt(c) for c in cpu) + " |")
+            cells = []
+            for t in TOOLS:
+                r = results.get((t, n, lat), {})
+                whole, mine = r.get("version change cpu", []), r.get("version change deployer cpu", [])
+                cells.append(f"{fmt(whole)} ({fmt(mine)})" if whole else "-")
+            print(f"| {n} | {'local' if not lat else f'+{lat} ms'} | " + " | ".join(cells) + " |")
 
     records = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
     for key in [("ours", n, lat) for lat in latencies[:1] for n in (counts[0], counts[-1])]:

@@ -208,5 +208,10 @@ class _Finder(importlib.abc.MetaPathFinder):
 if _PATH:
     import atexit
     _emit({"what": "process.start", "t0": time.time(), "cmd": _cmdline()[:200]})
-    atexit.register(lambda: _emit({"what": "process.exit", "t0": time.time(), "cmd": _cmdline()[:200]}))
+    def _exit() -> None:
+        import resource
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        _emit({"what": "process.exit", "t0": time.time(), "cmd": _cmdline()[:200],
+               "cpu_s": use.ru_utime + use.ru_stime, "rss_kb": use.ru_maxrss})
+    atexit.register(_exit)
     sys.meta_path.insert(0, _Finder())
