@@ -23,39 +23,45 @@ from .errors import HostError
 from .hosts import SSHTarget, connection, docker_errors, run
 
 LOCK_DIR = f"{naming.STATE_DIR}/locks"
-LOCK_FILE = f"{LOCK_DIR}/host.lock"
 HOLDERS = f"{LOCK_DIR}/holders"
+# The locks a host has: `host` for what destinations share there (kamal-proxy: exclusive to start or replace it,
+# shared to route); `images` for the daemon's image store (shared while building - a build reuses other images'
+# layers as its cache -, exclusive while removing images and the build parents that go with them).
+LOCKS = ("host", "images")
 
 
 class LockTimeout(HostError):
     pass
 
 
-def _note(stack: str, doing: str, shared: bool) -> str:
-    return json.dumps({"stack": stack, "doing": doing, "mode": "shared" if shared else "exclusive",
+def _note(stack: str, doing: str, shared: bool, lock: str) -> str:
+    return json.dumps({"stack": stack, "doing": doing, "mode": "shared" if shared else "exclusive", "lock": lock,
                        "pid": os.getpid(), "machine": socket.gethostname(),
                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, sort_keys=True)
 
 
-def _script(shared: bool, timeout: float, note: str) -> str:
+def _script(shared: bool, timeout: float, note: str, lock: str) -> str:
     """Waits up to `timeout` for the lock, writes the holder's note, says `locked`, then holds the lock until its
     standard input closes (the channel, or the whole connection, goes away)."""
     mode = "-s" if shared else "-x"
     inner = (f"mkdir -p {HOLDERS} && printf '%s\\n' {shlex.quote(note)} > {HOLDERS}/$$ && echo locked && "
              f"cat >/dev/null; rm -f {HOLDERS}/$$")
     return (f"cd && mkdir -p {LOCK_DIR} && chmod 700 {naming.STATE_DIR} && "
-            f"exec flock {mode} -o -w {int(max(timeout, 1))} {LOCK_FILE} sh -c {shlex.quote(inner)}")
+            f"exec flock {mode} -o -w {int(max(timeout, 1))} {LOCK_DIR}/{lock}.lock sh -c {shlex.quote(inner)}")
 
 
 @contextlib.contextmanager
-def held(t: SSHTarget, *, stack: str, doing: str, timeout: float, shared: bool = False) -> Iterator[None]:
-    """Hold the host's lock while the block runs. Raises LockTimeout naming the holders if it is not had within
-    `timeout` seconds."""
-    with docker_errors(t, f"taking the host lock for {doing}"):
+def held(t: SSHTarget, *, stack: str, doing: str, timeout: float, shared: bool = False,
+         lock: str = "host") -> Iterator[None]:
+    """Hold one of the host's locks (`LOCKS`) while the block runs. Raises LockTimeout naming the holders if it is
+    not had within `timeout` seconds."""
+    assert lock in LOCKS, lock
+    what = "host lock" if lock == "host" else f"host's {lock} lock"
+    with docker_errors(t, f"taking the {what} for {doing}"):
         chan = connection(t).ssh.get_transport().open_session(timeout=30)
         chan.settimeout(timeout + 30)
         chan.set_combine_stderr(True)
-        chan.exec_command(_script(shared, timeout, _note(stack, doing, shared)))
+        chan.exec_command(_script(shared, timeout, _note(stack, doing, shared, lock), lock))
         answer = b""
         while not answer.endswith(b"locked\n"):
             chunk = chan.recv(1024)
@@ -67,11 +73,11 @@ def held(t: SSHTarget, *, stack: str, doing: str, timeout: float, shared: bool =
             status = chan.recv_exit_status()
             chan.close()
             if status == 1 and not answer.strip():
-                raise LockTimeout(str(t), f"{doing} waited {timeout:g}s for the host lock, held by "
-                                          f"{describe(holders(t))}. If that deploy is still running, wait or raise "
-                                          f"`lock_timeout`; if it is gone, its SSH session is too and the lock "
-                                          f"frees itself, or run `shipyard lock release` for this host")
-            raise HostError(str(t), f"cannot take the host lock for {doing}: "
+                raise LockTimeout(str(t), f"{doing} waited {timeout:g}s for the {what}, held by "
+                                          f"{describe(holders(t, lock))}. If that deploy is still running, wait or "
+                                          f"raise `lock_timeout`; if it is gone, its SSH session is too and the "
+                                          f"lock frees itself, or run `shipyard lock release` for this host")
+            raise HostError(str(t), f"cannot take the {what} for {doing}: "
                                     f"{answer.decode(errors='replace').strip() or f'exit status {status}'}: "
                                     f"the host needs `flock` (util-linux) and a writable home directory")
         yield
@@ -79,8 +85,9 @@ def held(t: SSHTarget, *, stack: str, doing: str, timeout: float, shared: bool =
         chan.close()
 
 
-def holders(t: SSHTarget) -> list[dict]:
-    """The notes of the live holders of the host lock (stale notes of holders that are gone are dropped)."""
+def holders(t: SSHTarget, lock: str | None = None) -> list[dict]:
+    """The notes of the live holders of the host's locks, or of one of them (stale notes of holders that are gone
+    are dropped)."""
     script = (f"cd && for f in {HOLDERS}/*; do [ -e \"$f\" ] || continue; "
               f"if kill -0 \"${{f##*/}}\" 2>/dev/null; then printf '%s %s\\n' \"${{f##*/}}\" \"$(cat \"$f\")\"; "
               f"else rm -f \"$f\"; fi; done")
@@ -89,17 +96,20 @@ def holders(t: SSHTarget) -> list[dict]:
     for line in out.splitlines():
         pid, _, note = line.partition(" ")
         try:
-            found.append({**json.loads(note), "host_pid": int(pid)})
+            holder = {"lock": "host", **json.loads(note), "host_pid": int(pid)}
         except ValueError:
             continue
+        if lock is None or holder["lock"] == lock:
+            found.append(holder)
     return found
 
 
 def describe(found: list[dict]) -> str:
     if not found:
         return "a holder that left no note"
-    return "; ".join(f"stack {h.get('stack')} ({h.get('doing')}, {h.get('mode')}, pid {h.get('pid')} on "
-                     f"{h.get('machine')} since {h.get('since')})" for h in found)
+    return "; ".join(f"stack {h.get('stack')} ({h.get('doing')}, {h.get('mode')}"
+                     f"{'' if h.get('lock', 'host') == 'host' else ' ' + h['lock'] + ' lock'}, pid {h.get('pid')} "
+                     f"on {h.get('machine')} since {h.get('since')})" for h in found)
 
 
 def release(t: SSHTarget) -> list[dict]:

@@ -11,11 +11,12 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from pulumi.dynamic import DiffResult
 
-from .. import decisions, hosts, naming
+from .. import decisions, hostlock, hosts, naming
 from ..errors import DeployError
 from ..hosts import SSHTarget
 
 STOP_TIMEOUT_S = 10
+DEFAULT_LOCK_TIMEOUT_S = 120
 T = TypeVar("T")
 
 
@@ -83,6 +84,15 @@ def find(c, name: str) -> dict[str, Any] | None:
     return named(c.containers(all=True, filters={"name": f"^/{name}$"}), name)
 
 
+def image_store(t: SSHTarget, props: dict[str, Any], doing: str, *, building: bool, timeout: float | None = None):
+    """The host's image lock: shared while building (a build takes other images, of any destination, as its
+    cache), exclusive while removing images (which takes their build parents along)."""
+    lock = props.get("lock") or {}
+    return hostlock.held(t, stack=lock.get("stack") or props.get("owner") or "?", doing=doing, shared=building,
+                         lock="images", timeout=timeout if timeout is not None
+                         else float(lock.get("timeout") or DEFAULT_LOCK_TIMEOUT_S))
+
+
 def remove_image(c, image_id: str, props: dict[str, Any]) -> None:
     """Remove one of this destination's images: its tags, then the image and its build parents. Never an image
     whose labels say another stack or destination owns it; never one a container still uses."""
@@ -93,8 +103,10 @@ def remove_image(c, image_id: str, props: dict[str, Any]) -> None:
         for ref in image.get("RepoTags") or []:
             c.remove_image(ref)  # the last reference also deletes the image and its build parents
         c.remove_image(image_id)
-    except Exception as exc:  # used by a container, or already gone with its last tag
-        if getattr(exc, "status_code", None) not in (404, 409):
+    except Exception as exc:
+        # used by a container (409), gone with its last tag (404), or a build parent another destination's removal
+        # took at the same moment: fine, unless this image is still there
+        if getattr(exc, "status_code", None) not in (404, 409) and hosts.or_none(c.inspect_image, image_id):
             raise
 
 

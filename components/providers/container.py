@@ -19,16 +19,18 @@ from pulumi.runtime.rpc import UNKNOWN
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from .. import decisions, hostfiles, hosts, naming, payloads, text
+from ..hostlock import LockTimeout
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, exact_diff, label_filters, named, nonce, of_role, ours, owned, remove_image, \
-    stop_kamal, stream_errors, target
+from .base import STOP_TIMEOUT_S, exact_diff, image_store, label_filters, named, nonce, of_role, ours, owned, \
+    remove_image, stop_kamal, stream_errors, target
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
            "aliases", "files", "directories")
 UPDATE = ("restart", "running", "proxy", "retain", "readiness_delay")  # proxy: only how readiness is checked
 START_DEADLINE_S = 10
 DEFAULT_READINESS_DELAY_S = 7
+PRUNE_WAIT_S = 2  # how long a rollout's pruning waits for another deploy's build on the host, else skips
 POLL_FIRST_S = 0.05  # the first pause between readiness looks, doubling up to the healthcheck interval
 
 
@@ -224,12 +226,22 @@ class ContainerProvider(ResourceProvider):
 
     @staticmethod
     def _prune_images(c, props: dict[str, Any], used: set[str]) -> None:
-        """Remove this destination's tagged images that no container of it (`used`: their image IDs) runs."""
-        for image in c.images(filters={"label": label_filters(props)}):
-            tagged = [tag for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"]
-            # untagged ones are build parents: they go with the image they belong to
-            if tagged and image["Id"] not in used and image["Id"] != props["image"]:
-                remove_image(c, image["Id"], props)
+        """Remove this destination's tagged images that no container of it (`used`: their image IDs) runs - unless
+        another deploy is building on this host right now (its build may be taking their layers as its cache):
+        then the next rollout prunes."""
+        # untagged ones are build parents: they go with the image they belong to
+        unused = [image["Id"] for image in c.images(filters={"label": label_filters(props)})
+                  if [tag for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"]
+                  and image["Id"] not in used and image["Id"] != props["image"]]
+        if not unused:
+            return
+        try:
+            with image_store(target(props), props, f"pruning images of {props['name']}", building=False,
+                             timeout=PRUNE_WAIT_S):
+                for image_id in unused:
+                    remove_image(c, image_id, props)
+        except LockTimeout:
+            pass
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         if not isinstance(news.get("image"), str) or news["image"] == UNKNOWN:

@@ -21,7 +21,8 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from .. import decisions, hosts, naming, source, text
 from ..errors import BuildFailed, DockerError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import exact_diff, label_filters, on_each, owned, remove_image, stream_errors, stream_result, target
+from .base import exact_diff, image_store, label_filters, on_each, owned, remove_image, stream_errors, stream_result, \
+    target
 
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
            "registry_server")
@@ -151,10 +152,11 @@ class ImageProvider(ResourceProvider):
                                          expect_hash=props.get("context_hash"))
             dockerfile = props["dockerfile"]
         _build_auth(c, props)
-        stream = c.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, dockerfile=dockerfile,
-                         labels=props["labels"], buildargs=props.get("build_args") or None,
-                         target=props.get("build_target") or None, rm=True, forcerm=True, decode=True)
-        log, error = stream_errors(stream)
+        with image_store(t, props, f"building {tag}", building=True):
+            stream = c.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, dockerfile=dockerfile,
+                             labels=props["labels"], buildargs=props.get("build_args") or None,
+                             target=props.get("build_target") or None, rm=True, forcerm=True, decode=True)
+            log, error = stream_errors(stream)
         if error:
             secrets = [props.get("registry_password") or ""]
             raise BuildFailed(str(t), f"building {tag} for destination {props['destination']} failed: "
@@ -266,8 +268,12 @@ class ImageProvider(ResourceProvider):
                 filters = {"label": label_filters(props)}
                 if [i for i in c.containers(all=True, filters=filters) if owned(i.get("Labels"), props)]:
                     return  # still deployed here: retained
-                for image in c.images(filters=filters):
-                    remove_image(c, image["Id"], props)
+                images = c.images(filters=filters)
+            if images:
+                with image_store(t, props, f"removing the images of {props['tag'].rpartition(':')[0]}",
+                                 building=False), docker_errors(t, f"removing image {props['tag']}"):
+                    for image in images:
+                        remove_image(c, image["Id"], props)
         on_each(props.get("ship_to") or [], remove_here)
 
 

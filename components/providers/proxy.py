@@ -20,10 +20,9 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from .. import decisions, hostlock, hosts, naming, payloads
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, exact_diff, find, owned, service_of, stop_kamal, target
+from .base import DEFAULT_LOCK_TIMEOUT_S, STOP_TIMEOUT_S, exact_diff, find, owned, service_of, stop_kamal, target
 
 START_DEADLINE_S = 15
-DEFAULT_LOCK_TIMEOUT_S = 120
 
 
 def _lock(props: dict[str, Any], doing: str, shared: bool = False):

@@ -47,6 +47,25 @@ def test_shared_holders_do_not_wait_for_each_other_but_exclude_an_exclusive_one(
                 pass
 
 
+def test_the_image_lock_is_apart_from_the_proxy_lock(bench):
+    """Builds share the image lock and keep a removal of images waiting, but never the proxy's lock: a deploy
+    building its image does not hold up another destination's routing or proxy start."""
+    t = target(bench)
+    with hostlock.held(t, stack="a", doing="building a:v2", timeout=5, shared=True, lock="images"):
+        started = time.monotonic()
+        with hostlock.held(t, stack="b", doing="starting kamal-proxy", timeout=5):
+            assert time.monotonic() - started < 3
+        with hostlock.held(t, stack="b", doing="building b:v2", timeout=5, shared=True, lock="images"):
+            pass
+        assert [h["stack"] for h in hostlock.holders(t, "images")] == ["a"]
+        with pytest.raises(hostlock.LockTimeout, match=r"pruning images of b waited 1s for the host's images lock, "
+                                                       r"held by stack a \(building a:v2, shared images lock"):
+            with hostlock.held(t, stack="b", doing="pruning images of b", timeout=1, lock="images"):
+                pass
+    with hostlock.held(t, stack="b", doing="pruning images of b", timeout=5, lock="images"):
+        pass
+
+
 def test_a_lock_dies_with_its_holders_connection(bench):
     t = target(bench)
     entered = threading.Event()

@@ -3,6 +3,8 @@ wrong signature fails here as it would on a real host."""
 
 from __future__ import annotations
 
+import contextlib
+
 import docker
 import pytest
 
@@ -39,6 +41,7 @@ def daemon(*items):
 def client(mocker):
     c = mocker.create_autospec(docker.APIClient, instance=True)
     mocker.patch("components.hosts.client", return_value=c)
+    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext())
     c.containers.return_value = []
     c.create_container.return_value = {"Id": "new" * 8}
     c.create_host_config.return_value = {}
@@ -265,3 +268,30 @@ def test_image_ships_to_every_host_and_a_failing_host_fails_the_step_after_the_o
         clients[host].tag.assert_called_once_with("sha256:i", "acme/hello", "v1-staging")
     clients["h2"].tag.assert_not_called()
     assert providers.ImageProvider()._ship(outs, []) == []
+
+
+def test_a_build_shares_the_image_lock_and_a_rollout_prunes_only_when_no_build_runs(client, mocker):
+    """Another destination's build may take this one's images as its cache: builds hold the host's image lock
+    shared, removals exclusive - and a rollout's pruning skips (the next one prunes) rather than wait long."""
+    from components import hostlock
+    held = hostlock.held
+    client.build.return_value = iter([{"stream": "Successfully built"}])
+    client.inspect_image.return_value = {"Id": "sha256:new"}
+    mocker.patch("components.providers.image._build_auth")
+    mocker.patch("components.source.context_tar", return_value=b"")
+    built = providers.ImageProvider()._build(client, providers.base.target(image_props(), "build_host"),
+                                             {**image_props(), "context": ".", "dockerfile": "Dockerfile"})
+    assert built == "sha256:new"
+    assert held.call_args.kwargs["lock"] == "images" and held.call_args.kwargs["shared"] is True
+
+    held.side_effect = hostlock.LockTimeout("h1", "busy")
+    client.images.return_value = [{"Id": "sha256:old", "RepoTags": ["acme/hello:v0-staging"]}]
+    providers.ContainerProvider._prune_images(client, container_props(), used=set())
+    assert held.call_args.kwargs["lock"] == "images" and held.call_args.kwargs["shared"] is False
+    client.remove_image.assert_not_called()
+    held.side_effect = lambda *a, **kw: contextlib.nullcontext()
+    client.inspect_image.return_value = {"Id": "sha256:old", "Config": {"Labels": OURS},
+                                         "RepoTags": ["acme/hello:v0-staging"]}
+    providers.ContainerProvider._prune_images(client, container_props(), used=set())
+    client.remove_image.assert_any_call("acme/hello:v0-staging")
+
