@@ -1,5 +1,5 @@
-"""`shipyard lock status` / `lock release`: the host lock (`components.hostlock`) on the destination's hosts - who
-holds it, and ending a holder whose deployer is gone but whose SSH session lingers (Kamal's `lock status` and
+"""`shipyard lock status` / `lock release`: the host locks (`components.hostlock`: the proxy's, and the image
+store's) on the destination's hosts - who holds them, and ending a holder whose deployer is gone but whose SSH session lingers (Kamal's `lock status` and
 `lock release`)."""
 
 from __future__ import annotations
@@ -20,8 +20,15 @@ def rows(per_host: dict[str, list[dict[str, Any]]]) -> list[tuple[Any, ...]]:
     """One row per holder, or a `free` row for a host nobody holds (pure)."""
     out = []
     for host, holders in per_host.items():
-        out += [(host, *(h.get(c) for c in COLUMNS)) for h in holders] or [(host, "free", *([None] * 5))]
+        out += [(host, *(_mode(h) if c == "mode" else h.get(c) for c in COLUMNS)) for h in holders] \
+            or [(host, "free", *([None] * 5))]
     return out
+
+
+def _mode(holder: dict[str, Any]) -> str | None:
+    """`shared`/`exclusive`, and which lock when it is not the proxy's (`shared, images`)."""
+    lock = holder.get("lock", "host")
+    return holder.get("mode") if lock == "host" else f"{holder.get('mode')}, {lock}"
 
 
 def _hosts(ctx: StackContext, host: str | None) -> tuple[str, ...]:

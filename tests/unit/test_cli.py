@@ -188,8 +188,11 @@ def test_lock_status_rows_name_each_holder_or_say_free():
     from components.cli import lock
     held = {"stack": "shipyard/staging", "doing": "routing", "mode": "shared", "pid": 7, "machine": "ci-3",
             "since": "2024-05-01T12:00:00Z"}
-    assert lock.rows({"h1": [held], "h2": []}) == [
+    building = {**held, "doing": "building acme/hello:v2-staging", "lock": "images"}
+    assert lock.rows({"h1": [held, building], "h2": []}) == [
         ("h1", "shipyard/staging", "routing", "shared", 7, "ci-3", "2024-05-01T12:00:00Z"),
+        ("h1", "shipyard/staging", "building acme/hello:v2-staging", "shared, images", 7, "ci-3",
+         "2024-05-01T12:00:00Z"),
         ("h2", "free", None, None, None, None, None)]
     args = parser().parse_args(["lock", "release", "-s", "staging", "--host", "h1"])
     assert (args.stack, args.host, args.handler) == ("staging", "h1", lock.release)
