@@ -232,4 +232,3 @@ def engine_parallel(host_count: int, cpus: int) -> int:
     deploying machine, suits providers that compute; ours wait on hosts, and a host's changes go one after another
     (container, route, the old container), so every host gets two, whatever the deploying machine."""
     return max(4 * cpus, 2 * host_count + 2)
-

@@ -32,7 +32,6 @@ class DestinationService(pulumi.ComponentResource):
         (default: the context's git commit)."""
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
-        self._providers: dict[str, pulumi.ProviderResource] = {}
         self.owner = owner  # the ownership label's value on every object of this destination
         build = self._build_inputs(promote)
         version: pulumi.Output[str] = build.pop("version")
@@ -46,7 +45,7 @@ class DestinationService(pulumi.ComponentResource):
         groups = plan.provider_groups(shape.hosts)
         extra = {g: pulumi.ProviderResource("pulumi-python", f"{name}-hosts-{g}", {}, self._child())
                  for g in sorted(set(groups.values())) if g}
-        self._providers = {h: extra[g] for h, g in groups.items() if g}
+        self._providers: dict[str, pulumi.ProviderResource] = {h: extra[g] for h, g in groups.items() if g}
 
         image = self._image(shape, plans, build)
         networks = {h: self._network(shape, h) for h in shape.hosts}

@@ -1,6 +1,6 @@
 """`shipyard lock status` / `lock release`: the host locks (`components.hostlock`: the proxy's, and the image
-store's) on the destination's hosts - who holds them, and ending a holder whose deployer is gone but whose SSH session lingers (Kamal's `lock status` and
-`lock release`)."""
+store's) on the destination's hosts - who holds them, and ending a holder whose deployer is gone but whose SSH
+session lingers (Kamal's `lock status` and `lock release`)."""
 
 from __future__ import annotations
 

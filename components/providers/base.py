@@ -84,13 +84,14 @@ def find(c, name: str) -> dict[str, Any] | None:
     return named(c.containers(all=True, filters={"name": f"^/{name}$"}), name)
 
 
-def image_store(t: SSHTarget, props: dict[str, Any], doing: str, *, building: bool, timeout: float | None = None):
-    """The host's image lock: shared while building (a build takes other images, of any destination, as its
-    cache), exclusive while removing images (which takes their build parents along)."""
-    lock = props.get("lock") or {}
-    return hostlock.held(t, stack=lock.get("stack") or props.get("owner") or "?", doing=doing, shared=building,
-                         lock="images", timeout=timeout if timeout is not None
-                         else float(lock.get("timeout") or DEFAULT_LOCK_TIMEOUT_S))
+def host_lock(t: SSHTarget, props: dict[str, Any], doing: str, *, shared: bool = False, lock: str = "host",
+              timeout: float | None = None):
+    """One of the host's locks (`hostlock.LOCKS`), taken for this stack: under its `lock` settings (stack name and
+    `lock_timeout`) where the props carry them, else its owner and the default wait."""
+    settings = props.get("lock") or {}
+    return hostlock.held(t, stack=settings.get("stack") or props.get("owner") or "?", doing=doing, shared=shared,
+                         lock=lock, timeout=timeout if timeout is not None
+                         else float(settings.get("timeout") or DEFAULT_LOCK_TIMEOUT_S))
 
 
 def remove_image(c, image_id: str, props: dict[str, Any]) -> None:

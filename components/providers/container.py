@@ -19,10 +19,10 @@ from pulumi.runtime.rpc import UNKNOWN
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from .. import decisions, hostfiles, hosts, naming, payloads, text
-from ..hostlock import LockTimeout
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
+from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, exact_diff, image_store, label_filters, named, nonce, of_role, ours, owned, \
+from .base import STOP_TIMEOUT_S, exact_diff, host_lock, label_filters, named, nonce, of_role, ours, owned, \
     remove_image, stop_kamal, stream_errors, target
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -236,8 +236,8 @@ class ContainerProvider(ResourceProvider):
         if not unused:
             return
         try:
-            with image_store(target(props), props, f"pruning images of {props['name']}", building=False,
-                             timeout=PRUNE_WAIT_S):
+            with host_lock(target(props), props, f"pruning images of {props['name']}", lock="images",
+                           timeout=PRUNE_WAIT_S):
                 for image_id in unused:
                     remove_image(c, image_id, props)
         except LockTimeout:
@@ -283,19 +283,17 @@ class ContainerProvider(ResourceProvider):
         c = hosts.client(t)
         with docker_errors(t, f"removing container {props['name']}"):
             role = ours(c, props, role=props["role"])
-            exists = any(i["Id"] == id_ for i in role)
-            if not exists:  # gone, or not ours (labels never change, so only a state edit leads here)
-                info = hosts.or_none(c.inspect_container, id_)
-                if info is not None:
-                    raise OwnershipConflict(str(t), f"container {id_[:12]} is no longer labeled as this stack's; "
-                                                    f"it was left alone. Remove it from the state with `pulumi "
-                                                    f"state delete` if it is not yours.")
-            if exists:
+            if any(i["Id"] == id_ for i in role):
                 actions = decisions.on_delete([decisions.Seen.from_list(i) for i in role], id_,
                                               int(props.get("retain") or 5))
                 self._carry_out(c, actions)
                 if id_ not in actions.remove:
                     return
+            elif hosts.or_none(c.inspect_container, id_) is not None:  # not ours: labels never change, so only
+                # a state edit leads here; gone is fine
+                raise OwnershipConflict(str(t), f"container {id_[:12]} is no longer labeled as this stack's; it "
+                                                f"was left alone. Remove it from the state with `pulumi state "
+                                                f"delete` if it is not yours.")
         if props.get("env_file"):  # written by earlier releases
             hostfiles.remove_file(t, props["env_file"])
 

@@ -21,7 +21,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from .. import decisions, hosts, naming, source, text
 from ..errors import BuildFailed, DockerError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import exact_diff, image_store, label_filters, on_each, owned, remove_image, stream_errors, stream_result, \
+from .base import exact_diff, host_lock, label_filters, on_each, owned, remove_image, stream_errors, stream_result, \
     target
 
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
@@ -152,7 +152,7 @@ class ImageProvider(ResourceProvider):
                                          expect_hash=props.get("context_hash"))
             dockerfile = props["dockerfile"]
         _build_auth(c, props)
-        with image_store(t, props, f"building {tag}", building=True):
+        with host_lock(t, props, f"building {tag}", shared=True, lock="images"):  # builds may share cached layers
             stream = c.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, dockerfile=dockerfile,
                              labels=props["labels"], buildargs=props.get("build_args") or None,
                              target=props.get("build_target") or None, rm=True, forcerm=True, decode=True)
@@ -270,8 +270,8 @@ class ImageProvider(ResourceProvider):
                     return  # still deployed here: retained
                 images = c.images(filters=filters)
             if images:
-                with image_store(t, props, f"removing the images of {props['tag'].rpartition(':')[0]}",
-                                 building=False), docker_errors(t, f"removing image {props['tag']}"):
+                with host_lock(t, props, f"removing the images of {props['tag'].rpartition(':')[0]}",
+                               lock="images"), docker_errors(t, f"removing image {props['tag']}"):
                     for image in images:
                         remove_image(c, image["Id"], props)
         on_each(props.get("ship_to") or [], remove_here)

@@ -17,18 +17,12 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from .. import decisions, hostlock, hosts, naming, payloads
+from .. import decisions, hosts, naming, payloads
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import DEFAULT_LOCK_TIMEOUT_S, STOP_TIMEOUT_S, exact_diff, find, owned, service_of, stop_kamal, target
+from .base import STOP_TIMEOUT_S, exact_diff, find, host_lock, owned, service_of, stop_kamal, target
 
 START_DEADLINE_S = 15
-
-
-def _lock(props: dict[str, Any], doing: str, shared: bool = False):
-    lock = props.get("lock") or {}
-    return hostlock.held(target(props), stack=lock.get("stack") or "?", doing=doing, shared=shared,
-                         timeout=float(lock.get("timeout") or DEFAULT_LOCK_TIMEOUT_S))
 
 
 def _list(t: SSHTarget) -> dict[str, dict[str, str]] | None:
@@ -56,7 +50,7 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
     when `upgrade` (this stack's proxy.image changed) - routes survive in its config volume."""
     t = target(props)
     c = hosts.client(t)
-    with _lock(props, f"starting {naming.PROXY_CONTAINER}"):
+    with host_lock(target(props), props, f"starting {naming.PROXY_CONTAINER}"):
         with docker_errors(t, f"starting {naming.PROXY_CONTAINER}"):
             _ensure_network(c)
             existing = find(c, naming.PROXY_CONTAINER)
@@ -111,7 +105,7 @@ class ProxyProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         t = target(props)
         c = hosts.client(t)
-        with _lock(props, f"removing {naming.PROXY_CONTAINER}"):
+        with host_lock(target(props), props, f"removing {naming.PROXY_CONTAINER}"):
             with docker_errors(t, f"removing {naming.PROXY_CONTAINER}"):
                 existing = _running(c)
             if existing is None:
@@ -150,7 +144,7 @@ class RouteProvider(ResourceProvider):
         upstream = f"{props['container_id'][:12]}:{port}" if props.get("container_id") else props["upstream"]
         argv = payloads.proxy_deploy_argv(props["service"], upstream, props["proxy"])
         for _ in range(3):
-            with _lock(props, f"routing {props['service']}", shared=True):
+            with host_lock(target(props), props, f"routing {props['service']}", shared=True):
                 routes = _list(t)
                 if routes is not None:
                     previous = self._check_owner(t, props, routes.get(props["service"]))
@@ -230,7 +224,7 @@ class RouteProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         t = target(props)
-        with _lock(props, f"removing route {props['service']}", shared=True):
+        with host_lock(target(props), props, f"removing route {props['service']}", shared=True):
             with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
                 if _running(hosts.client(t)) is None:
                     return  # no proxy, no route
