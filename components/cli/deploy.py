@@ -58,8 +58,7 @@ def expected_version(ctx: StackContext) -> str:
         return str(promoted.value) if promoted else "unknown"
     if cfg.version:
         return cfg.version
-    context = (ctx.project_dir / cfg.builder.context).resolve()
-    return source.git_version(context, source.context_hash(context, cfg.builder.dockerfile))
+    return source.git_version(source.build_context(ctx.project_dir / cfg.builder.context, cfg.builder.dockerfile))
 
 
 def run(ctx: StackContext, args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from pulumi.dynamic import DiffResult
 
 from .. import decisions, hostlock, hosts, naming
-from ..errors import DeployError
+from ..errors import DeployError, DockerError
 from ..hosts import SSHTarget
 
 STOP_TIMEOUT_S = 10
@@ -92,6 +92,24 @@ def host_lock(t: SSHTarget, props: dict[str, Any], doing: str, *, shared: bool =
     return hostlock.held(t, stack=settings.get("stack") or props.get("owner") or "?", doing=doing, shared=shared,
                          lock=lock, timeout=timeout if timeout is not None
                          else float(settings.get("timeout") or DEFAULT_LOCK_TIMEOUT_S))
+
+
+def ensure_image(c, t: SSHTarget, ref: str, creds: dict[str, str] | None, doing: str) -> str:
+    """The ID of image `ref` on the host, pulled first if the host lacks it (a new server has no image at all).
+    The pull sends `creds` (the stack's registry login) or explicitly none: docker-py would otherwise send the
+    operator's own login for that registry from the deploying machine's Docker config."""
+    image = hosts.or_none(c.inspect_image, ref)
+    if image is not None:
+        return image["Id"]
+    _, error = stream_errors(c.pull(ref, stream=True, decode=True, auth_config=dict(creds or {})))
+    if error:
+        hint = ": check the registry's username and password" if auth_error(error) else ""
+        raise DockerError(str(t), f"pulling {ref} for {doing} failed: {error}{hint}")
+    return c.inspect_image(ref)["Id"]
+
+
+def auth_error(error: str) -> bool:
+    return any(w in error.lower() for w in ("unauthorized", "authentication required", "denied"))
 
 
 def remove_image(c, image_id: str, props: dict[str, Any]) -> None:

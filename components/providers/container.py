@@ -22,7 +22,7 @@ from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, exact_diff, host_lock, label_filters, named, nonce, of_role, ours, owned, \
+from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, ours, owned, \
     remove_image, stop_kamal, stream_errors, target
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -132,16 +132,10 @@ class ContainerProvider(ResourceProvider):
         ref = props["image"]
         if ref.startswith("sha256:"):
             return ref
-        image = hosts.or_none(c.inspect_image, ref)
-        if image is not None:
-            return image["Id"]
         creds = props.get("registry_auth")
         use = creds if creds and ref.startswith(f"{creds.get('server')}/") else None
-        _, error = stream_errors(c.pull(ref, stream=True, decode=True, auth_config={
-            "username": use["username"], "password": use["password"]} if use else None))
-        if error:
-            raise DockerError(str(t), f"pulling {ref} for {props['name']} failed: {error}")
-        return c.inspect_image(ref)["Id"]
+        return ensure_image(c, t, ref, {"username": use["username"], "password": use["password"]} if use else None,
+                            props["name"])
 
     @staticmethod
     def _upload(t: SSHTarget, props: dict[str, Any]) -> list[str]:

@@ -21,7 +21,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from .. import decisions, hosts, naming, source, text
 from ..errors import BuildFailed, DockerError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import exact_diff, host_lock, label_filters, on_each, owned, remove_image, stream_errors, stream_result, \
+from .base import auth_error, exact_diff, host_lock, label_filters, on_each, owned, remove_image, stream_errors, stream_result, \
     target
 
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
@@ -30,14 +30,12 @@ UPDATE = ("ship_to", "registry_username")
 SHIP_PARALLEL = 8  # hosts pulling at once: the registry and the build host's uplink are shared
 
 
-def auth(props: dict[str, Any]) -> dict[str, str] | None:
+def auth(props: dict[str, Any]) -> dict[str, str]:
+    """The stack's registry login, or explicitly none (`{}`): given no `auth_config`, docker-py sends the
+    operator's own login for that registry from the deploying machine's Docker config."""
     if props.get("registry_username"):
         return {"username": props["registry_username"], "password": props["registry_password"]}
-    return None
-
-
-def _auth_error(error: str) -> bool:
-    return any(w in error.lower() for w in ("unauthorized", "authentication required", "denied"))
+    return {}
 
 
 def _build_auth(c, props: dict[str, Any]) -> None:
@@ -193,7 +191,7 @@ class ImageProvider(ResourceProvider):
             _, error, pushed = stream_result(c.push(repo, tag=tag, stream=True, decode=True,
                                                     auth_config=auth(props)))
             if error:
-                hint = ": check registry.username and registry.password" if _auth_error(error) else ""
+                hint = ": check registry.username and registry.password" if auth_error(error) else ""
                 raise DockerError(str(t), f"pushing {props['tag']} failed: {error}{hint}")
             if pushed:
                 return f"{repo}@{pushed}"

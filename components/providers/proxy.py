@@ -20,7 +20,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from .. import decisions, hosts, naming, payloads
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, exact_diff, find, host_lock, owned, service_of, stop_kamal, target
+from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, owned, service_of, stop_kamal, target
 
 START_DEADLINE_S = 15
 
@@ -50,15 +50,26 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
     when `upgrade` (this stack's proxy.image changed) - routes survive in its config volume."""
     t = target(props)
     c = hosts.client(t)
+
+    def keeps(existing: dict[str, Any] | None) -> bool:
+        return existing is not None and (not upgrade or existing["Image"] == props["image"])
+
+    # The image is on the host before anything is stopped: a new server has none, and an upgrade whose pull fails
+    # leaves the running proxy serving. Pulled before the lock (it may take a while), and again under it if
+    # another stack's change since then calls for it.
+    with docker_errors(t, f"pulling {props['image']} for {naming.PROXY_CONTAINER}"):
+        if not keeps(find(c, naming.PROXY_CONTAINER)):
+            ensure_image(c, t, props["image"], None, naming.PROXY_CONTAINER)
     with host_lock(target(props), props, f"starting {naming.PROXY_CONTAINER}"):
         with docker_errors(t, f"starting {naming.PROXY_CONTAINER}"):
             _ensure_network(c)
             existing = find(c, naming.PROXY_CONTAINER)
-            if existing is not None and (not upgrade or existing["Image"] == props["image"]):
+            if keeps(existing):
                 if existing.get("State") != "running":
                     c.start(existing["Id"])
                 cid = existing["Id"]
             else:
+                ensure_image(c, t, props["image"], None, naming.PROXY_CONTAINER)
                 if existing is not None:
                     c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
                     c.remove_container(existing["Id"])
