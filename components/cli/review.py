@@ -16,6 +16,7 @@ from pulumi import automation as auto
 
 from .. import config as config_module
 from ..errors import ConfigError
+from ..payloads import VOLUME
 from . import deploy, details, output
 from .stack import NAMESPACE, StackContext, find_project, open_stack, performer, pulumi_errors, raw_config, selected_stack, workspace
 
@@ -48,9 +49,26 @@ def review_config(base: dict[str, Any], name: str) -> dict[str, Any]:
         p["hosts"] = [f"{name}.{p['hosts'][0]}"]
     for role in servers.values():
         role.pop("ports", None)
+        _own_volumes(role)
     for acc in (cfg.get("accessories") or {}).values():
         acc.pop("port", None)
+        _own_volumes(acc)
     return cfg
+
+
+def _own_volumes(holder: dict[str, Any]) -> None:
+    """A host directory the base destination writes to (`/var/lib/pg-staging:/var/lib/postgresql/data`) is its data:
+    the review app gets a named volume instead (which carries its own destination: empty at first, gone with it).
+    Read-only host directories (certificates, config) are shared as they are."""
+    volumes = []
+    for text in holder.get("volumes") or []:
+        m = VOLUME.match(text)
+        if m and m["source"].startswith("/") and m["mode"] != "ro":
+            name = "host" + re.sub(r"[^A-Za-z0-9_.-]+", "-", m["source"]).rstrip("-")
+            text = f"{name}:{m['target']}" + (f":{m['mode']}" if m["mode"] else "")
+        volumes.append(text)
+    if volumes:
+        holder["volumes"] = volumes
 
 
 def encoded(cfg: dict[str, Any], secret_keys: set[str]) -> dict[str, auto.ConfigValue]:

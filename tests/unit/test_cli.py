@@ -124,6 +124,19 @@ def test_a_review_app_gets_its_own_destination_host_name_and_no_fixed_ports():
         review.review_config({**BASE, "proxy": None}, "pr-7")
 
 
+def test_a_review_app_never_writes_to_the_base_destinations_host_directories():
+    base = {**BASE, "accessories": {"db": {"image": "postgres:16", "host": "10.0.0.2", "volumes": [
+        "/var/lib/pg-staging:/var/lib/postgresql/data", "/etc/ssl/certs:/etc/ssl/certs:ro", "data:/data",
+        "/srv/uploads/:/uploads:rw"]}}}
+    cfg = review.review_config(base, "pr-7")
+    assert cfg["accessories"]["db"]["volumes"] == [
+        "host-var-lib-pg-staging:/var/lib/postgresql/data",  # a named volume: it carries the review destination
+        "/etc/ssl/certs:/etc/ssl/certs:ro", "data:/data", "host-srv-uploads:/uploads:rw"]
+    loaded = config.load(cfg, stack="review-pr-7")
+    assert loaded.accessories["db"].volumes[0] == "host-var-lib-pg-staging:/var/lib/postgresql/data"
+    assert base["accessories"]["db"]["volumes"][0] == "/var/lib/pg-staging:/var/lib/postgresql/data"
+
+
 def test_review_config_keeps_secrets_secret():
     values = review.encoded({"servers": {"web": {"hosts": ["h"]}}, "secrets": {"DB": "x"}, "service": "s"},
                             {"secrets"})
