@@ -110,6 +110,19 @@ def test_leftovers_of_an_interrupted_run_are_removed_before_a_new_create(client)
     client.remove_container.assert_any_call("p" * 64, v=False, force=True)
 
 
+def test_an_accessory_image_is_pulled_with_the_stacks_login_for_its_registry_and_no_other(client):
+    import docker.errors
+    client.inspect_image.side_effect = [docker.errors.ImageNotFound("no"), {"Id": "sha256:pg"}] * 2
+    client.pull.side_effect = lambda *a, **kw: iter([{"status": "Downloaded"}])
+    login = {"server": "reg.example", "username": "u", "password": "p"}
+    for image, sent in (("postgres:16", {}), ("reg.example/acme/pg:16", {"username": "u", "password": "p"})):
+        client.pull.reset_mock()
+        props = container_props(image=image, role="db", ports=[], registry_auth=login)
+        providers.ContainerProvider().create(props)
+        client.pull.assert_called_once_with(image, stream=True, decode=True, auth_config=sent)
+        assert client.create_container.call_args.kwargs["image"] == "sha256:pg"
+
+
 def test_container_diff_is_exact_and_connection_settings_never_replace():
     p = providers.ContainerProvider()
     olds = {**container_props(), "container_id": "c1", "__provider": "old"}
@@ -266,6 +279,9 @@ def test_image_ships_to_every_host_and_a_failing_host_fails_the_step_after_the_o
         providers.ImageProvider()._ship(outs, to)
     for host in ("h3", "h4"):
         clients[host].tag.assert_called_once_with("sha256:i", "acme/hello", "v1-staging")
+        # no stack login: explicitly none, so docker-py never sends the operator's own
+        clients[host].pull.assert_called_once_with("reg/acme/hello@sha256:d", stream=True, decode=True,
+                                                   auth_config={})
     clients["h2"].tag.assert_not_called()
     assert providers.ImageProvider()._ship(outs, []) == []
 

@@ -9,7 +9,7 @@ import docker
 import pytest
 
 from components import hosts, providers
-from components.errors import HealthCheckFailed, OwnershipConflict
+from components.errors import DockerError, HealthCheckFailed, OwnershipConflict
 
 OWNER = "shipyard/staging"
 TARGET = {"host": "h1", "port": 22, "user": "root", "keys": [], "known_hosts": None, "host_key_policy": "strict"}
@@ -74,6 +74,33 @@ def test_a_missing_proxy_is_started_with_kamals_names(client, kamal_proxy):
     assert kwargs["image"] == "kp:1" and kwargs["name"] == "kamal-proxy"
     assert client.create_host_config.call_args.kwargs["binds"] == [
         "kamal-proxy-config:/home/kamal-proxy/.config/kamal-proxy:rw"]
+
+
+def no_such_image(client, pull_stream):
+    """The host has no image until a pull succeeds."""
+    def inspect(_ref):
+        if not client.pull.called or any("error" in chunk for chunk in pull_stream):
+            raise docker.errors.ImageNotFound("no such image")
+        return {"Id": "sha256:kp"}
+    client.inspect_image.side_effect = inspect
+    client.pull.side_effect = lambda *a, **kw: iter(pull_stream)
+
+
+def test_a_new_server_pulls_the_proxy_image_with_no_login_before_starting_the_proxy(client, kamal_proxy):
+    no_such_image(client, [{"status": "Pulling from basecamp/kamal-proxy"}])
+    client.create_container.side_effect = lambda **kw: (client.pull.assert_called_once(), {"Id": "proxy-new"})[1]
+    providers.ProxyProvider().create({"target": TARGET, "image": "kp:1"})
+    client.pull.assert_called_once_with("kp:1", stream=True, decode=True, auth_config={})  # never the operator's
+    client.create_container.assert_called_once()
+
+
+def test_an_upgrade_whose_image_cannot_be_pulled_leaves_the_running_proxy_alone(client, kamal_proxy):
+    client.containers.return_value = [proxy_container("kp:1")]
+    no_such_image(client, [{"error": "manifest unknown", "errorDetail": {"message": "manifest unknown"}}])
+    with pytest.raises(DockerError, match="h1: pulling kp:2 for kamal-proxy failed: manifest unknown"):
+        providers.ProxyProvider().update("id", {"target": TARGET, "image": "kp:1"}, {"target": TARGET, "image": "kp:2"})
+    client.stop.assert_not_called()
+    client.remove_container.assert_not_called()
 
 
 def test_the_proxy_is_upgraded_only_when_this_stacks_image_changed(client, kamal_proxy):
