@@ -17,20 +17,21 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 setup:
 	@scripts/setup.sh
 
-# Every tier, each module's tests in a random order (the seed is printed; SHIPYARD_TEST_SEED=<n> repeats it); a
-# sample of tests each run alone in a fresh pytest (no test depends on another); then the integration and e2e tiers
-# again with the bench's hosts on the current Docker Engine that `make setup` builds (SHIPYARD_BENCH_DOCKERD=current,
-# which refuses clients older than API 1.44), but for the concurrency and fault suites, which test our own
-# coordination rather than the engine, and the upgrade test, whose earlier release pinned API 1.41.
-# TEST_CURRENT_DOCKERD=0 skips that pass.
-TEST_CURRENT_DOCKERD ?= 1
+# Every tier, each module's tests in a random order (the seed is printed; SHIPYARD_TEST_SEED=<n> repeats it), on
+# bench hosts like new servers: the current Docker Engine that `make setup` builds, nothing pulled, a non-root SSH
+# user, Docker Hub's images from the bench's stand-in, the operator's own Docker login on the deploying side. Then a
+# sample of tests each run alone in a fresh pytest (no test depends on another); then a compatibility pass of the
+# integration tier and the deploy, accessory and upgrade tests on Debian's Docker Engine 20.10
+# (SHIPYARD_BENCH_DOCKERD=debian) - the upgrade test runs only there: the earlier release it deploys pinned API 1.41,
+# which current engines refuse. TEST_OLD_DOCKERD=0 skips that pass.
+TEST_OLD_DOCKERD ?= 1
 
 test: setup
-	SHIPYARD_TEST_SEED=$${SHIPYARD_TEST_SEED:-random} $(PY) -m pytest
+	SHIPYARD_TEST_SEED=$${SHIPYARD_TEST_SEED:-random} $(PY) -m pytest --deselect tests/e2e/test_upgrade.py
 	$(PY) -m tests.alone 2
-ifeq ($(TEST_CURRENT_DOCKERD),1)
-	SHIPYARD_BENCH_DOCKERD=current $(PY) -m pytest tests/integration tests/e2e \
-	  --deselect tests/e2e/test_concurrency.py --deselect tests/e2e/test_faults.py --deselect tests/e2e/test_upgrade.py
+ifeq ($(TEST_OLD_DOCKERD),1)
+	SHIPYARD_BENCH_DOCKERD=debian $(PY) -m pytest tests/integration tests/e2e/test_deploy.py \
+	  tests/e2e/test_accessories.py tests/e2e/test_upgrade.py
 endif
 
 unit: setup

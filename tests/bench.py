@@ -17,6 +17,7 @@ Nothing here is product code: the product reaches these hosts exactly as it reac
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import os
@@ -32,6 +33,9 @@ from pathlib import Path
 REGISTRY_PORT = 5000
 AUTH_REGISTRY_PORT = 5001  # a second registry that wants a password (htpasswd)
 AUTH_REGISTRY_USER = "deployer"
+OPERATOR_USER = "operator"  # the operator's own login for the registry that wants a password: never a stack's
+HUB_PORT = 5002  # the Docker Hub stand-in, every daemon's registry mirror
+SSH_USER = "deploy"  # how tests reach the hosts: a user in the `docker` group, not root
 HOST_COUNT = 2
 FAULT_PROXY_API_PORT = 8474  # toxiproxy's HTTP API, on the bench's root address
 FAULT_PROXY_PORT = 2222  # host i's sshd through the fault proxy: <net>.0.<100+i>:2222, an address of its own
@@ -44,10 +48,12 @@ REPO = Path(__file__).resolve().parent.parent
 # (`make benchmark`), started with as many hosts as it measures.
 PROFILES = {"demo": ("sb", "10.213"), "test": ("st", "10.214"), "test2": ("su", "10.216"),
             "bench": ("sk", "10.215")}
-# What test Dockerfiles build FROM; all are the same busybox root filesystem.
+# What test Dockerfiles build FROM and accessories run; all are the same busybox root filesystem.
 BASE_IMAGES = ("busybox:latest", "busybox:1")
 # Kamal's proxy, under the name users pull from Docker Hub, made from the kamal-proxy binary `make setup` builds.
 PROXY_IMAGE = "basecamp/kamal-proxy:v0.9.2"
+# What the Docker Hub stand-in serves, by the names a pull asks a mirror for.
+HUB_IMAGES = {f"library/{ref}": ref for ref in BASE_IMAGES} | {PROXY_IMAGE: PROXY_IMAGE}
 PROXY_DOCKERFILE = """FROM busybox:latest
 COPY kamal-proxy /usr/local/bin/kamal-proxy
 RUN echo 'kamal-proxy:x:1000:1000::/home/kamal-proxy:/bin/sh' >> /etc/passwd \\
@@ -62,22 +68,26 @@ CMD ["kamal-proxy", "run"]
 # to 1.40 again): clients that pin an older version are refused, as on those hosts.
 CURRENT_DOCKERD_MIN_API = "1.44"
 REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "dockerd", "docker", "sshd", "ssh-keygen", "docker-registry", "busybox",
-                  "htpasswd", "kamal-proxy", "toxiproxy-server")
+                  "htpasswd", "kamal-proxy", "toxiproxy-server", "useradd")
 # Run in a new mount namespace (inside the host's network namespace) by the process that holds it: gives the host
-# its own /root and /tmp (bind mounts of its directories), then sleeps until the bench stops it. The bench's own
-# directory is opened first and, if it lies under /root or /tmp, mounted back at its path, so the host's daemons
-# still find their data and config there. Arguments: bench dir, the host's /root, its /tmp, the ready file.
+# its own /root, /tmp and SSH_USER's home (bind mounts of its directories), then sleeps until the bench stops it.
+# The bench's own directory is opened first and, if it lies under one of those, mounted back at its path, so the
+# host's daemons still find their data and config there. Arguments: bench dir, the host's /root, its /tmp, the
+# user's home there, the user's home path, the ready file.
 HOST_FS_SCRIPT = """set -eu
-exec 3<"$1" 4<"$2" 5<"$3"
+exec 3<"$1" 4<"$2" 5<"$3" 6<"$4"
 mount -c --bind /proc/self/fd/5 /tmp
 mount -c --bind /proc/self/fd/4 /root
-for covered in /tmp /root; do
+mount -c --bind /proc/self/fd/6 "$5"
+for covered in /tmp /root "$5"; do
   case "$1/" in "$covered"/*) mkdir -p "$1"; mount -c --bind /proc/self/fd/3 "$1";; esac
 done
-exec 3<&- 4<&- 5<&-
-: > "$4"
+exec 3<&- 4<&- 5<&- 6<&-
+: > "$6"
 exec sleep infinity
 """
+USER_HOME = f"/home/{SSH_USER}"
+PRIVATE_TOPS = {"/root": "root", "/tmp": "tmp", USER_HOME: "home"}  # a host's own directories: fs_dir/<name>
 
 
 def _which(tool: str) -> str | None:
@@ -99,15 +109,15 @@ class Host:
     host_key_pub: str
     proxied_address: str  # the same sshd through the fault proxy (tests.faults); known_hosts has it as [addr]:port
     proxied_port: int
-    fs_dir: str  # the directory on this machine that holds the host's own /root and /tmp (as fs_dir/root, /tmp)
+    fs_dir: str  # the directory on this machine that holds the host's own directories (PRIVATE_TOPS)
 
     def local_path(self, path: str) -> Path:
-        """Where the host's file `path` (under /root or /tmp) is on this machine: what a test reads to check a
-        host's disk without going through the product."""
-        for top in ("/root", "/tmp"):
+        """Where the host's file `path` (under /root, /tmp or the SSH user's home) is on this machine: what a test
+        reads to check a host's disk without going through the product."""
+        for top, name in PRIVATE_TOPS.items():
             if path == top or path.startswith(f"{top}/"):
-                return Path(self.fs_dir) / top[1:] / path[len(top) + 1:]
-        raise ValueError(f"{path}: only /root and /tmp are a bench host's own")
+                return Path(self.fs_dir) / name / path[len(top) + 1:]
+        raise ValueError(f"{path}: only {', '.join(PRIVATE_TOPS)} are a bench host's own")
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,9 @@ class BenchInfo:
     registry: str  # host:port, plain HTTP, trusted by every bench daemon
     auth_registry: str  # the same, but it wants AUTH_REGISTRY_USER and auth_registry_password
     auth_registry_password: str
+    hub: str  # host:port of the Docker Hub stand-in (every daemon's registry mirror)
+    operator_docker_config: str  # a DOCKER_CONFIG directory: the deploying side's own login
+    operator_password: str  # the operator's own, for auth_registry (as OPERATOR_USER)
     fault_proxy: str  # host:port of toxiproxy's HTTP API
     hosts: tuple[Host, ...]
 
@@ -205,13 +218,14 @@ def _spawn(argv: list[str], log: Path, pidfile: Path | None = None, netns: str |
 
 
 class Bench:
-    def __init__(self, profile: str = "demo", hosts: int = HOST_COUNT, dockerd: str = "debian"):
+    def __init__(self, profile: str = "demo", hosts: int = HOST_COUNT, dockerd: str = "current"):
         self.name, self.net = PROFILES[profile]
         self.dockerd = dockerd  # "debian" or "current"
         self.root = REPO / ".bench" / profile
         self.run = Path("/run/shipyard-bench") / profile
         self.count = hosts
         self.registry = f"{self.net}.0.1:{REGISTRY_PORT}"
+        self.hub = f"{self.net}.0.1:{HUB_PORT}"
 
     # -- layout -------------------------------------------------------------------------------------------------
     def _hdir(self, i: int) -> Path:
@@ -248,7 +262,7 @@ class Bench:
         hosts = []
         for i in range(1, self.count + 1):
             d = self._hdir(i)
-            hosts.append(Host(name=f"host{i}", address=self._addr(i), port=22, user="root",
+            hosts.append(Host(name=f"host{i}", address=self._addr(i), port=22, user=SSH_USER,
                               docker_socket=str(self._rdir(i) / "docker.sock"),
                               host_key_pub=(d / "ssh_host_ed25519_key.pub").read_text().strip(),
                               proxied_address=self._proxied_address(i), proxied_port=self._proxied_port(i),
@@ -257,6 +271,8 @@ class Bench:
                          known_hosts=str(self.root / "known_hosts"), registry=self.registry,
                          auth_registry=f"{self.net}.0.1:{AUTH_REGISTRY_PORT}",
                          auth_registry_password=(self.root / "registry-auth" / "password").read_text(),
+                         hub=self.hub, operator_docker_config=str(self.root / "operator-docker"),
+                         operator_password=(self.root / "registry-auth" / "operator-password").read_text(),
                          fault_proxy=self._fault_proxy_api(), hosts=tuple(hosts))
 
     # -- start ----------------------------------------------------------------------------------------------------
@@ -271,6 +287,7 @@ class Bench:
         self.check_tools()
         self.root.mkdir(parents=True, exist_ok=True)
         self._client_key()
+        self._ssh_user()
         self._registry()
         for i in range(1, self.count + 1):
             self._network(i)
@@ -279,9 +296,8 @@ class Bench:
             self._sshd(i)
         self._known_hosts()
         self._fault_proxy()
-        rootfs = self._busybox_rootfs()
-        for i in range(1, self.count + 1):
-            self._seed(i, rootfs)
+        self._seed_hub()
+        self._operator_login()
         info = self.info()
         (self.root / "bench.json").write_text(info.to_json())
         return info
@@ -290,6 +306,14 @@ class Bench:
         key = self.root / "id_ed25519"
         if not key.exists():
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench-deployer", "-f", str(key))
+
+    def _ssh_user(self) -> None:
+        """SSH_USER on this machine (the hosts share its accounts): in the `docker` group, able to log in with a key
+        (`*`: no password, not locked - sshd without PAM refuses a locked account)."""
+        if _run("id", "-u", SSH_USER, check=False).returncode != 0:
+            _run(_which("useradd"), "--no-create-home", "--home-dir", USER_HOME, "--shell", "/bin/sh", "--groups",
+                 "docker", "--password", "*", SSH_USER)
+        Path(USER_HOME).mkdir(mode=0o755, exist_ok=True)  # where each host mounts its own
 
     def _registry(self) -> None:
         # The registries' address sits on the root namespace's loopback: local to this machine, and reachable
@@ -300,20 +324,34 @@ class Bench:
                 _run("ip", "addr", "add", f"{address}/32", "dev", "lo")
         self._serve_registry("registry", REGISTRY_PORT, auth=None)
         self._serve_registry("registry-auth", AUTH_REGISTRY_PORT, auth=self._htpasswd())
+        self._serve_registry("hub", HUB_PORT, auth=None)
 
     def _htpasswd(self) -> Path:
+        """The stacks' user and the operator's own, each with a password of its own."""
         d = self.root / "registry-auth"
         d.mkdir(exist_ok=True)
-        password = d / "password"
-        if not password.exists() or not (d / "htpasswd").exists():
-            # bcrypt, the only hash the registry's htpasswd auth accepts, made by Apache's htpasswd (apache2-utils):
-            # Python's `crypt` is gone since 3.13 and the standard library has no other bcrypt. The password goes
-            # through stdin, never argv.
-            secret = os.urandom(12).hex()
-            line = _run(_which("htpasswd"), "-niB", AUTH_REGISTRY_USER, input=secret).stdout.strip()
-            (d / "htpasswd").write_text(f"{line}\n")
-            password.write_text(secret)
+        users = {AUTH_REGISTRY_USER: d / "password", OPERATOR_USER: d / "operator-password"}
+        if not all(p.exists() for p in users.values()) or not (d / "htpasswd").exists():
+            lines = []
+            for user, password in users.items():
+                # bcrypt, the only hash the registry's htpasswd auth accepts, made by Apache's htpasswd
+                # (apache2-utils): Python's `crypt` is gone since 3.13 and the standard library has no other
+                # bcrypt. The password goes through stdin, never argv.
+                secret = os.urandom(12).hex()
+                lines.append(_run(_which("htpasswd"), "-niB", user, input=secret).stdout.strip())
+                password.write_text(secret)
+            (d / "htpasswd").write_text("\n".join(lines) + "\n")
         return d / "htpasswd"
+
+    def _operator_login(self) -> None:
+        """The deploying side's own Docker login (a DOCKER_CONFIG directory): valid for the registry that wants a
+        password, as OPERATOR_USER, and for the others and Docker Hub too, as an operator's config would be."""
+        d = self.root / "operator-docker"
+        d.mkdir(exist_ok=True)
+        secret = (self.root / "registry-auth" / "operator-password").read_text()
+        token = base64.b64encode(f"{OPERATOR_USER}:{secret}".encode()).decode()
+        servers = (f"{self.net}.0.1:{AUTH_REGISTRY_PORT}", self.registry, self.hub, "https://index.docker.io/v1/")
+        (d / "config.json").write_text(json.dumps({"auths": {s: {"auth": token} for s in servers}}, indent=2))
 
     def _serve_registry(self, name: str, port: int, auth: Path | None) -> None:
         d = self.root / name
@@ -359,11 +397,12 @@ class Bench:
         _stop_pidfile(pidfile)
         ready.unlink(missing_ok=True)
         fs = self._hdir(i) / "fs"
-        for name, mode in (("root", 0o700), ("tmp", 0o1777)):
+        for name, mode in (("root", 0o700), ("tmp", 0o1777), ("home", 0o755)):
             (fs / name).mkdir(parents=True, exist_ok=True)
             (fs / name).chmod(mode)
+        shutil.chown(fs / "home", SSH_USER, SSH_USER)
         _spawn(["unshare", "--mount", "--propagation", "private", "bash", "-c", HOST_FS_SCRIPT, "bench-host-fs",
-                str(self.root), str(fs / "root"), str(fs / "tmp"), str(ready)],
+                str(self.root), str(fs / "root"), str(fs / "tmp"), str(fs / "home"), USER_HOME, str(ready)],
                self._hdir(i) / "fs.log", pidfile, netns=self._netns(i))
         _wait(f"the filesystem of host{i}", ready.exists, 10, self._hdir(i) / "fs.log")
 
@@ -388,9 +427,10 @@ class Bench:
         if not _alive(pidfile):
             pidfile.unlink(missing_ok=True)
             # debug: the daemon logs every API call, which tests count to prove a no-op deploy mutates nothing
-            registries = [self.registry, f"{self.net}.0.1:{AUTH_REGISTRY_PORT}"]
+            # Docker Hub's images come from the bench's stand-in, the way a mirror serves them
+            registries = [self.registry, f"{self.net}.0.1:{AUTH_REGISTRY_PORT}", self.hub]
             (d / "daemon.json").write_text(json.dumps({"insecure-registries": registries,
-                                                     "debug": True}))
+                                                       "registry-mirrors": [f"http://{self.hub}"], "debug": True}))
             _spawn([*self._dockerd_command(), "--config-file", str(d / "daemon.json"), "--data-root", str(d / "data"),
                     "--exec-root", str(r / "exec"), "-H", f"unix://{r / 'docker.sock'}", "--pidfile", str(pidfile)],
                    d / "dockerd.log", host_of=self._host_pid(i))
@@ -501,24 +541,45 @@ class Bench:
         tmp.rename(tar)
         return tar
 
-    def _seed(self, i: int, rootfs: Path) -> None:
-        have = self._docker(i, "image", "inspect", *BASE_IMAGES, check=False).returncode == 0
-        if not have:
-            self._docker(i, "import", "-c", 'CMD ["sh"]', str(rootfs), BASE_IMAGES[0])
-            for extra in BASE_IMAGES[1:]:
-                self._docker(i, "tag", BASE_IMAGES[0], extra)
-        if self._docker(i, "image", "inspect", PROXY_IMAGE, check=False).returncode != 0:
-            ctx = self.root / "proxy-image"
-            ctx.mkdir(exist_ok=True)
-            (ctx / "Dockerfile").write_text(PROXY_DOCKERFILE)
-            shutil.copy(_which("kamal-proxy"), ctx / "kamal-proxy")
-            self._docker(i, "build", "-q", "-t", PROXY_IMAGE, str(ctx), env={**os.environ, "DOCKER_BUILDKIT": "0"})
-        if i == 1:  # the registry gets the base images too, pushed once from the first host
-            for ref in BASE_IMAGES:
-                remote = f"{self.registry}/{ref}"
-                self._docker(i, "tag", ref, remote)
-                self._docker(i, "push", remote)
-                self._docker(i, "rmi", remote)
+    def _seed_hub(self) -> None:
+        """Fill the Docker Hub stand-in (and the registry that wants a password, with busybox) through host 1's
+        daemon, then empty that daemon's image store again: every host starts with none."""
+        if all(self._has_manifest(self.hub, name) for name in HUB_IMAGES):
+            return
+        self._docker(1, "import", "-c", 'CMD ["sh"]', str(self._busybox_rootfs()), BASE_IMAGES[0])
+        for extra in BASE_IMAGES[1:]:
+            self._docker(1, "tag", BASE_IMAGES[0], extra)
+        ctx = self.root / "proxy-image"
+        ctx.mkdir(exist_ok=True)
+        (ctx / "Dockerfile").write_text(PROXY_DOCKERFILE)
+        shutil.copy(_which("kamal-proxy"), ctx / "kamal-proxy")
+        self._docker(1, "build", "-q", "-t", PROXY_IMAGE, str(ctx), env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        login = self.root / "seed-docker-config"  # the bench's own login, never the operator's
+        login.mkdir(exist_ok=True)
+        auth_registry = f"{self.net}.0.1:{AUTH_REGISTRY_PORT}"
+        self._docker(1, "--config", str(login), "login", "-u", AUTH_REGISTRY_USER, "--password-stdin", auth_registry,
+                     input=(self.root / "registry-auth" / "password").read_text())
+        pushed = {f"{self.hub}/{name}": ref for name, ref in HUB_IMAGES.items()}
+        pushed[f"{auth_registry}/library/{BASE_IMAGES[0]}"] = BASE_IMAGES[0]
+        for remote, ref in pushed.items():
+            self._docker(1, "tag", ref, remote)
+            self._docker(1, "--config", str(login), "push", remote)
+        self._docker(1, "rmi", *pushed, *HUB_IMAGES.values())
+        self._docker(1, "image", "prune", "-a", "-f")
+        shutil.rmtree(login)
+
+    @staticmethod
+    def _has_manifest(registry: str, name: str) -> bool:
+        import urllib.error
+        import urllib.request
+        repo, _, tag = name.rpartition(":")
+        req = urllib.request.Request(f"http://{registry}/v2/{repo}/manifests/{tag}", method="HEAD", headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5):
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
 
     def restart_docker(self, i: int) -> None:
         """Restart host i's daemon (as a host reboot or a Docker upgrade would); containers come back per their
@@ -543,8 +604,8 @@ class Bench:
                     pass
             _run("ip", "netns", "del", self._netns(i), check=False)
             _run("ip", "link", "del", f"{self.name}-h{i}o", check=False)
-        _stop_pidfile(self.root / "registry" / "pid")
-        _stop_pidfile(self.root / "registry-auth" / "pid")
+        for registry in ("registry", "registry-auth", "hub"):
+            _stop_pidfile(self.root / registry / "pid")
         for address in self._root_addresses():
             _run("ip", "addr", "del", f"{address}/32", "dev", "lo", check=False)
         # any process still running from the bench's directories (container shims) goes too

@@ -28,16 +28,25 @@ PASSPHRASE = "shipyard-local"
 
 @pytest.fixture(scope="session")
 def bench_ctl() -> Bench:
-    # SHIPYARD_BENCH_DOCKERD=current: the hosts run the current Docker Engine instead of Debian's (tests/bench.py)
-    b = Bench(os.environ.get("SHIPYARD_BENCH_PROFILE", "test"), hosts=6,
-              dockerd=os.environ.get("SHIPYARD_BENCH_DOCKERD", "debian"))
+    # The hosts run the current Docker Engine; SHIPYARD_BENCH_DOCKERD=debian: Debian's 20.10 (tests/bench.py)
+    # Six hosts for the tests at large, and a seventh that tests/e2e/test_new_server.py makes a new server again
+    b = Bench(os.environ.get("SHIPYARD_BENCH_PROFILE", "test"), hosts=7,
+              dockerd=os.environ.get("SHIPYARD_BENCH_DOCKERD", "current"))
     b.down(purge=True)  # every session starts from empty daemons, registry and keys
     try:
-        b.up()
+        info = b.up()
     except BenchError as exc:
         b.down()
         pytest.fail(f"the bench did not start: {exc}", pytrace=False)
+    # The deploying side has a Docker login of its own, as an operator's machine does: every pulumi, shipyard and
+    # kamal run of the session sees it (pulumi_env gives each project a copy), and none of it may reach a host.
+    kept = os.environ.get("DOCKER_CONFIG")
+    os.environ["DOCKER_CONFIG"] = info.operator_docker_config
     yield b
+    if kept is None:
+        os.environ.pop("DOCKER_CONFIG", None)
+    else:
+        os.environ["DOCKER_CONFIG"] = kept
     b.down()
 
 
@@ -59,6 +68,14 @@ def fault_proxy(bench: BenchInfo) -> FaultProxy:
 def host_docker(host) -> docker.APIClient:
     """The host's daemon through its local socket: how tests look at a host independently of the product."""
     return docker.APIClient(base_url=f"unix://{host.docker_socket}", version="auto")
+
+
+def pulled(client: docker.APIClient, ref: str) -> str:
+    """`ref` pulled onto a bench host (they start with no image, as new servers do; Docker Hub's images come from
+    the bench's stand-in), with no login; returns it."""
+    for chunk in client.pull(ref, stream=True, decode=True, auth_config={}):
+        assert "error" not in chunk, chunk
+    return ref
 
 
 def http_get(url: str, host_header: str | None = None, timeout: float = 5) -> str:
@@ -117,6 +134,11 @@ def pulumi_env(state_dir: Path) -> dict[str, str]:
         "PULUMI_HOME": str(state_dir.parent / "pulumi-home"),
         "NO_COLOR": "1",
     })
+    if env.get("DOCKER_CONFIG"):  # the operator's login (see bench_ctl), a copy per project: nothing run may change
+        # the session's
+        copy = state_dir.parent / "docker-config"
+        shutil.copytree(env["DOCKER_CONFIG"], copy, dirs_exist_ok=True)
+        env["DOCKER_CONFIG"] = str(copy)
     return env
 
 
@@ -242,7 +264,8 @@ def project(tmp_path: Path) -> Project:
 
 
 def ssh_config(bench: BenchInfo) -> dict[str, Any]:
-    return {"keys": [bench.identity_file], "known_hosts": bench.known_hosts}
+    """How a stack reaches the bench's hosts: as their non-root user in the `docker` group, with the bench's key."""
+    return {"user": bench.hosts[0].user, "keys": [bench.identity_file], "known_hosts": bench.known_hosts}
 
 
 

@@ -101,7 +101,11 @@ def ensure_image(c, t: SSHTarget, ref: str, creds: dict[str, str] | None, doing:
     image = hosts.or_none(c.inspect_image, ref)
     if image is not None:
         return image["Id"]
-    _, error = stream_errors(c.pull(ref, stream=True, decode=True, auth_config=dict(creds or {})))
+    import docker.errors  # loaded already: `c` is a Docker client
+    try:
+        _, error = stream_errors(c.pull(ref, stream=True, decode=True, auth_config=dict(creds or {})))
+    except docker.errors.APIError as exc:  # current engines refuse at once, older ones in the stream
+        error = exc.explanation or str(exc)
     if error:
         hint = ": check the registry's username and password" if auth_error(error) else ""
         raise DockerError(str(t), f"pulling {ref} for {doing} failed: {error}{hint}")

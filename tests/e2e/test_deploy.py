@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonLog, Project, host_docker, http_get, make_project, pulumi_env, ssh_config, wait_http
+from tests.conftest import DaemonLog, Project, host_docker, http_get, make_project, pulled, pulumi_env, ssh_config, \
+    wait_http
 
 pytestmark = pytest.mark.e2e
 
@@ -137,7 +138,7 @@ def test_refresh_reports_a_stopped_container_and_up_starts_it(bench, pair):
 
 def test_a_name_owned_by_someone_else_is_refused_and_nothing_is_lost(bench, pair):
     d = host_docker(bench.hosts[0])
-    squatter = d.create_container("busybox:latest", command=["sleep", "600"], name="seed-web-staging-v2",
+    squatter = d.create_container(pulled(d, "busybox:latest"), command=["sleep", "600"], name="seed-web-staging-v2",
                                   labels={"destination": "staging"})["Id"]
     try:
         pair.set_config("staging", stack_config(bench, "staging", version="v2"))

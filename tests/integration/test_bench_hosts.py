@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from components import hostfiles, hosts
+from tests.conftest import pulled
 from tests.integration.test_hosts import target
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def test_a_container_on_host1_sees_the_files_sftp_wrote_there(bench):
     path = f"{hostfiles.home(one)}/.shipyard-probe/{uuid.uuid4().hex[:8]}.txt"
     hostfiles.write_file(one, path, b"uploaded to host1\n", mode=0o644)
     c = hosts.client(one)
-    cid = c.create_container("busybox:latest", command=["cat", "/probe.txt"],
+    cid = c.create_container(pulled(c, "busybox:latest"), command=["cat", "/probe.txt"],
                              host_config=c.create_host_config(binds=[f"{path}:/probe.txt:ro"]))["Id"]
     try:
         c.start(cid)

@@ -10,6 +10,7 @@ import pytest
 from components import hosts
 from components.errors import AuthenticationFailed, DockerError, HostKeyRejected, HostUnreachable
 from components.hosts import SSHTarget, docker_errors
+from tests.conftest import pulled
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def test_a_container_started_on_host1_is_not_visible_on_host2(bench):
     one, two = hosts.client(target(bench, 0)), hosts.client(target(bench, 1))
     assert one.info()["DockerRootDir"] != two.info()["DockerRootDir"]  # two daemons, not one seen twice
     name = f"probe-{uuid.uuid4().hex[:8]}"
-    cid = one.create_container("busybox:latest", command=["sleep", "300"], name=name)["Id"]
+    cid = one.create_container(pulled(one, "busybox:latest"), command=["sleep", "300"], name=name)["Id"]
     one.start(cid)
     try:
         assert [c["Id"] for c in one.containers(filters={"name": name})] == [cid]
@@ -73,7 +74,7 @@ def test_unreachable_and_refused_logins_name_the_host(bench, tmp_path: Path):
     other_key = tmp_path / "id"
     import subprocess
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
-    with pytest.raises(AuthenticationFailed, match="SSH login as root was refused"):
+    with pytest.raises(AuthenticationFailed, match=f"SSH login as {bench.hosts[0].user} was refused"):
         hosts.client(target(bench, 0, keys=(str(other_key),)))
 
 

@@ -1,0 +1,174 @@
+"""A new server, the first time, with the defaults: a host with Docker and nothing else (no image pulled, reached as
+a non-root user in the `docker` group), a stack that pins no version (it follows the app's git commit), and the
+operator's own Docker login on the deploying machine. One `pulumi up` - or one `shipyard deploy` - serves the app;
+nothing of the operator's login reaches the host; a proxy image that cannot be pulled leaves the running proxy
+serving.
+
+The bench's last host is kept for this module: each test first makes it a new server again."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import docker.errors
+import pytest
+
+from tests.conftest import Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.e2e.cli_helpers import shipyard
+
+pytestmark = pytest.mark.e2e
+
+NAME = "fresh.test"
+PROXY_IMAGE = "basecamp/kamal-proxy:v0.9.2"
+
+
+def server(bench):
+    return bench.hosts[-1]
+
+
+def make_new(bench) -> None:
+    """The host as a new server has it: no container, image, volume or network of anybody's, an empty home."""
+    d = host_docker(server(bench))
+    for c in d.containers(all=True):
+        d.remove_container(c["Id"], force=True, v=True)
+    for image in d.images(all=True):
+        try:
+            d.remove_image(image["Id"], force=True)
+        except docker.errors.NotFound:
+            pass  # gone with another one
+    for volume in d.volumes().get("Volumes") or []:
+        d.remove_volume(volume["Name"], force=True)
+    d.prune_networks()
+    assert d.images(all=True) == [], "the host's image store is not empty"
+    home = server(bench).local_path(f"/home/{server(bench).user}")
+    for entry in home.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def config(bench, **more: Any) -> dict[str, Any]:
+    host = server(bench).address
+    return {"service": "fresh", "image": "acme/fresh", "builder": {"context": "app"},
+            "servers": {"web": {"hosts": [host]}, "jobs": {"hosts": [host], "cmd": "sleep 3600"}},
+            "proxy": {"hosts": [NAME], "healthcheck": {"interval": 0.3, "timeout": 2}, "deploy_timeout": 20,
+                      "drain_timeout": 1},
+            "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": "sleep 3600",
+                                   "volumes": ["data:/data"]}},
+            "ssh": ssh_config(bench), **more}
+
+
+def get(bench) -> str:
+    req = urllib.request.Request(f"http://{server(bench).address}/", headers={"Host": NAME})
+    with urllib.request.urlopen(req, timeout=3) as resp:
+        return resp.read().decode()
+
+
+def head(proj: Project) -> str:
+    return subprocess.run(["git", "-C", str(proj.dir / "app"), "rev-parse", "--short=12", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def proj(bench, tmp_path):
+    make_new(bench)
+    (tmp_path / "state").mkdir()
+    p = Project(make_project(tmp_path), pulumi_env(tmp_path / "state"))
+    yield p
+    p.run("destroy", "--yes", "--remove", stack="staging", check=False)
+
+
+def test_pulumi_up_serves_the_app_on_a_new_server_at_the_git_version(bench, proj):
+    assert proj.env["DOCKER_CONFIG"], "the operator's own Docker login is on the deploying side"
+    proj.init("staging", config(bench))
+    proj.up("staging")
+    version = head(proj)
+    assert f"version={version}" in get(bench)  # the default version: the app's commit
+    d = host_docker(server(bench))
+    assert PROXY_IMAGE in {t for i in d.images() for t in i.get("RepoTags") or []}  # pulled, from the hub
+    running = {c["Labels"].get("role"): c["Image"] for c in d.containers(filters={"label": "service=fresh"})}
+    assert set(running) == {"web", "jobs", "accessory.db"}
+    proj.run("preview", "--expect-no-changes", stack="staging")
+
+
+def test_shipyard_deploy_serves_the_app_on_a_new_server_at_the_git_version(bench, proj):
+    proj.init("staging", config(bench))
+    result = shipyard(proj.dir, proj.env, "deploy", "-s", "staging")
+    assert result.code == 0, result.err
+    version = head(proj)
+    assert f"version {version}" in result.err
+    assert f"version={version}" in get(bench)
+
+
+def test_a_proxy_image_that_cannot_be_pulled_leaves_the_running_proxy_serving(bench, proj):
+    proj.init("staging", config(bench))
+    proj.up("staging")
+    d = host_docker(server(bench))
+    before = d.inspect_container("kamal-proxy")["Id"]
+    results: list[str | None] = []
+    stop = threading.Event()
+
+    def loop() -> None:  # bounded: at most 2000 requests or 120 s, to the bench host only
+        end = time.monotonic() + 120
+        while not stop.is_set() and len(results) < 2000 and time.monotonic() < end:
+            try:
+                results.append(get(bench))
+            except OSError:
+                results.append(None)
+            time.sleep(0.02)
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        cfg = config(bench)
+        cfg["proxy"] = {**cfg["proxy"], "image": "basecamp/kamal-proxy:v0.0.0-missing"}
+        proj.set_config("staging", cfg)
+        failed = proj.up("staging", check=False)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failed.ok
+    assert "pulling basecamp/kamal-proxy:v0.0.0-missing for kamal-proxy failed" in failed.out
+    assert "Traceback" not in failed.out
+    assert d.inspect_container("kamal-proxy")["Id"] == before and d.inspect_container("kamal-proxy")["State"][
+        "Running"]
+    assert len(results) > 20 and results.count(None) == 0, f"{results.count(None)} of {len(results)} failed"
+
+
+def test_the_operators_docker_login_never_reaches_the_host(bench, proj):
+    """The operator's login is valid for the registry that wants a password: had it been sent, the pull would have
+    worked. A stack without credentials for that registry must fail to pull, and say so in one line."""
+    cfg = config(bench)
+    cfg["accessories"] = {"db": {"image": f"{bench.auth_registry}/library/busybox:latest",
+                                 "host": server(bench).address, "cmd": "sleep 3600"}}
+    proj.init("staging", cfg)
+    failed = proj.up("staging", check=False)
+    assert not failed.ok
+    assert f"pulling {bench.auth_registry}/library/busybox:latest for fresh-staging-db failed" in failed.out
+    assert "check the registry's username and password" in failed.out
+    assert "Traceback" not in failed.out
+    d = host_docker(server(bench))
+    assert not d.containers(all=True, filters={"label": "service=fresh", "name": "db"})
+
+    # a build FROM that registry, with no credentials in the stack: refused the same way
+    (proj.dir / "app" / "Dockerfile").write_text(f"FROM {bench.auth_registry}/library/busybox:latest\n"
+                                                 "COPY start.sh /start.sh\nCMD [\"/bin/sh\", \"/start.sh\"]\n")
+    cfg["accessories"] = {}
+    cfg["version"] = "v1"
+    proj.set_config("staging", cfg)
+    failed = proj.up("staging", check=False)
+    assert not failed.ok and "building" in failed.out and "Traceback" not in failed.out
+
+    # with the stack's own login for that registry, all of it works: pull, build, push
+    cfg["registry"] = {"server": bench.auth_registry, "username": "deployer"}
+    cfg["accessories"] = {"db": {"image": f"{bench.auth_registry}/library/busybox:latest",
+                                 "host": server(bench).address, "cmd": "sleep 3600"}}
+    proj.set_config("staging", cfg)
+    proj.set_secrets("staging", {"shipyard:registry.password": bench.auth_registry_password})
+    proj.up("staging")
+    assert "version=v1" in get(bench)
