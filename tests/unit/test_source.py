@@ -263,3 +263,19 @@ def test_the_same_dirty_tree_in_two_checkouts_gets_the_same_version(tmp_path):
     for d in (a, b):
         (d / "app.sh").write_text("echo local\n")
     assert version(a) == version(b) != head
+
+
+def test_shipyard_deploy_expects_the_version_the_program_computes(tmp_path):
+    """`shipyard deploy` names in the history the version the program will deploy: with none pinned, the builder
+    context's git commit."""
+    from types import SimpleNamespace
+
+    from components import config
+    from components.cli import deploy
+    head = repo_with(tmp_path / "app", APP)
+    cfg = config.load({"service": "s", "image": "acme/s", "builder": {"context": "app"},
+                       "servers": {"web": {"hosts": ["10.0.0.2"]}}}, stack="staging")
+    ctx = SimpleNamespace(cfg=cfg, project_dir=tmp_path)
+    assert deploy.expected_version(ctx) == head == version(tmp_path / "app")
+    write(tmp_path / "app", {"app.sh": "echo changed\n"})
+    assert deploy.expected_version(ctx) == version(tmp_path / "app") != head
