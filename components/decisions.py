@@ -211,6 +211,32 @@ def upstream_container(target: str) -> str:
     return target.split(",")[0].rsplit(":", 1)[0]
 
 
+def upstream_port(target: str) -> str:
+    """The port a route's target names (`<container>:<port>`; empty without one)."""
+    first = target.split(",")[0]
+    return first.rsplit(":", 1)[1] if ":" in first else ""
+
+
+def names_container(ref: str, container_id: str | None, name: str | None) -> bool:
+    """Whether a route target's container (`ref`: a name, or an ID or its 12-character prefix, as `deploy --target`
+    took it) is the container with this ID or name."""
+    if not ref:
+        return False
+    return ref == name or (bool(container_id) and len(ref) >= 12 and str(container_id).startswith(ref))
+
+
+def route_in_sync(target: str, container_id: str | None, upstream: str) -> bool:
+    """Whether a route's live target (`kamal-proxy list`) is the container recorded for it: by ID, or - recorded by
+    an earlier release, which routed by name - by the name in `upstream` (`<name>:<port>`)."""
+    return names_container(upstream_container(target), container_id, upstream.rsplit(":", 1)[0])
+
+
+def reclaimable(target_labels: Mapping[str, str] | None) -> bool:
+    """A route this stack made, pointed since by hand (or by Kamal) at a container that no stack of this deployer
+    owns, is drift: this stack switches it back. One another stack owns is that stack's: never taken."""
+    return naming.OWNER_LABEL not in (target_labels or {})
+
+
 # -- taking over a Kamal deployment -----------------------------------------------------------------------------
 
 

@@ -149,7 +149,9 @@ class RouteProvider(ResourceProvider):
 
     serialize_as_secret_always = False
 
-    def _deploy(self, props: dict[str, Any]) -> dict[str, Any]:
+    def _deploy(self, props: dict[str, Any], *, recorded: bool = False) -> dict[str, Any]:
+        """`recorded`: the route is in this stack's state (an update), so a hand-made change of its target is drift
+        to undo, not another deployer's route."""
         t = target(props)
         port = props["upstream"].rsplit(":", 1)[1]
         upstream = f"{props['container_id'][:12]}:{port}" if props.get("container_id") else props["upstream"]
@@ -158,7 +160,7 @@ class RouteProvider(ResourceProvider):
             with host_lock(target(props), props, f"routing {props['service']}", shared=True):
                 routes = _list(t)
                 if routes is not None:
-                    previous = self._check_owner(t, props, routes.get(props["service"]))
+                    previous = self._check_owner(t, props, routes.get(props["service"]), recorded=recorded)
                     code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
                     if code != 0:
                         raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
@@ -181,15 +183,19 @@ class RouteProvider(ResourceProvider):
         with docker_errors(t, f"inspecting the target of route {props['service']}"):
             return hosts.or_none(hosts.client(t).inspect_container, decisions.upstream_container(route["target"]))
 
-    def _check_owner(self, t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> dict | None:
+    def _check_owner(self, t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None, *,
+                     recorded: bool = False) -> dict | None:
         """A route of this name that targets a container of another stack or app is not ours to change - unless
-        this stack takes over the Kamal deployment that container belongs to. Returns that container (inspect
-        output), or None when there is no route or its container is gone (a dangling route, adopted)."""
+        this stack takes over the Kamal deployment that container belongs to, or the route is this stack's
+        (`recorded`) and was pointed since at a container no other stack owns (drift, switched back). Returns
+        that container (inspect output), or None when there is no route or its container is gone (a dangling
+        route, adopted)."""
         info = self._target_of(t, props, route)
         if info is None:
             return None
         labels = info["Config"].get("Labels") or {}
-        if owned(labels, props) or decisions.route_takeover(labels, props.get("takeover"), service_of(props)):
+        if owned(labels, props) or decisions.route_takeover(labels, props.get("takeover"), service_of(props)) \
+                or (recorded and decisions.reclaimable(labels)):
             return info
         hint = "Use another service or destination name."
         if naming.OWNER_LABEL not in labels and naming.SERVICE in labels:
@@ -222,7 +228,7 @@ class RouteProvider(ResourceProvider):
         return exact_diff(olds, news, replace=(), update=ROUTE_UPDATE, replace_targets=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._deploy(news))
+        return UpdateResult(outs=self._deploy(news, recorded=True))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         t = target(props)
@@ -231,7 +237,17 @@ class RouteProvider(ResourceProvider):
         routes = _list(t) if running else {}
         if routes is None or props["service"] not in routes:
             return ReadResult(id_="", outs={})
-        return ReadResult(id_=id_, outs=props)
+        live = routes[props["service"]].get("target") or ""
+        if decisions.route_in_sync(live, props.get("container_id"), props["upstream"]):
+            return ReadResult(id_=id_, outs=props)
+        # pointed elsewhere since (by hand, or Kamal's rollback): record what it serves, so the diff shows it and
+        # the next `up` switches it back
+        info = self._target_of(t, props, routes[props["service"]])
+        ref = decisions.upstream_container(live)
+        outs = {**props, "upstream": f"{info['Name'].lstrip('/') if info else ref}:{decisions.upstream_port(live)}"}
+        if "container_id" in props:  # recorded by an earlier release without it: the upstream shows the drift
+            outs["container_id"] = info["Id"] if info else ref
+        return ReadResult(id_=id_, outs=outs)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         t = target(props)

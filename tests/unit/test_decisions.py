@@ -139,3 +139,26 @@ def test_parse_proxy_list_without_escapes_and_when_empty():
     assert decisions.parse_proxy_list("Service  Host  Path  Target  State  TLS\n") == {}
     plain = "Service  Host  Path  Target  State  TLS\nweb-st  a.test  t1:80  running  no\n"
     assert decisions.parse_proxy_list(plain)["web-st"]["target"] == "t1:80"
+
+
+CID = "0123456789ab" + "c" * 52
+IN_SYNC = [
+    ("targets the recorded container by ID", "0123456789ab:80", CID, "shop-web-staging-v2:80", True),
+    ("an earlier release routed by name", "shop-web-staging-v2:80", None, "shop-web-staging-v2:80", True),
+    ("pointed at another container by hand", "fedcba987654:80", CID, "shop-web-staging-v2:80", False),
+    ("pointed by name at another one", "busybox-httpd:80", CID, "shop-web-staging-v2:80", False),
+    ("a name is never an ID prefix", "0123", CID, "shop-web-staging-v2:80", False),
+    ("no target", "", CID, "shop-web-staging-v2:80", False),
+]
+
+
+@pytest.mark.parametrize("case,live,container_id,upstream,expected", IN_SYNC, ids=[c[0] for c in IN_SYNC])
+def test_route_in_sync(case, live, container_id, upstream, expected):
+    assert decisions.route_in_sync(live, container_id, upstream) is expected
+
+
+def test_a_hand_made_target_is_reclaimable_unless_another_stack_owns_it():
+    assert decisions.reclaimable({})
+    assert decisions.reclaimable({"service": "shop", "role": "web", "destination": ""})  # Kamal's rollback
+    assert not decisions.reclaimable({"shipyard.stack": "shipyard/production", "destination": "production"})
+    assert decisions.upstream_port("0123456789ab:3000") == "3000" and decisions.upstream_port("x") == ""

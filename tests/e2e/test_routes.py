@@ -1,0 +1,121 @@
+"""A destination's kamal-proxy route on the bench, with the real CLI: `pulumi refresh` reports what the route serves
+(a route pointed elsewhere by hand is drift, and the next `up` switches it back), and a container that a route
+still targets is never stopped by its own delete, whatever order the engine runs pending deletes in. The tests
+share one deployment (`converge` brings it to the state each starts from), so each also runs alone."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.conftest import Project, host_docker, make_project, pulumi_env, ssh_config
+
+pytestmark = pytest.mark.e2e
+
+NAME = "route.test"
+ROUTE = "route-web-staging"
+SEEN: list[str] = []  # figures, printed at the end of the module
+
+
+def config(bench, version: str, **extra: Any) -> dict[str, Any]:
+    return {"service": "route", "image": "acme/route", "version": version, "builder": {"context": "app"},
+            "registry": {"server": bench.registry}, "servers": {"web": {"hosts": [bench.hosts[0].address]}},
+            "proxy": {"hosts": [NAME], "healthcheck": {"interval": 0.3, "timeout": 2}, "deploy_timeout": 10,
+                      "drain_timeout": 1},
+            "ssh": ssh_config(bench), "readiness_delay": 0, "lock_timeout": 3, **extra}
+
+
+@pytest.fixture(scope="module")
+def proj(bench, tmp_path_factory) -> Project:
+    root = tmp_path_factory.mktemp("routes")
+    (root / "state").mkdir()
+    p = Project(make_project(root), pulumi_env(root / "state"))
+    p.init("staging", config(bench, "v1"))
+    yield p
+    p.run("destroy", "--yes", stack="staging", check=False)
+
+
+def get(bench) -> str:
+    req = urllib.request.Request(f"http://{bench.hosts[0].address}/", headers={"Host": NAME})
+    with urllib.request.urlopen(req, timeout=3) as resp:
+        return resp.read().decode()
+
+
+def answer(bench) -> str:
+    try:
+        return get(bench)
+    except OSError as exc:
+        return f"error: {exc}"
+
+
+def proxy_exec(bench, *argv: str) -> str:
+    """`kamal-proxy <argv>` in the host's proxy, through the host's own daemon (as someone on the host would)."""
+    d = host_docker(bench.hosts[0])
+    exec_id = d.exec_create("kamal-proxy", ["kamal-proxy", *argv])["Id"]
+    out = d.exec_start(exec_id).decode(errors="replace")
+    assert d.exec_inspect(exec_id)["ExitCode"] == 0, out
+    return out
+
+
+def containers(bench, service: str = "route") -> dict[str, str]:
+    return {c["Names"][0].lstrip("/"): c["State"] for c in host_docker(bench.hosts[0]).containers(
+        all=True, filters={"label": [f"service={service}", "destination=staging"]})}
+
+
+def request_loop(bench, results: list[str], stop: threading.Event) -> None:
+    """Bounded: at most 3000 requests or 180 s, to the bench host's own address only."""
+    end = time.monotonic() + 180
+    while not stop.is_set() and len(results) < 3000 and time.monotonic() < end:
+        results.append(answer(bench))
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def by_hand(bench):
+    """Starts a container as someone on the host would, on the proxy's network (once the proxy runs), answering a
+    body of its own; removed after the test."""
+    d = host_docker(bench.hosts[0])
+    started = []
+
+    def start() -> str:
+        script = "mkdir -p /www && echo by-hand > /www/index.html && echo ok > /www/up && exec httpd -f -p 80 -h /www"
+        started.append(d.create_container("busybox:latest", command=["sh", "-c", script], name="route-by-hand",
+                                          host_config=d.create_host_config(network_mode="kamal"))["Id"])
+        d.start(started[-1])
+        return "route-by-hand"
+    yield start
+    for cid in started:
+        d.remove_container(cid, force=True)
+
+
+def test_refresh_reports_a_route_pointed_elsewhere_by_hand_and_up_switches_it_back(bench, proj, by_hand):
+    proj.converge("staging", config(bench, "v1"))
+    by_hand = by_hand()
+    proj.run("refresh", "--yes", "--expect-no-changes", stack="staging")  # nothing drifted: nothing to report
+    proxy_exec(bench, "deploy", ROUTE, "--target", f"{by_hand}:80", "--host", NAME, "--health-check-path", "/up",
+               "--drain-timeout", "1s")
+    proj.dirty("staging")
+    assert answer(bench).strip() == "by-hand"
+
+    refresh = proj.run("refresh", "--yes", "--diff", stack="staging").out
+    assert "1 updated" in refresh and by_hand in refresh, refresh
+    preview = proj.run("preview", "--diff", stack="staging").out
+    assert "~ 1 to update" in preview, preview
+    proj.up("staging")
+    assert answer(bench).startswith("service=route destination=staging version=v1 role=web"), answer(bench)
+    assert host_docker(bench.hosts[0]).inspect_container(by_hand)["State"]["Running"]  # not ours: left alone
+    proj.run("preview", "--refresh", "--expect-no-changes", stack="staging")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report(request):
+    yield
+    if SEEN:
+        capman = request.config.pluginmanager.getplugin("capturemanager")
+        with capman.global_and_fixture_disabled():
+            print("\nroutes, measured:\n  " + "\n  ".join(SEEN))
