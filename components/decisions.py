@@ -109,21 +109,24 @@ def after_rollout(seen: Iterable[Seen], current: str, retain: int, *, stop_runni
     return Actions(stop=tuple(stop), remove=tuple(remove))
 
 
-def on_delete(seen: Iterable[Seen], deleted: str, retain: int) -> Actions:
+def on_delete(seen: Iterable[Seen], deleted: str, retain: int, serving: Iterable[str] = ()) -> Actions:
     """The engine deletes a container. If a newer container of the role exists, this one was replaced: stop it and
     keep it for rollback (or remove it if it was moved aside or is beyond retention). If none exists, the role left
-    the config or the stack is destroyed: remove it and every retained container of the role."""
+    the config or the stack is destroyed: remove it and every retained container of the role. A container a route
+    still targets (`serving`) is neither stopped nor removed: the route's switch retires it (a failed switch left
+    the route on it, and the engine may run this delete before the route's next switch)."""
     seen = list(seen)
+    serving = set(serving)
     this = next((s for s in seen if s.id == deleted), None)
     if this is None:
         return Actions()
     successors = [s for s in seen if s.id != deleted and not s.aside and s.created >= this.created]
     if not successors:
-        return Actions(stop=(), remove=tuple(s.id for s in seen))
+        return Actions(stop=(), remove=tuple(s.id for s in seen if s.id not in serving))
     newest = max(successors, key=lambda s: s.created)
     actions = after_rollout(seen, newest.id, retain)
-    stop = tuple(i for i in actions.stop if i not in actions.remove)
-    return Actions(stop=stop, remove=actions.remove)
+    stop = tuple(i for i in actions.stop if i not in actions.remove and i not in serving)
+    return Actions(stop=stop, remove=tuple(i for i in actions.remove if i not in serving))
 
 
 def port_holders(items: Iterable[Mapping[str, Any]], wanted: set[int], exclude: str) -> list[str]:
@@ -223,6 +226,12 @@ def names_container(ref: str, container_id: str | None, name: str | None) -> boo
     if not ref:
         return False
     return ref == name or (bool(container_id) and len(ref) >= 12 and str(container_id).startswith(ref))
+
+
+def routed(routes: Iterable[Mapping[str, str]], seen: Iterable[Seen]) -> tuple[str, ...]:
+    """Of containers `seen`, those a route (`kamal-proxy list` rows) targets."""
+    refs = [t.rsplit(":", 1)[0] for r in routes for t in (r.get("target") or "").split(",") if t]
+    return tuple(s.id for s in seen if any(names_container(ref, s.id, s.name) for ref in refs))
 
 
 def route_in_sync(target: str, container_id: str | None, upstream: str) -> bool:

@@ -20,18 +20,13 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from .. import decisions, hosts, naming, payloads
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, owned, service_of, stop_kamal, target
+from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, owned, proxy_routes, service_of, \
+    stop_kamal, target
 
 START_DEADLINE_S = 15
 
 
-def _list(t: SSHTarget) -> dict[str, dict[str, str]] | None:
-    """The proxy's routes, or None when it does not answer (not started yet, or just removed by a destroy)."""
-    try:
-        code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
-    except DockerError:  # no such container, or not running: the daemon itself answered
-        return None
-    return decisions.parse_proxy_list(out) if code == 0 else None
+_list = proxy_routes  # the proxy's routes, or None when it does not answer
 
 
 def _running(c) -> dict[str, Any] | None:

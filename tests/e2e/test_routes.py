@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from components import hostlock, hosts
+from components.hosts import SSHTarget
 from tests.conftest import Project, host_docker, make_project, pulumi_env, ssh_config
 
 pytestmark = pytest.mark.e2e
@@ -110,6 +112,62 @@ def test_refresh_reports_a_route_pointed_elsewhere_by_hand_and_up_switches_it_ba
     assert answer(bench).startswith("service=route destination=staging version=v1 role=web"), answer(bench)
     assert host_docker(bench.hosts[0]).inspect_container(by_hand)["State"]["Running"]  # not ours: left alone
     proj.run("preview", "--refresh", "--expect-no-changes", stack="staging")
+
+
+def pending_deletes(proj: Project) -> dict[str, str]:
+    """The resources the engine still has to delete (left by a failed update), from the stack's state: name -> URN."""
+    state = json.loads(proj.run("stack", "export", stack="staging").out)
+    return {r["urn"].rsplit("::", 1)[1]: r["urn"] for r in state["deployment"]["resources"] if r.get("delete")}
+
+
+def counted(bench, what: str, run) -> list[str]:
+    """Runs `run()` while a request loop goes through the proxy; returns the failed answers and notes the figures."""
+    results: list[str] = []
+    stop = threading.Event()
+    loop = threading.Thread(target=request_loop, args=(bench, results, stop))
+    loop.start()
+    try:
+        run()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        loop.join()
+    bad = [r for r in results if not r.startswith("service=route destination=staging version=v")]
+    SEEN.append(f"{what}: {len(results)} requests, {len(bad)} failed")
+    assert len(results) > 20, results
+    return bad
+
+
+def test_a_container_a_route_still_targets_keeps_serving_through_its_pending_delete(bench, proj):
+    """The new container is created and ready, then the route's switch fails (the host lock's deadline passes: an
+    exclusive holder, as another stack changing the proxy, outlasts the stack's `lock_timeout`), so the engine keeps
+    the old container as a pending delete while kamal-proxy still routes to it. Whenever the engine runs that
+    delete - here first and alone, as `up --target` does - the old container keeps serving, and the next `up`
+    switches the route, which then stops it. Request loops through the proxy see no failure."""
+    proj.converge("staging", config(bench, "v1"))
+    host = bench.hosts[0]
+    t = SSHTarget(host=host.address, port=host.port, user=host.user, keys=(bench.identity_file,),
+                  known_hosts=bench.known_hosts)
+    proj.set_config("staging", config(bench, "v2"))
+    try:
+        with hostlock.held(t, stack="shipyard/other", doing="starting kamal-proxy", timeout=10):
+            failed = proj.up("staging", check=False)
+    finally:
+        hosts.close_all()
+    assert failed.code != 0 and "waited 3s for the host lock" in failed.out, failed.out
+    assert containers(bench) == {"route-web-staging-v2": "running", "route-web-staging-v1": "running"}
+    assert answer(bench).startswith("service=route destination=staging version=v1 "), answer(bench)
+    old = pending_deletes(proj)[f"route-staging-web@{host.address}"]  # the old container (and the old image)
+
+    bad = counted(bench, "up --target the pending delete of the container a route serves",
+                  lambda: proj.run("up", "--yes", "--skip-preview", "--target", old, stack="staging"))
+    assert not bad, sorted(set(bad))[:3]
+    assert containers(bench) == {"route-web-staging-v2": "running", "route-web-staging-v1": "running"}
+    bad = counted(bench, "the next up, which switches the route", lambda: proj.up("staging"))
+    assert not bad, sorted(set(bad))[:3]
+    assert answer(bench).startswith("service=route destination=staging version=v2 "), answer(bench)
+    assert containers(bench) == {"route-web-staging-v2": "running", "route-web-staging-v1": "exited"}
+    assert not pending_deletes(proj)
 
 
 @pytest.fixture(scope="module", autouse=True)

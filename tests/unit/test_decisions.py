@@ -60,6 +60,20 @@ def test_on_delete(case, containers, deleted, retain, expected):
     assert decisions.on_delete(containers, deleted, retain) == expected
 
 
+def test_a_container_a_route_targets_is_never_stopped_or_removed_by_a_delete():
+    replaced = [seen("v2", "v2", 2, True), seen("v1", "v1", 1, True)]
+    assert decisions.on_delete(replaced, "v1", 5, serving=("v1",)) == Actions()
+    assert decisions.on_delete(replaced, "v2", 5, serving=("v1",)) == Actions(remove=("v2",))
+
+
+def test_routed_finds_the_containers_routes_target_by_id_prefix_or_name():
+    role = [seen("0123456789ab" + "c" * 52, "v2", 2, True), seen("fedcba987654" + "0" * 52, "v1", 1, True)]
+    routes = [{"target": "0123456789ab:80"}, {"target": "svc-web-staging-v1:80,other:80"}, {"target": ""}]
+    assert decisions.routed(routes, role) == tuple(s.id for s in role)
+    assert decisions.routed([{"target": "0123456789ab:80"}], role) == (role[0].id,)
+    assert decisions.routed([], role) == ()
+
+
 def test_leftovers_are_the_pending_ones():
     containers = [seen("p", "v2", 3, True, name="svc-web-staging-v2_pending_1a2b3c4d"), seen("v1", "v1", 1, True)]
     assert decisions.leftovers(containers) == ("p",)
