@@ -234,6 +234,29 @@ def routed(routes: Iterable[Mapping[str, str]], seen: Iterable[Seen]) -> tuple[s
     return tuple(s.id for s in seen if any(names_container(ref, s.id, s.name) for ref in refs))
 
 
+def _bindings(hosts: Iterable[str], paths: Iterable[str]) -> set[tuple[str, str]]:
+    """kamal-proxy's (host, path prefix) pairs of a route: no host is every host (`*` in its list), no path `/`."""
+    hosts = [h for h in hosts if h and h != "*"] or [""]
+    paths = [p if p.startswith("/") else f"/{p}" for p in paths if p] or ["/"]
+    return {(h, p) for h in hosts for p in paths}
+
+
+def host_holders(routes: Mapping[str, Mapping[str, str]], service: str, hosts: Iterable[str],
+                 path_prefix: str | None) -> tuple[str, ...]:
+    """The other routes (`kamal-proxy list`) holding a host name and path prefix that route `service` needs:
+    kamal-proxy refuses to deploy it while they do."""
+    wanted = _bindings(hosts, [path_prefix or ""])
+    return tuple(sorted(name for name, r in routes.items() if name != service
+                        and _bindings((r.get("host") or "").split(","), (r.get("path") or "").split(",")) & wanted))
+
+
+def route_binding(route: Mapping[str, str]) -> dict[str, Any]:
+    """What a listed route serves (host names, path prefix, TLS), as `proxy` settings for `kamal-proxy deploy`."""
+    hosts = [h for h in (route.get("host") or "").split(",") if h and h != "*"]
+    path = (route.get("path") or "").split(",")[0]
+    return {"hosts": hosts, "path_prefix": path if path not in ("", "/") else None, "ssl": route.get("tls") == "yes"}
+
+
 def route_in_sync(target: str, container_id: str | None, upstream: str) -> bool:
     """Whether a route's live target (`kamal-proxy list`) is the container recorded for it: by ID, or - recorded by
     an earlier release, which routed by name - by the name in `upstream` (`<name>:<port>`)."""

@@ -144,9 +144,11 @@ class RouteProvider(ResourceProvider):
 
     serialize_as_secret_always = False
 
-    def _deploy(self, props: dict[str, Any], *, recorded: bool = False) -> dict[str, Any]:
+    def _deploy(self, props: dict[str, Any], *, recorded: bool = False, renamed_from: str | None = None
+                ) -> dict[str, Any]:
         """`recorded`: the route is in this stack's state (an update), so a hand-made change of its target is drift
-        to undo, not another deployer's route."""
+        to undo, not another deployer's route. `renamed_from`: the route's name before (its service or takeover
+        changed), removed once this one serves."""
         t = target(props)
         port = props["upstream"].rsplit(":", 1)[1]
         upstream = f"{props['container_id'][:12]}:{port}" if props.get("container_id") else props["upstream"]
@@ -156,19 +158,62 @@ class RouteProvider(ResourceProvider):
                 routes = _list(t)
                 if routes is not None:
                     previous = self._check_owner(t, props, routes.get(props["service"]), recorded=recorded)
+                    handed = self._hand_over(t, props, routes, upstream, renamed_from)
                     code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
                     if code != 0:
                         raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
                                                         f"(destination {props['destination']}) to "
                                                         f"{props['upstream']}: {out}; the previous version keeps "
                                                         f"serving")
-                    self._retire(t, props, previous)
+                    for info in {i["Id"]: i for i in (previous, *handed) if i is not None}.values():
+                        self._retire(t, props, info)
                     with docker_errors(t, f"stopping Kamal's containers of route {props['service']}"):
                         stop_kamal(hosts.client(t), props)  # switched and drained: Kamal's app may stop
                     return props
             # the proxy is gone (a destination's destroy removed it as ours was being created): bring it back
             ensure_proxy({**props, "image": props["proxy"]["image"]}, upgrade=False)
         raise DockerError(str(t), f"{naming.PROXY_CONTAINER} kept disappearing while routing {props['service']}")
+
+    def _hand_over(self, t: SSHTarget, props: dict[str, Any], routes: dict[str, dict[str, str]], upstream: str,
+                   renamed_from: str | None) -> list[dict[str, Any]]:
+        """This stack's routes of other names - its route before a rename (a new service name, or a takeover's
+        destination), or any holding this route's host names, which kamal-proxy gives one route only - switch to
+        the new container first (health-checked and drained, as any switch; a failure changes nothing more), then
+        are removed so this route can take their host names. Host names held by a route that serves no container
+        of this stack are refused here, before anything changes. Returns the containers they served."""
+        proxy = props["proxy"]
+        holders = decisions.host_holders(routes, props["service"], proxy.get("hosts") or [], proxy.get("path_prefix"))
+        names = set(holders)
+        if renamed_from in routes and renamed_from != props["service"]:
+            names.add(renamed_from)
+        owners = {}
+        for name in sorted(names):
+            info = self._target_of(t, props, routes[name])
+            labels = (info or {}).get("Config", {}).get("Labels") or {}
+            # this stack's route of this role (two roles never share host names), else not ours to take
+            if info is not None and naming.owned_by(labels, props["owner"], props["destination"]) \
+                    and labels.get(naming.ROLE) == props.get("role", labels.get(naming.ROLE)):
+                owners[name] = info
+            elif name in holders:
+                whose = f"container {info['Name'].lstrip('/')} of {naming.describe_owner(labels)}" if info else \
+                    f"{decisions.upstream_container(routes[name].get('target') or '')}, which no longer exists"
+                raise OwnershipConflict(str(t), f"kamal-proxy route {name} holds the host names of route "
+                                                f"{props['service']} and serves {whose}; nothing was changed. Use "
+                                                f"other proxy hosts, or remove that route (`docker exec "
+                                                f"{naming.PROXY_CONTAINER} kamal-proxy remove {name}`) if it is "
+                                                f"no one's.")
+        for name in owners:
+            argv = payloads.proxy_deploy_argv(name, upstream, {**proxy, **decisions.route_binding(routes[name])})
+            code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
+            if code != 0:
+                raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {name} (the route {props['service']} "
+                                                f"takes over from) to {props['upstream']}: {out}; the previous "
+                                                f"version keeps serving")
+            code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", name])
+            if code != 0 and "not found" not in out.lower():
+                raise DockerError(str(t), f"kamal-proxy could not remove route {name}, which route "
+                                          f"{props['service']} takes over from: {out}")
+        return list(owners.values())
 
     @staticmethod
     def _target_of(t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> dict[str, Any] | None:
@@ -223,7 +268,7 @@ class RouteProvider(ResourceProvider):
         return exact_diff(olds, news, replace=(), update=ROUTE_UPDATE, replace_targets=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._deploy(news, recorded=True))
+        return UpdateResult(outs=self._deploy(news, recorded=True, renamed_from=olds.get("service")))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         t = target(props)

@@ -176,3 +176,27 @@ def test_a_hand_made_target_is_reclaimable_unless_another_stack_owns_it():
     assert decisions.reclaimable({"service": "shop", "role": "web", "destination": ""})  # Kamal's rollback
     assert not decisions.reclaimable({"shipyard.stack": "shipyard/production", "destination": "production"})
     assert decisions.upstream_port("0123456789ab:3000") == "3000" and decisions.upstream_port("x") == ""
+
+
+ROUTES = {"shop-web-staging": {"host": "shop.test,www.shop.test", "path": "", "tls": "no"},
+          "shop-api-staging": {"host": "shop.test", "path": "/api", "tls": "no"},
+          "blog-web-staging": {"host": "*", "path": "", "tls": "no"}}
+HOLDERS = [
+    ("a renamed route needs the old one's host names", "shop-web", ["www.shop.test"], None, ("shop-web-staging",)),
+    ("another path prefix on the same host is free", "shop-web", ["shop.test"], "/admin", ()),
+    ("the same path prefix is not", "x", ["shop.test"], "api", ("shop-api-staging",)),
+    ("no host names: the catch-all route holds them", "x", [], None, ("blog-web-staging",)),
+    ("its own name never holds", "shop-web-staging", ["shop.test"], None, ()),
+]
+
+
+@pytest.mark.parametrize("case,service,hosts,path,expected", HOLDERS, ids=[c[0] for c in HOLDERS])
+def test_host_holders(case, service, hosts, path, expected):
+    assert decisions.host_holders(ROUTES, service, hosts, path) == expected
+
+
+def test_route_binding_is_what_a_listed_route_serves():
+    assert decisions.route_binding(ROUTES["shop-web-staging"]) == {
+        "hosts": ["shop.test", "www.shop.test"], "path_prefix": None, "ssl": False}
+    assert decisions.route_binding({"host": "*", "path": "/api", "tls": "yes"}) == {
+        "hosts": [], "path_prefix": "/api", "ssl": True}

@@ -205,6 +205,47 @@ def test_an_update_switches_back_a_route_pointed_by_hand_but_never_takes_another
     assert not [c for c in kamal_proxy["calls"] if c[0] == "deploy"]
 
 
+def test_a_renamed_route_takes_its_host_names_over_from_this_stacks_old_route(client, kamal_proxy):
+    """kamal-proxy gives a host name to one route: the old one switches to the new container, then goes, then the
+    new one is deployed. A route of another stack holding them is refused before anything changes."""
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web-staging", "0ld000000001:80")]  # listing() gives every route shop.test
+    client.inspect_container.return_value = {"Id": "0ld000000001" + "0" * 52, "Name": "/shop-web-staging-v1",
+                                             "State": {"Running": True}, "Config": {"Labels": {**LABELS,
+                                                                                               "role": "web"}}}
+    renamed = route_props(service="shop-web", role="web")
+    providers.RouteProvider().create(renamed)
+    assert [c[:4] if c[0] == "deploy" else c for c in kamal_proxy["calls"] if c[0] != "list"] == [
+        ["deploy", "shop-web-staging", "--target", "0123456789ab:80"], ["remove", "shop-web-staging"],
+        ["deploy", "shop-web", "--target", "0123456789ab:80"]]
+
+    kamal_proxy["calls"].clear()
+    client.inspect_container.return_value = {"Id": "0ld000000001" + "0" * 52, "Name": "/shop-web-staging-v1",
+                                             "State": {"Running": True}, "Config": {"Labels": {
+                                                 "shipyard.stack": "other/staging", "destination": "staging",
+                                                 "service": "shop", "role": "web"}}}
+    with pytest.raises(OwnershipConflict, match="kamal-proxy route shop-web-staging holds the host names of route "
+                                                "shop-web and serves container shop-web-staging-v1 of stack "
+                                                r"other/staging \(destination staging\); nothing was changed"):
+        providers.RouteProvider().create(renamed)
+    assert [c for c in kamal_proxy["calls"] if c[0] != "list"] == []
+
+
+def test_an_update_that_renames_the_route_removes_the_old_one(client, kamal_proxy):
+    """A takeover's destination changed (or went): the route's name changes in place, and its old route goes even
+    when it no longer shares a host name."""
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web", "0123456789ab:80")]
+    client.inspect_container.return_value = {"Id": "0123456789abcdef", "Name": "/shop-web-staging-v2",
+                                             "State": {"Running": True}, "Config": {"Labels": {**LABELS,
+                                                                                               "role": "web"}}}
+    moved = route_props(proxy={**PROXY, "hosts": ["new.shop.test"]})
+    providers.RouteProvider().update("id", route_props(service="shop-web"), moved)
+    assert ["remove", "shop-web"] in kamal_proxy["calls"]
+    assert kamal_proxy["calls"][-1][:2] == ["deploy", "shop-web-staging"]
+    client.stop.assert_not_called()  # the same container serves on
+
+
 def net_props(**over):
     return {"owner": OWNER, "destination": "staging", "target": TARGET, "name": "shop-staging", "labels": LABELS,
             **over}
