@@ -109,21 +109,24 @@ def after_rollout(seen: Iterable[Seen], current: str, retain: int, *, stop_runni
     return Actions(stop=tuple(stop), remove=tuple(remove))
 
 
-def on_delete(seen: Iterable[Seen], deleted: str, retain: int) -> Actions:
+def on_delete(seen: Iterable[Seen], deleted: str, retain: int, serving: Iterable[str] = ()) -> Actions:
     """The engine deletes a container. If a newer container of the role exists, this one was replaced: stop it and
     keep it for rollback (or remove it if it was moved aside or is beyond retention). If none exists, the role left
-    the config or the stack is destroyed: remove it and every retained container of the role."""
+    the config or the stack is destroyed: remove it and every retained container of the role. A container a route
+    still targets (`serving`) is neither stopped nor removed: the route's switch retires it (a failed switch left
+    the route on it, and the engine may run this delete before the route's next switch)."""
     seen = list(seen)
+    serving = set(serving)
     this = next((s for s in seen if s.id == deleted), None)
     if this is None:
         return Actions()
     successors = [s for s in seen if s.id != deleted and not s.aside and s.created >= this.created]
     if not successors:
-        return Actions(stop=(), remove=tuple(s.id for s in seen))
+        return Actions(stop=(), remove=tuple(s.id for s in seen if s.id not in serving))
     newest = max(successors, key=lambda s: s.created)
     actions = after_rollout(seen, newest.id, retain)
-    stop = tuple(i for i in actions.stop if i not in actions.remove)
-    return Actions(stop=stop, remove=actions.remove)
+    stop = tuple(i for i in actions.stop if i not in actions.remove and i not in serving)
+    return Actions(stop=stop, remove=tuple(i for i in actions.remove if i not in serving))
 
 
 def port_holders(items: Iterable[Mapping[str, Any]], wanted: set[int], exclude: str) -> list[str]:
@@ -209,6 +212,61 @@ def parse_proxy_list(listing: str) -> dict[str, dict[str, str]]:
 def upstream_container(target: str) -> str:
     """The container a route's target names (`<container>:<port>`)."""
     return target.split(",")[0].rsplit(":", 1)[0]
+
+
+def upstream_port(target: str) -> str:
+    """The port a route's target names (`<container>:<port>`; empty without one)."""
+    first = target.split(",")[0]
+    return first.rsplit(":", 1)[1] if ":" in first else ""
+
+
+def names_container(ref: str, container_id: str | None, name: str | None) -> bool:
+    """Whether a route target's container (`ref`: a name, or an ID or its 12-character prefix, as `deploy --target`
+    took it) is the container with this ID or name."""
+    if not ref:
+        return False
+    return ref == name or (bool(container_id) and len(ref) >= 12 and str(container_id).startswith(ref))
+
+
+def routed(routes: Iterable[Mapping[str, str]], seen: Iterable[Seen]) -> tuple[str, ...]:
+    """Of containers `seen`, those a route (`kamal-proxy list` rows) targets."""
+    refs = [t.rsplit(":", 1)[0] for r in routes for t in (r.get("target") or "").split(",") if t]
+    return tuple(s.id for s in seen if any(names_container(ref, s.id, s.name) for ref in refs))
+
+
+def _bindings(hosts: Iterable[str], paths: Iterable[str]) -> set[tuple[str, str]]:
+    """kamal-proxy's (host, path prefix) pairs of a route: no host is every host (`*` in its list), no path `/`."""
+    hosts = [h for h in hosts if h and h != "*"] or [""]
+    paths = [p if p.startswith("/") else f"/{p}" for p in paths if p] or ["/"]
+    return {(h, p) for h in hosts for p in paths}
+
+
+def host_holders(routes: Mapping[str, Mapping[str, str]], service: str, hosts: Iterable[str],
+                 path_prefix: str | None) -> tuple[str, ...]:
+    """The other routes (`kamal-proxy list`) holding a host name and path prefix that route `service` needs:
+    kamal-proxy refuses to deploy it while they do."""
+    wanted = _bindings(hosts, [path_prefix or ""])
+    return tuple(sorted(name for name, r in routes.items() if name != service
+                        and _bindings((r.get("host") or "").split(","), (r.get("path") or "").split(",")) & wanted))
+
+
+def route_binding(route: Mapping[str, str]) -> dict[str, Any]:
+    """What a listed route serves (host names, path prefix, TLS), as `proxy` settings for `kamal-proxy deploy`."""
+    hosts = [h for h in (route.get("host") or "").split(",") if h and h != "*"]
+    path = (route.get("path") or "").split(",")[0]
+    return {"hosts": hosts, "path_prefix": path if path not in ("", "/") else None, "ssl": route.get("tls") == "yes"}
+
+
+def route_in_sync(target: str, container_id: str | None, upstream: str) -> bool:
+    """Whether a route's live target (`kamal-proxy list`) is the container recorded for it: by ID, or - recorded by
+    an earlier release, which routed by name - by the name in `upstream` (`<name>:<port>`)."""
+    return names_container(upstream_container(target), container_id, upstream.rsplit(":", 1)[0])
+
+
+def reclaimable(target_labels: Mapping[str, str] | None) -> bool:
+    """A route this stack made, pointed since by hand (or by Kamal) at a container that no stack of this deployer
+    owns, is drift: this stack switches it back. One another stack owns is that stack's: never taken."""
+    return naming.OWNER_LABEL not in (target_labels or {})
 
 
 # -- taking over a Kamal deployment -----------------------------------------------------------------------------

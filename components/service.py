@@ -215,7 +215,7 @@ class DestinationService(pulumi.ComponentResource):
     def _route(self, spec: plan.ContainerSpec, container: Container, proxy: Proxy,
                lock: dict[str, Any]) -> ProxyRoute:
         return ProxyRoute(f"{self._name}-{spec.role}-route@{spec.host}", {
-            **self._common(spec.host), "service": spec.proxy_service, "labels": self._labels(),
+            **self._common(spec.host), "service": spec.proxy_service, "role": spec.role, "labels": self._labels(),
             "upstream": pulumi.Output.concat(container.name, ":", str(spec.proxy.app_port)),
             "container_id": container.container_id,
             "proxy": spec.proxy.model_dump(), "lock": lock, "takeover": self._takeover(spec.role),

@@ -80,6 +80,16 @@ def on_each(targets: list[dict[str, Any]], fn: Callable[[SSHTarget], T], at_once
     return [f.result() for f in futures]
 
 
+def proxy_routes(t: SSHTarget) -> dict[str, dict[str, str]] | None:
+    """kamal-proxy's routes on the host, or None when it does not answer (not started yet, or just removed by a
+    destroy)."""
+    try:
+        code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
+    except DockerError:  # no such container, or not running: the daemon itself answered
+        return None
+    return decisions.parse_proxy_list(out) if code == 0 else None
+
+
 def find(c, name: str) -> dict[str, Any] | None:
     return named(c.containers(all=True, filters={"name": f"^/{name}$"}), name)
 

@@ -23,7 +23,7 @@ from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflic
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, ours, owned, \
-    remove_image, stop_kamal, stream_errors, target
+    proxy_routes, remove_image, stop_kamal, stream_errors, target
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
            "aliases", "files", "directories")
@@ -278,8 +278,11 @@ class ContainerProvider(ResourceProvider):
         with docker_errors(t, f"removing container {props['name']}"):
             role = ours(c, props, role=props["role"])
             if any(i["Id"] == id_ for i in role):
-                actions = decisions.on_delete([decisions.Seen.from_list(i) for i in role], id_,
-                                              int(props.get("retain") or 5))
+                seen = [decisions.Seen.from_list(i) for i in role]
+                # the route's switch retires what it served: a failed switch leaves the route on its container,
+                # and the engine may run this delete (pending from that run) before the route's next switch
+                serving = decisions.routed((proxy_routes(t) or {}).values(), seen) if props.get("proxy") else ()
+                actions = decisions.on_delete(seen, id_, int(props.get("retain") or 5), serving)
                 self._carry_out(c, actions)
                 if id_ not in actions.remove:
                     return

@@ -20,18 +20,13 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from .. import decisions, hosts, naming, payloads
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, owned, service_of, stop_kamal, target
+from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, owned, proxy_routes, service_of, \
+    stop_kamal, target
 
 START_DEADLINE_S = 15
 
 
-def _list(t: SSHTarget) -> dict[str, dict[str, str]] | None:
-    """The proxy's routes, or None when it does not answer (not started yet, or just removed by a destroy)."""
-    try:
-        code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "list"])
-    except DockerError:  # no such container, or not running: the daemon itself answered
-        return None
-    return decisions.parse_proxy_list(out) if code == 0 else None
+_list = proxy_routes  # the proxy's routes, or None when it does not answer
 
 
 def _running(c) -> dict[str, Any] | None:
@@ -149,7 +144,11 @@ class RouteProvider(ResourceProvider):
 
     serialize_as_secret_always = False
 
-    def _deploy(self, props: dict[str, Any]) -> dict[str, Any]:
+    def _deploy(self, props: dict[str, Any], *, recorded: bool = False, renamed_from: str | None = None
+                ) -> dict[str, Any]:
+        """`recorded`: the route is in this stack's state (an update), so a hand-made change of its target is drift
+        to undo, not another deployer's route. `renamed_from`: the route's name before (its service or takeover
+        changed), removed once this one serves."""
         t = target(props)
         port = props["upstream"].rsplit(":", 1)[1]
         upstream = f"{props['container_id'][:12]}:{port}" if props.get("container_id") else props["upstream"]
@@ -158,20 +157,63 @@ class RouteProvider(ResourceProvider):
             with host_lock(target(props), props, f"routing {props['service']}", shared=True):
                 routes = _list(t)
                 if routes is not None:
-                    previous = self._check_owner(t, props, routes.get(props["service"]))
+                    previous = self._check_owner(t, props, routes.get(props["service"]), recorded=recorded)
+                    handed = self._hand_over(t, props, routes, upstream, renamed_from)
                     code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
                     if code != 0:
                         raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
                                                         f"(destination {props['destination']}) to "
                                                         f"{props['upstream']}: {out}; the previous version keeps "
                                                         f"serving")
-                    self._retire(t, props, previous)
+                    for info in {i["Id"]: i for i in (previous, *handed) if i is not None}.values():
+                        self._retire(t, props, info)
                     with docker_errors(t, f"stopping Kamal's containers of route {props['service']}"):
                         stop_kamal(hosts.client(t), props)  # switched and drained: Kamal's app may stop
                     return props
             # the proxy is gone (a destination's destroy removed it as ours was being created): bring it back
             ensure_proxy({**props, "image": props["proxy"]["image"]}, upgrade=False)
         raise DockerError(str(t), f"{naming.PROXY_CONTAINER} kept disappearing while routing {props['service']}")
+
+    def _hand_over(self, t: SSHTarget, props: dict[str, Any], routes: dict[str, dict[str, str]], upstream: str,
+                   renamed_from: str | None) -> list[dict[str, Any]]:
+        """This stack's routes of other names - its route before a rename (a new service name, or a takeover's
+        destination), or any holding this route's host names, which kamal-proxy gives one route only - switch to
+        the new container first (health-checked and drained, as any switch; a failure changes nothing more), then
+        are removed so this route can take their host names. Host names held by a route that serves no container
+        of this stack are refused here, before anything changes. Returns the containers they served."""
+        proxy = props["proxy"]
+        holders = decisions.host_holders(routes, props["service"], proxy.get("hosts") or [], proxy.get("path_prefix"))
+        names = set(holders)
+        if renamed_from in routes and renamed_from != props["service"]:
+            names.add(renamed_from)
+        owners = {}
+        for name in sorted(names):
+            info = self._target_of(t, props, routes[name])
+            labels = (info or {}).get("Config", {}).get("Labels") or {}
+            # this stack's route of this role (two roles never share host names), else not ours to take
+            if info is not None and naming.owned_by(labels, props["owner"], props["destination"]) \
+                    and labels.get(naming.ROLE) == props.get("role", labels.get(naming.ROLE)):
+                owners[name] = info
+            elif name in holders:
+                whose = f"container {info['Name'].lstrip('/')} of {naming.describe_owner(labels)}" if info else \
+                    f"{decisions.upstream_container(routes[name].get('target') or '')}, which no longer exists"
+                raise OwnershipConflict(str(t), f"kamal-proxy route {name} holds the host names of route "
+                                                f"{props['service']} and serves {whose}; nothing was changed. Use "
+                                                f"other proxy hosts, or remove that route (`docker exec "
+                                                f"{naming.PROXY_CONTAINER} kamal-proxy remove {name}`) if it is "
+                                                f"no one's.")
+        for name in owners:
+            argv = payloads.proxy_deploy_argv(name, upstream, {**proxy, **decisions.route_binding(routes[name])})
+            code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
+            if code != 0:
+                raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {name} (the route {props['service']} "
+                                                f"takes over from) to {props['upstream']}: {out}; the previous "
+                                                f"version keeps serving")
+            code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", name])
+            if code != 0 and "not found" not in out.lower():
+                raise DockerError(str(t), f"kamal-proxy could not remove route {name}, which route "
+                                          f"{props['service']} takes over from: {out}")
+        return list(owners.values())
 
     @staticmethod
     def _target_of(t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> dict[str, Any] | None:
@@ -181,15 +223,19 @@ class RouteProvider(ResourceProvider):
         with docker_errors(t, f"inspecting the target of route {props['service']}"):
             return hosts.or_none(hosts.client(t).inspect_container, decisions.upstream_container(route["target"]))
 
-    def _check_owner(self, t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> dict | None:
+    def _check_owner(self, t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None, *,
+                     recorded: bool = False) -> dict | None:
         """A route of this name that targets a container of another stack or app is not ours to change - unless
-        this stack takes over the Kamal deployment that container belongs to. Returns that container (inspect
-        output), or None when there is no route or its container is gone (a dangling route, adopted)."""
+        this stack takes over the Kamal deployment that container belongs to, or the route is this stack's
+        (`recorded`) and was pointed since at a container no other stack owns (drift, switched back). Returns
+        that container (inspect output), or None when there is no route or its container is gone (a dangling
+        route, adopted)."""
         info = self._target_of(t, props, route)
         if info is None:
             return None
         labels = info["Config"].get("Labels") or {}
-        if owned(labels, props) or decisions.route_takeover(labels, props.get("takeover"), service_of(props)):
+        if owned(labels, props) or decisions.route_takeover(labels, props.get("takeover"), service_of(props)) \
+                or (recorded and decisions.reclaimable(labels)):
             return info
         hint = "Use another service or destination name."
         if naming.OWNER_LABEL not in labels and naming.SERVICE in labels:
@@ -222,7 +268,7 @@ class RouteProvider(ResourceProvider):
         return exact_diff(olds, news, replace=(), update=ROUTE_UPDATE, replace_targets=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._deploy(news))
+        return UpdateResult(outs=self._deploy(news, recorded=True, renamed_from=olds.get("service")))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         t = target(props)
@@ -231,7 +277,17 @@ class RouteProvider(ResourceProvider):
         routes = _list(t) if running else {}
         if routes is None or props["service"] not in routes:
             return ReadResult(id_="", outs={})
-        return ReadResult(id_=id_, outs=props)
+        live = routes[props["service"]].get("target") or ""
+        if decisions.route_in_sync(live, props.get("container_id"), props["upstream"]):
+            return ReadResult(id_=id_, outs=props)
+        # pointed elsewhere since (by hand, or Kamal's rollback): record what it serves, so the diff shows it and
+        # the next `up` switches it back
+        info = self._target_of(t, props, routes[props["service"]])
+        ref = decisions.upstream_container(live)
+        outs = {**props, "upstream": f"{info['Name'].lstrip('/') if info else ref}:{decisions.upstream_port(live)}"}
+        if "container_id" in props:  # recorded by an earlier release without it: the upstream shows the drift
+            outs["container_id"] = info["Id"] if info else ref
+        return ReadResult(id_=id_, outs=outs)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         t = target(props)

@@ -60,6 +60,20 @@ def test_on_delete(case, containers, deleted, retain, expected):
     assert decisions.on_delete(containers, deleted, retain) == expected
 
 
+def test_a_container_a_route_targets_is_never_stopped_or_removed_by_a_delete():
+    replaced = [seen("v2", "v2", 2, True), seen("v1", "v1", 1, True)]
+    assert decisions.on_delete(replaced, "v1", 5, serving=("v1",)) == Actions()
+    assert decisions.on_delete(replaced, "v2", 5, serving=("v1",)) == Actions(remove=("v2",))
+
+
+def test_routed_finds_the_containers_routes_target_by_id_prefix_or_name():
+    role = [seen("0123456789ab" + "c" * 52, "v2", 2, True), seen("fedcba987654" + "0" * 52, "v1", 1, True)]
+    routes = [{"target": "0123456789ab:80"}, {"target": "svc-web-staging-v1:80,other:80"}, {"target": ""}]
+    assert decisions.routed(routes, role) == tuple(s.id for s in role)
+    assert decisions.routed([{"target": "0123456789ab:80"}], role) == (role[0].id,)
+    assert decisions.routed([], role) == ()
+
+
 def test_leftovers_are_the_pending_ones():
     containers = [seen("p", "v2", 3, True, name="svc-web-staging-v2_pending_1a2b3c4d"), seen("v1", "v1", 1, True)]
     assert decisions.leftovers(containers) == ("p",)
@@ -139,3 +153,50 @@ def test_parse_proxy_list_without_escapes_and_when_empty():
     assert decisions.parse_proxy_list("Service  Host  Path  Target  State  TLS\n") == {}
     plain = "Service  Host  Path  Target  State  TLS\nweb-st  a.test  t1:80  running  no\n"
     assert decisions.parse_proxy_list(plain)["web-st"]["target"] == "t1:80"
+
+
+CID = "0123456789ab" + "c" * 52
+IN_SYNC = [
+    ("targets the recorded container by ID", "0123456789ab:80", CID, "shop-web-staging-v2:80", True),
+    ("an earlier release routed by name", "shop-web-staging-v2:80", None, "shop-web-staging-v2:80", True),
+    ("pointed at another container by hand", "fedcba987654:80", CID, "shop-web-staging-v2:80", False),
+    ("pointed by name at another one", "busybox-httpd:80", CID, "shop-web-staging-v2:80", False),
+    ("a name is never an ID prefix", "0123", CID, "shop-web-staging-v2:80", False),
+    ("no target", "", CID, "shop-web-staging-v2:80", False),
+]
+
+
+@pytest.mark.parametrize("case,live,container_id,upstream,expected", IN_SYNC, ids=[c[0] for c in IN_SYNC])
+def test_route_in_sync(case, live, container_id, upstream, expected):
+    assert decisions.route_in_sync(live, container_id, upstream) is expected
+
+
+def test_a_hand_made_target_is_reclaimable_unless_another_stack_owns_it():
+    assert decisions.reclaimable({})
+    assert decisions.reclaimable({"service": "shop", "role": "web", "destination": ""})  # Kamal's rollback
+    assert not decisions.reclaimable({"shipyard.stack": "shipyard/production", "destination": "production"})
+    assert decisions.upstream_port("0123456789ab:3000") == "3000" and decisions.upstream_port("x") == ""
+
+
+ROUTES = {"shop-web-staging": {"host": "shop.test,www.shop.test", "path": "", "tls": "no"},
+          "shop-api-staging": {"host": "shop.test", "path": "/api", "tls": "no"},
+          "blog-web-staging": {"host": "*", "path": "", "tls": "no"}}
+HOLDERS = [
+    ("a renamed route needs the old one's host names", "shop-web", ["www.shop.test"], None, ("shop-web-staging",)),
+    ("another path prefix on the same host is free", "shop-web", ["shop.test"], "/admin", ()),
+    ("the same path prefix is not", "x", ["shop.test"], "api", ("shop-api-staging",)),
+    ("no host names: the catch-all route holds them", "x", [], None, ("blog-web-staging",)),
+    ("its own name never holds", "shop-web-staging", ["shop.test"], None, ()),
+]
+
+
+@pytest.mark.parametrize("case,service,hosts,path,expected", HOLDERS, ids=[c[0] for c in HOLDERS])
+def test_host_holders(case, service, hosts, path, expected):
+    assert decisions.host_holders(ROUTES, service, hosts, path) == expected
+
+
+def test_route_binding_is_what_a_listed_route_serves():
+    assert decisions.route_binding(ROUTES["shop-web-staging"]) == {
+        "hosts": ["shop.test", "www.shop.test"], "path_prefix": None, "ssl": False}
+    assert decisions.route_binding({"host": "*", "path": "/api", "tls": "yes"}) == {
+        "hosts": [], "path_prefix": "/api", "ssl": True}

@@ -166,6 +166,26 @@ def test_delete_of_a_replaced_container_keeps_it_stopped_for_rollback(client):
     client.remove_container.assert_not_called()
 
 
+def test_delete_leaves_running_a_container_a_route_still_targets(client, mocker):
+    """A route switch failed after the new container was ready (its SSH connection cut, the host lock's deadline
+    passed): the engine's pending delete of the old container runs first in the next `up`, while kamal-proxy
+    still routes to it. It keeps serving; the route's switch retires it."""
+    v1, v2 = "0ld000000001" + "0" * 52, "n3w000000002" + "0" * 52
+    client.containers.side_effect = daemon(_listed(v2, "v2", 20, True), _listed(v1, "v1", 10, True))
+    routes = {"hello-web-staging": {"service": "hello-web-staging", "target": "0ld000000001:80"}}
+    listing = mocker.patch("components.providers.container.proxy_routes", return_value=routes)
+    proxied = container_props(proxy={"app_port": 80})
+    providers.ContainerProvider().delete(v1, proxied)
+    client.stop.assert_not_called()
+    client.remove_container.assert_not_called()
+    routes["hello-web-staging"]["target"] = "n3w000000002:80"  # switched: now it stops, kept for rollback
+    providers.ContainerProvider().delete(v1, proxied)
+    client.stop.assert_called_once_with(v1, timeout=providers.STOP_TIMEOUT_S)
+    listing.reset_mock()
+    providers.ContainerProvider().delete(v1, container_props())  # a role without a route asks no proxy
+    listing.assert_not_called()
+
+
 def test_delete_with_no_successor_removes_the_role_and_its_retained_versions(client):
     client.inspect_container.return_value = {"Config": {"Labels": {**OURS, "version": "v2"}}}
     client.containers.side_effect = daemon(_listed("v2id", "v2", 20, True), _listed("v1id", "v1", 10, False))

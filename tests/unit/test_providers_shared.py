@@ -182,6 +182,97 @@ def test_a_route_brings_back_a_proxy_that_went_away(client, kamal_proxy, mocker)
     assert ensure.call_args.args[0]["image"] == "kp:1"
 
 
+def test_read_reports_the_container_the_route_serves(client, kamal_proxy):
+    """`pulumi refresh` shows a route pointed elsewhere since (by hand, or Kamal's rollback); a route that serves
+    what was recorded reads back exactly as recorded."""
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web-staging", "0123456789ab:80")]
+    p = providers.RouteProvider()
+    assert p.read("id", route_props()).outs == route_props()
+    kamal_proxy["routes"] = [("shop-web-staging", "fedcba987654:80")]
+    client.inspect_container.return_value = {"Id": "fedcba987654" + "0" * 52, "Name": "/by-hand",
+                                             "Config": {"Labels": {}}}
+    out = p.read("id", route_props()).outs
+    assert out["container_id"] == "fedcba987654" + "0" * 52 and out["upstream"] == "by-hand:80"
+    assert p.diff("id", out, route_props()).changes  # so the next `up` switches it back
+    kamal_proxy["routes"] = []
+    assert p.read("id", route_props()).id == ""  # removed by hand: gone
+
+
+def test_read_of_a_route_recorded_by_an_earlier_release(client, kamal_proxy):
+    old = {k: v for k, v in route_props().items() if k != "container_id"}
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web-staging", "shop-web-staging-v2:80")]  # routed by name
+    p = providers.RouteProvider()
+    assert p.read("id", old).outs == old
+    kamal_proxy["routes"] = [("shop-web-staging", "fedcba987654:80")]
+    client.inspect_container.return_value = {"Id": "fedcba987654" + "0" * 52, "Name": "/by-hand",
+                                             "Config": {"Labels": {}}}
+    out = p.read("id", old).outs
+    assert "container_id" not in out and out["upstream"] == "by-hand:80"
+    assert p.diff("id", out, route_props()).changes
+
+
+def test_an_update_switches_back_a_route_pointed_by_hand_but_never_takes_another_stacks(client, kamal_proxy):
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web-staging", "fedcba987654:80")]
+    client.inspect_container.return_value = {"Id": "fedcba987654" + "0" * 52, "Name": "/by-hand",
+                                             "State": {"Running": True}, "Config": {"Labels": {}}}
+    providers.RouteProvider().update("id", route_props(), route_props())
+    assert [c[:4] for c in kamal_proxy["calls"] if c[0] == "deploy"] == [
+        ["deploy", "shop-web-staging", "--target", "0123456789ab:80"]]
+    client.stop.assert_not_called()  # not ours: it keeps running
+    kamal_proxy["calls"].clear()
+    client.inspect_container.return_value = {"Id": "fedcba987654" + "0" * 52, "Name": "/shop-web-staging-v9",
+                                             "State": {"Running": True}, "Config": {"Labels": {
+                                                 "shipyard.stack": "other/staging", "destination": "staging",
+                                                 "service": "shop"}}}
+    with pytest.raises(OwnershipConflict, match="serves container shop-web-staging-v9 of stack other/staging"):
+        providers.RouteProvider().update("id", route_props(), route_props())
+    assert not [c for c in kamal_proxy["calls"] if c[0] == "deploy"]
+
+
+def test_a_renamed_route_takes_its_host_names_over_from_this_stacks_old_route(client, kamal_proxy):
+    """kamal-proxy gives a host name to one route: the old one switches to the new container, then goes, then the
+    new one is deployed. A route of another stack holding them is refused before anything changes."""
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web-staging", "0ld000000001:80")]  # listing() gives every route shop.test
+    client.inspect_container.return_value = {"Id": "0ld000000001" + "0" * 52, "Name": "/shop-web-staging-v1",
+                                             "State": {"Running": True}, "Config": {"Labels": {**LABELS,
+                                                                                               "role": "web"}}}
+    renamed = route_props(service="shop-web", role="web")
+    providers.RouteProvider().create(renamed)
+    assert [c[:4] if c[0] == "deploy" else c for c in kamal_proxy["calls"] if c[0] != "list"] == [
+        ["deploy", "shop-web-staging", "--target", "0123456789ab:80"], ["remove", "shop-web-staging"],
+        ["deploy", "shop-web", "--target", "0123456789ab:80"]]
+
+    kamal_proxy["calls"].clear()
+    client.inspect_container.return_value = {"Id": "0ld000000001" + "0" * 52, "Name": "/shop-web-staging-v1",
+                                             "State": {"Running": True}, "Config": {"Labels": {
+                                                 "shipyard.stack": "other/staging", "destination": "staging",
+                                                 "service": "shop", "role": "web"}}}
+    with pytest.raises(OwnershipConflict, match="kamal-proxy route shop-web-staging holds the host names of route "
+                                                "shop-web and serves container shop-web-staging-v1 of stack "
+                                                r"other/staging \(destination staging\); nothing was changed"):
+        providers.RouteProvider().create(renamed)
+    assert [c for c in kamal_proxy["calls"] if c[0] != "list"] == []
+
+
+def test_an_update_that_renames_the_route_removes_the_old_one(client, kamal_proxy):
+    """A takeover's destination changed (or went): the route's name changes in place, and its old route goes even
+    when it no longer shares a host name."""
+    client.containers.return_value = [proxy_container("kp:1")]
+    kamal_proxy["routes"] = [("shop-web", "0123456789ab:80")]
+    client.inspect_container.return_value = {"Id": "0123456789abcdef", "Name": "/shop-web-staging-v2",
+                                             "State": {"Running": True}, "Config": {"Labels": {**LABELS,
+                                                                                               "role": "web"}}}
+    moved = route_props(proxy={**PROXY, "hosts": ["new.shop.test"]})
+    providers.RouteProvider().update("id", route_props(service="shop-web"), moved)
+    assert ["remove", "shop-web"] in kamal_proxy["calls"]
+    assert kamal_proxy["calls"][-1][:2] == ["deploy", "shop-web-staging"]
+    client.stop.assert_not_called()  # the same container serves on
+
+
 def net_props(**over):
     return {"owner": OWNER, "destination": "staging", "target": TARGET, "name": "shop-staging", "labels": LABELS,
             **over}
