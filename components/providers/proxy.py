@@ -26,8 +26,6 @@ from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, own
 START_DEADLINE_S = 15
 
 
-_list = proxy_routes  # the proxy's routes, or None when it does not answer
-
 
 def _running(c) -> dict[str, Any] | None:
     existing = find(c, naming.PROXY_CONTAINER)
@@ -78,7 +76,7 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
                 c.start(cid)
             running_image = c.inspect_container(cid)["Config"]["Image"]
         deadline = time.monotonic() + START_DEADLINE_S
-        while _list(t) is None:  # ready when its control socket answers
+        while proxy_routes(t) is None:  # ready when its control socket answers
             if time.monotonic() > deadline:
                 raise HealthCheckFailed(str(t), f"{naming.PROXY_CONTAINER} did not start within "
                                                 f"{START_DEADLINE_S}s: see `docker logs {naming.PROXY_CONTAINER}`")
@@ -116,7 +114,7 @@ class ProxyProvider(ResourceProvider):
                 existing = _running(c)
             if existing is None:
                 return  # already gone (or stopped by someone): nothing of ours to do
-            routes = _list(t)
+            routes = proxy_routes(t)
             if routes is None or routes:
                 return  # still routes for some destination (or cannot tell): leave it serving
             with docker_errors(t, f"removing {naming.PROXY_CONTAINER}"):
@@ -155,7 +153,7 @@ class RouteProvider(ResourceProvider):
         argv = payloads.proxy_deploy_argv(props["service"], upstream, props["proxy"])
         for _ in range(3):
             with host_lock(target(props), props, f"routing {props['service']}", shared=True):
-                routes = _list(t)
+                routes = proxy_routes(t)
                 if routes is not None:
                     previous = self._check_owner(t, props, routes.get(props["service"]), recorded=recorded)
                     handed = self._hand_over(t, props, routes, upstream, renamed_from)
@@ -274,7 +272,7 @@ class RouteProvider(ResourceProvider):
         t = target(props)
         with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
             running = _running(hosts.client(t))
-        routes = _list(t) if running else {}
+        routes = proxy_routes(t) if running else {}
         if routes is None or props["service"] not in routes:
             return ReadResult(id_="", outs={})
         live = routes[props["service"]].get("target") or ""
@@ -295,7 +293,7 @@ class RouteProvider(ResourceProvider):
             with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
                 if _running(hosts.client(t)) is None:
                     return  # no proxy, no route
-            route = (_list(t) or {}).get(props["service"])
+            route = (proxy_routes(t) or {}).get(props["service"])
             if route is None:
                 return  # already gone
             info = self._target_of(t, props, route) if "labels" in props else None

@@ -175,7 +175,7 @@ def test_a_route_serving_someone_elses_container_is_refused(client, kamal_proxy)
 def test_a_route_brings_back_a_proxy_that_went_away(client, kamal_proxy, mocker):
     ensure = mocker.patch("components.providers.proxy.ensure_proxy")
     answers = iter([None, {}])  # the proxy does not answer, then (brought back) it has no routes yet
-    mocker.patch("components.providers.proxy._list", side_effect=lambda t: next(answers))
+    mocker.patch("components.providers.proxy.proxy_routes", side_effect=lambda t: next(answers))
     client.containers.return_value = [proxy_container("kp:1")]
     providers.RouteProvider().create(route_props())
     ensure.assert_called_once()
