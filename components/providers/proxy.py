@@ -26,7 +26,6 @@ from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, own
 START_DEADLINE_S = 15
 
 
-
 def _running(c) -> dict[str, Any] | None:
     existing = find(c, naming.PROXY_CONTAINER)
     return existing if existing is not None and existing.get("State") == "running" else None
