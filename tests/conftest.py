@@ -246,13 +246,19 @@ def make_project(root: Path, app_files: dict[str, str] | None = None) -> Path:
 
 
 def commit_app(proj: Path, rel: str, text: str) -> str:
+    """Commit a change of the app's file `rel`; returns the new commit: the version a stack that pins none gets."""
     app = proj / "app"
     (app / rel).write_text(text)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(app)]
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "change"], check=True)
-    return subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return app_head(proj)
+
+
+def app_head(proj: Path) -> str:
+    """The app's commit (12 digits): the version a stack that pins none deploys."""
+    return subprocess.run(["git", "-C", str(proj / "app"), "rev-parse", "--short=12", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture

@@ -19,11 +19,11 @@ from pulumi.runtime.rpc import UNKNOWN
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from .. import decisions, hostfiles, hosts, naming, payloads, text
-from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
+from ..errors import HealthCheckFailed, HostError, OwnershipConflict
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, ours, owned, \
-    proxy_routes, remove_image, stop_kamal, stream_errors, target
+from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, ours, \
+    owned, proxy_routes, remove_image, stop_kamal, target
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
            "aliases", "files", "directories")

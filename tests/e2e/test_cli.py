@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import Project, app_head, commit_app, host_docker, make_project, pulumi_env, ssh_config
 from tests.e2e.cli_helpers import START_SH, shipyard, shipyard_argv
 
 pytestmark = pytest.mark.e2e
@@ -23,9 +23,13 @@ pytestmark = pytest.mark.e2e
 NAMES = {"staging": "staging.ops.test", "production": "ops.test"}
 
 
-def config(bench, dest: str, version: str) -> dict[str, Any]:
+# The versions deployed: no stack pins one, so each is the app's git commit - V["v1"] the first, V["v2"] the next
+V: dict[str, str] = {}
+
+
+def config(bench, dest: str) -> dict[str, Any]:
     host = bench.hosts[0].address
-    return {"service": "ops", "image": "acme/ops", "version": version, "registry": {"server": bench.registry},
+    return {"service": "ops", "image": "acme/ops", "registry": {"server": bench.registry},
             "builder": {"context": "app"}, "servers": {"web": {"hosts": [host]}},
             "proxy": {"hosts": [NAMES[dest]], "healthcheck": {"path": "/up", "interval": 0.3, "timeout": 2},
                       "deploy_timeout": 15, "drain_timeout": 1},
@@ -47,11 +51,12 @@ def ops(bench, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     (root / "state").mkdir()
     proj = Project(make_project(root, {"start.sh": START_SH}), pulumi_env(root / "state"))
-    for dest, versions in (("staging", ("v1", "v2")), ("production", ("v1",))):
-        proj.init(dest, config(bench, dest, versions[0]))
-        for v in versions:
-            proj.set_config(dest, config(bench, dest, v))
-            shipyard(proj.dir, proj.env, "deploy", "-s", dest)
+    V["v1"] = app_head(proj.dir)
+    for dest in ("staging", "production"):  # the same commit for both
+        proj.init(dest, config(bench, dest))
+        shipyard(proj.dir, proj.env, "deploy", "-s", dest)
+    V["v2"] = commit_app(proj.dir, "start.sh", START_SH + "# the next version\n")
+    shipyard(proj.dir, proj.env, "deploy", "-s", "staging")
     proj.run("stack", "select", "production")  # the default stack of every command without -s
     yield proj
     for stack in ("review-pr1", "staging", "production"):
@@ -64,7 +69,7 @@ def sy(ops, *args, **kw):
 
 def test_details_show_each_destination_its_own_containers_routes_and_accessories(bench, ops):
     host = bench.hosts[0].address
-    for dest, version in (("staging", "v2"), ("production", "v1")):
+    for dest, version in (("staging", V["v2"]), ("production", V["v1"])):
         d = sy(ops, "details", "-s", dest, "--json").json()
         assert (d["destination"], d["version"]) == (dest, version)
         [web] = d["containers"]
@@ -74,14 +79,14 @@ def test_details_show_each_destination_its_own_containers_routes_and_accessories
         assert web["route"]["target"].startswith(web["id"][:12])  # the proxy routes to this very container
         assert [(a["role"], a["container"]) for a in d["accessories"]] == [("ticker", f"ops-{dest}-ticker")]
     text = sy(ops, "details").out  # the selected stack: production
-    assert "ops-web-production-v1" in text and "staging" not in text
+    assert f"ops-web-production-{V['v1']}" in text and "staging" not in text
     assert text.splitlines()[4].split()[:3] == ["HOST", "ROLE", "CONTAINER"]
 
 
 def test_logs_of_a_role_and_of_an_accessory_stay_within_the_destination(bench, ops):
     host = bench.hosts[0].address
     web = sy(ops, "logs", "-s", "staging", "--role", "web").out.splitlines()
-    assert f"{host} | booted destination=staging version=v2" in web
+    assert f"{host} | booted destination=staging version={V['v2']}" in web
     assert not [ln for ln in web if "production" in ln]
     ticks = sy(ops, "logs", "-s", "production", "--role", "ticker", "-n", "3", "--grep", "tick-").out.splitlines()
     assert ticks == [f"{host} | tick-production"] * 3
@@ -114,7 +119,7 @@ def test_exec_in_a_new_container_and_in_the_running_one(bench, ops):
     assert run.out.splitlines() == ["staging/hello from staging", "ticker-found"]  # env file and network
     assert {c["Id"] for c in d.containers(all=True)} == before  # the one-off container is gone
     assert sy(ops, "exec", "--reuse", "cat /www/index.html").out.startswith(
-        "service=ops destination=production version=v1")
+        f"service=ops destination=production version={V['v1']}")
     assert sy(ops, "exec", "-s", "staging", "--", "sh", "-c", "exit 7", check=False).code == 7
 
 
@@ -156,33 +161,33 @@ def test_versions_list_what_each_destination_retains(bench, ops):
     host = bench.hosts[0].address
     staging = sy(ops, "versions", "-s", "staging", "--json").json()["versions"]
     assert [(r["role"], r["host"], r["version"], r["state"], r["current"]) for r in staging] == [
-        ("web", host, "v2", "running", True), ("web", host, "v1", "exited", False)]
+        ("web", host, V["v2"], "running", True), ("web", host, V["v1"], "exited", False)]
     production = sy(ops, "versions", "--json").json()["versions"]
-    assert [(r["version"], r["current"]) for r in production] == [("v1", True)]
-    assert "v2" in sy(ops, "versions", "-s", "staging").out.splitlines()[1]
+    assert [(r["version"], r["current"]) for r in production] == [(V["v1"], True)]
+    assert V["v2"] in sy(ops, "versions", "-s", "staging").out.splitlines()[1]
 
 
 def test_rollback_redeploys_a_retained_version_and_only_that_destination(bench, ops):
-    out = sy(ops, "rollback", "v1", "-s", "staging", "--json")
-    assert out.json()["version"] == "v1"
-    assert get(bench, NAMES["staging"]).startswith("service=ops destination=staging version=v1")
-    assert get(bench, NAMES["production"]).startswith("service=ops destination=production version=v1")
+    out = sy(ops, "rollback", V["v1"], "-s", "staging", "--json")
+    assert out.json()["version"] == V["v1"]
+    assert get(bench, NAMES["staging"]).startswith(f"service=ops destination=staging version={V['v1']}")
+    assert get(bench, NAMES["production"]).startswith(f"service=ops destination=production version={V['v1']}")
     missing = sy(ops, "rollback", "v9", "-s", "staging", check=False)
     assert missing.code != 0 and missing.err.strip().splitlines() == [
-        f"shipyard: stack staging: version v9 is not retained on web@{bench.hosts[0].address} (has v1, v2): see "
+        f"shipyard: stack staging: version v9 is not retained on web@{bench.hosts[0].address} (has {V['v1']}, {V['v2']}): see "
         f"`shipyard versions`"]
-    sy(ops, "rollback", "v2", "-s", "staging")  # and back
-    assert get(bench, NAMES["staging"]).startswith("service=ops destination=staging version=v2")
+    sy(ops, "rollback", V["v2"], "-s", "staging")  # and back
+    assert get(bench, NAMES["staging"]).startswith(f"service=ops destination=staging version={V['v2']}")
 
 
 def test_audit_shows_who_deployed_what_when(bench, ops):
     who = f"@{socket.gethostname()}"
     staging = sy(ops, "audit", "-s", "staging", "--json").json()["updates"]
     deploys = [(r["action"], r["version"], r["result"]) for r in staging if r["via"] == "shipyard"]
-    assert deploys[:2] == [("deploy", "v1", "succeeded"), ("deploy", "v2", "succeeded")]
+    assert deploys[:2] == [("deploy", V["v1"], "succeeded"), ("deploy", V["v2"], "succeeded")]
     assert all(r["who"].endswith(who) and r["time"] for r in staging if r["via"] == "shipyard")
     production = sy(ops, "audit", "--json").json()["updates"]
-    assert [(r["action"], r["version"]) for r in production] == [("deploy", "v1")]
+    assert [(r["action"], r["version"]) for r in production] == [("deploy", V["v1"])]
     assert sy(ops, "audit").out.splitlines()[0].split() == ["#", "TIME", "ACTION", "RESULT", "VERSION", "WHO", "VIA",
                                                             "MESSAGE"]
 
@@ -191,7 +196,7 @@ def test_a_review_app_comes_up_beside_staging_and_goes_without_a_trace(bench, op
     d = host_docker(bench.hosts[0])
     up = sy(ops, "review", "up", "pr1", "--from", "staging", "--json").json()
     assert up["destination"] == "pr1" and up["urls"] == ["http://pr1.staging.ops.test"]
-    assert get(bench, "pr1.staging.ops.test").startswith("service=ops destination=pr1 version=v2")
+    assert get(bench, "pr1.staging.ops.test").startswith(f"service=ops destination=pr1 version={V['v2']}")
     assert get(bench, NAMES["staging"]).startswith("service=ops destination=staging")
     assert [r["name"] for r in sy(ops, "review", "list", "--json").json()] == ["pr1"]
     labels = {"label": ["service=ops", "destination=pr1"]}

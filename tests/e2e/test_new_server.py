@@ -9,7 +9,6 @@ The bench's last host is kept for this module: each test first makes it a new se
 from __future__ import annotations
 
 import shutil
-import subprocess
 import threading
 import time
 import urllib.request
@@ -18,7 +17,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from tests.conftest import Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import Project, app_head, host_docker, make_project, pulumi_env, ssh_config
 from tests.e2e.cli_helpers import shipyard
 
 pytestmark = pytest.mark.e2e
@@ -70,11 +69,6 @@ def get(bench) -> str:
         return resp.read().decode()
 
 
-def head(proj: Project) -> str:
-    return subprocess.run(["git", "-C", str(proj.dir / "app"), "rev-parse", "--short=12", "HEAD"], check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def proj(bench, tmp_path):
     make_new(bench)
@@ -88,7 +82,7 @@ def test_pulumi_up_serves_the_app_on_a_new_server_at_the_git_version(bench, proj
     assert proj.env["DOCKER_CONFIG"], "the operator's own Docker login is on the deploying side"
     proj.init("staging", config(bench))
     proj.up("staging")
-    version = head(proj)
+    version = app_head(proj.dir)
     assert f"version={version}" in get(bench)  # the default version: the app's commit
     d = host_docker(server(bench))
     assert PROXY_IMAGE in {t for i in d.images() for t in i.get("RepoTags") or []}  # pulled, from the hub
@@ -101,7 +95,7 @@ def test_shipyard_deploy_serves_the_app_on_a_new_server_at_the_git_version(bench
     proj.init("staging", config(bench))
     result = shipyard(proj.dir, proj.env, "deploy", "-s", "staging")
     assert result.code == 0, result.err
-    version = head(proj)
+    version = app_head(proj.dir)
     assert f"version {version}" in result.err
     assert f"version={version}" in get(bench)
 
