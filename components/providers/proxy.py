@@ -159,7 +159,8 @@ class RouteProvider(ResourceProvider):
                 routes = _list(t)
                 if routes is not None:
                     previous = self._check_owner(t, props, routes.get(props["service"]))
-                    code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
+                    code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv,
+                                              timeout=decisions.proxy_deploy_wait(props["proxy"]))
                     if code != 0:
                         raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
                                                         f"(destination {props['destination']}) to "

@@ -106,7 +106,7 @@ def host(mocker):
                                         "State": {"Running": True}, "Config": {"Labels": KAMAL}}
     calls: list[list[str]] = []
 
-    def exec_in(t, container, argv):
+    def exec_in(t, container, argv, timeout=600):
         calls.append(argv)
         return (0, LISTING) if argv[1] == "list" else (0, "")
     mocker.patch("components.hosts.exec_in", side_effect=exec_in)
