@@ -60,7 +60,7 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
     with docker_errors(t, f"pulling {props['image']} for {naming.PROXY_CONTAINER}"):
         if not keeps(find(c, naming.PROXY_CONTAINER)):
             ensure_image(c, t, props["image"], None, naming.PROXY_CONTAINER)
-    with host_lock(target(props), props, f"starting {naming.PROXY_CONTAINER}"):
+    with host_lock(target(props), props, f"starting {naming.PROXY_CONTAINER}") as lock:
         with docker_errors(t, f"starting {naming.PROXY_CONTAINER}"):
             _ensure_network(c)
             existing = find(c, naming.PROXY_CONTAINER)
@@ -70,6 +70,7 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
                 cid = existing["Id"]
             else:
                 ensure_image(c, t, props["image"], None, naming.PROXY_CONTAINER)
+                lock.check(f"replacing {naming.PROXY_CONTAINER}")  # the pull may have taken a while
                 if existing is not None:
                     c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
                     c.remove_container(existing["Id"])
@@ -116,7 +117,7 @@ class ProxyProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         t = target(props)
         c = hosts.client(t)
-        with host_lock(target(props), props, f"removing {naming.PROXY_CONTAINER}"):
+        with host_lock(target(props), props, f"removing {naming.PROXY_CONTAINER}") as lock:
             with docker_errors(t, f"removing {naming.PROXY_CONTAINER}"):
                 existing = _running(c)
             if existing is None:
@@ -124,6 +125,7 @@ class ProxyProvider(ResourceProvider):
             routes = _list(t)
             if routes is None or routes:
                 return  # still routes for some destination (or cannot tell): leave it serving
+            lock.check(f"removing {naming.PROXY_CONTAINER}")
             with docker_errors(t, f"removing {naming.PROXY_CONTAINER}"):
                 c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
                 c.remove_container(existing["Id"])
@@ -155,10 +157,11 @@ class RouteProvider(ResourceProvider):
         upstream = f"{props['container_id'][:12]}:{port}" if props.get("container_id") else props["upstream"]
         argv = payloads.proxy_deploy_argv(props["service"], upstream, props["proxy"])
         for _ in range(3):
-            with host_lock(target(props), props, f"routing {props['service']}", shared=True):
+            with host_lock(target(props), props, f"routing {props['service']}", shared=True) as lock:
                 routes = _list(t)
                 if routes is not None:
                     previous = self._check_owner(t, props, routes.get(props["service"]))
+                    lock.check(f"switching route {props['service']}")
                     code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv,
                                               timeout=decisions.proxy_deploy_wait(props["proxy"]))
                     if code != 0:
@@ -166,6 +169,7 @@ class RouteProvider(ResourceProvider):
                                                         f"(destination {props['destination']}) to "
                                                         f"{props['upstream']}: {out}; the previous version keeps "
                                                         f"serving")
+                    lock.check(f"stopping what route {props['service']} served before")  # the switch took long
                     self._retire(t, props, previous)
                     with docker_errors(t, f"stopping Kamal's containers of route {props['service']}"):
                         stop_kamal(hosts.client(t), props)  # switched and drained: Kamal's app may stop
@@ -236,7 +240,7 @@ class RouteProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         t = target(props)
-        with host_lock(target(props), props, f"removing route {props['service']}", shared=True):
+        with host_lock(target(props), props, f"removing route {props['service']}", shared=True) as lock:
             with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
                 if _running(hosts.client(t)) is None:
                     return  # no proxy, no route
@@ -246,6 +250,7 @@ class RouteProvider(ResourceProvider):
             info = self._target_of(t, props, route) if "labels" in props else None
             if info is not None and not owned(info["Config"].get("Labels"), props):
                 return  # it serves someone else's container now (Kamal took the app back): theirs to keep
+            lock.check(f"removing route {props['service']}")
             code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", props["service"]])
         if code != 0 and "not found" not in out.lower() and "no such" not in out.lower():
             raise DockerError(str(t), f"kamal-proxy could not remove route {props['service']}: {out}")

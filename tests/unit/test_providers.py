@@ -8,7 +8,7 @@ import contextlib
 import docker
 import pytest
 
-from components import providers
+from components import hostlock, providers
 from components.errors import HealthCheckFailed, OwnershipConflict
 
 OWNER = "shipyard/staging"
@@ -41,7 +41,8 @@ def daemon(*items):
 def client(mocker):
     c = mocker.create_autospec(docker.APIClient, instance=True)
     mocker.patch("components.hosts.client", return_value=c)
-    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext())
+    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext(
+        mocker.create_autospec(hostlock.HeldLock, instance=True)))
     c.containers.return_value = []
     c.create_container.return_value = {"Id": "new" * 8}
     c.create_host_config.return_value = {}

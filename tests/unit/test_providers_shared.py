@@ -8,7 +8,7 @@ import contextlib
 import docker
 import pytest
 
-from components import hosts, providers
+from components import hostlock, hosts, providers
 from components.errors import HealthCheckFailed, OwnershipConflict
 
 OWNER = "shipyard/staging"
@@ -35,7 +35,8 @@ def client(mocker):
     c.networks.return_value = []
     c.create_container.return_value = {"Id": "proxy-new"}
     c.inspect_container.return_value = {"Config": {"Image": "kp:1", "Labels": {}}, "Name": "/x"}
-    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext())
+    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext(
+        mocker.create_autospec(hostlock.HeldLock, instance=True)))
     mocker.patch("components.providers.proxy.time.sleep")
     return c
 
@@ -120,6 +121,20 @@ def test_a_route_waits_for_kamal_proxy_as_long_as_its_deploy_and_drain_timeouts_
     providers.RouteProvider().create(route_props(proxy={**PROXY, "deploy_timeout": 3600, "drain_timeout": 120}))
     assert kamal_proxy["timeouts"]["deploy"] >= 3600 + 120
     assert kamal_proxy["timeouts"]["deploy"] <= 3600 + 120 + 60  # still a deadline
+
+
+def test_a_route_whose_host_lock_was_lost_switches_nothing(client, kamal_proxy, mocker):
+    """The lock's own connection died (or someone released it) while the route was being looked at: the switch
+    and everything after it is not done, and the error says so."""
+    from components.errors import LockLost
+    client.containers.return_value = [proxy_container("kp:1")]
+    lost = mocker.create_autospec(hostlock.HeldLock, instance=True)
+    lost.check.side_effect = LockLost("h1", "the host lock taken for routing was lost")
+    hostlock.held.side_effect = lambda *a, **kw: contextlib.nullcontext(lost)
+    with pytest.raises(LockLost, match="host h1: the host lock .* was lost"):
+        providers.RouteProvider().create(route_props())
+    assert [c for c in kamal_proxy["calls"] if c[0] == "deploy"] == []
+    client.stop.assert_not_called()
 
 
 def test_after_the_switch_the_previous_container_stops_and_a_failed_switch_stops_nothing(client, kamal_proxy):
