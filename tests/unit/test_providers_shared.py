@@ -149,8 +149,8 @@ def test_after_the_switch_the_previous_container_stops_and_a_failed_switch_stops
     client.stop.assert_called_once_with("0ld000000001" + "0" * 52, timeout=providers.STOP_TIMEOUT_S)
 
     client.stop.reset_mock()
-    hosts.exec_in.side_effect = lambda _t, _c, argv, timeout=600: (0, listing(*kamal_proxy["routes"])) if argv[1] == "list" \
-        else (1, "target failed to become healthy")
+    hosts.exec_in.side_effect = lambda _t, _c, argv, timeout=600: (0, listing(*kamal_proxy["routes"])) \
+        if argv[1] == "list" else (1, "target failed to become healthy")
     with pytest.raises(HealthCheckFailed, match="did not switch shop-web-staging .* the previous version keeps "
                                                 "serving"):
         providers.RouteProvider().update("id", route_props(), route_props())
