@@ -209,6 +209,15 @@ def parse_proxy_list(listing: str) -> dict[str, dict[str, str]]:
     return out
 
 
+PROXY_DEPLOY_MARGIN_S = 30  # the exec itself, the switch, and a busy host
+
+
+def proxy_deploy_wait(proxy: Mapping[str, Any]) -> float:
+    """How long `kamal-proxy deploy` may run (silently): its health checks of the new target (`deploy_timeout`),
+    then draining the old one (`drain_timeout`), and a margin. The channel it runs on waits that long."""
+    return float(proxy["deploy_timeout"]) + float(proxy["drain_timeout"]) + PROXY_DEPLOY_MARGIN_S
+
+
 def upstream_container(target: str) -> str:
     """The container a route's target names (`<container>:<port>`)."""
     return target.split(",")[0].rsplit(":", 1)[0]

@@ -26,6 +26,8 @@ from .ssh import SSHTarget, connect
 
 API_TIMEOUT_S = 600  # builds and pushes stream for a while
 MAX_CHANNELS = 6  # concurrent Docker API connections per host, under sshd's default MaxSessions of 10
+MAX_SESSIONS = 10  # sshd's default MaxSessions: session channels (exec, subsystem) open at once per connection
+SESSIONS = MAX_SESSIONS - MAX_CHANNELS  # what commands and SFTP may hold at once beside the Docker API
 
 
 class _DockerOverSSH(BaseHTTPAdapter):
@@ -63,11 +65,16 @@ def _api_version(server: str) -> str:
 
 
 class Connection:
-    """One host's SSH connection, owned here: docker-py, SFTP, probes and commands all use it."""
+    """One host's SSH connection, owned here: docker-py, SFTP, probes and commands all use it. `sessions` counts
+    the session channels commands and SFTP may hold at once (`SESSIONS`), so together with the Docker API's they
+    stay within sshd's default MaxSessions."""
+
+    session_count = SESSIONS
 
     def __init__(self, target: SSHTarget):
         from .hosts import docker_errors
         self.target = target
+        self.sessions = threading.BoundedSemaphore(self.session_count)
         self.ssh = connect(target)
         adapter = _DockerOverSSH(self.ssh)
         with docker_errors(target, "asking the Docker daemon for its API version"):
@@ -113,6 +120,12 @@ def translate(target: SSHTarget, doing: str, exc: Exception) -> Translated | Non
         return Translated(DockerError(str(target), f"{doing} failed: {exc.explanation or exc}"), False)
     if isinstance(exc, docker.errors.DockerException):
         return Translated(DockerError(str(target), f"{doing} failed: {exc}"), False)
+    if isinstance(exc, paramiko.ChannelException):  # sshd refused a channel: the connection itself is fine
+        return Translated(HostError(str(target), f"{doing} failed: sshd refused another SSH session "
+                                                 f"({_short(exc)}): it allows MaxSessions per connection (10 by "
+                                                 f"default); nothing after that point was done: run fewer deploys "
+                                                 f"against this host at once, or raise MaxSessions in its "
+                                                 f"sshd_config"), False)
     if isinstance(exc, _BROKEN):
         return Translated(HostUnreachable(str(target), f"the connection broke while {doing} "
                                                        f"({type(exc).__name__}: {_short(exc)}); nothing after that "

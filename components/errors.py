@@ -56,6 +56,11 @@ class HealthCheckFailed(HostError):
     pass
 
 
+class LockLost(HostError):
+    """A host lock this process held is gone (its own SSH connection broke, or someone released it): what was to
+    be done under it is not done."""
+
+
 class StackError(DeployError):
     """Something about a stack as a whole (not found, not deployed, locked by another deploy); the message starts
     with the stack."""

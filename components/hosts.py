@@ -1,10 +1,14 @@
 """The one place that talks to hosts: one owned SSH connection per host (paramiko) that the Docker API (docker-py),
-SFTP, HTTP probes and host commands all ride on.
+SFTP, HTTP probes and host commands all ride on - and, apart from it, a connection of its own for each host lock
+while it is held (`own_connection`).
 
 Connections are opened inside provider methods, never stored in a provider, and cached per process keyed by the
 SSH target, so one `pulumi up` opens one SSH connection per host however many resources live there. Connecting to
-one host never waits for another. Every paramiko, docker, requests/urllib3, SFTP and socket error is translated
-here into the `components.errors` tree.
+one host never waits for another. sshd allows 10 sessions per connection (MaxSessions): the Docker API takes at
+most `MAX_CHANNELS` of them, commands and SFTP the rest (`SESSIONS`), waiting for a free one rather than being
+refused; a refusal anyway (a host with a lower MaxSessions) is retried, and never taken for a broken connection.
+Every paramiko, docker, requests/urllib3, SFTP and socket error is translated here into the `components.errors`
+tree.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import os
 import shlex
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
-from .errors import DockerError, HostError
-from .ssh import CONNECT_TIMEOUT_S, SSHTarget
+from .errors import DockerError, HostError, HostUnreachable, LockLost
+from .ssh import CONNECT_TIMEOUT_S, SSHTarget, connect
 
 if TYPE_CHECKING:
     import docker
@@ -32,6 +37,11 @@ DAEMON_ERROR = "Error response from daemon:"  # how the docker CLI reports what 
 _connections: dict[SSHTarget, Connection] = {}
 _locks: dict[SSHTarget, threading.Lock] = {}
 _registry_lock = threading.Lock()
+_own_idle: dict[SSHTarget, list[paramiko.SSHClient]] = {}  # own connections no holder uses now, for the next one
+_own_busy: set[paramiko.SSHClient] = set()
+SFTP_WAIT_S = 60
+OWN_IDLE_MAX = 4  # idle own connections kept per host
+SESSION_RETRY_S = (0.05, 1.0)  # first and longest pause before asking sshd again for a session it refused
 
 
 def connection(target: SSHTarget) -> Connection:
@@ -57,11 +67,101 @@ def client(target: SSHTarget) -> docker.APIClient:
 
 
 def close_all() -> None:
+    """Close every connection of this process: the shared ones and every own one, held or idle (their holders
+    find their locks gone)."""
     with _registry_lock:
-        conns = list(_connections.values())
+        conns: list[Any] = list(_connections.values())
         _connections.clear()
+        conns += [ssh for idle in _own_idle.values() for ssh in idle] + list(_own_busy)
+        _own_idle.clear()
     for conn in conns:
-        conn.close()
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _active(ssh: paramiko.SSHClient) -> bool:
+    transport = ssh.get_transport()
+    return transport is not None and transport.is_active()
+
+
+@contextlib.contextmanager
+def own_connection(target: SSHTarget) -> Iterator[paramiko.SSHClient]:
+    """An SSH connection to `target` of the caller's own while the block runs (a host lock's channel lives on one):
+    never shared with the Docker API, commands or another holder, so no error or reconnect elsewhere closes it.
+    Afterwards it is kept for the next holder (connecting costs several round trips) unless it broke, or the block
+    ended with the connection in doubt."""
+    ssh = None
+    with _registry_lock:
+        idle = _own_idle.get(target) or []
+        while idle and ssh is None:
+            candidate = idle.pop()
+            if _active(candidate):
+                ssh = candidate
+            else:
+                candidate.close()
+    if ssh is None:
+        ssh = connect(target)
+    with _registry_lock:
+        _own_busy.add(ssh)
+    keep = False
+    try:
+        yield ssh
+        keep = True
+    except (HostUnreachable, LockLost):
+        raise
+    except BaseException:
+        keep = True
+        raise
+    finally:
+        with _registry_lock:
+            if ssh not in _own_busy:  # close_all() closed it meanwhile
+                keep = False
+            _own_busy.discard(ssh)
+            idle = _own_idle.setdefault(target, [])
+            keep = keep and _active(ssh) and len(idle) < OWN_IDLE_MAX
+            if keep:
+                idle.append(ssh)
+        if not keep:
+            ssh.close()
+
+
+def open_session(ssh: paramiko.SSHClient, timeout: float) -> paramiko.Channel:
+    """A new session channel on `ssh`. sshd refusing it (paramiko's ChannelException: MaxSessions reached) means
+    the connection is busy, not broken: ask again, with growing pauses, until `timeout` has passed."""
+    import paramiko
+    deadline = time.monotonic() + timeout
+    pause = SESSION_RETRY_S[0]
+    while True:
+        transport = ssh.get_transport()
+        if transport is None:
+            raise paramiko.SSHException("SSH session not active")
+        try:
+            return transport.open_session(timeout=max(deadline - time.monotonic(), 1))
+        except paramiko.ChannelException:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, SESSION_RETRY_S[1])
+
+
+@contextlib.contextmanager
+def _session(target: SSHTarget, timeout: float) -> Iterator[paramiko.Channel]:
+    """A session channel on the host's shared connection while the block runs, within the connection's share of
+    sshd's sessions (waiting up to `timeout` for one to be free), closed afterwards. Errors are the caller's to
+    translate."""
+    conn = connection(target)
+    if not conn.sessions.acquire(timeout=timeout):
+        raise HostError(str(target), f"no SSH session came free within {timeout:g}s: this process already runs "
+                                     f"{conn.session_count} commands on the host at once; run fewer deploys against "
+                                     f"it at the same time")
+    try:
+        chan = open_session(conn.ssh, timeout)
+        try:
+            yield chan
+        finally:
+            chan.close()
+    finally:
+        conn.sessions.release()
 
 
 def _forget(target: SSHTarget) -> None:
@@ -73,9 +173,10 @@ def _forget(target: SSHTarget) -> None:
 
 
 @contextlib.contextmanager
-def docker_errors(target: SSHTarget, doing: str) -> Iterator[None]:
+def docker_errors(target: SSHTarget, doing: str, *, shared: bool = True) -> Iterator[None]:
     """Translate every error raised while `doing` something on `target` into the project's error tree; a broken
-    connection is dropped, so the next call reconnects."""
+    shared connection is dropped, so the next call reconnects (`shared=False`: the error is about a connection of
+    the caller's own, which it closes itself)."""
     try:
         yield
     except HostError:
@@ -85,7 +186,7 @@ def docker_errors(target: SSHTarget, doing: str) -> Iterator[None]:
         error = translate(target, doing, exc)
         if error is None:
             raise
-        if error.broken:
+        if error.broken and shared:
             _forget(target)
         raise error.error from None
 
@@ -148,32 +249,30 @@ def run(target: SSHTarget, argv: list[str], *, doing: str, timeout: float = 60,
         stdin: bytes | None = None) -> tuple[int, str]:
     """Run a command on the host itself over an SSH exec channel; returns (exit status, combined output)."""
     command = " ".join(shlex.quote(a) for a in argv)
-    with docker_errors(target, doing):
-        chan = connection(target).ssh.get_transport().open_session(timeout=timeout)
-        try:
-            chan.settimeout(timeout)
-            chan.set_combine_stderr(True)
-            chan.exec_command(command)
-            if stdin is not None:
-                chan.sendall(stdin)
-            chan.shutdown_write()
-            out = b""
-            while True:
-                chunk = chan.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
-            status = chan.recv_exit_status()
-        finally:
-            chan.close()
+    with docker_errors(target, doing), _session(target, timeout) as chan:
+        chan.settimeout(timeout)
+        chan.set_combine_stderr(True)
+        chan.exec_command(command)
+        if stdin is not None:
+            chan.sendall(stdin)
+        chan.shutdown_write()
+        out = b""
+        while True:
+            chunk = chan.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        status = chan.recv_exit_status()
     return status, out.decode(errors="replace").strip()
 
 
 @contextlib.contextmanager
 def sftp(target: SSHTarget, doing: str) -> Iterator[paramiko.SFTPClient]:
     """An SFTP session on the host's connection, closed afterwards; errors translated."""
-    with docker_errors(target, doing):
-        session = connection(target).ssh.open_sftp()
+    import paramiko
+    with docker_errors(target, doing), _session(target, SFTP_WAIT_S) as chan:
+        chan.invoke_subsystem("sftp")
+        session = paramiko.SFTPClient(chan)
         try:
             yield session
         finally:
@@ -188,35 +287,31 @@ def attach(target: SSHTarget, argv: list[str], *, doing: str, stdin_fd: int | No
     it as they arrive. Without one, stdout and stderr stay apart and stdin is not read."""
     import select
     command = " ".join(shlex.quote(a) for a in argv)
-    with docker_errors(target, doing):
-        chan = connection(target).ssh.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)
-        try:
-            if pty is not None:
-                chan.get_pty(term=pty[0], width=pty[1], height=pty[2])
-            chan.exec_command(command)
-            if pty is None or stdin_fd is None:
-                chan.shutdown_write()
-                stdin_fd = None
-            while True:
-                readable = [chan] + ([stdin_fd] if stdin_fd is not None else [])
-                ready, _, _ = select.select(readable, [], [], 0.5)
-                if chan in ready or chan.recv_ready() or chan.recv_stderr_ready():
-                    while chan.recv_stderr_ready():
-                        stderr.write(chan.recv_stderr(65536))
-                        stderr.flush()
-                    if chan.recv_ready():
-                        data = chan.recv(65536)
-                        if data:
-                            stdout.write(data)
-                            stdout.flush()
-                if stdin_fd is not None and stdin_fd in ready:
-                    data = os.read(stdin_fd, 4096)
+    with docker_errors(target, doing), _session(target, CONNECT_TIMEOUT_S) as chan:
+        if pty is not None:
+            chan.get_pty(term=pty[0], width=pty[1], height=pty[2])
+        chan.exec_command(command)
+        if pty is None or stdin_fd is None:
+            chan.shutdown_write()
+            stdin_fd = None
+        while True:
+            readable = [chan] + ([stdin_fd] if stdin_fd is not None else [])
+            ready, _, _ = select.select(readable, [], [], 0.5)
+            if chan in ready or chan.recv_ready() or chan.recv_stderr_ready():
+                while chan.recv_stderr_ready():
+                    stderr.write(chan.recv_stderr(65536))
+                    stderr.flush()
+                if chan.recv_ready():
+                    data = chan.recv(65536)
                     if data:
-                        chan.sendall(data)
-                    else:
-                        chan.shutdown_write()
-                        stdin_fd = None
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    return chan.recv_exit_status()
-        finally:
-            chan.close()
+                        stdout.write(data)
+                        stdout.flush()
+            if stdin_fd is not None and stdin_fd in ready:
+                data = os.read(stdin_fd, 4096)
+                if data:
+                    chan.sendall(data)
+                else:
+                    chan.shutdown_write()
+                    stdin_fd = None
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                return chan.recv_exit_status()

@@ -19,7 +19,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
     ResourceProvider, UpdateResult
 
 from .. import decisions, hosts, naming, source, text
-from ..errors import BuildFailed, DockerError, OwnershipConflict
+from ..errors import BuildFailed, DockerError, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import auth_error, exact_diff, host_lock, label_filters, on_each, owned, remove_image, stream_errors, stream_result, \
     target
@@ -243,6 +243,7 @@ class ImageProvider(ResourceProvider):
         present = set(olds.get("hosts") or [])
         outs["hosts"] = [h["host"] for h in news["ship_to"] if h["host"] in present]
         outs["hosts"] += self._ship(outs, [h for h in news["ship_to"] if h["host"] not in present])
+        outs["left_hosts"] = _left(olds, news)
         return UpdateResult(outs=outs)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -258,21 +259,59 @@ class ImageProvider(ResourceProvider):
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         """A replaced version's image is retained for rollback while a container of this destination still uses it
         (retention and pruning happen when containers are replaced). When the destination has no container left on
-        a host (destroy), this image and every retained image of the destination there are removed - on every
-        host at once."""
-        def remove_here(t: SSHTarget) -> None:
+        a host (destroy, or a host that left the config), this image and every retained image of the destination
+        there are removed - on every host at once. The build host, when it deploys nothing, keeps only the images
+        some deploy host's container still uses (the rest of its copies were never pruned)."""
+        ship_to = props.get("ship_to") or []
+        build = props.get("build_host")
+        build_only = build is not None and build["host"] not in {h["host"] for h in ship_to}
+        left = [h for h in props.get("left_hosts") or []
+                if h["host"] not in {x["host"] for x in ship_to} and (not build_only or h["host"] != build["host"])]
+
+        def unused_here(t: SSHTarget) -> set[str]:
+            """The image IDs this destination's containers here use; none left: its images here are removed."""
             c = hosts.client(t)
             with docker_errors(t, f"removing image {props['tag']}"):
                 filters = {"label": label_filters(props)}
-                if [i for i in c.containers(all=True, filters=filters) if owned(i.get("Labels"), props)]:
-                    return  # still deployed here: retained
-                images = c.images(filters=filters)
-            if images:
-                with host_lock(t, props, f"removing the images of {props['tag'].rpartition(':')[0]}",
-                               lock="images"), docker_errors(t, f"removing image {props['tag']}"):
-                    for image in images:
-                        remove_image(c, image["Id"], props)
-        on_each(props.get("ship_to") or [], remove_here)
+                used = {i.get("ImageID") for i in c.containers(all=True, filters=filters)
+                        if owned(i.get("Labels"), props)}
+                if used:
+                    return used  # still deployed here: retained
+            self._remove(t, props, set())
+            return set()
+
+        def left_here(t: SSHTarget) -> set[str]:
+            try:
+                return unused_here(t)
+            except HostError:
+                return set()  # best effort: a host that left the config is often gone for good
+
+        used = set().union(*on_each(ship_to, unused_here), *on_each(left, left_here))
+        if build_only:
+            self._remove(target(props, "build_host"), props, used)
+
+    @staticmethod
+    def _remove(t: SSHTarget, props: dict[str, Any], keep: set[str]) -> None:
+        """Remove this destination's images on the host, but those in `keep`, under the host's image lock."""
+        c = hosts.client(t)
+        with docker_errors(t, f"removing image {props['tag']}"):
+            images = [i for i in c.images(filters={"label": label_filters(props)}) if i["Id"] not in keep]
+        if images:
+            with host_lock(t, props, f"removing the images of {props['tag'].rpartition(':')[0]}",
+                           lock="images"), docker_errors(t, f"removing image {props['tag']}"):
+                for image in images:
+                    remove_image(c, image["Id"], props)
+
+
+def _left(olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:
+    """Hosts that left the config (SSH targets) whose images of this destination no removal has visited yet: their
+    containers go only at the end of this `up`, so their images go with the next removal of an image."""
+    now = {h["host"] for h in news["ship_to"]}
+    left: dict[str, dict[str, Any]] = {}
+    for h in (olds.get("left_hosts") or []) + (olds.get("ship_to") or []):
+        if h["host"] not in now:
+            left[h["host"]] = h
+    return list(left.values())
 
 
 class Image(Resource, module="shipyard", name="Image"):

@@ -52,7 +52,7 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
     with docker_errors(t, f"pulling {props['image']} for {naming.PROXY_CONTAINER}"):
         if not keeps(find(c, naming.PROXY_CONTAINER)):
             ensure_image(c, t, props["image"], None, naming.PROXY_CONTAINER)
-    with host_lock(target(props), props, f"starting {naming.PROXY_CONTAINER}"):
+    with host_lock(target(props), props, f"starting {naming.PROXY_CONTAINER}") as lock:
         with docker_errors(t, f"starting {naming.PROXY_CONTAINER}"):
             _ensure_network(c)
             existing = find(c, naming.PROXY_CONTAINER)
@@ -62,6 +62,7 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
                 cid = existing["Id"]
             else:
                 ensure_image(c, t, props["image"], None, naming.PROXY_CONTAINER)
+                lock.check(f"replacing {naming.PROXY_CONTAINER}")  # the pull may have taken a while
                 if existing is not None:
                     c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
                     c.remove_container(existing["Id"])
@@ -108,7 +109,7 @@ class ProxyProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         t = target(props)
         c = hosts.client(t)
-        with host_lock(target(props), props, f"removing {naming.PROXY_CONTAINER}"):
+        with host_lock(target(props), props, f"removing {naming.PROXY_CONTAINER}") as lock:
             with docker_errors(t, f"removing {naming.PROXY_CONTAINER}"):
                 existing = _running(c)
             if existing is None:
@@ -116,6 +117,7 @@ class ProxyProvider(ResourceProvider):
             routes = proxy_routes(t)
             if routes is None or routes:
                 return  # still routes for some destination (or cannot tell): leave it serving
+            lock.check(f"removing {naming.PROXY_CONTAINER}")
             with docker_errors(t, f"removing {naming.PROXY_CONTAINER}"):
                 c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
                 c.remove_container(existing["Id"])
@@ -151,17 +153,20 @@ class RouteProvider(ResourceProvider):
         upstream = f"{props['container_id'][:12]}:{port}" if props.get("container_id") else props["upstream"]
         argv = payloads.proxy_deploy_argv(props["service"], upstream, props["proxy"])
         for _ in range(3):
-            with host_lock(target(props), props, f"routing {props['service']}", shared=True):
+            with host_lock(target(props), props, f"routing {props['service']}", shared=True) as lock:
                 routes = proxy_routes(t)
                 if routes is not None:
                     previous = self._check_owner(t, props, routes.get(props["service"]), recorded=recorded)
+                    lock.check(f"switching route {props['service']}")
                     handed = self._hand_over(t, props, routes, upstream, renamed_from)
-                    code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
+                    code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv,
+                                              timeout=decisions.proxy_deploy_wait(props["proxy"]))
                     if code != 0:
                         raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
                                                         f"(destination {props['destination']}) to "
                                                         f"{props['upstream']}: {out}; the previous version keeps "
                                                         f"serving")
+                    lock.check(f"stopping what route {props['service']} served before")  # the switch took long
                     for info in {i["Id"]: i for i in (previous, *handed) if i is not None}.values():
                         self._retire(t, props, info)
                     with docker_errors(t, f"stopping Kamal's containers of route {props['service']}"):
@@ -201,7 +206,7 @@ class RouteProvider(ResourceProvider):
                                                 f"no one's.")
         for name in owners:
             argv = payloads.proxy_deploy_argv(name, upstream, {**proxy, **decisions.route_binding(routes[name])})
-            code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv)
+            code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv, timeout=decisions.proxy_deploy_wait(proxy))
             if code != 0:
                 raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {name} (the route {props['service']} "
                                                 f"takes over from) to {props['upstream']}: {out}; the previous "
@@ -288,7 +293,7 @@ class RouteProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         t = target(props)
-        with host_lock(target(props), props, f"removing route {props['service']}", shared=True):
+        with host_lock(target(props), props, f"removing route {props['service']}", shared=True) as lock:
             with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
                 if _running(hosts.client(t)) is None:
                     return  # no proxy, no route
@@ -298,6 +303,7 @@ class RouteProvider(ResourceProvider):
             info = self._target_of(t, props, route) if "labels" in props else None
             if info is not None and not owned(info["Config"].get("Labels"), props):
                 return  # it serves someone else's container now (Kamal took the app back): theirs to keep
+            lock.check(f"removing route {props['service']}")
             code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", props["service"]])
         if code != 0 and "not found" not in out.lower() and "no such" not in out.lower():
             raise DockerError(str(t), f"kamal-proxy could not remove route {props['service']}: {out}")

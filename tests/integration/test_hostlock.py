@@ -80,3 +80,94 @@ def test_a_lock_dies_with_its_holders_connection(bench):
     hosts.close_all()  # the deployer's connection goes away, as when it is killed
     with hostlock.held(t, stack="next", doing="starting kamal-proxy", timeout=10):
         pass
+
+
+def _at_once(calls, deadline_s: float) -> list:
+    """Each call in a thread of its own, all started together; their results in order. A call that has not
+    returned by the deadline fails the test (its daemon thread is left behind, never joined)."""
+    results: list = [None] * len(calls)
+    errors: list = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for th in threads:
+        th.start()
+    end = time.monotonic() + deadline_s
+    for th in threads:
+        th.join(max(end - time.monotonic(), 0))
+    assert not [th for th in threads if th.is_alive()], f"calls still waiting after {deadline_s}s"
+    assert not errors, errors
+    return results
+
+
+def _exclusive_is_refused(t) -> bool:
+    try:
+        with hostlock.held(t, stack="intruder", doing="removing kamal-proxy", timeout=1):
+            return False
+    except hostlock.LockTimeout:
+        return True
+
+
+def test_a_broken_connection_elsewhere_and_the_reconnect_never_drop_a_held_lock(bench):
+    """Another thread's call finds the shared connection broken: it is dropped and the next call reconnects. The
+    lock, on its own connection, is still held throughout."""
+    from components.errors import HostUnreachable
+    t = target(bench)
+    with hostlock.held(t, stack="a", doing="routing a", timeout=5, shared=True) as lock:
+        before = hosts.connection(t)
+        with pytest.raises(HostUnreachable):
+            with hosts.docker_errors(t, "listing containers"):
+                raise EOFError()  # what paramiko raises when a channel's connection is gone
+        assert hosts.client(t).ping() and hosts.connection(t) is not before  # reconnected
+        lock.check()
+        assert [h["stack"] for h in hostlock.holders(t)] == ["a"]
+        assert _exclusive_is_refused(t)
+
+
+def test_a_lock_that_was_lost_is_not_believed_held(bench):
+    """Its holding process on the host ended (`shipyard lock release`; the same as its connection dying): the
+    holder learns it at its next check, and a block that ran on without checking fails when it ends."""
+    t = target(bench)
+    with pytest.raises(hostlock.LockLost, match=r"the host lock taken for starting kamal-proxy was lost before "
+                                                r"replacing kamal-proxy"):
+        with hostlock.held(t, stack="a", doing="starting kamal-proxy", timeout=5) as lock:
+            lock.check()
+            assert [h["stack"] for h in hostlock.release(t)] == ["a"]
+            lock.check("replacing kamal-proxy")
+    with pytest.raises(hostlock.LockLost, match=r"was lost while it ran"):
+        with hostlock.held(t, stack="a", doing="starting kamal-proxy", timeout=5):
+            hostlock.release(t)
+    with hostlock.held(t, stack="b", doing="starting kamal-proxy", timeout=5) as lock:
+        lock.check()  # free, and taken again
+
+
+def test_more_sessions_than_sshd_allows_wait_their_turn_and_drop_no_lock(bench):
+    """sshd allows 10 sessions per connection (MaxSessions). Many commands, Docker API calls and locks at once on
+    one host: each waits for a session or connection of its own rather than being refused, the shared connection
+    is never taken for broken, and no lock is lost."""
+    t = target(bench)
+    hosts.close_all()
+    with hostlock.held(t, stack="a", doing="routing a", timeout=5, shared=True) as lock:
+        transport = hosts.connection(t).ssh.get_transport()
+
+        def command(i: int) -> str:
+            return hosts.run(t, ["sh", "-c", f"sleep 0.3; echo {i}"], doing=f"command {i}")[1]
+
+        def shared_lock(i: int) -> str:
+            with hostlock.held(t, stack=f"s{i}", doing=f"routing s{i}", timeout=10, shared=True) as mine:
+                time.sleep(0.3)
+                mine.check()
+            return f"s{i}"
+
+        calls = [lambda i=i: command(i) for i in range(16)] + [lambda: hosts.client(t).ping()] * 16 + \
+            [lambda i=i: shared_lock(i) for i in range(4)]
+        results = _at_once(calls, deadline_s=60)
+        assert results == [str(i) for i in range(16)] + [True] * 16 + [f"s{i}" for i in range(4)]
+        assert hosts.connection(t).ssh.get_transport() is transport  # never dropped as broken
+        lock.check()
+        assert _exclusive_is_refused(t)

@@ -8,7 +8,7 @@ import contextlib
 import docker
 import pytest
 
-from components import providers
+from components import hostlock, providers
 from components.errors import HealthCheckFailed, OwnershipConflict
 
 OWNER = "shipyard/staging"
@@ -41,7 +41,8 @@ def daemon(*items):
 def client(mocker):
     c = mocker.create_autospec(docker.APIClient, instance=True)
     mocker.patch("components.hosts.client", return_value=c)
-    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext())
+    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext(
+        mocker.create_autospec(hostlock.HeldLock, instance=True)))
     c.containers.return_value = []
     c.create_container.return_value = {"Id": "new" * 8}
     c.create_host_config.return_value = {}
@@ -331,3 +332,75 @@ def test_a_build_shares_the_image_lock_and_a_rollout_prunes_only_when_no_build_r
     providers.ContainerProvider._prune_images(client, container_props(), used=set())
     client.remove_image.assert_any_call("acme/hello:v0-staging")
 
+
+
+def _image_hosts(mocker, **images_by_host):
+    """One fake daemon per host: this destination's images there (`Id`s) and which of them containers use."""
+    clients = {}
+    for host, (images, used) in images_by_host.items():
+        c = mocker.create_autospec(docker.APIClient, instance=True)
+        c.images.return_value = [{"Id": i, "RepoTags": [f"acme/hello:{i[-2:]}-staging"]} for i in images]
+        c.containers.return_value = [{"Id": f"c-{i}", "ImageID": i, "Labels": OURS} for i in used]
+
+        def inspect_image(ref, images=images):
+            if ref not in images:
+                raise docker.errors.NotFound("no such image")
+            return {"Id": ref, "Config": {"Labels": OURS}, "RepoTags": []}
+        c.inspect_image.side_effect = inspect_image
+        clients[host] = c
+    mocker.patch("components.hosts.client", side_effect=lambda t: clients[t.host])
+    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext(
+        mocker.create_autospec(hostlock.HeldLock, instance=True)))
+    return clients
+
+
+def _removed(c) -> set[str]:
+    return {call.args[0] for call in c.remove_image.call_args_list}
+
+
+def test_image_removal_visits_the_build_host_and_keeps_there_only_what_deploy_hosts_still_use(mocker):
+    """The build host is not a deploy host: its copies of the destination's images were never pruned. A replaced
+    version's removal takes there every image of the destination that no deploy host's container (running or
+    retained for rollback) uses; a destroy (no container left anywhere) takes them all."""
+    clients = _image_hosts(mocker, build=(["sha256:v1", "sha256:v2", "sha256:v3"], []),
+                           h1=(["sha256:v2", "sha256:v3"], ["sha256:v2", "sha256:v3"]))
+    props = image_props(build_host={**TARGET, "host": "build"}, ship_to=[TARGET])
+    providers.ImageProvider().delete("sha256:v1", props)
+    assert _removed(clients["build"]) == {"sha256:v1"}
+    assert _removed(clients["h1"]) == set()  # rollouts prune a deploy host
+
+    clients = _image_hosts(mocker, build=(["sha256:v2", "sha256:v3"], []), h1=(["sha256:v2", "sha256:v3"], []))
+    providers.ImageProvider().delete("sha256:v3", props)
+    assert _removed(clients["build"]) == {"sha256:v2", "sha256:v3"}
+    assert _removed(clients["h1"]) == {"sha256:v2", "sha256:v3"}
+
+
+def test_a_host_that_left_the_config_is_cleaned_up_by_the_next_removal(mocker):
+    """A host dropped from the config (same version: the image is updated, not replaced) keeps its containers until
+    the end of that `up`, so its images cannot go then; the image records the host, and the next version's removal
+    of this one (or a destroy) takes this destination's images there."""
+    p = providers.ImageProvider()
+    h2 = {**TARGET, "host": "h2"}
+    clients = _image_hosts(mocker, h1=(["sha256:v1", "sha256:v2"], ["sha256:v2"]), h2=(["sha256:v1"], []),
+                           h3=(["sha256:v1"], []))
+    olds = {**image_props(ship_to=[TARGET, h2]), "image_id": "sha256:v1", "hosts": ["h1", "h2"]}
+    outs = p.update("sha256:v1", olds, image_props(ship_to=[TARGET])).outs
+    assert outs["hosts"] == ["h1"] and [h["host"] for h in outs["left_hosts"]] == ["h2"]
+    assert not p.diff("sha256:v1", outs, image_props(ship_to=[TARGET])).changes  # recorded, no change after
+    again = p.update("sha256:v1", outs, image_props(ship_to=[TARGET, {**TARGET, "host": "h3"}]))
+    assert [h["host"] for h in again.outs["left_hosts"]] == ["h2"]  # until a removal visited it
+
+    p.delete("sha256:v1", outs)
+    assert _removed(clients["h2"]) == {"sha256:v1"}
+    assert _removed(clients["h1"]) == set()
+
+    from components import hosts
+    from components.errors import HostUnreachable
+    reach = hosts.client.side_effect
+
+    def gone(t):
+        if t.host == "h2":
+            raise HostUnreachable("h2", "cannot connect")
+        return reach(t)
+    mocker.patch("components.hosts.client", side_effect=gone)
+    p.delete("sha256:v1", outs)  # a host that left is often gone for good: tried, never an error

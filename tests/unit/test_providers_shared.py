@@ -8,7 +8,7 @@ import contextlib
 import docker
 import pytest
 
-from components import hosts, providers
+from components import hostlock, hosts, providers
 from components.errors import DockerError, HealthCheckFailed, OwnershipConflict
 
 OWNER = "shipyard/staging"
@@ -35,7 +35,8 @@ def client(mocker):
     c.networks.return_value = []
     c.create_container.return_value = {"Id": "proxy-new"}
     c.inspect_container.return_value = {"Config": {"Image": "kp:1", "Labels": {}}, "Name": "/x"}
-    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext())
+    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext(
+        mocker.create_autospec(hostlock.HeldLock, instance=True)))
     mocker.patch("components.providers.proxy.time.sleep")
     return c
 
@@ -43,10 +44,11 @@ def client(mocker):
 @pytest.fixture
 def kamal_proxy(mocker):
     """`kamal-proxy <args>` inside the proxy container: answers from a list of routes."""
-    state = {"routes": [], "calls": []}
+    state = {"routes": [], "calls": [], "timeouts": {}}
 
-    def exec_in(_t, _container, argv):
+    def exec_in(_t, _container, argv, timeout=600):
         state["calls"].append(argv[1:])
+        state["timeouts"][argv[1]] = timeout
         if argv[1] == "list":
             return 0, listing(*state["routes"])
         return 0, "ok"
@@ -139,6 +141,29 @@ def test_a_route_targets_the_container_by_id(client, kamal_proxy):
     assert deploy and deploy[0][:4] == ["deploy", "shop-web-staging", "--target", "0123456789ab:80"]
 
 
+def test_a_route_waits_for_kamal_proxy_as_long_as_its_deploy_and_drain_timeouts_allow(client, kamal_proxy):
+    """`kamal-proxy deploy` says nothing while it health-checks the new container (up to deploy_timeout, which may
+    be an hour) and drains the old one: the channel it runs on waits that long, not a fixed 10 minutes."""
+    client.containers.return_value = [proxy_container("kp:1")]
+    providers.RouteProvider().create(route_props(proxy={**PROXY, "deploy_timeout": 3600, "drain_timeout": 120}))
+    assert kamal_proxy["timeouts"]["deploy"] >= 3600 + 120
+    assert kamal_proxy["timeouts"]["deploy"] <= 3600 + 120 + 60  # still a deadline
+
+
+def test_a_route_whose_host_lock_was_lost_switches_nothing(client, kamal_proxy, mocker):
+    """The lock's own connection died (or someone released it) while the route was being looked at: the switch
+    and everything after it is not done, and the error says so."""
+    from components.errors import LockLost
+    client.containers.return_value = [proxy_container("kp:1")]
+    lost = mocker.create_autospec(hostlock.HeldLock, instance=True)
+    lost.check.side_effect = LockLost("h1", "the host lock taken for routing was lost")
+    hostlock.held.side_effect = lambda *a, **kw: contextlib.nullcontext(lost)
+    with pytest.raises(LockLost, match="host h1: the host lock .* was lost"):
+        providers.RouteProvider().create(route_props())
+    assert [c for c in kamal_proxy["calls"] if c[0] == "deploy"] == []
+    client.stop.assert_not_called()
+
+
 def test_after_the_switch_the_previous_container_stops_and_a_failed_switch_stops_nothing(client, kamal_proxy):
     """Kamal's order: the old version stops as soon as its route has switched and drained, not at the end of the
     whole `up`; if kamal-proxy refuses the new one, the old one keeps serving."""
@@ -151,8 +176,8 @@ def test_after_the_switch_the_previous_container_stops_and_a_failed_switch_stops
     client.stop.assert_called_once_with("0ld000000001" + "0" * 52, timeout=providers.STOP_TIMEOUT_S)
 
     client.stop.reset_mock()
-    hosts.exec_in.side_effect = lambda _t, _c, argv: (0, listing(*kamal_proxy["routes"])) if argv[1] == "list" \
-        else (1, "target failed to become healthy")
+    hosts.exec_in.side_effect = lambda _t, _c, argv, timeout=600: (0, listing(*kamal_proxy["routes"])) \
+        if argv[1] == "list" else (1, "target failed to become healthy")
     with pytest.raises(HealthCheckFailed, match="did not switch shop-web-staging .* the previous version keeps "
                                                 "serving"):
         providers.RouteProvider().update("id", route_props(), route_props())

@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from components import config, decisions, kamal, plan, providers
+from components import config, decisions, hostlock, kamal, plan, providers
 from components.errors import ConfigError, OwnershipConflict
 
 KAMAL = {"service": "shop", "role": "web", "destination": ""}  # Kamal without a destination: `--label destination`
@@ -99,14 +99,15 @@ LISTING = "Service  Host  Path  Target  State  TLS\nshop-web  shop.example.com  
 def host(mocker):
     c = mocker.create_autospec(docker.APIClient, instance=True)
     mocker.patch("components.hosts.client", return_value=c)
-    mocker.patch("components.hostlock.held", return_value=contextlib.nullcontext())
+    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext(
+        mocker.create_autospec(hostlock.HeldLock, instance=True)))
     c.containers.return_value = [{"Id": "kamal0000001" + "0" * 52, "State": "running", "Labels": KAMAL,
                                   "Names": ["/kamal-proxy"]}]
     c.inspect_container.return_value = {"Id": "kamal0000001" + "0" * 52, "Name": "/shop-web-0123abcd",
                                         "State": {"Running": True}, "Config": {"Labels": KAMAL}}
     calls: list[list[str]] = []
 
-    def exec_in(t, container, argv):
+    def exec_in(t, container, argv, timeout=600):
         calls.append(argv)
         return (0, LISTING) if argv[1] == "list" else (0, "")
     mocker.patch("components.hosts.exec_in", side_effect=exec_in)

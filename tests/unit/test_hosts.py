@@ -1,0 +1,62 @@
+"""The host layer's decisions about SSH channels and connections, against fakes autospecced from paramiko: a
+session sshd refuses is not a broken connection, and a host lock knows when it no longer holds."""
+
+from __future__ import annotations
+
+import paramiko
+import pytest
+
+from components import hostlock, hosts
+from components.errors import HostError, HostUnreachable
+from components.hosts import SSHTarget
+
+T = SSHTarget(host="h1")
+
+
+def test_a_session_sshd_refuses_is_not_a_broken_connection(mocker):
+    """sshd refuses a session beyond MaxSessions (paramiko's ChannelException): the connection and everything on it
+    - the Docker API, other commands - stays; only a really broken one is dropped."""
+    forget = mocker.patch("components.hosts._forget")
+    with pytest.raises(HostError, match="host h1: running x failed: sshd refused another SSH session .*MaxSessions") \
+            as refused:
+        with hosts.docker_errors(T, "running x"):
+            raise paramiko.ChannelException(1, "Administratively prohibited")
+    assert not isinstance(refused.value, HostUnreachable)
+    forget.assert_not_called()
+    with pytest.raises(HostUnreachable):
+        with hosts.docker_errors(T, "running x"):
+            raise EOFError()
+    forget.assert_called_once_with(T)
+
+
+def test_a_refused_session_is_asked_for_again_until_its_deadline(mocker):
+    mocker.patch("components.hosts.time.sleep")
+    ssh = mocker.create_autospec(paramiko.SSHClient, instance=True)
+    transport = ssh.get_transport.return_value
+    chan = mocker.create_autospec(paramiko.Channel, instance=True)
+    transport.open_session.side_effect = [paramiko.ChannelException(1, "open failed")] * 3 + [chan]
+    assert hosts.open_session(ssh, 30) is chan
+    assert transport.open_session.call_count == 4
+
+    transport.open_session.side_effect = paramiko.ChannelException(1, "open failed")
+    with pytest.raises(paramiko.ChannelException):
+        hosts.open_session(ssh, 0.01)
+
+
+def test_a_lock_whose_channel_is_gone_is_not_held(mocker):
+    chan = mocker.create_autospec(paramiko.Channel, instance=True)
+    chan.closed = False
+    chan.exit_status_ready.return_value = False
+    chan.recv.side_effect = [b"he", b"ld\n"]
+    lock = hostlock.HeldLock(T, chan, "host lock", "routing shop")
+    lock.check("switching route shop")
+    chan.sendall.assert_called_once_with(b"?\n")
+
+    chan.recv.side_effect = [b""]  # the holding process ended (released, or its connection went)
+    with pytest.raises(hostlock.LockLost, match="host h1: the host lock taken for routing shop was lost before "
+                                                "switching route shop"):
+        lock.check("switching route shop")
+    chan.recv.side_effect = OSError("timed out")  # no answer: the connection is dead as far as we can tell
+    assert not lock.holds()
+    chan.exit_status_ready.return_value = True
+    assert not lock.holds()
