@@ -41,6 +41,9 @@ class Deploy(Model):
     accessories: dict[Name, Accessory] = {}
     delete_volumes_on_destroy: bool = False  # named volumes survive `pulumi destroy` unless this is set
     readiness_delay: float | None = Field(default=None, ge=0, le=600)  # roles without proxy: seconds to stay up
+    # roles without proxy: seconds a replaced container gets to finish its work after SIGTERM (`docker stop -t`),
+    # as Kamal's drain_timeout gives them; a proxied role's requests are drained by kamal-proxy (proxy.drain_timeout)
+    drain_timeout: float = Field(default=30, ge=0, le=3600)
     lock_timeout: float = Field(default=120, gt=0, le=3600)  # seconds to wait for a host's lock
     takeover: Takeover | None = None  # set by `kamal` (unless kamal.takeover is false)
 

@@ -206,6 +206,7 @@ class DestinationService(pulumi.ComponentResource):
             "network": spec.network or network,
             "extra_networks": [network] if spec.network else None,
             "readiness_delay": cfg.readiness_delay,
+            **({} if spec.proxy else {"stop_timeout": cfg.drain_timeout}),
             "takeover": self._takeover(spec.role),
             "proxy": spec.proxy.model_dump() if spec.proxy else None,
             "retain": cfg.retain_containers,

@@ -70,6 +70,11 @@ def host_docker(host) -> docker.APIClient:
     return docker.APIClient(base_url=f"unix://{host.docker_socket}", version="auto")
 
 
+# A job worker's command that stops as soon as it is asked (SIGTERM), as a real worker does: a bare `sleep` as PID 1
+# ignores SIGTERM and would wait out a role's whole drain timeout at every rollout.
+WORKER = "trap 'exit 0' TERM; sleep 3600 & wait"
+
+
 def pulled(client: docker.APIClient, ref: str) -> str:
     """`ref` pulled onto a bench host (they start with no image, as new servers do; Docker Hub's images come from
     the bench's stand-in), with no login; returns it."""

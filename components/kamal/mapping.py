@@ -68,6 +68,8 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
         delay = self.readiness_delay()
         if delay is not None:
             out["readiness_delay"] = delay
+        if "drain_timeout" in raw:  # also the proxied roles' (their proxy's): Kamal's stop timeout of the others
+            out["drain_timeout"] = raw["drain_timeout"]
         secrets = self.secret_values()
         if secrets:
             out["secrets"] = secrets

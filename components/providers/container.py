@@ -27,11 +27,19 @@ from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_fil
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
            "aliases", "files", "directories")
-UPDATE = ("restart", "running", "proxy", "retain", "readiness_delay")  # proxy: only how readiness is checked
+# proxy: only how readiness is checked; stop_timeout: how replaced containers of a role without proxy are stopped
+UPDATE = ("restart", "running", "proxy", "retain", "readiness_delay", "stop_timeout")
 START_DEADLINE_S = 10
 DEFAULT_READINESS_DELAY_S = 7
 PRUNE_WAIT_S = 2  # how long a rollout's pruning waits for another deploy's build on the host, else skips
 POLL_FIRST_S = 0.05  # the first pause between readiness looks, doubling up to the healthcheck interval
+
+
+def stop_timeout(props: dict[str, Any]) -> int:
+    """Seconds a container of this role gets between SIGTERM and SIGKILL: the drain timeout of a role without proxy
+    (a worker finishing its job), Docker's default otherwise."""
+    value = props.get("stop_timeout")
+    return int(value) if value is not None else STOP_TIMEOUT_S
 
 
 def _files_key(props: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +110,7 @@ class ContainerProvider(ResourceProvider):
             raise
         try:
             for old in handing_over:
-                c.stop(old, timeout=STOP_TIMEOUT_S)
+                c.stop(old, timeout=stop_timeout(props))
             c.start(cid)
             self._wait_ready(c, t, cid, props)
         except BaseException:
@@ -205,16 +213,16 @@ class ContainerProvider(ResourceProvider):
         seen = [decisions.Seen.from_list(i) for i in of_role(listing, props, props["role"])]
         actions = decisions.after_rollout(seen, current, int(props.get("retain") or 5),
                                           stop_running=not props.get("proxy"))
-        self._carry_out(c, actions)
+        self._carry_out(c, actions, stop_timeout(props))
         if props["image"].startswith("sha256:"):  # an accessory runs someone else's image: not ours to prune
             used = {i.get("ImageID") for i in listing if i["Id"] not in actions.remove}
             self._prune_images(c, props, used)
 
     @staticmethod
-    def _carry_out(c, actions: decisions.Actions) -> None:
+    def _carry_out(c, actions: decisions.Actions, timeout: float) -> None:
         for cid in actions.stop:
             if cid not in actions.remove:
-                c.stop(cid, timeout=STOP_TIMEOUT_S)
+                c.stop(cid, timeout=timeout)
         for cid in actions.remove:
             c.remove_container(cid, v=False, force=True)
 
@@ -243,6 +251,9 @@ class ContainerProvider(ResourceProvider):
             # its ID is not known yet, but an update never changes it; a new build comes with a new version, which
             # changes this container's name and labels anyway.
             news = {**news, "image": olds.get("image")}
+        if "stop_timeout" not in olds:  # recorded by an earlier release: no change of its own (the next version's
+            # create stops this container with the stop timeout it has then)
+            news = {k: v for k, v in news.items() if k != "stop_timeout"}
         # Accessories (databases) never run twice on the same data: the old one stops before the new one starts.
         return exact_diff(_files_key(olds), _files_key(news), replace=REPLACE, update=UPDATE,
                           delete_first=bool(news.get("delete_first")))
@@ -283,7 +294,7 @@ class ContainerProvider(ResourceProvider):
                 # and the engine may run this delete (pending from that run) before the route's next switch
                 serving = decisions.routed((proxy_routes(t) or {}).values(), seen) if props.get("proxy") else ()
                 actions = decisions.on_delete(seen, id_, int(props.get("retain") or 5), serving)
-                self._carry_out(c, actions)
+                self._carry_out(c, actions, stop_timeout(props))
                 if id_ not in actions.remove:
                     return
             elif hosts.or_none(c.inspect_container, id_) is not None:  # not ours: labels never change, so only

@@ -174,8 +174,8 @@ def test_rollback_redeploys_a_retained_version_and_only_that_destination(bench, 
     assert get(bench, NAMES["production"]).startswith(f"service=ops destination=production version={V['v1']}")
     missing = sy(ops, "rollback", "v9", "-s", "staging", check=False)
     assert missing.code != 0 and missing.err.strip().splitlines() == [
-        f"shipyard: stack staging: version v9 is not retained on web@{bench.hosts[0].address} (has {V['v1']}, {V['v2']}): see "
-        f"`shipyard versions`"]
+        f"shipyard: stack staging: version v9 is not retained on web@{bench.hosts[0].address} "
+        f"(has {V['v1']}, {V['v2']}): see `shipyard versions`"]
     sy(ops, "rollback", V["v2"], "-s", "staging")  # and back
     assert get(bench, NAMES["staging"]).startswith(f"service=ops destination=staging version={V['v2']}")
 

@@ -17,7 +17,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from tests.conftest import Project, app_head, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import WORKER, Project, app_head, host_docker, make_project, pulumi_env, ssh_config
 from tests.e2e.cli_helpers import shipyard
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +55,7 @@ def make_new(bench) -> None:
 def config(bench, **more: Any) -> dict[str, Any]:
     host = server(bench).address
     return {"service": "fresh", "image": "acme/fresh", "builder": {"context": "app"},
-            "servers": {"web": {"hosts": [host]}, "jobs": {"hosts": [host], "cmd": "sleep 3600"}},
+            "servers": {"web": {"hosts": [host]}, "jobs": {"hosts": [host], "cmd": WORKER}},
             "proxy": {"hosts": [NAME], "healthcheck": {"interval": 0.3, "timeout": 2}, "deploy_timeout": 20,
                       "drain_timeout": 1},
             "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": "sleep 3600",

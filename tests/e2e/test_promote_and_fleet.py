@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Project, host_docker, http_get, make_project, pulumi_env, ssh_config
+from tests.conftest import WORKER, Project, host_docker, http_get, make_project, pulumi_env, ssh_config
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def test_a_role_on_two_hosts_without_a_registry(bench, proj):
     proj.init("staging", {"service": "fleet", "image": "acme/fleet", "builder": {"context": "app"},
                           "env": {"secret": ["GREETING"]},
                           "servers": {"web": {"hosts": addrs, "ports": ["8111:80"]},
-                                      "jobs": {"hosts": [addrs[1]], "cmd": "sleep 3600"}},
+                                      "jobs": {"hosts": [addrs[1]], "cmd": WORKER}},
                           "ssh": ssh_config(bench)},
               secrets={"shipyard:secrets.GREETING": "s3cret-greeting"})
     up = proj.up("staging")
@@ -70,7 +70,7 @@ def test_a_role_on_two_hosts_without_a_registry(bench, proj):
         assert out["tag"] in image["RepoTags"]
         assert http_get(f"http://{h.address}:8111/").startswith("service=fleet destination=staging")
     jobs = host_docker(bench.hosts[1]).inspect_container(out["containers"][addrs[1]]["jobs"]["id"])
-    assert jobs["Config"]["Cmd"] == ["sh", "-c", "sleep 3600"]
+    assert jobs["Config"]["Cmd"] == ["sh", "-c", WORKER]
     assert jobs["Config"]["Labels"]["role"] == "jobs"
     assert sorted(out["urls"]) == sorted(f"http://{a}:8111" for a in addrs)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonLog, Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import WORKER, DaemonLog, Project, host_docker, make_project, pulumi_env, ssh_config
 
 pytestmark = pytest.mark.e2e
 
@@ -187,7 +187,7 @@ def test_retention_and_prune_never_cross_destinations(bench, pair):
 
 def test_a_role_removed_from_config_is_removed_from_the_hosts(bench, pair):
     cfg = config(bench, "staging", "v9")
-    cfg["servers"]["jobs"] = {"hosts": [bench.hosts[0].address], "cmd": "sleep 3600"}
+    cfg["servers"]["jobs"] = {"hosts": [bench.hosts[0].address], "cmd": WORKER}
     pair.set_config("staging", cfg)
     pair.up("staging")
     d = host_docker(bench.hosts[0])

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Project, commit_app, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import WORKER, Project, commit_app, host_docker, make_project, pulumi_env, ssh_config
 
 pytestmark = pytest.mark.e2e
 
@@ -41,10 +41,30 @@ def one_line_failure(out: str) -> None:
     assert "Traceback" not in out and "unexpected" not in out, out
 
 
+def test_a_worker_replaced_by_the_next_version_finishes_its_job(bench, proj):
+    """A role without proxy (a job worker) that needs 12 s after SIGTERM to finish its job: the next version's
+    rollout gives it the drain timeout (30 s by default, as Kamal does), not Docker's 10 s and a SIGKILL."""
+    host = bench.hosts[0].address
+    worker = ("trap 'echo draining; sleep 12; echo drained; exit 0' TERM; echo started; "
+              "while :; do sleep 1; done")
+    cfg = {"service": "drain", "image": "acme/drain", "builder": {"context": "app"},
+           "servers": {"jobs": {"hosts": [host], "cmd": worker}}, "readiness_delay": 1, "ssh": ssh_config(bench)}
+    proj.init("staging", cfg)
+    proj.up("staging")
+    first = proj.outputs("staging")["containers"][host]["jobs"]["id"]
+    commit_app(proj.dir, "start.sh", (proj.dir / "app" / "start.sh").read_text() + "# the next version\n")
+    proj.up("staging")
+    d = host_docker(bench.hosts[0])
+    state = d.inspect_container(first)["State"]
+    logs = d.logs(first).decode()
+    assert (state["Running"], state["ExitCode"]) == (False, 0), (state, logs)  # not killed (137)
+    assert "drained" in logs.splitlines(), logs
+
+
 def test_a_crashing_role_fails_the_deploy_and_loses_nothing(bench, proj):
     host = bench.hosts[0].address
 
-    def cfg(version: str, cmd: str = "sleep 3600") -> dict[str, Any]:
+    def cfg(version: str, cmd: str = WORKER) -> dict[str, Any]:
         return {"service": "crash", "image": "acme/crash", "version": version, "builder": {"context": "app"},
                 "servers": {"jobs": {"hosts": [host], "cmd": cmd}}, "readiness_delay": 1, "ssh": ssh_config(bench)}
     proj.init("staging", cfg("v1"))
@@ -197,7 +217,7 @@ def test_an_interrupted_up_leaves_no_orphan_after_the_next_up(bench, proj):
     def cfg(version: str) -> dict[str, Any]:
         return {"service": "intr", "image": "acme/intr", "version": version, "builder": {"context": "app"},
                 "servers": {"web": {"hosts": [host], "ports": ["8151:80"]},
-                            "jobs": {"hosts": [host], "cmd": "sleep 3600"}},
+                            "jobs": {"hosts": [host], "cmd": WORKER}},
                 "readiness_delay": 3, "ssh": ssh_config(bench)}
     proj.init("staging", cfg("v1"))
     proj.up("staging")

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import REPO, WORKER, Project, host_docker, make_project, pulumi_env, ssh_config
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ def config(bench, version: str) -> dict:
     host = bench.hosts[0].address
     return {"service": "upg", "image": "acme/upg", "version": version, "builder": {"context": "app"},
             "registry": {"server": bench.registry},
-            "servers": {"web": {"hosts": [host]}, "jobs": {"hosts": [host], "cmd": "sleep 3600"}},
+            "servers": {"web": {"hosts": [host]}, "jobs": {"hosts": [host], "cmd": WORKER}},
             "proxy": {"hosts": ["upgrade.test"], "healthcheck": {"interval": 0.3, "timeout": 2}, "deploy_timeout": 10,
                       "drain_timeout": 1},
             "env": {"clear": {"A": "1"}, "secret": ["TOKEN"]},

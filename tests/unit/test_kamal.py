@@ -325,7 +325,10 @@ def test_builder_ssh_boot_and_timeouts_map(tmp_path):
     assert raw["ssh"] == {"user": "deploy", "port": 2222, "keys": ["keys/id_ed25519", "~/.ssh/id_rsa"]}
     assert raw["boot"] == {"limit": 2} and raw["retain_containers"] == 3
     assert raw["proxy"] == {"deploy_timeout": 20, "drain_timeout": 5} and raw["readiness_delay"] == 0
-    assert config.load(raw, stack="staging").readiness_delay == 0
+    # Kamal's drain_timeout: the proxy's drain, and the stop timeout of roles without proxy (`docker stop -t`)
+    assert raw["drain_timeout"] == 5
+    loaded = config.load(raw, stack="staging")
+    assert loaded.readiness_delay == 0 and loaded.drain_timeout == 5
 
 
 def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):

@@ -167,6 +167,28 @@ def test_delete_of_a_replaced_container_keeps_it_stopped_for_rollback(client):
     client.remove_container.assert_not_called()
 
 
+def test_a_worker_replaced_by_the_next_version_gets_its_drain_timeout_to_finish(client):
+    """A role without proxy: its old container stops once the new one is ready, with the role's stop timeout (Kamal's
+    drain_timeout, 30 s by default) between SIGTERM and SIGKILL, not Docker's 10 s."""
+    client.containers.side_effect = daemon(_listed("v1id", "v1", 10, True))
+    client.inspect_container.return_value = {"State": {"Running": True, "ExitCode": 0, "RestartCount": 0}}
+    providers.ContainerProvider().create(container_props(ports=[], stop_timeout=45, labels={**OURS, "version": "v2"},
+                                                         name="hello-web-staging-v2"))
+    client.stop.assert_called_once_with("v1id", timeout=45)
+    client.stop.reset_mock()
+    client.containers.side_effect = daemon(_listed("v2id", "v2", 20, True), _listed("v1id", "v1", 10, True))
+    providers.ContainerProvider().delete("v1id", container_props(stop_timeout=45))  # the engine's delete, after
+    client.stop.assert_called_once_with("v1id", timeout=45)
+
+
+def test_a_stop_timeout_recorded_by_no_earlier_release_is_no_change():
+    olds = {**container_props(), "container_id": "c1"}
+    assert not providers.ContainerProvider().diff("c1", olds, {**container_props(), "stop_timeout": 30}).changes
+    recorded = {**olds, "stop_timeout": 30}
+    d = providers.ContainerProvider().diff("c1", recorded, {**container_props(), "stop_timeout": 60})
+    assert d.changes and not d.replaces  # a new drain timeout is an update, never a replacement
+
+
 def test_delete_leaves_running_a_container_a_route_still_targets(client, mocker):
     """A route switch failed after the new container was ready (its SSH connection cut, the host lock's deadline
     passed): the engine's pending delete of the old container runs first in the next `up`, while kamal-proxy
