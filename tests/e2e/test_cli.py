@@ -36,6 +36,7 @@ def config(bench, dest: str) -> dict[str, Any]:
             "env": {"clear": {"GREETING": f"hello from {dest}"}},
             "accessories": {"ticker": {"image": "busybox:latest", "host": host,
                                        "cmd": "while true; do echo tick-$DEST; sleep 1; done",
+                                       "volumes": [f"/tmp/ops-{dest}-data:/data"],  # a host directory
                                        "env": {"clear": {"DEST": dest}}}},
             "retain_containers": 3, "ssh": ssh_config(bench)}
 
@@ -201,12 +202,16 @@ def test_a_review_app_comes_up_beside_staging_and_goes_without_a_trace(bench, op
     assert [r["name"] for r in sy(ops, "review", "list", "--json").json()] == ["pr1"]
     labels = {"label": ["service=ops", "destination=pr1"]}
     assert d.containers(filters=labels) and d.images(filters=labels) and d.networks(names=["ops-pr1"])
-    assert d.containers(filters={"name": "^/ops-pr1-ticker$"})  # its own accessory
+    [ticker] = d.containers(filters={"name": "^/ops-pr1-ticker$"})  # its own accessory...
+    # ...which never writes to staging's host directory: a volume of its own, gone with it
+    assert [(m["Type"], m.get("Name"), m["Destination"]) for m in ticker["Mounts"]] == [
+        ("volume", "ops-pr1-host-tmp-ops-staging-data", "/data")]
     ops.run("stack", "select", "production")
     sy(ops, "review", "down", "pr1")
     assert not d.containers(all=True, filters=labels) and not d.images(filters=labels)
     assert not [n for n in d.networks() if n["Name"] == "ops-pr1"]
     assert not d.volumes(filters=labels).get("Volumes")
+    assert "ops-pr1-host-tmp-ops-staging-data" not in {v["Name"] for v in d.volumes().get("Volumes") or []}
     assert "review-pr1" not in ops.run("stack", "ls").out
     assert not (ops.dir / "stacks" / "Pulumi.review-pr1.yaml").exists()
     assert get(bench, NAMES["staging"]).startswith("service=ops destination=staging")

@@ -116,7 +116,7 @@ def test_a_review_app_gets_its_own_destination_host_name_and_no_fixed_ports():
     assert "ports" not in cfg["servers"]["web"] and "port" not in cfg["accessories"]["db"]
     assert BASE["servers"]["web"]["ports"] == ["8080:80"]  # the base config is left as it was
     loaded = config.load(cfg, stack="review-pr-7")
-    assert loaded.destination == "pr-7" and loaded.retain_containers == 1
+    assert loaded.destination == "pr-7" and loaded.retain_containers == 1 and loaded.delete_volumes_on_destroy
     assert review.stack_name("pr-7") == "review-pr-7"
     with pytest.raises(ConfigError, match="NAME: 'PR_7' cannot name a review app"):
         review.stack_name("PR_7")
