@@ -5,14 +5,17 @@ No tier skips: when the bench or the CLI cannot start, the fixture fails and say
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import docker
 import pytest
@@ -81,6 +84,33 @@ def pulled(client: docker.APIClient, ref: str) -> str:
     for chunk in client.pull(ref, stream=True, decode=True, auth_config={}):
         assert "error" not in chunk, chunk
     return ref
+
+
+@contextlib.contextmanager
+def requests_during(ask: Callable[[], str], *, most: int = 3000, seconds: float = 120,
+                    pause: float = 0.01) -> Iterator[list[tuple[float, str | None]]]:
+    """Asks `ask()` (a request to a bench host) again and again in a thread while the block runs - bounded: at
+    most `most` requests or `seconds` - and yields what it saw: (time, answer) in order, None for a request that
+    failed. The list is complete once the block has ended."""
+    seen: list[tuple[float, str | None]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        end = time.monotonic() + seconds
+        while not stop.is_set() and len(seen) < most and time.monotonic() < end:
+            try:
+                answer = ask()
+            except OSError:
+                answer = None
+            seen.append((time.monotonic(), answer))
+            time.sleep(pause)
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
 
 
 def http_get(url: str, host_header: str | None = None, timeout: float = 5) -> str:

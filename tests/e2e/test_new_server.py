@@ -9,15 +9,14 @@ The bench's last host is kept for this module: each test first makes it a new se
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 import urllib.request
 from typing import Any
 
 import docker.errors
 import pytest
 
-from tests.conftest import WORKER, Project, app_head, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import WORKER, Project, app_head, host_docker, make_project, pulumi_env, requests_during, \
+    ssh_config
 from tests.e2e.cli_helpers import shipyard
 
 pytestmark = pytest.mark.e2e
@@ -105,27 +104,12 @@ def test_a_proxy_image_that_cannot_be_pulled_leaves_the_running_proxy_serving(be
     proj.up("staging")
     d = host_docker(server(bench))
     before = d.inspect_container("kamal-proxy")["Id"]
-    results: list[str | None] = []
-    stop = threading.Event()
-
-    def loop() -> None:  # bounded: at most 2000 requests or 120 s, to the bench host only
-        end = time.monotonic() + 120
-        while not stop.is_set() and len(results) < 2000 and time.monotonic() < end:
-            try:
-                results.append(get(bench))
-            except OSError:
-                results.append(None)
-            time.sleep(0.02)
-    thread = threading.Thread(target=loop)
-    thread.start()
-    try:
-        cfg = config(bench)
-        cfg["proxy"] = {**cfg["proxy"], "image": "basecamp/kamal-proxy:v0.0.0-missing"}
-        proj.set_config("staging", cfg)
+    cfg = config(bench)
+    cfg["proxy"] = {**cfg["proxy"], "image": "basecamp/kamal-proxy:v0.0.0-missing"}
+    proj.set_config("staging", cfg)
+    with requests_during(lambda: get(bench), most=2000, pause=0.02) as seen:
         failed = proj.up("staging", check=False)
-    finally:
-        stop.set()
-        thread.join()
+    results = [answer for _, answer in seen]
     assert not failed.ok
     assert "pulling basecamp/kamal-proxy:v0.0.0-missing for kamal-proxy failed" in failed.out
     assert "Traceback" not in failed.out

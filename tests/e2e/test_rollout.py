@@ -8,14 +8,14 @@ deploys what it needs itself, so every test runs alone and in any order.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 from typing import Any
 
 import pytest
 
-from tests.conftest import WORKER, DaemonLog, Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import WORKER, DaemonLog, Project, host_docker, make_project, pulumi_env, requests_during, \
+    ssh_config
 
 pytestmark = pytest.mark.e2e
 
@@ -98,27 +98,10 @@ def test_proxied_destinations_answer_on_their_own_host_names(bench, pair):
 
 
 def test_a_version_change_drops_no_request(bench, pair, capsys):
-    results: list[tuple[float, bool]] = []
-    stop = threading.Event()
-
-    def loop():  # bounded: at most 3000 requests or 120 s, loopback-range bench address only
-        end = time.monotonic() + 120
-        while not stop.is_set() and len(results) < 3000 and time.monotonic() < end:
-            try:
-                ok = get(bench, "staging").startswith("service=shop destination=staging")
-            except OSError:
-                ok = False
-            results.append((time.monotonic(), ok))
-            time.sleep(0.01)
-
-    t = threading.Thread(target=loop)
-    t.start()
-    try:
+    with requests_during(lambda: get(bench, "staging")) as seen:
         deploy(pair, bench, "staging", "v2")
         time.sleep(0.5)
-    finally:
-        stop.set()
-        t.join()
+    results = [(at, (answer or "").startswith("service=shop destination=staging")) for at, answer in seen]
     failures = [r for r in results if not r[1]]
     ok_times = [r[0] for r in results if r[1]]
     gap = max((b - a for a, b in zip(ok_times, ok_times[1:])), default=0)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 from typing import Any
 
 import pytest
 
-from tests.conftest import WORKER, Project, commit_app, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import WORKER, Project, commit_app, host_docker, make_project, pulumi_env, requests_during, \
+    ssh_config
 
 pytestmark = pytest.mark.e2e
 
@@ -145,27 +145,11 @@ def test_an_env_or_secret_change_goes_through_the_proxy_switch_and_drops_nothing
     proj.init("staging", _proxied(bench, "envy", "v1", env={"secret": ["GREETING"]}),
               secrets={"shipyard:secrets.GREETING": "first"})
     proj.up("staging")
-    results: list[bool] = []
-    stop = threading.Event()
-
-    def loop():  # bounded: at most 3000 requests or 120 s, the bench's own address only
-        end = time.monotonic() + 120
-        while not stop.is_set() and len(results) < 3000 and time.monotonic() < end:
-            try:
-                results.append("destination=staging" in get(bench, "envy.test"))
-            except OSError:
-                results.append(False)
-            time.sleep(0.01)
-
-    t = threading.Thread(target=loop)
-    t.start()
-    try:
+    with requests_during(lambda: get(bench, "envy.test")) as seen:
         proj.run("config", "set", "--secret", "--path", "shipyard:secrets.GREETING", "second", stack="staging")
         proj.up("staging")
         time.sleep(0.5)
-    finally:
-        stop.set()
-        t.join()
+    results = ["destination=staging" in (answer or "") for _, answer in seen]
     with capsys.disabled():
         print(f"\nsecret change: {len(results)} requests, {results.count(False)} failed")
     assert len(results) > 50 and results.count(False) == 0
