@@ -113,6 +113,14 @@ def requests_during(ask: Callable[[], str], *, most: int = 3000, seconds: float 
         thread.join()
 
 
+def show_after(request, title: str, lines: list[str]) -> None:
+    """Prints what a module measured (`lines`), under `title`, in every run - not only with -s."""
+    if lines:
+        capman = request.config.pluginmanager.getplugin("capturemanager")
+        with capman.global_and_fixture_disabled():
+            print(f"\n{title}:\n  " + "\n  ".join(lines))
+
+
 def http_get(url: str, host_header: str | None = None, timeout: float = 5) -> str:
     import urllib.request
     req = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})

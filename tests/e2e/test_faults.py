@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import DaemonLog, Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import DaemonLog, Project, host_docker, make_project, pulumi_env, ssh_config, show_after
 
 pytestmark = pytest.mark.e2e
 
@@ -162,7 +162,4 @@ def test_four_hosts_at_50_ms_round_trip(bench, tmp_path, fault_proxy):
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
     yield
-    if SEEN:
-        capman = request.config.pluginmanager.getplugin("capturemanager")
-        with capman.global_and_fixture_disabled():
-            print("\nfaults, what the user saw:\n  " + "\n  ".join(SEEN))
+    show_after(request, "faults, what the user saw", SEEN)

@@ -16,7 +16,7 @@ import pytest
 
 from components import hostlock, hosts
 from components.hosts import SSHTarget
-from tests.conftest import Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import Project, host_docker, make_project, pulumi_env, ssh_config, show_after
 
 pytestmark = pytest.mark.e2e
 
@@ -192,7 +192,4 @@ def test_a_renamed_route_takes_over_its_host_names_and_the_old_route_goes(bench,
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
     yield
-    if SEEN:
-        capman = request.config.pluginmanager.getplugin("capturemanager")
-        with capman.global_and_fixture_disabled():
-            print("\nroutes, measured:\n  " + "\n  ".join(SEEN))
+    show_after(request, "routes, measured", SEEN)
