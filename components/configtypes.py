@@ -77,6 +77,9 @@ class Registry(Model):
     def _both_or_neither(self) -> "Registry":
         if (self.username is None) != (self.password is None):
             raise ValueError("give both username and password, or neither")
+        if self.password == "":
+            raise ValueError("password is empty: set it with `pulumi config set --secret --path "
+                             "'shipyard:registry.password' VALUE`")
         return self
 
 

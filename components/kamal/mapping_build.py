@@ -35,6 +35,11 @@ class BuildMapping(MapperBase):
                     value = self.secret(value[0], f"registry.{key}")
                     if value is None:
                         continue
+                    if not value:  # `X=$X` in the secrets file, with X unset where this runs
+                        self.refuse(f"registry.{key}", f"secret {conf[key][0]} is empty (in "
+                                                       f"{', '.join(self.secrets.names)}): set what it reads from "
+                                                       f"before deploying")
+                        continue
                 else:
                     value = stacked
             elif to_s(value) is None:

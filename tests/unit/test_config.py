@@ -51,6 +51,7 @@ def test_role_env_overrides_the_shared_env():
     ({"ssh": {"port": 0}}, "ssh.port", "greater than or equal to 1"),
     ({"ssh": {"host_key_policy": "yolo"}}, "ssh.host_key_policy", "'strict' or 'accept-new'"),
     ({"registry": {"server": "r:5000", "username": "u"}}, "registry", "give both username and password"),
+    ({"registry": {"server": "r:5000", "username": "u", "password": ""}}, "registry", "password is empty: set it"),
     ({"env": {"secret": ["DB_PASSWORD"]}}, "env.secret[0]",
      "pulumi config set --secret --path 'shipyard:secrets.DB_PASSWORD'"),
     ({"env": {"clear": {"1BAD": "x"}}}, "env.clear", "not a valid environment variable name"),

@@ -189,6 +189,16 @@ def refusals(tmp_path: Path, deploy: str, destination: str | None = None, **kw: 
     return dict(line.split(": ", 1) for line in str(err.value).splitlines()[1:])
 
 
+def test_an_empty_registry_password_is_refused_at_preview_naming_the_secret(tmp_path):
+    """`KAMAL_REGISTRY_PASSWORD=$KAMAL_REGISTRY_PASSWORD` with the variable unset where the deploy runs: one line
+    before anything is created, not an error in the middle of `up`."""
+    assert refusals(tmp_path, BASE_YML, files={".kamal/secrets-common": "REGISTRY_PASSWORD=$REGISTRY_PASSWORD\n"}) \
+        == {"registry.password": "secret REGISTRY_PASSWORD is empty (in .kamal/secrets-common, .kamal/secrets): set "
+                                 "what it reads from before deploying"}
+    assert load_app(tmp_path / "b", BASE_YML, files={".kamal/secrets-common": "REGISTRY_PASSWORD=$P\n"},
+                    environ={"P": "pw"})["registry"]["password"] == "pw"
+
+
 def test_deep_merge_merges_hashes_and_replaces_everything_else():
     base = {"a": {"b": 1, "c": [1, 2]}, "d": [1], "e": {"f": 1}}
     assert kamal.deep_merge(base, {"a": {"c": [3]}, "d": [2], "e": None}) == {"a": {"b": 1, "c": [3]}, "d": [2],
