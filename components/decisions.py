@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import naming
 
@@ -135,6 +135,28 @@ def port_holders(items: Iterable[Mapping[str, Any]], wanted: set[int], exclude: 
         return []
     return [i["Id"] for i in items if i["Id"] != exclude and i.get("State", "running") == "running"
             and wanted & {p.get("PublicPort") for p in i.get("Ports") or []}]
+
+
+def port_conflicts(items: Iterable[Mapping[str, Any]], wanted: Iterable[Mapping[str, Any]],
+                   replaced: Callable[[Mapping[str, Any]], bool]) -> list[tuple[int, Mapping[str, Any]]]:
+    """(host port, holder) for each published port a new container needs (`wanted`: its port mappings) that a
+    running container on the host (`items`, a listing) already publishes - unless `replaced` says the holder is one
+    this container takes over from (its role's previous version: the rollout hands the port over)."""
+    def overlap(a: str | None, b: str | None) -> bool:
+        return not a or not b or a in ("0.0.0.0", "::") or b in ("0.0.0.0", "::") or a == b
+    found = []
+    for want in wanted:
+        if want.get("host_port") is None:
+            continue
+        for item in items:
+            if item.get("State", "running") != "running" or replaced(item):
+                continue
+            if any(int(p.get("PublicPort") or 0) == int(want["host_port"]) and p.get("Type", "tcp") ==
+                   want.get("protocol", "tcp") and overlap(p.get("IP"), want.get("host_ip"))
+                   for p in item.get("Ports") or []):
+                found.append((int(want["host_port"]), item))
+                break
+    return found
 
 
 # -- readiness ----------------------------------------------------------------------------------------------------

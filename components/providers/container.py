@@ -16,7 +16,7 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime.rpc import UNKNOWN
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import HealthCheckFailed, HostError, OwnershipConflict
@@ -49,6 +49,27 @@ def _files_key(props: dict[str, Any]) -> dict[str, Any]:
 
 class ContainerProvider(ResourceProvider):
     serialize_as_secret_always = False
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        """At preview too, before anything is touched: a host port this container is to publish (new, or changed)
+        that another container on the host already publishes is refused here - not found by the create, after the
+        engine has removed what this replaces (an accessory goes first)."""
+        wanted = [p for p in news.get("ports") or [] if p.get("host_port") is not None]
+        if not wanted or (olds and olds.get("ports") == news.get("ports")):
+            return CheckResult(news, [])
+        t = target(news)
+        try:
+            with docker_errors(t, f"looking for what publishes the ports of {news['name']}"):
+                listing = hosts.client(t).containers()
+        except HostError:
+            return CheckResult(news, [])  # unreachable now: the create says so, or finds the port free by then
+        failures = [CheckFailure("ports", f"host {t}: port {port} is already published by container "
+                                          f"{(holder.get('Names') or ['?'])[0].lstrip('/')} of "
+                                          f"{naming.describe_owner(holder.get('Labels'))}; nothing was changed. "
+                                          f"Publish {news['name']} on another port, or stop that container")
+                    for port, holder in decisions.port_conflicts(
+                        listing, wanted, lambda i: of_role([i], news, news["role"]) != [])]
+        return CheckResult(news, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         t = target(props)

@@ -12,7 +12,7 @@ import pytest
 
 from components import hostfiles
 from components.hosts import SSHTarget
-from tests.conftest import Project, host_docker, http_get, make_project, pulumi_env, ssh_config
+from tests.conftest import Project, host_docker, http_get, make_project, pulumi_env, requests_during, ssh_config
 
 pytestmark = pytest.mark.e2e
 
@@ -158,6 +158,26 @@ def test_changing_an_accessory_replaces_only_it(bench, pair):
     assert after["accessories"]["db"][host]["id"] != before["accessories"]["db"][host]["id"]
     assert after["containers"][host]["web"]["id"] == before["containers"][host]["web"]["id"]
     assert exec_(bench, "acc-staging-db", "cat /data/row") == (0, "written-by-staging\n")  # the volume kept its data
+
+
+def test_an_accessory_port_held_on_the_host_is_refused_before_the_accessory_is_touched(bench, pair):
+    """Its published port moved to one production's web role holds: refused in one line before anything changes -
+    the running accessory is not removed first - while production keeps answering there."""
+    host = bench.hosts[0].address
+    before = docker(bench).inspect_container("acc-staging-db")["Id"]
+    cfg = config(bench, "staging")
+    cfg["accessories"]["db"]["port"] = f"{PORTS['production']}:80"
+    pair.set_config("staging", cfg)
+    with requests_during(lambda: http_get(f"http://{host}:{PORTS['production']}/"), most=1000,
+                         pause=0.02) as seen:
+        failed = pair.up("staging", check=False)
+    assert not failed.ok and "Traceback" not in failed.out
+    assert (f"host {host}: port {PORTS['production']} is already published by container acc-web-production-v1 of "
+            f"stack ") in failed.out, failed.out
+    db = docker(bench).inspect_container("acc-staging-db")
+    assert db["Id"] == before and db["State"]["Running"]  # the accessory runs as it did
+    answers = [answer for _, answer in seen]
+    assert len(answers) > 10 and all(a and "destination=production" in a for a in answers), answers[-3:]
 
 
 def test_destroy_keeps_named_volumes_unless_the_stack_opts_in(bench, pair):

@@ -200,3 +200,19 @@ def test_route_binding_is_what_a_listed_route_serves():
         "hosts": ["shop.test", "www.shop.test"], "path_prefix": None, "ssl": False}
     assert decisions.route_binding({"host": "*", "path": "/api", "tls": "yes"}) == {
         "hosts": [], "path_prefix": "/api", "ssl": True}
+
+
+def test_port_conflicts_name_what_else_publishes_a_wanted_host_port():
+    proxy = {"Id": "p", "Names": ["/kamal-proxy"], "State": "running",
+             "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 80, "Type": "tcp"}]}
+    mine = {"Id": "m", "Names": ["/acc-staging-db"], "State": "running", "Labels": {"role": "db"},
+            "Ports": [{"IP": "0.0.0.0", "PrivatePort": 5432, "PublicPort": 5432, "Type": "tcp"}]}
+    stopped = {**proxy, "Id": "s", "State": "exited"}
+    wanted = [{"host_ip": None, "host_port": 80, "container_port": 80, "protocol": "tcp"},
+              {"host_ip": None, "host_port": 5432, "container_port": 5432, "protocol": "tcp"},
+              {"host_ip": None, "host_port": 53, "container_port": 53, "protocol": "udp"},
+              {"host_ip": None, "host_port": None, "container_port": 9000, "protocol": "tcp"}]
+    replaced = lambda item: item["Labels"].get("role") == "db" if item.get("Labels") else False  # noqa: E731
+    assert decisions.port_conflicts([proxy, mine, stopped], wanted, replaced) == [(80, proxy)]
+    assert decisions.port_conflicts([proxy], [{**wanted[0], "protocol": "udp"}], replaced) == []
+    assert decisions.port_conflicts([proxy], [{**wanted[0], "host_ip": "127.0.0.1"}], replaced) == [(80, proxy)]

@@ -124,6 +124,24 @@ def test_an_accessory_image_is_pulled_with_the_stacks_login_for_its_registry_and
         assert client.create_container.call_args.kwargs["image"] == "sha256:pg"
 
 
+def test_a_host_port_another_container_publishes_is_refused_at_check_before_anything_changes(client):
+    proxy = {"Id": "p", "Names": ["/kamal-proxy"], "State": "running", "Labels": {"kamal-proxy": "true"},
+             "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]}
+    previous = {"Id": "o", "Names": ["/hello-web-staging-v0"], "State": "running", "Labels": {**OURS, "version": "v0"},
+                "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]}
+    client.containers.return_value = [previous]
+    provider = providers.ContainerProvider()
+    assert provider.check({}, container_props()).failures == []  # its role's previous version hands the port over
+    client.containers.return_value = [previous, proxy]
+    [failure] = provider.check({}, container_props()).failures
+    assert failure.property == "ports" and failure.reason == (
+        "host h1: port 8080 is already published by container kamal-proxy of something not managed by this "
+        "project; nothing was changed. Publish hello-web-staging-v1 on another port, or stop that container")
+    client.containers.reset_mock()
+    assert provider.check(container_props(), container_props()).failures == []  # unchanged ports: no look
+    client.containers.assert_not_called()
+
+
 def test_container_diff_is_exact_and_connection_settings_never_replace():
     p = providers.ContainerProvider()
     olds = {**container_props(), "container_id": "c1", "__provider": "old"}
