@@ -132,7 +132,11 @@ class DestinationService(pulumi.ComponentResource):
             ctx = source.build_context(self._project_dir / cfg.builder.context, cfg.builder.dockerfile)
             for warning in ctx.warnings():
                 pulumi.log.warn(warning, resource=self)
+            if cfg.version and source.checkout_commit(ctx) not in (None, cfg.version):
+                pulumi.log.info(f"version {cfg.version} is pinned (shipyard:version): its image is reused where it "
+                                f"exists, whatever the checkout holds now", resource=self)
             return {"version": pulumi.Output.from_input(cfg.version or source.git_version(ctx)),
+                    "pinned": bool(cfg.version),
                     "context": str(ctx.directory), "dockerfile": ctx.dockerfile, "context_hash": ctx.hash,
                     "build_args": dict(cfg.builder.args), "build_target": cfg.builder.target, "from_ref": None}
         return {"version": promote["version"], "context": None, "dockerfile": "Dockerfile", "context_hash": None,

@@ -219,6 +219,14 @@ def _git(cwd: Path, *args: str | bytes) -> subprocess.CompletedProcess[bytes]:
                                      "it with `pulumi config set shipyard:version VERSION`") from None
 
 
+def checkout_commit(ctx: BuildContext) -> str | None:
+    """The version the context would get unpinned (`git_version`), or None where it is no git checkout."""
+    try:
+        return git_version(ctx)
+    except ConfigError:
+        return None
+
+
 def git_version(ctx: BuildContext) -> str:
     """The context's commit (12 hex digits) when the context sent is exactly what that commit holds; otherwise
     the commit, `-dirty-` and 8 digits of the context hash. Ignored or untracked files that are sent, changed

@@ -34,12 +34,15 @@ def stack_name(name: str) -> str:
 def review_config(base: dict[str, Any], name: str) -> dict[str, Any]:
     """A review app's `shipyard:*` config (decoded) from its base stack's (pure): destination NAME, each proxy
     routing `NAME.<its first host name>`, no fixed host ports (they belong to the base destination), one retained
-    version, volumes that go with it. Its image, network, volumes and accessories follow from the destination
+    version, volumes that go with it, the checkout's own version. Its image, network, volumes and accessories follow from the destination
     name."""
     cfg = copy.deepcopy(base)
     cfg["destination"] = name
     cfg["retain_containers"] = 1
     cfg["delete_volumes_on_destroy"] = True  # `review down` leaves no trace, its data neither
+    # a review app shows the checkout: its version is the checkout's commit, never the base's pinned one (which names
+    # another build)
+    cfg.pop("version", None)
     servers = cfg["servers"]
     if isinstance(servers, list):
         servers = cfg["servers"] = {"web": {"hosts": servers}}

@@ -27,6 +27,7 @@ from .base import auth_error, exact_diff, host_lock, label_filters, on_each, own
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
            "registry_server")
 UPDATE = ("ship_to", "registry_username")
+BUILD_INPUTS = ("context_hash", "dockerfile", "build_args", "build_target", "from_ref")  # what a build is made of
 SHIP_PARALLEL = 8  # hosts pulling at once: the registry and the build host's uplink are shared
 
 
@@ -85,8 +86,12 @@ class ImageProvider(ResourceProvider):
                                              f"promote only between stacks of the same image and registry"))
         news = {**news, "reuse": olds.get("reuse") if olds.get("tag") == news["tag"] else None}
         same = _comparable(olds, news)
-        changed = [k for k in ("context_hash", "dockerfile", "build_args", "build_target", "from_ref")
-                   if olds and (olds.get(k) or None) != (same.get(k) or None)]
+        changed = [k for k in BUILD_INPUTS if olds and (olds.get(k) or None) != (same.get(k) or None)]
+        if news.get("pinned") and olds.get("tag") == news["tag"] and changed == ["context_hash"]:
+            # a pinned version is that build, reused whatever the checkout holds now: what it was made from stays
+            # recorded as it was, so nothing changes (other builder settings under it are still refused below)
+            news = {**news, **{k: olds.get(k) for k in ("context_hash", "context", "labels")}}
+            same, changed = _comparable(olds, news), []
         if not failures and olds.get("tag") == news["tag"] and changed:
             failures.append(CheckFailure("tag", f"version {news['labels'][naming.VERSION]} already names a build "
                                          f"and {', '.join(changed)} changed: set a new version (`pulumi config set "

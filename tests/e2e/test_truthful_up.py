@@ -137,6 +137,13 @@ def test_a_version_names_one_build(bench, tmp_path):
         assert proj.up("staging", check=False).code != 0
         assert containers(bench, "ver") == before
         assert get(bench, "ver.test") == "destination=staging version=r1 release=R1\n"
+        # pinned at r1, the app gets a new commit: r1 is still that build - nothing to change, nothing refused
+        proj.set_config("staging", _proxied(bench, "ver", "r1"))
+        commit_app(proj.dir, "release", "R3\n")
+        preview = proj.run("preview", "--expect-no-changes", stack="staging").out
+        assert "version r1 is pinned (shipyard:version): its image is reused" in preview, preview
+        proj.up("staging")
+        assert get(bench, "ver.test") == "destination=staging version=r1 release=R1\n"
     finally:
         proj.run("destroy", "--yes", stack="staging", check=False)
 

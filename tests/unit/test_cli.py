@@ -137,6 +137,10 @@ def test_a_review_app_never_writes_to_the_base_destinations_host_directories():
     assert base["accessories"]["db"]["volumes"][0] == "/var/lib/pg-staging:/var/lib/postgresql/data"
 
 
+def test_a_review_app_of_a_pinned_stack_deploys_the_checkouts_own_version():
+    assert "version" not in review.review_config({**BASE, "version": "ca9f4aa33579"}, "pr-7")
+
+
 def test_review_config_keeps_secrets_secret():
     values = review.encoded({"servers": {"web": {"hosts": ["h"]}}, "secrets": {"DB": "x"}, "service": "s"},
                             {"secrets"})

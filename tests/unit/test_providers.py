@@ -313,6 +313,19 @@ def test_a_changed_source_under_the_same_version_is_refused_and_an_upgrade_rebui
     assert not providers.ImageProvider().diff("i", earlier, image_props(context_hash="tar-sha256:bbb")).changes
 
 
+def test_a_pinned_version_reuses_its_build_whatever_the_checkout_holds(client):
+    olds = {**image_props(context_hash="tar-sha256:aaa", pinned=True), "image_id": "sha256:i", "hosts": ["h1"]}
+    news = image_props(context_hash="tar-sha256:bbb", pinned=True,
+                       labels={**image_props()["labels"], "shipyard.source": "tar-sha256:bbb"})
+    check = providers.ImageProvider().check(olds, news)
+    assert check.failures == []  # not refused: the version names that build, and it is reused
+    assert check.inputs["context_hash"] == "tar-sha256:aaa" and check.inputs["labels"] == olds["labels"]
+    assert not providers.ImageProvider().diff("i", olds, check.inputs).changes  # nothing rebuilt, nothing changed
+    # other builder settings under the same version still name another build: refused
+    other = providers.ImageProvider().check(olds, {**news, "build_args": {"X": "1"}})
+    assert "version v1 already names a build and context_hash, build_args changed" in other.failures[0].reason
+
+
 def test_a_push_reports_the_digest_the_registry_stored():
     from components.providers.base import stream_result
     pushed = [{"status": "Pushing"}, {"status": "v1: digest: sha256:abc size: 527"},
