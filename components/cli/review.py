@@ -34,8 +34,8 @@ def stack_name(name: str) -> str:
 def review_config(base: dict[str, Any], name: str) -> dict[str, Any]:
     """A review app's `shipyard:*` config (decoded) from its base stack's (pure): destination NAME, each proxy
     routing `NAME.<its first host name>`, no fixed host ports (they belong to the base destination), one retained
-    version, volumes that go with it, the checkout's own version. Its image, network, volumes and accessories follow from the destination
-    name."""
+    version, volumes that go with it, the checkout's own version. Its image, network, volumes and accessories
+    follow from the destination name."""
     cfg = copy.deepcopy(base)
     cfg["destination"] = name
     cfg["retain_containers"] = 1

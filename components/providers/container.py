@@ -16,7 +16,8 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime.rpc import UNKNOWN
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, \
+    ResourceProvider, UpdateResult
 
 from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import HealthCheckFailed, HostError, OwnershipConflict

@@ -21,8 +21,8 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from .. import decisions, hosts, naming, source, text
 from ..errors import BuildFailed, DockerError, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import auth_error, exact_diff, host_lock, label_filters, on_each, owned, remove_image, stream_errors, stream_result, \
-    target
+from .base import auth_error, exact_diff, host_lock, label_filters, on_each, owned, remove_image, stream_errors, \
+    stream_result, target
 
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
            "registry_server")
