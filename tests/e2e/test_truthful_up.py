@@ -61,6 +61,24 @@ def test_a_worker_replaced_by_the_next_version_finishes_its_job(bench, proj):
     assert "drained" in logs.splitlines(), logs
 
 
+def test_a_build_host_that_deploys_nothing_keeps_no_image_after_destroy(bench, proj):
+    """builder.host builds; the app runs elsewhere. The build host's copies of the destination's images are removed
+    with the rest (before, only the hosts the image shipped to were visited)."""
+    builder, runner = bench.hosts[1], bench.hosts[0]
+    cfg = {"service": "bhost", "image": "acme/bhost", "builder": {"context": "app", "host": builder.address},
+           "servers": {"jobs": {"hosts": [runner.address], "cmd": WORKER}}, "readiness_delay": 1,
+           "ssh": ssh_config(bench)}
+    proj.init("staging", cfg)
+    proj.up("staging")
+    commit_app(proj.dir, "start.sh", (proj.dir / "app" / "start.sh").read_text() + "# the next version\n")
+    proj.up("staging")
+    labels = {"label": ["service=bhost", "destination=staging"]}
+    assert host_docker(builder).images(filters=labels)  # built there, twice
+    proj.run("destroy", "--yes", stack="staging")
+    assert host_docker(runner).images(filters=labels) == []
+    assert host_docker(builder).images(filters=labels) == []
+
+
 def test_a_crashing_role_fails_the_deploy_and_loses_nothing(bench, proj):
     host = bench.hosts[0].address
 
