@@ -68,18 +68,27 @@ def test_the_image_lock_is_apart_from_the_proxy_lock(bench):
 
 def test_a_lock_dies_with_its_holders_connection(bench):
     t = target(bench)
-    entered = threading.Event()
+    entered, done = threading.Event(), threading.Event()
+    seen: list[Exception] = []
 
     def hold():
-        with hostlock.held(t, stack="gone", doing="starting kamal-proxy", timeout=5):
-            entered.set()
-            time.sleep(30)  # never let go: the connection will be cut under it
+        try:
+            with hostlock.held(t, stack="gone", doing="starting kamal-proxy", timeout=5):
+                entered.set()
+                done.wait(30)  # never let go: the connection will be cut under it
+        except Exception as exc:  # noqa: BLE001 - what the holder learns, checked below
+            seen.append(exc)
 
-    threading.Thread(target=hold, daemon=True).start()
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
     assert entered.wait(10)
     hosts.close_all()  # the deployer's connection goes away, as when it is killed
     with hostlock.held(t, stack="next", doing="starting kamal-proxy", timeout=10):
         pass
+    done.set()
+    holder.join(20)
+    # the holder does not go on as if it still had the lock: the end of its block says it was lost
+    assert [type(e).__name__ for e in seen] == ["LockLost"], seen
 
 
 def _at_once(calls, deadline_s: float) -> list:
