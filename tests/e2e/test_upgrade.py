@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, WORKER, Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import REPO, WORKER, Project, host_docker, make_project, pulled, pulumi_env, ssh_config
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +46,8 @@ def test_a_destination_deployed_by_an_earlier_release_previews_with_no_change(be
     (proj.dir / "components").unlink()
     with tarfile.open(fileobj=io.BytesIO(archive)) as tf:
         tf.extractall(proj.dir, filter="data")  # the earlier release's code, as a user had it
+    # That release never pulled kamal-proxy's image: a host it deployed to had it already (pulled by hand)
+    pulled(host_docker(bench.hosts[0]), "basecamp/kamal-proxy:v0.9.2")
     try:
         proj.init("staging", config(bench, "v1"), secrets={"shipyard:secrets.TOKEN": "t0ken-value"})
         proj.up("staging")
