@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime.config import CONFIG
 
-from . import config, kamal, naming
+from . import kamal, naming
 from .errors import DeployError
 from .service import DestinationService
 
@@ -40,7 +40,7 @@ def run(project_dir: Path) -> None:
     stack, project, org = pulumi.get_stack(), pulumi.get_project(), pulumi.get_organization()
     try:
         # a Kamal config named by `shipyard:kamal` is the base; the stack's own keys win over it
-        cfg = config.load(kamal.stack_config(raw_config(), stack=stack, project_dir=project_dir), stack=stack)
+        cfg = kamal.load_stack(raw_config(), stack=stack, project_dir=project_dir)
         promote = None
         if cfg.promote:
             ref_name = cfg.promote.from_stack

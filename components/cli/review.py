@@ -36,6 +36,9 @@ def review_config(base: dict[str, Any], name: str) -> dict[str, Any]:
     routing `NAME.<its first host name>`, no fixed host ports (they belong to the base destination), one retained
     version, volumes that go with it, the checkout's own version. Its image, network, volumes and accessories
     follow from the destination name."""
+    if "kamal" in base:
+        raise ConfigError("kamal", "review apps of a stack that reads a Kamal config (shipyard:kamal) are not "
+                                   "supported yet: make the review app's stack by hand, naming the same Kamal config")
     cfg = copy.deepcopy(base)
     cfg["destination"] = name
     cfg["retain_containers"] = 1

@@ -22,8 +22,7 @@ from typing import Any, Callable, Iterator
 
 from pulumi import automation as auto
 
-from .. import config as config_module
-from .. import plan
+from .. import kamal, plan
 from ..config import Deploy
 from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
@@ -176,7 +175,8 @@ class StackContext:
     @cached_property
     def cfg(self) -> Deploy:
         try:
-            return config_module.load(raw_config(self.all_config), stack=self.name)
+            # as the program reads it: a stack that names a Kamal config (`shipyard:kamal`) gets that config
+            return kamal.load_stack(raw_config(self.all_config), stack=self.name, project_dir=self.project_dir)
         except ConfigError as exc:
             raise StackError(self.name, f"config {exc}") from None
 

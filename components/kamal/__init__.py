@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .. import config
+from ..config import Deploy
 from ..errors import ConfigError
 from .erb import read_yaml, render_erb
 from .mapping import KAMAL_VERSION, Mapper
@@ -74,6 +76,12 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
                   f"shipyard:kamal.ignore to deploy without them):")
         raise ConfigError("kamal", "\n".join([header, *lines]))
     return out
+
+
+def load_stack(raw: Mapping[str, Any], *, stack: str, project_dir: Path) -> Deploy:
+    """A stack's validated config from its `shipyard:*` keys, whether it names a Kamal config or not: the one
+    pipeline the program and the `shipyard` command both read a stack through."""
+    return config.load(stack_config(raw, stack=stack, project_dir=project_dir), stack=stack)
 
 
 def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, environ: Mapping[str, str] | None = None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project, commit_app, host_docker, make_project, pulumi_env, ssh_config
+from tests.e2e.cli_helpers import shipyard
 
 pytestmark = pytest.mark.e2e
 
@@ -111,6 +112,25 @@ def test_each_destination_answers_on_its_own_host_name_with_its_own_secret(bench
         assert c["Names"] == [f"/kshop-web-{dest}-v1"]
         env = d.inspect_container(c["Id"])["Config"]["Env"]
         assert "PLAIN=visible" in env and f"GREETING={SECRET[dest]}" in env
+
+
+def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(bench, pair):
+    host = bench.hosts[0].address
+    for dest in NAMES:
+        d = shipyard(pair.dir, pair.env, "details", "-s", dest, "--json")
+        assert d.code == 0, d.err
+        details = d.json()
+        assert (details["destination"], details["version"]) == (dest, "v1")
+        [web] = details["containers"]
+        assert (web["host"], web["container"], web["state"]) == (host, f"kshop-web-{dest}-v1", "running")
+        assert web["route"]["hosts"] == [NAMES[dest]]
+    versions = shipyard(pair.dir, pair.env, "versions", "-s", "staging", "--json").json()["versions"]
+    assert [(r["role"], r["version"], r["current"]) for r in versions] == [("web", "v1", True)]
+    # the app logs nothing: the command reads every container of the destination and ends (it hung before)
+    assert shipyard(pair.dir, pair.env, "logs", "-s", "staging", "-n", "2", timeout=60).code == 0
+    review = shipyard(pair.dir, pair.env, "review", "up", "pr1", "--from", "staging", check=False)
+    assert review.code != 0 and "Traceback" not in review.err
+    assert "review apps of a stack that reads a Kamal config (shipyard:kamal) are not supported yet" in review.err
 
 
 def test_secrets_from_the_kamal_files_never_show(bench, pair):

@@ -137,6 +137,11 @@ def test_a_review_app_never_writes_to_the_base_destinations_host_directories():
     assert base["accessories"]["db"]["volumes"][0] == "/var/lib/pg-staging:/var/lib/postgresql/data"
 
 
+def test_a_review_app_of_a_kamal_backed_stack_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="kamal: review apps of a stack that reads a Kamal config"):
+        review.review_config({"kamal": {"config": "app/config/deploy.yml"}}, "pr-7")
+
+
 def test_a_review_app_of_a_pinned_stack_deploys_the_checkouts_own_version():
     assert "version" not in review.review_config({**BASE, "version": "ca9f4aa33579"}, "pr-7")
 
