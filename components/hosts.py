@@ -127,7 +127,9 @@ def own_connection(target: SSHTarget) -> Iterator[paramiko.SSHClient]:
 
 def open_session(ssh: paramiko.SSHClient, timeout: float) -> paramiko.Channel:
     """A new session channel on `ssh`. sshd refusing it (paramiko's ChannelException: MaxSessions reached) means
-    the connection is busy, not broken: ask again, with growing pauses, until `timeout` has passed."""
+    the connection is busy, not broken: ask again, with growing pauses, until `timeout` has passed. paramiko keeps
+    one refusal at a time per connection, so of two channels refused at once one may get the other's exception and
+    this one a bare "Unable to open channel." - a refusal too while the connection is up."""
     import paramiko
     deadline = time.monotonic() + timeout
     pause = SESSION_RETRY_S[0]
@@ -137,8 +139,10 @@ def open_session(ssh: paramiko.SSHClient, timeout: float) -> paramiko.Channel:
             raise paramiko.SSHException("SSH session not active")
         try:
             return transport.open_session(timeout=max(deadline - time.monotonic(), 1))
-        except paramiko.ChannelException:
-            if time.monotonic() + pause > deadline:
+        except paramiko.SSHException as exc:
+            refused = isinstance(exc, paramiko.ChannelException) or (
+                str(exc) == "Unable to open channel." and transport.is_active())
+            if not refused or time.monotonic() + pause > deadline:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, SESSION_RETRY_S[1])

@@ -42,6 +42,16 @@ def test_a_refused_session_is_asked_for_again_until_its_deadline(mocker):
     with pytest.raises(paramiko.ChannelException):
         hosts.open_session(ssh, 0.01)
 
+    # two refused at once: paramiko gives the refusal to one of them, the other gets a bare "Unable to open channel."
+    transport.open_session.side_effect = [paramiko.SSHException("Unable to open channel."), chan]
+    transport.is_active.return_value = True
+    assert hosts.open_session(ssh, 30) is chan
+    transport.open_session.side_effect = paramiko.SSHException("Unable to open channel.")
+    transport.is_active.return_value = False  # the connection itself is gone: no second try
+    with pytest.raises(paramiko.SSHException):
+        hosts.open_session(ssh, 30)
+    assert transport.open_session.call_count == 8
+
 
 def test_a_lock_whose_channel_is_gone_is_not_held(mocker):
     chan = mocker.create_autospec(paramiko.Channel, instance=True)
