@@ -59,12 +59,14 @@ class Seen:
     version: str
     created: int  # seconds
     running: bool
+    started: bool = True  # false while only created: a worker the rollout has not started yet
 
     @classmethod
     def from_list(cls, item: Mapping[str, Any]) -> "Seen":
         names = item.get("Names") or ["/"]
         return cls(id=item["Id"], name=names[0].lstrip("/"), version=(item.get("Labels") or {}).get(
-            naming.VERSION, ""), created=int(item.get("Created") or 0), running=item.get("State") == "running")
+            naming.VERSION, ""), created=int(item.get("Created") or 0), running=item.get("State") == "running",
+                   started=item.get("State") != "created")
 
     @property
     def aside(self) -> bool:
@@ -112,9 +114,10 @@ def after_rollout(seen: Iterable[Seen], current: str, retain: int, *, stop_runni
 def on_delete(seen: Iterable[Seen], deleted: str, retain: int, serving: Iterable[str] = ()) -> Actions:
     """The engine deletes a container. If a newer container of the role exists, this one was replaced: stop it and
     keep it for rollback (or remove it if it was moved aside or is beyond retention). If none exists, the role left
-    the config or the stack is destroyed: remove it and every retained container of the role. A container a route
-    still targets (`serving`) is neither stopped nor removed: the route's switch retires it (a failed switch left
-    the route on it, and the engine may run this delete before the route's next switch)."""
+    the config or the stack is destroyed: remove it and every retained container of the role. While every newer one
+    is only created (its rollout failed before starting it), this one still runs the role and is left alone. A
+    container a route still targets (`serving`) is neither stopped nor removed: the route's switch retires it (a
+    failed switch left the route on it, and the engine may run this delete before the route's next switch)."""
     seen = list(seen)
     serving = set(serving)
     this = next((s for s in seen if s.id == deleted), None)
@@ -123,6 +126,8 @@ def on_delete(seen: Iterable[Seen], deleted: str, retain: int, serving: Iterable
     successors = [s for s in seen if s.id != deleted and not s.aside and s.created >= this.created]
     if not successors:
         return Actions(stop=(), remove=tuple(s.id for s in seen if s.id not in serving))
+    if this.running and not any(s.started for s in successors):
+        return Actions()  # its successor was never started (a rollout failed in another role): it still serves
     newest = max(successors, key=lambda s: s.created)
     actions = after_rollout(seen, newest.id, retain)
     stop = tuple(i for i in actions.stop if i not in actions.remove and i not in serving)

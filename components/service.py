@@ -11,7 +11,7 @@ import pulumi
 from . import naming, plan, source
 from .config import Deploy
 from .hosts import SSHTarget
-from .providers import Container, Image, Network, Proxy, ProxyRoute, Volume
+from .providers import Container, Image, Network, Proxy, ProxyRoute, Rollout, Volume
 
 
 class DestinationService(pulumi.ComponentResource):
@@ -55,22 +55,29 @@ class DestinationService(pulumi.ComponentResource):
         proxies = {h: Proxy(f"{name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock},
                             self._child(h)) for h, img in shape.proxies.items()}
         containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
+        # one rollout per boot batch: every role's new container of the batch, then `start` (the workers), then
+        # the routes, then `retire` (what ran before); the next batch begins after it (`providers.rollout`)
         previous_batch: list[pulumi.Resource] = []
         i = 0
-        for batch in shape.batches:
-            this_batch: list[pulumi.Resource] = []
+        for k, batch in enumerate(shape.batches):
+            suffix = f"-{k + 1}" if len(shape.batches) > 1 else ""
+            created: list[tuple[plan.ContainerSpec, Container]] = []
             for spec in batch:
                 field = self._field(plans, i)
                 i += 1
                 after = [image, *previous_batch, networks[spec.host], *volumes.get(spec.host, []),
                          *accessory_resources] + ([proxies[spec.host]] if spec.proxy else [])
                 container = self._container(spec, field, image, shape.network, after)
-                this_batch.append(container)
-                if spec.proxy:
-                    this_batch.append(self._route(spec, container, proxies[spec.host], lock))
+                created.append((spec, container))
                 containers.setdefault(spec.host, {})[spec.role] = {"name": container.name,
                                                                     "id": container.container_id}
-            previous_batch = this_batch
+            built = [c for _, c in created]
+            entries = [self._entry(spec, c, image) for spec, c in created]
+            start = self._rollout(f"{name}-rollout-start{suffix}", "start", entries, built, lock)
+            routes = [self._route(spec, c, proxies[spec.host], lock, [start, *built])
+                      for spec, c in created if spec.proxy]
+            previous_batch = [self._rollout(f"{name}-rollout-retire{suffix}", "retire", entries,
+                                            [start, *built, *routes], lock)]
 
         self.image_id = image.image_id
         self.repo_digest = image.repo_digest
@@ -214,17 +221,35 @@ class DestinationService(pulumi.ComponentResource):
             "takeover": self._takeover(spec.role),
             "proxy": spec.proxy.model_dump() if spec.proxy else None,
             "retain": cfg.retain_containers,
-            "running": True,
+            "running": True, "rollout": True,
         }, self._child(spec.host, depends_on=after))
 
+    def _entry(self, spec: plan.ContainerSpec, container: Container, image: Image) -> dict[str, Any]:
+        """What the rollout knows of one new container."""
+        cfg = self._cfg
+        return {"target": self._target(spec.host), "role": spec.role, "name": container.name,
+                "container_id": container.container_id, "image": image.image_id, "proxied": bool(spec.proxy),
+                "ports": [p.model_dump() for p in spec.ports], "readiness_delay": cfg.readiness_delay,
+                "stop_timeout": None if spec.proxy else cfg.drain_timeout, "retain": cfg.retain_containers,
+                "takeover": self._takeover(spec.role)}
+
+    def _rollout(self, name: str, step: str, entries: list[dict[str, Any]], after: list[pulumi.Resource],
+                 lock: dict[str, Any]) -> Rollout:
+        cfg = self._cfg
+        secrets = sorted({cfg.secrets[k] for role in cfg.servers for k in cfg.role_env(role).secret})
+        return Rollout(name, {"step": step, "owner": self._owner, "destination": self._cfg.destination,
+                              "labels": self._labels(), "lock": lock, "containers": entries,
+                              "redact": pulumi.Output.secret(secrets) if secrets else None},
+                       self._child(depends_on=after))
+
     def _route(self, spec: plan.ContainerSpec, container: Container, proxy: Proxy,
-               lock: dict[str, Any]) -> ProxyRoute:
+               lock: dict[str, Any], after: list[pulumi.Resource]) -> ProxyRoute:
         return ProxyRoute(f"{self._name}-{spec.role}-route@{spec.host}", {
             **self._common(spec.host), "service": spec.proxy_service, "role": spec.role, "labels": self._labels(),
             "upstream": pulumi.Output.concat(container.name, ":", str(spec.proxy.app_port)),
             "container_id": container.container_id,
             "proxy": spec.proxy.model_dump(), "lock": lock, "takeover": self._takeover(spec.role),
-        }, self._child(spec.host, depends_on=[container, proxy]))
+        }, self._child(spec.host, depends_on=[*after, proxy]))
 
     def _takeover(self, role: str) -> dict[str, Any] | None:
         """What a takeover of Kamal's deployment needs on the host: Kamal's destination and the role."""

@@ -1,5 +1,6 @@
 """Dynamic providers for what a destination puts on its hosts, one module per kind of resource: `image`,
-`container` (app roles and accessories), `proxy` (kamal-proxy and routes), `network`, `volume`.
+`container` (app roles and accessories), `rollout` (a destination's rollout as one unit), `proxy` (kamal-proxy
+and routes), `network`, `volume`.
 
 Providers hold no state and no clients: every method reaches its host through `components.hosts`, and decisions
 come from the pure `components.decisions`. Diffs are exact: computed outputs and the serialized provider never
@@ -11,9 +12,10 @@ from .container import Container, ContainerProvider
 from .image import Image, ImageProvider
 from .network import Network, NetworkProvider
 from .proxy import Proxy, ProxyProvider, ProxyRoute, RouteProvider
+from .rollout import Rollout, RolloutProvider
 from .volume import Volume, VolumeProvider
 
 report_deploy_errors_without_traceback()
 
 __all__ = ["STOP_TIMEOUT_S", "Container", "ContainerProvider", "Image", "ImageProvider", "Network",
-           "NetworkProvider", "Proxy", "ProxyProvider", "ProxyRoute", "RouteProvider", "Volume", "VolumeProvider"]
+           "NetworkProvider", "Proxy", "ProxyProvider", "ProxyRoute", "Rollout", "RolloutProvider", "RouteProvider", "Volume", "VolumeProvider"]

@@ -1,12 +1,14 @@
 """`shipyard:Container`: one container of one role (or accessory) of one destination on one host, created from the
 image pinned by ID.
 
-A new container is created under a pending name and takes its real name only once it is ready, so whatever an
-interrupted run leaves behind is recognisable and removed by the next run. Ready means running without a restart
-and - for a proxied role - answering its health check from the host; for other roles, healthy by the image's own
-HEALTHCHECK, or still running after `readiness_delay`. A container that is not ready is removed and the deploy
+A new container is created under a pending name and takes its real name once it is ready (or, for a role without
+a proxy, once it exists: the rollout starts it), so whatever an interrupted run leaves behind is recognisable and
+removed by the next run. Ready means running without a restart and - for a proxied role - answering its health
+check from the host; for other roles, healthy by the image's own HEALTHCHECK, or still running after
+`readiness_delay`. A container that is not ready is removed (or, started by the rollout, stopped) and the deploy
 fails naming the role, host, container, exit code and last output, so the version it replaces keeps serving and
-nothing retained is touched. Replaced containers are stopped and kept (`retain` versions per role and host)."""
+nothing retained is touched. An app role's predecessors are retired by the destination's rollout
+(`providers.rollout`); an accessory's by its own create."""
 
 from __future__ import annotations
 
@@ -46,6 +48,138 @@ def stop_timeout(props: dict[str, Any]) -> int:
 def _files_key(props: dict[str, Any]) -> dict[str, Any]:
     """Accessory files count by where they go and what they hold, not by the deployer's checkout path."""
     return {**props, "files": [{"target": f["target"], "hash": f["hash"]} for f in props.get("files") or []]}
+
+
+def standby(props: dict[str, Any]) -> bool:
+    """A role without a proxy (a worker) is created stopped: the destination's rollout starts it once every role's
+    new container exists, and stops its predecessor only once every route has switched."""
+    return bool(props.get("rollout")) and not props.get("proxy")
+
+
+def start_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], role: list[dict[str, Any]], *,
+                keep: bool) -> list[str]:
+    """Start `cid` and wait until it is ready. Without a proxy, a fixed host port can only be bound by one
+    container: the one of the role (`role`: its containers here) that holds it is stopped just before this one
+    starts (Kamal 1's order). Returns those. If it does not become ready, it is removed (`keep`: stopped, as the
+    rollout does with a container the state knows) and what it took a port from runs again."""
+    wanted = {int(p["host_port"]) for p in props.get("ports") or [] if p.get("host_port") is not None}
+    handing_over = decisions.port_holders(role, wanted, exclude=cid)
+    try:
+        for old in handing_over:
+            c.stop(old, timeout=stop_timeout(props))
+        c.start(cid)
+        wait_ready(c, t, cid, props, kept=keep)
+    except BaseException:
+        put_back(t, props, cid, handing_over, keep=keep)
+        raise
+    return handing_over
+
+
+def put_back(t: SSHTarget, props: dict[str, Any], cid: str, stopped: list[str], *, keep: bool) -> None:
+    """A new container that did not make it is removed (`keep`: stopped) and what it took its port from runs
+    again - on a fresh connection if the failure broke the old one. Best effort: the original error is what the
+    user must see, and the next `up` removes a leftover (it still has its pending name)."""
+    try:
+        with docker_errors(t, f"putting back what ran before {props['name']}"):
+            c = hosts.client(t)
+            if keep:
+                c.stop(cid, timeout=stop_timeout(props))
+            else:
+                c.remove_container(cid, v=False, force=True)
+            for old in stopped:
+                c.start(old)
+    except HostError:
+        pass
+
+
+def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool = False) -> None:
+    proxy = props.get("proxy")
+    delay = float(props.get("readiness_delay") if props.get("readiness_delay") is not None
+                  else DEFAULT_READINESS_DELAY_S)
+    timeout_s = float(proxy["deploy_timeout"]) if proxy else max(START_DEADLINE_S, delay + 3)
+    start = time.monotonic()
+    deadline = start + timeout_s
+    last = "no health check answered yet"
+    where = f"container {props['name']} (role {props['role']}) of destination {props['destination']}"
+    done = "it was stopped (kept for the next `up`)" if kept else "it was removed"
+    secrets = list((props.get("secret_env") or {}).values())
+    polls = 0
+    while True:
+        info = c.inspect_container(cid)
+        verdict = decisions.container_verdict(info["State"])
+        if verdict.status in ("crashed", "unhealthy"):
+            logs = text.tail(c.logs(cid, tail=20).decode(errors="replace"), 5, secrets).replace("\n", " | ")
+            what = f"{verdict.detail} right after starting" if verdict.status == "crashed" else \
+                f"reports unhealthy ({text.redact(verdict.detail, secrets)})"
+            raise HealthCheckFailed(str(t), f"{where} {what}; {done} and the previous version keeps running. "
+                                            f"Last output: {logs or '-'}")
+        if proxy:
+            hc = proxy["healthcheck"]
+            address = (info["NetworkSettings"]["Networks"].get(props["network"]) or {}).get("IPAddress")
+            if address:
+                status, last = hosts.http_probe(t, address, int(proxy["app_port"]), hc["path"],
+                                                float(hc["timeout"]))
+                if status is not None and 200 <= status < 300:
+                    return
+        elif verdict.status == "healthy":
+            return
+        elif verdict.status == "starting":
+            last = verdict.detail
+        elif time.monotonic() - start >= delay:
+            return
+        if time.monotonic() >= deadline:
+            raise HealthCheckFailed(str(t), f"{where} did not become healthy within {timeout_s:g}s; {done} and "
+                                            f"the previous version keeps serving. Last health check: "
+                                            f"{text.redact(last, secrets)}")
+        # The deployer's own look: often at first (an app that boots in 100 ms is seen then), then at most
+        # every healthcheck interval (kamal-proxy's own checks keep that interval).
+        cap = float(proxy["healthcheck"]["interval"]) if proxy else 0.2
+        time.sleep(min(POLL_FIRST_S * 2 ** min(polls, 10), cap))
+        polls += 1
+
+
+def after_rollout(c, props: dict[str, Any], current: str, listing: list[dict[str, Any]] | None = None
+                  ) -> set[str]:
+    """Once `current` runs: only it runs (a proxied predecessor serves until its route has switched: the route
+    stops it); `retain` stopped versions are kept, older ones and unused images of ours removed. `listing`: the
+    destination's containers on the host, all roles (listed here without it). Returns the IDs removed."""
+    if listing is None:
+        listing = c.containers(all=True, filters={"label": label_filters(props)})
+    seen = [decisions.Seen.from_list(i) for i in of_role(listing, props, props["role"])]
+    actions = decisions.after_rollout(seen, current, int(props.get("retain") or 5),
+                                      stop_running=not props.get("proxy"))
+    carry_out(c, actions, stop_timeout(props), seen)
+    return set(actions.remove)
+
+
+def carry_out(c, actions: decisions.Actions, timeout: float, seen: list[decisions.Seen]) -> None:
+    """Stop, then remove. A running container that goes is stopped first, with the role's stop timeout: a worker
+    set aside by a same-version replacement drains as any other."""
+    running = {s.id for s in seen if s.running}
+    for cid in actions.stop + tuple(i for i in actions.remove if i in running and i not in actions.stop):
+        c.stop(cid, timeout=timeout)
+    for cid in actions.remove:
+        c.remove_container(cid, v=False, force=True)
+
+
+def prune_images(c, props: dict[str, Any], used: set[str]) -> None:
+    """Remove this destination's tagged images that no container of it (`used`: their image IDs) runs - unless
+    another deploy is building on this host right now (its build may be taking their layers as its cache): then
+    the next rollout prunes. `props`: any of the destination's resources on the host (its target, labels and
+    lock settings)."""
+    # untagged ones are build parents: they go with the image they belong to
+    unused = [image["Id"] for image in c.images(filters={"label": label_filters(props)})
+              if [tag for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"]
+              and image["Id"] not in used]
+    if not unused:
+        return
+    try:
+        with host_lock(target(props), props, f"pruning images of {props['destination']}", lock="images",
+                       timeout=PRUNE_WAIT_S):
+            for image_id in unused:
+                remove_image(c, image_id, props)
+    except LockTimeout:
+        pass
 
 
 class ContainerProvider(ResourceProvider):
@@ -88,24 +222,26 @@ class ContainerProvider(ResourceProvider):
                     str(t), f"container {name} belongs to {naming.describe_owner(existing.get('Labels'))}; nothing "
                             f"was changed. Remove or rename that container, or deploy under another service or "
                             f"destination name.")
-            cid = self._create(c, t, props, [i for i in role if i["Id"] not in leftovers])
+            cid = self._create(c, t, props, [i for i in role if i["Id"] not in leftovers],
+                               start=not standby(props))
             if existing is not None:
                 if existing.get("State") == "running":  # same version, new config: the engine deletes it by ID
                     c.rename(existing["Id"], naming.replaced_name(name, existing["Id"]))
                 else:  # a retained container of the version rolled back to: its successor is this one
                     c.remove_container(existing["Id"], v=False, force=True)
             c.rename(cid, name)
-        try:
-            with docker_errors(t, f"cleaning up after {name}"):
-                self._after_rollout(c, props, cid)
-                if not props.get("proxy"):  # a proxied role's route stops Kamal's, once it has switched
-                    stop_kamal(c, props)
-        except HostError:
-            pass  # it runs and is ready: the deploy is done; the next rollout or delete cleans up again
+        if not props.get("rollout"):  # an accessory (an app role's rollout retires what it replaces)
+            try:
+                with docker_errors(t, f"cleaning up after {name}"):
+                    after_rollout(c, props, cid)
+            except HostError:
+                pass  # it runs and is ready: the deploy is done; the next rollout or delete cleans up again
         return CreateResult(id_=cid, outs={**props, "container_id": cid})
 
-    def _create(self, c, t: SSHTarget, props: dict[str, Any], role: list[dict[str, Any]]) -> str:
-        """The new container, started and ready. `role`: the role's other containers here, as listed just before."""
+    def _create(self, c, t: SSHTarget, props: dict[str, Any], role: list[dict[str, Any]], *,
+                start: bool = True) -> str:
+        """The new container, started and ready (or, `start=False`, only created). `role`: the role's other
+        containers here, as listed just before."""
         exposed, bindings = payloads.port_bindings(props.get("ports") or [])
         env = {**(props.get("env") or {}), **(props.get("secret_env") or {})}
         binds = list(props.get("volumes") or []) + self._upload(t, props)
@@ -123,36 +259,12 @@ class ContainerProvider(ResourceProvider):
         try:
             for extra in props.get("extra_networks") or []:
                 c.connect_container_to_network(cid, extra)
-            # Without a proxy, a fixed host port can only be bound by one container: the one this replaces is
-            # stopped just before the new one starts (Kamal 1's order), and started again if the new one fails.
-            wanted = {int(p["host_port"]) for p in props.get("ports") or [] if p.get("host_port") is not None}
-            handing_over = decisions.port_holders(role, wanted, exclude=cid)
         except BaseException:
-            self._undo(t, props, cid, [])
+            put_back(t, props, cid, [], keep=False)
             raise
-        try:
-            for old in handing_over:
-                c.stop(old, timeout=stop_timeout(props))
-            c.start(cid)
-            self._wait_ready(c, t, cid, props)
-        except BaseException:
-            self._undo(t, props, cid, handing_over)
-            raise
+        if start:
+            start_ready(c, t, cid, props, role, keep=False)
         return cid
-
-    @staticmethod
-    def _undo(t: SSHTarget, props: dict[str, Any], cid: str, stopped: list[str]) -> None:
-        """A new container that did not make it is removed and what it took its port from runs again - on a fresh
-        connection if the failure broke the old one. Best effort: the original error is what the user must see,
-        and the next `up` removes a leftover (it still has its pending name)."""
-        try:
-            with docker_errors(t, f"putting back what ran before {props['name']}"):
-                c = hosts.client(t)
-                c.remove_container(cid, v=False, force=True)
-                for old in stopped:
-                    c.start(old)
-        except HostError:
-            pass
 
     @staticmethod
     def _image(c, t: SSHTarget, props: dict[str, Any]) -> str:
@@ -184,89 +296,6 @@ class ContainerProvider(ResourceProvider):
             binds.append(f"{base}/{d['name']}:{d['target']}:rw")
         return binds
 
-    def _wait_ready(self, c, t: SSHTarget, cid: str, props: dict[str, Any]) -> None:
-        proxy = props.get("proxy")
-        delay = float(props.get("readiness_delay") if props.get("readiness_delay") is not None
-                      else DEFAULT_READINESS_DELAY_S)
-        timeout_s = float(proxy["deploy_timeout"]) if proxy else max(START_DEADLINE_S, delay + 3)
-        start = time.monotonic()
-        deadline = start + timeout_s
-        last = "no health check answered yet"
-        where = f"container {props['name']} (role {props['role']}) of destination {props['destination']}"
-        secrets = list((props.get("secret_env") or {}).values())
-        polls = 0
-        while True:
-            info = c.inspect_container(cid)
-            verdict = decisions.container_verdict(info["State"])
-            if verdict.status in ("crashed", "unhealthy"):
-                logs = text.tail(c.logs(cid, tail=20).decode(errors="replace"), 5, secrets).replace("\n", " | ")
-                what = f"{verdict.detail} right after starting" if verdict.status == "crashed" else \
-                    f"reports unhealthy ({text.redact(verdict.detail, secrets)})"
-                raise HealthCheckFailed(str(t), f"{where} {what}; it was removed and the previous version keeps "
-                                                f"running. Last output: {logs or '-'}")
-            if proxy:
-                hc = proxy["healthcheck"]
-                address = (info["NetworkSettings"]["Networks"].get(props["network"]) or {}).get("IPAddress")
-                if address:
-                    status, last = hosts.http_probe(t, address, int(proxy["app_port"]), hc["path"],
-                                                    float(hc["timeout"]))
-                    if status is not None and 200 <= status < 300:
-                        return
-            elif verdict.status == "healthy":
-                return
-            elif verdict.status == "starting":
-                last = verdict.detail
-            elif time.monotonic() - start >= delay:
-                return
-            if time.monotonic() >= deadline:
-                raise HealthCheckFailed(str(t), f"{where} did not become healthy within {timeout_s:g}s; it was "
-                                                f"removed and the previous version keeps serving. Last health "
-                                                f"check: {text.redact(last, secrets)}")
-            # The deployer's own look: often at first (an app that boots in 100 ms is seen then), then at most
-            # every healthcheck interval (kamal-proxy's own checks keep that interval).
-            cap = float(proxy["healthcheck"]["interval"]) if proxy else 0.2
-            time.sleep(min(POLL_FIRST_S * 2 ** min(polls, 10), cap))
-            polls += 1
-
-    def _after_rollout(self, c, props: dict[str, Any], current: str) -> None:
-        """Only the new container runs (a proxied predecessor serves until its route has switched: the engine's
-        delete stops it); `retain` stopped versions are kept, older ones and unused images of ours removed."""
-        listing = c.containers(all=True, filters={"label": label_filters(props)})  # the destination's, all roles
-        seen = [decisions.Seen.from_list(i) for i in of_role(listing, props, props["role"])]
-        actions = decisions.after_rollout(seen, current, int(props.get("retain") or 5),
-                                          stop_running=not props.get("proxy"))
-        self._carry_out(c, actions, stop_timeout(props))
-        if props["image"].startswith("sha256:"):  # an accessory runs someone else's image: not ours to prune
-            used = {i.get("ImageID") for i in listing if i["Id"] not in actions.remove}
-            self._prune_images(c, props, used)
-
-    @staticmethod
-    def _carry_out(c, actions: decisions.Actions, timeout: float) -> None:
-        for cid in actions.stop:
-            if cid not in actions.remove:
-                c.stop(cid, timeout=timeout)
-        for cid in actions.remove:
-            c.remove_container(cid, v=False, force=True)
-
-    @staticmethod
-    def _prune_images(c, props: dict[str, Any], used: set[str]) -> None:
-        """Remove this destination's tagged images that no container of it (`used`: their image IDs) runs - unless
-        another deploy is building on this host right now (its build may be taking their layers as its cache):
-        then the next rollout prunes."""
-        # untagged ones are build parents: they go with the image they belong to
-        unused = [image["Id"] for image in c.images(filters={"label": label_filters(props)})
-                  if [tag for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"]
-                  and image["Id"] not in used and image["Id"] != props["image"]]
-        if not unused:
-            return
-        try:
-            with host_lock(target(props), props, f"pruning images of {props['name']}", lock="images",
-                           timeout=PRUNE_WAIT_S):
-                for image_id in unused:
-                    remove_image(c, image_id, props)
-        except LockTimeout:
-            pass
-
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         if not isinstance(news.get("image"), str) or news["image"] == UNKNOWN:
             # A preview while the image resource updates in place (a new host to ship to, new connection settings):
@@ -288,7 +317,7 @@ class ContainerProvider(ResourceProvider):
                 c.update_container(id_, restart_policy=payloads.restart_policy(news["restart"]))
             if news.get("running") and not c.inspect_container(id_)["State"]["Running"]:
                 c.start(id_)
-                self._wait_ready(c, t, id_, news)
+                wait_ready(c, t, id_, news)
         return UpdateResult(outs={**news, "container_id": id_})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -316,7 +345,7 @@ class ContainerProvider(ResourceProvider):
                 # and the engine may run this delete (pending from that run) before the route's next switch
                 serving = decisions.routed((proxy_routes(t) or {}).values(), seen) if props.get("proxy") else ()
                 actions = decisions.on_delete(seen, id_, int(props.get("retain") or 5), serving)
-                self._carry_out(c, actions, stop_timeout(props))
+                carry_out(c, actions, stop_timeout(props), seen)
                 if id_ not in actions.remove:
                     return
             elif hosts.or_none(c.inspect_container, id_) is not None:  # not ours: labels never change, so only

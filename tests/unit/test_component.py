@@ -12,6 +12,7 @@ from components import config
 
 REGISTERED: list[pulumi.runtime.MockResourceArgs] = []
 CHILDREN: list[tuple[str, object, dict]] = []  # (name, parent, props) of every dynamic resource declared
+AFTER: dict[str, list[str]] = {}  # name -> the names of the resources it depends on
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -32,10 +33,12 @@ class Mocks(pulumi.runtime.Mocks):
 def service(tmp_path: Path, mocker):
     REGISTERED.clear()
     CHILDREN.clear()
+    AFTER.clear()
     real = pulumi.dynamic.Resource.__init__
 
     def spy(self, provider, name, props, opts=None):
         CHILDREN.append((name, opts.parent if opts else None, props))
+        AFTER[name] = [d.pulumi_resource_name for d in (opts.depends_on or [])] if opts else []
         real(self, provider, name, props, opts)
     mocker.patch.object(pulumi.dynamic.Resource, "__init__", spy)
     pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
@@ -55,8 +58,12 @@ def test_types_parents_and_names(service):
         by_type = {}
         for r in REGISTERED:
             by_type.setdefault(r.typ, []).append(r)
-        assert set(by_type) == {"shipyard:deploy:DestinationService", "pulumi-python:dynamic/shipyard:Image",
-                                "pulumi-python:dynamic/shipyard:Container", "pulumi-python:dynamic/shipyard:Network"}
+        # a rollout registers once its inputs resolve, which may be after this look
+        assert set(by_type) - {"pulumi-python:dynamic/shipyard:Rollout"} == {
+            "shipyard:deploy:DestinationService", "pulumi-python:dynamic/shipyard:Image",
+            "pulumi-python:dynamic/shipyard:Container", "pulumi-python:dynamic/shipyard:Network"}
+        assert sorted(n for n, _, _ in CHILDREN if "-rollout-" in n) == [
+            "hello-staging-rollout-retire", "hello-staging-rollout-start"]
         assert sorted(r.name for r in by_type["pulumi-python:dynamic/shipyard:Container"]) == [
             "hello-staging-web@h1", "hello-staging-web@h2"]
         image = by_type["pulumi-python:dynamic/shipyard:Image"][0]
@@ -88,6 +95,44 @@ def test_every_resource_is_a_child_of_the_component_and_secrets_stay_secret(serv
 
 def _assert_all_secret(flags: list[bool]) -> None:
     assert flags == [True, True, True]
+
+
+@pulumi.runtime.test
+def test_a_rollout_is_one_unit_no_route_switches_before_every_role_is_ready(tmp_path, mocker):
+    """Every role's new container, then the workers' start, then the routes, then the retirement of what ran
+    before; a second boot batch begins after the first one's retirement."""
+    REGISTERED.clear()
+    CHILDREN.clear()
+    AFTER.clear()
+    real = pulumi.dynamic.Resource.__init__
+
+    def spy(self, provider, name, props, opts=None):
+        CHILDREN.append((name, opts.parent if opts else None, props))
+        AFTER[name] = [d.pulumi_resource_name for d in (opts.depends_on or [])] if opts else []
+        real(self, provider, name, props, opts)
+    mocker.patch.object(pulumi.dynamic.Resource, "__init__", spy)
+    pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
+    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
+                       "servers": {"web": {"hosts": ["h1", "h2"], "proxy": {"hosts": ["hello.example"]}},
+                                   "jobs": {"hosts": ["h1", "h2"], "cmd": "work"}},
+                       "boot": {"limit": 1}}, stack="staging")
+    from components.service import DestinationService
+    DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
+
+    def check(_):
+        props = {name: p for name, _, p in CHILDREN}
+        for n, host in ((1, "h1"), (2, "h2")):
+            start, retire = f"hello-staging-rollout-start-{n}", f"hello-staging-rollout-retire-{n}"
+            batch = {f"hello-staging-web@{host}", f"hello-staging-jobs@{host}"}
+            assert batch <= set(AFTER[start])
+            assert {start, *batch} <= set(AFTER[f"hello-staging-web-route@{host}"])
+            assert {start, f"hello-staging-web-route@{host}"} <= set(AFTER[retire])
+            assert (props[start]["step"], props[retire]["step"]) == ("start", "retire")
+            assert props[f"hello-staging-jobs@{host}"]["rollout"] and props[f"hello-staging-web@{host}"]["rollout"]
+        assert "hello-staging-rollout-retire-1" in AFTER["hello-staging-web@h2"]
+        assert "hello-staging-rollout-retire-1" in AFTER["hello-staging-jobs@h2"]
+    return pulumi.Output.from_input(1).apply(check)
 
 
 @pytest.mark.parametrize("builder,message", [

@@ -8,9 +8,10 @@ from components import decisions
 from components.decisions import Actions, Seen
 
 
-def seen(cid: str, version: str, created: int, running: bool = False, name: str | None = None) -> Seen:
+def seen(cid: str, version: str, created: int, running: bool = False, name: str | None = None,
+         started: bool = True) -> Seen:
     return Seen(id=cid, name=name or f"svc-web-staging-{version}", version=version, created=created,
-                running=running)
+                running=running, started=started)
 
 
 # (what runs on the host, the new container, retain) -> what to stop and remove
@@ -52,6 +53,9 @@ ON_DELETE = [
      Actions(remove=("a",))),
     ("a crashed successor still counts: nothing retained is lost",
      [seen("v3", "v3", 3, False), seen("v2", "v2", 2, True), seen("v1", "v1", 1)], "v2", 5, Actions(stop=("v2",))),
+    ("a successor never started (its rollout failed in another role): this one still runs the role",
+     [seen("v3", "v3", 3, False, started=False), seen("v2", "v2", 2, True), seen("v1", "v1", 1)], "v2", 5,
+     Actions()),
 ]
 
 

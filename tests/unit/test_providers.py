@@ -9,6 +9,7 @@ import docker
 import pytest
 
 from components import hostlock, providers
+from components.providers import container
 from components.errors import HealthCheckFailed, OwnershipConflict
 
 OWNER = "shipyard/staging"
@@ -376,13 +377,13 @@ def test_a_build_shares_the_image_lock_and_a_rollout_prunes_only_when_no_build_r
 
     held.side_effect = hostlock.LockTimeout("h1", "busy")
     client.images.return_value = [{"Id": "sha256:old", "RepoTags": ["acme/hello:v0-staging"]}]
-    providers.ContainerProvider._prune_images(client, container_props(), used=set())
+    container.prune_images(client, container_props(), used=set())
     assert held.call_args.kwargs["lock"] == "images" and held.call_args.kwargs["shared"] is False
     client.remove_image.assert_not_called()
     held.side_effect = lambda *a, **kw: contextlib.nullcontext()
     client.inspect_image.return_value = {"Id": "sha256:old", "Config": {"Labels": OURS},
                                          "RepoTags": ["acme/hello:v0-staging"]}
-    providers.ContainerProvider._prune_images(client, container_props(), used=set())
+    container.prune_images(client, container_props(), used=set())
     client.remove_image.assert_any_call("acme/hello:v0-staging")
 
 

@@ -147,23 +147,32 @@ def test_a_route_that_serves_kamal_again_is_left_alone_by_delete(host):
     assert ["kamal-proxy", "remove", "shop-web"] not in calls
 
 
-def test_a_role_without_proxy_stops_kamals_container_once_its_own_is_ready(host, mocker):
+def test_a_role_without_proxy_stops_kamals_container_once_its_rollout_retires(host, mocker):
+    """A worker's own container is created stopped (the rollout starts it); Kamal's worker stops when the rollout
+    retires what ran before, never at the create."""
     c, _ = host
     kamal_jobs = {"Id": "kjobs" * 8, "State": "running", "Labels": {**KAMAL, "role": "jobs"},
                   "Names": ["/shop-jobs-abc123"], "ImageID": "sha256:" + "b" * 64}
     c.containers.return_value = [kamal_jobs]
     c.create_container.return_value = {"Id": "new" * 8}
     c.create_host_config.return_value = {}
-    c.inspect_container.return_value = {"State": {"Running": True, "ExitCode": 0, "RestartCount": 0}}
-    mocker.patch("components.providers.container.time.sleep")
     props = {"owner": "shipyard/production", "destination": "production", "role": "jobs", "target": TARGET,
              "name": "shop-jobs-production-v2", "labels": {**OURS, "role": "jobs", "version": "v2"},
              "image": "sha256:" + "a" * 64, "cmd": None, "env": {}, "secret_env": None, "ports": [], "volumes": [],
-             "restart": "unless-stopped", "running": True, "readiness_delay": 0,
+             "restart": "unless-stopped", "running": True, "readiness_delay": 0, "rollout": True,
              "takeover": {"destination": None, "role": "jobs"}}
     providers.ContainerProvider().create(props)
+    c.stop.assert_not_called()
+    c.start.assert_not_called()
+    c.images.return_value = []
+    entry = {"target": TARGET, "role": "jobs", "name": props["name"], "container_id": "new" * 8,
+             "image": props["image"], "proxied": False, "ports": [], "readiness_delay": 0, "stop_timeout": 30,
+             "retain": 5, "takeover": props["takeover"]}
+    rollout = {"step": "retire", "owner": props["owner"], "destination": "production",
+               "labels": {"service": "shop", "destination": "production"}, "containers": [entry]}
+    providers.RolloutProvider().create(rollout)
     c.stop.assert_called_once_with("kjobs" * 8, timeout=providers.STOP_TIMEOUT_S)
     c.remove_container.assert_not_called()
     c.stop.reset_mock()
-    providers.ContainerProvider().create({**props, "takeover": None})
+    providers.RolloutProvider().create({**rollout, "containers": [{**entry, "takeover": None}]})
     c.stop.assert_not_called()

@@ -1,0 +1,171 @@
+"""`shipyard:Rollout`: a destination's rollout is one unit. The component declares two of these per boot batch
+(`boot.limit` hosts at a time; one batch without a limit), around the batch's routes:
+
+- `start` depends on every new container of the batch (each created, and - for a proxied role - ready but not yet
+  routed). It starts the roles without a proxy (workers), which their create left stopped, and waits until each is
+  ready. If one does not become ready, every worker it started is stopped again (kept, so the next `up` can try
+  it again) and its predecessors run as before.
+- The routes depend on `start`: no route switches before every role's new container is ready.
+- `retire` depends on the routes: only then do the workers' predecessors stop (with the drain timeout), Kamal's
+  containers of a takeover stop, and every role keeps `retain` stopped versions; unused images go.
+
+So when any role fails - a container that crashes, a health check that never passes - no role has moved: every
+route and every worker still runs the previous version. A proxied role's predecessor is stopped by its route's
+switch (`providers.proxy`); this is the one other place that retires containers."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from .. import decisions, hosts
+from ..errors import HostError
+from ..hosts import docker_errors
+from .base import label_filters, of_role, stop_kamal, target
+from .container import after_rollout, prune_images, start_ready, stop_timeout
+
+STEPS = ("start", "retire")
+
+
+def _entry_props(props: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """One container's entry as the container functions read props: the destination's facts, the entry's own,
+    and the secrets a failing container's output is redacted with."""
+    return {"owner": props["owner"], "destination": props["destination"], "labels": props["labels"],
+            "lock": props.get("lock"), **entry,
+            "proxy": bool(entry.get("proxied")),
+            "secret_env": {str(i): v for i, v in enumerate(props.get("redact") or [])}}
+
+
+def _by_host(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        out.setdefault(e["target"]["host"], []).append(e)
+    return out
+
+
+def _on_hosts(groups: dict[str, list[dict[str, Any]]], fn: Callable[[list[dict[str, Any]]], Any]
+              ) -> dict[str, Any]:
+    """`fn` on each host's entries, 8 hosts at a time; host -> its result or the exception it raised."""
+    def run(entries):
+        try:
+            return fn(entries)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises the first one
+            return exc
+    if not groups:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
+        futures = {host: pool.submit(run, entries) for host, entries in groups.items()}
+    return {host: f.result() for host, f in futures.items()}
+
+
+class RolloutProvider(ResourceProvider):
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        self._run(props)
+        return CreateResult(id_=f"{props['destination']}-{props['step']}", outs=props)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        self._run(news)
+        return UpdateResult(outs=news)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """A new container in any role (or one more or less) is a new rollout; how hosts are reached is not."""
+        def key(props):
+            return sorted((e["target"]["host"], e["role"], e["container_id"]) for e in props.get("containers") or [])
+        return DiffResult(changes=key(olds) != key(news), replaces=[], delete_before_replace=False)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_, outs=props)  # what it did is on the containers and routes, each read there
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        pass  # a container's own delete removes it; nothing of the rollout's stays behind
+
+    def _run(self, props: dict[str, Any]) -> None:
+        if props["step"] == "start":
+            self._start(props)
+        else:
+            self._retire(props)
+
+    # -- start ----------------------------------------------------------------------------------------------------
+
+    def _start(self, props: dict[str, Any]) -> None:
+        workers = _by_host([e for e in props["containers"] if not e.get("proxied")])
+        started: dict[str, list[tuple[dict[str, Any], list[str]]]] = {h: [] for h in workers}
+
+        def start(entries: list[dict[str, Any]]) -> None:
+            t = target(entries[0])
+            c = hosts.client(t)
+            with docker_errors(t, f"starting the workers of destination {props['destination']}"):
+                listing = c.containers(all=True, filters={"label": label_filters(props)})
+                for entry in entries:
+                    p = _entry_props(props, entry)
+                    info = next((i for i in listing if i["Id"] == entry["container_id"]), None)
+                    if info is None:
+                        raise HostError(str(t), f"container {entry['name']} (role {entry['role']}) of destination "
+                                                f"{props['destination']} is gone from the host; run `pulumi up "
+                                                f"--refresh` to create it again")
+                    if info.get("State") == "running":
+                        continue
+                    handed = start_ready(c, t, entry["container_id"], p, of_role(listing, p, entry["role"]),
+                                         keep=True)
+                    started[t.host].append((entry, handed))
+
+        results = _on_hosts(workers, start)
+        failures = [r for r in results.values() if isinstance(r, BaseException)]
+        if not failures:
+            return
+        # one role failed somewhere: every worker started here stops again, its predecessors run as before
+        for host, done in started.items():
+            for entry, handed in done:
+                self._stop_again(props, entry, handed)
+        first = failures[0]
+        if isinstance(first, HostError) and any(done for done in started.values()):
+            detail = str(first).split(": ", 1)[1]
+            raise type(first)(first.host, f"{detail} The workers of this rollout started already were stopped "
+                                          f"again; no role changed") from first
+        raise first
+
+    @staticmethod
+    def _stop_again(props: dict[str, Any], entry: dict[str, Any], handed: list[str]) -> None:
+        t = target(entry)
+        try:
+            with docker_errors(t, f"stopping {entry['name']} again"):
+                c = hosts.client(t)
+                c.stop(entry["container_id"], timeout=stop_timeout(entry))
+                for old in handed:
+                    c.start(old)
+        except HostError:
+            pass  # best effort: the failure is what the user must see; the next rollout retires it
+
+    # -- retire ---------------------------------------------------------------------------------------------------
+
+    def _retire(self, props: dict[str, Any]) -> None:
+        def retire(entries: list[dict[str, Any]]) -> None:
+            t = target(entries[0])
+            c = hosts.client(t)
+            with docker_errors(t, f"retiring what destination {props['destination']} ran before"):
+                listing = c.containers(all=True, filters={"label": label_filters(props)})
+                removed: set[str] = set()
+                for entry in entries:
+                    p = _entry_props(props, entry)
+                    removed |= after_rollout(c, p, entry["container_id"], listing)
+                    if not entry.get("proxied"):  # a proxied role's route stops Kamal's, once it has switched
+                        stop_kamal(c, p)
+                used = {i.get("ImageID") for i in listing if i["Id"] not in removed} | \
+                    {e["image"] for e in entries}
+                prune_images(c, _entry_props(props, entries[0]), used)
+
+        failures = [r for r in _on_hosts(_by_host(props["containers"]), retire).values()
+                    if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+
+class Rollout(Resource, module="shipyard", name="Rollout"):
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(RolloutProvider(), name, props, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            additional_secret_outputs=["redact"])))

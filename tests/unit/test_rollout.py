@@ -1,0 +1,156 @@
+"""A destination's rollout as one unit, against fake Docker clients (autospecced from docker.APIClient), one per
+host: workers are created stopped and started together, a failure anywhere stops every one started again, and
+what ran before stops only at the retirement."""
+
+from __future__ import annotations
+
+import contextlib
+
+import docker
+import pytest
+
+from components import hostlock, hosts, providers
+from components.errors import HealthCheckFailed
+from components.hosts import SSHTarget
+from components.providers import container
+
+OWNER = "shipyard/staging"
+LABELS = {"service": "hello", "destination": "staging"}
+
+
+def _target(host: str) -> dict:
+    return {"host": host, "port": 22, "user": "deploy", "keys": [], "known_hosts": None, "host_key_policy": "strict"}
+
+
+def _listed(cid: str, role: str, version: str, created: int, state: str, image: str = "sha256:i1") -> dict:
+    return {"Id": cid, "Names": [f"/hello-{role}-staging-{version}"], "Created": created, "State": state,
+            "ImageID": image, "Labels": {**LABELS, "shipyard.stack": OWNER, "role": role, "version": version}}
+
+
+@pytest.fixture
+def daemons(mocker):
+    """host -> a fake daemon whose listing is `listing[host]`; inspect answers from it (a started container runs)."""
+    clients, listing = {}, {}
+
+    def client(t):
+        if t.host not in clients:
+            c = mocker.create_autospec(docker.APIClient, instance=True)
+            items = listing.setdefault(t.host, [])
+            c.containers.side_effect = lambda all=False, filters=None, **_: [
+                i for i in items if all or i["State"] == "running"]
+
+            def start(cid):
+                next(i for i in items if i["Id"] == cid)["State"] = "running"
+            c.start.side_effect = start
+            c.inspect_container.side_effect = lambda cid: {"State": {
+                "Running": next(i for i in items if i["Id"] == cid)["State"] == "running", "ExitCode": 0,
+                "RestartCount": 0, "Status": next(i for i in items if i["Id"] == cid)["State"]}}
+            c.images.return_value = []
+            clients[t.host] = c
+        return clients[t.host]
+    mocker.patch("components.hosts.client", side_effect=client)
+    mocker.patch("components.hostlock.held", side_effect=lambda *a, **kw: contextlib.nullcontext(
+        mocker.create_autospec(hostlock.HeldLock, instance=True)))
+    mocker.patch("components.providers.container.time.sleep")
+    return clients, listing
+
+
+def _entry(host: str, role: str, cid: str, proxied: bool = False) -> dict:
+    return {"target": _target(host), "role": role, "name": f"hello-{role}-staging-v2", "container_id": cid,
+            "image": "sha256:i2", "proxied": proxied, "ports": [], "readiness_delay": 0,
+            "stop_timeout": None if proxied else 30, "retain": 5, "takeover": None}
+
+
+def _rollout(step: str, *entries: dict) -> dict:
+    return {"step": step, "owner": OWNER, "destination": "staging", "labels": LABELS, "containers": list(entries),
+            "redact": ["s3cret"]}
+
+
+def test_a_worker_is_created_stopped_and_its_predecessor_keeps_running(daemons, mocker):
+    clients, listing = daemons
+    listing["h1"] = [_listed("old", "jobs", "v1", 1, "running")]
+    c = hosts.client(SSHTarget.from_dict(_target("h1")))
+    c.create_container.return_value = {"Id": "new"}
+    c.create_host_config.return_value = {}
+    props = {"owner": OWNER, "destination": "staging", "role": "jobs", "target": _target("h1"),
+             "name": "hello-jobs-staging-v2", "labels": {**LABELS, "shipyard.stack": OWNER, "role": "jobs",
+                                                         "version": "v2"},
+             "image": "sha256:i2", "cmd": None, "env": {}, "secret_env": None, "ports": [], "volumes": [],
+             "restart": "unless-stopped", "running": True, "readiness_delay": 0, "rollout": True}
+    providers.ContainerProvider().create(props)
+    c.start.assert_not_called()
+    c.stop.assert_not_called()
+    c.rename.assert_called_once_with("new", "hello-jobs-staging-v2")
+
+
+def test_start_starts_every_worker_and_leaves_what_runs_alone(daemons):
+    clients, listing = daemons
+    listing["h1"] = [_listed("old1", "jobs", "v1", 1, "running"), _listed("new1", "jobs", "v2", 2, "created"),
+                     _listed("web2", "web", "v2", 2, "running")]
+    listing["h2"] = [_listed("new2", "jobs", "v2", 2, "running")]  # started by an earlier attempt
+    providers.RolloutProvider().create(_rollout("start", _entry("h1", "jobs", "new1"), _entry("h2", "jobs", "new2"),
+                                                _entry("h1", "web", "web2", proxied=True)))
+    clients["h1"].start.assert_called_once_with("new1")
+    clients["h1"].stop.assert_not_called()  # the predecessor runs until the retirement
+    clients["h2"].start.assert_not_called()
+
+
+def test_a_worker_that_crashes_stops_every_worker_started_and_changes_no_role(daemons):
+    clients, listing = daemons
+    listing["h1"] = [_listed("old1", "jobs", "v1", 1, "running"), _listed("new1", "jobs", "v2", 2, "created")]
+    listing["h2"] = [_listed("old2", "jobs", "v1", 1, "running"), _listed("bad2", "jobs", "v2", 2, "created")]
+    hosts.client(SSHTarget.from_dict(_target("h2")))
+    h2 = clients["h2"]
+    h2.inspect_container.side_effect = lambda cid: {"State": {"Running": False, "ExitCode": 1, "RestartCount": 0,
+                                                              "Status": "exited"}}
+    h2.logs.return_value = b"cannot start: s3cret\n"
+    with pytest.raises(HealthCheckFailed) as failure:
+        providers.RolloutProvider().create(_rollout("start", _entry("h1", "jobs", "new1"),
+                                                    _entry("h2", "jobs", "bad2")))
+    message = str(failure.value)
+    assert message.startswith("host h2: container hello-jobs-staging-v2 (role jobs) of destination staging exited "
+                              "with code 1"), message
+    assert "it was stopped (kept for the next `up`)" in message and "[secret]" in message and "s3cret" not in message
+    assert message.endswith("The workers of this rollout started already were stopped again; no role changed")
+    clients["h1"].stop.assert_called_once_with("new1", timeout=30)  # started, then stopped again
+    h2.stop.assert_called_once_with("bad2", timeout=30)
+    for c in clients.values():
+        c.remove_container.assert_not_called()  # the state knows them: the next `up` tries them again
+    assert {i["Id"] for i in listing["h1"] + listing["h2"] if i["State"] == "running"} >= {"old1", "old2"}
+
+
+def test_retire_stops_workers_predecessors_with_their_drain_time_and_leaves_routed_ones_to_the_route(daemons):
+    clients, listing = daemons
+    listing["h1"] = [_listed("old-jobs", "jobs", "v1", 1, "running"), _listed("new-jobs", "jobs", "v2", 2, "running"),
+                     _listed("old-web", "web", "v1", 1, "running"), _listed("new-web", "web", "v2", 2, "running"),
+                     *[_listed(f"jobs-v0{i}", "jobs", f"v0{i}", 0, "exited") for i in range(5)]]
+    providers.RolloutProvider().create(_rollout("retire", _entry("h1", "jobs", "new-jobs"),
+                                                _entry("h1", "web", "new-web", proxied=True)))
+    c = clients["h1"]
+    c.stop.assert_called_once_with("old-jobs", timeout=30)
+    removed = {call.args[0] for call in c.remove_container.call_args_list}
+    assert len(removed) == 1 and removed < {f"jobs-v0{i}" for i in range(5)}  # 5 stopped versions kept
+    assert "old-web" not in removed
+
+
+def test_a_rollout_changes_with_its_containers_not_with_how_hosts_are_reached():
+    olds = _rollout("start", _entry("h1", "jobs", "a"))
+    moved_key = {**_entry("h1", "jobs", "a"), "target": {**_target("h1"), "keys": ["/other/key"]}}
+    assert not providers.RolloutProvider().diff("x", olds, _rollout("start", moved_key)).changes
+    new = providers.RolloutProvider().diff("x", olds, _rollout("start", _entry("h1", "jobs", "b")))
+    assert new.changes and not new.replaces
+
+
+def test_a_replaced_worker_stays_running_while_its_successor_was_never_started(daemons):
+    """The engine's pending delete of the previous worker after a rollout that failed in another role: the new one
+    was only created, so the old one still does the work."""
+    clients, listing = daemons
+    listing["h1"] = [_listed("new", "jobs", "v2", 2, "created"), _listed("old", "jobs", "v1", 1, "running")]
+    props = {"owner": OWNER, "destination": "staging", "role": "jobs", "target": _target("h1"),
+             "name": "hello-jobs-staging-v1", "labels": {**LABELS, "shipyard.stack": OWNER, "role": "jobs"},
+             "image": "sha256:i1", "retain": 5}
+    providers.ContainerProvider().delete("old", props)
+    clients["h1"].stop.assert_not_called()
+    clients["h1"].remove_container.assert_not_called()
+    assert container.standby({"rollout": True, "proxy": None}) and not container.standby({"rollout": True,
+                                                                                         "proxy": {"app_port": 80}})
