@@ -194,7 +194,7 @@ class DestinationService(pulumi.ComponentResource):
                 "files": [{"local": str((self._project_dir / local).resolve()), "target": remote,
                            "hash": source.file_hash(self._project_dir / local)} for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
-                "delete_first": True, "retain": 1, "proxy": None, "running": True,
+                "exclusive": True, "retain": 1, "proxy": None, "running": True,
             }, self._child(acc.host, depends_on=[networks[acc.host], *volumes.get(acc.host, [])]))
             resources.append(res)
             outputs.setdefault(acc.accessory, {})[acc.host] = {
@@ -228,7 +228,9 @@ class DestinationService(pulumi.ComponentResource):
         """What the rollout knows of one new container."""
         cfg = self._cfg
         return {"target": self._target(spec.host), "role": spec.role, "name": container.name,
-                "container_id": container.container_id, "image": image.image_id, "proxied": bool(spec.proxy),
+                # its resource ID, not an output: an in-place update (a restart policy, a stopped container
+                # started again) keeps it known at preview, so only a new container shows as a new rollout
+                "container_id": container.id, "image": image.image_id, "proxied": bool(spec.proxy),
                 "ports": [p.model_dump() for p in spec.ports], "readiness_delay": cfg.readiness_delay,
                 "stop_timeout": None if spec.proxy else cfg.drain_timeout, "retain": cfg.retain_containers,
                 "takeover": self._takeover(spec.role)}

@@ -39,10 +39,17 @@ def waiting(ctx: StackContext):
     return show
 
 
+def healed(ctx: StackContext):
+    def show(pending: list[str]) -> None:
+        output.progress(f"{ctx.name}: an interrupted run left {len(pending)} pending operation(s) "
+                        f"({', '.join(pending)}); read back from the hosts and cleared")
+    return show
+
+
 def up(ctx: StackContext, args: argparse.Namespace, action: str, version: str) -> None:
     output.progress(f"{action} of {ctx.name} (version {version})")
     ctx.up(message=message(action, version, performer(ctx.project_dir)), lock_wait=args.lock_wait,
-           on_output=engine_line(args.paint), on_wait=waiting(ctx))
+           on_output=engine_line(args.paint), on_wait=waiting(ctx), on_heal=healed(ctx))
     ctx.refresh()
 
 

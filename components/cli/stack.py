@@ -225,14 +225,36 @@ class StackContext:
         with pulumi_errors(self.name, "reading the history"):
             return self.stack.history(show_secrets=False)
 
+    def pending(self) -> list[str]:
+        """What an interrupted run left in the state (a Ctrl-C twice, a killed deployer): its pending operations,
+        as `<kind> <resource name>`."""
+        with pulumi_errors(self.name, "reading the state"):
+            state = self.stack.export_stack().deployment or {}
+        return [f"{(op.get('type') or '?')} {(op.get('resource') or {}).get('urn', '?').rsplit('::', 1)[-1]}"
+                for op in state.get("pending_operations") or []]
+
     def up(self, *, message: str, lock_wait: float = 0, on_output: Callable[[str], None] | None = None,
-           on_wait: Callable[[str], None] | None = None) -> auto.UpResult:
+           on_wait: Callable[[str], None] | None = None,
+           on_heal: Callable[[list[str]], None] | None = None) -> auto.UpResult:
         """`pulumi up` through the Automation API. When another process holds the stack's lock, retry until
-        `lock_wait` seconds have passed (0: fail at once, naming the holder)."""
+        `lock_wait` seconds have passed (0: fail at once, naming the holder).
+
+        What an interrupted run left pending (a Ctrl-C twice, a killed deployer) is cleared first, with every
+        resource read back from its host (`pulumi refresh --clear-pending-creates`), and reported to `on_heal`.
+        Safe here: a create that never finished left its container under a pending name, one that did under its
+        final name, and the next create of that role removes the first and takes over the second. (While another
+        process updates the stack, its operations in flight show as pending too: the refresh then waits for the
+        stack's lock like the update.)"""
         deadline = time.monotonic() + lock_wait
         told = False
         while True:
             try:
+                found = self.pending()
+                if found:
+                    self.stack.refresh(clear_pending_creates=True, color="never", suppress_progress=True,
+                                       on_output=on_output)
+                    if on_heal:
+                        on_heal(found)
                 return self.stack.up(message=message, on_output=on_output, color="never", suppress_progress=True,
                                      parallel=plan.engine_parallel(len(self.hosts()), os.cpu_count() or 1))
             except auto.ConcurrentUpdateError as exc:

@@ -60,10 +60,12 @@ def start_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], role: list[dic
                 keep: bool) -> list[str]:
     """Start `cid` and wait until it is ready. Without a proxy, a fixed host port can only be bound by one
     container: the one of the role (`role`: its containers here) that holds it is stopped just before this one
-    starts (Kamal 1's order). Returns those. If it does not become ready, it is removed (`keep`: stopped, as the
-    rollout does with a container the state knows) and what it took a port from runs again."""
+    starts (Kamal 1's order); an `exclusive` one (an accessory: one writer of its data) stops every running one of
+    its role. Returns those. If it does not become ready, it is removed (`keep`: stopped, as the rollout does with a
+    container the state knows) and what it stopped runs again."""
     wanted = {int(p["host_port"]) for p in props.get("ports") or [] if p.get("host_port") is not None}
-    handing_over = decisions.port_holders(role, wanted, exclude=cid)
+    handing_over = [i["Id"] for i in role if i["Id"] != cid and i.get("State") == "running"] \
+        if props.get("exclusive") else decisions.port_holders(role, wanted, exclude=cid)
     try:
         for old in handing_over:
             c.stop(old, timeout=stop_timeout(props))
@@ -288,7 +290,8 @@ class ContainerProvider(ResourceProvider):
         base = f"{hostfiles.home(t)}/{props['state_dir']}"
         binds = []
         for i, f in enumerate(props.get("files") or []):
-            remote = f"{base}/files/{i}-{Path(f['local']).name}"
+            # by content: the container this one replaces keeps its own file, should it have to start again
+            remote = f"{base}/files/{i}-{f['hash'].split(':')[-1][:12]}-{Path(f['local']).name}"
             hostfiles.write_file(t, remote, Path(f["local"]).read_bytes(), mode=0o644)
             binds.append(f"{remote}:{f['target']}:ro")
         for d in props.get("directories") or []:
@@ -305,9 +308,10 @@ class ContainerProvider(ResourceProvider):
         if "stop_timeout" not in olds:  # recorded by an earlier release: no change of its own (the next version's
             # create stops this container with the stop timeout it has then)
             news = {k: v for k, v in news.items() if k != "stop_timeout"}
-        # Accessories (databases) never run twice on the same data: the old one stops before the new one starts.
-        return exact_diff(_files_key(olds), _files_key(news), replace=REPLACE, update=UPDATE,
-                          delete_first=bool(news.get("delete_first")))
+        # Create before delete, accessories too: an accessory (a database) never runs twice on the same data - its
+        # create stops the old one just before the new one starts and starts it again if the new one is not ready
+        # (`exclusive`), so a failed change leaves the old one as it was, not removed first.
+        return exact_diff(_files_key(olds), _files_key(news), replace=REPLACE, update=UPDATE)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         t = target(news)

@@ -160,6 +160,30 @@ def test_changing_an_accessory_replaces_only_it(bench, pair):
     assert exec_(bench, "acc-staging-db", "cat /data/row") == (0, "written-by-staging\n")  # the volume kept its data
 
 
+def test_an_accessory_change_that_fails_leaves_the_old_one_running_with_its_data(bench, pair):
+    """The new db crashes at start: the old one was stopped (not removed) just before, and runs again - same
+    container, same data - while the app kept answering."""
+    host = bench.hosts[0].address
+    assert exec_(bench, "acc-staging-db", "echo kept > /data/row")[0] == 0
+    before = docker(bench).inspect_container("acc-staging-db")["Id"]
+    cfg = config(bench, "staging")
+    cfg["accessories"]["db"]["cmd"] = "echo db cannot start; exit 3"
+    pair.set_config("staging", cfg)
+    with requests_during(lambda: http_get(f"http://{host}:{PORTS['staging']}/"), most=1000, pause=0.02) as seen:
+        failed = pair.up("staging", check=False)
+    assert not failed.ok and "Traceback" not in failed.out
+    assert (f"host {host}: container acc-staging-db (role accessory.db) of destination staging exited with code 3 "
+            f"right after starting; it was removed and the previous version keeps running. Last output: db cannot "
+            f"start") in failed.out, failed.out
+    db = docker(bench).inspect_container("acc-staging-db")
+    assert db["Id"] == before and db["State"]["Running"]
+    assert exec_(bench, "acc-staging-db", "cat /data/row") == (0, "kept\n")
+    answers = [answer for _, answer in seen]
+    assert len(answers) > 10 and all(a and "destination=staging" in a for a in answers), answers[-3:]
+    pair.set_config("staging", config(bench, "staging"))
+    pair.run("preview", "--expect-no-changes", stack="staging")  # the state still says what runs
+
+
 def test_an_accessory_port_held_on_the_host_is_refused_before_the_accessory_is_touched(bench, pair):
     """Its published port moved to one production's web role holds: refused in one line before anything changes -
     the running accessory is not removed first - while production keeps answering there."""

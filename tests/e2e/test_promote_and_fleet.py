@@ -135,6 +135,10 @@ def test_a_role_without_proxy_waits_for_the_images_own_healthcheck(bench, tmp_pa
     assert result.code != 0
     assert "container hc-jobs-staging-" in result.out and "reports unhealthy (health status unhealthy" in result.out
     assert "health status unhealthy" in result.out
+    assert "it was stopped (kept for the next `up`)" in result.out
+    left = host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=hc"})
+    assert [c["State"] for c in left] == ["exited"], left  # nothing runs; the state knows the one left
+    proj.run("destroy", "--yes", stack="staging")
     assert not host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=hc"})
 
 

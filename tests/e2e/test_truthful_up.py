@@ -5,6 +5,7 @@ are refused there, in one line. Every test makes its own stacks."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from tests.conftest import WORKER, Project, commit_app, host_docker, make_project, pulumi_env, requests_during, \
     ssh_config
+from tests.e2e.cli_helpers import shipyard
 
 pytestmark = pytest.mark.e2e
 
@@ -285,9 +287,18 @@ def test_an_interrupted_up_leaves_no_orphan_after_the_next_up(bench, proj):
     out, _ = up.communicate(timeout=120)
     assert up.returncode != 0, out
     proj.run("cancel", "--yes", stack="staging", check=False)
-    proj.up("staging")
+    assert pending_operations(proj), "the interrupted run left nothing pending"  # what a user's state then holds
+    deployed = shipyard(proj.dir, proj.env, "deploy", "-s", "staging")
+    assert "an interrupted run left" in deployed.err and "read back from the hosts and cleared" in deployed.err
+    assert pending_operations(proj) == []
+    assert "pending operations" not in proj.up("staging").out  # no warning left for later runs
     assert containers(bench, "intr") == {"intr-web-staging-v2": "running", "intr-web-staging-v1": "exited",
                                          "intr-jobs-staging-v2": "running", "intr-jobs-staging-v1": "exited"}
+
+
+def pending_operations(proj: Project) -> list[dict[str, Any]]:
+    state = json.loads(proj.run("stack", "export", stack="staging").out)
+    return state["deployment"].get("pending_operations") or []
 
 
 LATE = [

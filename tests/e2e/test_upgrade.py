@@ -1,6 +1,7 @@
 """Upgrading shipyard changes nothing that runs: a destination deployed by an earlier release (this repository's
-history, taken with `git archive`) previews with no change under the current code, and the next version change
-works on the state that release wrote."""
+history, taken with `git archive`) previews with no change under the current code but the two steps of its rollout,
+which are new; their `up` touches no container, and the next version change works on the state that release
+wrote."""
 
 from __future__ import annotations
 
@@ -56,9 +57,20 @@ def test_a_destination_deployed_by_an_earlier_release_previews_with_no_change(be
 
         shutil.rmtree(proj.dir / "components")
         (proj.dir / "components").symlink_to(REPO / "components")  # upgrade
+        # the rollout's two steps are new: created once, changing nothing that runs
+        preview = proj.run("preview", stack="staging").out
+        creates = [line for line in preview.splitlines() if line.strip().startswith("+ ")]
+        assert len(creates) == 2 and all("shipyard:Rollout" in line for line in creates), preview
+        assert "2 to create" in preview and not any(f"to {what}" in preview for what in ("update", "replace",
+                                                                                         "delete")), preview
+        started = {c["Id"]: host_docker(bench.hosts[0]).inspect_container(c["Id"])["State"]["StartedAt"]
+                   for c in host_docker(bench.hosts[0]).containers(filters={"label": "service=upg"})}
+        proj.up("staging")
         proj.run("preview", "--expect-no-changes", stack="staging")
         proj.run("preview", "--refresh", "--expect-no-changes", stack="staging")
-        assert {c["Id"] for c in host_docker(bench.hosts[0]).containers(filters={"label": "service=upg"})} == before
+        assert {c["Id"]: host_docker(bench.hosts[0]).inspect_container(c["Id"])["State"]["StartedAt"]
+                for c in host_docker(bench.hosts[0]).containers(filters={"label": "service=upg"})} == started
+        assert set(started) == before
 
         proj.set_config("staging", config(bench, "v2"))  # and the state that release wrote deploys on
         proj.up("staging")

@@ -104,6 +104,27 @@ def test_a_container_that_crashes_is_removed_and_the_old_one_keeps_its_port_and_
     client.rename.assert_not_called()
 
 
+def test_an_accessory_is_replaced_create_before_delete_and_its_old_one_runs_again_if_the_new_one_fails(client):
+    """One writer of its data at a time: the old accessory stops just before the new one starts (it publishes no
+    port here - the volume alone is reason enough) and starts again, never removed, when the new one crashes."""
+    old = {"Id": "o" * 64, "Names": ["/hello-staging-db"], "Labels": {**OURS, "role": "accessory.db"},
+           "State": "running", "Created": 1}
+    client.containers.side_effect = daemon(old)
+    client.inspect_container.return_value = {"State": {"Running": False, "ExitCode": 3, "RestartCount": 0}}
+    client.logs.return_value = b"bad config\n"
+    props = container_props(role="accessory.db", name="hello-staging-db", labels={**OURS, "role": "accessory.db"},
+                            ports=[], exclusive=True, retain=1)
+    with pytest.raises(HealthCheckFailed, match="it was removed and the previous version keeps running"):
+        providers.ContainerProvider().create(props)
+    client.stop.assert_called_once_with("o" * 64, timeout=providers.STOP_TIMEOUT_S)
+    client.start.assert_any_call("o" * 64)
+    client.remove_container.assert_called_once_with("new" * 8, v=False, force=True)
+    client.rename.assert_not_called()
+    olds = {**props, "delete_first": True, "container_id": "o" * 64}  # recorded by earlier releases
+    d = providers.ContainerProvider().diff("o" * 64, olds, {**props, "cmd": ["other"]})
+    assert d.replaces == ["cmd"] and not d.delete_before_replace
+
+
 def test_leftovers_of_an_interrupted_run_are_removed_before_a_new_create(client):
     pending = {"Id": "p" * 64, "Names": ["/hello-web-staging-v1_pending_1234abcd"],
                "Labels": {**OURS, "version": "v1"}, "State": "running", "Created": 5, "ImageID": "sha256:x"}
