@@ -12,7 +12,7 @@ export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 export PULUMI_PYTHON_CMD := $(CURDIR)/.venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup test unit demo demo-down bench-up bench-down benchmark
+.PHONY: setup test unit demo demo-down bench-up bench-down benchmark faults
 
 setup:
 	@scripts/setup.sh
@@ -53,3 +53,7 @@ bench-down:
 # about 15 minutes on 2 cores); BENCHMARK_ARGS=--help for its options
 benchmark: setup
 	$(PY) scripts/benchmark.py $(BENCHMARK_ARGS)
+
+# a randomized fault run on the bench profile `bench`: FAULTS_ARGS="--runs N --seed S" (about 20 minutes for 50)
+faults: setup
+	$(PY) scripts/fault_run.py $(FAULTS_ARGS)

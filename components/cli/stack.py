@@ -57,7 +57,10 @@ def lock_holder(stderr: str) -> str | None:
     return f"{m['who']} (pid {m['pid']}, since {m['at']})" if m else None
 
 
-GENERIC = re.compile(r"^(update|preview|destroy|refresh) failed$|^an error occurred", re.I)
+# what says only that something failed elsewhere: the engine's summary, and the program's own stop once the engine
+# has cancelled the run (listed before the resource's own error when the program stopped first)
+GENERIC = re.compile(r"^(update|preview|destroy|refresh) failed$|^an error occurred|^resource monitor has terminated",
+                     re.I)
 
 
 def command_error_line(output: str) -> str:

@@ -171,6 +171,9 @@ def test_lock_holder_and_error_lines_from_the_pulumi_cli():
     out = ("Diagnostics:\n  shipyard:index:Container (shop-web):\n    error: host 10.0.0.2: container shop-web did "
            "not become healthy within 8s\n\nerror: update failed\n")
     assert stack.command_error_line(out) == "host 10.0.0.2: container shop-web did not become healthy within 8s"
+    stopped_first = "  pulumi:pulumi:Stack (shipyard-staging):\n    error: Resource monitor has terminated, shutting down\n" + out
+    assert stack.command_error_line(stopped_first) == "host 10.0.0.2: container shop-web did not become healthy " \
+                                                      "within 8s"
 
 
 def test_audit_reads_who_and_what_from_shipyards_messages_and_falls_back_to_git():

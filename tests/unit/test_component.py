@@ -29,8 +29,8 @@ class Mocks(pulumi.runtime.Mocks):
         return {}
 
 
-@pytest.fixture
-def service(tmp_path: Path, mocker):
+def _record(tmp_path: Path, mocker) -> None:
+    """Mocks that record every resource, and every dynamic resource's parent, props and dependencies."""
     REGISTERED.clear()
     CHILDREN.clear()
     AFTER.clear()
@@ -43,6 +43,11 @@ def service(tmp_path: Path, mocker):
     mocker.patch.object(pulumi.dynamic.Resource, "__init__", spy)
     pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
     (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+
+
+@pytest.fixture
+def service(tmp_path: Path, mocker):
+    _record(tmp_path, mocker)
     cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
                        "servers": {"web": {"hosts": ["h1", "h2"], "ports": ["8080:80"],
                                            "env": {"secret": ["TOKEN"]}}},
@@ -101,18 +106,7 @@ def _assert_all_secret(flags: list[bool]) -> None:
 def test_a_rollout_is_one_unit_no_route_switches_before_every_role_is_ready(tmp_path, mocker):
     """Every role's new container, then the workers' start, then the routes, then the retirement of what ran
     before; a second boot batch begins after the first one's retirement."""
-    REGISTERED.clear()
-    CHILDREN.clear()
-    AFTER.clear()
-    real = pulumi.dynamic.Resource.__init__
-
-    def spy(self, provider, name, props, opts=None):
-        CHILDREN.append((name, opts.parent if opts else None, props))
-        AFTER[name] = [d.pulumi_resource_name for d in (opts.depends_on or [])] if opts else []
-        real(self, provider, name, props, opts)
-    mocker.patch.object(pulumi.dynamic.Resource, "__init__", spy)
-    pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
-    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    _record(tmp_path, mocker)
     cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
                        "servers": {"web": {"hosts": ["h1", "h2"], "proxy": {"hosts": ["hello.example"]}},
                                    "jobs": {"hosts": ["h1", "h2"], "cmd": "work"}},
