@@ -41,8 +41,8 @@ def waiting(ctx: StackContext):
 
 def healed(ctx: StackContext):
     def show(pending: list[str]) -> None:
-        output.progress(f"{ctx.name}: an interrupted run left {len(pending)} pending operation(s) "
-                        f"({', '.join(pending)}); read back from the hosts and cleared")
+        output.progress(f"{ctx.name}: an interrupted run left this behind, now read back from the hosts and "
+                        f"cleared: {', '.join(pending)}")
     return show
 
 

@@ -63,13 +63,20 @@ GENERIC = re.compile(r"^(update|preview|destroy|refresh) failed$|^an error occur
                      re.I)
 
 
+# a provider's check refused an input: the engine quotes the whole value before the reason
+CHECK_FAILURE = re.compile(r"^\S+ resource '(?P<name>[^']+)': property (?P<prop>\S+) value .* has a problem: "
+                           r"(?P<why>.+)$")
+
+
 def command_error_line(output: str) -> str:
     """The one line of a failed Pulumi command worth showing (its output and errors together): the first
-    `error:` line that says more than "update failed", without the prefix."""
+    `error:` line that says more than "update failed", without the prefix; a refused input as its reason."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     errors = [ln.removeprefix("error:").strip() for ln in lines if ln.startswith("error:")]
     specific = [e for e in errors if not GENERIC.search(e)]
-    return (specific or errors or lines[-1:] or ["the Pulumi CLI failed"])[0]
+    line = (specific or errors or lines[-1:] or ["the Pulumi CLI failed"])[0]
+    m = CHECK_FAILURE.match(line)
+    return f"{m['why']} (resource {m['name']}, {m['prop']})" if m else line
 
 
 def _text(exc: auto.CommandError) -> str:
@@ -236,6 +243,40 @@ class StackContext:
         return [f"{(op.get('type') or '?')} {(op.get('resource') or {}).get('urn', '?').rsplit('::', 1)[-1]}"
                 for op in state.get("pending_operations") or []]
 
+    def leftovers(self) -> list[tuple[str, str, str]]:
+        """(host, container ID, name) of this stack's containers still under a pending name: an interrupted
+        create's, never ready, known to no state - found on every host of the destination that answers."""
+        from .. import hosts, naming
+        from ..errors import HostError
+        try:
+            filters = {"label": self.label_filters()}
+        except StackError:
+            return []  # nothing deployed yet, so nothing of this stack's to tell apart
+        found = []
+        for host in self.hosts():
+            try:
+                with hosts.docker_errors(self.target(host), "looking for what an interrupted run left"):
+                    items = hosts.client(self.target(host)).containers(all=True, filters=filters)
+            except HostError:
+                continue  # the deploy reports an unreachable host
+            found += [(host, i["Id"], i["Names"][0].lstrip("/")) for i in items
+                      if naming.is_pending((i.get("Names") or ["/"])[0])]
+        return found
+
+    def remove(self, containers: list[tuple[str, str, str]]) -> list[str]:
+        """Remove these containers (`leftovers`); returns what was removed, as `removed <name>`."""
+        from .. import hosts
+        from ..errors import HostError
+        done = []
+        for host, cid, name in containers:
+            try:
+                with hosts.docker_errors(self.target(host), f"removing {name}"):
+                    hosts.client(self.target(host)).remove_container(cid, v=False, force=True)
+                done.append(f"removed {name}")
+            except HostError:
+                pass  # gone already, or the host is unreachable: the next create of its role removes it
+        return done
+
     def up(self, *, message: str, lock_wait: float = 0, on_output: Callable[[str], None] | None = None,
            on_wait: Callable[[str], None] | None = None,
            on_heal: Callable[[list[str]], None] | None = None) -> auto.UpResult:
@@ -244,8 +285,9 @@ class StackContext:
 
         What an interrupted run left pending (a Ctrl-C twice, a killed deployer) is cleared first, with every
         resource read back from its host (`pulumi refresh --clear-pending-creates`), and reported to `on_heal`.
-        Safe here: a create that never finished left its container under a pending name, one that did under its
-        final name, and the next create of that role removes the first and takes over the second. (While another
+        Safe here: a create that never finished left its container under a pending name - removed here, as no
+        state knows it - and one that did left it under its final name, which the next create of that role takes
+        over. (While another
         process updates the stack, its operations in flight show as pending too: the refresh then waits for the
         stack's lock like the update.)"""
         deadline = time.monotonic() + lock_wait
@@ -254,10 +296,11 @@ class StackContext:
             try:
                 found = self.pending()
                 if found:
+                    left = self.leftovers()  # listed before the refresh: nothing a later run creates
                     self.stack.refresh(clear_pending_creates=True, color="never", suppress_progress=True,
                                        on_output=on_output)
                     if on_heal:
-                        on_heal(found)
+                        on_heal(found + self.remove(left))
                 return self.stack.up(message=message, on_output=on_output, color="never", suppress_progress=True,
                                      parallel=plan.engine_parallel(len(self.hosts()), os.cpu_count() or 1))
             except auto.ConcurrentUpdateError as exc:

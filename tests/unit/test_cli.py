@@ -10,6 +10,7 @@ import pytest
 from components import config
 from components.cli import audit, deploy, details, execute, logs, output, parser, review, stack, versions
 from components.errors import ConfigError
+from components.hosts import SSHTarget
 
 BASE = {"service": "shop", "image": "acme/shop", "registry": {"server": "registry.example.com"},
         "servers": {"web": {"hosts": ["10.0.0.2", "10.0.0.3"], "ports": ["8080:80"]},
@@ -171,6 +172,11 @@ def test_lock_holder_and_error_lines_from_the_pulumi_cli():
     out = ("Diagnostics:\n  shipyard:index:Container (shop-web):\n    error: host 10.0.0.2: container shop-web did "
            "not become healthy within 8s\n\nerror: update failed\n")
     assert stack.command_error_line(out) == "host 10.0.0.2: container shop-web did not become healthy within 8s"
+    refused = ("error: pulumi-python:dynamic/shipyard:Container resource 'shop-staging-accessory-db@h1': property "
+               "ports value {[{map[container_port:{80} host_port:{80}]}]} has a problem: host h1: port 80 is already "
+               "published by container kamal-proxy")
+    assert stack.command_error_line(refused) == "host h1: port 80 is already published by container kamal-proxy " \
+                                                "(resource shop-staging-accessory-db@h1, ports)"
     stopped_first = "  pulumi:pulumi:Stack (shipyard-staging):\n    error: Resource monitor has terminated, shutting down\n" + out
     assert stack.command_error_line(stopped_first) == "host 10.0.0.2: container shop-web did not become healthy " \
                                                       "within 8s"
@@ -221,3 +227,30 @@ def test_lock_status_rows_name_each_holder_or_say_free():
         ("h2", "free", None, None, None, None, None)]
     args = parser().parse_args(["lock", "release", "-s", "staging", "--host", "h1"])
     assert (args.stack, args.host, args.handler) == ("staging", "h1", lock.release)
+
+
+def test_an_interrupted_run_is_healed_before_the_deploy_and_its_pending_containers_removed(mocker):
+    """`shipyard deploy` after a Ctrl-C twice: what is pending in the state is cleared with every resource read
+    back (`refresh --clear-pending-creates`), and containers left under a pending name - listed before that refresh,
+    so never one a later run creates - are removed; then the deploy runs."""
+    import docker
+    from components.cli.stack import StackContext
+    ctx = StackContext.__new__(StackContext)
+    ctx.name = "staging"
+    ctx.stack = mocker.Mock()
+    ctx.stack.export_stack.return_value.deployment = {"pending_operations": [
+        {"type": "creating", "resource": {"urn": "urn:pulumi:staging::shipyard::x$y::shop-staging-jobs@h1"}}]}
+    c = mocker.create_autospec(docker.APIClient, instance=True)
+    c.containers.return_value = [{"Id": "p1", "Names": ["/shop-jobs-staging-v2_pending_1a2b3c4d"]},
+                                 {"Id": "r1", "Names": ["/shop-jobs-staging-v1"]}]
+    mocker.patch("components.hosts.client", return_value=c)
+    mocker.patch.object(StackContext, "hosts", return_value=("h1",))
+    mocker.patch.object(StackContext, "label_filters", return_value=["service=shop"])
+    mocker.patch.object(StackContext, "target", side_effect=lambda h: SSHTarget(host=h))
+    healed = []
+    ctx.up(message="m", on_heal=healed.append)
+    ctx.stack.refresh.assert_called_once()
+    assert ctx.stack.refresh.call_args.kwargs["clear_pending_creates"] is True
+    c.remove_container.assert_called_once_with("p1", v=False, force=True)
+    assert healed == [["creating shop-staging-jobs@h1", "removed shop-jobs-staging-v2_pending_1a2b3c4d"]]
+    ctx.stack.up.assert_called_once()
