@@ -277,6 +277,38 @@ class StackContext:
                 pass  # gone already, or the host is unreachable: the next create of its role removes it
         return done
 
+    def stop_strays(self) -> list[str]:
+        """Workers an interrupted rollout had started (its `rollout-start` ran, its `rollout-retire` did not) run
+        next to the ones the last whole rollout left: stopped again, with the role's drain time, wherever the
+        recorded one still runs. Returns what was stopped, as `stopped <name>`."""
+        from .. import hosts
+        from ..errors import HostError
+        with pulumi_errors(self.name, "reading the state"):
+            resources = (self.stack.export_stack().deployment or {}).get("resources") or []
+        try:
+            owned = self.label_filters()
+        except StackError:
+            return []  # nothing deployed yet
+        entries = [e for r in resources if r.get("type", "").endswith("shipyard:Rollout")
+                   and (r.get("inputs") or {}).get("step") == "retire"
+                   for e in r["inputs"].get("containers") or [] if not e.get("proxied")]
+        done = []
+        for e in entries:
+            host = e["target"]["host"]
+            try:
+                with hosts.docker_errors(self.target(host), "stopping what an interrupted run started"):
+                    c = hosts.client(self.target(host))
+                    running = c.containers(filters={"label": [*owned, f"role={e['role']}"]})
+                    if not any(i["Id"] == e["container_id"] for i in running):
+                        continue  # the recorded one no longer runs: the next rollout decides
+                    for i in running:
+                        if i["Id"] != e["container_id"]:
+                            c.stop(i["Id"], timeout=int(e.get("stop_timeout") or 10))
+                            done.append(f"stopped {i['Names'][0].lstrip('/')}")
+            except HostError:
+                continue  # the deploy reports an unreachable host
+        return done
+
     def up(self, *, message: str, lock_wait: float = 0, on_output: Callable[[str], None] | None = None,
            on_wait: Callable[[str], None] | None = None,
            on_heal: Callable[[list[str]], None] | None = None) -> auto.UpResult:
@@ -299,8 +331,9 @@ class StackContext:
                     left = self.leftovers()  # listed before the refresh: nothing a later run creates
                     self.stack.refresh(clear_pending_creates=True, color="never", suppress_progress=True,
                                        on_output=on_output)
+                    done = self.remove(left) + self.stop_strays()
                     if on_heal:
-                        on_heal(found + self.remove(left))
+                        on_heal(found + done)
                 return self.stack.up(message=message, on_output=on_output, color="never", suppress_progress=True,
                                      parallel=plan.engine_parallel(len(self.hosts()), os.cpu_count() or 1))
             except auto.ConcurrentUpdateError as exc:

@@ -231,18 +231,23 @@ def test_lock_status_rows_name_each_holder_or_say_free():
 
 def test_an_interrupted_run_is_healed_before_the_deploy_and_its_pending_containers_removed(mocker):
     """`shipyard deploy` after a Ctrl-C twice: what is pending in the state is cleared with every resource read
-    back (`refresh --clear-pending-creates`), and containers left under a pending name - listed before that refresh,
-    so never one a later run creates - are removed; then the deploy runs."""
+    back (`refresh --clear-pending-creates`), containers left under a pending name - listed before that refresh,
+    so never one a later run creates - are removed, and a worker the interrupted rollout started next to the one
+    the last whole rollout recorded is stopped again; then the deploy runs."""
     import docker
     from components.cli.stack import StackContext
     ctx = StackContext.__new__(StackContext)
     ctx.name = "staging"
     ctx.stack = mocker.Mock()
-    ctx.stack.export_stack.return_value.deployment = {"pending_operations": [
+    retire = {"type": "pulumi-python:dynamic/shipyard:Rollout", "inputs": {"step": "retire", "containers": [
+        {"target": {"host": "h1"}, "role": "jobs", "container_id": "r1", "proxied": False, "stop_timeout": 30}]}}
+    ctx.stack.export_stack.return_value.deployment = {"resources": [retire], "pending_operations": [
         {"type": "creating", "resource": {"urn": "urn:pulumi:staging::shipyard::x$y::shop-staging-jobs@h1"}}]}
     c = mocker.create_autospec(docker.APIClient, instance=True)
-    c.containers.return_value = [{"Id": "p1", "Names": ["/shop-jobs-staging-v2_pending_1a2b3c4d"]},
-                                 {"Id": "r1", "Names": ["/shop-jobs-staging-v1"]}]
+    listing = [{"Id": "p1", "Names": ["/shop-jobs-staging-v2_pending_1a2b3c4d"], "State": "created"},
+               {"Id": "r1", "Names": ["/shop-jobs-staging-v1"], "State": "running"},
+               {"Id": "s1", "Names": ["/shop-jobs-staging-v3"], "State": "running"}]  # started, never retired
+    c.containers.side_effect = lambda all=False, filters=None: [i for i in listing if all or i["State"] == "running"]
     mocker.patch("components.hosts.client", return_value=c)
     mocker.patch.object(StackContext, "hosts", return_value=("h1",))
     mocker.patch.object(StackContext, "label_filters", return_value=["service=shop"])
@@ -252,5 +257,7 @@ def test_an_interrupted_run_is_healed_before_the_deploy_and_its_pending_containe
     ctx.stack.refresh.assert_called_once()
     assert ctx.stack.refresh.call_args.kwargs["clear_pending_creates"] is True
     c.remove_container.assert_called_once_with("p1", v=False, force=True)
-    assert healed == [["creating shop-staging-jobs@h1", "removed shop-jobs-staging-v2_pending_1a2b3c4d"]]
+    c.stop.assert_called_once_with("s1", timeout=30)  # the recorded worker runs: the stray one stops
+    assert healed == [["creating shop-staging-jobs@h1", "removed shop-jobs-staging-v2_pending_1a2b3c4d",
+                       "stopped shop-jobs-staging-v3"]]
     ctx.stack.up.assert_called_once()
