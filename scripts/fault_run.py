@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 ok = code == 0
                 # an interrupted run may have started workers of its version: the next successful rollout retires
                 # them, so until then a failed one is not held to "nothing moved"
+                was_interrupted = interrupted[dest]
                 interrupted[dest] = (interrupted[dest] or fault in ("sigint1", "sigint2", "cut")) and not ok
                 outcomes[(fault, "ok" if ok else "failed")] += 1
                 log(f"{i:3d} {dest:10s} {change:9s} {fault:8s} {'ok' if ok else 'failed'} "
@@ -238,14 +239,15 @@ def main(argv: list[str] | None = None) -> int:
                     if fault in ("health", "exits", "port"):
                         problems.append(f"run {i}: the fault {fault} did not fail the deploy")
                     good[dest] = knobs
-                elif fault in ("none", "health", "exits", "port") and not interrupted[dest]:
-                    running = versions_running(info, dest)
-                    want = f"v{good[dest]['version']}"
-                    moved = {r: v for r, v in running.items() if v != {want} and r in ("web", "jobs")}
-                    if moved:
-                        problems.append(f"run {i}: after a failed deploy {dest} runs {moved}, not {want}")
+                else:
                     if fault == "none":
                         problems.append(f"run {i}: a deploy with no fault failed: {said}")
+                    if fault in ("none", "health", "exits", "port") and not was_interrupted:
+                        running = versions_running(info, dest)
+                        want = f"v{good[dest]['version']}"
+                        moved = {r: v for r, v in running.items() if v != {want} and r in ("web", "jobs")}
+                        if moved:
+                            problems.append(f"run {i}: after a failed deploy {dest} runs {moved}, not {want}")
         # the closing deploy of each destination's last successful config, then the accounts
         for d in DESTINATIONS:
             proj.set_config(d, config(info, d, good[d], "none"))

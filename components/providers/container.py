@@ -161,7 +161,19 @@ def carry_out(c, actions: decisions.Actions, timeout: float, seen: list[decision
     for cid in actions.stop + tuple(i for i in actions.remove if i in running and i not in actions.stop):
         c.stop(cid, timeout=timeout)
     for cid in actions.remove:
+        remove_container(c, cid)
+
+
+def remove_container(c, cid: str) -> None:
+    """Remove a container, running or not, keeping its volumes. Gone already, or being removed right now (by the
+    engine's delete of a replaced container while the rollout retires the same one) is done too."""
+    import docker.errors  # loaded already: `c` is a Docker client
+    try:
         c.remove_container(cid, v=False, force=True)
+    except docker.errors.APIError as exc:
+        gone = exc.status_code == 404 or (exc.status_code == 409 and "in progress" in str(exc.explanation or exc))
+        if not gone:
+            raise
 
 
 def prune_images(c, props: dict[str, Any], used: set[str]) -> None:
@@ -217,7 +229,7 @@ class ContainerProvider(ResourceProvider):
             role = of_role(listing, props, props["role"])
             leftovers = decisions.leftovers(decisions.Seen.from_list(i) for i in role)
             for leftover in leftovers:
-                c.remove_container(leftover, v=False, force=True)  # an interrupted run's, never ready
+                remove_container(c, leftover)  # an interrupted run's, never ready
             existing = named(listing, name)
             if existing is not None and not owned(existing.get("Labels"), props):
                 raise OwnershipConflict(

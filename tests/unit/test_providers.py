@@ -479,3 +479,18 @@ def test_a_host_that_left_the_config_is_cleaned_up_by_the_next_removal(mocker):
         return reach(t)
     mocker.patch("components.hosts.client", side_effect=gone)
     p.delete("sha256:v1", outs)  # a host that left is often gone for good: tried, never an error
+
+
+def test_a_container_being_removed_by_another_step_or_gone_counts_as_removed(client, mocker):
+    """The engine's delete of a replaced container and the rollout's retirement may remove the same one at once:
+    the daemon answers the second with 409 "already in progress" - done, not a failed deploy."""
+    import docker.errors
+
+    def refusal(status, text):
+        return docker.errors.APIError(text, response=mocker.Mock(status_code=status), explanation=text)
+    for status, text in ((409, "removal of container abc is already in progress"), (404, "No such container: abc")):
+        client.remove_container.side_effect = refusal(status, text)
+        container.remove_container(client, "abc")
+    client.remove_container.side_effect = refusal(409, "You cannot remove a running container abc")
+    with pytest.raises(docker.errors.APIError):
+        container.remove_container(client, "abc")
