@@ -21,7 +21,7 @@ from typing import Any, Callable
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from .. import decisions, hosts
+from .. import hosts
 from ..errors import HostError
 from ..hosts import docker_errors
 from .base import label_filters, of_role, stop_kamal, target
