@@ -342,7 +342,10 @@ class ContainerProvider(ResourceProvider):
             info = hosts.or_none(hosts.client(t).inspect_container, id_)
         if info is None:
             return ReadResult(id_="", outs={})
-        outs = {**props, "running": bool(info["State"]["Running"]), "name": info["Name"].lstrip("/"),
+        running = bool(info["State"]["Running"])
+        if standby(props) and info["State"].get("Status") == "created":
+            running = bool(props.get("running"))  # never started: its rollout starts it, a refresh must not
+        outs = {**props, "running": running, "name": info["Name"].lstrip("/"),
                 "restart": info["HostConfig"]["RestartPolicy"]["Name"] or "no"}
         if props["image"].startswith("sha256:"):
             outs["image"] = info["Image"]  # another image than the pinned one is drift

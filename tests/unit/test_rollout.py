@@ -154,3 +154,21 @@ def test_a_replaced_worker_stays_running_while_its_successor_was_never_started(d
     clients["h1"].remove_container.assert_not_called()
     assert container.standby({"rollout": True, "proxy": None}) and not container.standby({"rollout": True,
                                                                                          "proxy": {"app_port": 80}})
+
+
+def test_a_refresh_reads_a_worker_its_rollout_never_started_as_no_drift(daemons):
+    """After a rollout that failed in another role, the new worker exists but was never started: a refresh must not
+    record that as a stopped container, or the next `up` would start it outside its rollout."""
+    clients, listing = daemons
+    listing["h1"] = [_listed("new", "jobs", "v2", 2, "created")]
+    c = hosts.client(SSHTarget.from_dict(_target("h1")))
+    c.inspect_container.side_effect = lambda cid: {"State": {"Running": False, "Status": "created"},
+                                                   "Name": "/hello-jobs-staging-v2", "Image": "sha256:i2",
+                                                   "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}}}
+    props = {"target": _target("h1"), "name": "hello-jobs-staging-v2", "image": "sha256:i2", "running": True,
+             "restart": "unless-stopped", "rollout": True, "proxy": None}
+    assert providers.ContainerProvider().read("new", props).outs["running"] is True
+    c.inspect_container.side_effect = lambda cid: {"State": {"Running": False, "Status": "exited"},
+                                                   "Name": "/hello-jobs-staging-v2", "Image": "sha256:i2",
+                                                   "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}}}
+    assert providers.ContainerProvider().read("new", props).outs["running"] is False  # stopped since: drift
