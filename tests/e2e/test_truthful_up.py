@@ -287,9 +287,11 @@ def test_an_interrupted_up_leaves_no_orphan_after_the_next_up(bench, proj):
     out, _ = up.communicate(timeout=120)
     assert up.returncode != 0, out
     proj.run("cancel", "--yes", stack="staging", check=False)
-    assert pending_operations(proj), "the interrupted run left nothing pending"  # what a user's state then holds
+    # what a user's state then holds: pending operations, unless both Ctrl-Cs fell between two operations
+    left = pending_operations(proj)
     deployed = shipyard(proj.dir, proj.env, "deploy", "-s", "staging")
-    assert "an interrupted run left this behind, now read back from the hosts and cleared: " in deployed.err
+    assert ("an interrupted run left this behind, now read back from the hosts and cleared: " in deployed.err) \
+        == bool(left), (left, deployed.err)
     assert pending_operations(proj) == []
     assert "pending operations" not in proj.up("staging").out  # no warning left for later runs
     assert containers(bench, "intr") == {"intr-web-staging-v2": "running", "intr-web-staging-v1": "exited",
