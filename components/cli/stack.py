@@ -267,11 +267,12 @@ class StackContext:
         """Remove these containers (`leftovers`); returns what was removed, as `removed <name>`."""
         from .. import hosts
         from ..errors import HostError
+        from ..providers.container import remove_container
         done = []
         for host, cid, name in containers:
             try:
                 with hosts.docker_errors(self.target(host), f"removing {name}"):
-                    hosts.client(self.target(host)).remove_container(cid, v=False, force=True)
+                    remove_container(hosts.client(self.target(host)), cid)
                 done.append(f"removed {name}")
             except HostError:
                 pass  # gone already, or the host is unreachable: the next create of its role removes it

@@ -25,7 +25,7 @@ from .. import hosts
 from ..errors import HostError
 from ..hosts import docker_errors
 from .base import label_filters, of_role, stop_kamal, target
-from .container import after_rollout, prune_images, start_ready, stop_timeout
+from .container import after_rollout, prune_images, put_back, start_ready
 
 STEPS = ("start", "retire")
 
@@ -121,25 +121,13 @@ class RolloutProvider(ResourceProvider):
         # one role failed somewhere: every worker started here stops again, its predecessors run as before
         for host, done in started.items():
             for entry, handed in done:
-                self._stop_again(props, entry, handed)
+                put_back(target(entry), entry, entry["container_id"], handed, keep=True)
         first = failures[0]
         if isinstance(first, HostError) and any(done for done in started.values()):
             detail = str(first).split(": ", 1)[1]
             raise type(first)(first.host, f"{detail} The workers of this rollout started already were stopped "
                                           f"again; no role changed") from first
         raise first
-
-    @staticmethod
-    def _stop_again(props: dict[str, Any], entry: dict[str, Any], handed: list[str]) -> None:
-        t = target(entry)
-        try:
-            with docker_errors(t, f"stopping {entry['name']} again"):
-                c = hosts.client(t)
-                c.stop(entry["container_id"], timeout=stop_timeout(entry))
-                for old in handed:
-                    c.start(old)
-        except HostError:
-            pass  # best effort: the failure is what the user must see; the next rollout retires it
 
     # -- retire ---------------------------------------------------------------------------------------------------
 
