@@ -89,6 +89,18 @@ class Builder(Model):
     args: dict[str, str] = {}
     target: str | None = None
     host: HostName | None = None  # where the image is built; default: the first host of the first role
+    # the build host's SSH login, where it is not ssh.user/ssh.port (Kamal's builder.remote ssh://user@host:port)
+    user: str | None = Field(default=None, pattern=SSH_USER)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # the image's CPU architecture (Kamal's builder.arch: `docker build --platform linux/<arch>`); default: the
+    # build host's own
+    arch: str | None = Field(default=None, pattern=r"^[a-z0-9]+(/[a-z0-9]+)?$")
+
+    @model_validator(mode="after")
+    def _login_needs_host(self) -> "Builder":
+        if (self.user or self.port) and not self.host:
+            raise ValueError("user and port are the build host's: set host too")
+        return self
 
 
 class Env(Model):
@@ -168,6 +180,7 @@ class Proxy(Model):
 
 class Boot(Model):
     limit: int | None = Field(default=None, ge=1)  # hosts changed at once; default: all
+    wait: float = Field(default=0, ge=0, le=3600)  # seconds between one batch of hosts and the next
 
 
 class Role(Model):

@@ -76,8 +76,9 @@ class DestinationService(pulumi.ComponentResource):
             start = self._rollout(f"{name}-rollout-start{suffix}", "start", entries, built, lock)
             routes = [self._route(spec, c, proxies[spec.host], lock, [start, *built])
                       for spec, c in created if spec.proxy]
+            wait = self._cfg.boot.wait if k + 1 < len(shape.batches) else 0
             previous_batch = [self._rollout(f"{name}-rollout-retire{suffix}", "retire", entries,
-                                            [start, *built, *routes], lock)]
+                                            [start, *built, *routes], lock, wait=wait)]
 
         self.image_id = image.image_id
         self.repo_digest = image.repo_digest
@@ -93,10 +94,12 @@ class DestinationService(pulumi.ComponentResource):
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
-    def _target(self, host: str) -> dict[str, Any]:
-        ssh = self._cfg.ssh
-        return SSHTarget(host=host, port=ssh.port, user=ssh.user, keys=ssh.keys, known_hosts=ssh.known_hosts,
-                         host_key_policy=ssh.host_key_policy).to_dict()
+    def _target(self, host: str, *, build: bool = False) -> dict[str, Any]:
+        """How `host` is reached; the build host with the builder's own login where it has one."""
+        ssh, builder = self._cfg.ssh, self._cfg.builder
+        own = build and host == builder.host
+        return SSHTarget(host=host, port=(own and builder.port) or ssh.port, user=(own and builder.user) or ssh.user,
+                         keys=ssh.keys, known_hosts=ssh.known_hosts, host_key_policy=ssh.host_key_policy).to_dict()
 
     def _common(self, host: str) -> dict[str, Any]:
         """What every resource of this destination on `host` carries."""
@@ -145,7 +148,8 @@ class DestinationService(pulumi.ComponentResource):
             return {"version": pulumi.Output.from_input(cfg.version or source.git_version(ctx)),
                     "pinned": bool(cfg.version),
                     "context": str(ctx.directory), "dockerfile": ctx.dockerfile, "context_hash": ctx.hash,
-                    "build_args": dict(cfg.builder.args), "build_target": cfg.builder.target, "from_ref": None}
+                    "build_args": dict(cfg.builder.args), "build_target": cfg.builder.target,
+                    "build_platform": f"linux/{cfg.builder.arch}" if cfg.builder.arch else None, "from_ref": None}
         return {"version": promote["version"], "context": None, "dockerfile": "Dockerfile", "context_hash": None,
                 "build_args": {}, "build_target": None, "from_ref": promote["image_ref"],
                 "promote": pulumi.Output.all(promote["service"], promote["tag"], promote["version"]).apply(
@@ -156,7 +160,7 @@ class DestinationService(pulumi.ComponentResource):
         cfg = self._cfg
         props: dict[str, Any] = {
             "owner": self._owner, "destination": cfg.destination, **build,
-            "build_host": self._target(shape.image.build_host),
+            "build_host": self._target(shape.image.build_host, build=True),
             "ship_to": [self._target(h) for h in shape.image.hosts],
             "registry_server": cfg.registry.server if cfg.registry else None,
             "registry_username": cfg.registry.username if cfg.registry else None,
@@ -236,12 +240,13 @@ class DestinationService(pulumi.ComponentResource):
                 "takeover": self._takeover(spec.role)}
 
     def _rollout(self, name: str, step: str, entries: list[dict[str, Any]], after: list[pulumi.Resource],
-                 lock: dict[str, Any]) -> Rollout:
+                 lock: dict[str, Any], wait: float = 0) -> Rollout:
         cfg = self._cfg
         secrets = sorted({cfg.secrets[k] for role in cfg.servers for k in cfg.role_env(role).secret})
         return Rollout(name, {"step": step, "owner": self._owner, "destination": self._cfg.destination,
                               "labels": self._labels(), "lock": lock, "containers": entries,
-                              "redact": pulumi.Output.secret(secrets) if secrets else None},
+                              "redact": pulumi.Output.secret(secrets) if secrets else None,
+                              **({"wait": wait} if wait else {})},
                        self._child(depends_on=after))
 
     def _route(self, spec: plan.ContainerSpec, container: Container, proxy: Proxy,

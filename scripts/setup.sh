@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 step() { printf '\033[1m== %s\033[0m\n' "$*"; }
 
 # 1. Debian packages: Docker Engine, sshd, the registry, busybox for the seeded base image, htpasswd (bcrypt) for
-#    the registry that wants a password, PostgreSQL (the team-state backend the tests start as a private cluster).
+#    the registry that wants a password, PostgreSQL (the team-state backend the tests start as a private cluster),
+#    Ruby (a Kamal config's ERB beyond the ENV forms is Ruby; Kamal's users have it).
 packages=(docker.io openssh-server openssh-client docker-registry busybox-static apache2-utils iproute2 util-linux git
-          curl procps postgresql)
+          curl procps postgresql ruby)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -57,8 +58,11 @@ kamal_proxy="$(scripts/install-kamal-proxy.sh)"
 dockerd_current="$(scripts/install-dockerd.sh)"
 [ "$dockerd_current" -ef .venv/bin/dockerd-current ] || ln -sf "$dockerd_current" .venv/bin/dockerd-current
 
-# 5. toxiproxy, the bench's fault proxy between the deployer and each host's sshd (latency, cut connections).
+# 6. toxiproxy, the bench's fault proxy between the deployer and each host's sshd (latency, cut connections).
 toxiproxy="$(scripts/install-toxiproxy.sh)"
 [ "$toxiproxy" -ef .venv/bin/toxiproxy-server ] || ln -sf "$toxiproxy" .venv/bin/toxiproxy-server
+
+# 7. The real Kamal, the tests' peer and oracle (and the benchmark's), in a virtualenv of its own.
+scripts/install-kamal.sh >/dev/null
 
 step "ready: $(.venv/bin/pulumi version), $(.venv/bin/python -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("pulumi", "docker", "paramiko", "pydantic")), sep=", ")')"

@@ -15,6 +15,7 @@ No pulumi, docker or paramiko here: files in, a plain dict out.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -49,13 +50,17 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
     app_dir = config_file.parent.parent
     files = [config_file] + ([overlay_file(config_file, destination)] if destination else [])
     raw: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
+    ignored = tuple(ignore)
+    problems: list[tuple[str, str, bool]] = []
     if destination and not files[1].is_file():
         raise ConfigError("kamal.config", f"{os.path.relpath(files[1], app_dir)} does not exist: Kamal reads it for "
                                           f"destination {destination}; create it (`{{}}` for no changes), or set "
                                           f"shipyard:kamal.destination")
     for file in files:
-        data, erb = read_yaml(file, os.path.relpath(file, app_dir), environ)
+        data, erb = read_yaml(file, os.path.relpath(file, app_dir), environ, cwd=app_dir)
+        for path, message, ignorable in erb:
+            if ignorable and _listed(path, ignored):
+                _drop(data, path)  # deployed without it, never with the ERB's placeholder
         raw = deep_merge(raw, data)
         problems += erb
     secrets = read_secrets(app_dir, str(raw.get("secrets_path") or ".kamal/secrets"), destination, environ,
@@ -63,19 +68,44 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
     mapper = Mapper(raw, app_dir, project_dir.resolve(), destination, secrets, stack or {})
     out = mapper.run()
     problems += mapper.problems
-    ignored = tuple(ignore)
-    seen, lines = set(), []
-    for path, message in problems:
-        if path in seen or any(path == p or path.startswith((f"{p}.", f"{p}[")) for p in ignored):
+    seen, lines, fixes = set(), [], 0
+    for path, message, ignorable in problems:
+        if path in seen or ignorable and _listed(path, ignored):
             continue
         seen.add(path)
         lines.append(f"{path}: {message}")
+        fixes += not ignorable
     if lines:
         label = " + ".join(os.path.relpath(f, app_dir) for f in files)
-        header = (f"{label} uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths in "
-                  f"shipyard:kamal.ignore to deploy without them):")
-        raise ConfigError("kamal", "\n".join([header, *lines]))
+        if not fixes:
+            how = "drop them, or list their paths in shipyard:kamal.ignore to deploy without them"
+        elif fixes < len(lines):
+            how = ("fix each as it says; those not supported yet may instead be listed in shipyard:kamal.ignore to "
+                   "deploy without them")
+        else:
+            how = "fix each as it says"
+        raise ConfigError("kamal", "\n".join([f"{label} uses Kamal keys shipyard cannot deploy as written ({how}):",
+                                              *lines]))
     return out
+
+
+def _listed(path: str, ignored: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith((f"{p}.", f"{p}[")) for p in ignored)
+
+
+def _drop(data: Any, path: str) -> None:
+    """Remove the key at a refusal's path (`a.b[2].c`) from a parsed file, if it is there."""
+    parts = [int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", path)]
+    node = data
+    for part in parts[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+    elif isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] < len(node):
+        del node[parts[-1]]
 
 
 def load_stack(raw: Mapping[str, Any], *, stack: str, project_dir: Path) -> Deploy:
@@ -112,6 +142,8 @@ def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, envir
     mapped = load(project_dir / opts["config"], destination=destination or None, project_dir=project_dir,
                   environ=environ, run_secret_commands=opts.get("run_secret_commands", False), ignore=ignore,
                   stack=own, runner=runner)
+    if "promote" in own:
+        mapped.pop("builder", None)  # how the app builds: the source stack's business, this one builds nothing
     if opts.get("takeover", True):
         # Kamal may already serve this app: its routes and containers carry Kamal's destination (or none)
         mapped["takeover"] = {"destination": destination or None}

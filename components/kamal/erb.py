@@ -1,13 +1,17 @@
-"""Kamal's ERB, as far as shipyard evaluates it, and one config file read through it into a hash.
+"""Kamal's ERB, and one config file read through it into a hash.
 
-Only `<%= ENV["X"] %>`, `<%= ENV.fetch("X") %>` and `<%= ENV.fetch("X", "default") %>` are evaluated (and `<%# %>`
-comments skipped); any other tag becomes a placeholder, so it is reported by the key path it stands under (or by its
-line when it prints nothing).
+`<%= ENV["X"] %>`, `<%= ENV.fetch("X") %>` and `<%= ENV.fetch("X", "default") %>` are evaluated here (and `<%# %>`
+comments skipped). A file with any other tag is Ruby, as Kamal evaluates it: with Ruby installed, the whole file is
+rendered by Ruby's own ERB in the app directory (backticks run there, as under `kamal deploy`); without it, each such
+tag is reported by the key path it stands under (or by its line when it prints nothing), saying Ruby is needed.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,13 +27,27 @@ _ENV_EXPR = re.compile(r"""^\s*ENV\s*(?:
 )\s*$""", re.X)
 _PLACEHOLDER = "__shipyard_erb_{}__"
 _PLACEHOLDER_RE = re.compile(r"__shipyard_erb_(\d+)__")
-ERB_HELP = 'only <%= ENV["X"] %>, <%= ENV.fetch("X") %> and <%= ENV.fetch("X", "default") %> are evaluated'
+ERB_HELP = ('Kamal evaluates it with Ruby: install ruby (without it only <%= ENV["X"] %>, <%= ENV.fetch("X") %> '
+            'and <%= ENV.fetch("X", "default") %> are evaluated)')
+# Ruby's ERB as Kamal calls it (trim mode "-"). Kamal renders inside its own process, so a config may call Kamal's
+# helpers; Kamal::Utils.docker_arch (the deploying machine's Docker architecture) is the one its own configs use.
+RUBY_ERB = """
+require "erb"
+module Kamal; module Utils
+  def self.docker_arch
+    arch = `docker info --format '{{.Architecture}}' 2>/dev/null`.strip
+    { "aarch64" => "arm64", "x86_64" => "amd64" }.fetch(arch, arch)
+  end
+end; end
+$stdout.write ERB.new($stdin.read, trim_mode: "-").result
+"""
 
 
 @dataclass
 class _Rendered:
     text: str
     problems: dict[int, tuple[int, str]] = field(default_factory=dict)  # placeholder -> (line, message)
+    ruby: bool = False  # a tag beyond the ENV forms: the file is Ruby's to render
 
 
 def render_erb(template: str, environ: Mapping[str, str]) -> _Rendered:
@@ -37,6 +55,7 @@ def render_erb(template: str, environ: Mapping[str, str]) -> _Rendered:
     placeholder whose key path is found after parsing, with the reason in `problems`."""
     out: list[str] = []
     problems: dict[int, tuple[int, str]] = {}
+    ruby = False
     i = 0
     while True:
         start = template.find("<%", i)
@@ -63,11 +82,13 @@ def render_erb(template: str, environ: Mapping[str, str]) -> _Rendered:
             continue
         tag = f"<%{template[start + 2:end]}%>"
         if not body.startswith("="):  # Ruby code: it prints nothing, so it has no key path, only a line
-            problems[len(problems)] = (line, f"ERB {tag} is not supported ({ERB_HELP})")
+            ruby = True
+            problems[len(problems)] = (line, f"ERB {tag}: {ERB_HELP}")
             continue
         m = _ENV_EXPR.match(body[1:])
         if m is None:
-            problems[len(problems)] = (line, f"ERB {tag} is not supported ({ERB_HELP})")
+            ruby = True
+            problems[len(problems)] = (line, f"ERB {tag}: {ERB_HELP}")
             out.append(_PLACEHOLDER.format(len(problems) - 1))
             continue
         name = m["k1"] or m["k2"]
@@ -80,7 +101,22 @@ def render_erb(template: str, environ: Mapping[str, str]) -> _Rendered:
         else:
             problems[len(problems)] = (line, f"{tag}: {name} is not set in the environment (Kamal stops here too)")
             out.append(_PLACEHOLDER.format(len(problems) - 1))
-    return _Rendered("".join(out), problems)
+    return _Rendered("".join(out), problems, ruby)
+
+
+def render_ruby(template: str, label: str, environ: Mapping[str, str], cwd: Path, ruby: str) -> str:
+    """The whole file through Ruby's ERB, in `cwd`, with `environ` as its ENV."""
+    env = {"PATH": os.environ.get("PATH", ""), **environ}
+    try:
+        proc = subprocess.run([ruby, "-e", RUBY_ERB], input=template, cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise ConfigError("kamal.config", f"{label}: its ERB ran for over 60 s in Ruby") from None
+    if proc.returncode != 0:
+        errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        reason = errors[0] if errors else f"ruby exited {proc.returncode}"
+        raise ConfigError("kamal.config", f"{label}: its ERB failed in Ruby, as it would in Kamal: {reason}")
+    return proc.stdout
 
 
 def _placeholder_paths(node: Any, path: str = "") -> dict[int, str]:
@@ -101,12 +137,18 @@ def _placeholder_paths(node: Any, path: str = "") -> dict[int, str]:
 
 
 
-def read_yaml(file: Path, label: str, environ: Mapping[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def read_yaml(file: Path, label: str, environ: Mapping[str, str], *, cwd: Path,
+              ruby: str | None = None) -> tuple[dict[str, Any], list[tuple[str, str, bool]]]:
     """One Kamal config file: ERB, then YAML (anchors allowed, as Kamal's unsafe_load). Returns the hash and the
-    (path, message) of every ERB tag that could not be evaluated."""
+    (path, message, ignorable) of every ERB tag that could not be evaluated. `ruby`: the Ruby to render with
+    (default: the one on PATH, if any)."""
     if not file.is_file():
         raise ConfigError("kamal.config", f"{label} does not exist")
-    rendered = render_erb(file.read_text(), environ)
+    template = file.read_text()
+    rendered = render_erb(template, environ)
+    ruby = ruby or shutil.which("ruby")
+    if rendered.ruby and ruby:
+        rendered = _Rendered(render_ruby(template, label, environ, cwd, ruby))
     try:
         data = yaml.safe_load(rendered.text)
     except yaml.YAMLError as exc:
@@ -119,5 +161,7 @@ def read_yaml(file: Path, label: str, environ: Mapping[str, str]) -> tuple[dict[
     if not isinstance(data, dict):
         raise ConfigError("kamal.config", f"{label} must hold a mapping of keys (service, image, servers, ...)")
     paths = _placeholder_paths(data)
-    problems = [(paths.get(n, f"{label} line {line}"), msg) for n, (line, msg) in rendered.problems.items()]
+    # a tag that needs Ruby may be ignored (deployed without its key); an unset variable is the app's to set
+    problems = [(paths.get(n, f"{label} line {line}"), msg, ERB_HELP in msg)
+                for n, (line, msg) in rendered.problems.items()]
     return data, problems

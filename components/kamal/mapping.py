@@ -81,7 +81,7 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
             for hook in sorted(hooks_dir.iterdir()):
                 if hook.is_file() and not hook.name.endswith(".sample"):
                     self.refuse(os.path.relpath(hook, self.app_dir), "Kamal hooks are not run by shipyard; run it "
-                                "yourself around `pulumi up`, or list it in shipyard:kamal.ignore")
+                                "yourself around `pulumi up`, or list it in shipyard:kamal.ignore", ignorable=True)
 
 
 def _version(text: str) -> tuple[int, ...]:

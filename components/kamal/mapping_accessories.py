@@ -64,7 +64,13 @@ class AccessoriesMapping(MapperBase):
                     acc["directories"] = dirs
                     if binds:
                         acc["volumes"] = acc.get("volumes", []) + binds
-                elif key in ("service", "registry", "options", "network", "proxy"):
+                elif key == "registry":
+                    image = to_s(ac.get("image")) or "its image"
+                    self.refuse(kp, f"{NOT_YET}: an accessory's own registry; without it {image} would come from "
+                                    f"Docker Hub instead, so it cannot be ignored: name the registry in image "
+                                    f"(registry.example.com/team/db:1), as the stack's registry login reaches it",
+                                ignorable=False)
+                elif key in ("service", "options", "network", "proxy"):
                     self.refuse(kp)
                 else:
                     self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
@@ -132,7 +138,10 @@ class AccessoriesMapping(MapperBase):
             elif key == "parallel_roles":
                 continue  # shipyard boots the roles of a host together, batch by batch of hosts
             elif key == "wait":
-                self.refuse("boot.wait")
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    self.refuse("boot.wait", "should be a number of seconds")
+                else:
+                    out["wait"] = value
             else:
                 self.refuse(f"boot.{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
         return out

@@ -32,11 +32,14 @@ class MapperBase:
     destination: str | None
     secrets: Secrets
     stack: Mapping[str, Any]
-    problems: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str, bool]] = field(default_factory=list)  # (path, message, ignorable)
     needed: dict[str, tuple[str, str]] = field(default_factory=dict)  # env name -> (secret key, path)
 
-    def refuse(self, path: str, message: str = NOT_YET) -> None:
-        self.problems.append((path, message))
+    def refuse(self, path: str, message: str = NOT_YET, *, ignorable: bool | None = None) -> None:
+        """Refuse the key at `path`. Ignorable (by default, a feature not supported yet): listing it in
+        shipyard:kamal.ignore deploys without it. Anything else - a typo, a missing secret - is refused whatever
+        the ignore list says: deploying without it would not be this app."""
+        self.problems.append((path, message, message.startswith(NOT_YET) if ignorable is None else ignorable))
 
     def rel(self, local: str) -> str:
         """A path in the Kamal app directory, as shipyard reads paths: relative to the Pulumi project."""

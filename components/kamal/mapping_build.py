@@ -63,6 +63,10 @@ class BuildMapping(MapperBase):
                                         "build host, for its own architecture")
         context = str(conf.get("context") or ".")
         out: dict[str, Any] = {"context": self.rel(context)}
+        if arch is not None:
+            arches = arch if isinstance(arch, list) else [arch]
+            if len(arches) == 1 and to_s(arches[0]):
+                out["arch"] = to_s(arches[0])
         if "dockerfile" in conf:
             dockerfile = os.path.relpath(self.app_dir / str(conf["dockerfile"]), self.app_dir / context)
             if dockerfile.startswith(".."):
@@ -81,11 +85,12 @@ class BuildMapping(MapperBase):
             user, port = str(ssh.get("user", "root")), str(ssh.get("port", 22))
             if not m:
                 self.refuse("builder.remote", "only ssh://[user@]host[:port] builders are supported")
-            elif (m["user"] or user) != user or (m["port"] or port) != port:
-                self.refuse("builder.remote", f"shipyard builds over the same SSH login as it deploys ({user}, port "
-                                              f"{port}): drop the user and port from the URL or match ssh.user/port")
             else:
                 out["host"] = m["host"]
+                if (m["user"] or user) != user:
+                    out["user"] = m["user"]
+                if (m["port"] or port) != port:
+                    out["port"] = int(m["port"])
         return out
 
     def ssh(self, conf: Any) -> dict[str, Any]:

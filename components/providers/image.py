@@ -24,10 +24,11 @@ from ..hosts import SSHTarget, docker_errors
 from .base import auth_error, exact_diff, host_lock, label_filters, on_each, owned, remove_image, stream_errors, \
     stream_result, target
 
-REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "from_ref",
+REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "build_platform", "from_ref",
            "registry_server")
 UPDATE = ("ship_to", "registry_username")
-BUILD_INPUTS = ("context_hash", "dockerfile", "build_args", "build_target", "from_ref")  # what a build is made of
+# what a build is made of
+BUILD_INPUTS = ("context_hash", "dockerfile", "build_args", "build_target", "build_platform", "from_ref")
 SHIP_PARALLEL = 8  # hosts pulling at once: the registry and the build host's uplink are shared
 
 
@@ -158,7 +159,8 @@ class ImageProvider(ResourceProvider):
         with host_lock(t, props, f"building {tag}", shared=True, lock="images"):  # builds may share cached layers
             stream = c.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, dockerfile=dockerfile,
                              labels=props["labels"], buildargs=props.get("build_args") or None,
-                             target=props.get("build_target") or None, rm=True, forcerm=True, decode=True)
+                             target=props.get("build_target") or None, platform=props.get("build_platform") or None,
+                             rm=True, forcerm=True, decode=True)
             log, error = stream_errors(stream)
         if error:
             secrets = [props.get("registry_password") or ""]

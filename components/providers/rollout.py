@@ -7,7 +7,8 @@
   it again) and its predecessors run as before.
 - The routes depend on `start`: no route switches before every role's new container is ready.
 - `retire` depends on the routes: only then do the workers' predecessors stop (with the drain timeout), Kamal's
-  containers of a takeover stop, and every role keeps `retain` stopped versions; unused images go.
+  containers of a takeover stop, and every role keeps `retain` stopped versions; unused images go. Then it waits
+  `wait` seconds (`boot.wait`) before the next batch begins.
 
 So when any role fails - a container that crashes, a health check that never passes - no role has moved: every
 route and every worker still runs the previous version. A proxied role's predecessor is stopped by its route's
@@ -15,6 +16,7 @@ switch (`providers.proxy`); this is the one other place that retires containers.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -151,6 +153,7 @@ class RolloutProvider(ResourceProvider):
                     if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
+        time.sleep(float(props.get("wait") or 0))  # boot.wait: before the next batch of hosts
 
 
 class Rollout(Resource, module="shipyard", name="Rollout"):

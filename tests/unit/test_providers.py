@@ -392,8 +392,9 @@ def test_a_build_shares_the_image_lock_and_a_rollout_prunes_only_when_no_build_r
     mocker.patch("components.providers.image._build_auth")
     mocker.patch("components.source.context_tar", return_value=b"")
     built = providers.ImageProvider()._build(client, providers.base.target(image_props(), "build_host"),
-                                             {**image_props(), "context": ".", "dockerfile": "Dockerfile"})
-    assert built == "sha256:new"
+                                             {**image_props(), "context": ".", "dockerfile": "Dockerfile",
+                                              "build_platform": "linux/arm64"})
+    assert built == "sha256:new" and client.build.call_args.kwargs["platform"] == "linux/arm64"  # builder.arch
     assert held.call_args.kwargs["lock"] == "images" and held.call_args.kwargs["shared"] is True
 
     held.side_effect = hostlock.LockTimeout("h1", "busy")

@@ -133,6 +133,14 @@ def test_retire_stops_workers_predecessors_with_their_drain_time_and_leaves_rout
     assert "old-web" not in removed
 
 
+def test_retire_waits_boot_wait_after_its_batch_before_the_next_begins(daemons, mocker):
+    clients, listing = daemons
+    listing["h1"] = [_listed("new-jobs", "jobs", "v2", 2, "running")]
+    sleep = mocker.patch("components.providers.rollout.time.sleep")
+    providers.RolloutProvider().create({**_rollout("retire", _entry("h1", "jobs", "new-jobs")), "wait": 2})
+    sleep.assert_called_once_with(2.0)
+
+
 def test_a_rollout_changes_with_its_containers_not_with_how_hosts_are_reached():
     olds = _rollout("start", _entry("h1", "jobs", "a"))
     moved_key = {**_entry("h1", "jobs", "a"), "target": {**_target("h1"), "keys": ["/other/key"]}}

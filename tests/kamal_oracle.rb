@@ -1,0 +1,73 @@
+# The oracle of tests/kamal_peer.py: loaded into the real Kamal (`RUBYOPT=-r<this file> kamal version`) before its
+# command runs. For each app in the JSON list SHIPYARD_ORACLE_CONFIGS ([{dir, config, destination}]) it resolves the
+# config with Kamal's own configuration classes, in that app directory, and prints one JSON line: what Kamal would
+# deploy, or {"refused": <Kamal's error>}. Then it exits, so Kamal's own command never runs.
+require "json"
+require "kamal"
+
+def seconds(value)
+  value.nil? ? nil : value.to_f
+end
+
+def env_of(env, secrets)
+  secret = env.secret_keys.map(&:to_s).to_h do |key|
+    name, from = key.split(":", 2)
+    [ name, secrets[from || name].to_s ]
+  end
+  { "clear" => env.clear.to_h { |k, v| [ k.to_s, v.to_s ] }, "secret" => secret }
+end
+
+def proxy_of(proxy)
+  conf = proxy.proxy_config
+  health = conf["healthcheck"] || {}
+  { "hosts" => proxy.hosts, "app_port" => proxy.app_port, "ssl" => proxy.ssl? ? true : false,
+    "path_prefixes" => proxy.path_prefixes, "healthcheck_path" => health["path"] || "/up",
+    "healthcheck_interval" => seconds(health["interval"]), "healthcheck_timeout" => seconds(health["timeout"]),
+    "response_timeout" => seconds(conf["response_timeout"]) }
+end
+
+def resolve(config)
+  defaults = %w[service role destination]
+  roles = config.roles.to_h do |role|
+    [ role.name, {
+      "hosts" => role.hosts, "cmd" => role.cmd,
+      "env" => role.hosts.to_h { |host| [ host, env_of(role.env(host), config.secrets) ] },
+      "proxy" => role.running_proxy? ? proxy_of(role.proxy) : nil,
+      "labels" => role.labels.to_h { |k, v| [ k.to_s, v.to_s ] }.except(*defaults)
+    } ]
+  end
+  accessories = config.accessories.to_h do |acc|
+    [ acc.name, {
+      "image" => acc.image, "hosts" => acc.hosts, "port" => acc.port, "cmd" => acc.cmd,
+      "env" => env_of(acc.env, config.secrets),
+      "mounts" => acc.volume_args.each_slice(2).map { |_, volume| volume.split(":")[1] }
+    } ]
+  end
+  builder = config.builder.builder_config
+  {
+    "service" => config.service, "image" => config.image, "primary_role" => config.primary_role_name,
+    "registry" => { "server" => config.registry.server, "username" => config.registry.username,
+                    "password" => config.registry.password },
+    "roles" => roles, "accessories" => accessories,
+    "builder" => { "arch" => builder["arch"], "context" => builder["context"] || ".",
+                   "dockerfile" => builder["dockerfile"] || "Dockerfile", "target" => builder["target"],
+                   "args" => (builder["args"] || {}).to_h { |k, v| [ k.to_s, v.to_s ] }, "remote" => builder["remote"] },
+    "ssh" => { "user" => config.ssh.user, "port" => config.ssh.port },
+    "boot" => { "limit" => config.boot.limit, "wait" => config.boot.wait },
+    "retain_containers" => config.retain_containers, "readiness_delay" => seconds(config.readiness_delay),
+    "deploy_timeout" => seconds(config.deploy_timeout), "drain_timeout" => seconds(config.drain_timeout)
+  }
+end
+
+JSON.parse(ENV.fetch("SHIPYARD_ORACLE_CONFIGS")).each do |item|
+  result = Dir.chdir(item["dir"]) do
+    ENV.delete("KAMAL_DESTINATION")
+    resolve Kamal::Configuration.create_from(config_file: Pathname.new(item["config"]),
+                                             destination: item["destination"], version: "oracle")
+  rescue StandardError => e
+    { "refused" => "#{e.class}: #{e.message}" }
+  end
+  $stdout.puts JSON.generate(result)
+end
+$stdout.flush
+exit! 0
