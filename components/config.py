@@ -15,12 +15,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .configtypes import (IMAGE, IMAGE_REF, NAME_PART, REGISTRY_SERVER, SSH_USER, STACK_NAME, URL_PATH, VERSION,
                           VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
-                          Registry, Role, SSH, Takeover)
+                          KamalApp, Registry, Role, SSH, Takeover)
 from .errors import ConfigError
 from .naming import proxy_service
 
 __all__ = ["VOLUME", "Accessory", "Boot", "Builder", "ConfigError", "Deploy", "Env", "Healthcheck", "Port",
-           "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
+           "KamalApp", "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
 
 
 class Deploy(Model):
@@ -46,6 +46,7 @@ class Deploy(Model):
     drain_timeout: float = Field(default=30, ge=0, le=3600)
     lock_timeout: float = Field(default=120, gt=0, le=3600)  # seconds to wait for a host's lock
     takeover: Takeover | None = None  # set by `kamal` (unless kamal.takeover is false)
+    kamal_app: KamalApp | None = None  # set by `kamal`: what a Kamal app's containers expect of their runtime
 
     @field_validator("servers", mode="before")
     @classmethod

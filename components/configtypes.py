@@ -242,6 +242,7 @@ class Accessory(Model):
     files: tuple[Annotated[str, AfterValidator(_check_file)], ...] = ()
     directories: tuple[Annotated[str, AfterValidator(_check_directory)], ...] = ()
     labels: dict[str, str] = {}
+    service: Name | None = None  # also reachable by this name on the destination's network (Kamal's `service`)
 
     @model_validator(mode="after")
     def _some_host(self) -> "Accessory":
@@ -259,6 +260,13 @@ class Accessory(Model):
 class Promote(Model):
     """Production takes what another stack (staging) built and tested: its image, by digest, relabeled."""
     from_stack: str = Field(pattern=STACK_NAME)  # a stack name of this project (or org/project/stack)
+
+
+class KamalApp(Model):
+    """Set by `kamal`: the app is a Kamal app, so its containers see what Kamal's do - KAMAL_CONTAINER_NAME,
+    KAMAL_VERSION, KAMAL_HOST and KAMAL_DESTINATION in a role's, KAMAL_HOST in an accessory's - and an accessory is
+    also reachable by Kamal's name for it (`<service>-<accessory>`, or its `service`)."""
+    destination: Name | None  # Kamal's destination (`kamal deploy -d`); null for none
 
 
 class Takeover(Model):

@@ -65,6 +65,7 @@ class AccessorySpec:
     files: tuple[tuple[str, str], ...]  # (local path, path in the container)
     directories: tuple[tuple[str, str], ...]  # (directory name under the accessory's state dir, path in container)
     state_dir: str  # on the host, relative to the SSH user's home
+    aliases: tuple[str, ...]  # its names on the destination's network
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
     for name, acc in cfg.accessories.items():
         role = naming.accessory_role(name)
         cmd = ("sh", "-c", acc.cmd) if isinstance(acc.cmd, str) else acc.cmd
+        # Kamal's name for it, which a Kamal app's config uses to reach it (DB_HOST: myapp-db)
+        kamal_names = (acc.service or f"{cfg.service}-{name}",) if cfg.kamal_app else ()
         for host in acc.all_hosts():
             specs.append(AccessorySpec(
                 resource_name=f"{name}@{host}", host=host, accessory=name, role=role,
@@ -117,12 +120,14 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
                 labels={**acc.labels, **naming.image_labels(cfg.service, cfg.destination, "-", owner),
                         naming.ROLE: role, "accessory": name},
                 image=acc.image, cmd=tuple(cmd) if cmd else None,
-                env=dict(acc.env.clear), secret_env=acc.env.secret,
+                env={**acc.env.clear, **({"KAMAL_HOST": host} if cfg.kamal_app else {})},
+                secret_env=acc.env.secret,
                 ports=(Port.parse(acc.port),) if acc.port else (),
                 volumes=tuple(volume_binds(acc.volumes, cfg.service, cfg.destination)),
                 files=tuple((f.split(":")[0], f.split(":")[1]) for f in acc.files),
                 directories=tuple((d.split(":")[0], d.split(":")[1]) for d in acc.directories),
                 state_dir=f"{naming.destination_dir(cfg.service, cfg.destination)}/{name}",
+                aliases=tuple(dict.fromkeys((name, *kamal_names))),
             ))
     return specs
 
@@ -165,7 +170,7 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
                 labels={**role.labels,
                         **naming.container_labels(cfg.service, role_name, cfg.destination, version, owner)},
                 cmd=tuple(cmd) if cmd else None,
-                env={**env.clear, **runtime_env(cfg.service, role_name, cfg.destination, version, host)},
+                env={**env.clear, **runtime_env(cfg, role_name, version, host)},
                 secret_env=env.secret,
                 ports=role.published_ports(),
                 volumes=tuple(volume_binds(role.volumes, cfg.service, cfg.destination)),
@@ -192,11 +197,16 @@ def built_image_labels(labels: Mapping[str, str], context_hash: str | None, from
     return {**labels, naming.SOURCE_LABEL: context_hash or from_ref or "", naming.BUILD_LABEL: build}
 
 
-def runtime_env(service: str, role: str, destination: str, version: str, host: str) -> dict[str, str]:
-    """What every container is told about itself, like Kamal's KAMAL_* variables."""
-    return {"SHIPYARD_SERVICE": service, "SHIPYARD_ROLE": role, "SHIPYARD_DESTINATION": destination,
-            "SHIPYARD_VERSION": version, "SHIPYARD_HOST": host,
-            "SHIPYARD_CONTAINER_NAME": naming.container_name(service, role, destination, version)}
+def runtime_env(cfg: Deploy, role: str, version: str, host: str) -> dict[str, str]:
+    """What every container is told about itself; a Kamal app's also what Kamal tells its containers."""
+    name = naming.container_name(cfg.service, role, cfg.destination, version)
+    env = {"SHIPYARD_SERVICE": cfg.service, "SHIPYARD_ROLE": role, "SHIPYARD_DESTINATION": cfg.destination,
+           "SHIPYARD_VERSION": version, "SHIPYARD_HOST": host, "SHIPYARD_CONTAINER_NAME": name}
+    if cfg.kamal_app:
+        env.update(KAMAL_CONTAINER_NAME=name, KAMAL_VERSION=version, KAMAL_HOST=host)
+        if cfg.kamal_app.destination:
+            env["KAMAL_DESTINATION"] = cfg.kamal_app.destination
+    return env
 
 
 def published_urls(spec: ContainerSpec) -> list[str]:

@@ -194,7 +194,7 @@ class DestinationService(pulumi.ComponentResource):
                 "secret_env": self._secret_env(acc.secret_env),
                 "ports": [p.model_dump() for p in acc.ports], "volumes": list(acc.volumes),
                 "restart": "unless-stopped", "network": shape.network, "extra_networks": None,
-                "aliases": [acc.accessory], "registry_auth": self._registry_auth(), "state_dir": acc.state_dir,
+                "aliases": list(acc.aliases), "registry_auth": self._registry_auth(), "state_dir": acc.state_dir,
                 "files": [{"local": str((self._project_dir / local).resolve()), "target": remote,
                            "hash": source.file_hash(self._project_dir / local)} for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],

@@ -26,6 +26,15 @@ def proxy_of(proxy)
     "response_timeout" => seconds(conf["response_timeout"]) }
 end
 
+# The variables Kamal's `docker run` of a container sets beyond the config's env (KAMAL_VERSION, ...)
+def run_env(command)
+  args = command.flatten.map(&:to_s)
+  args.each_cons(2).select { |flag, _| flag == "--env" }.to_h do |_, pair|
+    key, value = pair.split("=", 2)
+    [ key, value.delete_prefix('"').delete_suffix('"') ]
+  end.select { |key, _| key.start_with?("KAMAL_") }
+end
+
 def resolve(config)
   defaults = %w[service role destination]
   roles = config.roles.to_h do |role|
@@ -33,12 +42,15 @@ def resolve(config)
       "hosts" => role.hosts, "cmd" => role.cmd,
       "env" => role.hosts.to_h { |host| [ host, env_of(role.env(host), config.secrets) ] },
       "proxy" => role.running_proxy? ? proxy_of(role.proxy) : nil,
-      "labels" => role.labels.to_h { |k, v| [ k.to_s, v.to_s ] }.except(*defaults)
+      "labels" => role.labels.to_h { |k, v| [ k.to_s, v.to_s ] }.except(*defaults),
+      "run_env" => role.hosts.to_h { |host| [ host, run_env(Kamal::Commands::App.new(config, role: role, host: host).run) ] }
     } ]
   end
   accessories = config.accessories.to_h do |acc|
     [ acc.name, {
       "image" => acc.image, "hosts" => acc.hosts, "port" => acc.port, "cmd" => acc.cmd,
+      "service_name" => acc.service_name,
+      "run_env" => acc.hosts.to_h { |host| [ host, run_env(Kamal::Commands::Accessory.new(config, name: acc.name).run(host: host)) ] },
       "env" => env_of(acc.env, config.secrets),
       "mounts" => acc.volume_args.each_slice(2).map { |_, volume| volume.split(":")[1] }
     } ]

@@ -108,10 +108,11 @@ def _drop(data: Any, path: str) -> None:
         del node[parts[-1]]
 
 
-def load_stack(raw: Mapping[str, Any], *, stack: str, project_dir: Path) -> Deploy:
+def load_stack(raw: Mapping[str, Any], *, stack: str, project_dir: Path,
+               environ: Mapping[str, str] | None = None) -> Deploy:
     """A stack's validated config from its `shipyard:*` keys, whether it names a Kamal config or not: the one
     pipeline the program and the `shipyard` command both read a stack through."""
-    return config.load(stack_config(raw, stack=stack, project_dir=project_dir), stack=stack)
+    return config.load(stack_config(raw, stack=stack, project_dir=project_dir, environ=environ), stack=stack)
 
 
 def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, environ: Mapping[str, str] | None = None,
@@ -144,6 +145,7 @@ def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, envir
                   stack=own, runner=runner)
     if "promote" in own:
         mapped.pop("builder", None)  # how the app builds: the source stack's business, this one builds nothing
+    mapped["kamal_app"] = {"destination": destination or None}
     if opts.get("takeover", True):
         # Kamal may already serve this app: its routes and containers carry Kamal's destination (or none)
         mapped["takeover"] = {"destination": destination or None}

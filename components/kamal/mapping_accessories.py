@@ -70,7 +70,9 @@ class AccessoriesMapping(MapperBase):
                                     f"Docker Hub instead, so it cannot be ignored: name the registry in image "
                                     f"(registry.example.com/team/db:1), as the stack's registry login reaches it",
                                 ignorable=False)
-                elif key in ("service", "options", "network", "proxy"):
+                elif key == "service":
+                    acc["service"] = to_s(value)  # Kamal's container name for it, which the app may use
+                elif key in ("options", "network", "proxy"):
                     self.refuse(kp)
                 else:
                     self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")

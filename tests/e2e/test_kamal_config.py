@@ -51,6 +51,11 @@ DEPLOY = """\
     retain_containers: 2
     aliases:
       shell: app exec --interactive --reuse "sh"
+    accessories:
+      db:
+        image: busybox:latest
+        host: <%= ENV["KSHOP_HOST"] %>
+        cmd: sh -c 'mkdir -p /w && echo db-on-$KAMAL_HOST > /w/index.html && httpd -p 8080 -h /w && trap "exit 0" TERM && while :; do sleep 1; done'
 """
 
 
@@ -108,10 +113,24 @@ def test_each_destination_answers_on_its_own_host_name_with_its_own_secret(bench
         assert out["repo_digest"].startswith(f"{bench.auth_registry}/acme/kshop@sha256:")  # pushed with the password
     d = host_docker(bench.hosts[0])
     for dest in NAMES:
-        (c,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}"]})
+        (c,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "role=web"]})
         assert c["Names"] == [f"/kshop-web-{dest}-v1"]
         env = d.inspect_container(c["Id"])["Config"]["Env"]
         assert "PLAIN=visible" in env and f"GREETING={SECRET[dest]}" in env
+
+
+def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals_name(bench, pair):
+    """What the app reads of its runtime, as Kamal runs it: KAMAL_* in its env, the accessory as <service>-db."""
+    host = bench.hosts[0].address
+    d = host_docker(bench.hosts[0])
+    for dest in NAMES:
+        (c,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "role=web"]})
+        env = d.inspect_container(c["Id"])["Config"]["Env"]
+        assert {f"KAMAL_CONTAINER_NAME=kshop-web-{dest}-v1", "KAMAL_VERSION=v1", f"KAMAL_HOST={host}",
+                f"KAMAL_DESTINATION={dest}"} <= set(env)
+        run = d.exec_create(c["Id"], ["wget", "-qO-", "http://kshop-db:8080/"])
+        reply = d.exec_start(run["Id"]).decode().strip()
+        assert reply == f"db-on-{host}", reply
 
 
 def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(bench, pair):
@@ -153,7 +172,7 @@ def test_editing_the_kamal_file_shows_in_preview_diff_and_deploys(bench, pair):
         assert "edited" not in pair.run("preview", "--diff", stack="production").out  # production's file is its own
         pair.up("staging")
         d = host_docker(bench.hosts[0])
-        (c,) = d.containers(filters={"label": ["service=kshop", "destination=staging"]})
+        (c,) = d.containers(filters={"label": ["service=kshop", "destination=staging", "role=web"]})
         assert "PLAIN=edited" in d.inspect_container(c["Id"])["Config"]["Env"]
         assert f"greeting={SECRET['staging']}" in get(bench, "staging")
     finally:  # the next test, whichever it is, starts from the file as it was

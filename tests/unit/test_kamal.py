@@ -346,7 +346,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
         "servers.workers.options", "servers.workers.logging", "servers.workers.asset_path", "env.tags",
         "asset_path", "error_pages_path", "logging", "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
-        "builder.sbom", "accessories.mysql.service", "accessories.mysql.registry", "accessories.mysql.options",
+        "builder.sbom", "accessories.mysql.registry", "accessories.mysql.options",
         "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
         "accessories.mysql.directories[1]", "accessories.mysql.network", "accessories.mysql.proxy",
         "proxy.ssl_redirect", "proxy.forward_headers", "proxy.strip_path_prefix", "proxy.buffering",

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from components import config, kamal
+from components import config, kamal, plan
 from components.errors import ConfigError
 from components.providers.container import DEFAULT_READINESS_DELAY_S
 from tests.kamal_peer import resolve
@@ -24,8 +24,24 @@ from tests.unit.test_kamal import FIXTURES, fixture_app
 PROXY_DEFAULTS = {"healthcheck_interval": 1.0, "healthcheck_timeout": 5.0, "response_timeout": 30.0}
 
 
+VERSION = "oracle"  # the version both deploy
+
+
+def kamal_run_env(env: dict[str, str]) -> dict[str, str]:
+    """The KAMAL_* variables of a container; its own name is each tool's name for the container (shipyard's always
+    carries the stack's destination), so only its presence is compared."""
+    out = {k: v for k, v in env.items() if k.startswith("KAMAL_")}
+    if "KAMAL_CONTAINER_NAME" in out:
+        out["KAMAL_CONTAINER_NAME"] = "<its name>"
+    return out
+
+
 def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
     """What shipyard deploys for a config, in the oracle's shape."""
+    specs = {(s.role, s.host): s for s in plan.container_specs(cfg, VERSION, "o/p")}
+    accessory_specs = {(s.accessory, s.host): s for s in plan.accessory_specs(cfg, "o/p")}
+    for s in specs.values():
+        assert s.env.get("KAMAL_CONTAINER_NAME") == s.name
     def env(e: config.Env) -> dict[str, Any]:
         return {"clear": dict(e.clear), "secret": {n: cfg.secrets.get(n, "") for n in e.secret}}
 
@@ -42,10 +58,12 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
 
     roles = {name: {"hosts": list(role.hosts), "cmd": cmd(role.cmd),
                     "env": {h: env(cfg.role_env(name)) for h in role.hosts},
-                    "proxy": proxy(cfg.role_proxy(name)), "labels": dict(role.labels)}
+                    "proxy": proxy(cfg.role_proxy(name)), "labels": dict(role.labels),
+                    "run_env": {h: kamal_run_env(specs[(name, h)].env) for h in role.hosts}}
              for name, role in cfg.servers.items()}
     accessories = {name: {"image": a.image, "hosts": list(a.all_hosts()), "port": a.port, "cmd": cmd(a.cmd),
-                          "env": env(a.env),
+                          "env": env(a.env), "names": list(accessory_specs[(name, a.all_hosts()[0])].aliases),
+                          "run_env": {h: kamal_run_env(accessory_specs[(name, h)].env) for h in a.all_hosts()},
                           "mounts": sorted(m.split(":")[1] for m in (*a.files, *a.directories, *a.volumes))}
                    for name, a in cfg.accessories.items()}
     registry = cfg.registry
@@ -75,9 +93,13 @@ def theirs(k: dict[str, Any], app: Path) -> dict[str, Any]:
     registry = None if server and server.startswith("localhost") else {**k["registry"],
                                                                        "server": server or "docker.io"}
     roles = {name: {**r, "proxy": r["proxy"] and {**r["proxy"], **{key: r["proxy"][key] or default
-                                                                   for key, default in PROXY_DEFAULTS.items()}}}
+                                                                   for key, default in PROXY_DEFAULTS.items()}},
+                    "run_env": {h: kamal_run_env(e) for h, e in r["run_env"].items()}}
              for name, r in k["roles"].items()}
-    accessories = {name: {**a, "port": a["port"] and str(a["port"]), "mounts": sorted(a["mounts"])}
+    # an accessory answers to its name in the config (shipyard's own) and to Kamal's name for it
+    accessories = {name: {**{key: v for key, v in a.items() if key != "service_name"},
+                          "port": a["port"] and str(a["port"]), "mounts": sorted(a["mounts"]),
+                          "names": list(dict.fromkeys([name, a["service_name"]]))}
                    for name, a in k["accessories"].items()}
     builder = k["builder"]
     context = os.path.normpath(app / builder["context"])
@@ -128,8 +150,9 @@ def fixtures(tmp_path_factory) -> dict[tuple[str, str | None], tuple[Path, dict[
 
 
 def read(app: Path, destination: str | None) -> config.Deploy:
-    raw = kamal.load(app / "config" / "deploy.yml", destination=destination, project_dir=app, environ={})
-    return config.load(raw, stack=destination or "production")
+    """The config as a stack naming it reads it (shipyard:kamal), with Kamal's destination."""
+    stack = {"kamal": {"config": "config/deploy.yml", "destination": destination}}
+    return kamal.load_stack(stack, stack=destination or "production", project_dir=app, environ={})
 
 
 @pytest.mark.parametrize("case", fixture_cases(), ids=lambda c: f"{c[0]}:{c[1]}")
