@@ -70,3 +70,34 @@ def restart_policy(name: str) -> dict[str, Any]:
 
 def env_list(env: Mapping[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in sorted(env.items())]
+
+
+# Kamal writes a clear env value into `docker run` in double quotes where the host's shell expands `${...}` (and no
+# other `$`); a blank value becomes a bare `--env NAME`, which leaves the variable unset.
+_SHELL_DOLLAR = re.compile(r"\$(?!\{[^}]*\})")
+SHELL_EXPANDED = re.compile(r"\$\{[^}]*\}")
+
+
+def kamal_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A Kamal app's clear env as Kamal's `docker run` sets it: blank values leave their variable unset."""
+    return {k: v for k, v in env.items() if v.strip()}
+
+
+def host_shell_quoted(value: str) -> str:
+    """`value` as Kamal quotes it for the host's shell: `${...}` is expanded there, nothing else is."""
+    out = value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
+    return '"' + _SHELL_DOLLAR.sub(lambda _: "\\$", out) + '"'
+
+
+def host_shell_script(values: list[str]) -> str:
+    """A `sh -c` script printing each value as the host's shell expands it, NUL-terminated between two markers
+    (so that no whitespace at either end is lost)."""
+    return "printf BEGIN; printf '%s\\0' " + " ".join(host_shell_quoted(v) for v in values) + "; printf END"
+
+
+def host_shell_values(output: str, count: int) -> list[str] | None:
+    """The values `host_shell_script` printed, or None if the output is not what it prints."""
+    if not (output.startswith("BEGIN") and output.endswith("END")):
+        return None
+    parts = output[5:-3].split("\0")
+    return parts[:count] if len(parts) == count + 1 and parts[-1] == "" else None

@@ -15,7 +15,7 @@ from typing import Mapping
 
 from . import naming
 from .config import Deploy, Port, Proxy
-from .payloads import named_volumes, volume_binds
+from .payloads import kamal_env, named_volumes, volume_binds
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
                 labels={**acc.labels, **naming.image_labels(cfg.service, cfg.destination, "-", owner),
                         naming.ROLE: role, "accessory": name},
                 image=acc.image, cmd=tuple(cmd) if cmd else None,
-                env={**acc.env.clear, **({"KAMAL_HOST": host} if cfg.kamal_app else {})},
+                env={**kamal_env(acc.env.clear), "KAMAL_HOST": host} if cfg.kamal_app else dict(acc.env.clear),
                 secret_env=acc.env.secret,
                 ports=(Port.parse(acc.port),) if acc.port else (),
                 volumes=tuple(volume_binds(acc.volumes, cfg.service, cfg.destination)),
@@ -170,7 +170,8 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
                 labels={**role.labels,
                         **naming.container_labels(cfg.service, role_name, cfg.destination, version, owner)},
                 cmd=tuple(cmd) if cmd else None,
-                env={**env.clear, **runtime_env(cfg, role_name, version, host)},
+                env={**(kamal_env(env.clear) if cfg.kamal_app else env.clear),
+                     **runtime_env(cfg, role_name, version, host)},
                 secret_env=env.secret,
                 ports=role.published_ports(),
                 volumes=tuple(volume_binds(role.volumes, cfg.service, cfg.destination)),

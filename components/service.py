@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pulumi
 
-from . import naming, plan, source
+from . import naming, payloads, plan, source
 from .config import Deploy
 from .hosts import SSHTarget
 from .providers import Container, Image, Network, Proxy, ProxyRoute, Rollout, Volume
@@ -198,13 +198,19 @@ class DestinationService(pulumi.ComponentResource):
                 "files": [{"local": str((self._project_dir / local).resolve()), "target": remote,
                            "hash": source.file_hash(self._project_dir / local)} for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
-                "exclusive": True, "retain": 1, "proxy": None, "running": True,
+                "exclusive": True, "retain": 1, "proxy": None, "running": True, **self._host_shell(acc.env),
             }, self._child(acc.host, depends_on=[networks[acc.host], *volumes.get(acc.host, [])]))
             resources.append(res)
             outputs.setdefault(acc.accessory, {})[acc.host] = {
                 "hostname": acc.accessory, "network": shape.network, "container": acc.name, "id": res.container_id,
                 "port": acc.ports[0].container_port if acc.ports else None}
         return outputs, resources
+
+    def _host_shell(self, env: dict[str, str]) -> dict[str, Any]:
+        """A Kamal app's `${...}` in a clear env value is the host shell's to expand, as in Kamal's `docker run`."""
+        if self._cfg.kamal_app and any(payloads.SHELL_EXPANDED.search(v) for v in env.values()):
+            return {"host_shell_env": True}
+        return {}
 
     def _container(self, spec: plan.ContainerSpec, field, image: Image, network: str,
                    after: list[pulumi.Resource]) -> Container:
@@ -223,6 +229,7 @@ class DestinationService(pulumi.ComponentResource):
             "readiness_delay": cfg.readiness_delay,
             **({} if spec.proxy else {"stop_timeout": cfg.drain_timeout}),
             "takeover": self._takeover(spec.role),
+            **self._host_shell(spec.env),
             "proxy": spec.proxy.model_dump() if spec.proxy else None,
             "retain": cfg.retain_containers,
             "running": True, "rollout": True,

@@ -26,13 +26,14 @@ def proxy_of(proxy)
     "response_timeout" => seconds(conf["response_timeout"]) }
 end
 
-# The variables Kamal's `docker run` of a container sets beyond the config's env (KAMAL_VERSION, ...)
+# The variables Kamal's `docker run` of a container sets (`--env NAME="value"`), as written for the host's shell
+# (`${...}` still to be expanded there); a bare `--env NAME` leaves NAME unset, so it is not listed
 def run_env(command)
   args = command.flatten.map(&:to_s)
-  args.each_cons(2).select { |flag, _| flag == "--env" }.to_h do |_, pair|
+  args.each_cons(2).select { |flag, pair| flag == "--env" && pair.include?("=") }.to_h do |_, pair|
     key, value = pair.split("=", 2)
-    [ key, value.delete_prefix('"').delete_suffix('"') ]
-  end.select { |key, _| key.start_with?("KAMAL_") }
+    [ key, value.gsub("\\`", "`").gsub("\\$", "$").undump ]
+  end
 end
 
 def resolve(config)

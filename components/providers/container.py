@@ -22,7 +22,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
     ResourceProvider, UpdateResult
 
 from .. import decisions, hostfiles, hosts, naming, payloads, text
-from ..errors import HealthCheckFailed, HostError, OwnershipConflict
+from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, ours, \
@@ -92,6 +92,20 @@ def put_back(t: SSHTarget, props: dict[str, Any], cid: str, stopped: list[str], 
                 c.start(old)
     except HostError:
         pass
+
+
+def host_shell_env(t: SSHTarget, props: dict[str, Any]) -> dict[str, str]:
+    """The clear env; a Kamal app's `${...}` in it expanded by the host's shell, as Kamal's `docker run` is."""
+    env = dict(props.get("env") or {})
+    names = [k for k, v in env.items() if payloads.SHELL_EXPANDED.search(v)] if props.get("host_shell_env") else []
+    if not names:
+        return env
+    doing = f"expanding ${{...}} in {', '.join(names)} with the host's shell, as Kamal does"
+    status, out = hosts.run(t, ["sh", "-c", payloads.host_shell_script([env[k] for k in names])], doing=doing)
+    values = payloads.host_shell_values(out, len(names)) if status == 0 else None
+    if values is None:
+        raise DockerError(t.host, f"{doing} failed: {text.tail(out, 3)}")
+    return {**env, **dict(zip(names, values))}
 
 
 def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool = False) -> None:
@@ -257,7 +271,7 @@ class ContainerProvider(ResourceProvider):
         """The new container, started and ready (or, `start=False`, only created). `role`: the role's other
         containers here, as listed just before."""
         exposed, bindings = payloads.port_bindings(props.get("ports") or [])
-        env = {**(props.get("env") or {}), **(props.get("secret_env") or {})}
+        env = {**host_shell_env(t, props), **(props.get("secret_env") or {})}
         binds = list(props.get("volumes") or []) + self._upload(t, props)
         host_config = c.create_host_config(port_bindings=bindings or None, binds=binds or None,
                                            restart_policy=payloads.restart_policy(props["restart"]),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench import USER_HOME
 from tests.conftest import Project, commit_app, host_docker, make_project, pulumi_env, ssh_config
 from tests.e2e.cli_helpers import shipyard
 
@@ -39,6 +40,9 @@ DEPLOY = """\
     env:
       clear:
         PLAIN: visible
+        DATA_DIR: ${HOME}/data
+        PRICE: $5
+        UNSET_BY_KAMAL: ""
       secret:
         - GREETING
     proxy:
@@ -128,6 +132,9 @@ def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals
         env = d.inspect_container(c["Id"])["Config"]["Env"]
         assert {f"KAMAL_CONTAINER_NAME=kshop-web-{dest}-v1", "KAMAL_VERSION=v1", f"KAMAL_HOST={host}",
                 f"KAMAL_DESTINATION={dest}"} <= set(env)
+        # `${...}` is the host shell's (the SSH user's home there), any other `$` is kept; a blank value is unset
+        assert {f"DATA_DIR={USER_HOME}/data", "PRICE=$5"} <= set(env)
+        assert not [e for e in env if e.startswith("UNSET_BY_KAMAL")]
         run = d.exec_create(c["Id"], ["wget", "-qO-", "http://kshop-db:8080/"])
         reply = d.exec_start(run["Id"]).decode().strip()
         assert reply == f"db-on-{host}", reply

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,9 @@ VERSION = "oracle"  # the version both deploy
 
 
 def kamal_run_env(env: dict[str, str]) -> dict[str, str]:
-    """The KAMAL_* variables of a container; its own name is each tool's name for the container (shipyard's always
-    carries the stack's destination), so only its presence is compared."""
-    out = {k: v for k, v in env.items() if k.startswith("KAMAL_")}
+    """The variables `docker run` sets (shipyard's own SHIPYARD_* aside); KAMAL_CONTAINER_NAME is each tool's name
+    for the container (shipyard's always carries the stack's destination), so only its presence is compared."""
+    out = {k: v for k, v in env.items() if not k.startswith("SHIPYARD_")}
     if "KAMAL_CONTAINER_NAME" in out:
         out["KAMAL_CONTAINER_NAME"] = "<its name>"
     return out
@@ -42,8 +43,8 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
     accessory_specs = {(s.accessory, s.host): s for s in plan.accessory_specs(cfg, "o/p")}
     for s in specs.values():
         assert s.env.get("KAMAL_CONTAINER_NAME") == s.name
-    def env(e: config.Env) -> dict[str, Any]:
-        return {"clear": dict(e.clear), "secret": {n: cfg.secrets.get(n, "") for n in e.secret}}
+    def env(e: config.Env) -> dict[str, Any]:  # the clear part is in run_env, as `docker run` sets it
+        return {"secret": {n: cfg.secrets.get(n, "") for n in e.secret}}
 
     def proxy(p: config.Proxy | None) -> dict[str, Any] | None:
         if p is None:
@@ -53,8 +54,8 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                 "healthcheck_interval": p.healthcheck.interval, "healthcheck_timeout": p.healthcheck.timeout,
                 "response_timeout": p.response_timeout}
 
-    def cmd(c: str | tuple[str, ...] | None) -> str | None:
-        return shlex.join(c) if isinstance(c, tuple) else c
+    def cmd(c: str | tuple[str, ...] | None) -> list[str] | None:  # the container's argv
+        return ["sh", "-c", c] if isinstance(c, str) else c and list(c)
 
     roles = {name: {"hosts": list(role.hosts), "cmd": cmd(role.cmd),
                     "env": {h: env(cfg.role_env(name)) for h in role.hosts},
@@ -92,12 +93,18 @@ def theirs(k: dict[str, Any], app: Path) -> dict[str, Any]:
     server = k["registry"]["server"]
     registry = None if server and server.startswith("localhost") else {**k["registry"],
                                                                        "server": server or "docker.io"}
-    roles = {name: {**r, "proxy": r["proxy"] and {**r["proxy"], **{key: r["proxy"][key] or default
+    def argv(cmd: str | None) -> list[str] | None:  # Kamal's cmd is a string the host's shell splits
+        return cmd and shlex.split(cmd)
+
+    roles = {name: {**r, "cmd": argv(r["cmd"]), "env": {h: {"secret": e["secret"]} for h, e in r["env"].items()},
+                    "proxy": r["proxy"] and {**r["proxy"], **{key: r["proxy"][key] or default
                                                                    for key, default in PROXY_DEFAULTS.items()}},
                     "run_env": {h: kamal_run_env(e) for h, e in r["run_env"].items()}}
              for name, r in k["roles"].items()}
     # an accessory answers to its name in the config (shipyard's own) and to Kamal's name for it
     accessories = {name: {**{key: v for key, v in a.items() if key != "service_name"},
+                          "cmd": argv(a["cmd"]), "env": {"secret": a["env"]["secret"]},
+                          "run_env": {h: kamal_run_env(e) for h, e in a["run_env"].items()},
                           "port": a["port"] and str(a["port"]), "mounts": sorted(a["mounts"]),
                           "names": list(dict.fromkeys([name, a["service_name"]]))}
                    for name, a in k["accessories"].items()}
@@ -120,8 +127,89 @@ def theirs(k: dict[str, Any], app: Path) -> dict[str, Any]:
     }
 
 
+# Apps of our own, for what Kamal's fixtures do not show: ERB beyond ENV, env values Kamal leaves to the host's
+# shell or unset, role env over the top-level env, secret aliases, an accessory's own name, SSH, boot and timeouts
+OWN_APPS: dict[str, dict[str, str]] = {
+    "own:shop": {
+        "config/deploy.yml": textwrap.dedent("""\
+            service: shop
+            image: acme/shop
+            servers:
+              web:
+                hosts: [10.0.0.1, 10.0.0.2]
+                env:
+                  clear:
+                    ROLE_ONLY: "1"
+                    EMPTY_HERE: ""
+              jobs:
+                hosts: [10.0.0.3]
+                cmd: bin/jobs --queue "default high"
+                labels: {team: payments}
+            registry:
+              server: <%= "registry." + "example.com" %>
+              username: <%= `printf deployer` %>
+              password: [KAMAL_REGISTRY_PASSWORD]
+            builder:
+              arch: amd64
+              args:
+                RUBY_VERSION: <%= ENV.fetch("SHOP_RUBY", "3.3") %>
+            env:
+              clear:
+                DATA_DIR: ${HOME}/data
+                PRICE: $5 and `cmd` "quoted" \\back
+                EMPTY_HERE: something
+                BLANK: "  "
+            <% if ENV["KAMAL_DESTINATION"] == "staging" %>
+                STAGING: "yes"
+            <% end %>
+              secret:
+                - DB_PASSWORD:SHOP_DB_PASSWORD
+                - API_KEY
+            proxy:
+              hosts: [shop.example.com]
+              app_port: 3000
+              healthcheck: {path: /health, interval: 2}
+            accessories:
+              db:
+                image: postgres:16
+                host: 10.0.0.3
+                port: 5432
+                service: shop-postgres
+                env:
+                  clear: {POSTGRES_USER: shop, POSTGRES_DB: ""}
+                  secret: [POSTGRES_PASSWORD]
+                directories: [data:/var/lib/postgresql/data]
+              cache:
+                image: redis:7
+                roles: [web]
+            ssh:
+              user: deploy
+              port: 2222
+            boot:
+              limit: 50%
+              wait: 3
+            readiness_delay: 4
+            drain_timeout: 12
+            retain_containers: 2
+            """),
+        "config/deploy.staging.yml": "proxy: {hosts: [staging.shop.example.com]}\nenv: {clear: {OVERLAY: staged}}\n",
+        ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db\nAPI_KEY=k\nPOSTGRES_PASSWORD=pg\n",
+        ".kamal/secrets.staging": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db-s\nAPI_KEY=k-s\nPOSTGRES_PASSWORD=pg-s\n",
+    },
+}
+
+
+def make_app(root: Path, name: str) -> None:
+    if name in OWN_APPS:
+        for rel, text in OWN_APPS[name].items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+    else:
+        fixture_app(root, name)
+
+
 def fixture_cases() -> list[tuple[str, str | None]]:
-    cases = []
+    cases = [(name, dest) for name in OWN_APPS for dest in (None, "staging")]
     for base in sorted(FIXTURES.glob("*.yml")):
         if base.name.count(".") == 1:
             cases.append((base.name, None))
@@ -142,8 +230,8 @@ def fixtures(tmp_path_factory) -> dict[tuple[str, str | None], tuple[Path, dict[
     root = tmp_path_factory.mktemp("oracle")
     apps = []
     for name, destination in fixture_cases():
-        app = root / f"{name}-{destination}"
-        fixture_app(app, name)
+        app = root / f"{name}-{destination}".replace(":", "-")
+        make_app(app, name)
         apps.append(app)
     answers = resolve([(app, dest) for app, (_, dest) in zip(apps, fixture_cases())])
     return {case: (app, answer) for case, app, answer in zip(fixture_cases(), apps, answers)}

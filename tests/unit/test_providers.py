@@ -8,9 +8,9 @@ import contextlib
 import docker
 import pytest
 
-from components import hostlock, providers
+from components import hostlock, payloads, providers
 from components.providers import container
-from components.errors import HealthCheckFailed, OwnershipConflict
+from components.errors import DockerError, HealthCheckFailed, OwnershipConflict
 
 OWNER = "shipyard/staging"
 OURS = {"shipyard.stack": OWNER, "destination": "staging", "service": "hello", "role": "web"}
@@ -84,6 +84,28 @@ def test_create_pins_the_image_id_starts_under_a_pending_name_then_takes_the_rea
     client.start.assert_called_once_with("new" * 8)
     client.rename.assert_called_once_with("new" * 8, "hello-web-staging-v1")
     assert result.id == "new" * 8
+
+
+def test_a_kamal_apps_shell_expansions_are_the_hosts_and_nothing_else_is(client, mocker):
+    """Kamal's `docker run --env A="${HOME}/x"` is expanded by the host's shell: so are these values, there; a `$`
+    without braces, backticks and quotes stay as written; secrets are never sent to the shell."""
+    run = mocker.patch("components.hosts.run", return_value=(0, "BEGIN/home/deploy/x\0END"))
+    props = container_props(env={"A": "${HOME}/x", "B": "$5 `x`"}, host_shell_env=True)
+    providers.ContainerProvider().create(props)
+    script = run.call_args.args[1][2]
+    assert script == "printf BEGIN; printf '%s\\0' \"${HOME}/x\"; printf END"
+    assert client.create_container.call_args.kwargs["environment"] == ["A=/home/deploy/x", "B=$5 `x`", "S=s3cret"]
+    run.return_value = (2, "sh: bad substitution")
+    with pytest.raises(DockerError, match=r"expanding \$\{...\} in A with the host's shell, as Kamal does failed: "
+                                          r"sh: bad substitution"):
+        providers.ContainerProvider().create(props)
+
+
+def test_kamal_quoting_for_the_hosts_shell():
+    assert payloads.host_shell_quoted('a ${HOME} $X `b` "q" \\z') == '"a ${HOME} \\$X \\`b\\` \\"q\\" \\\\z"'
+    assert payloads.host_shell_values("BEGIN x \0\0END", 2) == [" x ", ""]
+    assert payloads.host_shell_values("BEGINx\0END", 2) is None
+    assert payloads.kamal_env({"A": "", "B": "  ", "C": "c"}) == {"C": "c"}
 
 
 def test_a_container_that_crashes_is_removed_and_the_old_one_keeps_its_port_and_its_name(client):
