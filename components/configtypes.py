@@ -95,6 +95,9 @@ class Builder(Model):
     # the image's CPU architecture (Kamal's builder.arch: `docker build --platform linux/<arch>`); default: the
     # build host's own
     arch: str | None = Field(default=None, pattern=r"^[a-z0-9]+(/[a-z0-9]+)?$")
+    # build what the checkout's HEAD holds of the context, never the working tree (Kamal's clean clone of HEAD,
+    # set for a Kamal app without builder.context): the version is always the commit
+    clean_checkout: bool = False
 
     @model_validator(mode="after")
     def _login_needs_host(self) -> "Builder":

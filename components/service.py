@@ -139,7 +139,8 @@ class DestinationService(pulumi.ComponentResource):
         if promote is None:
             # checked here, before any resource: a missing context or Dockerfile, a bad .dockerignore or an
             # unreadable file is one ConfigError line at the start of the run
-            ctx = source.build_context(self._project_dir / cfg.builder.context, cfg.builder.dockerfile)
+            ctx = source.context_for(self._project_dir / cfg.builder.context, cfg.builder.dockerfile,
+                                     clean=cfg.builder.clean_checkout)
             for warning in ctx.warnings():
                 pulumi.log.warn(warning, resource=self)
             if cfg.version and source.checkout_commit(ctx) not in (None, cfg.version):
@@ -149,7 +150,8 @@ class DestinationService(pulumi.ComponentResource):
                     "pinned": bool(cfg.version),
                     "context": str(ctx.directory), "dockerfile": ctx.dockerfile, "context_hash": ctx.hash,
                     "build_args": dict(cfg.builder.args), "build_target": cfg.builder.target,
-                    "build_platform": f"linux/{cfg.builder.arch}" if cfg.builder.arch else None, "from_ref": None}
+                    "build_platform": f"linux/{cfg.builder.arch}" if cfg.builder.arch else None, "from_ref": None,
+                    **({"commit": ctx.commit} if isinstance(ctx, source.CommitContext) else {})}
         return {"version": promote["version"], "context": None, "dockerfile": "Dockerfile", "context_hash": None,
                 "build_args": {}, "build_target": None, "from_ref": promote["image_ref"],
                 "promote": pulumi.Output.all(promote["service"], promote["tag"], promote["version"]).apply(

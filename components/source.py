@@ -188,10 +188,11 @@ def same_hash_kind(a: str | None, b: str | None) -> bool:
     return bool(a and b) and a.startswith(HASH_PREFIX) == b.startswith(HASH_PREFIX)
 
 
-def context_tar(context: Path, dockerfile: str, expect_hash: str | None = None) -> bytes:
-    """The tar to send. With `expect_hash` (the hash the deploy planned with), a context that changed since is
-    refused rather than built under a version that names other content."""
-    ctx = build_context(context, dockerfile)
+def context_tar(context: Path, dockerfile: str, expect_hash: str | None = None, commit: str | None = None) -> bytes:
+    """The tar to send (`commit`: as that commit holds the context). With `expect_hash` (the hash the deploy
+    planned with), a context that changed since is refused rather than built under a version that names other
+    content."""
+    ctx = commit_context(context, dockerfile, commit) if commit else build_context(context, dockerfile)
     data = ctx.tar()
     if expect_hash is not None and HASH_PREFIX + hashlib.sha256(data).hexdigest() != expect_hash:
         raise ConfigError(CONTEXT, f"{ctx.directory} changed while this deploy was running: run it again")
@@ -219,7 +220,7 @@ def _git(cwd: Path, *args: str | bytes) -> subprocess.CompletedProcess[bytes]:
                                      "it with `pulumi config set shipyard:version VERSION`") from None
 
 
-def checkout_commit(ctx: BuildContext) -> str | None:
+def checkout_commit(ctx: BuildContext | CommitContext) -> str | None:
     """The version the context would get unpinned (`git_version`), or None where it is no git checkout."""
     try:
         return git_version(ctx)
@@ -227,11 +228,13 @@ def checkout_commit(ctx: BuildContext) -> str | None:
         return None
 
 
-def git_version(ctx: BuildContext) -> str:
+def git_version(ctx: BuildContext | CommitContext) -> str:
     """The context's commit (12 hex digits) when the context sent is exactly what that commit holds; otherwise
     the commit, `-dirty-` and 8 digits of the context hash. Ignored or untracked files that are sent, changed
     modes, an empty directory, a `.git` sent along: all make it dirty. So a version names one content, and the
-    same tree always gets the same version."""
+    same tree always gets the same version. A commit's content is its commit's version."""
+    if isinstance(ctx, CommitContext):
+        return ctx.commit[:12]
     head = _git(ctx.directory, "rev-parse", "--short=12", "HEAD")
     if head.returncode != 0:
         err = head.stderr.decode(errors="replace")
@@ -246,13 +249,17 @@ def git_version(ctx: BuildContext) -> str:
 
 
 def _head_tree(ctx: BuildContext) -> dict[str, tuple[str, str, int]] | None:
-    """HEAD's entries under the context: relative path -> (mode, object id, size)."""
-    prefix = _git(ctx.directory, "rev-parse", "--show-prefix")
+    return _tree(ctx.directory, "HEAD")
+
+
+def _tree(directory: Path, commit: str) -> dict[str, tuple[str, str, int]] | None:
+    """The commit's entries under `directory`: relative path -> (mode, object id, size)."""
+    prefix = _git(directory, "rev-parse", "--show-prefix")
     if prefix.returncode != 0:
         return None
-    # `HEAD:<dir>` is the context's own tree, so paths come relative to the context
-    listing = _git(ctx.directory, "ls-tree", "-r", "-z", "-l", "--full-tree",
-                   b"HEAD:" + prefix.stdout.rstrip(b"\n"))
+    # `<commit>:<dir>` is the directory's own tree, so paths come relative to it
+    listing = _git(directory, "ls-tree", "-r", "-z", "-l", "--full-tree",
+                   commit.encode() + b":" + prefix.stdout.rstrip(b"\n"))
     if listing.returncode != 0:
         return None  # the context directory is not in the commit at all
     tree = {}
@@ -302,6 +309,122 @@ def _is_commit_content(ctx: BuildContext) -> bool:
         if hashlib.new(fmt, b"blob %d\0" % len(data) + data).hexdigest() != oid:
             return False
     return True
+
+
+# --- a commit's content: Kamal's clean clone of HEAD ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CommitContext:
+    """The build context as a commit holds it, read from git's objects - never from the working tree - the way
+    Kamal builds from a clean clone of HEAD: uncommitted and ignored files never reach the image, an edit that is
+    not committed builds nothing new, and the version is the commit. Submodules are not sent."""
+
+    directory: Path  # the context directory in the checkout
+    dockerfile: str  # relative to `directory`, `/`-separated
+    commit: str  # the commit's full object id
+    entries: tuple[tuple[str, bool], ...]
+    tree: dict[str, tuple[str, str, int]] = field(repr=False, compare=False)
+    patterns: tuple[dockerignore.Pattern, ...] = field(repr=False, default=())
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(p for p, is_dir in self.entries if not is_dir)
+
+    @cached_property
+    def hash(self) -> str:
+        return HASH_PREFIX + hashlib.sha256(self.tar()).hexdigest()
+
+    def tar(self) -> bytes:
+        blobs = _blobs(self.directory, [self.tree[p][1] for p, is_dir in self.entries if not is_dir])
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for rel, is_dir in self.entries:
+                ti = tarfile.TarInfo(rel)
+                ti.uid = ti.gid = 0
+                ti.uname = ti.gname = ""
+                ti.mtime = 0
+                if is_dir:
+                    ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                    tf.addfile(ti)
+                    continue
+                mode, oid, _ = self.tree[rel]
+                data = blobs[oid]
+                if mode == "120000":
+                    ti.type, ti.mode, ti.linkname = tarfile.SYMTYPE, 0o777, os.fsdecode(data)
+                    tf.addfile(ti)
+                else:
+                    ti.mode, ti.size = (0o755 if mode == "100755" else 0o644), len(data)
+                    tf.addfile(ti, io.BytesIO(data))
+        return buf.getvalue()
+
+    def warnings(self) -> list[str]:
+        modules = sorted(p for p, (mode, _, _) in self.tree.items() if mode == "160000")
+        if modules:
+            return [f"{CONTEXT}: submodules are not sent to the builder (they are not in the commit): "
+                    f"{', '.join(modules)}"]
+        return []
+
+
+def _blobs(directory: Path, oids: list[str]) -> dict[str, bytes]:
+    """The content of git objects, read in one `git cat-file --batch`."""
+    wanted = list(dict.fromkeys(oids))
+    if not wanted:
+        return {}
+    proc = subprocess.run(["git", "-C", os.fsencode(directory), "cat-file", "--batch"],
+                          input="".join(f"{o}\n" for o in wanted).encode(), capture_output=True)
+    out, pos, blobs = proc.stdout, 0, {}
+    for oid in wanted:
+        header_end = out.index(b"\n", pos)
+        name, kind, size = out[pos:header_end].split()
+        if kind != b"blob" or name.decode() != oid:
+            raise ConfigError(CONTEXT, f"git could not read {oid} in {directory}: run `git fsck` there")
+        start = header_end + 1
+        blobs[oid] = out[start:start + int(size)]
+        pos = start + int(size) + 1
+    return blobs
+
+
+def commit_context(directory: Path | str, dockerfile: str, commit: str | None = None) -> CommitContext:
+    """The context as `commit` (default: HEAD) holds it. Raises ConfigError where there is no such commit or the
+    Dockerfile is not in it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(CONTEXT, f"directory {directory} does not exist: set {CONTEXT} to the app's directory")
+    directory = directory.resolve()
+    found = _git(directory, "rev-parse", "--verify", f"{commit or 'HEAD'}^{{commit}}")
+    if found.returncode != 0:
+        raise ConfigError(CONTEXT, f"{directory} is not a git checkout with a commit: the build takes what HEAD "
+                                   f"holds, as Kamal's clean clone does; commit the app, or set {CONTEXT} to build "
+                                   f"the directory as it is")
+    commit = found.stdout.decode().strip()
+    tree = _tree(directory, commit) or {}
+    dockerfile = Path(dockerfile).as_posix().removeprefix("./")
+    if tree.get(dockerfile, ("",))[0] not in ("100644", "100755"):
+        raise ConfigError(DOCKERFILE, f"{dockerfile} is not in commit {commit[:12]} of {directory}: the build takes "
+                                      f"what HEAD holds, as Kamal's clean clone does; commit it")
+    patterns: list[dockerignore.Pattern] = []
+    if IGNORE_FILE in tree:
+        text = _blobs(directory, [tree[IGNORE_FILE][1]])[tree[IGNORE_FILE][1]].decode("utf-8", "surrogateescape")
+        try:
+            patterns = dockerignore.compile_patterns(dockerignore.parse(text))
+        except dockerignore.IgnoreFileError as exc:
+            raise ConfigError(CONTEXT, f"{IGNORE_FILE} of commit {commit[:12]} line {exc.line}: {exc.pattern!r} "
+                                       f"{exc.reason}; fix or remove that line") from None
+    children: dict[str, set[tuple[str, bool]]] = {}
+    for rel, (mode, _, _) in tree.items():
+        if mode == "160000":
+            continue  # a submodule: not in the commit's objects
+        parts = rel.split("/")
+        for k in range(len(parts)):
+            children.setdefault("/".join(parts[:k]), set()).add((parts[k], k < len(parts) - 1))
+    entries = dockerignore.select(lambda d: sorted(children.get(d, ())), patterns, always=(IGNORE_FILE, dockerfile))
+    return CommitContext(directory, dockerfile, commit, tuple(entries), tree, tuple(patterns))
+
+
+def context_for(directory: Path | str, dockerfile: str, *, clean: bool) -> BuildContext | CommitContext:
+    """What a builder sends: the commit's content (`clean`, a Kamal app without builder.context) or the
+    directory's."""
+    return commit_context(directory, dockerfile) if clean else build_context(directory, dockerfile)
 
 
 def file_hash(path: Path) -> str:

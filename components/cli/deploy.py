@@ -65,7 +65,8 @@ def expected_version(ctx: StackContext) -> str:
         return str(promoted.value) if promoted else "unknown"
     if cfg.version:
         return cfg.version
-    return source.git_version(source.build_context(ctx.project_dir / cfg.builder.context, cfg.builder.dockerfile))
+    return source.git_version(source.context_for(ctx.project_dir / cfg.builder.context, cfg.builder.dockerfile,
+                                                 clean=cfg.builder.clean_checkout))
 
 
 def run(ctx: StackContext, args: argparse.Namespace) -> int:

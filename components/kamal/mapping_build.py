@@ -63,6 +63,8 @@ class BuildMapping(MapperBase):
                                         "build host, for its own architecture")
         context = str(conf.get("context") or ".")
         out: dict[str, Any] = {"context": self.rel(context)}
+        if conf.get("context") is None:
+            out["clean_checkout"] = True  # Kamal builds from a clean clone of HEAD unless a context is given
         if arch is not None:
             arches = arch if isinstance(arch, list) else [arch]
             if len(arches) == 1 and to_s(arches[0]):

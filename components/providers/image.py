@@ -153,7 +153,7 @@ class ImageProvider(ResourceProvider):
             dockerfile = "Dockerfile"
         else:
             context = source.context_tar(Path(props["context"]), props["dockerfile"],
-                                         expect_hash=props.get("context_hash"))
+                                         expect_hash=props.get("context_hash"), commit=props.get("commit"))
             dockerfile = props["dockerfile"]
         _build_auth(c, props)
         with host_lock(t, props, f"building {tag}", shared=True, lock="images"):  # builds may share cached layers

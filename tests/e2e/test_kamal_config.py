@@ -1,6 +1,7 @@
 """A Kamal app directory as it is - config/deploy.yml, its staging and production overlays, .kamal/secrets* - deployed
 as two stacks onto one bench host behind kamal-proxy, with the real CLI. The stacks only name the file (and the
-bench's SSH key and a fixed version, which win over the file).
+bench's SSH key, which wins over the file). No version is pinned: as with Kamal, the version is the app's commit,
+and the build takes what that commit holds.
 
 The tests share one deployed pair (module fixture) and run in file order.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench import USER_HOME
-from tests.conftest import Project, commit_app, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import Project, app_head, commit_app, host_docker, make_project, pulumi_env, ssh_config
 from tests.e2e.cli_helpers import shipyard
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +74,7 @@ def write_app(proj: Path, registry: str) -> None:
         ".kamal/secrets-common": "KAMAL_REGISTRY_PASSWORD=$KSHOP_REGISTRY_PASSWORD\n",
         ".kamal/secrets.staging": f"GREETING={SECRET['staging']}\n",
         ".kamal/secrets.production": f"GREETING=\"{SECRET['production']}\"\n",
-        ".dockerignore": ".kamal\nconfig\n",
+        ".dockerignore": ".kamal\n",  # config/ is sent, as in a Rails app
     }
     for rel, text in files.items():
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,7 @@ def write_app(proj: Path, registry: str) -> None:
 
 
 def stack(bench) -> dict:
-    return {"kamal": {"config": "app/config/deploy.yml"}, "ssh": ssh_config(bench), "version": "v1"}
+    return {"kamal": {"config": "app/config/deploy.yml"}, "ssh": ssh_config(bench)}
 
 
 def get(bench, dest: str) -> str:
@@ -110,7 +111,7 @@ def pair(bench, tmp_path_factory):
 def test_each_destination_answers_on_its_own_host_name_with_its_own_secret(bench, pair):
     for dest in NAMES:
         answer = get(bench, dest)
-        assert answer.startswith(f"service=kshop destination={dest} version=v1 role=web"), answer
+        assert answer.startswith(f"service=kshop destination={dest} version={app_head(pair.dir)} role=web"), answer
         assert f"greeting={SECRET[dest]}" in answer
         out = pair.outputs(dest)
         assert out["urls"] == [f"http://{NAMES[dest]}"]
@@ -118,7 +119,7 @@ def test_each_destination_answers_on_its_own_host_name_with_its_own_secret(bench
     d = host_docker(bench.hosts[0])
     for dest in NAMES:
         (c,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "role=web"]})
-        assert c["Names"] == [f"/kshop-web-{dest}-v1"]
+        assert c["Names"] == [f"/kshop-web-{dest}-{app_head(pair.dir)}"]
         env = d.inspect_container(c["Id"])["Config"]["Env"]
         assert "PLAIN=visible" in env and f"GREETING={SECRET[dest]}" in env
 
@@ -130,7 +131,8 @@ def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals
     for dest in NAMES:
         (c,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "role=web"]})
         env = d.inspect_container(c["Id"])["Config"]["Env"]
-        assert {f"KAMAL_CONTAINER_NAME=kshop-web-{dest}-v1", "KAMAL_VERSION=v1", f"KAMAL_HOST={host}",
+        v = app_head(pair.dir)
+        assert {f"KAMAL_CONTAINER_NAME=kshop-web-{dest}-{v}", f"KAMAL_VERSION={v}", f"KAMAL_HOST={host}",
                 f"KAMAL_DESTINATION={dest}"} <= set(env)
         # `${...}` is the host shell's (the SSH user's home there), any other `$` is kept; a blank value is unset
         assert {f"DATA_DIR={USER_HOME}/data", "PRICE=$5"} <= set(env)
@@ -146,12 +148,13 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
         d = shipyard(pair.dir, pair.env, "details", "-s", dest, "--json")
         assert d.code == 0, d.err
         details = d.json()
-        assert (details["destination"], details["version"]) == (dest, "v1")
+        assert (details["destination"], details["version"]) == (dest, app_head(pair.dir))
         [web] = details["containers"]
-        assert (web["host"], web["container"], web["state"]) == (host, f"kshop-web-{dest}-v1", "running")
+        assert (web["host"], web["container"], web["state"]) == (host, f"kshop-web-{dest}-{app_head(pair.dir)}",
+                                                                 "running")
         assert web["route"]["hosts"] == [NAMES[dest]]
     versions = shipyard(pair.dir, pair.env, "versions", "-s", "staging", "--json").json()["versions"]
-    assert [(r["role"], r["version"], r["current"]) for r in versions] == [("web", "v1", True)]
+    assert [(r["role"], r["version"], r["current"]) for r in versions] == [("web", app_head(pair.dir), True)]
     # the app logs nothing: the command reads every container of the destination and ends (it hung before)
     assert shipyard(pair.dir, pair.env, "logs", "-s", "staging", "-n", "2", timeout=60).code == 0
     review = shipyard(pair.dir, pair.env, "review", "up", "pr1", "--from", "staging", check=False)
@@ -169,6 +172,8 @@ def test_secrets_from_the_kamal_files_never_show(bench, pair):
 
 
 def test_editing_the_kamal_file_shows_in_preview_diff_and_deploys(bench, pair):
+    """An edit that is not committed (here in the build context) changes the env, never the build: as with Kamal's
+    clean clone of HEAD, the version stays the commit and no image is built."""
     overlay = pair.dir / "app/config/deploy.staging.yml"
     before = overlay.read_text()
     overlay.write_text(before + "env:\n  clear:\n    PLAIN: edited\n")
@@ -176,12 +181,14 @@ def test_editing_the_kamal_file_shows_in_preview_diff_and_deploys(bench, pair):
         preview = pair.run("preview", "--diff", stack="staging").out
         assert re.search(r'~ PLAIN +: "visible" => "edited"', preview), preview
         assert "shipyard:Container: (replace)" in preview
+        assert not re.search(r"shipyard:Image: \((replace|update|create)", preview), preview
         assert "edited" not in pair.run("preview", "--diff", stack="production").out  # production's file is its own
         pair.up("staging")
         d = host_docker(bench.hosts[0])
         (c,) = d.containers(filters={"label": ["service=kshop", "destination=staging", "role=web"]})
         assert "PLAIN=edited" in d.inspect_container(c["Id"])["Config"]["Env"]
         assert f"greeting={SECRET['staging']}" in get(bench, "staging")
+        assert f"version={app_head(pair.dir)} " in get(bench, "staging")
     finally:  # the next test, whichever it is, starts from the file as it was
         overlay.write_text(before)
         pair.up("staging")

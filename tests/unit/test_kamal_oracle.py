@@ -76,6 +76,7 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
         "roles": roles, "accessories": accessories,
         "builder": {"context": context, "dockerfile": os.path.normpath(os.path.join(context, cfg.builder.dockerfile)),
                     "target": cfg.builder.target, "args": dict(cfg.builder.args), "arch": cfg.builder.arch,
+                    "clean_clone": cfg.builder.clean_checkout,
                     "host": cfg.builder.host,
                     "login": [cfg.builder.user or cfg.ssh.user, cfg.builder.port or cfg.ssh.port]
                     if cfg.builder.host else None},
@@ -117,6 +118,7 @@ def theirs(k: dict[str, Any], app: Path) -> dict[str, Any]:
         "accessories": accessories,
         "builder": {"context": context, "dockerfile": os.path.normpath(app / builder["dockerfile"]),
                     "target": builder["target"], "args": builder["args"], "arch": arch,
+                    "clean_clone": builder["clean_clone"],
                     "host": remote and remote["host"],
                     "login": [remote["user"] or k["ssh"]["user"], int(remote["port"] or k["ssh"]["port"])]
                     if remote else None},

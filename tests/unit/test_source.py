@@ -279,3 +279,49 @@ def test_shipyard_deploy_expects_the_version_the_program_computes(tmp_path):
     assert deploy.expected_version(ctx) == head == version(tmp_path / "app")
     write(tmp_path / "app", {"app.sh": "echo changed\n"})
     assert deploy.expected_version(ctx) == version(tmp_path / "app") != head
+
+
+# --- a commit's content (a Kamal app without builder.context) ----------------------------------------------------
+
+def test_a_clean_checkout_builds_what_head_holds_whatever_the_working_tree_holds(tmp_path):
+    """Kamal builds from a clean clone of HEAD: edits, untracked and ignored files never reach the image, and an
+    edit that is not committed changes neither the content nor the version."""
+    app = tmp_path / "repo" / "app"
+    head = repo_with(tmp_path / "repo", {"app/" + k: v for k, v in {**APP, "bin/run": "run\n", "lib/x.sh": "x\n",
+                                                                   "secret.key": "k\n"}.items()}
+                     | {"README": "outside the context\n", ".gitignore": "app/local.env\n"})
+    (tmp_path / "repo" / "app" / "bin" / "run").chmod(0o755)
+    (app / "bin" / "link").symlink_to("run")
+    git(tmp_path / "repo", "add", "-A")
+    git(tmp_path / "repo", "commit", "-qm", "exec and link")
+    head = git(tmp_path / "repo", "rev-parse", "--short=12", "HEAD")
+    ctx = source.commit_context(app, "Dockerfile")
+    members = tar_members(ctx.tar())
+    assert sorted(members) == [".dockerignore", "Dockerfile", "app.sh", "bin", "bin/link", "bin/run", "lib",
+                               "lib/x.sh", "secret.key"]
+    assert members["bin/run"].mode == 0o755 and members["app.sh"].mode == 0o644
+    assert members["bin/link"].issym() and members["bin/link"].linkname == "run"
+    assert source.git_version(ctx) == head and ctx.commit.startswith(head)
+
+    (app / "app.sh").write_text("echo uncommitted\n")
+    (app / "untracked.txt").write_text("u\n")
+    (app / "local.env").write_text("TOKEN=ignored-by-git\n")
+    (app / "secret.key").unlink()
+    again = source.commit_context(app, "Dockerfile")
+    assert again.hash == ctx.hash and source.git_version(again) == head
+    data = tarfile.open(fileobj=io.BytesIO(again.tar())).extractfile("app.sh").read()
+    assert data == APP["app.sh"].encode()
+    assert source.context_tar(app, "Dockerfile", expect_hash=ctx.hash, commit=ctx.commit) == ctx.tar()
+    assert source.git_version(source.build_context(app, "Dockerfile")) != head  # the working tree is dirty
+
+
+def test_a_clean_checkout_honours_the_commits_dockerignore_and_names_what_is_missing(tmp_path):
+    repo_with(tmp_path / "repo", {**APP, ".dockerignore": "*.log\n", "a.log": "l\n"})
+    assert "a.log" not in source.commit_context(tmp_path / "repo", "Dockerfile").files
+    with pytest.raises(ConfigError, match=r"^builder.dockerfile: Dockerfile.prod is not in commit [0-9a-f]{12} of "
+                                          r".*: the build takes what HEAD holds, as Kamal's clean clone does; "
+                                          r"commit it$"):
+        source.commit_context(tmp_path / "repo", "Dockerfile.prod")
+    write(tmp_path / "plain", APP)
+    with pytest.raises(ConfigError, match=r"^builder.context: .*plain is not a git checkout with a commit"):
+        source.commit_context(tmp_path / "plain", "Dockerfile")
