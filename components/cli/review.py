@@ -14,7 +14,7 @@ from typing import Any
 
 from pulumi import automation as auto
 
-from .. import config as config_module
+from .. import kamal
 from ..errors import ConfigError
 from ..payloads import VOLUME
 from . import deploy, details, output
@@ -31,14 +31,38 @@ def stack_name(name: str) -> str:
     return f"{PREFIX}{name}"
 
 
-def review_config(base: dict[str, Any], name: str) -> dict[str, Any]:
-    """A review app's `shipyard:*` config (decoded) from its base stack's (pure): destination NAME, each proxy
-    routing `NAME.<its first host name>`, no fixed host ports (they belong to the base destination), one retained
-    version, volumes that go with it, the checkout's own version. Its image, network, volumes and accessories
-    follow from the destination name."""
-    if "kamal" in base:
-        raise ConfigError("kamal", "review apps of a stack that reads a Kamal config (shipyard:kamal) are not "
-                                   "supported yet: make the review app's stack by hand, naming the same Kamal config")
+def review_config(base: dict[str, Any], name: str, *, base_stack: str = "", project_dir: Path | None = None
+                  ) -> dict[str, Any]:
+    """A review app's `shipyard:*` config (decoded) from its base stack's: destination NAME, each proxy routing
+    `NAME.<its first host name>`, no fixed host ports (they belong to the base destination), one retained version,
+    volumes that go with it, the checkout's own version. Its image, network, volumes and accessories follow from the
+    destination name.
+
+    A base that reads a Kamal config gives a review app reading the same file, with the base's Kamal destination
+    (its overlay and secrets), never taking over Kamal's deployment, and only the differences above as its own
+    keys: an edit of the file reaches the review app too."""
+    if "kamal" not in base:
+        return _review_of(base, name)
+    own = {k: v for k, v in base.items() if k != "version"}  # the checkout's version, never the base's pinned one
+    resolved = kamal.stack_config(own, stack=base_stack, project_dir=project_dir or Path.cwd())
+    opts = base["kamal"] if isinstance(base["kamal"], dict) else {"config": base["kamal"]}
+    own.pop("kamal")
+    opts = {**opts, "destination": (resolved.get("kamal_app") or {}).get("destination"), "takeover": False}
+    return {**kamal.deep_merge(own, _overlay(resolved, _review_of(resolved, name))), "kamal": opts}
+
+
+def _overlay(old: Any, new: Any) -> Any:
+    """What to deep-merge over `old` to get `new`: changed leaves, and an emptied value for each removed key."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    out = {k: _overlay(old[k], v) if k in old else v for k, v in new.items() if k not in old or old[k] != v}
+    for k, v in old.items():
+        if k not in new:
+            out[k] = [] if isinstance(v, list) else {} if isinstance(v, dict) else None
+    return out
+
+
+def _review_of(base: dict[str, Any], name: str) -> dict[str, Any]:
     cfg = copy.deepcopy(base)
     cfg["destination"] = name
     cfg["retain_containers"] = 1
@@ -90,8 +114,8 @@ def encoded(cfg: dict[str, Any], secret_keys: set[str]) -> dict[str, auto.Config
 def up(args: argparse.Namespace) -> int:
     base = open_stack(args.base)
     name = stack_name(args.name)
-    cfg = review_config(raw_config(base.all_config), args.name)
-    config_module.load(cfg, stack=name)  # refuse a bad config before anything is created
+    cfg = review_config(raw_config(base.all_config), args.name, base_stack=base.name, project_dir=base.project_dir)
+    kamal.load_stack(cfg, stack=name, project_dir=base.project_dir)  # refuse a bad config before anything is created
     secret = {k[len(NAMESPACE):] for k, v in base.all_config.items() if k.startswith(NAMESPACE) and v.secret}
     ws = base.ws
     selected = _selected(ws)

@@ -138,9 +138,22 @@ def test_a_review_app_never_writes_to_the_base_destinations_host_directories():
     assert base["accessories"]["db"]["volumes"][0] == "/var/lib/pg-staging:/var/lib/postgresql/data"
 
 
-def test_a_review_app_of_a_kamal_backed_stack_is_refused_in_one_line():
-    with pytest.raises(ConfigError, match="kamal: review apps of a stack that reads a Kamal config"):
-        review.review_config({"kamal": {"config": "app/config/deploy.yml"}}, "pr-7")
+def test_a_review_app_of_a_kamal_backed_stack_reads_the_same_file_with_only_its_differences_its_own(tmp_path):
+    """The base's Kamal destination (its overlay and secrets), no takeover of Kamal's deployment, and only what
+    makes it a review app as its own keys: an edit of the file reaches it too."""
+    from components import kamal
+    from tests.unit.test_kamal import stack_app
+    project = stack_app(tmp_path)  # web on 10.0.0.1, proxy host staging.example.com for staging
+    base = {"kamal": {"config": "../myapp/config/deploy.yml"}, "ssh": {"keys": ["k"]}, "version": "v9"}
+    cfg = review.review_config(base, "pr-7", base_stack="staging", project_dir=project)
+    assert cfg["kamal"] == {"config": "../myapp/config/deploy.yml", "destination": "staging", "takeover": False}
+    assert cfg["proxy"] == {"hosts": ["pr-7.staging.example.com"]} and "version" not in cfg
+    assert cfg["destination"] == "pr-7" and cfg["ssh"] == {"keys": ["k"]}
+    assert "servers" not in cfg and "secrets" not in cfg  # unchanged: read from the file, not copied
+    loaded = kamal.load_stack(cfg, stack="review-pr-7", project_dir=project)
+    assert loaded.destination == "pr-7" and loaded.takeover is None and loaded.secrets == {"S": "staging-s"}
+    assert loaded.role_proxy("web").hosts == ("pr-7.staging.example.com",) and loaded.retain_containers == 1
+    assert loaded.kamal_app.destination == "staging" and loaded.servers["web"].hosts == ("10.0.0.1",)
 
 
 def test_a_review_app_of_a_pinned_stack_deploys_the_checkouts_own_version():
