@@ -15,12 +15,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .configtypes import (IMAGE, IMAGE_REF, NAME_PART, REGISTRY_SERVER, SSH_USER, STACK_NAME, URL_PATH, VERSION,
                           VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
-                          KamalApp, Registry, Role, SSH, Takeover)
+                          KamalApp, Logging, Registry, Role, SSH, Takeover)
 from .errors import ConfigError
 from .naming import proxy_service
 
 __all__ = ["VOLUME", "Accessory", "Boot", "Builder", "ConfigError", "Deploy", "Env", "Healthcheck", "Port",
-           "KamalApp", "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
+           "KamalApp", "Logging", "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
 
 
 class Deploy(Model):
@@ -47,6 +47,7 @@ class Deploy(Model):
     lock_timeout: float = Field(default=120, gt=0, le=3600)  # seconds to wait for a host's lock
     takeover: Takeover | None = None  # set by `kamal` (unless kamal.takeover is false)
     kamal_app: KamalApp | None = None  # set by `kamal`: what a Kamal app's containers expect of their runtime
+    logging: Logging | None = None  # every container's log driver and options; a role's own are merged over it
 
     @field_validator("servers", mode="before")
     @classmethod
@@ -110,6 +111,17 @@ class Deploy(Model):
 
     def role_env(self, role: str) -> Env:
         return self.env.merged(self.servers[role].env)
+
+    def container_logging(self, role: str | None) -> dict[str, Any] | None:
+        """A role's (None: an accessory's) log driver and options: the role's merged over the top level's; none
+        set: the daemon's default - for a Kamal app, Kamal's `--log-opt max-size=10m`."""
+        top = self.logging or Logging()
+        own = self.servers[role].logging if role else None
+        driver = (own.driver if own else None) or top.driver
+        options = {**top.options, **(own.options if own else {})}
+        if not driver and not options:
+            return {"driver": None, "options": {"max-size": "10m"}} if self.kamal_app else None
+        return {"driver": driver, "options": options}
 
 
 class _PathError(ValueError):

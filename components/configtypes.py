@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .payloads import VOLUME
+from .payloads import VOLUME, run_options
 
 # Docker allows [a-zA-Z0-9][a-zA-Z0-9_.-]* in container names and [A-Za-z0-9_.-]{1,128} in tags; our names join
 # several parts with '-', so each part is held to the common subset.
@@ -181,6 +181,21 @@ class Proxy(Model):
         return self
 
 
+class Logging(Model):
+    """Docker's log driver and its options (`docker run --log-driver/--log-opt`); no driver: the daemon's."""
+    driver: str | None = None
+    options: dict[str, str] = {}
+
+
+def _check_options(value: dict[str, object]) -> dict[str, object]:
+    run_options(value)  # a ValueError names the flag
+    return value
+
+
+# `docker run` flags (Kamal's `options`): {memory: 2g, cpus: 1.5, add-host: [db:10.0.0.5], init: true}
+RunOptions = Annotated[dict[str, str | int | float | bool | list[str]], AfterValidator(_check_options)]
+
+
 class Boot(Model):
     limit: int | None = Field(default=None, ge=1)  # hosts changed at once; default: all
     wait: float = Field(default=0, ge=0, le=3600)  # seconds between one batch of hosts and the next
@@ -195,6 +210,8 @@ class Role(Model):
     volumes: tuple[Annotated[str, AfterValidator(_check_volume)], ...] = ()
     restart: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     proxy: Proxy | None = None
+    options: RunOptions = {}
+    logging: Logging | None = None  # merged over the top-level `logging`
 
     @field_validator("hosts")
     @classmethod
@@ -246,6 +263,7 @@ class Accessory(Model):
     directories: tuple[Annotated[str, AfterValidator(_check_directory)], ...] = ()
     labels: dict[str, str] = {}
     service: Name | None = None  # also reachable by this name on the destination's network (Kamal's `service`)
+    options: RunOptions = {}
 
     @model_validator(mode="after")
     def _some_host(self) -> "Accessory":

@@ -101,3 +101,100 @@ def host_shell_values(output: str, count: int) -> list[str] | None:
         return None
     parts = output[5:-3].split("\0")
     return parts[:count] if len(parts) == count + 1 and parts[-1] == "" else None
+
+
+# `docker run` flags a role or accessory may set (Kamal's `options`), as docker-py's create_host_config keyword
+# (host) or create_container keyword (container), and how a value is read
+class _Unreadable(ValueError):
+    """A value a flag does not take, and why."""
+
+
+def _size(v: Any) -> str:
+    return str(v)
+
+
+def _int(v: Any) -> int:
+    return int(str(v))
+
+
+def _many(v: Any) -> list[str]:
+    return [str(x) for x in (v if isinstance(v, list) else [v])]
+
+
+def _flag(v: Any) -> bool:
+    if v is True or str(v).lower() == "true":
+        return True
+    if v is False or str(v).lower() == "false":
+        return False
+    raise _Unreadable("should be true or false")
+
+
+def _ulimits(v: Any) -> list[dict[str, Any]]:
+    out = []
+    for item in _many(v):
+        name, _, limits = item.partition("=")
+        soft, _, hard = limits.partition(":")
+        if not name or not soft:
+            raise _Unreadable(f"should be NAME=SOFT[:HARD], not {item!r}")
+        out.append({"name": name, "soft": int(soft), "hard": int(hard or soft)})
+    return out
+
+
+def _gpus(v: Any) -> list[dict[str, Any]]:
+    count = -1 if str(v) == "all" else _int(v)
+    return [{"count": count, "capabilities": [["gpu"]]}]
+
+
+def _sysctls(v: Any) -> dict[str, str]:
+    out = {}
+    for item in _many(v):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise _Unreadable(f"should be KEY=VALUE, not {item!r}")
+        out[key] = value
+    return out
+
+
+RUN_OPTIONS: dict[str, tuple[str, str, Any]] = {
+    "memory": ("host", "mem_limit", _size), "memory-swap": ("host", "memswap_limit", _size),
+    "memory-reservation": ("host", "mem_reservation", _size), "shm-size": ("host", "shm_size", _size),
+    "cpus": ("host", "nano_cpus", lambda v: int(round(float(v) * 1e9))), "cpu-shares": ("host", "cpu_shares", _int),
+    "cpuset-cpus": ("host", "cpuset_cpus", str), "pids-limit": ("host", "pids_limit", _int),
+    "add-host": ("host", "extra_hosts", _many), "cap-add": ("host", "cap_add", _many),
+    "cap-drop": ("host", "cap_drop", _many), "device": ("host", "devices", _many), "dns": ("host", "dns", _many),
+    "security-opt": ("host", "security_opt", _many), "group-add": ("host", "group_add", _many),
+    "tmpfs": ("host", "tmpfs", _many), "ulimit": ("host", "ulimits", _ulimits), "sysctl": ("host", "sysctls", _sysctls),
+    "gpus": ("host", "device_requests", _gpus), "init": ("host", "init", _flag),
+    "privileged": ("host", "privileged", _flag), "read-only": ("host", "read_only", _flag),
+    "user": ("container", "user", str), "workdir": ("container", "working_dir", str),
+    "hostname": ("container", "hostname", str), "stop-signal": ("container", "stop_signal", str),
+    "entrypoint": ("container", "entrypoint", str),
+}
+
+
+def run_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(create_host_config kwargs, create_container kwargs) for `docker run` flags given as Kamal's `options`
+    ({memory: 2g, cpus: 1.5, add-host: [db:10.0.0.5]}; true for a flag without a value). Raises ValueError naming
+    the flag for one shipyard does not set or a value it cannot read."""
+    host: dict[str, Any] = {}
+    container: dict[str, Any] = {}
+    for flag, value in options.items():
+        known = RUN_OPTIONS.get(str(flag))
+        if known is None:
+            raise ValueError(f"{flag}: not a `docker run` flag shipyard sets (it sets {', '.join(sorted(RUN_OPTIONS))})")
+        where, key, read = known
+        try:
+            (host if where == "host" else container)[key] = read(value)
+        except _Unreadable as exc:
+            raise ValueError(f"{flag}: {exc}") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"{flag}: {value!r} is not a value it takes") from None
+    return host, container
+
+
+def log_config(logging: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """docker's HostConfig.LogConfig for a `logging` setting ({driver, options}); None: the daemon's default."""
+    if not logging:
+        return None
+    options = logging.get("options") or {}
+    return {"Type": logging.get("driver") or "", "Config": {str(k): str(v) for k, v in options.items()}}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from . import naming
 from .config import Deploy, Port, Proxy
@@ -42,6 +42,8 @@ class ContainerSpec:
     restart: str
     proxy: Proxy | None
     proxy_service: str | None  # the route's name in kamal-proxy
+    options: Mapping[str, Any] = field(default_factory=dict)  # `docker run` flags (payloads.run_options)
+    logging: Mapping[str, Any] | None = None  # {driver, options}; None: the daemon's default
 
     @property
     def network(self) -> str | None:
@@ -66,6 +68,8 @@ class AccessorySpec:
     directories: tuple[tuple[str, str], ...]  # (directory name under the accessory's state dir, path in container)
     state_dir: str  # on the host, relative to the SSH user's home
     aliases: tuple[str, ...]  # its names on the destination's network
+    options: Mapping[str, Any] = field(default_factory=dict)
+    logging: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
                 directories=tuple((d.split(":")[0], d.split(":")[1]) for d in acc.directories),
                 state_dir=f"{naming.destination_dir(cfg.service, cfg.destination)}/{name}",
                 aliases=tuple(dict.fromkeys((name, *kamal_names))),
+                options=dict(acc.options), logging=cfg.container_logging(None),
             ))
     return specs
 
@@ -178,6 +183,7 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
                 restart=role.restart,
                 proxy=proxy,
                 proxy_service=cfg.route_name(role_name) if proxy else None,
+                options=dict(role.options), logging=cfg.container_logging(role_name),
             ))
     return specs
 

@@ -201,12 +201,19 @@ class DestinationService(pulumi.ComponentResource):
                            "hash": source.file_hash(self._project_dir / local)} for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
                 "exclusive": True, "retain": 1, "proxy": None, "running": True, **self._host_shell(acc.env),
+                **self._run_settings(acc),
             }, self._child(acc.host, depends_on=[networks[acc.host], *volumes.get(acc.host, [])]))
             resources.append(res)
             outputs.setdefault(acc.accessory, {})[acc.host] = {
                 "hostname": acc.accessory, "network": shape.network, "container": acc.name, "id": res.container_id,
                 "port": acc.ports[0].container_port if acc.ports else None}
         return outputs, resources
+
+    @staticmethod
+    def _run_settings(spec: plan.ContainerSpec | plan.AccessorySpec) -> dict[str, Any]:
+        """`docker run` flags and logging, where set (a container without them keeps the props it had)."""
+        return {**({"options": dict(spec.options)} if spec.options else {}),
+                **({"logging": dict(spec.logging)} if spec.logging else {})}
 
     def _host_shell(self, env: dict[str, str]) -> dict[str, Any]:
         """A Kamal app's `${...}` in a clear env value is the host shell's to expand, as in Kamal's `docker run`."""
@@ -231,7 +238,7 @@ class DestinationService(pulumi.ComponentResource):
             "readiness_delay": cfg.readiness_delay,
             **({} if spec.proxy else {"stop_timeout": cfg.drain_timeout}),
             "takeover": self._takeover(spec.role),
-            **self._host_shell(spec.env),
+            **self._host_shell(spec.env), **self._run_settings(spec),
             "proxy": spec.proxy.model_dump() if spec.proxy else None,
             "retain": cfg.retain_containers,
             "running": True, "rollout": True,

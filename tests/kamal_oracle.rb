@@ -26,6 +26,35 @@ def proxy_of(proxy)
     "response_timeout" => seconds(conf["response_timeout"]) }
 end
 
+# A value as Kamal escaped it for the host's shell (a dumped string), read back
+def unshell(value)
+  value.gsub("\\`", "`").gsub("\\$", "$").undump
+end
+
+# `--log-driver "d" --log-opt k="v"` as {driver, options}
+def logging_of(args)
+  args.each_slice(2).each_with_object({ "driver" => nil, "options" => {} }) do |(flag, value), out|
+    if flag == "--log-driver"
+      out["driver"] = unshell(value)
+    else
+      key, val = value.split("=", 2)
+      out["options"][key] = unshell(val)
+    end
+  end
+end
+
+# `--flag "value" --flag2 --flag "v2"` as {flag => value, or [values] when repeated, or true}
+def options_of(args)
+  out = {}
+  args.each_with_index do |arg, i|
+    next unless arg.start_with?("--")
+    value = args[i + 1]&.start_with?('"') ? unshell(args[i + 1]) : true
+    key = arg.delete_prefix("--")
+    out[key] = out.key?(key) ? Array(out[key]) + [ value ] : value
+  end
+  out
+end
+
 # The variables Kamal's `docker run` of a container sets (`--env NAME="value"`), as written for the host's shell
 # (`${...}` still to be expanded there); a bare `--env NAME` leaves NAME unset, so it is not listed
 def run_env(command)
@@ -44,13 +73,15 @@ def resolve(config)
       "env" => role.hosts.to_h { |host| [ host, env_of(role.env(host), config.secrets) ] },
       "proxy" => role.running_proxy? ? proxy_of(role.proxy) : nil,
       "labels" => role.labels.to_h { |k, v| [ k.to_s, v.to_s ] }.except(*defaults),
-      "run_env" => role.hosts.to_h { |host| [ host, run_env(Kamal::Commands::App.new(config, role: role, host: host).run) ] }
+      "run_env" => role.hosts.to_h { |host| [ host, run_env(Kamal::Commands::App.new(config, role: role, host: host).run) ] },
+      "logging" => logging_of(role.logging_args.map(&:to_s)), "options" => options_of(role.option_args.map(&:to_s))
     } ]
   end
   accessories = config.accessories.to_h do |acc|
     [ acc.name, {
       "image" => acc.image, "hosts" => acc.hosts, "port" => acc.port, "cmd" => acc.cmd,
       "service_name" => acc.service_name,
+      "logging" => logging_of(config.logging_args.map(&:to_s)), "options" => options_of(acc.option_args.map(&:to_s)),
       "run_env" => acc.hosts.to_h { |host| [ host, run_env(Kamal::Commands::Accessory.new(config, name: acc.name).run(host: host)) ] },
       "env" => env_of(acc.env, config.secrets),
       "mounts" => acc.volume_args.each_slice(2).map { |_, volume| volume.split(":")[1] }

@@ -20,13 +20,13 @@ KAMAL_VERSION = (2, 11, 0)
 class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
     def run(self) -> dict[str, Any]:
         raw, out = self.raw, {}
-        handled = {"service", "image", "servers", "registry", "builder", "env", "ssh", "proxy", "accessories",
+        handled = {"service", "image", "servers", "registry", "builder", "env", "ssh", "proxy", "accessories", "logging",
                    "volumes", "labels", "retain_containers", "deploy_timeout", "drain_timeout", "readiness_delay",
                    "boot", "primary_role", "require_destination", "secrets_path", "hooks_path", *NO_EFFECT}
         for key in raw:
             if str(key).startswith("x-"):
                 continue  # Kamal's extension keys: YAML anchors for the rest of the file
-            if key in ("asset_path", "error_pages_path", "logging"):
+            if key in ("asset_path", "error_pages_path"):
                 self.refuse(key)
             elif key not in handled:
                 self.refuse(key, "unknown Kamal key (Kamal 2.11 refuses it too)")
@@ -59,6 +59,8 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
                 out["env"] = env
         if "accessories" in raw:
             out["accessories"] = self.accessories(raw["accessories"], servers)
+        if "logging" in raw:
+            out["logging"] = self.logging(raw["logging"], "logging")
         if "retain_containers" in raw:
             out["retain_containers"] = raw["retain_containers"]
         if "boot" in raw:

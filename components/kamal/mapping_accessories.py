@@ -72,7 +72,9 @@ class AccessoriesMapping(MapperBase):
                                 ignorable=False)
                 elif key == "service":
                     acc["service"] = to_s(value)  # Kamal's container name for it, which the app may use
-                elif key in ("options", "network", "proxy"):
+                elif key == "options":
+                    acc["options"] = self.run_options(value, kp)
+                elif key in ("network", "proxy"):
                     self.refuse(kp)
                 else:
                     self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..payloads import run_options
 from .merge import join
 from .secrets import Secrets
 
@@ -56,6 +57,35 @@ class MapperBase:
                 self.refuse(f"{path}.{k}", "should be a string")
             else:
                 out[str(k)] = s
+        return out
+
+    def run_options(self, conf: Any, path: str) -> dict[str, Any]:
+        """Kamal's `options` (`docker run` flags): those shipyard sets; any other is refused by its path."""
+        if not isinstance(conf, dict):
+            self.refuse(path, "should be a hash")
+            return {}
+        out: dict[str, Any] = {}
+        for flag, value in conf.items():
+            value = [str(v) for v in value] if isinstance(value, list) else value if isinstance(value, bool) \
+                else to_s(value)
+            try:
+                run_options({str(flag): value})
+            except ValueError as exc:
+                self.refuse(f"{path}.{flag}", str(exc).split(": ", 1)[1], ignorable=True)
+                continue
+            out[str(flag)] = value
+        return out
+
+    def logging(self, conf: Any, path: str) -> dict[str, Any]:
+        if not isinstance(conf, dict):
+            self.refuse(path, "should be a hash")
+            return {}
+        self.unknown(conf, ("driver", "options"), path)
+        out: dict[str, Any] = {}
+        if conf.get("driver") is not None:
+            out["driver"] = to_s(conf["driver"])
+        if "options" in conf:
+            out["options"] = self.strings(conf["options"], f"{path}.options") or {}
         return out
 
     def unknown(self, conf: dict[str, Any], known: Iterable[str], path: str) -> None:

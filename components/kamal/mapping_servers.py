@@ -62,7 +62,11 @@ class ServersMapping(MapperBase):
                     env = self.env(value, kp, root=False)
                     if env:
                         role["env"] = env
-                elif key in ("options", "logging", "asset_path"):
+                elif key == "options":
+                    role["options"] = self.run_options(value, kp)
+                elif key == "logging":
+                    role["logging"] = self.logging(value, kp)
+                elif key == "asset_path":
                     self.refuse(kp)
                 elif key not in ("hosts", "proxy"):
                     self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")

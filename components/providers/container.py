@@ -29,7 +29,7 @@ from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_fil
     owned, proxy_routes, remove_image, target
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
-           "aliases", "files", "directories")
+           "aliases", "files", "directories", "options", "logging")
 # proxy: only how readiness is checked; stop_timeout: how replaced containers of a role without proxy are stopped
 UPDATE = ("restart", "running", "proxy", "retain", "readiness_delay", "stop_timeout")
 START_DEADLINE_S = 10
@@ -273,9 +273,11 @@ class ContainerProvider(ResourceProvider):
         exposed, bindings = payloads.port_bindings(props.get("ports") or [])
         env = {**host_shell_env(t, props), **(props.get("secret_env") or {})}
         binds = list(props.get("volumes") or []) + self._upload(t, props)
+        host_options, container_options = payloads.run_options(props.get("options") or {})
         host_config = c.create_host_config(port_bindings=bindings or None, binds=binds or None,
                                            restart_policy=payloads.restart_policy(props["restart"]),
-                                           network_mode=props.get("network") or None)
+                                           network_mode=props.get("network") or None,
+                                           log_config=payloads.log_config(props.get("logging")), **host_options)
         networking = None
         if props.get("network") and props.get("aliases"):
             networking = c.create_networking_config(
@@ -283,7 +285,7 @@ class ContainerProvider(ResourceProvider):
         cid = c.create_container(image=self._image(c, t, props), name=naming.pending_name(props["name"], nonce()),
                                  command=props.get("cmd") or None, environment=payloads.env_list(env),
                                  labels=props["labels"], ports=exposed or None, host_config=host_config,
-                                 networking_config=networking)["Id"]
+                                 networking_config=networking, **container_options)["Id"]
         try:
             for extra in props.get("extra_networks") or []:
                 c.connect_container_to_network(cid, extra)

@@ -61,6 +61,11 @@ DEPLOY = """\
         image: busybox:latest
         host: <%= ENV["KSHOP_HOST"] %>
         cmd: sh -c 'mkdir -p /w && echo db-on-$KAMAL_HOST > /w/index.html && httpd -p 8080 -h /w && trap "exit 0" TERM && while :; do sleep 1; done'
+        options:
+          memory: 64m
+    logging:
+      options:
+        max-size: 5m
 """
 
 
@@ -137,6 +142,9 @@ def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals
         # `${...}` is the host shell's (the SSH user's home there), any other `$` is kept; a blank value is unset
         assert {f"DATA_DIR={USER_HOME}/data", "PRICE=$5"} <= set(env)
         assert not [e for e in env if e.startswith("UNSET_BY_KAMAL")]
+        assert d.inspect_container(c["Id"])["HostConfig"]["LogConfig"]["Config"] == {"max-size": "5m"}
+        (db,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "accessory=db"]})
+        assert d.inspect_container(db["Id"])["HostConfig"]["Memory"] == 64 * 1024 * 1024  # options: {memory: 64m}
         run = d.exec_create(c["Id"], ["wget", "-qO-", "http://kshop-db:8080/"])
         reply = d.exec_start(run["Id"]).decode().strip()
         assert reply == f"db-on-{host}", reply
@@ -207,13 +215,13 @@ def test_editing_the_kamal_file_shows_in_preview_diff_and_deploys(bench, pair):
 def test_an_unsupported_kamal_key_fails_with_its_path_and_nothing_changes(bench, pair):
     overlay = pair.dir / "app/config/deploy.production.yml"
     before = overlay.read_text()
-    overlay.write_text(before + "logging:\n  driver: journald\nbuilder:\n  cache:\n    type: gha\n")
+    overlay.write_text(before + "ssh:\n  proxy: root@jump.example\nbuilder:\n  cache:\n    type: gha\n")
     result = pair.run("preview", stack="production", check=False)
     overlay.write_text(before)
     assert result.code != 0
     assert ("stack production: kamal: config/deploy.yml + config/deploy.production.yml uses Kamal keys shipyard "
             "cannot deploy as written" in result.out)
     lines = [line.strip() for line in result.out.splitlines()]
-    assert "logging: not supported yet" in lines and "builder.cache: not supported yet" in lines, result.out
+    assert "ssh.proxy: not supported yet" in lines and "builder.cache: not supported yet" in lines, result.out
     assert "Traceback" not in result.out
     assert get(bench, "production").startswith("service=kshop destination=production")

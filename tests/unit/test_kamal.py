@@ -343,10 +343,9 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     files = {".kamal/secrets.production": "REGISTRY_USER=u\nREGISTRY_PASSWORD=p\nMAIN_DB_PASSWORD=m\n",
              "config/deploy.production.yml": "{}", ".kamal/hooks/pre-deploy.sample": "#!/bin/sh\n"}
     refused = {
-        "servers.workers.options", "servers.workers.logging", "servers.workers.asset_path", "env.tags",
-        "asset_path", "error_pages_path", "logging", "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
+        "servers.workers.asset_path", "env.tags", "asset_path", "error_pages_path", "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
-        "builder.sbom", "accessories.mysql.registry", "accessories.mysql.options",
+        "builder.sbom", "accessories.mysql.registry",
         "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
         "accessories.mysql.directories[1]", "accessories.mysql.network", "accessories.mysql.proxy",
         "proxy.ssl_redirect", "proxy.forward_headers", "proxy.strip_path_prefix", "proxy.buffering",
@@ -370,6 +369,8 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     assert cfg.servers["web"].volumes == ("/path/on/host:/path/in/container:ro",)
     assert cfg.builder.host == "docker-builder" and cfg.ssh.port == 2222
     assert cfg.accessories["by_role"].all_hosts() == ("172.1.0.3", "172.1.0.4")
+    assert cfg.servers["workers"].options == {"memory": "2g"} and cfg.accessories["mysql"].options == {"cpus": "2"}
+    assert cfg.container_logging("workers") == {"driver": "json-file", "options": {}}
     assert cfg.secrets == {"DB_PASSWORD": "m"} and cfg.registry.username == "u"
 
 
@@ -625,7 +626,8 @@ def test_bad_kamal_options_name_their_path(tmp_path, opts, path):
 
 def test_the_error_lists_every_refused_key_once_per_line(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_app(tmp_path, BASE_YML + "logging: {driver: x}\nasset_path: /a\n")
+        load_app(tmp_path, BASE_YML + "error_pages_path: public\nasset_path: /a\n")
     assert str(err.value) == (
         "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths "
-        "in shipyard:kamal.ignore to deploy without them):\nlogging: not supported yet\nasset_path: not supported yet")
+        "in shipyard:kamal.ignore to deploy without them):\nerror_pages_path: not supported yet\n"
+        "asset_path: not supported yet")

@@ -37,6 +37,11 @@ def kamal_run_env(env: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def options(flags: Any) -> dict[str, Any]:
+    """`docker run` flags: a flag given once is its value, also from a list of one."""
+    return dict(flags or {})
+
+
 def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
     """What shipyard deploys for a config, in the oracle's shape."""
     specs = {(s.role, s.host): s for s in plan.container_specs(cfg, VERSION, "o/p")}
@@ -54,17 +59,24 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                 "healthcheck_interval": p.healthcheck.interval, "healthcheck_timeout": p.healthcheck.timeout,
                 "response_timeout": p.response_timeout}
 
+    def logging(spec_logging: Any) -> dict[str, Any]:
+        return {"driver": None, "options": {}, **(spec_logging or {})}
+
     def cmd(c: str | tuple[str, ...] | None) -> list[str] | None:  # the container's argv
         return ["sh", "-c", c] if isinstance(c, str) else c and list(c)
 
     roles = {name: {"hosts": list(role.hosts), "cmd": cmd(role.cmd),
                     "env": {h: env(cfg.role_env(name)) for h in role.hosts},
                     "proxy": proxy(cfg.role_proxy(name)), "labels": dict(role.labels),
-                    "run_env": {h: kamal_run_env(specs[(name, h)].env) for h in role.hosts}}
+                    "run_env": {h: kamal_run_env(specs[(name, h)].env) for h in role.hosts},
+                    "logging": logging(specs[(name, role.hosts[0])].logging),
+                    "options": options(specs[(name, role.hosts[0])].options)}
              for name, role in cfg.servers.items()}
     accessories = {name: {"image": a.image, "hosts": list(a.all_hosts()), "port": a.port, "cmd": cmd(a.cmd),
                           "env": env(a.env), "names": list(accessory_specs[(name, a.all_hosts()[0])].aliases),
                           "run_env": {h: kamal_run_env(accessory_specs[(name, h)].env) for h in a.all_hosts()},
+                          "logging": logging(accessory_specs[(name, a.all_hosts()[0])].logging),
+                          "options": options(accessory_specs[(name, a.all_hosts()[0])].options),
                           "mounts": sorted(m.split(":")[1] for m in (*a.files, *a.directories, *a.volumes))}
                    for name, a in cfg.accessories.items()}
     registry = cfg.registry
@@ -100,11 +112,11 @@ def theirs(k: dict[str, Any], app: Path) -> dict[str, Any]:
     roles = {name: {**r, "cmd": argv(r["cmd"]), "env": {h: {"secret": e["secret"]} for h, e in r["env"].items()},
                     "proxy": r["proxy"] and {**r["proxy"], **{key: r["proxy"][key] or default
                                                                    for key, default in PROXY_DEFAULTS.items()}},
-                    "run_env": {h: kamal_run_env(e) for h, e in r["run_env"].items()}}
+                    "run_env": {h: kamal_run_env(e) for h, e in r["run_env"].items()}, "options": options(r["options"])}
              for name, r in k["roles"].items()}
     # an accessory answers to its name in the config (shipyard's own) and to Kamal's name for it
     accessories = {name: {**{key: v for key, v in a.items() if key != "service_name"},
-                          "cmd": argv(a["cmd"]), "env": {"secret": a["env"]["secret"]},
+                          "cmd": argv(a["cmd"]), "env": {"secret": a["env"]["secret"]}, "options": options(a["options"]),
                           "run_env": {h: kamal_run_env(e) for h, e in a["run_env"].items()},
                           "port": a["port"] and str(a["port"]), "mounts": sorted(a["mounts"]),
                           "names": list(dict.fromkeys([name, a["service_name"]]))}
@@ -147,6 +159,8 @@ OWN_APPS: dict[str, dict[str, str]] = {
                 hosts: [10.0.0.3]
                 cmd: bin/jobs --queue "default high"
                 labels: {team: payments}
+                options: {memory: 2g, cpus: 1.5, init: true, add-host: ["db.internal:10.0.0.3", "cache:10.0.0.4"]}
+                logging: {options: {max-file: "3"}}
             registry:
               server: <%= "registry." + "example.com" %>
               username: <%= `printf deployer` %>
@@ -181,9 +195,13 @@ OWN_APPS: dict[str, dict[str, str]] = {
                   clear: {POSTGRES_USER: shop, POSTGRES_DB: ""}
                   secret: [POSTGRES_PASSWORD]
                 directories: [data:/var/lib/postgresql/data]
+                options: {shm-size: 256m}
               cache:
                 image: redis:7
                 roles: [web]
+            logging:
+              driver: json-file
+              options: {max-size: 100m}
             ssh:
               user: deploy
               port: 2222

@@ -101,6 +101,25 @@ def test_a_kamal_apps_shell_expansions_are_the_hosts_and_nothing_else_is(client,
         providers.ContainerProvider().create(props)
 
 
+def test_docker_run_options_and_logging_reach_the_container(client):
+    props = container_props(options={"memory": "2g", "cpus": "1.5", "add-host": ["db:10.0.0.5"], "init": True,
+                                     "user": "app"},
+                            logging={"driver": None, "options": {"max-size": "10m"}})
+    providers.ContainerProvider().create(props)
+    host = client.create_host_config.call_args.kwargs
+    assert (host["mem_limit"], host["nano_cpus"], host["extra_hosts"], host["init"]) == \
+        ("2g", 1_500_000_000, ["db:10.0.0.5"], True)
+    assert host["log_config"] == {"Type": "", "Config": {"max-size": "10m"}}  # the daemon's driver, Kamal's option
+    assert client.create_container.call_args.kwargs["user"] == "app"
+
+
+def test_a_docker_run_flag_shipyard_does_not_set_is_refused_by_its_path():
+    from components import config
+    with pytest.raises(config.ConfigError, match=r"^servers.web.options: net: not a `docker run` flag shipyard sets \(it sets add-host, "):
+        config.load({"service": "s", "image": "acme/s", "servers": {"web": {"hosts": ["h"], "options": {
+            "net": "host"}}}}, stack="staging")
+
+
 def test_kamal_quoting_for_the_hosts_shell():
     assert payloads.host_shell_quoted('a ${HOME} $X `b` "q" \\z') == '"a ${HOME} \\$X \\`b\\` \\"q\\" \\\\z"'
     assert payloads.host_shell_values("BEGIN x \0\0END", 2) == [" x ", ""]
