@@ -32,6 +32,7 @@ class Deploy(Model):
     registry: Registry | None = None
     builder: Builder = Builder()
     env: Env = Env()
+    env_tags: dict[str, Env] = {}  # env of hosts by tag (`servers.<role>.tags`), merged over the role's in this order
     ssh: SSH = SSH()
     promote: Promote | None = None
     secrets: dict[str, str] = {}
@@ -58,6 +59,7 @@ class Deploy(Model):
     @model_validator(mode="after")
     def _secrets_present(self) -> "Deploy":
         for where, env in [("env", self.env)] + [(f"servers.{r}.env", role.env) for r, role in self.servers.items()] \
+                + [(f"env_tags.{t}", e) for t, e in self.env_tags.items()] \
                 + [(f"accessories.{a}.env", acc.env) for a, acc in self.accessories.items()]:
             for i, name in enumerate(env.secret):
                 if name not in self.secrets:
@@ -111,6 +113,14 @@ class Deploy(Model):
 
     def role_env(self, role: str) -> Env:
         return self.env.merged(self.servers[role].env)
+
+    def host_env(self, role: str, host: str) -> Env:
+        """A role's env on one host: the role's, then `env_tags` of each of the host's tags there, in their order."""
+        env, tags = self.role_env(role), self.servers[role].tags.get(host, ())
+        for tag, tagged in self.env_tags.items():
+            if tag in tags:
+                env = env.merged(tagged)
+        return env
 
     def container_logging(self, role: str | None) -> dict[str, Any] | None:
         """A role's (None: an accessory's) log driver and options: the role's merged over the top level's; none

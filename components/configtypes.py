@@ -212,6 +212,7 @@ class Role(Model):
     proxy: Proxy | None = None
     options: RunOptions = {}
     logging: Logging | None = None  # merged over the top-level `logging`
+    tags: dict[HostName, tuple[str, ...]] = {}  # a host's tags here: its env gets `env_tags` of each, in their order
 
     @field_validator("hosts")
     @classmethod

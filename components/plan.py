@@ -163,10 +163,10 @@ def image_spec(cfg: Deploy, version: str, owner: str) -> ImageSpec:
 def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec]:
     specs = []
     for role_name, role in cfg.servers.items():
-        env = cfg.role_env(role_name)
         cmd = ("sh", "-c", role.cmd) if isinstance(role.cmd, str) else role.cmd
         proxy = cfg.role_proxy(role_name)
         for host in role.hosts:
+            env = cfg.host_env(role_name, host)
             specs.append(ContainerSpec(
                 resource_name=f"{role_name}@{host}",
                 host=host,

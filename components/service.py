@@ -258,7 +258,8 @@ class DestinationService(pulumi.ComponentResource):
     def _rollout(self, name: str, step: str, entries: list[dict[str, Any]], after: list[pulumi.Resource],
                  lock: dict[str, Any], wait: float = 0) -> Rollout:
         cfg = self._cfg
-        secrets = sorted({cfg.secrets[k] for role in cfg.servers for k in cfg.role_env(role).secret})
+        secrets = sorted({cfg.secrets[k] for role, r in cfg.servers.items() for h in r.hosts
+                          for k in cfg.host_env(role, h).secret})
         return Rollout(name, {"step": step, "owner": self._owner, "destination": self._cfg.destination,
                               "labels": self._labels(), "lock": lock, "containers": entries,
                               "redact": pulumi.Output.secret(secrets) if secrets else None,

@@ -57,6 +57,12 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
             env = self.env(raw["env"], "env", root=True)
             if env:
                 out["env"] = env
+            tags = raw["env"].get("tags") if isinstance(raw["env"], dict) else None
+            if tags is not None:
+                if not isinstance(tags, dict):
+                    self.refuse("env.tags", "should be a hash")
+                else:
+                    out["env_tags"] = {str(t): self.env(e, f"env.tags.{t}", root=False) for t, e in tags.items()}
         if "accessories" in raw:
             out["accessories"] = self.accessories(raw["accessories"], servers)
         if "logging" in raw:

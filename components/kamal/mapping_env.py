@@ -18,7 +18,7 @@ class EnvMapping(MapperBase):
         out: dict[str, Any] = {}
         for key in conf:
             if key == "tags" and root:
-                self.refuse(f"{path}.tags", f"{NOT_YET}: env per host tag")
+                continue  # env_tags
             elif key not in ("clear", "secret"):
                 self.refuse(f"{path}.{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
         if "clear" in conf:

@@ -48,6 +48,9 @@ class ServersMapping(MapperBase):
                                       f"skips it)")
                 continue
             role: dict[str, Any] = {"hosts": hosts}
+            tags = self.role_tags(rc.get("hosts", []) if isinstance(rc, dict) else rc)
+            if tags:
+                role["tags"] = tags
             for key, value in spec.items():
                 kp = f"{path}.{key}"
                 if key == "cmd":
@@ -108,6 +111,16 @@ class ServersMapping(MapperBase):
             else:
                 self.refuse(f"{path}[{i}]", "should be a host or a hash of one host and its tags")
         return list(dict.fromkeys(hosts))
+
+    @staticmethod
+    def role_tags(items: Any) -> dict[str, list[str]]:
+        """A role's `{host: tag}` / `{host: [tags]}` entries."""
+        out: dict[str, list[str]] = {}
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and len(item) == 1:
+                host, t = next(iter(item.items()))
+                out[str(host)] = [str(x) for x in ([t] if isinstance(t, str) else list(t or []))]
+        return out
 
     def host_tags(self) -> dict[str, list[str]]:
         conf = self.raw.get("servers")

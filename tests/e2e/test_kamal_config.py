@@ -30,7 +30,7 @@ DEPLOY = """\
     image: acme/kshop
     servers:
       web:
-        - <%= ENV["KSHOP_HOST"] %>
+        - <%= ENV["KSHOP_HOST"] %>: canary
     registry:
       server: {registry}
       username: deployer
@@ -46,6 +46,9 @@ DEPLOY = """\
         UNSET_BY_KAMAL: ""
       secret:
         - GREETING
+      tags:
+        canary:
+          CANARY: "yes"
     proxy:
       app_port: 80
       healthcheck:
@@ -140,7 +143,7 @@ def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals
         assert {f"KAMAL_CONTAINER_NAME=kshop-web-{dest}-{v}", f"KAMAL_VERSION={v}", f"KAMAL_HOST={host}",
                 f"KAMAL_DESTINATION={dest}"} <= set(env)
         # `${...}` is the host shell's (the SSH user's home there), any other `$` is kept; a blank value is unset
-        assert {f"DATA_DIR={USER_HOME}/data", "PRICE=$5"} <= set(env)
+        assert {f"DATA_DIR={USER_HOME}/data", "PRICE=$5", "CANARY=yes"} <= set(env)  # and the host's tag's env
         assert not [e for e in env if e.startswith("UNSET_BY_KAMAL")]
         assert d.inspect_container(c["Id"])["HostConfig"]["LogConfig"]["Config"] == {"max-size": "5m"}
         (db,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "accessory=db"]})

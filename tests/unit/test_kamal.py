@@ -141,7 +141,7 @@ def test_primary_web_with_proxy_false_runs_no_proxy(tmp_path):
     assert "proxy" not in raw and "proxy" not in raw["servers"]["web"]
 
 
-def test_host_tags_pick_accessory_hosts_env_tags_are_refused(tmp_path):
+def test_host_tags_pick_accessory_hosts_and_env_tags_the_hosts_env(tmp_path):
     deploy = BASE_YML.replace("servers: [10.0.0.1]", textwrap.dedent("""\
     servers:
       web: [10.0.0.1, {10.0.0.2: replica}]
@@ -154,8 +154,11 @@ def test_host_tags_pick_accessory_hosts_env_tags_are_refused(tmp_path):
     assert raw["servers"]["web"]["hosts"] == ["10.0.0.1", "10.0.0.2"]
     assert raw["accessories"]["cache"]["hosts"] == ["10.0.0.2", "10.0.0.3"]
     assert raw["accessories"]["db"]["hosts"] == ["10.0.0.3"]
-    assert refusals(tmp_path / "b", deploy + "env: {tags: {replica: {A: '1'}}}\n") == {
-        "env.tags": "not supported yet: env per host tag"}
+    deploy += "env: {clear: {A: '0'}, tags: {big: {B: '2'}, replica: {clear: {A: '1'}, secret: [S]}}}\n"
+    cfg = config.load(load_app(tmp_path / "b", deploy, files={".kamal/secrets": "S=s\n"}), stack="production")
+    assert cfg.host_env("web", "10.0.0.1") == config.Env(clear={"A": "0"})
+    assert cfg.host_env("web", "10.0.0.2") == config.Env(clear={"A": "1"}, secret=("S",))
+    assert cfg.host_env("jobs", "10.0.0.3") == config.Env(clear={"A": "1", "B": "2"}, secret=("S",))
 
 
 def test_env_short_form_values_become_strings_as_in_ruby(tmp_path):
@@ -343,7 +346,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     files = {".kamal/secrets.production": "REGISTRY_USER=u\nREGISTRY_PASSWORD=p\nMAIN_DB_PASSWORD=m\n",
              "config/deploy.production.yml": "{}", ".kamal/hooks/pre-deploy.sample": "#!/bin/sh\n"}
     refused = {
-        "servers.workers.asset_path", "env.tags", "asset_path", "error_pages_path", "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
+        "servers.workers.asset_path", "asset_path", "error_pages_path", "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom", "accessories.mysql.registry",
         "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",

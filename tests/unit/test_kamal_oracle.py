@@ -66,7 +66,7 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
         return ["sh", "-c", c] if isinstance(c, str) else c and list(c)
 
     roles = {name: {"hosts": list(role.hosts), "cmd": cmd(role.cmd),
-                    "env": {h: env(cfg.role_env(name)) for h in role.hosts},
+                    "env": {h: env(cfg.host_env(name, h)) for h in role.hosts},
                     "proxy": proxy(cfg.role_proxy(name)), "labels": dict(role.labels),
                     "run_env": {h: kamal_run_env(specs[(name, h)].env) for h in role.hosts},
                     "logging": logging(specs[(name, role.hosts[0])].logging),
@@ -150,7 +150,7 @@ OWN_APPS: dict[str, dict[str, str]] = {
             image: acme/shop
             servers:
               web:
-                hosts: [10.0.0.1, 10.0.0.2]
+                hosts: [10.0.0.1, {10.0.0.2: replica}]
                 env:
                   clear:
                     ROLE_ONLY: "1"
@@ -181,6 +181,10 @@ OWN_APPS: dict[str, dict[str, str]] = {
               secret:
                 - DB_PASSWORD:SHOP_DB_PASSWORD
                 - API_KEY
+              tags:
+                replica:
+                  clear: {READ_ONLY: "1", EMPTY_HERE: "from the tag"}
+                  secret: [REPLICA_TOKEN]
             proxy:
               hosts: [shop.example.com]
               app_port: 3000
@@ -213,8 +217,10 @@ OWN_APPS: dict[str, dict[str, str]] = {
             retain_containers: 2
             """),
         "config/deploy.staging.yml": "proxy: {hosts: [staging.shop.example.com]}\nenv: {clear: {OVERLAY: staged}}\n",
-        ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db\nAPI_KEY=k\nPOSTGRES_PASSWORD=pg\n",
-        ".kamal/secrets.staging": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db-s\nAPI_KEY=k-s\nPOSTGRES_PASSWORD=pg-s\n",
+        ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db\nAPI_KEY=k\nPOSTGRES_PASSWORD=pg\n"
+                          "REPLICA_TOKEN=t\n",
+        ".kamal/secrets.staging": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db-s\nAPI_KEY=k-s\nPOSTGRES_PASSWORD=pg-s\n"
+                                  "REPLICA_TOKEN=t-s\n",
     },
 }
 
