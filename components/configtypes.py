@@ -173,12 +173,33 @@ class Proxy(Model):
     drain_timeout: float = Field(default=30, ge=0, le=3600)
     response_timeout: float = Field(default=30, gt=0, le=3600)
     image: str = "basecamp/kamal-proxy:v0.9.2"  # one proxy per host: keep this equal across destinations
+    # kamal-proxy's own settings of a route, each left to kamal-proxy's default where unset
+    ssl_redirect: bool | None = None  # redirect HTTP to HTTPS (with ssl); kamal-proxy: true
+    forward_headers: bool | None = None  # X-Forwarded-* to the app; kamal-proxy: true without ssl, false with it
+    strip_path_prefix: bool | None = None  # kamal-proxy: true
+    buffer_requests: bool | None = None  # kamal-proxy: false (Kamal: true)
+    buffer_responses: bool | None = None  # kamal-proxy: false (Kamal: true)
+    buffer_memory: int | None = Field(default=None, ge=1)  # bytes
+    max_request_body: int | None = Field(default=None, ge=0)  # bytes, 0: unlimited
+    max_response_body: int | None = Field(default=None, ge=0)
+    log_request_headers: tuple[str, ...] | None = None  # logged request headers (Kamal: Cache-Control, ...)
+    log_response_headers: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _ssl_needs_hosts(self) -> "Proxy":
         if self.ssl and not self.hosts:
             raise ValueError("ssl needs at least one host name in hosts")
         return self
+
+    def route_props(self) -> dict[str, object]:
+        """As a route's (and its container's) `proxy` prop: kamal-proxy settings left unset are not written, so a
+        route recorded before they existed shows no change."""
+        return self.model_dump(exclude={k for k in PROXY_SETTINGS if getattr(self, k) is None})
+
+
+PROXY_SETTINGS = ("ssl_redirect", "forward_headers", "strip_path_prefix", "buffer_requests", "buffer_responses",
+                  "buffer_memory", "max_request_body", "max_response_body", "log_request_headers",
+                  "log_response_headers")
 
 
 class Logging(Model):

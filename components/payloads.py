@@ -27,6 +27,18 @@ def proxy_deploy_argv(service: str, target: str, proxy: Mapping[str, Any]) -> li
         argv += ["--path-prefix", proxy["path_prefix"]]
     if proxy.get("ssl"):
         argv += ["--tls"]
+    for key, flag in (("ssl_redirect", "tls-redirect"), ("forward_headers", "forward-headers"),
+                      ("strip_path_prefix", "strip-path-prefix"), ("buffer_requests", "buffer-requests"),
+                      ("buffer_responses", "buffer-responses")):
+        if proxy.get(key) is not None:
+            argv.append(f"--{flag}={'true' if proxy[key] else 'false'}")
+    for key, flag in (("buffer_memory", "buffer-memory"), ("max_request_body", "max-request-body"),
+                      ("max_response_body", "max-response-body")):
+        if proxy.get(key) is not None:
+            argv += [f"--{flag}", str(int(proxy[key]))]
+    for key, flag in (("log_request_headers", "log-request-header"), ("log_response_headers", "log-response-header")):
+        for header in proxy.get(key) or []:
+            argv += [f"--{flag}", header]
     return argv
 
 

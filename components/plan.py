@@ -164,7 +164,7 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
     specs = []
     for role_name, role in cfg.servers.items():
         cmd = ("sh", "-c", role.cmd) if isinstance(role.cmd, str) else role.cmd
-        proxy = cfg.role_proxy(role_name)
+        proxy = kamal_proxy(cfg.role_proxy(role_name)) if cfg.kamal_app else cfg.role_proxy(role_name)
         for host in role.hosts:
             env = cfg.host_env(role_name, host)
             specs.append(ContainerSpec(
@@ -202,6 +202,18 @@ def built_image_labels(labels: Mapping[str, str], context_hash: str | None, from
     (see `build_fingerprint`)."""
     build = build_fingerprint(dockerfile, args, target) if context_hash else build_fingerprint(from_ref, {}, None)
     return {**labels, naming.SOURCE_LABEL: context_hash or from_ref or "", naming.BUILD_LABEL: build}
+
+
+# what Kamal asks of kamal-proxy for a route where its config says nothing
+KAMAL_PROXY_DEFAULTS = {"buffer_requests": True, "buffer_responses": True,
+                        "log_request_headers": ("Cache-Control", "Last-Modified", "User-Agent")}
+
+
+def kamal_proxy(proxy: Proxy | None) -> Proxy | None:
+    """A Kamal app's route as Kamal deploys it: Kamal's settings where the config leaves them unset."""
+    if proxy is None:
+        return None
+    return proxy.model_copy(update={k: v for k, v in KAMAL_PROXY_DEFAULTS.items() if getattr(proxy, k) is None})
 
 
 def runtime_env(cfg: Deploy, role: str, version: str, host: str) -> dict[str, str]:

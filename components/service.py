@@ -239,7 +239,7 @@ class DestinationService(pulumi.ComponentResource):
             **({} if spec.proxy else {"stop_timeout": cfg.drain_timeout}),
             "takeover": self._takeover(spec.role),
             **self._host_shell(spec.env), **self._run_settings(spec),
-            "proxy": spec.proxy.model_dump() if spec.proxy else None,
+            "proxy": spec.proxy.route_props() if spec.proxy else None,
             "retain": cfg.retain_containers,
             "running": True, "rollout": True,
         }, self._child(spec.host, depends_on=after))
@@ -272,7 +272,7 @@ class DestinationService(pulumi.ComponentResource):
             **self._common(spec.host), "service": spec.proxy_service, "role": spec.role, "labels": self._labels(),
             "upstream": pulumi.Output.concat(container.name, ":", str(spec.proxy.app_port)),
             "container_id": container.container_id,
-            "proxy": spec.proxy.model_dump(), "lock": lock, "takeover": self._takeover(spec.role),
+            "proxy": spec.proxy.route_props(), "lock": lock, "takeover": self._takeover(spec.role),
         }, self._child(spec.host, depends_on=[*after, proxy]))
 
     def _takeover(self, role: str) -> dict[str, Any] | None:

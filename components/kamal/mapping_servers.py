@@ -152,9 +152,24 @@ class ServersMapping(MapperBase):
                     out["ssl"] = value
                 else:
                     refuse(kp, "custom certificates are not supported yet; ssl: true (Let's Encrypt) is")
-            elif key in ("ssl_redirect", "strip_path_prefix"):
-                if value is not True:  # true is kamal-proxy's default, which shipyard keeps
-                    refuse(kp, f"{NOT_YET}: only true (kamal-proxy's default) is")
+            elif key in ("ssl_redirect", "strip_path_prefix", "forward_headers"):
+                if isinstance(value, bool):
+                    out[key] = value
+                else:
+                    refuse(kp, "should be true or false")
+            elif key in ("buffering", "logging"):
+                names = {"requests": "buffer_requests", "responses": "buffer_responses", "memory": "buffer_memory",
+                         "max_request_body": "max_request_body", "max_response_body": "max_response_body"} \
+                    if key == "buffering" else {"request_headers": "log_request_headers",
+                                                "response_headers": "log_response_headers"}
+                if not isinstance(value, dict):
+                    refuse(kp, "should be a hash")
+                    continue
+                for sub_key, sub_value in value.items():
+                    if sub_key not in names:
+                        refuse(f"{kp}.{sub_key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                    else:
+                        out[names[sub_key]] = sub_value
             elif key in ("path_prefix", "path_prefixes"):
                 prefixes = str(value).split(",") if key == "path_prefix" else value
                 if isinstance(prefixes, list) and len(prefixes) == 1:
@@ -169,7 +184,7 @@ class ServersMapping(MapperBase):
                     if hk not in ("path", "interval", "timeout"):
                         refuse(f"{kp}.{hk}", "unknown Kamal key (Kamal 2.11 refuses it too)")
                 out["healthcheck"] = {k: v for k, v in value.items() if k in ("path", "interval", "timeout")}
-            elif key in ("forward_headers", "buffering", "logging", "run"):
+            elif key == "run":
                 refuse(kp)
             else:
                 refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")

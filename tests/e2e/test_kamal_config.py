@@ -8,6 +8,7 @@ The tests share one deployed pair (module fixture) and run in file order.
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 import urllib.request
@@ -77,7 +78,8 @@ def write_app(proj: Path, registry: str) -> None:
     files = {
         "config/deploy.yml": DEPLOY.replace("{registry}", registry),
         "config/deploy.staging.yml": f"proxy:\n  host: {NAMES['staging']}\n",
-        "config/deploy.production.yml": f"proxy:\n  host: {NAMES['production']}\nretain_containers: 3\n",
+        "config/deploy.production.yml": f"proxy:\n  host: {NAMES['production']}\n  forward_headers: false\n"
+                                        f"  buffering:\n    max_request_body: 1000000\nretain_containers: 3\n",
         # the registry password comes from the deploying machine's environment, as Kamal's dotenv reads `$VAR`
         ".kamal/secrets-common": "KAMAL_REGISTRY_PASSWORD=$KSHOP_REGISTRY_PASSWORD\n",
         ".kamal/secrets.staging": f"GREETING={SECRET['staging']}\n",
@@ -151,6 +153,21 @@ def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals
         run = d.exec_create(c["Id"], ["wget", "-qO-", "http://kshop-db:8080/"])
         reply = d.exec_start(run["Id"]).decode().strip()
         assert reply == f"db-on-{host}", reply
+
+
+def test_each_route_has_kamals_proxy_settings(bench, pair):
+    """kamal-proxy's own record of each route: what Kamal asks of it by default (buffering, logged headers), and
+    what production's file sets (no forwarded headers, a request body limit)."""
+    d = host_docker(bench.hosts[0])
+    run = d.exec_create("kamal-proxy", ["cat", "/home/kamal-proxy/.config/kamal-proxy/kamal-proxy.state"])
+    routes = {r["name"]: r["target_options"] for r in json.loads(d.exec_start(run["Id"]))}
+    for dest in NAMES:
+        target = routes[f"kshop-web-{dest}"]
+        assert (target["buffer_requests"], target["buffer_responses"]) == (True, True)
+        assert target["log_request_headers"] == ["Cache-Control", "Last-Modified", "User-Agent"]
+    assert routes["kshop-web-staging"]["forward_headers"] is True  # kamal-proxy's default without TLS
+    assert routes["kshop-web-production"]["forward_headers"] is False
+    assert routes["kshop-web-production"]["max_request_body_size"] == 1000000
 
 
 def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(bench, pair):

@@ -350,9 +350,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom", "accessories.mysql.registry",
         "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
-        "accessories.mysql.directories[1]", "accessories.mysql.network", "accessories.mysql.proxy",
-        "proxy.ssl_redirect", "proxy.forward_headers", "proxy.strip_path_prefix", "proxy.buffering",
-        "proxy.logging", "proxy.run",
+        "accessories.mysql.directories[1]", "accessories.mysql.network", "accessories.mysql.proxy", "proxy.run",
     }
     assert set(refusals(tmp_path / "a", deploy, "production", files=files)) == refused
     with pytest.raises(ConfigError) as err:  # not deployable without it: the image would come from elsewhere
@@ -374,6 +372,10 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     assert cfg.accessories["by_role"].all_hosts() == ("172.1.0.3", "172.1.0.4")
     assert cfg.servers["workers"].options == {"memory": "2g"} and cfg.accessories["mysql"].options == {"cpus": "2"}
     assert cfg.container_logging("workers") == {"driver": "json-file", "options": {}}
+    web = cfg.role_proxy("web")
+    assert (web.ssl_redirect, web.forward_headers, web.strip_path_prefix, web.buffer_requests) == \
+        (False, True, False, True)
+    assert web.log_request_headers == ("Cache-Control",)
     assert cfg.secrets == {"DB_PASSWORD": "m"} and cfg.registry.username == "u"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from components import config, kamal, plan
+from components import config, kamal, payloads, plan
 from components.errors import ConfigError
 from components.providers.container import DEFAULT_READINESS_DELAY_S
 from tests.kamal_peer import resolve
@@ -35,6 +35,41 @@ def kamal_run_env(env: dict[str, str]) -> dict[str, str]:
     if "KAMAL_CONTAINER_NAME" in out:
         out["KAMAL_CONTAINER_NAME"] = "<its name>"
     return out
+
+
+# kamal-proxy's defaults for `kamal-proxy deploy` flags either side may leave out
+DEPLOY_DEFAULTS = {"deploy-timeout": ["30"], "drain-timeout": ["30"], "health-check-interval": ["1"],
+                   "health-check-timeout": ["5"], "health-check-path": ["/up"], "target-timeout": ["30"],
+                   "tls-redirect": ["true"], "strip-path-prefix": ["true"], "buffer-requests": ["false"],
+                   "buffer-responses": ["false"]}
+
+
+def deploy_flags(args: list[str]) -> dict[str, list[str]]:
+    """`kamal-proxy deploy` flags ({flag: [values]}), durations in seconds, defaults filled in, the service name and
+    target left out (each tool names them its own way)."""
+    out: dict[str, list[str]] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("--"):
+            continue
+        flag, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i < len(args) and not args[i].startswith("--"):
+                value, i = args[i], i + 1
+            else:
+                value = "true"
+        value = value[1:-1] if value.startswith('"') and value.endswith('"') else value
+        if m := re.fullmatch(r"(\d+)ms", value):
+            value = f"{int(m[1]) / 1000:g}"
+        elif m := re.fullmatch(r"([\d.]+)s", value):
+            value = f"{float(m[1]):g}"
+        out.setdefault(flag, []).append(value)
+    out.pop("target", None)
+    if "forward-headers" not in out:  # kamal-proxy: forward them without TLS, not with it
+        out["forward-headers"] = ["false" if "tls" in out else "true"]
+    return {**DEPLOY_DEFAULTS, **out}
 
 
 def options(flags: Any) -> dict[str, Any]:
@@ -70,6 +105,9 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                     "proxy": proxy(cfg.role_proxy(name)), "labels": dict(role.labels),
                     "run_env": {h: kamal_run_env(specs[(name, h)].env) for h in role.hosts},
                     "logging": logging(specs[(name, role.hosts[0])].logging),
+                    "deploy_args": deploy_flags(payloads.proxy_deploy_argv(
+                        "route", "TARGET", specs[(name, role.hosts[0])].proxy.route_props()))
+                    if specs[(name, role.hosts[0])].proxy else None,
                     "options": options(specs[(name, role.hosts[0])].options)}
              for name, role in cfg.servers.items()}
     accessories = {name: {"image": a.image, "hosts": list(a.all_hosts()), "port": a.port, "cmd": cmd(a.cmd),
@@ -112,7 +150,8 @@ def theirs(k: dict[str, Any], app: Path) -> dict[str, Any]:
     roles = {name: {**r, "cmd": argv(r["cmd"]), "env": {h: {"secret": e["secret"]} for h, e in r["env"].items()},
                     "proxy": r["proxy"] and {**r["proxy"], **{key: r["proxy"][key] or default
                                                                    for key, default in PROXY_DEFAULTS.items()}},
-                    "run_env": {h: kamal_run_env(e) for h, e in r["run_env"].items()}, "options": options(r["options"])}
+                    "run_env": {h: kamal_run_env(e) for h, e in r["run_env"].items()}, "options": options(r["options"]),
+                    "deploy_args": r["deploy_args"] and deploy_flags(r["deploy_args"])}
              for name, r in k["roles"].items()}
     # an accessory answers to its name in the config (shipyard's own) and to Kamal's name for it
     accessories = {name: {**{key: v for key, v in a.items() if key != "service_name"},
@@ -189,6 +228,9 @@ OWN_APPS: dict[str, dict[str, str]] = {
               hosts: [shop.example.com]
               app_port: 3000
               healthcheck: {path: /health, interval: 2}
+              forward_headers: false
+              buffering: {requests: false, memory: 5000000, max_request_body: 10000000}
+              logging: {response_headers: [X-Request-Id]}
             accessories:
               db:
                 image: postgres:16

@@ -120,6 +120,19 @@ def test_a_docker_run_flag_shipyard_does_not_set_is_refused_by_its_path():
             "net": "host"}}}}, stack="staging")
 
 
+def test_a_routes_kamal_proxy_settings_are_passed_only_where_set():
+    from components.config import Proxy
+    plain = payloads.proxy_deploy_argv("s", "c:80", Proxy(hosts=("a.test",)).route_props())
+    assert not [a for a in plain if a.startswith(("--buffer", "--forward", "--log-", "--tls-redirect", "--max-"))]
+    assert "buffer_requests" not in Proxy().route_props()  # recorded routes show no change
+    argv = payloads.proxy_deploy_argv("s", "c:80", Proxy(
+        hosts=("a.test",), ssl=True, ssl_redirect=False, forward_headers=True, buffer_requests=True,
+        max_request_body=1000, log_response_headers=("X-Id",)).route_props())
+    assert {"--tls", "--tls-redirect=false", "--forward-headers=true", "--buffer-requests=true"} <= set(argv)
+    assert argv[argv.index("--max-request-body") + 1] == "1000"
+    assert argv[argv.index("--log-response-header") + 1] == "X-Id"
+
+
 def test_kamal_quoting_for_the_hosts_shell():
     assert payloads.host_shell_quoted('a ${HOME} $X `b` "q" \\z') == '"a ${HOME} \\$X \\`b\\` \\"q\\" \\\\z"'
     assert payloads.host_shell_values("BEGIN x \0\0END", 2) == [" x ", ""]
