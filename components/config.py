@@ -15,12 +15,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .configtypes import (IMAGE, IMAGE_REF, NAME_PART, REGISTRY_SERVER, SSH_USER, STACK_NAME, URL_PATH, VERSION,
                           VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
-                          KamalApp, Logging, Registry, Role, SSH, Takeover)
+                          Hooks, KamalApp, Logging, Registry, Role, SSH, Takeover)
 from .errors import ConfigError
 from .naming import proxy_service
 
 __all__ = ["VOLUME", "Accessory", "Boot", "Builder", "ConfigError", "Deploy", "Env", "Healthcheck", "Port",
-           "KamalApp", "Logging", "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
+           "Hooks", "KamalApp", "Logging", "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
 
 
 class Deploy(Model):
@@ -49,6 +49,7 @@ class Deploy(Model):
     takeover: Takeover | None = None  # set by `kamal` (unless kamal.takeover is false)
     kamal_app: KamalApp | None = None  # set by `kamal`: what a Kamal app's containers expect of their runtime
     logging: Logging | None = None  # every container's log driver and options; a role's own are merged over it
+    hooks: Hooks | None = None  # Kamal's hooks (.kamal/hooks/pre-deploy, ...), run on the deploying machine
 
     @field_validator("servers", mode="before")
     @classmethod

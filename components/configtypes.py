@@ -305,6 +305,13 @@ class Promote(Model):
     from_stack: str = Field(pattern=STACK_NAME)  # a stack name of this project (or org/project/stack)
 
 
+class Hooks(Model):
+    """Kamal's hooks: executables named after the hook (`pre-deploy`, ...) in `path`, run on the deploying machine
+    in `workdir` (both relative to the project)."""
+    path: str
+    workdir: str = "."
+
+
 class KamalApp(Model):
     """Set by `kamal`: the app is a Kamal app, so its containers see what Kamal's do - KAMAL_CONTAINER_NAME,
     KAMAL_VERSION, KAMAL_HOST and KAMAL_DESTINATION in a role's, KAMAL_HOST in an accessory's - and an accessory is

@@ -61,6 +61,14 @@ class LockLost(HostError):
     be done under it is not done."""
 
 
+class HookFailed(DeployError):
+    """A hook (`.kamal/hooks/<name>`) failed on the deploying machine; the message starts with the hook."""
+
+    def __init__(self, hook: str, message: str):
+        self.hook = hook
+        super().__init__(f"hook {hook}: {message}")
+
+
 class StackError(DeployError):
     """Something about a stack as a whole (not found, not deployed, locked by another deploy); the message starts
     with the stack."""

@@ -3,6 +3,7 @@ containers and routes on every host - declared in one walk over the destination'
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,7 +12,20 @@ import pulumi
 from . import naming, payloads, plan, source
 from .config import Deploy
 from .hosts import SSHTarget
-from .providers import Container, Image, Network, Proxy, ProxyRoute, Rollout, Volume
+from .providers import HOOKS, Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
+
+
+def hooks_of(cfg: Deploy, project_dir: Path) -> dict[str, Path]:
+    """The stack's hooks by name: the executables in its hooks directory named after one of Kamal's hooks."""
+    if cfg.hooks is None:
+        return {}
+    directory = (project_dir / cfg.hooks.path).resolve()
+    return {h: directory / h for h in HOOKS if (directory / h).is_file()}
+
+
+def _digest(*parts: Any) -> str:
+    """What a hook stands by, as a digest: it runs again when this changes."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
 class DestinationService(pulumi.ComponentResource):
@@ -47,13 +61,30 @@ class DestinationService(pulumi.ComponentResource):
                  for g in sorted(set(groups.values())) if g}
         self._providers: dict[str, pulumi.ProviderResource] = {h: extra[g] for h, g in groups.items() if g}
 
+        # Kamal's hooks, where the stack has them: every resource of the destination waits for `self._after`
+        self._hooks = hooks_of(cfg, project_dir)
+        self._after: list[pulumi.Resource] = []
+        deploy_trigger = plans.apply(lambda p: _digest(p, sorted(cfg.secrets.items())))
+        pre_connect = self._hook("pre-connect", deploy_trigger, shape.hosts, version)
+        self._after = pre_connect
+        if "promote" not in build:  # a promoted image is not built
+            self._after += self._hook("pre-build", pulumi.Output.all(version, build["context_hash"]).apply(_digest),
+                                      (shape.image.build_host,), version, lock=False)
         image = self._image(shape, plans, build)
+        self._after = [*pre_connect, *self._hook("pre-deploy", deploy_trigger, shape.hosts, version, depends=[image],
+                                                 secrets=True)]
+        proxy_hosts = tuple(shape.proxies)
+        proxy_trigger = _digest(sorted(shape.proxies.items()))
+        self._after += self._hook("pre-proxy-reboot", proxy_trigger, proxy_hosts, version) if proxy_hosts else []
         networks = {h: self._network(shape, h) for h in shape.hosts}
         volumes = {h: [self._volume(h, v) for v in names] for h, names in shape.volumes.items()}
         accessories, accessory_resources = self._accessories(shape, networks, volumes)
         lock = {"stack": owner, "timeout": cfg.lock_timeout}
         proxies = {h: Proxy(f"{name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock},
                             self._child(h)) for h, img in shape.proxies.items()}
+        if proxy_hosts:
+            self._after += self._hook("post-proxy-reboot", proxy_trigger, proxy_hosts, version,
+                                      depends=list(proxies.values()))
         containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
         # one rollout per boot batch: every role's new container of the batch, then `start` (the workers), then
         # the routes, then `retire` (what ran before); the next batch begins after it (`providers.rollout`)
@@ -61,6 +92,10 @@ class DestinationService(pulumi.ComponentResource):
         i = 0
         for k, batch in enumerate(shape.batches):
             suffix = f"-{k + 1}" if len(shape.batches) > 1 else ""
+            batch_hosts = tuple(dict.fromkeys(s.host for s in batch))
+            batch_trigger = plans.apply(lambda p, k=k: _digest(p.batches[k], sorted(cfg.secrets.items())))
+            previous_batch += self._hook("pre-app-boot", batch_trigger, batch_hosts, version, depends=previous_batch,
+                                         suffix=suffix)
             created: list[tuple[plan.ContainerSpec, Container]] = []
             for spec in batch:
                 field = self._field(plans, i)
@@ -79,6 +114,10 @@ class DestinationService(pulumi.ComponentResource):
             wait = self._cfg.boot.wait if k + 1 < len(shape.batches) else 0
             previous_batch = [self._rollout(f"{name}-rollout-retire{suffix}", "retire", entries,
                                             [start, *built, *routes], lock, wait=wait)]
+            previous_batch += self._hook("post-app-boot", batch_trigger, batch_hosts, version,
+                                         depends=previous_batch, suffix=suffix)
+        self._hook("post-deploy", deploy_trigger, shape.hosts, version,
+                   depends=[*previous_batch, *accessory_resources], secrets=True, lock=False)
 
         self.image_id = image.image_id
         self.repo_digest = image.repo_digest
@@ -106,9 +145,32 @@ class DestinationService(pulumi.ComponentResource):
         return {"owner": self._owner, "destination": self._cfg.destination, "target": self._target(host)}
 
     def _child(self, host: str | None = None, **opts: Any) -> pulumi.ResourceOptions:
-        """Options of a resource of this destination; with `host`, served by that host's provider."""
+        """Options of a resource of this destination; with `host`, served by that host's provider. It waits for
+        the hooks before it (`self._after`)."""
         provider = self._providers.get(host) if host else None
-        return pulumi.ResourceOptions(parent=self, provider=provider, **opts)
+        depends_on = [*opts.pop("depends_on", []), *getattr(self, "_after", [])]
+        return pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends_on or None, **opts)
+
+    def _hook(self, hook: str, trigger: Any, hosts: tuple[str, ...], version: pulumi.Output[str], *,
+              depends: list[pulumi.Resource] | None = None, suffix: str = "", secrets: bool = False,
+              lock: bool = True) -> list[pulumi.Resource]:
+        """The hook's resource, if the stack has that hook (`providers.hook`), as a list to wait for."""
+        path = self._hooks.get(hook)
+        if path is None:
+            return []
+        cfg = self._cfg
+        destination = (cfg.kamal_app.destination if cfg.kamal_app else cfg.destination)
+        details = pulumi.Output.from_input(version).apply(lambda v: {
+            "SERVICE": cfg.service, "VERSION": v, "SERVICE_VERSION": f"{cfg.service}@{v if '_' in v else v[:7]}",
+            **({"DESTINATION": destination} if destination else {}), "HOSTS": ",".join(hosts),
+            "COMMAND": "deploy", "LOCK": "true" if lock else "false"})
+        values = {k: cfg.secrets[k] for k in sorted(cfg.secrets)} if secrets else {}
+        return [Hook(f"{self._name}-hook-{hook}{suffix}", {
+            "hook": hook, "destination": cfg.destination, "path": str(path), "file_hash": source.file_hash(path),
+            "workdir": str((self._project_dir / cfg.hooks.workdir).resolve()) if cfg.hooks else "",
+            "details": details, "trigger": trigger,
+            "secrets": pulumi.Output.secret(values) if values else None,
+        }, pulumi.ResourceOptions(parent=self, depends_on=[*(depends or []), *self._after] or None))]
 
     @staticmethod
     def _field(plans: pulumi.Output[plan.DestinationPlan], i: int) -> Callable[[str], pulumi.Output[Any]]:

@@ -4,7 +4,6 @@ or refused by its path; nothing is dropped silently."""
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
@@ -36,7 +35,9 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
         mv = raw.get("minimum_version")
         if mv is not None and _version(str(mv)) > KAMAL_VERSION:
             self.refuse("minimum_version", f"the file wants Kamal {mv}; shipyard reads Kamal 2.11 configs")
-        self.hooks()
+        hooks = self.hooks()
+        if hooks:
+            out["hooks"] = hooks
         for key in ("service", "image"):
             if key in raw:
                 out[key] = to_s(raw[key])
@@ -83,13 +84,14 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
             out["secrets"] = secrets
         return out
 
-    def hooks(self) -> None:
+    def hooks(self) -> dict[str, str] | None:
+        """Kamal's hooks directory (`hooks_path`, default .kamal/hooks), run from the app directory as Kamal runs
+        them; None where it holds none."""
         hooks_dir = self.app_dir / str(self.raw.get("hooks_path") or ".kamal/hooks")
-        if hooks_dir.is_dir():
-            for hook in sorted(hooks_dir.iterdir()):
-                if hook.is_file() and not hook.name.endswith(".sample"):
-                    self.refuse(os.path.relpath(hook, self.app_dir), "Kamal hooks are not run by shipyard; run it "
-                                "yourself around `pulumi up`, or list it in shipyard:kamal.ignore", ignorable=True)
+        if not hooks_dir.is_dir() or not any(h.is_file() and not h.name.endswith(".sample")
+                                             for h in hooks_dir.iterdir()):
+            return None
+        return {"path": self.rel(str(hooks_dir)), "workdir": self.rel(".")}
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import textwrap
 import urllib.request
 from pathlib import Path
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.bench import USER_HOME
-from tests.conftest import Project, app_head, commit_app, host_docker, make_project, pulumi_env, ssh_config
+from tests.conftest import Project, app_head, commit_app, host_docker, make_project, pulumi_env, requests_during, \
+    show_after, ssh_config
 from tests.e2e.cli_helpers import shipyard
 
 pytestmark = pytest.mark.e2e
@@ -245,3 +247,52 @@ def test_an_unsupported_kamal_key_fails_with_its_path_and_nothing_changes(bench,
     assert "ssh.proxy: not supported yet" in lines and "builder.cache: not supported yet" in lines, result.out
     assert "Traceback" not in result.out
     assert get(bench, "production").startswith("service=kshop destination=production")
+
+
+HOOK = """#!/bin/sh
+echo "$(basename "$0") hosts=$KAMAL_HOSTS destination=$KAMAL_DESTINATION version=$KAMAL_VERSION \\
+service_version=$KAMAL_SERVICE_VERSION command=$KAMAL_COMMAND secret=${GREETING:-none}" >> "$PWD/../hooks.log"
+"""
+
+
+def test_kamal_hooks_fire_in_kamals_order_and_a_failing_pre_deploy_changes_nothing(bench, pair, request):
+    """.kamal/hooks as Kamal runs them: on the deploying machine, from the app directory, in order, with Kamal's
+    variables (and the secrets for pre-/post-deploy); a pre-deploy that fails stops the deploy in one line with
+    every container as it was and no request failed."""
+    app, log = pair.dir / "app", pair.dir / "hooks.log"
+    overlay = app / "config/deploy.staging.yml"
+    before = overlay.read_text()
+    order = ["pre-connect", "pre-build", "pre-deploy", "pre-app-boot", "post-app-boot", "post-deploy"]
+    (app / ".kamal/hooks").mkdir()
+    try:
+        for hook in order:
+            (app / ".kamal/hooks" / hook).write_text(HOOK)
+            (app / ".kamal/hooks" / hook).chmod(0o755)
+        pair.up("staging")
+        lines = log.read_text().splitlines()
+        assert [ln.split()[0] for ln in lines] == order, lines
+        v, host = app_head(pair.dir), bench.hosts[0].address
+        assert lines[2] == (f"pre-deploy hosts={host} destination=staging version={v} service_version=kshop@{v[:7]} "
+                            f"command=deploy secret={SECRET['staging']}")
+        assert lines[1].endswith("secret=none")  # pre-build gets no secrets, as in Kamal
+
+        d = host_docker(bench.hosts[0])
+        (running,) = d.containers(filters={"label": ["service=kshop", "destination=staging", "role=web"]})
+        (app / ".kamal/hooks/pre-deploy").write_text("#!/bin/sh\necho 'migrations pending' >&2\nexit 3\n")
+        overlay.write_text(before + "env:\n  clear:\n    PLAIN: gated\n")
+        log.unlink()
+        with requests_during(lambda: get(bench, "staging")) as seen:
+            result = shipyard(pair.dir, pair.env, "deploy", "-s", "staging", check=False)
+        assert result.code != 0
+        assert "hook pre-deploy: " in result.err and "exited 3: migrations pending; nothing after it was done" \
+            in result.err, result.err
+        assert [ln.split()[0] for ln in log.read_text().splitlines()] == ["pre-connect"]  # nothing after it ran
+        (still,) = d.containers(filters={"label": ["service=kshop", "destination=staging", "role=web"]})
+        assert still["Id"] == running["Id"] and "PLAIN=visible" in d.inspect_container(still["Id"])["Config"]["Env"]
+        assert seen and not [s for s in seen if not (s[1] or "").startswith("service=kshop")]
+        show_after(request, "hooks", [f"a failing pre-deploy hook: {len(seen)} requests during the deploy, 0 failed"])
+    finally:
+        shutil.rmtree(app / ".kamal/hooks", ignore_errors=True)
+        overlay.write_text(before)
+        log.unlink(missing_ok=True)
+        pair.up("staging")

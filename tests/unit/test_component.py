@@ -201,3 +201,33 @@ def test_builder_arch_and_login_and_boot_wait_reach_the_build_and_the_rollout(tm
         assert props["hello-staging-rollout-retire-1"]["wait"] == 2
         assert "wait" not in props["hello-staging-rollout-retire-2"]
     return pulumi.Output.from_input(1).apply(check)
+
+
+@pulumi.runtime.test
+def test_hooks_stand_in_kamals_order_in_the_graph(tmp_path, mocker):
+    """pre-connect and pre-build before the image, pre-deploy after it and before anything on a host, pre-/post-
+    app-boot around each batch, post-deploy after the last; a stack without hooks has none."""
+    _record(tmp_path, mocker)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    for h in ("pre-connect", "pre-build", "pre-deploy", "pre-app-boot", "post-app-boot", "post-deploy"):
+        (hooks / h).write_text("#!/bin/sh\n")
+    cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
+                       "servers": {"web": {"hosts": ["h1", "h2"]}}, "boot": {"limit": 1},
+                       "secrets": {"S": "s3cret"}, "hooks": {"path": "hooks"}}, stack="staging")
+    from components.service import DestinationService
+    DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
+
+    def check(_):
+        props = {name: p for name, _, p in CHILDREN}
+        h = "hello-staging-hook-"
+        assert {f"{h}pre-connect", f"{h}pre-build"} <= set(AFTER["hello-staging-image"])
+        assert "hello-staging-image" in AFTER[f"{h}pre-deploy"]
+        assert f"{h}pre-deploy" in AFTER["hello-staging-network@h1"]
+        assert f"{h}pre-app-boot-1" in AFTER["hello-staging-web@h1"]
+        assert "hello-staging-rollout-retire-1" in AFTER[f"{h}post-app-boot-1"]
+        assert f"{h}post-app-boot-1" in AFTER[f"{h}pre-app-boot-2"]
+        assert f"{h}post-app-boot-2" in AFTER[f"{h}post-deploy"]
+        assert props[f"{h}pre-deploy"]["workdir"] == str(tmp_path)
+        assert props[f"{h}pre-build"]["secrets"] is None  # secrets only where Kamal gives them
+    return pulumi.Output.from_input(1).apply(check)

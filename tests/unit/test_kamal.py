@@ -379,13 +379,20 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     assert cfg.secrets == {"DB_PASSWORD": "m"} and cfg.registry.username == "u"
 
 
-def test_unknown_keys_newer_kamal_and_hooks_are_refused(tmp_path):
-    assert refusals(tmp_path, BASE_YML + "minimum_version: 3.0.0\nservcie: typo\n", files={
-        ".kamal/hooks/pre-deploy": "#!/bin/sh\n"}) == {
+def test_unknown_keys_and_newer_kamal_are_refused(tmp_path):
+    assert refusals(tmp_path, BASE_YML + "minimum_version: 3.0.0\nservcie: typo\n") == {
         "servcie": "unknown Kamal key (Kamal 2.11 refuses it too)",
-        "minimum_version": "the file wants Kamal 3.0.0; shipyard reads Kamal 2.11 configs",
-        ".kamal/hooks/pre-deploy": "Kamal hooks are not run by shipyard; run it yourself around `pulumi up`, or "
-                                   "list it in shipyard:kamal.ignore"}
+        "minimum_version": "the file wants Kamal 3.0.0; shipyard reads Kamal 2.11 configs"}
+
+
+def test_kamal_hooks_are_the_stacks_hooks_run_from_the_app_directory(tmp_path):
+    raw = load_app(tmp_path / "a", BASE_YML, files={".kamal/hooks/pre-deploy": "#!/bin/sh\n",
+                                                    ".kamal/hooks/post-deploy.sample": "#!/bin/sh\n"})
+    assert raw["hooks"] == {"path": ".kamal/hooks", "workdir": "."}
+    raw = load_app(tmp_path / "b", BASE_YML + "hooks_path: bin/hooks\n", files={"bin/hooks/pre-build": "#!/bin/sh\n"},
+                   project_dir=tmp_path)
+    assert raw["hooks"] == {"path": "b/bin/hooks", "workdir": "b"}  # relative to the project, as every path
+    assert "hooks" not in load_app(tmp_path / "c", BASE_YML, files={".kamal/hooks/pre-deploy.sample": ""})
 
 
 def test_a_refusal_ignoring_cannot_help_says_to_fix_it_and_stays_when_listed(tmp_path):
