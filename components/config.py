@@ -50,6 +50,7 @@ class Deploy(Model):
     kamal_app: KamalApp | None = None  # set by `kamal`: what a Kamal app's containers expect of their runtime
     logging: Logging | None = None  # every container's log driver and options; a role's own are merged over it
     hooks: Hooks | None = None  # Kamal's hooks (.kamal/hooks/pre-deploy, ...), run on the deploying machine
+    error_pages: str | None = None  # a directory of 4xx.html/5xx.html pages kamal-proxy serves for the app's routes
 
     @field_validator("servers", mode="before")
     @classmethod

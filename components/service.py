@@ -335,7 +335,15 @@ class DestinationService(pulumi.ComponentResource):
             "upstream": pulumi.Output.concat(container.name, ":", str(spec.proxy.app_port)),
             "container_id": container.container_id,
             "proxy": spec.proxy.route_props(), "lock": lock, "takeover": self._takeover(spec.role),
+            **self._error_pages(),
         }, self._child(spec.host, depends_on=[*after, proxy]))
+
+    def _error_pages(self) -> dict[str, Any]:
+        """The route's error pages (`error_pages`), by their local directory and content hash."""
+        if not self._cfg.error_pages:
+            return {}
+        directory = (self._project_dir / self._cfg.error_pages).resolve()
+        return {"error_pages": {"local": str(directory), "hash": source.pages_hash(source.error_pages(directory))}}
 
     def _takeover(self, role: str) -> dict[str, Any] | None:
         """What a takeover of Kamal's deployment needs on the host: Kamal's destination and the role."""

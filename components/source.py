@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat
 import subprocess
 import tarfile
@@ -425,6 +426,24 @@ def context_for(directory: Path | str, dockerfile: str, *, clean: bool) -> Build
     """What a builder sends: the commit's content (`clean`, a Kamal app without builder.context) or the
     directory's."""
     return commit_context(directory, dockerfile) if clean else build_context(directory, dockerfile)
+
+
+ERROR_PAGE = re.compile(r"^[45]\d\d\.html$")  # Kamal's {4??.html,5??.html}
+
+
+def error_pages(directory: Path) -> dict[str, bytes]:
+    """The error pages kamal-proxy serves for a route (`404.html`, `503.html`, ...) from `directory`, by name."""
+    if not directory.is_dir():
+        raise ConfigError("error_pages", f"directory {directory} does not exist: create it with 4xx.html/5xx.html "
+                                         f"pages, or drop error_pages")
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if ERROR_PAGE.match(p.name) and p.is_file()}
+
+
+def pages_hash(pages: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name, data in sorted(pages.items()):
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return "sha256:" + h.hexdigest()
 
 
 def file_hash(path: Path) -> str:

@@ -13,9 +13,9 @@ import sys
 from typing import Callable, Sequence
 
 from ..errors import DeployError
-from . import audit, deploy, details, execute, logs, output, review, versions
+from . import audit, deploy, details, execute, logs, maintenance, output, review, versions
 
-GROUPS = (details, logs, execute, versions, audit, deploy, review)
+GROUPS = (details, logs, execute, versions, audit, deploy, review, maintenance)
 
 
 def _common() -> argparse.ArgumentParser:

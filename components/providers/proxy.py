@@ -11,14 +11,17 @@ Kamal's containers are then stopped, not removed. A route that serves a containe
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from .. import decisions, hosts, naming, payloads
-from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
+from .. import decisions, hosts, naming, payloads, source
+from ..errors import ConfigError, DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, owned, proxy_routes, service_of, \
     stop_kamal, target
@@ -132,7 +135,30 @@ class Proxy(Resource, module="shipyard", name="Proxy"):
 
 # -- a destination's route ------------------------------------------------------------------------------------------
 
-ROUTE_UPDATE = ("service", "upstream", "proxy", "container_id")
+ROUTE_UPDATE = ("service", "upstream", "proxy", "container_id", "error_pages")
+PROXY_HOME = "/home/kamal-proxy/.config/kamal-proxy"  # the proxy's config volume, inside its container
+
+
+def upload_error_pages(t: SSHTarget, service: str, pages: dict[str, Any]) -> str:
+    """The route's error pages, copied into the proxy's config volume under their content hash (a route switched
+    back to an earlier version finds its pages still there); returns their directory inside the proxy."""
+    files = source.error_pages(Path(pages["local"]))
+    if source.pages_hash(files) != pages["hash"]:
+        raise ConfigError("error_pages", f"{pages['local']} changed while this deploy was running: run it again")
+    rel = f"error_pages/{service}/{pages['hash'].split(':')[-1][:16]}"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for i, part in enumerate(rel.split("/")):
+            info = tarfile.TarInfo("/".join(rel.split("/")[:i + 1]))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tf.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{rel}/{name}")
+            info.size, info.mode = len(data), 0o644
+            tf.addfile(info, io.BytesIO(data))
+    with docker_errors(t, f"copying the error pages of {service} into {naming.PROXY_CONTAINER}"):
+        hosts.client(t).put_archive(naming.PROXY_CONTAINER, PROXY_HOME, buf.getvalue())
+    return f"{PROXY_HOME}/{rel}"
 
 
 class RouteProvider(ResourceProvider):
@@ -151,8 +177,10 @@ class RouteProvider(ResourceProvider):
         t = target(props)
         port = props["upstream"].rsplit(":", 1)[1]
         upstream = f"{props['container_id'][:12]}:{port}" if props.get("container_id") else props["upstream"]
-        argv = payloads.proxy_deploy_argv(props["service"], upstream, props["proxy"])
         for _ in range(3):
+            argv = payloads.proxy_deploy_argv(props["service"], upstream, props["proxy"])
+            if props.get("error_pages"):  # copied into the proxy each time: it may be a new proxy
+                argv += ["--error-pages", upload_error_pages(t, props["service"], props["error_pages"])]
             with host_lock(target(props), props, f"routing {props['service']}", shared=True) as lock:
                 routes = proxy_routes(t)
                 if routes is not None:

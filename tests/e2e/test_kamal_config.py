@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import textwrap
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -60,6 +61,7 @@ DEPLOY = """\
     deploy_timeout: 20
     drain_timeout: 2
     retain_containers: 2
+    error_pages_path: public
     aliases:
       shell: app exec --interactive --reuse "sh"
     accessories:
@@ -87,6 +89,7 @@ def write_app(proj: Path, registry: str) -> None:
         ".kamal/secrets.staging": f"GREETING={SECRET['staging']}\n",
         ".kamal/secrets.production": f"GREETING=\"{SECRET['production']}\"\n",
         ".dockerignore": ".kamal\n",  # config/ is sent, as in a Rails app
+        "public/503.html": "<h1>kshop is down for maintenance</h1><p>{{ .Message }}</p>\n",
     }
     for rel, text in files.items():
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -296,3 +299,27 @@ def test_kamal_hooks_fire_in_kamals_order_and_a_failing_pre_deploy_changes_nothi
         overlay.write_text(before)
         log.unlink(missing_ok=True)
         pair.up("staging")
+
+
+def test_maintenance_serves_the_error_page_with_the_message_and_live_restores_with_no_container_restarted(
+        bench, pair):
+    d = host_docker(bench.hosts[0])
+
+    def web(dest: str) -> dict:
+        (c,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "role=web"]})
+        return d.inspect_container(c["Id"])
+
+    before = web("staging")
+    shipyard(pair.dir, pair.env, "maintenance", "-s", "staging", "--message", "back at noon")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            get(bench, "staging")
+        assert err.value.code == 503
+        page = err.value.read().decode()
+        assert "kshop is down for maintenance" in page and "back at noon" in page, page
+        assert get(bench, "production").startswith("service=kshop destination=production ")  # its own routes
+    finally:
+        shipyard(pair.dir, pair.env, "live", "-s", "staging")
+    assert get(bench, "staging").startswith("service=kshop destination=staging ")
+    after = web("staging")
+    assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])

@@ -274,3 +274,25 @@ def test_an_interrupted_run_is_healed_before_the_deploy_and_its_pending_containe
     assert healed == [["creating shop-staging-jobs@h1", "removed shop-jobs-staging-v2_pending_1a2b3c4d",
                        "stopped shop-jobs-staging-v3"]]
     ctx.stack.up.assert_called_once()
+
+
+def test_maintenance_stops_every_proxied_route_or_one_roles_and_live_resumes(mocker):
+    from types import SimpleNamespace
+
+    from components.cli import maintenance
+    cfg = config.load({**BASE, "servers": {**BASE["servers"], "admin": {"hosts": ["10.0.0.3"],
+                                                                         "proxy": {"hosts": ["admin.shop.test"]}}}},
+                      stack="staging")
+    ctx = SimpleNamespace(cfg=cfg, name="staging", target=lambda h: h)
+    calls = []
+    mocker.patch("components.hosts.exec_in",
+                 side_effect=lambda t, c, argv, timeout: calls.append((t, argv)) or (0, ""))
+    maintenance.maintenance(ctx, SimpleNamespace(role=None, message="back soon", drain_timeout=None))
+    assert sorted(calls) == sorted([
+        (h, ["kamal-proxy", "stop", cfg.route_name(r), "--drain-timeout=30000ms", "--message=back soon"])
+        for r, h in (("web", "10.0.0.2"), ("web", "10.0.0.3"), ("admin", "10.0.0.3"))])
+    calls.clear()
+    maintenance.live(ctx, SimpleNamespace(role="admin"))
+    assert calls == [("10.0.0.3", ["kamal-proxy", "resume", cfg.route_name("admin")])]
+    with pytest.raises(ConfigError, match="--role: 'jobs' has no route in stack staging: use one of web, admin"):
+        maintenance.routes(ctx, "jobs")
