@@ -71,6 +71,18 @@ class Deploy(Model):
         return self
 
     @model_validator(mode="after")
+    def _certificates_present(self) -> "Deploy":
+        for name in self.servers:
+            proxy = self.role_proxy(name)
+            for key in ("ssl_certificate", "ssl_private_key"):
+                secret = getattr(proxy, key, None) if proxy else None
+                if secret and secret not in self.secrets:
+                    where = f"servers.{name}.proxy" if self.servers[name].proxy else "proxy"
+                    raise _PathError(f"{where}.{key}", f"secret {secret} has no value: run `pulumi config set "
+                                                       f"--secret --path 'shipyard:secrets.{secret}' < file.pem`")
+        return self
+
+    @model_validator(mode="after")
     def _proxied_roles_publish_no_proxy_ports(self) -> "Deploy":
         for name, role in self.servers.items():
             if self.role_proxy(name) is None:

@@ -168,6 +168,9 @@ class Proxy(Model):
     path_prefix: str | None = Field(default=None, pattern=URL_PATH)
     app_port: int = Field(default=80, ge=1, le=65535)
     ssl: bool = False  # passed through as kamal-proxy's --tls (Let's Encrypt for `hosts`)
+    # a certificate of your own instead of Let's Encrypt: the names of two `shipyard:secrets` holding the PEMs
+    ssl_certificate: str | None = None
+    ssl_private_key: str | None = None
     healthcheck: Healthcheck = Healthcheck()
     deploy_timeout: float = Field(default=30, gt=0, le=3600)
     drain_timeout: float = Field(default=30, ge=0, le=3600)
@@ -189,6 +192,10 @@ class Proxy(Model):
     def _ssl_needs_hosts(self) -> "Proxy":
         if self.ssl and not self.hosts:
             raise ValueError("ssl needs at least one host name in hosts")
+        if (self.ssl_certificate is None) != (self.ssl_private_key is None):
+            raise ValueError("ssl_certificate and ssl_private_key go together: give both secret names, or neither")
+        if self.ssl_certificate and not self.ssl:
+            raise ValueError("ssl_certificate needs ssl: true")
         return self
 
     def route_props(self) -> dict[str, object]:
@@ -197,7 +204,7 @@ class Proxy(Model):
         return self.model_dump(exclude={k for k in PROXY_SETTINGS if getattr(self, k) is None})
 
 
-PROXY_SETTINGS = ("ssl_redirect", "forward_headers", "strip_path_prefix", "buffer_requests", "buffer_responses",
+PROXY_SETTINGS = ("ssl_certificate", "ssl_private_key", "ssl_redirect", "forward_headers", "strip_path_prefix", "buffer_requests", "buffer_responses",
                   "buffer_memory", "max_request_body", "max_response_body", "log_request_headers",
                   "log_response_headers")
 

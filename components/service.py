@@ -336,6 +336,9 @@ class DestinationService(pulumi.ComponentResource):
             "container_id": container.container_id,
             "proxy": spec.proxy.route_props(), "lock": lock, "takeover": self._takeover(spec.role),
             **self._error_pages(),
+            **({"tls": pulumi.Output.secret({"certificate": self._cfg.secrets[spec.proxy.ssl_certificate],
+                                             "private_key": self._cfg.secrets[spec.proxy.ssl_private_key]})}
+               if spec.proxy.ssl_certificate else {}),
         }, self._child(spec.host, depends_on=[*after, proxy]))
 
     def _error_pages(self) -> dict[str, Any]:

@@ -23,7 +23,8 @@ def proxy_of(proxy)
   { "hosts" => proxy.hosts, "app_port" => proxy.app_port, "ssl" => proxy.ssl? ? true : false,
     "path_prefixes" => proxy.path_prefixes, "healthcheck_path" => health["path"] || "/up",
     "healthcheck_interval" => seconds(health["interval"]), "healthcheck_timeout" => seconds(health["timeout"]),
-    "response_timeout" => seconds(conf["response_timeout"]) }
+    "response_timeout" => seconds(conf["response_timeout"]),
+    "certificate" => proxy.certificate_pem_content, "private_key" => proxy.private_key_pem_content }
 end
 
 # A value as Kamal escaped it for the host's shell (a dumped string), read back

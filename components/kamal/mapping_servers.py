@@ -150,8 +150,15 @@ class ServersMapping(MapperBase):
             elif key == "ssl":
                 if isinstance(value, bool):
                     out["ssl"] = value
+                elif isinstance(value, dict) and set(value) == {"certificate_pem", "private_key_pem"}:
+                    # a certificate of your own, from two secrets (Kamal's custom certificate)
+                    out.update(ssl=True, ssl_certificate=str(value["certificate_pem"]),
+                               ssl_private_key=str(value["private_key_pem"]))
+                    if report:
+                        for k in ("certificate_pem", "private_key_pem"):
+                            self.needed.setdefault(str(value[k]), (str(value[k]), f"{kp}.{k}"))
                 else:
-                    refuse(kp, "custom certificates are not supported yet; ssl: true (Let's Encrypt) is")
+                    refuse(kp, "should be true, false, or {certificate_pem: SECRET, private_key_pem: SECRET}")
             elif key in ("ssl_redirect", "strip_path_prefix", "forward_headers"):
                 if isinstance(value, bool):
                     out[key] = value

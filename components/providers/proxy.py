@@ -11,6 +11,7 @@ Kamal's containers are then stopped, not removed. A route that serves a containe
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 import time
@@ -135,8 +136,35 @@ class Proxy(Resource, module="shipyard", name="Proxy"):
 
 # -- a destination's route ------------------------------------------------------------------------------------------
 
-ROUTE_UPDATE = ("service", "upstream", "proxy", "container_id", "error_pages")
+ROUTE_UPDATE = ("service", "upstream", "proxy", "container_id", "error_pages", "tls")
 PROXY_HOME = "/home/kamal-proxy/.config/kamal-proxy"  # the proxy's config volume, inside its container
+
+
+def upload_certificate(t: SSHTarget, service: str, tls: dict[str, str]) -> tuple[str, str]:
+    """The route's own certificate and key, copied into the proxy's config volume under their hash (mode 0644, as
+    Kamal writes them); returns their paths inside the proxy."""
+    files = {"cert.pem": tls["certificate"].encode(), "key.pem": tls["private_key"].encode()}
+    digest = hashlib.sha256(files["cert.pem"] + b"\0" + files["key.pem"]).hexdigest()[:16]
+    rel = _put_files(t, f"tls/{service}/{digest}", files, f"the certificate of {service}")
+    return f"{PROXY_HOME}/{rel}/cert.pem", f"{PROXY_HOME}/{rel}/key.pem"
+
+
+def _put_files(t: SSHTarget, rel: str, files: dict[str, bytes], what: str) -> str:
+    """Files into the proxy's config volume at `rel` (parents made), readable by kamal-proxy's user."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        parts = rel.split("/")
+        for i in range(len(parts)):
+            info = tarfile.TarInfo("/".join(parts[:i + 1]))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tf.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{rel}/{name}")
+            info.size, info.mode = len(data), 0o644
+            tf.addfile(info, io.BytesIO(data))
+    with docker_errors(t, f"copying {what} into {naming.PROXY_CONTAINER}"):
+        hosts.client(t).put_archive(naming.PROXY_CONTAINER, PROXY_HOME, buf.getvalue())
+    return rel
 
 
 def upload_error_pages(t: SSHTarget, service: str, pages: dict[str, Any]) -> str:
@@ -145,19 +173,8 @@ def upload_error_pages(t: SSHTarget, service: str, pages: dict[str, Any]) -> str
     files = source.error_pages(Path(pages["local"]))
     if source.pages_hash(files) != pages["hash"]:
         raise ConfigError("error_pages", f"{pages['local']} changed while this deploy was running: run it again")
-    rel = f"error_pages/{service}/{pages['hash'].split(':')[-1][:16]}"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for i, part in enumerate(rel.split("/")):
-            info = tarfile.TarInfo("/".join(rel.split("/")[:i + 1]))
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tf.addfile(info)
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"{rel}/{name}")
-            info.size, info.mode = len(data), 0o644
-            tf.addfile(info, io.BytesIO(data))
-    with docker_errors(t, f"copying the error pages of {service} into {naming.PROXY_CONTAINER}"):
-        hosts.client(t).put_archive(naming.PROXY_CONTAINER, PROXY_HOME, buf.getvalue())
+    rel = _put_files(t, f"error_pages/{service}/{pages['hash'].split(':')[-1][:16]}", files,
+                     f"the error pages of {service}")
     return f"{PROXY_HOME}/{rel}"
 
 
@@ -181,6 +198,9 @@ class RouteProvider(ResourceProvider):
             argv = payloads.proxy_deploy_argv(props["service"], upstream, props["proxy"])
             if props.get("error_pages"):  # copied into the proxy each time: it may be a new proxy
                 argv += ["--error-pages", upload_error_pages(t, props["service"], props["error_pages"])]
+            if props.get("tls"):
+                cert, key = upload_certificate(t, props["service"], props["tls"])
+                argv += ["--tls-certificate-path", cert, "--tls-private-key-path", key]
             with host_lock(target(props), props, f"routing {props['service']}", shared=True) as lock:
                 routes = proxy_routes(t)
                 if routes is not None:
@@ -339,4 +359,5 @@ class RouteProvider(ResourceProvider):
 
 class ProxyRoute(Resource, module="shipyard", name="ProxyRoute"):
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(RouteProvider(), name, props, opts)
+        super().__init__(RouteProvider(), name, props, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            additional_secret_outputs=["tls"])))

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
+import ssl
+import subprocess
 import textwrap
 import urllib.error
 import urllib.request
@@ -77,17 +80,29 @@ DEPLOY = """\
 """
 
 
+def certificate(proj: Path) -> tuple[str, str]:
+    """A certificate of production's own (not Let's Encrypt), as a team keeps one in its secrets: (cert, key)."""
+    name = NAMES["production"]
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(proj / "tls-key.pem"),
+                    "-out", str(proj / "tls-cert.pem")], check=True, capture_output=True)
+    return (proj / "tls-cert.pem").read_text(), (proj / "tls-key.pem").read_text()
+
+
 def write_app(proj: Path, registry: str) -> None:
     app = proj / "app"
+    cert, key = certificate(proj)
     files = {
         "config/deploy.yml": DEPLOY.replace("{registry}", registry),
         "config/deploy.staging.yml": f"proxy:\n  host: {NAMES['staging']}\n",
         "config/deploy.production.yml": f"proxy:\n  host: {NAMES['production']}\n  forward_headers: false\n"
-                                        f"  buffering:\n    max_request_body: 1000000\nretain_containers: 3\n",
+                                        f"  buffering:\n    max_request_body: 1000000\n"
+                                        f"  ssl:\n    certificate_pem: CERT_PEM\n    private_key_pem: KEY_PEM\n"
+                                        f"  ssl_redirect: false\nretain_containers: 3\n",
         # the registry password comes from the deploying machine's environment, as Kamal's dotenv reads `$VAR`
         ".kamal/secrets-common": "KAMAL_REGISTRY_PASSWORD=$KSHOP_REGISTRY_PASSWORD\n",
         ".kamal/secrets.staging": f"GREETING={SECRET['staging']}\n",
-        ".kamal/secrets.production": f"GREETING=\"{SECRET['production']}\"\n",
+        ".kamal/secrets.production": f"GREETING=\"{SECRET['production']}\"\nCERT_PEM=\"{cert}\"\nKEY_PEM=\"{key}\"\n",
         ".dockerignore": ".kamal\n",  # config/ is sent, as in a Rails app
         "public/503.html": "<h1>kshop is down for maintenance</h1><p>{{ .Message }}</p>\n",
     }
@@ -323,3 +338,22 @@ def test_maintenance_serves_the_error_page_with_the_message_and_live_restores_wi
     assert get(bench, "staging").startswith("service=kshop destination=staging ")
     after = web("staging")
     assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
+
+
+def test_production_serves_tls_with_its_own_certificate_from_the_secrets(bench, pair):
+    """proxy.ssl with a certificate and key held as secrets: a TLS request through the proxy, checked against that
+    certificate; plain HTTP still answers (ssl_redirect: false)."""
+    name = NAMES["production"]
+    context = ssl.create_default_context(cafile=str(pair.dir / "tls-cert.pem"))
+    with socket.create_connection((bench.hosts[0].address, 443), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=name) as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+    head, _, body = reply.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200"), head
+    assert body.startswith("service=kshop destination=production "), body
+    assert get(bench, "production").startswith("service=kshop destination=production ")
+    state = "".join(p.read_text() for p in (pair.dir.parent / "state").rglob("*.json"))
+    assert "PRIVATE KEY" not in state  # the key is a secret in the state too

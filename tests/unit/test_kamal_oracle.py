@@ -67,8 +67,9 @@ def deploy_flags(args: list[str]) -> dict[str, list[str]]:
             value = f"{float(m[1]):g}"
         out.setdefault(flag, []).append(value)
     out.pop("target", None)
-    if "error-pages" in out:  # where each tool keeps the pages on the host
-        out["error-pages"] = ["<the pages>"]
+    for flag in ("error-pages", "tls-certificate-path", "tls-private-key-path"):
+        if flag in out:  # where each tool keeps them on the host
+            out[flag] = [f"<{flag}>"]
     if "forward-headers" not in out:  # kamal-proxy: forward them without TLS, not with it
         out["forward-headers"] = ["false" if "tls" in out else "true"]
     return {**DEPLOY_DEFAULTS, **out}
@@ -94,7 +95,9 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
         return {"hosts": list(p.hosts), "app_port": p.app_port, "ssl": p.ssl,
                 "path_prefixes": [p.path_prefix] if p.path_prefix else [], "healthcheck_path": p.healthcheck.path,
                 "healthcheck_interval": p.healthcheck.interval, "healthcheck_timeout": p.healthcheck.timeout,
-                "response_timeout": p.response_timeout}
+                "response_timeout": p.response_timeout,
+                "certificate": cfg.secrets[p.ssl_certificate] if p.ssl_certificate else None,
+                "private_key": cfg.secrets[p.ssl_private_key] if p.ssl_private_key else None}
 
     def logging(spec_logging: Any) -> dict[str, Any]:
         return {"driver": None, "options": {}, **(spec_logging or {})}
@@ -109,7 +112,9 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                     "logging": logging(specs[(name, role.hosts[0])].logging),
                     "deploy_args": deploy_flags(payloads.proxy_deploy_argv(
                         "route", "TARGET", specs[(name, role.hosts[0])].proxy.route_props())
-                        + (["--error-pages", "pages"] if cfg.error_pages else []))
+                        + (["--error-pages", "pages"] if cfg.error_pages else [])
+                        + (["--tls-certificate-path", "c", "--tls-private-key-path", "k"]
+                           if specs[(name, role.hosts[0])].proxy.ssl_certificate else []))
                     if specs[(name, role.hosts[0])].proxy else None,
                     "options": options(specs[(name, role.hosts[0])].options)}
              for name, role in cfg.servers.items()}
@@ -267,6 +272,25 @@ OWN_APPS: dict[str, dict[str, str]] = {
         ".kamal/secrets.staging": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db-s\nAPI_KEY=k-s\nPOSTGRES_PASSWORD=pg-s\n"
                                   "REPLICA_TOKEN=t-s\n",
     },
+}
+
+
+OWN_APPS["own:tls"] = {
+    "config/deploy.yml": textwrap.dedent("""\
+        service: vault
+        image: acme/vault
+        servers: [10.0.0.7]
+        registry: {server: "localhost:5000"}
+        builder: {arch: amd64}
+        proxy:
+          host: vault.example.com
+          ssl:
+            certificate_pem: CERT_PEM
+            private_key_pem: KEY_PEM
+        """),
+    ".kamal/secrets": 'CERT_PEM="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"\nKEY_PEM=k\n',
+    ".kamal/secrets.staging": 'CERT_PEM="-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----"\nKEY_PEM=k2\n',
+    "config/deploy.staging.yml": "{}\n",
 }
 
 
