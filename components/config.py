@@ -51,6 +51,8 @@ class Deploy(Model):
     logging: Logging | None = None  # every container's log driver and options; a role's own are merged over it
     hooks: Hooks | None = None  # Kamal's hooks (.kamal/hooks/pre-deploy, ...), run on the deploying machine
     error_pages: str | None = None  # a directory of 4xx.html/5xx.html pages kamal-proxy serves for the app's routes
+    # where a proxied role's image keeps its fingerprinted assets: both versions' are served during a rollout
+    asset_path: str | None = Field(default=None, pattern=URL_PATH)
 
     @field_validator("servers", mode="before")
     @classmethod
@@ -127,6 +129,11 @@ class Deploy(Model):
 
     def role_env(self, role: str) -> Env:
         return self.env.merged(self.servers[role].env)
+
+    def role_asset_path(self, role: str) -> str | None:
+        """Where the role's assets are bridged (Kamal's asset_path): the role's or the top level's, proxied roles
+        only."""
+        return (self.servers[role].asset_path or self.asset_path) if self.role_proxy(role) else None
 
     def host_env(self, role: str, host: str) -> Env:
         """A role's env on one host: the role's, then `env_tags` of each of the host's tags there, in their order."""

@@ -241,6 +241,7 @@ class Role(Model):
     options: RunOptions = {}
     logging: Logging | None = None  # merged over the top-level `logging`
     tags: dict[HostName, tuple[str, ...]] = {}  # a host's tags here: its env gets `env_tags` of each, in their order
+    asset_path: str | None = Field(default=None, pattern=URL_PATH)  # over the top-level `asset_path`
 
     @field_validator("hosts")
     @classmethod

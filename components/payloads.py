@@ -4,6 +4,7 @@ its kwargs-to-payload functions apart). No pulumi, docker or paramiko here."""
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any, Iterable, Mapping
 
 from . import naming
@@ -210,3 +211,33 @@ def log_config(logging: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     options = logging.get("options") or {}
     return {"Type": logging.get("driver") or "", "Config": {str(k): str(v) for k, v in options.items()}}
+
+
+# -- asset bridging (Kamal's asset_path) ------------------------------------------------------------------------------
+
+def asset_bridge_script(*, image: str, path: str, scratch: str, extracted: str, volume: str,
+                        predecessors: Iterable[tuple[str, str]]) -> str:
+    """A `sh` script for the host, as Kamal bridges assets: the new image's `path` copied out to `extracted`
+    (through a created, never started, container named `scratch`), then into the new version's `volume`; with each
+    running predecessor's (extracted, volume): the new assets added to its volume (it serves them from now on) and
+    its own added to the new volume. Copies never overwrite (`cp -rn`)."""
+    q = shlex.quote
+    lines = ["set -e", f"mkdir -p {q(extracted)} {q(volume)}",
+             f"docker container rm -f {q(scratch)} >/dev/null 2>&1 || true",
+             f"docker container create --name {q(scratch)} {q(image)} >/dev/null",
+             f"docker container cp -L {q(scratch + ':' + path.rstrip('/') + '/.')} {q(extracted)} "
+             f"|| {{ docker container rm -f {q(scratch)} >/dev/null; exit 1; }}",
+             f"docker container rm -f {q(scratch)} >/dev/null",
+             f"cp -rnT {q(extracted)} {q(volume)}"]
+    for old_extracted, old_volume in predecessors:
+        lines += [f"cp -rnT {q(extracted)} {q(old_volume)} || true", f"cp -rnT {q(old_extracted)} {q(volume)} || true"]
+    return "\n".join(lines)
+
+
+def asset_cleanup_script(*, base: str, role: str, versions: Iterable[str]) -> str:
+    """A `sh` script removing a role's extracted assets and asset volumes of every version but `versions` (those
+    it still has containers of: running or kept for rollback)."""
+    q = shlex.quote
+    keep = " ".join(f"! -name {q(f'{role}-{v}')}" for v in versions)
+    return "; ".join(f"find {q(f'{base}/{kind}')} -mindepth 1 -maxdepth 1 -name {q(role + '-*')} {keep} "
+                     f"-exec rm -rf {{}} + 2>/dev/null || true" for kind in ("extracted", "volumes"))

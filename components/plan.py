@@ -44,6 +44,7 @@ class ContainerSpec:
     proxy_service: str | None  # the route's name in kamal-proxy
     options: Mapping[str, Any] = field(default_factory=dict)  # `docker run` flags (payloads.run_options)
     logging: Mapping[str, Any] | None = None  # {driver, options}; None: the daemon's default
+    assets: Mapping[str, str] | None = None  # {path: in the container, dir: on the host, under the state dir}
 
     @property
     def network(self) -> str | None:
@@ -184,6 +185,8 @@ def container_specs(cfg: Deploy, version: str, owner: str) -> list[ContainerSpec
                 proxy=proxy,
                 proxy_service=cfg.route_name(role_name) if proxy else None,
                 options=dict(role.options), logging=cfg.container_logging(role_name),
+                assets={"path": asset_path, "dir": f"{naming.destination_dir(cfg.service, cfg.destination)}/assets"}
+                if (asset_path := cfg.role_asset_path(role_name)) else None,
             ))
     return specs
 

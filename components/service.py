@@ -273,9 +273,12 @@ class DestinationService(pulumi.ComponentResource):
 
     @staticmethod
     def _run_settings(spec: plan.ContainerSpec | plan.AccessorySpec) -> dict[str, Any]:
-        """`docker run` flags and logging, where set (a container without them keeps the props it had)."""
+        """`docker run` flags, logging and bridged assets, where set (a container without them keeps the props it
+        had)."""
+        assets = getattr(spec, "assets", None)
         return {**({"options": dict(spec.options)} if spec.options else {}),
-                **({"logging": dict(spec.logging)} if spec.logging else {})}
+                **({"logging": dict(spec.logging)} if spec.logging else {}),
+                **({"assets": dict(assets)} if assets else {})}
 
     def _host_shell(self, env: dict[str, str]) -> dict[str, Any]:
         """A Kamal app's `${...}` in a clear env value is the host shell's to expand, as in Kamal's `docker run`."""
@@ -315,7 +318,7 @@ class DestinationService(pulumi.ComponentResource):
                 "container_id": container.id, "image": image.image_id, "proxied": bool(spec.proxy),
                 "ports": [p.model_dump() for p in spec.ports], "readiness_delay": cfg.readiness_delay,
                 "stop_timeout": None if spec.proxy else cfg.drain_timeout, "retain": cfg.retain_containers,
-                "takeover": self._takeover(spec.role)}
+                "takeover": self._takeover(spec.role), **({"assets": dict(spec.assets)} if spec.assets else {})}
 
     def _rollout(self, name: str, step: str, entries: list[dict[str, Any]], after: list[pulumi.Resource],
                  lock: dict[str, Any], wait: float = 0) -> Rollout:

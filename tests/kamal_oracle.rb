@@ -73,6 +73,7 @@ def resolve(config)
       "hosts" => role.hosts, "cmd" => role.cmd,
       "env" => role.hosts.to_h { |host| [ host, env_of(role.env(host), config.secrets) ] },
       "proxy" => role.running_proxy? ? proxy_of(role.proxy) : nil,
+      "asset_path" => role.assets? ? role.asset_path : nil,
       "deploy_args" => role.running_proxy? ? role.proxy.deploy_command_args(target: "TARGET").map(&:to_s) : nil,
       "labels" => role.labels.to_h { |k, v| [ k.to_s, v.to_s ] }.except(*defaults),
       "run_env" => role.hosts.to_h { |host| [ host, run_env(Kamal::Commands::App.new(config, role: role, host: host).run) ] },

@@ -20,15 +20,13 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
     def run(self) -> dict[str, Any]:
         raw, out = self.raw, {}
         handled = {"service", "image", "servers", "registry", "builder", "env", "ssh", "proxy", "accessories", "logging",
-                   "error_pages_path",
+                   "error_pages_path", "asset_path",
                    "volumes", "labels", "retain_containers", "deploy_timeout", "drain_timeout", "readiness_delay",
                    "boot", "primary_role", "require_destination", "secrets_path", "hooks_path", *NO_EFFECT}
         for key in raw:
             if str(key).startswith("x-"):
                 continue  # Kamal's extension keys: YAML anchors for the rest of the file
-            if key == "asset_path":
-                self.refuse(key)
-            elif key not in handled:
+            if key not in handled:
                 self.refuse(key, "unknown Kamal key (Kamal 2.11 refuses it too)")
         if raw.get("require_destination") and not self.destination:
             self.refuse("require_destination", "this config needs a destination: set shipyard:kamal.destination, "
@@ -67,6 +65,8 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
                     out["env_tags"] = {str(t): self.env(e, f"env.tags.{t}", root=False) for t, e in tags.items()}
         if "accessories" in raw:
             out["accessories"] = self.accessories(raw["accessories"], servers)
+        if raw.get("asset_path"):
+            out["asset_path"] = str(raw["asset_path"]).split(":", 1)[0]
         if raw.get("error_pages_path"):
             out["error_pages"] = self.rel(str(raw["error_pages_path"]))
         if "logging" in raw:

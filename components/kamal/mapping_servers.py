@@ -70,7 +70,7 @@ class ServersMapping(MapperBase):
                 elif key == "logging":
                     role["logging"] = self.logging(value, kp)
                 elif key == "asset_path":
-                    self.refuse(kp)
+                    role["asset_path"] = str(value).split(":", 1)[0]
                 elif key not in ("hosts", "proxy"):
                     self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
             labels = {}

@@ -29,7 +29,7 @@ from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_fil
     owned, proxy_routes, remove_image, target
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
-           "aliases", "files", "directories", "options", "logging")
+           "aliases", "files", "directories", "options", "logging", "assets")
 # proxy: only how readiness is checked; stop_timeout: how replaced containers of a role without proxy are stopped
 UPDATE = ("restart", "running", "proxy", "retain", "readiness_delay", "stop_timeout")
 START_DEADLINE_S = 10
@@ -92,6 +92,42 @@ def put_back(t: SSHTarget, props: dict[str, Any], cid: str, stopped: list[str], 
                 c.start(old)
     except HostError:
         pass
+
+
+def _asset_dirs(t: SSHTarget, assets: dict[str, Any], role: str, version: str) -> tuple[str, str]:
+    base = f"{hostfiles.home(t)}/{assets['dir']}"
+    return f"{base}/extracted/{role}-{version}", f"{base}/volumes/{role}-{version}"
+
+
+def bridge_assets(t: SSHTarget, props: dict[str, Any], role: list[dict[str, Any]]) -> list[str]:
+    """Kamal's asset bridging, for a role with `asset_path`: the new version's assets and those of every running
+    predecessor go into one directory mounted at the asset path, and the new ones into each predecessor's too - a
+    page served by either version finds the assets of both throughout the rollout. Returns the bind."""
+    assets = props.get("assets")
+    if not assets:
+        return []
+    version = props["labels"]["version"]
+    extracted, volume = _asset_dirs(t, assets, props["role"], version)
+    running = {(i.get("Labels") or {}).get("version") for i in role if i.get("State") == "running"} - {None, version}
+    script = payloads.asset_bridge_script(
+        image=props["image"], path=assets["path"], scratch=f"{props['name']}-assets", extracted=extracted,
+        volume=volume, predecessors=[_asset_dirs(t, assets, props["role"], v) for v in sorted(running)])
+    doing = f"bridging the assets of {props['name']} ({assets['path']})"
+    status, out = hosts.run(t, ["sh", "-c", script], doing=doing, timeout=600)
+    if status != 0:
+        raise DockerError(t.host, f"{doing} failed: {text.tail(out, 3)}")
+    return [f"{volume}:{assets['path']}"]
+
+
+def clean_up_assets(t: SSHTarget, props: dict[str, Any], listing: list[dict[str, Any]]) -> None:
+    """Once a rollout is over: the asset directories of versions the role no longer has a container of go."""
+    assets = props.get("assets")
+    if not assets:
+        return
+    versions = {(i.get("Labels") or {}).get("version") for i in of_role(listing, props, props["role"])} - {None}
+    base = f"{hostfiles.home(t)}/{assets['dir']}"
+    hosts.run(t, ["sh", "-c", payloads.asset_cleanup_script(base=base, role=props["role"], versions=sorted(versions))],
+              doing=f"removing the assets of versions {props['role']} no longer has")
 
 
 def host_shell_env(t: SSHTarget, props: dict[str, Any]) -> dict[str, str]:
@@ -272,7 +308,7 @@ class ContainerProvider(ResourceProvider):
         containers here, as listed just before."""
         exposed, bindings = payloads.port_bindings(props.get("ports") or [])
         env = {**host_shell_env(t, props), **(props.get("secret_env") or {})}
-        binds = list(props.get("volumes") or []) + self._upload(t, props)
+        binds = list(props.get("volumes") or []) + self._upload(t, props) + bridge_assets(t, props, role)
         host_options, container_options = payloads.run_options(props.get("options") or {})
         host_config = c.create_host_config(port_bindings=bindings or None, binds=binds or None,
                                            restart_policy=payloads.restart_policy(props["restart"]),

@@ -27,7 +27,7 @@ from .. import hosts
 from ..errors import HostError
 from ..hosts import docker_errors
 from .base import label_filters, of_role, stop_kamal, target
-from .container import after_rollout, prune_images, put_back, start_ready
+from .container import after_rollout, clean_up_assets, prune_images, put_back, start_ready
 
 STEPS = ("start", "retire")
 
@@ -145,6 +145,7 @@ class RolloutProvider(ResourceProvider):
                     removed |= after_rollout(c, p, entry["container_id"], listing)
                     if not entry.get("proxied"):  # a proxied role's route stops Kamal's, once it has switched
                         stop_kamal(c, p)
+                    clean_up_assets(t, p, [i for i in listing if i["Id"] not in removed])
                 used = {i.get("ImageID") for i in listing if i["Id"] not in removed} | \
                     {e["image"] for e in entries}
                 prune_images(c, _entry_props(props, entries[0]), used)

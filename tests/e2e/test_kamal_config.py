@@ -65,6 +65,7 @@ DEPLOY = """\
     drain_timeout: 2
     retain_containers: 2
     error_pages_path: public
+    asset_path: /www/assets
     aliases:
       shell: app exec --interactive --reuse "sh"
     accessories:
@@ -105,6 +106,10 @@ def write_app(proj: Path, registry: str) -> None:
         ".kamal/secrets.production": f"GREETING=\"{SECRET['production']}\"\nCERT_PEM=\"{cert}\"\nKEY_PEM=\"{key}\"\n",
         ".dockerignore": ".kamal\n",  # config/ is sent, as in a Rails app
         "public/503.html": "<h1>kshop is down for maintenance</h1><p>{{ .Message }}</p>\n",
+        # fingerprinted assets in the image, as a Rails app has them
+        "Dockerfile": "FROM busybox:latest\nCOPY start.sh /start.sh\nCOPY assets /www/assets\nEXPOSE 80\n"
+                      "CMD [\"/bin/sh\", \"/start.sh\"]\n",
+        "assets/app-1.css": "body { color: black }\n",
     }
     for rel, text in files.items():
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +149,7 @@ def test_each_destination_answers_on_its_own_host_name_with_its_own_secret(bench
         assert answer.startswith(f"service=kshop destination={dest} version={app_head(pair.dir)} role=web"), answer
         assert f"greeting={SECRET[dest]}" in answer
         out = pair.outputs(dest)
-        assert out["urls"] == [f"http://{NAMES[dest]}"]
+        assert out["urls"] == [f"{'https' if dest == 'production' else 'http'}://{NAMES[dest]}"]  # TLS: production
         assert out["repo_digest"].startswith(f"{bench.auth_registry}/acme/kshop@sha256:")  # pushed with the password
     d = host_docker(bench.hosts[0])
     for dest in NAMES:
@@ -357,3 +362,41 @@ def test_production_serves_tls_with_its_own_certificate_from_the_secrets(bench, 
     assert get(bench, "production").startswith("service=kshop destination=production ")
     state = "".join(p.read_text() for p in (pair.dir.parent / "state").rglob("*.json"))
     assert "PRIVATE KEY" not in state  # the key is a secret in the state too
+
+
+def asset(bench, name: str) -> bool:
+    req = urllib.request.Request(f"http://{bench.hosts[0].address}/assets/{name}", headers={"Host": NAMES["staging"]})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def test_a_rollout_serves_the_old_and_the_new_versions_assets_throughout(bench, pair, request):
+    """asset_path: the new image drops the old fingerprinted asset and brings a new one; a page of either version
+    finds its asset from before the rollout to after it - the old one never missing, the new one never missing
+    again once served."""
+    assets = pair.dir / "app/assets"
+    old = sorted(p.name for p in assets.glob("app-*.css"))[-1]
+    new = f"app-{int(old[4:-4]) + 1}.css"
+    (assets / old).unlink()
+    commit_app(pair.dir, f"assets/{new}", "body { color: green }\n")
+    asks = iter(range(1_000_000))
+
+    def ask() -> str:
+        name = old if next(asks) % 2 == 0 else new
+        return f"{'old' if name == old else 'new'}:{'ok' if asset(bench, name) else 'miss'}"
+    try:
+        assert asset(bench, old) and not asset(bench, new)
+        with requests_during(ask) as seen:
+            pair.up("staging")
+        answers = [a for _, a in seen]
+        assert "old:miss" not in answers, answers
+        served = answers.index("new:ok") if "new:ok" in answers else len(answers)
+        assert "new:miss" not in answers[served:], answers
+        assert asset(bench, old) and asset(bench, new)  # the new version serves the old page's asset too
+        show_after(request, "assets", [f"a rollout with asset_path: {len(answers)} asset requests, old one missing "
+                                       f"0 times, new one missing 0 times once served"])
+    finally:
+        pair.up("production")  # both destinations run the app's commit, as every test expects

@@ -346,7 +346,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     files = {".kamal/secrets.production": "REGISTRY_USER=u\nREGISTRY_PASSWORD=p\nMAIN_DB_PASSWORD=m\n",
              "config/deploy.production.yml": "{}", ".kamal/hooks/pre-deploy.sample": "#!/bin/sh\n"}
     refused = {
-        "servers.workers.asset_path", "asset_path", "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
+        "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom", "accessories.mysql.registry",
         "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
@@ -371,6 +371,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     assert cfg.builder.host == "docker-builder" and cfg.ssh.port == 2222
     assert cfg.accessories["by_role"].all_hosts() == ("172.1.0.3", "172.1.0.4")
     assert cfg.servers["workers"].options == {"memory": "2g"} and cfg.accessories["mysql"].options == {"cpus": "2"}
+    assert cfg.role_asset_path("web") == "/path/to/assets" and cfg.role_asset_path("workers") == "/public"
     assert cfg.container_logging("workers") == {"driver": "json-file", "options": {}}
     web = cfg.role_proxy("web")
     assert (web.ssl_redirect, web.forward_headers, web.strip_path_prefix, web.buffer_requests) == \
@@ -396,9 +397,9 @@ def test_kamal_hooks_are_the_stacks_hooks_run_from_the_app_directory(tmp_path):
 
 
 def test_a_refusal_ignoring_cannot_help_says_to_fix_it_and_stays_when_listed(tmp_path):
-    deploy = BASE_YML + "servcie: typo\nasset_path: /a\nenv: {secret: [NOPE]}\n"
+    deploy = BASE_YML + "servcie: typo\nssh: {key_data: [K]}\nenv: {secret: [NOPE]}\n"
     with pytest.raises(ConfigError) as err:
-        load_app(tmp_path, deploy, ignore=["servcie", "env.secret", "asset_path"])
+        load_app(tmp_path, deploy, ignore=["servcie", "env.secret", "ssh.key_data"])
     assert str(err.value).splitlines() == [
         "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (fix each as it says):",
         "servcie: unknown Kamal key (Kamal 2.11 refuses it too)",
@@ -638,8 +639,8 @@ def test_bad_kamal_options_name_their_path(tmp_path, opts, path):
 
 def test_the_error_lists_every_refused_key_once_per_line(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_app(tmp_path, BASE_YML + "ssh: {key_data: [KEY]}\nasset_path: /a\n")
+        load_app(tmp_path, BASE_YML + "ssh: {proxy: jump.example, key_data: [KEY]}\n")
     assert str(err.value) == (
         "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths "
-        "in shipyard:kamal.ignore to deploy without them):\nasset_path: not supported yet\n"
+        "in shipyard:kamal.ignore to deploy without them):\nssh.proxy: not supported yet\n"
         "ssh.key_data: not supported yet")

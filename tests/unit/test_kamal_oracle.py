@@ -110,6 +110,7 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                     "proxy": proxy(cfg.role_proxy(name)), "labels": dict(role.labels),
                     "run_env": {h: kamal_run_env(specs[(name, h)].env) for h in role.hosts},
                     "logging": logging(specs[(name, role.hosts[0])].logging),
+                    "asset_path": cfg.role_asset_path(name),
                     "deploy_args": deploy_flags(payloads.proxy_deploy_argv(
                         "route", "TARGET", specs[(name, role.hosts[0])].proxy.route_props())
                         + (["--error-pages", "pages"] if cfg.error_pages else [])
@@ -316,7 +317,7 @@ def fixture_cases() -> list[tuple[str, str | None]]:
 OUT_OF_SCOPE = {"builder.driver"}  # a cloud builder is a Docker Build Cloud account; shipyard builds on a host
 # Kamal's features that are not built yet (asset bridging, error pages, the proxy's own run options): refused, each
 # naming its key, until they are
-NOT_YET = {"asset_path", "proxy.run", "accessories.mysql.proxy"}
+NOT_YET = {"proxy.run", "accessories.mysql.proxy"}
 
 
 @pytest.fixture(scope="module")

@@ -133,6 +133,24 @@ def test_a_routes_kamal_proxy_settings_are_passed_only_where_set():
     assert argv[argv.index("--log-response-header") + 1] == "X-Id"
 
 
+def test_asset_bridging_mounts_one_directory_with_both_versions_assets(client, mocker):
+    """Kamal's asset_path: the new image's assets and the running predecessor's in the new container's directory,
+    the new ones added to the predecessor's."""
+    mocker.patch("components.hostfiles.home", return_value="/home/deploy")
+    run = mocker.patch("components.hosts.run", return_value=(0, ""))
+    client.containers.side_effect = daemon({"Id": "o" * 64, "Names": ["/hello-web-staging-v0"], "State": "running",
+                                            "Labels": {**OURS, "version": "v0"}})
+    props = container_props(assets={"path": "/app/public/assets", "dir": ".shipyard/hello-staging/assets"})
+    providers.ContainerProvider().create(props)
+    script = run.call_args_list[0].args[1][2]
+    base = "/home/deploy/.shipyard/hello-staging/assets"
+    assert f"docker container cp -L hello-web-staging-v1-assets:/app/public/assets/. {base}/extracted/web-v1" in script
+    assert f"cp -rnT {base}/extracted/web-v1 {base}/volumes/web-v0 || true" in script
+    assert f"cp -rnT {base}/extracted/web-v0 {base}/volumes/web-v1 || true" in script
+    binds = client.create_host_config.call_args.kwargs["binds"]
+    assert f"{base}/volumes/web-v1:/app/public/assets" in binds
+
+
 def test_kamal_quoting_for_the_hosts_shell():
     assert payloads.host_shell_quoted('a ${HOME} $X `b` "q" \\z') == '"a ${HOME} \\$X \\`b\\` \\"q\\" \\\\z"'
     assert payloads.host_shell_values("BEGIN x \0\0END", 2) == [" x ", ""]
