@@ -73,6 +73,21 @@ class Deploy(Model):
         return self
 
     @model_validator(mode="after")
+    def _one_proxy_run_per_host(self) -> "Deploy":
+        runs: dict[str, tuple[str, Any]] = {}
+        for name, role in self.servers.items():
+            proxy = self.role_proxy(name)
+            if proxy is None:
+                continue
+            for host in role.hosts:
+                seen = runs.setdefault(host, (name, proxy.run))
+                if seen[1] != proxy.run:
+                    where = f"servers.{name}.proxy.run" if role.proxy else "proxy.run"
+                    raise _PathError(where, f"host {host} runs one kamal-proxy, and role {seen[0]} sets it "
+                                            f"otherwise: give both roles the same proxy.run")
+        return self
+
+    @model_validator(mode="after")
     def _certificates_present(self) -> "Deploy":
         for name in self.servers:
             proxy = self.role_proxy(name)

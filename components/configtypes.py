@@ -162,6 +162,28 @@ class Healthcheck(Model):
     timeout: float = Field(default=5, gt=0, le=60)
 
 
+def _check_options(value: dict[str, object]) -> dict[str, object]:
+    run_options(value)  # a ValueError names the flag
+    return value
+
+
+# `docker run` flags (Kamal's `options`): {memory: 2g, cpus: 1.5, add-host: [db:10.0.0.5], init: true}
+RunOptions = Annotated[dict[str, str | int | float | bool | list[str]], AfterValidator(_check_options)]
+
+
+class ProxyRun(Model):
+    """How the host's kamal-proxy container itself runs (Kamal's proxy.run); one per host, shared by every
+    destination there: the last deploy to change it sets it."""
+    http_port: int = Field(default=80, ge=1, le=65535)
+    https_port: int = Field(default=443, ge=1, le=65535)
+    publish: bool = True  # publish the ports on the host
+    bind_ips: tuple[str, ...] = ()  # where to publish them; none: every address
+    log_max_size: str = "10m"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus metrics
+    debug: bool = False
+    options: RunOptions = {}  # `docker run` flags of the proxy container
+
+
 class Proxy(Model):
     """kamal-proxy in front of a role: routes by host name (and path prefix), health-gated switches."""
     hosts: tuple[HostName, ...] = ()  # empty: every host name (only one service per server may do that)
@@ -187,6 +209,7 @@ class Proxy(Model):
     max_response_body: int | None = Field(default=None, ge=0)
     log_request_headers: tuple[str, ...] | None = None  # logged request headers (Kamal: Cache-Control, ...)
     log_response_headers: tuple[str, ...] | None = None
+    run: ProxyRun | None = None  # the host's kamal-proxy container; none: as it runs
 
     @model_validator(mode="after")
     def _ssl_needs_hosts(self) -> "Proxy":
@@ -201,7 +224,7 @@ class Proxy(Model):
     def route_props(self) -> dict[str, object]:
         """As a route's (and its container's) `proxy` prop: kamal-proxy settings left unset are not written, so a
         route recorded before they existed shows no change."""
-        return self.model_dump(exclude={k for k in PROXY_SETTINGS if getattr(self, k) is None})
+        return self.model_dump(exclude={"run", *(k for k in PROXY_SETTINGS if getattr(self, k) is None)})
 
 
 PROXY_SETTINGS = ("ssl_certificate", "ssl_private_key", "ssl_redirect", "forward_headers", "strip_path_prefix", "buffer_requests", "buffer_responses",
@@ -213,15 +236,6 @@ class Logging(Model):
     """Docker's log driver and its options (`docker run --log-driver/--log-opt`); no driver: the daemon's."""
     driver: str | None = None
     options: dict[str, str] = {}
-
-
-def _check_options(value: dict[str, object]) -> dict[str, object]:
-    run_options(value)  # a ValueError names the flag
-    return value
-
-
-# `docker run` flags (Kamal's `options`): {memory: 2g, cpus: 1.5, add-host: [db:10.0.0.5], init: true}
-RunOptions = Annotated[dict[str, str | int | float | bool | list[str]], AfterValidator(_check_options)]
 
 
 class Boot(Model):

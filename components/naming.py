@@ -18,6 +18,7 @@ PROXY_CONTAINER = "kamal-proxy"
 PROXY_NETWORK = "kamal"
 PROXY_VOLUME = "kamal-proxy-config"
 PROXY_LABEL = f"{PROJECT}.proxy"  # marks the proxy container; it carries no stack's ownership label
+PROXY_RUN_LABEL = "shipyard.proxy-run"  # on kamal-proxy: a digest of how it was told to run (proxy.run)
 
 
 def owner(project: str, stack: str) -> str:

@@ -3,6 +3,8 @@ its kwargs-to-payload functions apart). No pulumi, docker or paramiko here."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shlex
 from typing import Any, Iterable, Mapping
@@ -241,3 +243,38 @@ def asset_cleanup_script(*, base: str, role: str, versions: Iterable[str]) -> st
     keep = " ".join(f"! -name {q(f'{role}-{v}')}" for v in versions)
     return "; ".join(f"find {q(f'{base}/{kind}')} -mindepth 1 -maxdepth 1 -name {q(role + '-*')} {keep} "
                      f"-exec rm -rf {{}} + 2>/dev/null || true" for kind in ("extracted", "volumes"))
+
+
+# -- the host's kamal-proxy container (Kamal's proxy.run) ------------------------------------------------------------
+
+def proxy_run(run: Mapping[str, Any] | None) -> dict[str, Any]:
+    """How kamal-proxy's container is created: its ports (published as `proxy.run` says: Kamal's 80/443 by
+    default), log size, `kamal-proxy run` flags and `docker run` options."""
+    run = dict(run or {})
+    ports: list[Any] = [80, 443]
+    bindings: dict[str, Any] = {}
+    if run.get("publish", True):
+        ips = list(run.get("bind_ips") or []) or [None]
+        for container, host in ((80, int(run.get("http_port", 80))), (443, int(run.get("https_port", 443)))):
+            bindings[f"{container}/tcp"] = [(ip, host) if ip else host for ip in ips]
+    metrics = int(run["metrics_port"]) if run.get("metrics_port") else None  # (props carry numbers as floats)
+    command = ["kamal-proxy", "run", *(["--debug"] if run.get("debug") else []),
+               *([f"--metrics-port={metrics}"] if metrics else [])]
+    if metrics:
+        ports.append(metrics)
+    host, container = run_options(run.get("options") or {})
+    if len(command) > 2:
+        container["command"] = command
+    return {"ports": ports, "port_bindings": bindings or None, "log_max_size": run.get("log_max_size") or "10m",
+            "host": host, "container": container}
+
+
+def proxy_run_digest(run: Mapping[str, Any] | None) -> str:
+    """How kamal-proxy was told to run, as a label on its container (numbers as the config has them)."""
+    def norm(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, Mapping):
+            return {k: norm(x) for k, x in v.items()}
+        return [norm(x) for x in v] if isinstance(v, (list, tuple)) else v
+    return hashlib.sha256(json.dumps(norm(dict(run or {})), sort_keys=True).encode()).hexdigest()[:16]

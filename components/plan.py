@@ -87,6 +87,7 @@ class DestinationPlan:
     proxies: dict[str, str]  # host -> kamal-proxy image, for hosts with a proxied role
     batches: tuple[tuple[ContainerSpec, ...], ...]  # containers in boot order, `boot.limit` hosts at a time
     urls: tuple[str, ...]
+    proxy_runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> its proxy.run, where set
 
     @property
     def containers(self) -> tuple[ContainerSpec, ...]:
@@ -108,6 +109,7 @@ def destination_plan(cfg: Deploy, owner: str, version: str) -> DestinationPlan:
         hosts=tuple(dict.fromkeys(cfg.all_hosts() + tuple(a.host for a in accessories))),
         volumes=destination_volumes(cfg), accessories=tuple(accessories),
         proxies={c.host: c.proxy.image for c in containers if c.proxy},
+        proxy_runs={c.host: c.proxy.run.model_dump() for c in containers if c.proxy and c.proxy.run},
         batches=batches, urls=tuple(urls))
 
 

@@ -74,13 +74,14 @@ class DestinationService(pulumi.ComponentResource):
         self._after = [*pre_connect, *self._hook("pre-deploy", deploy_trigger, shape.hosts, version, depends=[image],
                                                  secrets=True)]
         proxy_hosts = tuple(shape.proxies)
-        proxy_trigger = _digest(sorted(shape.proxies.items()))
+        proxy_trigger = _digest(sorted(shape.proxies.items()), sorted(shape.proxy_runs.items()))
         self._after += self._hook("pre-proxy-reboot", proxy_trigger, proxy_hosts, version) if proxy_hosts else []
         networks = {h: self._network(shape, h) for h in shape.hosts}
         volumes = {h: [self._volume(h, v) for v in names] for h, names in shape.volumes.items()}
         accessories, accessory_resources = self._accessories(shape, networks, volumes)
         lock = {"stack": owner, "timeout": cfg.lock_timeout}
-        proxies = {h: Proxy(f"{name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock},
+        proxies = {h: Proxy(f"{name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock,
+                                                  **({"run": shape.proxy_runs[h]} if h in shape.proxy_runs else {})},
                             self._child(h)) for h, img in shape.proxies.items()}
         if proxy_hosts:
             self._after += self._hook("post-proxy-reboot", proxy_trigger, proxy_hosts, version,

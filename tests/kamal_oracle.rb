@@ -66,6 +66,14 @@ def run_env(command)
   end
 end
 
+# How the host's kamal-proxy runs (proxy.run), nil where the config does not say
+def proxy_run_of(run)
+  return nil unless run
+  { "image" => run.image, "http_port" => run.http_port, "https_port" => run.https_port, "publish" => run.publish?,
+    "bind_ips" => Array(run.bind_ips), "log_max_size" => run.log_max_size, "metrics_port" => run.metrics_port,
+    "debug" => run.debug? ? true : false, "options" => options_of(Array(run.options_args).map(&:to_s)) }
+end
+
 def resolve(config)
   defaults = %w[service role destination]
   roles = config.roles.to_h do |role|
@@ -74,6 +82,7 @@ def resolve(config)
       "env" => role.hosts.to_h { |host| [ host, env_of(role.env(host), config.secrets) ] },
       "proxy" => role.running_proxy? ? proxy_of(role.proxy) : nil,
       "asset_path" => role.assets? ? role.asset_path : nil,
+      "proxy_run" => role.running_proxy? ? proxy_run_of(config.proxy_run(role.hosts.first)) : nil,
       "deploy_args" => role.running_proxy? ? role.proxy.deploy_command_args(target: "TARGET").map(&:to_s) : nil,
       "labels" => role.labels.to_h { |k, v| [ k.to_s, v.to_s ] }.except(*defaults),
       "run_env" => role.hosts.to_h { |host| [ host, run_env(Kamal::Commands::App.new(config, role: role, host: host).run) ] },

@@ -192,7 +192,23 @@ class ServersMapping(MapperBase):
                         refuse(f"{kp}.{hk}", "unknown Kamal key (Kamal 2.11 refuses it too)")
                 out["healthcheck"] = {k: v for k, v in value.items() if k in ("path", "interval", "timeout")}
             elif key == "run":
-                refuse(kp)
+                if not isinstance(value, dict):
+                    refuse(kp, "should be a hash")
+                    continue
+                run: dict[str, Any] = {}
+                for rk, rv in value.items():
+                    if rk in ("http_port", "https_port", "publish", "bind_ips", "log_max_size", "metrics_port",
+                              "debug"):
+                        run[rk] = rv
+                    elif rk == "options":
+                        run["options"] = self.run_options(rv, f"{kp}.options")
+                    elif rk not in ("registry", "repository", "version"):
+                        refuse(f"{kp}.{rk}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                if {"registry", "repository", "version"} & set(value):  # Kamal's image of kamal-proxy
+                    repository = "/".join(str(p) for p in (value.get("registry"), value.get("repository")
+                                                            or "basecamp/kamal-proxy") if p)
+                    out["image"] = f"{repository}:{value.get('version') or 'v0.9.2'}"
+                out["run"] = run
             else:
                 refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
         for key in ("deploy_timeout", "drain_timeout"):

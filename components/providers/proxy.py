@@ -47,8 +47,16 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
     t = target(props)
     c = hosts.client(t)
 
+    settings = payloads.proxy_run_digest(props.get("run"))
+
     def keeps(existing: dict[str, Any] | None) -> bool:
-        return existing is not None and (not upgrade or existing["Image"] == props["image"])
+        """What runs may stay: unless this stack's image changed (`upgrade`), or it sets how the proxy runs
+        (proxy.run) and the proxy runs otherwise."""
+        if existing is None:
+            return False
+        if props.get("run") and (existing.get("Labels") or {}).get(naming.PROXY_RUN_LABEL) != settings:
+            return False
+        return not upgrade or existing["Image"] == props["image"]
 
     # The image is on the host before anything is stopped: a new server has none, and an upgrade whose pull fails
     # leaves the running proxy serving. Pulled before the lock (it may take a while), and again under it if
@@ -70,13 +78,16 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
                 if existing is not None:
                     c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
                     c.remove_container(existing["Id"])
+                run = payloads.proxy_run(props.get("run"))
                 host_config = c.create_host_config(
-                    port_bindings={"80/tcp": [80], "443/tcp": [443]},
+                    port_bindings=run["port_bindings"],
                     binds=[f"{naming.PROXY_VOLUME}:/home/kamal-proxy/.config/kamal-proxy:rw"],
                     restart_policy=payloads.restart_policy("unless-stopped"), network_mode=naming.PROXY_NETWORK,
-                    log_config={"type": "json-file", "config": {"max-size": "10m"}})
-                cid = c.create_container(image=props["image"], name=naming.PROXY_CONTAINER, ports=[80, 443],
-                                         labels={naming.PROXY_LABEL: "true"}, host_config=host_config)["Id"]
+                    log_config={"type": "json-file", "config": {"max-size": run["log_max_size"]}},
+                    **run["host"])
+                labels = {naming.PROXY_LABEL: "true", **({naming.PROXY_RUN_LABEL: settings} if props.get("run") else {})}
+                cid = c.create_container(image=props["image"], name=naming.PROXY_CONTAINER, ports=run["ports"],
+                                         labels=labels, host_config=host_config, **run["container"])["Id"]
                 c.start(cid)
             running_image = c.inspect_container(cid)["Config"]["Image"]
         deadline = time.monotonic() + START_DEADLINE_S
@@ -96,7 +107,7 @@ class ProxyProvider(ResourceProvider):
                             outs=ensure_proxy(props, upgrade=False))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return exact_diff(olds, news, replace=(), update=("image",), replace_targets=False)
+        return exact_diff(olds, news, replace=(), update=("image", "run"), replace_targets=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(outs=ensure_proxy(news, upgrade=olds.get("image") != news["image"]))

@@ -61,6 +61,11 @@ DEPLOY = """\
       healthcheck:
         path: /up
         interval: 1
+      run:
+        log_max_size: 20m
+        metrics_port: 9090
+        options:
+          memory: 256m
     deploy_timeout: 20
     drain_timeout: 2
     retain_containers: 2
@@ -178,6 +183,16 @@ def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals
         run = d.exec_create(c["Id"], ["wget", "-qO-", "http://kshop-db:8080/"])
         reply = d.exec_start(run["Id"]).decode().strip()
         assert reply == f"db-on-{host}", reply
+
+
+def test_the_hosts_kamal_proxy_runs_as_proxy_run_says(bench, pair):
+    d = host_docker(bench.hosts[0])
+    proxy = d.inspect_container("kamal-proxy")
+    assert proxy["HostConfig"]["LogConfig"]["Config"] == {"max-size": "20m"}
+    assert proxy["HostConfig"]["Memory"] == 256 * 1024 * 1024
+    assert "--metrics-port=9090" in proxy["Config"]["Cmd"]
+    run = d.exec_create("kamal-proxy", ["kamal-proxy", "list"])
+    assert "kshop-web-staging" in d.exec_start(run["Id"]).decode()  # the routes lived through its restart
 
 
 def test_each_route_has_kamals_proxy_settings(bench, pair):

@@ -350,7 +350,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom", "accessories.mysql.registry",
         "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
-        "accessories.mysql.directories[1]", "accessories.mysql.network", "accessories.mysql.proxy", "proxy.run",
+        "accessories.mysql.directories[1]", "accessories.mysql.network", "accessories.mysql.proxy",
     }
     assert set(refusals(tmp_path / "a", deploy, "production", files=files)) == refused
     with pytest.raises(ConfigError) as err:  # not deployable without it: the image would come from elsewhere
@@ -374,6 +374,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     assert cfg.role_asset_path("web") == "/path/to/assets" and cfg.role_asset_path("workers") == "/public"
     assert cfg.container_logging("workers") == {"driver": "json-file", "options": {}}
     web = cfg.role_proxy("web")
+    assert web.run.http_port == 8080 and web.run.https_port == 443
     assert (web.ssl_redirect, web.forward_headers, web.strip_path_prefix, web.buffer_requests) == \
         (False, True, False, True)
     assert web.log_request_headers == ("Cache-Control",)

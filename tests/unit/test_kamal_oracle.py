@@ -75,6 +75,13 @@ def deploy_flags(args: list[str]) -> dict[str, list[str]]:
     return {**DEPLOY_DEFAULTS, **out}
 
 
+def proxy_run(p: config.Proxy | None) -> dict[str, Any] | None:
+    if p is None or p.run is None:
+        return None
+    run = p.run.model_dump()
+    return {"image": p.image, **run, "bind_ips": list(run["bind_ips"]), "options": options(run["options"])}
+
+
 def options(flags: Any) -> dict[str, Any]:
     """`docker run` flags: a flag given once is its value, also from a list of one."""
     return dict(flags or {})
@@ -111,6 +118,7 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                     "run_env": {h: kamal_run_env(specs[(name, h)].env) for h in role.hosts},
                     "logging": logging(specs[(name, role.hosts[0])].logging),
                     "asset_path": cfg.role_asset_path(name),
+                    "proxy_run": proxy_run(cfg.role_proxy(name)),
                     "deploy_args": deploy_flags(payloads.proxy_deploy_argv(
                         "route", "TARGET", specs[(name, role.hosts[0])].proxy.route_props())
                         + (["--error-pages", "pages"] if cfg.error_pages else [])
@@ -160,6 +168,7 @@ def theirs(k: dict[str, Any], app: Path) -> dict[str, Any]:
                     "proxy": r["proxy"] and {**r["proxy"], **{key: r["proxy"][key] or default
                                                                    for key, default in PROXY_DEFAULTS.items()}},
                     "run_env": {h: kamal_run_env(e) for h, e in r["run_env"].items()}, "options": options(r["options"]),
+                    "proxy_run": r["proxy_run"] and {**r["proxy_run"], "options": options(r["proxy_run"]["options"])},
                     "deploy_args": r["deploy_args"] and deploy_flags(r["deploy_args"])}
              for name, r in k["roles"].items()}
     # an accessory answers to its name in the config (shipyard's own) and to Kamal's name for it
@@ -240,6 +249,12 @@ OWN_APPS: dict[str, dict[str, str]] = {
               forward_headers: false
               buffering: {requests: false, memory: 5000000, max_request_body: 10000000}
               logging: {response_headers: [X-Request-Id]}
+              run:
+                metrics_port: 9191
+                log_max_size: 20m
+                bind_ips: [10.0.0.1]
+                registry: registry.example.com:5000
+                options: {memory: 256m}
             accessories:
               db:
                 image: postgres:16
@@ -317,7 +332,7 @@ def fixture_cases() -> list[tuple[str, str | None]]:
 OUT_OF_SCOPE = {"builder.driver"}  # a cloud builder is a Docker Build Cloud account; shipyard builds on a host
 # Kamal's features that are not built yet (asset bridging, error pages, the proxy's own run options): refused, each
 # naming its key, until they are
-NOT_YET = {"proxy.run", "accessories.mysql.proxy"}
+NOT_YET = {"accessories.mysql.proxy"}
 
 
 @pytest.fixture(scope="module")

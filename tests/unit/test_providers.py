@@ -151,6 +151,19 @@ def test_asset_bridging_mounts_one_directory_with_both_versions_assets(client, m
     assert f"{base}/volumes/web-v1:/app/public/assets" in binds
 
 
+def test_how_the_hosts_kamal_proxy_runs():
+    default = payloads.proxy_run(None)
+    assert default["port_bindings"] == {"80/tcp": [80], "443/tcp": [443]} and "command" not in default["container"]
+    assert default["log_max_size"] == "10m" and default["host"] == {}
+    run = payloads.proxy_run({"http_port": 8080.0, "https_port": 8443, "bind_ips": ["10.0.0.1"], "debug": True,
+                              "metrics_port": 9090.0, "log_max_size": "30m", "options": {"memory": "512m"}})
+    assert run["port_bindings"] == {"80/tcp": [("10.0.0.1", 8080)], "443/tcp": [("10.0.0.1", 8443)]}
+    assert run["container"]["command"] == ["kamal-proxy", "run", "--debug", "--metrics-port=9090"]
+    assert run["ports"] == [80, 443, 9090] and run["host"] == {"mem_limit": "512m"}
+    assert payloads.proxy_run({"publish": False})["port_bindings"] is None
+    assert payloads.proxy_run_digest({"metrics_port": 9090.0}) == payloads.proxy_run_digest({"metrics_port": 9090})
+
+
 def test_kamal_quoting_for_the_hosts_shell():
     assert payloads.host_shell_quoted('a ${HOME} $X `b` "q" \\z') == '"a ${HOME} \\$X \\`b\\` \\"q\\" \\\\z"'
     assert payloads.host_shell_values("BEGIN x \0\0END", 2) == [" x ", ""]
