@@ -53,6 +53,7 @@ class Deploy(Model):
     error_pages: str | None = None  # a directory of 4xx.html/5xx.html pages kamal-proxy serves for the app's routes
     # where a proxied role's image keeps its fingerprinted assets: both versions' are served during a rollout
     asset_path: str | None = Field(default=None, pattern=URL_PATH)
+    aliases: dict[str, str] = {}  # `shipyard NAME` runs this command line (Kamal's aliases: `app exec -i ...`)
 
     @field_validator("servers", mode="before")
     @classmethod

@@ -13,9 +13,9 @@ import sys
 from typing import Callable, Sequence
 
 from ..errors import DeployError
-from . import audit, deploy, details, execute, logs, maintenance, output, review, versions
+from . import audit, deploy, details, execute, logs, maintenance, output, review, upkeep, versions
 
-GROUPS = (details, logs, execute, versions, audit, deploy, review, maintenance)
+GROUPS = (details, logs, execute, versions, audit, deploy, review, maintenance, upkeep)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
     lock = _lock_module()
     if lock is not None:
         lock.register(sub, common)
+    ap.commands = frozenset(sub.choices)  # type: ignore[attr-defined]  # any other first word: an alias
     return ap
 
 
@@ -47,7 +48,12 @@ def _lock_module():
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in ap.commands:  # type: ignore[attr-defined]
+        from .aliases import resolve
+        argv = resolve(argv)
+    args = ap.parse_args(argv)
     args.paint = output.Painter(output.colour_enabled(sys.stdout) and not args.json)
     handler: Callable[..., int] = args.handler
     if getattr(args, "stackless", False):

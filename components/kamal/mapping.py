@@ -20,7 +20,7 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
     def run(self) -> dict[str, Any]:
         raw, out = self.raw, {}
         handled = {"service", "image", "servers", "registry", "builder", "env", "ssh", "proxy", "accessories", "logging",
-                   "error_pages_path", "asset_path",
+                   "error_pages_path", "asset_path", "aliases",
                    "volumes", "labels", "retain_containers", "deploy_timeout", "drain_timeout", "readiness_delay",
                    "boot", "primary_role", "require_destination", "secrets_path", "hooks_path", *NO_EFFECT}
         for key in raw:
@@ -65,6 +65,10 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
                     out["env_tags"] = {str(t): self.env(e, f"env.tags.{t}", root=False) for t, e in tags.items()}
         if "accessories" in raw:
             out["accessories"] = self.accessories(raw["accessories"], servers)
+        if "aliases" in raw:
+            aliases = self.strings(raw["aliases"], "aliases")
+            if aliases:
+                out["aliases"] = aliases
         if raw.get("asset_path"):
             out["asset_path"] = str(raw["asset_path"]).split(":", 1)[0]
         if raw.get("error_pages_path"):

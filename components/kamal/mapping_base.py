@@ -13,7 +13,7 @@ from .merge import join
 from .secrets import Secrets
 
 NOT_YET = "not supported yet"
-NO_EFFECT = frozenset({"aliases", "sshkit", "run_directory", "minimum_version", "hooks_output", "allow_empty_roles"})
+NO_EFFECT = frozenset({"sshkit", "run_directory", "minimum_version", "hooks_output", "allow_empty_roles"})
 
 
 def to_s(value: Any) -> str | None:

@@ -73,6 +73,7 @@ DEPLOY = """\
     asset_path: /www/assets
     aliases:
       shell: app exec --interactive --reuse "sh"
+      whereami: app exec --reuse env
     accessories:
       db:
         image: busybox:latest
@@ -225,6 +226,23 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
     assert [(r["role"], r["version"], r["current"]) for r in versions] == [("web", app_head(pair.dir), True)]
     # the app logs nothing: the command reads every container of the destination and ends (it hung before)
     assert shipyard(pair.dir, pair.env, "logs", "-s", "staging", "-n", "2", timeout=60).code == 0
+    # Kamal's aliases are shipyard subcommands
+    assert "KAMAL_DESTINATION=production" in shipyard(pair.dir, pair.env, "whereami", "-s", "production").out
+    # accessory reboot: the same container (its data with it) running again; prune: what retention keeps, kept
+    d = host_docker(bench.hosts[0])
+    (db,) = d.containers(filters={"label": ["service=kshop", "destination=staging", "accessory=db"]})
+    d.exec_start(d.exec_create(db["Id"], ["sh", "-c", "echo kept > /marker"])["Id"])
+    started = d.inspect_container(db["Id"])["State"]["StartedAt"]
+    shipyard(pair.dir, pair.env, "accessory", "reboot", "db", "-s", "staging")
+    after = d.inspect_container(db["Id"])
+    assert after["State"]["Running"] and after["State"]["StartedAt"] != started
+    assert d.exec_start(d.exec_create(db["Id"], ["cat", "/marker"])["Id"]).decode().strip() == "kept"
+    running = {c["Id"] for c in d.containers(filters={"label": ["service=kshop", "destination=staging"]})}
+    shipyard(pair.dir, pair.env, "prune", "-s", "staging")
+    assert {c["Id"] for c in d.containers(filters={"label": ["service=kshop", "destination=staging"]})} == running
+    stopped = d.containers(all=True, filters={"label": ["service=kshop", "destination=staging", "role=web"],
+                                              "status": "exited"})
+    assert len(stopped) <= 2  # retain_containers
     # a review app of it: the same file, staging's overlay and secrets, its own host name, gone after review down
     shipyard(pair.dir, pair.env, "review", "up", "pr1", "--from", "staging")
     try:

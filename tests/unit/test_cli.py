@@ -296,3 +296,30 @@ def test_maintenance_stops_every_proxied_route_or_one_roles_and_live_resumes(moc
     assert calls == [("10.0.0.3", ["kamal-proxy", "resume", cfg.route_name("admin")])]
     with pytest.raises(ConfigError, match="--role: 'jobs' has no route in stack staging: use one of web, admin"):
         maintenance.routes(ctx, "jobs")
+
+
+def test_prune_keeps_each_roles_current_container_and_retention_on_every_host(mocker):
+    from types import SimpleNamespace
+
+    from components.cli import upkeep
+    cfg = config.load(BASE, stack="staging")
+    ctx = SimpleNamespace(cfg=cfg, name="staging", owner="o/p/staging", outputs=OUTPUTS,
+                          target=lambda h: SSHTarget(host=h), label_filters=lambda: ["destination=staging"])
+    mocker.patch("components.hosts.client")
+    after = mocker.patch("components.cli.upkeep.after_rollout", return_value=set())
+    pruned = mocker.patch("components.cli.upkeep.prune_images")
+    upkeep.prune(ctx, SimpleNamespace())
+    kept = sorted((call.args[1]["target"]["host"], call.args[1]["role"], call.args[2], call.args[1]["proxy"])
+                  for call in after.call_args_list)
+    assert kept == [("10.0.0.2", "web", "a1", True), ("10.0.0.3", "jobs", "a3", False), ("10.0.0.3", "web", "a2", True)]
+    assert all(call.args[1]["retain"] == 5 for call in after.call_args_list) and pruned.call_count == 2
+
+
+def test_kamal_aliases_expand_to_the_shipyard_command_that_does_the_same():
+    from components.cli.aliases import expand
+    assert expand("console", 'app exec -i --reuse "bin/rails console"', ["-s", "prod"]) == \
+        ["exec", "-s", "prod", "-i", "--reuse", "bin/rails console"]
+    assert expand("web-logs", "app logs --roles=web", []) == ["logs", "--role=web"]
+    assert expand("back", "rollback", ["abc123"]) == ["rollback", "abc123"]
+    with pytest.raises(ConfigError, match=r"^aliases.boot: `server bootstrap` is no Kamal command shipyard runs"):
+        expand("boot", "server bootstrap", [])
