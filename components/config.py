@@ -76,16 +76,16 @@ class Deploy(Model):
     @model_validator(mode="after")
     def _one_proxy_run_per_host(self) -> "Deploy":
         runs: dict[str, tuple[str, Any]] = {}
-        for name, role in self.servers.items():
-            proxy = self.role_proxy(name)
-            if proxy is None:
-                continue
-            for host in role.hosts:
-                seen = runs.setdefault(host, (name, proxy.run))
+        users = [(f"role {name}", f"servers.{name}.proxy.run" if role.proxy else "proxy.run", self.role_proxy(name),
+                  role.hosts) for name, role in self.servers.items()]
+        users += [(f"accessory {name}", f"accessories.{name}.proxy.run", acc.proxy, acc.all_hosts())
+                  for name, acc in self.accessories.items()]
+        for who, where, proxy, on in users:
+            for host in on if proxy is not None and proxy.run is not None else ():  # none set: no say, as in Kamal
+                seen = runs.setdefault(host, (who, proxy.run))
                 if seen[1] != proxy.run:
-                    where = f"servers.{name}.proxy.run" if role.proxy else "proxy.run"
-                    raise _PathError(where, f"host {host} runs one kamal-proxy, and role {seen[0]} sets it "
-                                            f"otherwise: give both roles the same proxy.run")
+                    raise _PathError(where, f"host {host} runs one kamal-proxy, and {seen[0]} sets it otherwise: "
+                                            f"give both the same proxy.run")
         return self
 
     @model_validator(mode="after")

@@ -308,6 +308,7 @@ class Accessory(Model):
     labels: dict[str, str] = {}
     service: Name | None = None  # also reachable by this name on the destination's network (Kamal's `service`)
     options: RunOptions = {}
+    proxy: Proxy | None = None  # served through kamal-proxy on its host names, as a role is
 
     @model_validator(mode="after")
     def _some_host(self) -> "Accessory":

@@ -71,6 +71,8 @@ class AccessorySpec:
     aliases: tuple[str, ...]  # its names on the destination's network
     options: Mapping[str, Any] = field(default_factory=dict)
     logging: Mapping[str, Any] | None = None
+    proxy: Proxy | None = None  # served through kamal-proxy (its route: `proxy_service`)
+    proxy_service: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ def destination_plan(cfg: Deploy, owner: str, version: str) -> DestinationPlan:
         network=naming.network_name(cfg.service, cfg.destination),
         hosts=tuple(dict.fromkeys(cfg.all_hosts() + tuple(a.host for a in accessories))),
         volumes=destination_volumes(cfg), accessories=tuple(accessories),
-        proxies={c.host: c.proxy.image for c in containers if c.proxy},
+        proxies={**{a.host: a.proxy.image for a in accessories if a.proxy},
+                 **{c.host: c.proxy.image for c in containers if c.proxy}},
         proxy_runs={c.host: c.proxy.run.model_dump() for c in containers if c.proxy and c.proxy.run},
         batches=batches, urls=tuple(urls))
 
@@ -136,6 +139,8 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
                 state_dir=f"{naming.destination_dir(cfg.service, cfg.destination)}/{name}",
                 aliases=tuple(dict.fromkeys((name, *kamal_names))),
                 options=dict(acc.options), logging=cfg.container_logging(None),
+                proxy=kamal_proxy(acc.proxy) if cfg.kamal_app else acc.proxy, proxy_service=naming.proxy_service(cfg.service, name, cfg.destination)
+                if acc.proxy else None,
             ))
     return specs
 

@@ -78,7 +78,6 @@ class DestinationService(pulumi.ComponentResource):
         self._after += self._hook("pre-proxy-reboot", proxy_trigger, proxy_hosts, version) if proxy_hosts else []
         networks = {h: self._network(shape, h) for h in shape.hosts}
         volumes = {h: [self._volume(h, v) for v in names] for h, names in shape.volumes.items()}
-        accessories, accessory_resources = self._accessories(shape, networks, volumes)
         lock = {"stack": owner, "timeout": cfg.lock_timeout}
         proxies = {h: Proxy(f"{name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock,
                                                   **({"run": shape.proxy_runs[h]} if h in shape.proxy_runs else {})},
@@ -86,6 +85,11 @@ class DestinationService(pulumi.ComponentResource):
         if proxy_hosts:
             self._after += self._hook("post-proxy-reboot", proxy_trigger, proxy_hosts, version,
                                       depends=list(proxies.values()))
+        self._accessory_containers: dict[str, Container] = {}
+        accessories, accessory_resources = self._accessories(shape, networks, volumes, proxies)
+        # accessories behind the proxy: a route each, switched once the accessory runs
+        accessory_resources += [self._accessory_route(acc, proxies[acc.host], lock)
+                                for acc in shape.accessories if acc.proxy]
         containers: dict[str, dict[str, dict[str, pulumi.Output[str]]]] = {}
         # one rollout per boot batch: every role's new container of the batch, then `start` (the workers), then
         # the routes, then `retire` (what ran before); the next batch begins after it (`providers.rollout`)
@@ -249,7 +253,8 @@ class DestinationService(pulumi.ComponentResource):
                       self._child(host, retain_on_delete=not self._cfg.delete_volumes_on_destroy))
 
     def _accessories(self, shape: plan.DestinationPlan, networks: dict[str, Network],
-                     volumes: dict[str, list[Volume]]) -> tuple[dict[str, Any], list[pulumi.Resource]]:
+                     volumes: dict[str, list[Volume]], proxies: dict[str, Proxy]
+                     ) -> tuple[dict[str, Any], list[pulumi.Resource]]:
         outputs: dict[str, dict[str, Any]] = {}
         resources: list[pulumi.Resource] = []
         for acc in shape.accessories:
@@ -258,15 +263,18 @@ class DestinationService(pulumi.ComponentResource):
                 "image": acc.image, "cmd": list(acc.cmd) if acc.cmd else None, "env": acc.env,
                 "secret_env": self._secret_env(acc.secret_env),
                 "ports": [p.model_dump() for p in acc.ports], "volumes": list(acc.volumes),
-                "restart": "unless-stopped", "network": shape.network, "extra_networks": None,
+                "restart": "unless-stopped", "network": shape.network,
+                "extra_networks": [naming.PROXY_NETWORK] if acc.proxy else None,
                 "aliases": list(acc.aliases), "registry_auth": self._registry_auth(), "state_dir": acc.state_dir,
                 "files": [{"local": str((self._project_dir / local).resolve()), "target": remote,
                            "hash": source.file_hash(self._project_dir / local)} for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
                 "exclusive": True, "retain": 1, "proxy": None, "running": True, **self._host_shell(acc.env),
                 **self._run_settings(acc),
-            }, self._child(acc.host, depends_on=[networks[acc.host], *volumes.get(acc.host, [])]))
+            }, self._child(acc.host, depends_on=[networks[acc.host], *volumes.get(acc.host, []),
+                                                 *([proxies[acc.host]] if acc.proxy else [])]))
             resources.append(res)
+            self._accessory_containers[acc.resource_name] = res
             outputs.setdefault(acc.accessory, {})[acc.host] = {
                 "hostname": acc.accessory, "network": shape.network, "container": acc.name, "id": res.container_id,
                 "port": acc.ports[0].container_port if acc.ports else None}
@@ -351,6 +359,15 @@ class DestinationService(pulumi.ComponentResource):
             return {}
         directory = (self._project_dir / self._cfg.error_pages).resolve()
         return {"error_pages": {"local": str(directory), "hash": source.pages_hash(source.error_pages(directory))}}
+
+    def _accessory_route(self, acc: plan.AccessorySpec, proxy: Proxy, lock: dict[str, Any]) -> ProxyRoute:
+        container = self._accessory_containers[acc.resource_name]
+        return ProxyRoute(f"{self._name}-accessory-{acc.accessory}-route@{acc.host}", {
+            **self._common(acc.host), "service": acc.proxy_service, "role": acc.role, "labels": self._labels(),
+            "upstream": pulumi.Output.concat(acc.name, ":", str(acc.proxy.app_port)),
+            "container_id": container.container_id, "proxy": acc.proxy.route_props(), "lock": lock,
+            "takeover": None,
+        }, self._child(acc.host, depends_on=[container, proxy]))
 
     def _takeover(self, role: str) -> dict[str, Any] | None:
         """What a takeover of Kamal's deployment needs on the host: Kamal's destination and the role."""

@@ -84,6 +84,8 @@ def _review_of(base: dict[str, Any], name: str) -> dict[str, Any]:
         _own_volumes(role)
     for acc in (cfg.get("accessories") or {}).values():
         acc.pop("port", None)
+        if (acc.get("proxy") or {}).get("hosts"):  # an accessory behind the proxy: its own host name too
+            acc["proxy"]["hosts"] = [f"{name}.{acc['proxy']['hosts'][0]}"]
         _own_volumes(acc)
     return cfg
 

@@ -74,7 +74,12 @@ class AccessoriesMapping(MapperBase):
                     acc["service"] = to_s(value)  # Kamal's container name for it, which the app may use
                 elif key == "options":
                     acc["options"] = self.run_options(value, kp)
-                elif key in ("network", "proxy"):
+                elif key == "proxy":
+                    if isinstance(value, dict):
+                        acc["proxy"] = self.proxy(value, kp, report=True)
+                    else:
+                        self.refuse(kp, "should be a hash")
+                elif key == "network":
                     self.refuse(kp)
                 else:
                     self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")

@@ -78,7 +78,7 @@ DEPLOY = """\
       db:
         image: busybox:latest
         host: <%= ENV["KSHOP_HOST"] %>
-        cmd: sh -c 'mkdir -p /w && echo db-on-$KAMAL_HOST > /w/index.html && httpd -p 8080 -h /w && trap "exit 0" TERM && while :; do sleep 1; done'
+        cmd: sh -c 'mkdir -p /w && echo db-on-$KAMAL_HOST > /w/index.html && echo ok > /w/up && httpd -p 8080 -h /w && trap "exit 0" TERM && while :; do sleep 1; done'
         options:
           memory: 64m
     logging:
@@ -101,7 +101,9 @@ def write_app(proj: Path, registry: str) -> None:
     cert, key = certificate(proj)
     files = {
         "config/deploy.yml": DEPLOY.replace("{registry}", registry),
-        "config/deploy.staging.yml": f"proxy:\n  host: {NAMES['staging']}\n",
+        "config/deploy.staging.yml": f"proxy:\n  host: {NAMES['staging']}\n"
+                                     f"accessories:\n  db:\n    proxy:\n      host: db.{NAMES['staging']}\n"
+                                     f"      app_port: 8080\n",
         "config/deploy.production.yml": f"proxy:\n  host: {NAMES['production']}\n  forward_headers: false\n"
                                         f"  buffering:\n    max_request_body: 1000000\n"
                                         f"  ssl:\n    certificate_pem: CERT_PEM\n    private_key_pem: KEY_PEM\n"
@@ -181,6 +183,11 @@ def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals
         assert d.inspect_container(c["Id"])["HostConfig"]["LogConfig"]["Config"] == {"max-size": "5m"}
         (db,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "accessory=db"]})
         assert d.inspect_container(db["Id"])["HostConfig"]["Memory"] == 64 * 1024 * 1024  # options: {memory: 64m}
+        # and through kamal-proxy on its own host name (an accessory's proxy), staging's only
+        if dest == "staging":
+            req = urllib.request.Request(f"http://{host}/", headers={"Host": f"db.{NAMES['staging']}"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                assert resp.read().decode().strip() == f"db-on-{host}"
         run = d.exec_create(c["Id"], ["wget", "-qO-", "http://kshop-db:8080/"])
         reply = d.exec_start(run["Id"]).decode().strip()
         assert reply == f"db-on-{host}", reply

@@ -350,7 +350,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom", "accessories.mysql.registry",
         "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
-        "accessories.mysql.directories[1]", "accessories.mysql.network", "accessories.mysql.proxy",
+        "accessories.mysql.directories[1]", "accessories.mysql.network",
     }
     assert set(refusals(tmp_path / "a", deploy, "production", files=files)) == refused
     with pytest.raises(ConfigError) as err:  # not deployable without it: the image would come from elsewhere

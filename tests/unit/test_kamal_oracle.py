@@ -132,6 +132,10 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                           "run_env": {h: kamal_run_env(accessory_specs[(name, h)].env) for h in a.all_hosts()},
                           "logging": logging(accessory_specs[(name, a.all_hosts()[0])].logging),
                           "options": options(accessory_specs[(name, a.all_hosts()[0])].options),
+                          "proxy": proxy(a.proxy),
+                          "deploy_args": deploy_flags(payloads.proxy_deploy_argv(
+                              "route", "TARGET", accessory_specs[(name, a.all_hosts()[0])].proxy.route_props()))
+                          if a.proxy else None,
                           "mounts": sorted(m.split(":")[1] for m in (*a.files, *a.directories, *a.volumes))}
                    for name, a in cfg.accessories.items()}
     registry = cfg.registry
@@ -174,6 +178,9 @@ def theirs(k: dict[str, Any], app: Path) -> dict[str, Any]:
     # an accessory answers to its name in the config (shipyard's own) and to Kamal's name for it
     accessories = {name: {**{key: v for key, v in a.items() if key != "service_name"},
                           "cmd": argv(a["cmd"]), "env": {"secret": a["env"]["secret"]}, "options": options(a["options"]),
+                          "proxy": a["proxy"] and {**a["proxy"], **{key: a["proxy"][key] or default
+                                                                     for key, default in PROXY_DEFAULTS.items()}},
+                          "deploy_args": a["deploy_args"] and deploy_flags(a["deploy_args"]),
                           "run_env": {h: kamal_run_env(e) for h, e in a["run_env"].items()},
                           "port": a["port"] and str(a["port"]), "mounts": sorted(a["mounts"]),
                           "names": list(dict.fromkeys([name, a["service_name"]]))}
