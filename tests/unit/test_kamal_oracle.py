@@ -337,9 +337,6 @@ def fixture_cases() -> list[tuple[str, str | None]]:
 
 # Kamal keys this project leaves out of scope, with why (README: the Kamal-key table)
 OUT_OF_SCOPE = {"builder.driver"}  # a cloud builder is a Docker Build Cloud account; shipyard builds on a host
-# Kamal's features that are not built yet (asset bridging, error pages, the proxy's own run options): refused, each
-# naming its key, until they are
-NOT_YET = {"accessories.mysql.proxy"}
 
 
 @pytest.fixture(scope="module")
@@ -372,6 +369,6 @@ def test_a_fixture_maps_to_what_kamal_resolves(fixtures, case):
         cfg = read(app, case[1])
     except ConfigError as exc:
         refused = {line.split(": ", 1)[0] for line in str(exc).splitlines()[1:]}
-        assert refused <= OUT_OF_SCOPE | NOT_YET, f"Kamal accepts this config; shipyard refused:\n{exc}"
+        assert refused <= OUT_OF_SCOPE, f"Kamal accepts this config; shipyard refused:\n{exc}"
         return
     assert ours(cfg, app) == theirs(answer, app)
