@@ -4,6 +4,7 @@ containers and routes on every host - declared in one walk over the destination'
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,6 +13,7 @@ import pulumi
 from . import naming, payloads, plan, source
 from .config import Deploy
 from .hosts import SSHTarget
+from .kamal.erb import render_ruby
 from .providers import HOOKS, Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
 
 
@@ -266,8 +268,7 @@ class DestinationService(pulumi.ComponentResource):
                 "restart": "unless-stopped", "network": shape.network,
                 "extra_networks": [naming.PROXY_NETWORK] if acc.proxy else None,
                 "aliases": list(acc.aliases), "registry_auth": self._registry_auth(), "state_dir": acc.state_dir,
-                "files": [{"local": str((self._project_dir / local).resolve()), "target": remote,
-                           "hash": source.file_hash(self._project_dir / local)} for local, remote in acc.files],
+                "files": [self._accessory_file(acc, local, remote) for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
                 "exclusive": True, "retain": 1, "proxy": None, "running": True, **self._host_shell(acc.env),
                 **self._run_settings(acc),
@@ -359,6 +360,17 @@ class DestinationService(pulumi.ComponentResource):
             return {}
         directory = (self._project_dir / self._cfg.error_pages).resolve()
         return {"error_pages": {"local": str(directory), "hash": source.pages_hash(source.error_pages(directory))}}
+
+    def _accessory_file(self, acc: plan.AccessorySpec, local: str, remote: str) -> dict[str, Any]:
+        """An accessory file to upload: by its path and hash; a Kamal app's `*.erb` file rendered as Kamal renders
+        it - Ruby's ERB with the accessory's env (its secrets too) in ENV - and carried as a secret."""
+        path = (self._project_dir / local).resolve()
+        if not (self._cfg.kamal_app and local.endswith("erb")):
+            return {"local": str(path), "target": remote, "hash": source.file_hash(path)}
+        env = {**acc.env, **{k: self._cfg.secrets[k] for k in acc.secret_env}}
+        text = render_ruby(path.read_text(), local, env, path.parent, shutil.which("ruby") or "ruby")
+        digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+        return {"local": str(path), "target": remote, "hash": digest, "content": pulumi.Output.secret(text)}
 
     def _accessory_route(self, acc: plan.AccessorySpec, proxy: Proxy, lock: dict[str, Any]) -> ProxyRoute:
         container = self._accessory_containers[acc.resource_name]

@@ -108,9 +108,7 @@ class AccessoriesMapping(MapperBase):
     def files(self, conf: Any, path: str) -> list[str]:
         out = []
         for i, local, remote, options in self._paths(conf, path):
-            if local.endswith("erb"):
-                self.refuse(f"{path}[{i}]", f"{NOT_YET}: ERB templates as accessory files")
-            elif options not in (None, "ro"):
+            if options not in (None, "ro"):
                 self.refuse(f"{path}[{i}]", f"{NOT_YET}: mount options ({options}); files are mounted read-only")
             else:
                 out.append(f"{self.rel(local)}:{remote}")

@@ -356,7 +356,8 @@ class ContainerProvider(ResourceProvider):
         for i, f in enumerate(props.get("files") or []):
             # by content: the container this one replaces keeps its own file, should it have to start again
             remote = f"{base}/files/{i}-{f['hash'].split(':')[-1][:12]}-{Path(f['local']).name}"
-            hostfiles.write_file(t, remote, Path(f["local"]).read_bytes(), mode=0o644)
+            data = f["content"].encode() if f.get("content") is not None else Path(f["local"]).read_bytes()
+            hostfiles.write_file(t, remote, data, mode=0o644)
             binds.append(f"{remote}:{f['target']}:ro")
         for d in props.get("directories") or []:
             hostfiles.make_dir(t, f"{base}/{d['name']}")
@@ -433,6 +434,7 @@ class Container(Resource, module="shipyard", name="Container"):
     name: pulumi.Output[str]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        rendered = any(isinstance(f, dict) and "content" in f for f in props.get("files") or [])  # may hold secrets
+        secret = ["secret_env", "registry_auth", *(["files"] if rendered else [])]
         super().__init__(ContainerProvider(), name, {**props, "container_id": None},
-                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                             additional_secret_outputs=["secret_env", "registry_auth"])))
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=secret)))

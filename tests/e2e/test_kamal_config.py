@@ -81,6 +81,13 @@ DEPLOY = """\
         cmd: sh -c 'mkdir -p /w && echo db-on-$KAMAL_HOST > /w/index.html && echo ok > /w/up && httpd -p 8080 -h /w && trap "exit 0" TERM && while :; do sleep 1; done'
         options:
           memory: 64m
+        env:
+          clear:
+            DB_USER: kshop
+          secret:
+            - GREETING
+        files:
+          - config/db.conf.erb:/etc/db.conf
     logging:
       options:
         max-size: 5m
@@ -118,6 +125,7 @@ def write_app(proj: Path, registry: str) -> None:
         "Dockerfile": "FROM busybox:latest\nCOPY start.sh /start.sh\nCOPY assets /www/assets\nEXPOSE 80\n"
                       "CMD [\"/bin/sh\", \"/start.sh\"]\n",
         "assets/app-1.css": "body { color: black }\n",
+        "config/db.conf.erb": "user=<%= ENV['DB_USER'] %> greeting=<%= ENV.fetch('GREETING') %>\n",
     }
     for rel, text in files.items():
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +247,9 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
     d = host_docker(bench.hosts[0])
     (db,) = d.containers(filters={"label": ["service=kshop", "destination=staging", "accessory=db"]})
     d.exec_start(d.exec_create(db["Id"], ["sh", "-c", "echo kept > /marker"])["Id"])
+    # its file rendered from ERB with its env, as Kamal renders a *.erb accessory file
+    conf = d.exec_start(d.exec_create(db["Id"], ["cat", "/etc/db.conf"])["Id"]).decode().strip()
+    assert conf == f"user=kshop greeting={SECRET['staging']}"
     started = d.inspect_container(db["Id"])["State"]["StartedAt"]
     shipyard(pair.dir, pair.env, "accessory", "reboot", "db", "-s", "staging")
     after = d.inspect_container(db["Id"])

@@ -349,7 +349,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
         "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom", "accessories.mysql.registry",
-        "accessories.mysql.files[0]", "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
+        "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
         "accessories.mysql.directories[1]", "accessories.mysql.network",
     }
     assert set(refusals(tmp_path / "a", deploy, "production", files=files)) == refused
