@@ -309,6 +309,7 @@ class Accessory(Model):
     service: Name | None = None  # also reachable by this name on the destination's network (Kamal's `service`)
     options: RunOptions = {}
     proxy: Proxy | None = None  # served through kamal-proxy on its host names, as a role is
+    network: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a Docker network to join too
 
     @model_validator(mode="after")
     def _some_host(self) -> "Accessory":

@@ -73,6 +73,7 @@ class AccessorySpec:
     logging: Mapping[str, Any] | None = None
     proxy: Proxy | None = None  # served through kamal-proxy (its route: `proxy_service`)
     proxy_service: str | None = None
+    networks: tuple[str, ...] = ()  # joined besides the destination's
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
                 state_dir=f"{naming.destination_dir(cfg.service, cfg.destination)}/{name}",
                 aliases=tuple(dict.fromkeys((name, *kamal_names))),
                 options=dict(acc.options), logging=cfg.container_logging(None),
+                networks=tuple(dict.fromkeys([*([naming.PROXY_NETWORK] if acc.proxy else []),
+                                              *([acc.network] if acc.network else [])])),
                 proxy=kamal_proxy(acc.proxy) if cfg.kamal_app else acc.proxy, proxy_service=naming.proxy_service(cfg.service, name, cfg.destination)
                 if acc.proxy else None,
             ))

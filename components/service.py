@@ -266,7 +266,7 @@ class DestinationService(pulumi.ComponentResource):
                 "secret_env": self._secret_env(acc.secret_env),
                 "ports": [p.model_dump() for p in acc.ports], "volumes": list(acc.volumes),
                 "restart": "unless-stopped", "network": shape.network,
-                "extra_networks": [naming.PROXY_NETWORK] if acc.proxy else None,
+                "extra_networks": list(acc.networks) or None,
                 "aliases": list(acc.aliases), "registry_auth": self._registry_auth(), "state_dir": acc.state_dir,
                 "files": [self._accessory_file(acc, local, remote) for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],

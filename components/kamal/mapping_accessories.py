@@ -80,7 +80,7 @@ class AccessoriesMapping(MapperBase):
                     else:
                         self.refuse(kp, "should be a hash")
                 elif key == "network":
-                    self.refuse(kp)
+                    acc["network"] = to_s(value)  # joined as well: apps keep reaching it on the destination's
                 else:
                     self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
             out[str(name)] = acc

@@ -350,7 +350,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom", "accessories.mysql.registry",
         "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
-        "accessories.mysql.directories[1]", "accessories.mysql.network",
+        "accessories.mysql.directories[1]",
     }
     assert set(refusals(tmp_path / "a", deploy, "production", files=files)) == refused
     with pytest.raises(ConfigError) as err:  # not deployable without it: the image would come from elsewhere
@@ -372,6 +372,10 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     assert cfg.accessories["by_role"].all_hosts() == ("172.1.0.3", "172.1.0.4")
     assert cfg.servers["workers"].options == {"memory": "2g"} and cfg.accessories["mysql"].options == {"cpus": "2"}
     assert cfg.role_asset_path("web") == "/path/to/assets" and cfg.role_asset_path("workers") == "/public"
+    assert cfg.accessories["mysql"].network == "custom"
+    from components import plan
+    (mysql,) = [a for a in plan.accessory_specs(cfg, "o/p") if a.accessory == "mysql"]
+    assert mysql.networks == ("kamal", "custom")  # behind the proxy, and the network it names
     assert cfg.container_logging("workers") == {"driver": "json-file", "options": {}}
     web = cfg.role_proxy("web")
     assert web.run.http_port == 8080 and web.run.https_port == 443
