@@ -310,6 +310,7 @@ class Accessory(Model):
     options: RunOptions = {}
     proxy: Proxy | None = None  # served through kamal-proxy on its host names, as a role is
     network: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a Docker network to join too
+    registry: Registry | None = None  # where `image` comes from, with its own login (not the stack's registry)
 
     @model_validator(mode="after")
     def _some_host(self) -> "Accessory":

@@ -192,9 +192,10 @@ class DestinationService(pulumi.ComponentResource):
         values = {k: self._cfg.secrets[k] for k in names}
         return pulumi.Output.secret(values) if values else None
 
-    def _registry_auth(self) -> pulumi.Output[dict[str, str]] | None:
-        """The stack's registry credentials, for accessory images pulled from that registry."""
-        r = self._cfg.registry
+    def _registry_auth(self, own: Any = None) -> pulumi.Output[dict[str, str]] | None:
+        """An accessory's registry credentials: its own registry's (`own`), else the stack's, for images pulled
+        from that registry."""
+        r = own or self._cfg.registry
         if r is None or not r.username:
             return None
         return pulumi.Output.secret({"server": r.server, "username": r.username, "password": r.password})
@@ -260,6 +261,7 @@ class DestinationService(pulumi.ComponentResource):
         outputs: dict[str, dict[str, Any]] = {}
         resources: list[pulumi.Resource] = []
         for acc in shape.accessories:
+            cfg_acc = self._cfg.accessories[acc.accessory]
             res = Container(f"{self._name}-accessory-{acc.resource_name}", {
                 **self._common(acc.host), "role": acc.role, "name": acc.name, "labels": acc.labels,
                 "image": acc.image, "cmd": list(acc.cmd) if acc.cmd else None, "env": acc.env,
@@ -267,7 +269,8 @@ class DestinationService(pulumi.ComponentResource):
                 "ports": [p.model_dump() for p in acc.ports], "volumes": list(acc.volumes),
                 "restart": "unless-stopped", "network": shape.network,
                 "extra_networks": list(acc.networks) or None,
-                "aliases": list(acc.aliases), "registry_auth": self._registry_auth(), "state_dir": acc.state_dir,
+                "aliases": list(acc.aliases), "registry_auth": self._registry_auth(cfg_acc.registry),
+                "state_dir": acc.state_dir,
                 "files": [self._accessory_file(acc, local, remote) for local, remote in acc.files],
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
                 "exclusive": True, "retain": 1, "proxy": None, "running": True, **self._host_shell(acc.env),

@@ -93,6 +93,8 @@ def resolve(config)
     [ acc.name, {
       "image" => acc.image, "hosts" => acc.hosts, "port" => acc.port, "cmd" => acc.cmd,
       "service_name" => acc.service_name,
+      "registry" => acc.registry && { "server" => acc.registry.server, "username" => acc.registry.username,
+                                      "password" => acc.registry.password },
       "proxy" => acc.running_proxy? ? proxy_of(acc.proxy) : nil,
       "deploy_args" => acc.running_proxy? ? acc.proxy.deploy_command_args(target: "TARGET").map(&:to_s) : nil,
       "logging" => logging_of(config.logging_args.map(&:to_s)), "options" => options_of(acc.option_args.map(&:to_s)),

@@ -65,11 +65,9 @@ class AccessoriesMapping(MapperBase):
                     if binds:
                         acc["volumes"] = acc.get("volumes", []) + binds
                 elif key == "registry":
-                    image = to_s(ac.get("image")) or "its image"
-                    self.refuse(kp, f"{NOT_YET}: an accessory's own registry; without it {image} would come from "
-                                    f"Docker Hub instead, so it cannot be ignored: name the registry in image "
-                                    f"(registry.example.com/team/db:1), as the stack's registry login reaches it",
-                                ignorable=False)
+                    registry = self.registry(value, kp)  # its own login: the image comes from there
+                    if registry is not None:
+                        acc["registry"] = registry
                 elif key == "service":
                     acc["service"] = to_s(value)  # Kamal's container name for it, which the app may use
                 elif key == "options":

@@ -14,14 +14,15 @@ class BuildMapping(MapperBase):
     def local_registry(conf: Any) -> bool:
         return isinstance(conf, dict) and bool(re.match(r"^localhost[:$]", str(conf.get("server") or "")))
 
-    def registry(self, conf: Any) -> dict[str, Any] | None:
+    def registry(self, conf: Any, path: str = "registry") -> dict[str, Any] | None:
+        """The stack's registry (`registry`), or an accessory's own (`path`: accessories.NAME.registry)."""
         if conf is None:
             return None
         if not isinstance(conf, dict):
-            self.refuse("registry", "should be a hash")
+            self.refuse(path, "should be a hash")
             return None
-        self.unknown(conf, ("server", "username", "password"), "registry")
-        if self.local_registry(conf):
+        self.unknown(conf, ("server", "username", "password"), path)
+        if path == "registry" and self.local_registry(conf):
             return None  # no registry: shipyard streams the image from the build host to the others
         out: dict[str, Any] = {"server": to_s(conf.get("server")) or "docker.io"}
         for key in ("username", "password"):
@@ -30,20 +31,21 @@ class BuildMapping(MapperBase):
                 continue
             if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
                 stacked = (self.stack.get("registry") or {}).get(key) if isinstance(self.stack.get("registry"),
-                                                                                   dict) else None
+                                                                                   dict) and path == "registry" \
+                    else None
                 if stacked is None:
-                    value = self.secret(value[0], f"registry.{key}")
+                    value = self.secret(value[0], f"{path}.{key}")
                     if value is None:
                         continue
                     if not value:  # `X=$X` in the secrets file, with X unset where this runs
-                        self.refuse(f"registry.{key}", f"secret {conf[key][0]} is empty (in "
-                                                       f"{', '.join(self.secrets.names)}): set what it reads from "
-                                                       f"before deploying")
+                        self.refuse(f"{path}.{key}", f"secret {conf[key][0]} is empty (in "
+                                                     f"{', '.join(self.secrets.names)}): set what it reads from "
+                                                     f"before deploying")
                         continue
                 else:
                     value = stacked
             elif to_s(value) is None:
-                self.refuse(f"registry.{key}", "should be a string or an array with one secret name")
+                self.refuse(f"{path}.{key}", "should be a string or an array with one secret name")
                 continue
             out[key] = to_s(value)
         return out

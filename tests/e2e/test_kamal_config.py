@@ -76,7 +76,12 @@ DEPLOY = """\
       whereami: app exec --reuse env
     accessories:
       db:
-        image: busybox:latest
+        image: library/busybox:latest
+        registry:
+          server: {registry}
+          username: deployer
+          password:
+            - KAMAL_REGISTRY_PASSWORD
         host: <%= ENV["KSHOP_HOST"] %>
         cmd: sh -c 'mkdir -p /w && echo db-on-$KAMAL_HOST > /w/index.html && echo ok > /w/up && httpd -p 8080 -h /w && trap "exit 0" TERM && while :; do sleep 1; done'
         options:
@@ -191,6 +196,8 @@ def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals
         assert d.inspect_container(c["Id"])["HostConfig"]["LogConfig"]["Config"] == {"max-size": "5m"}
         (db,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "accessory=db"]})
         assert d.inspect_container(db["Id"])["HostConfig"]["Memory"] == 64 * 1024 * 1024  # options: {memory: 64m}
+        # its image from its own registry, pulled with its login
+        assert f"{bench.auth_registry}/library/busybox:latest" in d.inspect_image(db["ImageID"])["RepoTags"]
         # and through kamal-proxy on its own host name (an accessory's proxy), staging's only
         if dest == "staging":
             req = urllib.request.Request(f"http://{host}/", headers={"Host": f"db.{NAMES['staging']}"})

@@ -348,18 +348,11 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     refused = {
         "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
-        "builder.sbom", "accessories.mysql.registry",
+        "builder.sbom",
         "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
         "accessories.mysql.directories[1]",
     }
     assert set(refusals(tmp_path / "a", deploy, "production", files=files)) == refused
-    with pytest.raises(ConfigError) as err:  # not deployable without it: the image would come from elsewhere
-        load_app(tmp_path / "c", deploy, "production", files=files, ignore=sorted(refused))
-    assert str(err.value).splitlines()[1:] == [
-        "accessories.mysql.registry: not supported yet: an accessory's own registry; without it mysql:8.0 would come "
-        "from Docker Hub instead, so it cannot be ignored: name the registry in image "
-        "(registry.example.com/team/db:1), as the stack's registry login reaches it"]
-    deploy = deploy.replace("registry: {server: registry.example.com}", "")
     raw = load_app(tmp_path / "b", deploy, "production", files=files, ignore=sorted(refused))
     cfg = config.load(raw, stack="production")
     assert cfg.servers["web"].hosts == ("172.1.0.1", "172.1.0.2")
@@ -372,8 +365,11 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     assert cfg.accessories["by_role"].all_hosts() == ("172.1.0.3", "172.1.0.4")
     assert cfg.servers["workers"].options == {"memory": "2g"} and cfg.accessories["mysql"].options == {"cpus": "2"}
     assert cfg.role_asset_path("web") == "/path/to/assets" and cfg.role_asset_path("workers") == "/public"
-    assert cfg.accessories["mysql"].network == "custom"
     from components import plan
+    assert cfg.accessories["mysql"].network == "custom" and cfg.accessories["mysql"].registry.server == \
+        "registry.example.com"
+    assert [a.image for a in plan.accessory_specs(cfg, "o/p") if a.accessory == "mysql"] == \
+        ["registry.example.com/mysql:8.0"]
     (mysql,) = [a for a in plan.accessory_specs(cfg, "o/p") if a.accessory == "mysql"]
     assert mysql.networks == ("kamal", "custom")  # behind the proxy, and the network it names
     assert cfg.container_logging("workers") == {"driver": "json-file", "options": {}}

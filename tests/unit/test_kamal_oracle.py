@@ -127,11 +127,13 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                     if specs[(name, role.hosts[0])].proxy else None,
                     "options": options(specs[(name, role.hosts[0])].options)}
              for name, role in cfg.servers.items()}
-    accessories = {name: {"image": a.image, "hosts": list(a.all_hosts()), "port": a.port, "cmd": cmd(a.cmd),
+    accessories = {name: {"image": accessory_specs[(name, a.all_hosts()[0])].image, "hosts": list(a.all_hosts()), "port": a.port, "cmd": cmd(a.cmd),
                           "env": env(a.env), "names": list(accessory_specs[(name, a.all_hosts()[0])].aliases),
                           "run_env": {h: kamal_run_env(accessory_specs[(name, h)].env) for h in a.all_hosts()},
                           "logging": logging(accessory_specs[(name, a.all_hosts()[0])].logging),
                           "options": options(accessory_specs[(name, a.all_hosts()[0])].options),
+                          "registry": a.registry and {"server": a.registry.server, "username": a.registry.username,
+                                                      "password": a.registry.password},
                           "proxy": proxy(a.proxy),
                           "deploy_args": deploy_flags(payloads.proxy_deploy_argv(
                               "route", "TARGET", accessory_specs[(name, a.all_hosts()[0])].proxy.route_props()))
@@ -276,6 +278,7 @@ OWN_APPS: dict[str, dict[str, str]] = {
               cache:
                 image: redis:7
                 roles: [web]
+                registry: {server: "mirror.example.com:5000", username: cacher, password: [CACHE_PASSWORD]}
             logging:
               driver: json-file
               options: {max-size: 100m}
@@ -291,9 +294,9 @@ OWN_APPS: dict[str, dict[str, str]] = {
             """),
         "config/deploy.staging.yml": "proxy: {hosts: [staging.shop.example.com]}\nenv: {clear: {OVERLAY: staged}}\n",
         ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db\nAPI_KEY=k\nPOSTGRES_PASSWORD=pg\n"
-                          "REPLICA_TOKEN=t\n",
+                          "REPLICA_TOKEN=t\nCACHE_PASSWORD=c\n",
         ".kamal/secrets.staging": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db-s\nAPI_KEY=k-s\nPOSTGRES_PASSWORD=pg-s\n"
-                                  "REPLICA_TOKEN=t-s\n",
+                                  "REPLICA_TOKEN=t-s\nCACHE_PASSWORD=c-s\n",
     },
 }
 
