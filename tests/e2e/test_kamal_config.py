@@ -262,12 +262,24 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
     after = d.inspect_container(db["Id"])
     assert after["State"]["Running"] and after["State"]["StartedAt"] != started
     assert d.exec_start(d.exec_create(db["Id"], ["cat", "/marker"])["Id"]).decode().strip() == "kept"
+    # prune: old stopped versions beyond retention (2 here) go, this destination's only; what runs stays
     running = {c["Id"] for c in d.containers(filters={"label": ["service=kshop", "destination=staging"]})}
+    (web,) = d.containers(filters={"label": ["service=kshop", "destination=staging", "role=web"]})
+    labels = d.inspect_container(web["Id"])["Config"]["Labels"]
+    for dest in ("staging", "production"):
+        for old in ("old1", "old2", "old3"):
+            name = f"kshop-web-{dest}-{old}"
+            d.create_container("busybox:latest", name=name, command="true",
+                               labels={**labels, "destination": dest, "version": old,
+                                       "shipyard.stack": labels["shipyard.stack"].replace("staging", dest)})
     shipyard(pair.dir, pair.env, "prune", "-s", "staging")
     assert {c["Id"] for c in d.containers(filters={"label": ["service=kshop", "destination=staging"]})} == running
-    stopped = d.containers(all=True, filters={"label": ["service=kshop", "destination=staging", "role=web"],
-                                              "status": "exited"})
-    assert len(stopped) <= 2  # retain_containers
+    kept = {c["Names"][0][1:] for c in d.containers(all=True, filters={
+        "label": ["service=kshop", "role=web"], "name": "-old"})}
+    assert len([k for k in kept if "-staging-" in k]) <= 2  # staging's beyond retention are gone
+    assert {f"kshop-web-production-{o}" for o in ("old1", "old2", "old3")} <= kept  # production's are not staging's
+    for name in kept:
+        d.remove_container(name, force=True)
     # a review app of it: the same file, staging's overlay and secrets, its own host name, gone after review down
     shipyard(pair.dir, pair.env, "review", "up", "pr1", "--from", "staging")
     try:
