@@ -227,9 +227,9 @@ class Proxy(Model):
         return self.model_dump(exclude={"run", *(k for k in PROXY_SETTINGS if getattr(self, k) is None)})
 
 
-PROXY_SETTINGS = ("ssl_certificate", "ssl_private_key", "ssl_redirect", "forward_headers", "strip_path_prefix", "buffer_requests", "buffer_responses",
-                  "buffer_memory", "max_request_body", "max_response_body", "log_request_headers",
-                  "log_response_headers")
+PROXY_SETTINGS = ("ssl_certificate", "ssl_private_key", "ssl_redirect", "forward_headers", "strip_path_prefix",
+                  "buffer_requests", "buffer_responses", "buffer_memory", "max_request_body", "max_response_body",
+                  "log_request_headers", "log_response_headers")
 
 
 class Logging(Model):

@@ -196,7 +196,8 @@ def run_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     for flag, value in options.items():
         known = RUN_OPTIONS.get(str(flag))
         if known is None:
-            raise ValueError(f"{flag}: not a `docker run` flag shipyard sets (it sets {', '.join(sorted(RUN_OPTIONS))})")
+            raise ValueError(f"{flag}: not a `docker run` flag shipyard sets "
+                             f"(it sets {', '.join(sorted(RUN_OPTIONS))})")
         where, key, read = known
         try:
             (host if where == "host" else container)[key] = read(value)

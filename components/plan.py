@@ -143,8 +143,8 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
                 options=dict(acc.options), logging=cfg.container_logging(None),
                 networks=tuple(dict.fromkeys([*([naming.PROXY_NETWORK] if acc.proxy else []),
                                               *([acc.network] if acc.network else [])])),
-                proxy=kamal_proxy(acc.proxy) if cfg.kamal_app else acc.proxy, proxy_service=naming.proxy_service(cfg.service, name, cfg.destination)
-                if acc.proxy else None,
+                proxy=kamal_proxy(acc.proxy) if cfg.kamal_app else acc.proxy,
+                proxy_service=naming.proxy_service(cfg.service, name, cfg.destination) if acc.proxy else None,
             ))
     return specs
 

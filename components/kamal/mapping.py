@@ -19,8 +19,8 @@ KAMAL_VERSION = (2, 11, 0)
 class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
     def run(self) -> dict[str, Any]:
         raw, out = self.raw, {}
-        handled = {"service", "image", "servers", "registry", "builder", "env", "ssh", "proxy", "accessories", "logging",
-                   "error_pages_path", "asset_path", "aliases",
+        handled = {"service", "image", "servers", "registry", "builder", "env", "ssh", "proxy", "accessories",
+                   "logging", "error_pages_path", "asset_path", "aliases",
                    "volumes", "labels", "retain_containers", "deploy_timeout", "drain_timeout", "readiness_delay",
                    "boot", "primary_role", "require_destination", "secrets_path", "hooks_path", *NO_EFFECT}
         for key in raw:

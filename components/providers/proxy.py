@@ -85,7 +85,8 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
                     restart_policy=payloads.restart_policy("unless-stopped"), network_mode=naming.PROXY_NETWORK,
                     log_config={"type": "json-file", "config": {"max-size": run["log_max_size"]}},
                     **run["host"])
-                labels = {naming.PROXY_LABEL: "true", **({naming.PROXY_RUN_LABEL: settings} if props.get("run") else {})}
+                labels = {naming.PROXY_LABEL: "true",
+                          **({naming.PROXY_RUN_LABEL: settings} if props.get("run") else {})}
                 cid = c.create_container(image=props["image"], name=naming.PROXY_CONTAINER, ports=run["ports"],
                                          labels=labels, host_config=host_config, **run["container"])["Id"]
                 c.start(cid)

@@ -127,7 +127,8 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                     if specs[(name, role.hosts[0])].proxy else None,
                     "options": options(specs[(name, role.hosts[0])].options)}
              for name, role in cfg.servers.items()}
-    accessories = {name: {"image": accessory_specs[(name, a.all_hosts()[0])].image, "hosts": list(a.all_hosts()), "port": a.port, "cmd": cmd(a.cmd),
+    accessories = {name: {"image": accessory_specs[(name, a.all_hosts()[0])].image, "hosts": list(a.all_hosts()),
+                          "port": a.port, "cmd": cmd(a.cmd),
                           "env": env(a.env), "names": list(accessory_specs[(name, a.all_hosts()[0])].aliases),
                           "run_env": {h: kamal_run_env(accessory_specs[(name, h)].env) for h in a.all_hosts()},
                           "logging": logging(accessory_specs[(name, a.all_hosts()[0])].logging),
@@ -179,7 +180,8 @@ def theirs(k: dict[str, Any], app: Path) -> dict[str, Any]:
              for name, r in k["roles"].items()}
     # an accessory answers to its name in the config (shipyard's own) and to Kamal's name for it
     accessories = {name: {**{key: v for key, v in a.items() if key != "service_name"},
-                          "cmd": argv(a["cmd"]), "env": {"secret": a["env"]["secret"]}, "options": options(a["options"]),
+                          "cmd": argv(a["cmd"]), "env": {"secret": a["env"]["secret"]},
+                          "options": options(a["options"]),
                           "proxy": a["proxy"] and {**a["proxy"], **{key: a["proxy"][key] or default
                                                                      for key, default in PROXY_DEFAULTS.items()}},
                           "deploy_args": a["deploy_args"] and deploy_flags(a["deploy_args"]),
@@ -295,8 +297,8 @@ OWN_APPS: dict[str, dict[str, str]] = {
         "config/deploy.staging.yml": "proxy: {hosts: [staging.shop.example.com]}\nenv: {clear: {OVERLAY: staged}}\n",
         ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db\nAPI_KEY=k\nPOSTGRES_PASSWORD=pg\n"
                           "REPLICA_TOKEN=t\nCACHE_PASSWORD=c\n",
-        ".kamal/secrets.staging": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db-s\nAPI_KEY=k-s\nPOSTGRES_PASSWORD=pg-s\n"
-                                  "REPLICA_TOKEN=t-s\nCACHE_PASSWORD=c-s\n",
+        ".kamal/secrets.staging": "KAMAL_REGISTRY_PASSWORD=r\nSHOP_DB_PASSWORD=db-s\nAPI_KEY=k-s\n"
+                                  "POSTGRES_PASSWORD=pg-s\nREPLICA_TOKEN=t-s\nCACHE_PASSWORD=c-s\n",
     },
 }
 
