@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -224,3 +225,37 @@ def test_lock_status_and_release_between_deploys(bench, ops):
     assert sy(ops, "lock", "status").out.splitlines()[1].split() == [host, "free", "-", "-", "-", "-", "-"]
     released = sy(ops, "lock", "release", "-s", "staging")
     assert "nobody held the lock" in released.err
+
+
+def test_a_native_stack_has_kamals_maintenance_hooks_and_accessory_reboot(bench, ops):
+    """The same features as from a Kamal config, from the stack's own keys: maintenance and live on one
+    destination (the other keeps serving), hooks from a directory the stack names, an accessory rebooted in place."""
+    sy(ops, "maintenance", "-s", "staging", "--message", "upgrading")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            get(bench, NAMES["staging"])
+        assert err.value.code == 503
+        assert get(bench, NAMES["production"]).startswith("service=ops destination=production ")
+    finally:
+        sy(ops, "live", "-s", "staging")
+    assert get(bench, NAMES["staging"]).startswith("service=ops destination=staging ")
+
+    d = host_docker(bench.hosts[0])
+    (ticker,) = d.containers(filters={"label": ["service=ops", "destination=staging", "accessory=ticker"]})
+    before = d.inspect_container(ticker["Id"])["State"]["StartedAt"]
+    sy(ops, "accessory", "reboot", "ticker", "-s", "staging")
+    after = d.inspect_container(ticker["Id"])
+    assert after["State"]["Running"] and after["State"]["StartedAt"] != before  # the same container, started again
+
+    hooks, log = ops.dir / "hooks", ops.dir / "hooks.log"
+    hooks.mkdir()
+    for hook in ("pre-deploy", "post-deploy"):
+        (hooks / hook).write_text(f'#!/bin/sh\necho "{hook} $KAMAL_DESTINATION $KAMAL_SERVICE" >> {log}\n')
+        (hooks / hook).chmod(0o755)
+    try:
+        ops.set_config("staging", {**config(bench, "staging"), "hooks": {"path": "hooks"}})
+        sy(ops, "deploy", "-s", "staging")
+        assert log.read_text().splitlines() == ["pre-deploy staging ops", "post-deploy staging ops"]
+    finally:
+        ops.set_config("staging", config(bench, "staging"))
+        sy(ops, "deploy", "-s", "staging")
