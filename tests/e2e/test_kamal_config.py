@@ -248,6 +248,10 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
     assert [(r["role"], r["version"], r["current"]) for r in versions] == [("web", app_head(pair.dir), True)]
     # the app logs nothing: the command reads every container of the destination and ends (it hung before)
     assert shipyard(pair.dir, pair.env, "logs", "-s", "staging", "-n", "2", timeout=60).code == 0
+    # audit and the host lock read the Kamal-backed stack too
+    updates = shipyard(pair.dir, pair.env, "audit", "-s", "production", "--json").json()["updates"]
+    assert updates and updates[0]["result"] == "succeeded"
+    assert "free" in shipyard(pair.dir, pair.env, "lock", "status", "-s", "staging").out
     # Kamal's aliases are shipyard subcommands
     assert "KAMAL_DESTINATION=production" in shipyard(pair.dir, pair.env, "whereami", "-s", "production").out
     # accessory reboot: the same container (its data with it) running again; prune: what retention keeps, kept
