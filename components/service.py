@@ -67,7 +67,7 @@ class DestinationService(pulumi.ComponentResource):
         self._hooks = hooks_of(cfg, project_dir)
         self._after: list[pulumi.Resource] = []
         deploy_trigger = plans.apply(lambda p: _digest(p, sorted(cfg.secrets.items())))
-        pre_connect = self._hook("pre-connect", deploy_trigger, shape.hosts, version)
+        pre_connect = self._hook("pre-connect", deploy_trigger, shape.hosts, version, secrets=True)
         self._after = pre_connect
         if "promote" not in build:  # a promoted image is not built
             self._after += self._hook("pre-build", pulumi.Output.all(version, build["context_hash"]).apply(_digest),

@@ -230,4 +230,5 @@ def test_hooks_stand_in_kamals_order_in_the_graph(tmp_path, mocker):
         assert f"{h}post-app-boot-2" in AFTER[f"{h}post-deploy"]
         assert props[f"{h}pre-deploy"]["workdir"] == str(tmp_path)
         assert props[f"{h}pre-build"]["secrets"] is None  # secrets only where Kamal gives them
+        assert props[f"{h}pre-connect"]["secrets"] is not None and props[f"{h}post-deploy"]["secrets"] is not None
     return pulumi.Output.from_input(1).apply(check)
