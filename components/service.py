@@ -48,6 +48,7 @@ class DestinationService(pulumi.ComponentResource):
         (default: the context's git commit)."""
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
+        self._after: list[pulumi.Resource] = []  # the hooks every resource declared from here on waits for
         self.owner = owner  # the ownership label's value on every object of this destination
         build = self._build_inputs(promote)
         version: pulumi.Output[str] = build.pop("version")
@@ -65,10 +66,9 @@ class DestinationService(pulumi.ComponentResource):
 
         # Kamal's hooks, where the stack has them: every resource of the destination waits for `self._after`
         self._hooks = hooks_of(cfg, project_dir)
-        self._after: list[pulumi.Resource] = []
         deploy_trigger = plans.apply(lambda p: _digest(p, sorted(cfg.secrets.items())))
         pre_connect = self._hook("pre-connect", deploy_trigger, shape.hosts, version, secrets=True)
-        self._after = pre_connect
+        self._after = list(pre_connect)
         if "promote" not in build:  # a promoted image is not built
             self._after += self._hook("pre-build", pulumi.Output.all(version, build["context_hash"]).apply(_digest),
                                       (shape.image.build_host,), version, lock=False)
@@ -155,7 +155,7 @@ class DestinationService(pulumi.ComponentResource):
         """Options of a resource of this destination; with `host`, served by that host's provider. It waits for
         the hooks before it (`self._after`)."""
         provider = self._providers.get(host) if host else None
-        depends_on = [*opts.pop("depends_on", []), *getattr(self, "_after", [])]
+        depends_on = [*opts.pop("depends_on", []), *self._after]
         return pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends_on or None, **opts)
 
     def _hook(self, hook: str, trigger: Any, hosts: tuple[str, ...], version: pulumi.Output[str], *,
@@ -177,7 +177,7 @@ class DestinationService(pulumi.ComponentResource):
             "workdir": str((self._project_dir / cfg.hooks.workdir).resolve()) if cfg.hooks else "",
             "details": details, "trigger": trigger,
             "secrets": pulumi.Output.secret(values) if values else None,
-        }, pulumi.ResourceOptions(parent=self, depends_on=[*(depends or []), *self._after] or None))]
+        }, self._child(depends_on=list(depends or [])))]
 
     @staticmethod
     def _field(plans: pulumi.Output[plan.DestinationPlan], i: int) -> Callable[[str], pulumi.Output[Any]]:
