@@ -33,6 +33,11 @@ def diff(olds: Mapping[str, Any], news: Mapping[str, Any], *, replace: Iterable[
     return Diff(changed=changed, replaces=tuple(k for k in changed if k in replace))
 
 
+def same(old: Any, new: Any) -> bool:
+    """Whether two recorded values are the same, as `diff` compares them."""
+    return _norm(old) == _norm(new)
+
+
 def _norm(value: Any) -> Any:
     """Lists and tuples compare equal; dict order never matters; empty containers equal None; an ownership label
     written with the Pulumi organization (earlier releases) equals the same one without it."""

@@ -258,18 +258,6 @@ def boot_batches(hosts: tuple[str, ...], limit: int | None) -> list[tuple[str, .
     return [hosts[i:i + limit] for i in range(0, len(hosts), limit)]
 
 
-# Pulumi's Python dynamic-provider server runs at most 4 operations at a time (its gRPC worker pool); each host's
-# changes are sequential anyway (container, then route, then the old container's stop), so 4 hosts share one.
-HOSTS_PER_PROVIDER = 4
-
-
-def provider_groups(hosts: tuple[str, ...]) -> dict[str, int]:
-    """Which provider process serves each host's resources: the first HOSTS_PER_PROVIDER hosts group 0 (the
-    default one, which also builds and ships the image), the next ones group 1, and so on, so a fleet rolls out
-    on every host at once instead of 4 at a time."""
-    return {h: i // HOSTS_PER_PROVIDER for i, h in enumerate(hosts)}
-
-
 def engine_parallel(host_count: int, cpus: int) -> int:
     """How many resource operations `pulumi up` should run at once. The engine's default, 4 per CPU of the
     deploying machine, suits providers that compute; ours wait on hosts, and a host's changes go one after another

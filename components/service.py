@@ -15,6 +15,7 @@ from .config import Deploy
 from .hosts import SSHTarget
 from .kamal.erb import render_ruby
 from .providers import HOOKS, Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
+from .providers.resource import PACKAGE
 
 
 def hooks_of(cfg: Deploy, project_dir: Path) -> dict[str, Path]:
@@ -28,6 +29,15 @@ def hooks_of(cfg: Deploy, project_dir: Path) -> dict[str, Path]:
 def _digest(*parts: Any) -> str:
     """What a hook stands by, as a digest: it runs again when this changes."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def plugin_provider(name: str, parent: pulumi.Resource) -> pulumi.ProviderResource:
+    """The destination's own instance of the `shipyard` plugin. Explicit, not the package's default provider, which
+    would take the stack's `shipyard:*` config (this project's own namespace) as its settings. It continues the
+    Python dynamic-resource provider of stacks deployed before the plugin (an alias): nothing they run is replaced."""
+    dynamic = f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::pulumi:providers:pulumi-python::default"
+    return pulumi.ProviderResource(PACKAGE, f"{name}-plugin", {}, pulumi.ResourceOptions(parent=parent,
+                                                                                         aliases=[dynamic]))
 
 
 class DestinationService(pulumi.ComponentResource):
@@ -49,6 +59,7 @@ class DestinationService(pulumi.ComponentResource):
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
         self._after: list[pulumi.Resource] = []  # the hooks every resource declared from here on waits for
+        self._plugin = plugin_provider(name, self)
         self.owner = owner  # the ownership label's value on every object of this destination
         build = self._build_inputs(promote)
         version: pulumi.Output[str] = build.pop("version")
@@ -56,13 +67,6 @@ class DestinationService(pulumi.ComponentResource):
         # does not depend on the version: resource names never change with it, so a version change replaces
         plans = version.apply(lambda v: plan.destination_plan(cfg, owner, v))
         shape = plan.destination_plan(cfg, owner, "-")
-
-        # hosts past the fourth are served by providers of their own (`plan.provider_groups`): explicit instances
-        # of the same dynamic provider, each its own process
-        groups = plan.provider_groups(shape.hosts)
-        extra = {g: pulumi.ProviderResource("pulumi-python", f"{name}-hosts-{g}", {}, self._child())
-                 for g in sorted(set(groups.values())) if g}
-        self._providers: dict[str, pulumi.ProviderResource] = {h: extra[g] for h, g in groups.items() if g}
 
         # Kamal's hooks, where the stack has them: every resource of the destination waits for `self._after`
         self._hooks = hooks_of(cfg, project_dir)
@@ -83,7 +87,7 @@ class DestinationService(pulumi.ComponentResource):
         lock = {"stack": owner, "timeout": cfg.lock_timeout}
         proxies = {h: Proxy(f"{name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock,
                                                   **({"run": shape.proxy_runs[h]} if h in shape.proxy_runs else {})},
-                            self._child(h)) for h, img in shape.proxies.items()}
+                            self._child()) for h, img in shape.proxies.items()}
         if proxy_hosts:
             self._after += self._hook("post-proxy-reboot", proxy_trigger, proxy_hosts, version,
                                       depends=list(proxies.values()))
@@ -151,12 +155,11 @@ class DestinationService(pulumi.ComponentResource):
         """What every resource of this destination on `host` carries."""
         return {"owner": self._owner, "destination": self._cfg.destination, "target": self._target(host)}
 
-    def _child(self, host: str | None = None, **opts: Any) -> pulumi.ResourceOptions:
-        """Options of a resource of this destination; with `host`, served by that host's provider. It waits for
-        the hooks before it (`self._after`)."""
-        provider = self._providers.get(host) if host else None
+    def _child(self, **opts: Any) -> pulumi.ResourceOptions:
+        """Options of a resource of this destination (one `shipyard` plugin serves them all, whatever the host
+        count). It waits for the hooks before it (`self._after`)."""
         depends_on = [*opts.pop("depends_on", []), *self._after]
-        return pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends_on or None, **opts)
+        return pulumi.ResourceOptions(parent=self, provider=self._plugin, depends_on=depends_on or None, **opts)
 
     def _hook(self, hook: str, trigger: Any, hosts: tuple[str, ...], version: pulumi.Output[str], *,
               depends: list[pulumi.Resource] | None = None, suffix: str = "", secrets: bool = False,
@@ -247,13 +250,13 @@ class DestinationService(pulumi.ComponentResource):
 
     def _network(self, shape: plan.DestinationPlan, host: str) -> Network:
         return Network(f"{self._name}-network@{host}", {**self._common(host), "name": shape.network,
-                                                       "labels": self._labels()}, self._child(host))
+                                                       "labels": self._labels()}, self._child())
 
     def _volume(self, host: str, volume: str) -> Volume:
         """A named volume; kept by `pulumi destroy` (retainOnDelete, shown in preview) unless the stack opts in."""
         return Volume(f"{self._name}-volume-{volume}@{host}",
                       {**self._common(host), "name": volume, "labels": self._labels()},
-                      self._child(host, retain_on_delete=not self._cfg.delete_volumes_on_destroy))
+                      self._child(retain_on_delete=not self._cfg.delete_volumes_on_destroy))
 
     def _accessories(self, shape: plan.DestinationPlan, networks: dict[str, Network],
                      volumes: dict[str, list[Volume]], proxies: dict[str, Proxy]
@@ -275,7 +278,7 @@ class DestinationService(pulumi.ComponentResource):
                 "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
                 "exclusive": True, "retain": 1, "proxy": None, "running": True, **self._host_shell(acc.env),
                 **self._run_settings(acc),
-            }, self._child(acc.host, depends_on=[networks[acc.host], *volumes.get(acc.host, []),
+            }, self._child(depends_on=[networks[acc.host], *volumes.get(acc.host, []),
                                                  *([proxies[acc.host]] if acc.proxy else [])]))
             resources.append(res)
             self._accessory_containers[acc.resource_name] = res
@@ -320,7 +323,7 @@ class DestinationService(pulumi.ComponentResource):
             "proxy": spec.proxy.route_props() if spec.proxy else None,
             "retain": cfg.retain_containers,
             "running": True, "rollout": True,
-        }, self._child(spec.host, depends_on=after))
+        }, self._child(depends_on=after))
 
     def _entry(self, spec: plan.ContainerSpec, container: Container, image: Image) -> dict[str, Any]:
         """What the rollout knows of one new container."""
@@ -355,7 +358,7 @@ class DestinationService(pulumi.ComponentResource):
             **({"tls": pulumi.Output.secret({"certificate": self._cfg.secrets[spec.proxy.ssl_certificate],
                                              "private_key": self._cfg.secrets[spec.proxy.ssl_private_key]})}
                if spec.proxy.ssl_certificate else {}),
-        }, self._child(spec.host, depends_on=[*after, proxy]))
+        }, self._child(depends_on=[*after, proxy]))
 
     def _error_pages(self) -> dict[str, Any]:
         """The route's error pages (`error_pages`), by their local directory and content hash."""
@@ -382,7 +385,7 @@ class DestinationService(pulumi.ComponentResource):
             "upstream": pulumi.Output.concat(acc.name, ":", str(acc.proxy.app_port)),
             "container_id": container.container_id, "proxy": acc.proxy.route_props(), "lock": lock,
             "takeover": None,
-        }, self._child(acc.host, depends_on=[container, proxy]))
+        }, self._child(depends_on=[container, proxy]))
 
     def _takeover(self, role: str) -> dict[str, Any] | None:
         """What a takeover of Kamal's deployment needs on the host: Kamal's destination and the role."""

@@ -27,6 +27,7 @@ from ..config import Deploy
 from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
 from ..naming import PROJECT
+from ..providers.resource import DYNAMIC_TYPE, type_token
 
 NAMESPACE = f"{PROJECT}:"
 LOCK_RETRY_S = 2.0
@@ -290,7 +291,8 @@ class StackContext:
             owned = self.label_filters()
         except StackError:
             return []  # nothing deployed yet
-        entries = [e for r in resources if r.get("type", "").endswith("shipyard:Rollout")
+        rollout = (type_token("Rollout"), DYNAMIC_TYPE.format("Rollout"))  # (an interrupted run of an earlier release)
+        entries = [e for r in resources if r.get("type") in rollout
                    and (r.get("inputs") or {}).get("step") == "retire"
                    for e in r["inputs"].get("containers") or [] if not e.get("proxied")]
         done = []

@@ -3,8 +3,6 @@ tell a host change (replace) from a change of how we reach it (update)."""
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
@@ -12,7 +10,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from pulumi.dynamic import DiffResult
 
 from .. import decisions, hostlock, hosts, naming
-from ..errors import DeployError, DockerError
+from ..errors import DockerError
 from ..hosts import SSHTarget
 
 STOP_TIMEOUT_S = 10
@@ -196,33 +194,3 @@ def exact_diff(olds: dict[str, Any], news: dict[str, Any], *, replace: Iterable[
                   replace=tuple(replace) + moved, update=tuple(update) + connection + (() if replace_targets
                                                                                        else targets))
     return DiffResult(changes=d.has_changes, replaces=list(d.replaces), delete_before_replace=delete_first)
-
-
-# -- errors without tracebacks --------------------------------------------------------------------------------------
-
-def report_deploy_errors_without_traceback() -> None:
-    """Pulumi's Python dynamic-provider server reports any exception as `traceback.format_exc()`. Our own errors
-    already say what happened and what to do, so inside that server (and only there) they are reported as their
-    message alone; every other exception keeps its traceback."""
-    server = sys.modules.get("__main__")
-    real = getattr(server, "traceback", None)
-    if real is None or not hasattr(server, "DynamicResourceProviderServicer") or isinstance(real, _QuietTraceback):
-        return
-    server.traceback = _QuietTraceback(real)
-
-
-class _QuietTraceback:
-    def __init__(self, real):
-        self._real = real
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def format_exc(self, *args, **kwargs):
-        exc = sys.exc_info()[1]
-        if isinstance(exc, DeployError):
-            return str(exc)
-        if os.environ.get("SHIPYARD_DEBUG"):
-            return self._real.format_exc(*args, **kwargs)
-        return (f"unexpected {type(exc).__name__}: {exc} - this is a bug in shipyard; run again with "
-                f"SHIPYARD_DEBUG=1 for the traceback and report it")

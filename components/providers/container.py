@@ -18,7 +18,7 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime.rpc import UNKNOWN
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, \
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, \
     ResourceProvider, UpdateResult
 
 from .. import decisions, hostfiles, hosts, naming, payloads, text
@@ -27,6 +27,7 @@ from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, ours, \
     owned, proxy_routes, remove_image, target
+from .resource import ShipyardResource
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
            "aliases", "files", "directories", "options", "logging", "assets")
@@ -429,12 +430,11 @@ class ContainerProvider(ResourceProvider):
             hostfiles.remove_file(t, props["env_file"])
 
 
-class Container(Resource, module="shipyard", name="Container"):
+class Container(ShipyardResource):
+    kind, outputs, secret = "Container", ("container_id",), ("secret_env", "registry_auth")
     container_id: pulumi.Output[str]
     name: pulumi.Output[str]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
         rendered = any(isinstance(f, dict) and "content" in f for f in props.get("files") or [])  # may hold secrets
-        secret = ["secret_env", "registry_auth", *(["files"] if rendered else [])]
-        super().__init__(ContainerProvider(), name, {**props, "container_id": None},
-                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=secret)))
+        super().__init__(name, props, opts, secret=("files",) if rendered else ())

@@ -19,11 +19,11 @@ import subprocess
 import time
 from typing import Any
 
-import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from .. import text
 from ..errors import HookFailed
+from .resource import ShipyardResource
 
 HOOKS = ("pre-connect", "pre-build", "pre-deploy", "post-deploy", "pre-app-boot", "post-app-boot",
          "pre-proxy-reboot", "post-proxy-reboot")
@@ -52,6 +52,7 @@ def hook_env(props: dict[str, Any]) -> dict[str, str]:
 
 class HookProvider(ResourceProvider):
     serialize_as_secret_always = False
+    compared = ("trigger", "file_hash")  # what its diff looks at: a preview names nothing else
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         self._run(props)
@@ -91,7 +92,5 @@ class HookProvider(ResourceProvider):
             raise HookFailed(hook, f"{path} exited {proc.returncode}{': ' + said if said else ''}; {after}")
 
 
-class Hook(Resource, module="shipyard", name="Hook"):
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(HookProvider(), name, props, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["secrets"])))
+class Hook(ShipyardResource):
+    kind, secret = "Hook", ("secrets",)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, \
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, \
     ResourceProvider, UpdateResult
 
 from .. import decisions, hosts, naming, source, text
@@ -23,6 +23,7 @@ from ..errors import BuildFailed, DockerError, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import auth_error, exact_diff, host_lock, label_filters, on_each, owned, remove_image, stream_errors, \
     stream_result, target
+from .resource import ShipyardResource
 
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "build_platform", "from_ref",
            "registry_server")
@@ -321,16 +322,11 @@ def _left(olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:
     return list(left.values())
 
 
-class Image(Resource, module="shipyard", name="Image"):
+class Image(ShipyardResource):
+    kind, outputs, secret = "Image", ("image_id", "repo_digest", "hosts", "reuse"), ("registry_password",)
     image_id: pulumi.Output[str]
     repo_digest: pulumi.Output[str | None]
     tag: pulumi.Output[str]
     hosts: pulumi.Output[list[str]]
-
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(ImageProvider(), name, {**props, "image_id": None, "repo_digest": None, "hosts": None,
-                                                 "reuse": None},
-                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                             additional_secret_outputs=["registry_password"])))
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from .. import hosts, naming
 from ..errors import OwnershipConflict
 from ..hosts import docker_errors
 from .base import exact_diff, owned, target
+from .resource import ShipyardResource
 
 
 class NetworkProvider(ResourceProvider):
@@ -59,8 +60,6 @@ class NetworkProvider(ResourceProvider):
             c.remove_network(id_)
 
 
-class Network(Resource, module="shipyard", name="Network"):
+class Network(ShipyardResource):
+    kind, outputs = "Network", ("network_id",)
     network_id: pulumi.Output[str]
-
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(NetworkProvider(), name, {**props, "network_id": None}, opts)

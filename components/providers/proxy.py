@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from .. import decisions, hosts, naming, payloads, source
 from ..errors import ConfigError, DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, owned, proxy_routes, service_of, \
     stop_kamal, target
+from .resource import ShipyardResource
 
 START_DEADLINE_S = 15
 
@@ -139,11 +140,9 @@ class ProxyProvider(ResourceProvider):
                 c.remove_container(existing["Id"])
 
 
-class Proxy(Resource, module="shipyard", name="Proxy"):
+class Proxy(ShipyardResource):
+    kind, outputs = "Proxy", ("container_id", "running_image")
     container_id: pulumi.Output[str]
-
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(ProxyProvider(), name, {**props, "container_id": None, "running_image": None}, opts)
 
 
 # -- a destination's route ------------------------------------------------------------------------------------------
@@ -369,7 +368,5 @@ class RouteProvider(ResourceProvider):
             raise DockerError(str(t), f"kamal-proxy could not remove route {props['service']}: {out}")
 
 
-class ProxyRoute(Resource, module="shipyard", name="ProxyRoute"):
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(RouteProvider(), name, props, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["tls"])))
+class ProxyRoute(ShipyardResource):
+    kind, secret = "ProxyRoute", ("tls",)

@@ -20,13 +20,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from .. import hosts
 from ..errors import HostError
 from ..hosts import docker_errors
 from .base import label_filters, of_role, stop_kamal, target
+from .resource import ShipyardResource
 from .container import after_rollout, clean_up_assets, prune_images, put_back, start_ready
 
 STEPS = ("start", "retire")
@@ -65,6 +65,7 @@ def _on_hosts(groups: dict[str, list[dict[str, Any]]], fn: Callable[[list[dict[s
 
 class RolloutProvider(ResourceProvider):
     serialize_as_secret_always = False
+    compared = ("containers",)  # what its diff looks at: a preview names nothing else
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         self._run(props)
@@ -157,7 +158,5 @@ class RolloutProvider(ResourceProvider):
         time.sleep(float(props.get("wait") or 0))  # boot.wait: before the next batch of hosts
 
 
-class Rollout(Resource, module="shipyard", name="Rollout"):
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(RolloutProvider(), name, props, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["redact"])))
+class Rollout(ShipyardResource):
+    kind, secret = "Rollout", ("redact",)

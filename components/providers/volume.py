@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from .. import hosts, naming
 from ..errors import OwnershipConflict
 from ..hosts import docker_errors
 from .base import exact_diff, owned, target
+from .resource import ShipyardResource
 
 
 class VolumeProvider(ResourceProvider):
@@ -53,6 +53,5 @@ class VolumeProvider(ResourceProvider):
                 c.remove_volume(props["name"])
 
 
-class Volume(Resource, module="shipyard", name="Volume"):
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
-        super().__init__(VolumeProvider(), name, props, opts)
+class Volume(ShipyardResource):
+    kind = "Volume"

@@ -126,7 +126,7 @@ def test_changing_a_secret_rolls_the_app_out_and_preview_hides_the_value(bench, 
     pair.run("config", "set", "--secret", "--path", "shipyard:secrets.GREETING", "r0tated-s3cret", stack="staging")
     preview = pair.run("preview", "--diff", stack="staging").out
     assert "r0tated-s3cret" not in preview and SECRET["staging"] not in preview
-    assert "[secret]" in preview and "+-pulumi-python:dynamic/shipyard:Container: (replace)" in preview
+    assert "[secret]" in preview and "+-shipyard:index:Container: (replace)" in preview
     up = pair.up("staging")
     assert "r0tated-s3cret" not in up.out
     after = pair.outputs("staging")
@@ -207,7 +207,7 @@ def test_an_accessory_port_held_on_the_host_is_refused_before_the_accessory_is_t
 def test_destroy_keeps_named_volumes_unless_the_stack_opts_in(bench, pair):
     d = docker(bench)
     preview = pair.run("destroy", "--preview-only", "--diff", stack="staging").out
-    assert "pulumi-python:dynamic/shipyard:Volume: (delete[retain])" in preview  # the preview says it is kept
+    assert "shipyard:index:Volume: (delete[retain])" in preview  # the preview says it is kept
     pair.run("destroy", "--yes", stack="staging")
     assert d.inspect_volume("acc-staging-data")["Labels"]["destination"] == "staging"  # kept, with its data
     assert not d.containers(all=True, filters={"label": ["service=acc", "destination=staging"]})

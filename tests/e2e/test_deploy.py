@@ -90,7 +90,7 @@ def test_each_destination_serves_its_own_build_on_its_own_port(bench, pair):
 def test_preview_shows_field_level_diff_only_for_the_changed_destination(bench, pair):
     pair.set_config("production", stack_config(bench, "production", env={"clear": {"GREETING": "hi"}}))
     preview = pair.run("preview", "--diff", stack="production").out
-    assert "+-pulumi-python:dynamic/shipyard:Container: (replace)" in preview
+    assert "+-shipyard:index:Container: (replace)" in preview
     assert '+ GREETING' in preview and '"hi"' in preview
     assert "1 to replace" in preview
     pair.run("preview", "--expect-no-changes", stack="staging")

@@ -168,10 +168,10 @@ def test_a_registry_with_a_password(bench, proj):
     proj.run("destroy", "--yes", stack="staging")
 
 
-def test_a_fleet_past_four_hosts_rolls_out_through_providers_of_their_own(bench, proj):
-    """Six hosts behind kamal-proxy: the first four are served by the default provider process, the last two by a
-    second one (the dynamic-provider server runs 4 operations at a time). Every host runs and serves the new
-    version after a version change, keeps the old one stopped, and the stack then has nothing left to change."""
+def test_a_fleet_rolls_out_through_one_plugin_instance(bench, proj):
+    """Six hosts behind kamal-proxy, every one served by the destination's one `shipyard` plugin instance (its pool
+    runs them all at once). Every host runs and serves the new version after a version change, keeps the old one
+    stopped, and the stack then has nothing left to change."""
     import json
     hosts = bench.hosts[:6]
     assert len(hosts) == 6, "the test bench runs six hosts"
@@ -192,14 +192,12 @@ def test_a_fleet_past_four_hosts_rolls_out_through_providers_of_their_own(bench,
             all=True, filters={"label": ["service=fleet", "role=web"]})}
         assert running == {"f2": "running", "f1": "exited"}, (h.address, running)
     state = json.loads(proj.run("stack", "export", stack="staging").out)["deployment"]["resources"]
-    providers = {r["urn"].rsplit("::", 1)[1]: r["id"] for r in state if r["type"] == "pulumi:providers:pulumi-python"}
-    assert sorted(providers) == ["default", "fleet-staging-hosts-1"]
-    served_by = {r["urn"].rsplit("::", 1)[1]: r.get("provider", "") for r in state
-                 if r["type"] == "pulumi-python:dynamic/shipyard:Container"}
-    second = f"fleet-staging-hosts-1::{providers['fleet-staging-hosts-1']}"
-    for i, h in enumerate(hosts):
-        by = served_by[f"fleet-staging-web@{h.address}"]
-        assert by.endswith(second) == (i >= 4), (h.address, by)
+    providers = {r["urn"].rsplit("::", 1)[1]: r["id"] for r in state if r["type"].startswith("pulumi:providers:")}
+    assert list(providers) == ["fleet-staging-plugin"], providers
+    plugin = f"fleet-staging-plugin::{providers['fleet-staging-plugin']}"
+    served_by = {r["urn"].rsplit("::", 1)[1]: r.get("provider", "") for r in state if r.get("custom")
+                 and not r["type"].startswith("pulumi:")}
+    assert len(served_by) >= 1 + 3 * len(hosts) and all(by.endswith(plugin) for by in served_by.values()), served_by
     proj.run("preview", "--expect-no-changes", stack="staging")
 
     proj.run("destroy", "--yes", stack="staging")

@@ -185,7 +185,7 @@ def test_lock_holder_and_error_lines_from_the_pulumi_cli():
     out = ("Diagnostics:\n  shipyard:index:Container (shop-web):\n    error: host 10.0.0.2: container shop-web did "
            "not become healthy within 8s\n\nerror: update failed\n")
     assert stack.command_error_line(out) == "host 10.0.0.2: container shop-web did not become healthy within 8s"
-    refused = ("error: pulumi-python:dynamic/shipyard:Container resource 'shop-staging-accessory-db@h1': property "
+    refused = ("error: shipyard:index:Container resource 'shop-staging-accessory-db@h1': property "
                "ports value {[{map[container_port:{80} host_port:{80}]}]} has a problem: host h1: port 80 is already "
                "published by container kamal-proxy")
     assert stack.command_error_line(refused) == "host h1: port 80 is already published by container kamal-proxy " \
@@ -252,7 +252,7 @@ def test_an_interrupted_run_is_healed_before_the_deploy_and_its_pending_containe
     ctx = StackContext.__new__(StackContext)
     ctx.name = "staging"
     ctx.stack = mocker.Mock()
-    retire = {"type": "pulumi-python:dynamic/shipyard:Rollout", "inputs": {"step": "retire", "containers": [
+    retire = {"type": "shipyard:index:Rollout", "inputs": {"step": "retire", "containers": [
         {"target": {"host": "h1"}, "role": "jobs", "container_id": "r1", "proxied": False, "stop_timeout": 30}]}}
     ctx.stack.export_stack.return_value.deployment = {"resources": [retire], "pending_operations": [
         {"type": "creating", "resource": {"urn": "urn:pulumi:staging::shipyard::x$y::shop-staging-jobs@h1"}}]}

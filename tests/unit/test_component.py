@@ -9,9 +9,10 @@ import pulumi
 import pytest
 
 from components import config
+from components.providers.resource import ShipyardResource
 
 REGISTERED: list[pulumi.runtime.MockResourceArgs] = []
-CHILDREN: list[tuple[str, object, dict]] = []  # (name, parent, props) of every dynamic resource declared
+CHILDREN: list[tuple[str, object, dict]] = []  # (name, parent, props) of every plugin resource declared
 AFTER: dict[str, list[str]] = {}  # name -> the names of the resources it depends on
 
 
@@ -19,9 +20,9 @@ class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         REGISTERED.append(args)
         outs = dict(args.inputs)
-        if args.typ.endswith("shipyard:Image"):
+        if args.typ == "shipyard:index:Image":
             outs.update(image_id="sha256:" + "a" * 64, repo_digest="")
-        if args.typ.endswith("shipyard:Container"):
+        if args.typ == "shipyard:index:Container":
             outs.update(container_id="c-" + args.name)
         return f"{args.name}-id", outs
 
@@ -30,17 +31,17 @@ class Mocks(pulumi.runtime.Mocks):
 
 
 def _record(tmp_path: Path, mocker) -> None:
-    """Mocks that record every resource, and every dynamic resource's parent, props and dependencies."""
+    """Mocks that record every resource, and every plugin resource's parent, props and dependencies."""
     REGISTERED.clear()
     CHILDREN.clear()
     AFTER.clear()
-    real = pulumi.dynamic.Resource.__init__
+    real = ShipyardResource.__init__
 
-    def spy(self, provider, name, props, opts=None):
+    def spy(self, name, props, opts=None, **kw):
         CHILDREN.append((name, opts.parent if opts else None, props))
         AFTER[name] = [d.pulumi_resource_name for d in (opts.depends_on or [])] if opts else []
-        real(self, provider, name, props, opts)
-    mocker.patch.object(pulumi.dynamic.Resource, "__init__", spy)
+        real(self, name, props, opts, **kw)
+    mocker.patch.object(ShipyardResource, "__init__", spy)
     pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
     (tmp_path / "Dockerfile").write_text("FROM busybox\n")
 
@@ -64,18 +65,18 @@ def test_types_parents_and_names(service):
         for r in REGISTERED:
             by_type.setdefault(r.typ, []).append(r)
         # a rollout registers once its inputs resolve, which may be after this look
-        assert set(by_type) - {"pulumi-python:dynamic/shipyard:Rollout"} == {
-            "shipyard:deploy:DestinationService", "pulumi-python:dynamic/shipyard:Image",
-            "pulumi-python:dynamic/shipyard:Container", "pulumi-python:dynamic/shipyard:Network"}
+        assert set(by_type) - {"shipyard:index:Rollout"} == {
+            "shipyard:deploy:DestinationService", "pulumi:providers:shipyard", "shipyard:index:Image",
+            "shipyard:index:Container", "shipyard:index:Network"}
         assert sorted(n for n, _, _ in CHILDREN if "-rollout-" in n) == [
             "hello-staging-rollout-retire", "hello-staging-rollout-start"]
-        assert sorted(r.name for r in by_type["pulumi-python:dynamic/shipyard:Container"]) == [
+        assert sorted(r.name for r in by_type["shipyard:index:Container"]) == [
             "hello-staging-web@h1", "hello-staging-web@h2"]
-        image = by_type["pulumi-python:dynamic/shipyard:Image"][0]
+        image = by_type["shipyard:index:Image"][0]
         assert image.name == "hello-staging-image"
         assert image.inputs["tag"] == "r:5000/acme/hello:v1-staging"
         assert image.inputs["labels"]["destination"] == "staging"
-        for c in by_type["pulumi-python:dynamic/shipyard:Container"]:
+        for c in by_type["shipyard:index:Container"]:
             assert c.inputs["name"] == "hello-web-staging-v1"
             assert c.inputs["image"] == "sha256:" + "a" * 64  # the image ID, never the tag
     # the containers output resolves once every container is registered
@@ -151,9 +152,10 @@ def test_a_missing_context_or_dockerfile_stops_the_program_before_any_resource(t
 
 
 @pulumi.runtime.test
-def test_hosts_past_the_fourth_are_served_by_providers_of_their_own(tmp_path):
-    """The dynamic-provider server runs 4 operations at a time: each group of 4 hosts gets its own provider
-    process, so 9 hosts roll out at once; the first 4 (and the image) keep the default provider."""
+def test_one_plugin_instance_serves_every_host(tmp_path):
+    """One `shipyard` provider per destination, whatever its host count: its own pool runs every host at once (no
+    provider processes per group of hosts), and it is explicit - the package's default provider would read the
+    stack's `shipyard:*` config as its own settings."""
     REGISTERED.clear()
     pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
     (tmp_path / "Dockerfile").write_text("FROM busybox\n")
@@ -164,19 +166,12 @@ def test_hosts_past_the_fourth_are_served_by_providers_of_their_own(tmp_path):
     svc = DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
 
     def check(_):
-        providers = [r for r in REGISTERED if r.typ == "pulumi:providers:pulumi-python"]
-        assert sorted(r.name for r in providers) == ["hello-staging-hosts-1", "hello-staging-hosts-2"]
-        served = {}
-        for r in REGISTERED:
-            if r.typ.startswith("pulumi-python:dynamic/"):
-                served[r.name] = (r.provider or "").split("::")[-2:-1] or ["default"]
-        for i, h in enumerate(hosts):
-            group = ["default", "hello-staging-hosts-1", "hello-staging-hosts-2"][i // 4]
-            for kind in ("web", "proxy", "network", "web-route"):
-                name = f"hello-staging-{kind}@{h}"
-                if kind != "web-route" or name in served:  # a route registers once its container's name resolves
-                    assert served[name] == [group], name
-        assert served["hello-staging-image"] == ["default"]
+        providers = [r for r in REGISTERED if r.typ.startswith("pulumi:providers:")]
+        assert {(r.typ, r.name) for r in providers} == {("pulumi:providers:shipyard", "hello-staging-plugin")}
+        assert all(not r.inputs for r in providers)
+        served = {r.name: (r.provider or "").split("::")[-2] for r in REGISTERED if r.typ.startswith("shipyard:index:")}
+        assert len(served) >= 1 + 4 * len(hosts) - len(hosts)  # image, and per host a proxy, network and container
+        assert set(served.values()) == {"hello-staging-plugin"}, served
     return svc.containers.apply(check)
 
 

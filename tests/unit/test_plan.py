@@ -101,14 +101,6 @@ def test_accessory_specs_and_volumes_carry_the_destination():
     assert plan.destination_volumes(c) == {"h1": ("hello-staging-uploads",), "h2": ("hello-staging-pgdata",)}
 
 
-def test_provider_groups_four_hosts_each_in_config_order():
-    hosts = tuple(f"h{i}" for i in range(1, 11))
-    groups = plan.provider_groups(hosts)
-    assert [groups[h] for h in hosts] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
-    assert plan.provider_groups(("a",)) == {"a": 0}
-    assert plan.provider_groups(()) == {}
-
-
 def test_the_engine_runs_two_operations_per_host_at_least_its_cpu_default():
     assert plan.engine_parallel(1, 2) == 8  # the engine's own default on 2 CPUs
     assert plan.engine_parallel(16, 2) == 34

@@ -1,0 +1,136 @@
+"""The `shipyard` package: its schema (what `pulumi package get-schema` shows and SDKs are generated from) and the
+provider behind each of its resource types.
+
+One resource type per kind of object a destination puts on its hosts. Every one is reached over SSH (`SshTarget`)
+and carries its destination's ownership (`owner`, `destination`, `labels`): what it finds on a host with another
+owner's labels it leaves alone."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from ..providers import (ContainerProvider, HookProvider, ImageProvider, NetworkProvider, ProxyProvider,
+                         RolloutProvider, RouteProvider, VolumeProvider)
+from ..providers.resource import PACKAGE, type_token
+
+VERSION = "0.1.0"
+TARGET_KEYS = ("target", "build_host", "ship_to")  # SSH targets: a change of host replaces, of how it is reached not
+
+PROVIDERS = {"Container": ContainerProvider, "Hook": HookProvider, "Image": ImageProvider,
+             "Network": NetworkProvider, "Proxy": ProxyProvider, "ProxyRoute": RouteProvider,
+             "Rollout": RolloutProvider, "Volume": VolumeProvider}
+
+STR, BOOL, NUM = {"type": "string"}, {"type": "boolean"}, {"type": "number"}
+ANY = {"$ref": "pulumi.json#/Any"}
+STRMAP = {"type": "object", "additionalProperties": STR}
+STRLIST = {"type": "array", "items": STR}
+TARGET = {"$ref": f"#/types/{PACKAGE}:index:SshTarget"}
+OWNED = {"owner": (STR, "The stack that owns it (its ownership label)."),
+         "destination": (STR, "The destination (stack) it belongs to."),
+         "labels": (STRMAP, "Docker labels: ownership, service, destination, role, version.")}
+AT = {"target": (TARGET, "The host it lives on, and how to reach it.")}
+LOCK = {"lock": (ANY, "The host lock's settings: stack name and timeout.")}
+
+# kind -> (description, inputs {name: (type, description)}, required inputs, outputs {name: type}, secret properties)
+RESOURCES: dict[str, tuple[str, dict[str, tuple[dict, str]], tuple[str, ...], dict[str, dict], tuple[str, ...]]] = {
+    "Image": ("The destination's image: built on its build host (or promoted), labelled and tagged as the "
+              "destination's own, shipped to every host, pinned by ID.", {
+        **OWNED, "tag": (STR, "The destination's own tag."),
+        "context": (STR, "The build context directory."), "dockerfile": (STR, "The Dockerfile, in the context."),
+        "context_hash": (STR, "A digest of the build context: what the version names."),
+        "build_args": (STRMAP, "Build arguments."), "pinned": (BOOL, "The version was given, not the commit's."),
+        "build_host": (TARGET, "The host that builds it."),
+        "ship_to": ({"type": "array", "items": TARGET}, "The hosts that run it."),
+        "registry_server": (STR, "The registry it goes through, if any."),
+        "registry_username": (STR, "The registry login's user."),
+        "registry_password": (ANY, "The registry login's password."),
+        "promote": (ANY, "The image of another stack this one runs instead of a build.")},
+        ("owner", "destination", "labels", "tag", "build_host", "ship_to"),
+        {"image_id": STR, "repo_digest": STR, "hosts": STRLIST, "reuse": ANY}, ("registry_password",)),
+    "Container": ("One container of a role (or an accessory) on one host, created from the pinned image and "
+                  "ready before anything routes to it; what it replaces is kept stopped for rollback.", {
+        **OWNED, **AT, "name": (STR, "The container's name."), "role": (STR, "Its role (or accessory name)."),
+        "image": (STR, "The image ID (or an accessory's image reference)."), "cmd": (STRLIST, "The command."),
+        "env": (STRMAP, "Environment variables."), "secret_env": (STRMAP, "Secret environment variables."),
+        "ports": ({"type": "array", "items": ANY}, "Published ports."), "volumes": (STRLIST, "Mounts."),
+        "network": (STR, "The destination's network."), "aliases": (STRLIST, "Names on that network."),
+        "extra_networks": (STRLIST, "Further networks."), "restart": (STR, "The restart policy."),
+        "running": (BOOL, "Whether it runs."), "stop_timeout": (NUM, "Seconds to stop."),
+        "retain": (NUM, "Stopped versions kept for rollback."), "proxy": (ANY, "Its route's health check."),
+        "rollout": (BOOL, "A role's container (its rollout retires what it replaces), not an accessory's."),
+        "exclusive": (BOOL, "Never runs next to its predecessor (an accessory's data)."),
+        "files": ({"type": "array", "items": ANY}, "Files mounted into it."),
+        "directories": ({"type": "array", "items": ANY}, "Directories mounted into it."),
+        "state_dir": (STR, "Where its files live on the host."),
+        "registry_auth": (ANY, "The registry login for an accessory's image."),
+        "logging": (ANY, "The log driver and options."), "options": (ANY, "Further `docker run` options."),
+        "assets": (ANY, "Asset bridging between versions."), "takeover": (ANY, "The Kamal role it takes over."),
+        "host_shell": (ANY, "Env values the host's shell expands.")},
+        ("owner", "destination", "labels", "target", "name", "role", "image"), {"container_id": STR},
+        ("secret_env", "registry_auth")),
+    "Proxy": ("kamal-proxy on one host, shared by every destination there.", {
+        **AT, **LOCK, "image": (STR, "kamal-proxy's image."), "run": (ANY, "How it runs (ports, options).")},
+        ("target", "image"), {"container_id": STR, "running_image": STR}, ()),
+    "ProxyRoute": ("A destination's route through kamal-proxy: health-checks the new container, switches, drains.", {
+        **OWNED, **AT, **LOCK, "service": (STR, "The route's name."), "role": (STR, "The role it serves."),
+        "upstream": (STR, "The container and port it serves."), "container_id": (STR, "The container it serves."),
+        "proxy": (ANY, "Hosts, paths, TLS, health check, timeouts."), "error_pages": (ANY, "Its error pages."),
+        "tls": (ANY, "A certificate of one's own."), "takeover": (ANY, "The Kamal route it takes over.")},
+        ("target", "service", "upstream"), {}, ("tls",)),
+    "Rollout": ("One step of a destination's rollout across roles: `start` (every new container ready) or "
+                "`retire` (what ran before stops, versions beyond retention go).", {
+        **OWNED, **LOCK, "step": (STR, "`start` or `retire`."),
+        "containers": ({"type": "array", "items": ANY}, "The rollout's containers, per host and role."),
+        "redact": (ANY, "Secret values to keep out of messages."), "wait": (NUM, "Seconds before the next batch.")},
+        ("step", "containers"), {}, ("redact",)),
+    "Network": ("The destination's Docker network on one host.", {**OWNED, **AT, "name": (STR, "Its name.")},
+                ("target", "name"), {"network_id": STR}, ()),
+    "Volume": ("A named volume on one host; kept by `pulumi destroy` unless the stack opts in.",
+               {**OWNED, **AT, "name": (STR, "Its name.")}, ("target", "name"), {}, ()),
+    "Hook": ("A Kamal hook, run on the deploying machine when what it stands by changes.", {
+        "hook": (STR, "Which hook."), "destination": (STR, "The destination."), "path": (STR, "The hook file."),
+        "file_hash": (STR, "The hook file's digest."), "workdir": (STR, "Where it runs."),
+        "details": (STRMAP, "Kamal's variables for it."), "trigger": (STR, "What it stands by."),
+        "secrets": (STRMAP, "Secrets it is given.")}, ("hook", "path"), {}, ("secrets",)),
+}
+
+
+def provider_for(token: str):
+    """The provider of a resource type token (`shipyard:index:Container`)."""
+    kind = token.rsplit(":", 1)[-1]
+    if kind not in PROVIDERS:
+        raise KeyError(f"the shipyard plugin has no resource type {token}")
+    return _instance(kind)
+
+
+@cache
+def _instance(kind: str):
+    return PROVIDERS[kind]()
+
+
+def _props(table: dict[str, tuple[dict, str]], secret: tuple[str, ...]) -> dict[str, Any]:
+    return {k: {**t, "description": d, **({"secret": True} if k in secret else {})} for k, (t, d) in table.items()}
+
+
+@cache
+def as_json() -> str:
+    resources = {}
+    for kind, (description, inputs, required, outputs, secret) in RESOURCES.items():
+        ins = _props(inputs, secret)
+        outs = {**ins, **{k: {**t, **({"secret": True} if k in secret else {})} for k, t in outputs.items()}}
+        resources[type_token(kind)] = {"description": description, "inputProperties": ins,
+                                       "requiredInputs": list(required), "properties": outs,
+                                       "aliases": [{"type": f"pulumi-python:dynamic/shipyard:{kind}"}]}
+    return json.dumps({
+        "name": PACKAGE, "version": VERSION, "displayName": "shipyard",
+        "description": "Deploys containerised web apps to plain Linux hosts over SSH, Kamal's way: one stack per "
+                       "destination, images and containers of each destination its own.",
+        "types": {f"{PACKAGE}:index:SshTarget": {"type": "object", "description": "A host and how to reach it.",
+                                                  "properties": {"host": STR, "port": NUM, "user": STR,
+                                                                 "keys": STRLIST, "known_hosts": STR,
+                                                                 "host_key_policy": STR},
+                                                  "required": ["host"]}},
+        "resources": resources,
+    }, indent=2)

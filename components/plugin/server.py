@@ -1,0 +1,191 @@
+"""The `shipyard` resource provider plugin: one gRPC server per stack that serves every resource kind a destination
+puts on its hosts (`schema.KINDS`), each backed by its provider in `components.providers`.
+
+The engine starts it as `pulumi-resource-shipyard <engine address>`; it prints its port and serves until the engine
+stops it. Operations run on a thread pool sized for fleets (no cap of four as in the dynamic-provider server), so
+one process serves every host of a destination. Secrets reach the providers as plain values (the plugin does not
+accept secrets: the engine keeps them marked and marks the outputs of secret inputs), unknown values as the SDK's
+`UNKNOWN` sentinel, as the providers expect. Diffs are detailed: each changed property by its path (`env.FOO`,
+`target.user`) and whether it replaces, so a preview names what changes and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping
+
+import grpc
+from google.protobuf import empty_pb2
+from pulumi.runtime import proto, rpc
+from pulumi.runtime.proto import provider_pb2_grpc
+
+from .. import decisions
+from ..errors import DeployError
+from . import schema
+
+VERSION = schema.VERSION
+MAX_MESSAGE = 400 * 1024 * 1024  # as the engine's own limit: a state with many routes and files
+WORKERS = 64  # operations at once: a fleet's hosts, each waiting on SSH far more than on this process
+
+
+def plain(props: Any, *, keep_unknowns: bool = False) -> dict[str, Any]:
+    return rpc.deserialize_properties(props, keep_unknowns)
+
+
+async def wire(outs: Mapping[str, Any]) -> Any:
+    return await rpc.serialize_properties(dict(outs), {})
+
+
+def message(exc: BaseException) -> str:
+    """What the engine prints for a failed operation: our own errors say what happened and what to do; anything
+    else is a bug, said so (with the traceback under SHIPYARD_DEBUG)."""
+    if isinstance(exc, DeployError):
+        return str(exc)
+    if os.environ.get("SHIPYARD_DEBUG"):
+        import traceback
+        return "".join(traceback.format_exception(exc))
+    return (f"unexpected {type(exc).__name__}: {exc} - this is a bug in shipyard; run again with SHIPYARD_DEBUG=1 "
+            f"for the traceback and report it")
+
+
+def _key(name: str) -> str:
+    return f".{name}" if name.replace("_", "a").isalnum() and not name[:1].isdigit() else f'["{name}"]'
+
+
+def leaf_changes(old: Any, new: Any, path: str, depth: int = 3) -> list[tuple[str, Any, Any]]:
+    """(path, old, new) of each changed value under `path`: objects by key, lists of the same length by index, down
+    to `depth` levels; below that (or where a list grew or shrank) the value as a whole."""
+    if decisions.same(old, new):
+        return []
+    if depth and isinstance(old, Mapping) and isinstance(new, Mapping):
+        return [c for k in sorted(set(old) | set(new)) for c in leaf_changes(old.get(k), new.get(k),
+                                                                                path + _key(k), depth - 1)]
+    if depth and isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new):
+        return [c for i, (o, n) in enumerate(zip(old, new)) for c in leaf_changes(o, n, f"{path}[{i}]", depth - 1)]
+    return [(path, old, new)]
+
+
+def detailed_diff(olds: Mapping[str, Any], news: Mapping[str, Any], replaces: list[str],
+                  compared: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Each changed input by its path (`env.FOO`, `target.user`, `labels["a.b"]`, `containers[0].container_id`),
+    marked as replacing where its key replaces - for an SSH target, its host only. Outputs the inputs never carry
+    are not compared, nor inputs outside `compared` (where the provider's diff looks at those only)."""
+    kinds = proto.PropertyDiff
+    out: dict[str, Any] = {}
+    for key in sorted(news):
+        if key.startswith("__") or (compared is not None and key not in compared):
+            continue  # (`__provider`: the serialized provider of states written before the plugin)
+        for path, old, new in leaf_changes(olds.get(key), news.get(key), key):
+            replace = key in replaces and (key not in schema.TARGET_KEYS or path.endswith(".host"))
+            if old is None:
+                kind = kinds.ADD_REPLACE if replace else kinds.ADD
+            elif new is None:
+                kind = kinds.DELETE_REPLACE if replace else kinds.DELETE
+            else:
+                kind = kinds.UPDATE_REPLACE if replace else kinds.UPDATE
+            out[path] = proto.PropertyDiff(kind=kind, inputDiff=True)
+    return out
+
+
+class Servicer(provider_pb2_grpc.ResourceProviderServicer):
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="shipyard")
+
+    async def _run(self, context, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the engine as one message
+            await context.abort(grpc.StatusCode.UNKNOWN, message(exc))
+
+    @staticmethod
+    def _provider(urn: str):
+        """The provider of the resource a URN names (`urn:pulumi:<stack>::<project>::<parent types$>type::name`)."""
+        return schema.provider_for(urn.split("::")[2].split("$")[-1])
+
+    # -- the plugin itself -----------------------------------------------------------------------------------------
+
+    async def GetPluginInfo(self, request, context):
+        return proto.PluginInfo(version=VERSION)
+
+    async def GetSchema(self, request, context):
+        return proto.GetSchemaResponse(schema=schema.as_json())
+
+    async def CheckConfig(self, request, context):
+        return proto.CheckResponse(inputs=request.news, failures=[])
+
+    async def DiffConfig(self, request, context):
+        # the provider has no configuration: a stack moving to it (or between its versions) replaces nothing
+        return proto.DiffResponse(changes=proto.DiffResponse.DIFF_NONE)
+
+    async def Configure(self, request, context):
+        return proto.ConfigureResponse(acceptSecrets=False, supportsPreview=False, acceptResources=False,
+                                       acceptOutputs=False)
+
+    async def Cancel(self, request, context):
+        return empty_pb2.Empty()
+
+    # -- resources ---------------------------------------------------------------------------------------------
+
+    async def Check(self, request, context):
+        olds, news = plain(request.olds, keep_unknowns=True), plain(request.news, keep_unknowns=True)
+        olds.pop("__provider", None)
+        news.pop("__provider", None)
+        result = await self._run(context, self._provider(request.urn).check, olds, news)
+        return proto.CheckResponse(inputs=await wire(result.inputs or news), failures=[
+            proto.CheckFailure(property=f.property, reason=f.reason) for f in result.failures or []])
+
+    async def Diff(self, request, context):
+        olds, news = plain(request.olds, keep_unknowns=True), plain(request.news, keep_unknowns=True)
+        provider = self._provider(request.urn)
+        result = await self._run(context, provider.diff, request.id, olds, news)
+        if not result.changes:
+            return proto.DiffResponse(changes=proto.DiffResponse.DIFF_NONE)
+        replaces = list(result.replaces or [])
+        details = detailed_diff(olds, news, replaces, getattr(provider, "compared", None))
+        return proto.DiffResponse(changes=proto.DiffResponse.DIFF_SOME, replaces=replaces,
+                                  deleteBeforeReplace=bool(result.delete_before_replace),
+                                  diffs=sorted({re.split(r"[.\[]", p)[0] for p in details}),
+                                  detailedDiff=details, hasDetailedDiff=bool(details))
+
+    async def Create(self, request, context):
+        props = plain(request.properties)
+        result = await self._run(context, self._provider(request.urn).create, props)
+        return proto.CreateResponse(id=result.id, properties=await wire(result.outs or {}))
+
+    async def Update(self, request, context):
+        olds, news = plain(request.olds), plain(request.news)
+        result = await self._run(context, self._provider(request.urn).update, request.id, olds, news)
+        return proto.UpdateResponse(properties=await wire(result.outs or {}))
+
+    async def Read(self, request, context):
+        props = plain(request.properties) or plain(request.inputs)
+        result = await self._run(context, self._provider(request.urn).read, request.id, props)
+        fields: dict[str, Any] = {"id": result.id, "properties": await wire(result.outs or {})}
+        if result.inputs is not None:
+            fields["inputs"] = await wire(result.inputs)
+        return proto.ReadResponse(**fields)
+
+    async def Delete(self, request, context):
+        await self._run(context, self._provider(request.urn).delete, request.id, plain(request.properties))
+        return empty_pb2.Empty()
+
+
+def serve(args: list[str]) -> None:
+    """Serve until the engine stops the plugin; the port goes to stdout, as the engine expects."""
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                                          ("grpc.max_send_message_length", MAX_MESSAGE)])
+        provider_pb2_grpc.add_ResourceProviderServicer_to_server(Servicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        sys.stdout.write(f"{port}\n")
+        sys.stdout.flush()
+        await server.wait_for_termination()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
