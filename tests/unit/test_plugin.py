@@ -1,0 +1,146 @@
+"""The `shipyard` plugin: its schema, its detailed diffs (what a preview prints), and its gRPC server's answers to
+the engine's calls, with the providers faked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+import pytest
+from pulumi.dynamic import DiffResult
+from pulumi.output import Unknown
+from pulumi.runtime import proto, rpc
+
+from components.errors import HostError
+from components.plugin import schema, server
+from components.providers import Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
+
+KINDS = {c.kind: c for c in (Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume)}
+
+
+def test_the_schema_has_every_kind_with_its_provider_secrets_and_the_alias_of_its_dynamic_type():
+    doc = json.loads(schema.as_json())
+    assert doc["name"] == "shipyard" and doc["version"] == server.VERSION
+    assert set(doc["resources"]) == {f"shipyard:index:{k}" for k in KINDS} == {
+        f"shipyard:index:{k}" for k in schema.PROVIDERS}
+    for kind, cls in KINDS.items():
+        res = doc["resources"][f"shipyard:index:{kind}"]
+        assert res["aliases"] == [{"type": f"pulumi-python:dynamic/shipyard:{kind}"}]
+        assert set(res["requiredInputs"]) <= set(res["inputProperties"])
+        for key in cls.secret:  # what the program keeps secret, the schema marks secret
+            assert res["properties"][key].get("secret") is True, (kind, key)
+        for key in cls.outputs:
+            assert key in res["properties"], (kind, key)
+    assert doc["resources"]["shipyard:index:Container"]["inputProperties"]["target"]["$ref"] == \
+        "#/types/shipyard:index:SshTarget"
+
+
+def test_a_resource_type_resolves_to_its_provider_and_an_unknown_one_is_refused():
+    assert type(schema.provider_for("shipyard:index:Container")).__name__ == "ContainerProvider"
+    assert schema.provider_for("shipyard:index:Container") is schema.provider_for("shipyard:index:Container")
+    with pytest.raises(KeyError, match="no resource type shipyard:index:Nope"):
+        schema.provider_for("shipyard:index:Nope")
+
+
+def kinds(d: dict) -> dict[str, str]:
+    return {k: proto.PropertyDiff.Kind.Name(v.kind) for k, v in d.items()}
+
+
+def test_a_detailed_diff_names_each_changed_path_and_what_replaces():
+    target = {"host": "h1", "user": "deploy", "port": 22, "keys": ["/k"]}
+    olds = {"env": {"A": "1", "B": "x"}, "target": target, "labels": {"a.b": "1"}, "container_id": "c1",
+            "containers": [{"container_id": "c1", "role": "web"}, {"container_id": "c2", "role": "jobs"}],
+            "__provider": "pickled"}
+    news = {"env": {"A": "2", "B": "x", "C": "new"}, "target": {**target, "host": "h2", "user": "ops"},
+            "labels": {"a.b": "2"}, "containers": [{"container_id": "c1", "role": "web"},
+                                                   {"container_id": rpc.UNKNOWN, "role": "jobs"}]}
+    assert kinds(server.detailed_diff(olds, news, ["env", "target", "labels"])) == {
+        "env.A": "UPDATE_REPLACE", "env.C": "ADD_REPLACE",
+        "target.host": "UPDATE_REPLACE", "target.user": "UPDATE",  # how a host is reached never replaces
+        'labels["a.b"]': "UPDATE_REPLACE", "containers[1].container_id": "UPDATE"}
+    # where the provider's diff looks at some keys only, the preview names those only
+    assert kinds(server.detailed_diff(olds, news, [], compared=("containers",))) == {
+        "containers[1].container_id": "UPDATE"}
+    # a list that grew is named as a whole; an unchanged target is never named
+    assert kinds(server.detailed_diff({"cmd": ["a"], "target": target}, {"cmd": ["a", "b"], "target": target},
+                                      [])) == {"cmd": "UPDATE"}
+
+
+class Context:
+    """The gRPC context of one call: an abort ends it with the code and message the engine shows."""
+    def __init__(self):
+        self.aborted = None
+
+    async def abort(self, code, message):
+        self.aborted = (code, message)
+        raise RuntimeError("aborted")
+
+
+def call(method: str, request, context: Context | None = None):
+    return asyncio.run(getattr(server.Servicer(), method)(request, context or Context()))
+
+
+def struct(props: dict):
+    return asyncio.run(rpc.serialize_properties(props, {}))
+
+
+URN = "urn:pulumi:staging::shop::shipyard:deploy:DestinationService$shipyard:index:Container::shop-staging-web@h1"
+
+
+def test_diff_through_the_server_names_the_secret_key_and_the_replacement(mocker):
+    provider = mocker.Mock(compared=None)
+    provider.diff.return_value = DiffResult(changes=True, replaces=["secret_env"], delete_before_replace=False)
+    mocker.patch.object(schema, "provider_for", return_value=provider)
+    olds = {"secret_env": {"TOKEN": "old", "OTHER": "same"}, "name": "shop-web"}
+    news = {"secret_env": {"TOKEN": "new", "OTHER": "same"}, "name": "shop-web"}
+    resp = call("Diff", proto.DiffRequest(urn=URN, id="c1", olds=struct(olds), news=struct(news)))
+    assert resp.changes == proto.DiffResponse.DIFF_SOME and list(resp.replaces) == ["secret_env"]
+    assert resp.hasDetailedDiff and kinds(resp.detailedDiff) == {"secret_env.TOKEN": "UPDATE_REPLACE"}
+    assert list(resp.diffs) == ["secret_env"]
+    schema.provider_for.assert_called_once_with("shipyard:index:Container")
+    provider.diff.return_value = DiffResult(changes=False, replaces=[], delete_before_replace=False)
+    assert call("Diff", proto.DiffRequest(urn=URN, id="c1", olds=struct(olds), news=struct(olds))).changes == \
+        proto.DiffResponse.DIFF_NONE
+
+
+def test_check_keeps_unknowns_and_drops_the_serialized_provider_of_earlier_states(mocker):
+    seen = {}
+
+    def check(olds, news):
+        seen.update(olds=olds, news=news)
+        return mocker.Mock(inputs=news, failures=[mocker.Mock(property="ports", reason="port 80 is taken")])
+    mocker.patch.object(schema, "provider_for", return_value=mocker.Mock(check=check))
+    resp = call("Check", proto.CheckRequest(urn=URN, olds=struct({"__provider": "p", "image": "sha256:a"}),
+                                            news=struct({"image": rpc.UNKNOWN, "ports": ["80"]})))
+    # as the dynamic-provider server gave them: an unknown value as the SDK's Unknown
+    assert seen["olds"] == {"image": "sha256:a"} and seen["news"]["ports"] == ["80"]
+    assert isinstance(seen["news"]["image"], Unknown)
+    assert [(f.property, f.reason) for f in resp.failures] == [("ports", "port 80 is taken")]
+
+
+def test_a_failed_operation_reaches_the_engine_as_one_line_and_a_bug_says_so(mocker):
+    provider = mocker.Mock()
+    provider.create.side_effect = HostError("h1", "container shop-web did not become healthy within 8s")
+    mocker.patch.object(schema, "provider_for", return_value=provider)
+    ctx = Context()
+    with pytest.raises(RuntimeError, match="aborted"):
+        call("Create", proto.CreateRequest(urn=URN, properties=struct({"name": "shop-web"})), ctx)
+    assert ctx.aborted == (grpc.StatusCode.UNKNOWN, "host h1: container shop-web did not become healthy within 8s")
+    provider.create.side_effect = KeyError("registry_password")
+    with pytest.raises(RuntimeError):
+        call("Create", proto.CreateRequest(urn=URN, properties=struct({"name": "shop-web"})), ctx)
+    assert ctx.aborted[1].startswith("unexpected KeyError: 'registry_password' - this is a bug in shipyard")
+
+
+def test_create_returns_the_id_and_outputs_and_the_plugin_takes_no_secrets_and_no_preview_calls(mocker):
+    provider = mocker.Mock()
+    provider.create.return_value = mocker.Mock(id="c9", outs={"name": "shop-web", "container_id": "c9"})
+    mocker.patch.object(schema, "provider_for", return_value=provider)
+    resp = call("Create", proto.CreateRequest(urn=URN, properties=struct({"name": "shop-web"})))
+    assert resp.id == "c9" and rpc.deserialize_properties(resp.properties) == {"name": "shop-web",
+                                                                               "container_id": "c9"}
+    configured = call("Configure", proto.ConfigureRequest())
+    assert not configured.acceptSecrets and not configured.supportsPreview  # the engine keeps secrets marked
+    assert call("DiffConfig", proto.DiffRequest()).changes == proto.DiffResponse.DIFF_NONE
+    assert json.loads(call("GetSchema", proto.GetSchemaRequest()).schema)["name"] == "shipyard"
