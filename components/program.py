@@ -1,13 +1,15 @@
 """The Pulumi program: read and validate the stack's config, build the destination's components, export.
 
 `__main__.py` only calls `run()`. Config errors end the run with one line naming the key, not a traceback.
+`declare` is the one way a destination is built from its settings: by this program (from the stack's config) and by
+the plugin's `shipyard:index:Destination` component (from a program's inputs).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pulumi
 from pulumi.runtime.config import CONFIG
@@ -17,6 +19,8 @@ from .errors import DeployError
 from .service import DestinationService
 
 NAMESPACE = naming.PROJECT
+OUTPUTS = ("service", "destination", "version", "image_id", "repo_digest", "image_ref", "tag", "containers", "urls",
+           "accessories", "owner")  # what a destination exports (`owner`: how `shipyard` finds its objects on hosts)
 
 
 def raw_config() -> dict[str, Any]:
@@ -36,31 +40,35 @@ def raw_config() -> dict[str, Any]:
     return out
 
 
-def run(project_dir: Path) -> None:
+def declare(raw: Mapping[str, Any], *, project_dir: Path, parent: pulumi.Resource | None = None
+            ) -> DestinationService:
+    """The destination that settings `raw` (a stack's `shipyard:*` keys, without the namespace) describe, owned by
+    this stack. Raises DeployError (one line naming the key) for bad settings."""
     stack, project, org = pulumi.get_stack(), pulumi.get_project(), pulumi.get_organization()
+    # a Kamal config named by `kamal` is the base; the stack's own keys win over it
+    cfg = kamal.load_stack(raw, stack=stack, project_dir=project_dir)
+    promote = None
+    if cfg.promote:
+        ref_name = cfg.promote.from_stack
+        if "/" not in ref_name:
+            ref_name = f"{org}/{project}/{ref_name}"
+        ref = pulumi.StackReference(f"promote-from-{cfg.promote.from_stack.replace('/', '-')}", ref_name,
+                                    pulumi.ResourceOptions(parent=parent))
+        promote = {"stack": cfg.promote.from_stack, **{k: ref.require_output(k) for k in (
+            "version", "image_ref", "service", "tag")}}
+    return DestinationService(f"{cfg.service}-{cfg.destination}", cfg, owner=naming.owner(project, stack),
+                              project_dir=project_dir, promote=promote, opts=pulumi.ResourceOptions(parent=parent))
+
+
+def outputs(svc: DestinationService) -> dict[str, Any]:
+    cfg = svc.cfg
+    return {"service": cfg.service, "destination": cfg.destination, **{k: getattr(svc, k) for k in OUTPUTS[2:]}}
+
+
+def run(project_dir: Path) -> None:
     try:
-        # a Kamal config named by `shipyard:kamal` is the base; the stack's own keys win over it
-        cfg = kamal.load_stack(raw_config(), stack=stack, project_dir=project_dir)
-        promote = None
-        if cfg.promote:
-            ref_name = cfg.promote.from_stack
-            if "/" not in ref_name:
-                ref_name = f"{org}/{project}/{ref_name}"
-            ref = pulumi.StackReference(f"promote-from-{cfg.promote.from_stack.replace('/', '-')}", ref_name)
-            promote = {"stack": cfg.promote.from_stack, **{k: ref.require_output(k) for k in (
-                "version", "image_ref", "service", "tag")}}
-        svc = DestinationService(f"{cfg.service}-{cfg.destination}", cfg,
-                                 owner=naming.owner(project, stack), project_dir=project_dir, promote=promote)
+        svc = declare(raw_config(), project_dir=project_dir)
     except DeployError as exc:
-        raise pulumi.RunError(f"stack {stack}: {exc}") from None
-    pulumi.export("service", cfg.service)
-    pulumi.export("destination", cfg.destination)
-    pulumi.export("version", svc.version)
-    pulumi.export("image_id", svc.image_id)
-    pulumi.export("repo_digest", svc.repo_digest)
-    pulumi.export("image_ref", svc.image_ref)
-    pulumi.export("tag", svc.tag)
-    pulumi.export("containers", svc.containers)
-    pulumi.export("urls", svc.urls)
-    pulumi.export("accessories", svc.accessories)
-    pulumi.export("owner", svc.owner)  # how `shipyard` finds this stack's objects on its hosts
+        raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
+    for key, value in outputs(svc).items():
+        pulumi.export(key, value)

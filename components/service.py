@@ -61,6 +61,7 @@ class DestinationService(pulumi.ComponentResource):
         self._after: list[pulumi.Resource] = []  # the hooks every resource declared from here on waits for
         self._plugin = plugin_provider(name, self)
         self.owner = owner  # the ownership label's value on every object of this destination
+        self.cfg = cfg
         build = self._build_inputs(promote)
         version: pulumi.Output[str] = build.pop("version")
         # the plan for this version (an Output while a promoted version is still unknown), and its shape, which

@@ -11,11 +11,14 @@ import json
 from functools import cache
 from typing import Any
 
+from .. import config
+from ..program import OUTPUTS
 from ..providers import (ContainerProvider, HookProvider, ImageProvider, NetworkProvider, ProxyProvider,
                          RolloutProvider, RouteProvider, VolumeProvider)
 from ..providers.resource import PACKAGE, type_token
 
 VERSION = "0.1.0"
+DESTINATION = "shipyard:index:Destination"
 TARGET_KEYS = ("target", "build_host", "ship_to")  # SSH targets: a change of host replaces, of how it is reached not
 
 PROVIDERS = {"Container": ContainerProvider, "Hook": HookProvider, "Image": ImageProvider,
@@ -97,6 +100,21 @@ RESOURCES: dict[str, tuple[str, dict[str, tuple[dict, str]], tuple[str, ...], di
 }
 
 
+def destination_schema() -> dict[str, Any]:
+    """The component: a stack's settings as inputs (each as the stack's `shipyard:*` key of that name takes it),
+    the stack's outputs as outputs."""
+    inputs = {k: {**ANY, "description": f"As the stack setting `shipyard:{k}`."} for k in sorted(config.KNOWN_KEYS)}
+    inputs["project_dir"] = {**STR, "description": "What relative paths (build context, files, hooks) are relative "
+                                                   "to; the program's directory by default."}
+    inputs["secrets"] = {**inputs["secrets"], "secret": True}
+    outputs = {k: {**ANY, "description": f"As the stack output `{k}`."} for k in OUTPUTS}
+    outputs["plan"] = {**STR, "description": "What goes where, in one line (said at preview while hosts are unknown)."}
+    return {"isComponent": True, "inputProperties": inputs, "requiredInputs": ["service", "image", "servers"],
+            "properties": outputs, "required": list(outputs),
+            "description": "One destination of a service on its hosts, from settings that may be outputs of other "
+                           "resources (the servers' addresses, a registry password from a secret store)."}
+
+
 def provider_for(token: str):
     """The provider of a resource type token (`shipyard:index:Container`)."""
     kind = token.rsplit(":", 1)[-1]
@@ -123,6 +141,7 @@ def as_json() -> str:
         resources[type_token(kind)] = {"description": description, "inputProperties": ins,
                                        "requiredInputs": list(required), "properties": outs,
                                        "aliases": [{"type": f"pulumi-python:dynamic/shipyard:{kind}"}]}
+    resources[DESTINATION] = destination_schema()
     return json.dumps({
         "name": PACKAGE, "version": VERSION, "displayName": "shipyard",
         "description": "Deploys containerised web apps to plain Linux hosts over SSH, Kamal's way: one stack per "

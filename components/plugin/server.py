@@ -1,12 +1,13 @@
-"""The `shipyard` resource provider plugin: one gRPC server per stack that serves every resource kind a destination
-puts on its hosts (`schema.KINDS`), each backed by its provider in `components.providers`.
+"""The `shipyard` resource provider plugin: one gRPC server that serves every resource kind a destination puts on
+its hosts (`schema.PROVIDERS`), each backed by its provider in `components.providers`, and constructs the
+`shipyard:index:Destination` component (`destination`).
 
 The engine starts it as `pulumi-resource-shipyard <engine address>`; it prints its port and serves until the engine
 stops it. Operations run on a thread pool sized for fleets (no cap of four as in the dynamic-provider server), so
-one process serves every host of a destination. Secrets reach the providers as plain values (the plugin does not
-accept secrets: the engine keeps them marked and marks the outputs of secret inputs), unknown values as the SDK's
-`UNKNOWN` sentinel, as the providers expect. Diffs are detailed: each changed property by its path (`env.FOO`,
-`target.user`) and whether it replaces, so a preview names what changes and nothing else."""
+one process serves every host of a destination. The providers get plain values - secrets unwrapped, then wrapped
+again in what they return under the same key; unknowns as the SDK's `Unknown` - as the dynamic-provider server gave
+them. Diffs are detailed: each changed property by its path (`env.FOO`, `target.user`) and whether it replaces, so a
+preview names what changes and nothing else."""
 
 from __future__ import annotations
 
@@ -20,23 +21,47 @@ from typing import Any, Callable, Mapping
 import grpc
 from google.protobuf import empty_pb2
 from pulumi.runtime import proto, rpc
+from pulumi.provider.server import ProviderServicer
 from pulumi.runtime.proto import provider_pb2_grpc
 
 from .. import decisions
 from ..errors import DeployError
 from . import schema
+from .destination import DestinationProvider
 
 VERSION = schema.VERSION
 MAX_MESSAGE = 400 * 1024 * 1024  # as the engine's own limit: a state with many routes and files
 WORKERS = 64  # operations at once: a fleet's hosts, each waiting on SSH far more than on this process
 
 
-def plain(props: Any, *, keep_unknowns: bool = False) -> dict[str, Any]:
-    return rpc.deserialize_properties(props, keep_unknowns)
+def reveal(value: Any) -> tuple[Any, bool]:
+    """A value with its secrets unwrapped, and whether it held any."""
+    if rpc.is_rpc_secret(value):
+        return reveal(rpc.unwrap_rpc_secret(value))[0], True
+    if isinstance(value, dict):
+        pairs = {k: reveal(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in pairs.items()}, any(s for _, s in pairs.values())
+    if isinstance(value, list):
+        items = [reveal(v) for v in value]
+        return [v for v, _ in items], any(s for _, s in items)
+    return value, False
 
 
-async def wire(outs: Mapping[str, Any]) -> Any:
-    return await rpc.serialize_properties(dict(outs), {})
+def plain(props: Any, secret: set[str] | None = None, *, keep_unknowns: bool = False) -> dict[str, Any]:
+    """A request's properties as the providers take them: plain values (secrets unwrapped: each key that held one
+    goes into `secret`, so what comes back under it is wrapped again), unknowns as the SDK's `Unknown`."""
+    out = {}
+    for key, value in rpc.deserialize_properties(props, keep_unknowns).items():
+        out[key], hidden = reveal(value)
+        if hidden and secret is not None:
+            secret.add(key)
+    return out
+
+
+async def wire(outs: Mapping[str, Any], secret: set[str] = frozenset()) -> Any:
+    """Properties for the engine, each key that came in secret wrapped as a secret again."""
+    return await rpc.serialize_properties({k: rpc.wrap_rpc_secret(v) if k in secret else v
+                                           for k, v in outs.items()}, {})
 
 
 def message(exc: BaseException) -> str:
@@ -90,8 +115,11 @@ def detailed_diff(olds: Mapping[str, Any], news: Mapping[str, Any], replaces: li
     return out
 
 
-class Servicer(provider_pb2_grpc.ResourceProviderServicer):
-    def __init__(self) -> None:
+class Servicer(ProviderServicer):
+    """The resource types' CRUD here; `Construct` (the `Destination` component, `destination.py`) is the SDK's."""
+
+    def __init__(self, engine_address: str = "", args: list[str] | None = None) -> None:
+        super().__init__(DestinationProvider(VERSION, schema.as_json()), list(args or []), engine_address)
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="shipyard")
 
     async def _run(self, context, fn: Callable[..., Any], *args: Any) -> Any:
@@ -121,7 +149,10 @@ class Servicer(provider_pb2_grpc.ResourceProviderServicer):
         return proto.DiffResponse(changes=proto.DiffResponse.DIFF_NONE)
 
     async def Configure(self, request, context):
-        return proto.ConfigureResponse(acceptSecrets=False, supportsPreview=False, acceptResources=False,
+        # secrets come wrapped (the engine requires it of a plugin that constructs components): the providers get
+        # them plain, and what they return under a secret input's key goes back wrapped (`plain`, `wire`); no create
+        # or update at preview
+        return proto.ConfigureResponse(acceptSecrets=True, supportsPreview=False, acceptResources=False,
                                        acceptOutputs=False)
 
     async def Cancel(self, request, context):
@@ -130,11 +161,12 @@ class Servicer(provider_pb2_grpc.ResourceProviderServicer):
     # -- resources ---------------------------------------------------------------------------------------------
 
     async def Check(self, request, context):
-        olds, news = plain(request.olds, keep_unknowns=True), plain(request.news, keep_unknowns=True)
+        secret: set[str] = set()
+        olds, news = plain(request.olds, keep_unknowns=True), plain(request.news, secret, keep_unknowns=True)
         olds.pop("__provider", None)
         news.pop("__provider", None)
         result = await self._run(context, self._provider(request.urn).check, olds, news)
-        return proto.CheckResponse(inputs=await wire(result.inputs or news), failures=[
+        return proto.CheckResponse(inputs=await wire(result.inputs or news, secret), failures=[
             proto.CheckFailure(property=f.property, reason=f.reason) for f in result.failures or []])
 
     async def Diff(self, request, context):
@@ -151,21 +183,24 @@ class Servicer(provider_pb2_grpc.ResourceProviderServicer):
                                   detailedDiff=details, hasDetailedDiff=bool(details))
 
     async def Create(self, request, context):
-        props = plain(request.properties)
+        secret: set[str] = set()
+        props = plain(request.properties, secret)
         result = await self._run(context, self._provider(request.urn).create, props)
-        return proto.CreateResponse(id=result.id, properties=await wire(result.outs or {}))
+        return proto.CreateResponse(id=result.id, properties=await wire(result.outs or {}, secret))
 
     async def Update(self, request, context):
-        olds, news = plain(request.olds), plain(request.news)
+        secret: set[str] = set()
+        olds, news = plain(request.olds, secret), plain(request.news, secret)
         result = await self._run(context, self._provider(request.urn).update, request.id, olds, news)
-        return proto.UpdateResponse(properties=await wire(result.outs or {}))
+        return proto.UpdateResponse(properties=await wire(result.outs or {}, secret))
 
     async def Read(self, request, context):
-        props = plain(request.properties) or plain(request.inputs)
+        secret: set[str] = set()
+        props = plain(request.properties, secret) or plain(request.inputs, secret)
         result = await self._run(context, self._provider(request.urn).read, request.id, props)
-        fields: dict[str, Any] = {"id": result.id, "properties": await wire(result.outs or {})}
+        fields: dict[str, Any] = {"id": result.id, "properties": await wire(result.outs or {}, secret)}
         if result.inputs is not None:
-            fields["inputs"] = await wire(result.inputs)
+            fields["inputs"] = await wire(result.inputs, secret)
         return proto.ReadResponse(**fields)
 
     async def Delete(self, request, context):
@@ -174,11 +209,14 @@ class Servicer(provider_pb2_grpc.ResourceProviderServicer):
 
 
 def serve(args: list[str]) -> None:
-    """Serve until the engine stops the plugin; the port goes to stdout, as the engine expects."""
+    """Serve until the engine stops the plugin (`args`: the engine's address, then flags); the port goes to stdout,
+    as the engine expects."""
+    engine = next((a for a in args if not a.startswith("-")), "")
+
     async def main() -> None:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                           ("grpc.max_send_message_length", MAX_MESSAGE)])
-        provider_pb2_grpc.add_ResourceProviderServicer_to_server(Servicer(), server)
+        provider_pb2_grpc.add_ResourceProviderServicer_to_server(Servicer(engine, args), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         sys.stdout.write(f"{port}\n")

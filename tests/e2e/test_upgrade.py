@@ -130,7 +130,9 @@ def test_a_destination_of_dynamic_resources_moves_onto_the_plugin_with_no_replac
         assert not any(f"to {what}" in preview for what in ("create", "update", "replace", "delete")), preview
         proj.run("preview", "--expect-no-changes", stack="staging")
         proj.up("staging")
-        state = json.loads(proj.run("stack", "export", stack="staging").out)["deployment"]["resources"]
+        export = proj.run("stack", "export", stack="staging").out
+        assert "t0ken-value" not in export  # the plugin's state keeps the secret encrypted, as before
+        state = json.loads(export)["deployment"]["resources"]
         types = {r["type"] for r in state}
         assert not any(t.startswith("pulumi-python:") or t == "pulumi:providers:pulumi-python" for t in types), types
         assert {"shipyard:index:Container", "shipyard:index:Image", "shipyard:index:ProxyRoute"} <= types
@@ -162,5 +164,6 @@ def test_a_destination_of_dynamic_resources_moves_onto_the_plugin_with_no_replac
 
         proj.up("staging")  # and the state deploys on
         assert "version=v1" in get(bench)
+        assert "n3w-value" not in proj.run("stack", "export", stack="staging").out
     finally:
         proj.run("destroy", "--yes", stack="staging", check=False)

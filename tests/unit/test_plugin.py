@@ -22,7 +22,7 @@ KINDS = {c.kind: c for c in (Container, Hook, Image, Network, Proxy, ProxyRoute,
 def test_the_schema_has_every_kind_with_its_provider_secrets_and_the_alias_of_its_dynamic_type():
     doc = json.loads(schema.as_json())
     assert doc["name"] == "shipyard" and doc["version"] == server.VERSION
-    assert set(doc["resources"]) == {f"shipyard:index:{k}" for k in KINDS} == {
+    assert set(doc["resources"]) - {"shipyard:index:Destination"} == {f"shipyard:index:{k}" for k in KINDS} == {
         f"shipyard:index:{k}" for k in schema.PROVIDERS}
     for kind, cls in KINDS.items():
         res = doc["resources"][f"shipyard:index:{kind}"]
@@ -133,14 +133,18 @@ def test_a_failed_operation_reaches_the_engine_as_one_line_and_a_bug_says_so(moc
     assert ctx.aborted[1].startswith("unexpected KeyError: 'registry_password' - this is a bug in shipyard")
 
 
-def test_create_returns_the_id_and_outputs_and_the_plugin_takes_no_secrets_and_no_preview_calls(mocker):
+def test_create_gets_secrets_plain_and_returns_them_secret_and_the_plugin_has_no_preview_calls(mocker):
     provider = mocker.Mock()
-    provider.create.return_value = mocker.Mock(id="c9", outs={"name": "shop-web", "container_id": "c9"})
+    provider.create.return_value = mocker.Mock(id="c9", outs={"name": "shop-web", "container_id": "c9",
+                                                              "secret_env": {"TOKEN": "t0ken"}})
     mocker.patch.object(schema, "provider_for", return_value=provider)
-    resp = call("Create", proto.CreateRequest(urn=URN, properties=struct({"name": "shop-web"})))
-    assert resp.id == "c9" and rpc.deserialize_properties(resp.properties) == {"name": "shop-web",
-                                                                               "container_id": "c9"}
+    props = {"name": "shop-web", "secret_env": rpc.wrap_rpc_secret({"TOKEN": "t0ken"})}
+    resp = call("Create", proto.CreateRequest(urn=URN, properties=struct(props)))
+    provider.create.assert_called_once_with({"name": "shop-web", "secret_env": {"TOKEN": "t0ken"}})
+    outs = rpc.deserialize_properties(resp.properties)
+    assert resp.id == "c9" and outs["name"] == "shop-web" and outs["container_id"] == "c9"
+    assert rpc.is_rpc_secret(outs["secret_env"]) and rpc.unwrap_rpc_secret(outs["secret_env"]) == {"TOKEN": "t0ken"}
     configured = call("Configure", proto.ConfigureRequest())
-    assert not configured.acceptSecrets and not configured.supportsPreview  # the engine keeps secrets marked
+    assert configured.acceptSecrets and not configured.supportsPreview
     assert call("DiffConfig", proto.DiffRequest()).changes == proto.DiffResponse.DIFF_NONE
     assert json.loads(call("GetSchema", proto.GetSchemaRequest()).schema)["name"] == "shipyard"

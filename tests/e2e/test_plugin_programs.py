@@ -1,0 +1,109 @@
+"""The `shipyard` plugin from programs of their own: a Python program whose host address comes from another
+resource (unknown at the first preview, which still says what goes where), and a Pulumi YAML program. Both deploy
+the example app to a bench host through `shipyard:index:Destination`, serve it, and then have nothing to change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import Project, app_head, host_docker, http_get, make_project, pulumi_env, ssh_config
+
+pytestmark = pytest.mark.e2e
+
+PLUGIN = {"plugins": {"providers": [{"name": "shipyard", "path": "./components/plugin"}]}}
+
+PROGRAM = '''
+import json
+from pathlib import Path
+
+import pulumi
+from pulumi.dynamic import CreateResult, Resource, ResourceProvider
+
+from components.sdk import Destination
+
+
+class Handout(ResourceProvider):
+    def create(self, props):
+        return CreateResult(id_=props["given"], outs={"given": props["given"], "address": props["given"]})
+
+
+class Server(Resource):
+    """Stands for a cloud VM: its address is known once it exists."""
+    address: pulumi.Output[str]
+
+    def __init__(self, name, given):
+        super().__init__(Handout(), name, {"given": given, "address": None})
+
+
+settings = json.loads(Path("settings.json").read_text())
+server = Server("vm", settings.pop("host"))
+app = Destination("staging", servers={"web": {"hosts": [server.address]}}, project_dir=str(Path.cwd()), **settings)
+pulumi.export("urls", app.urls)
+pulumi.export("version", app.version)
+pulumi.export("plan", app.plan)
+'''
+
+
+def settings(bench, name: str) -> dict:
+    return {"service": name, "image": f"acme/{name}", "builder": {"context": "app"},
+            "registry": {"server": bench.registry}, "ssh": ssh_config(bench),
+            "proxy": {"hosts": [f"{name}.test"], "healthcheck": {"interval": 0.3, "timeout": 2},
+                      "deploy_timeout": 10, "drain_timeout": 1}}
+
+
+def program(tmp_path: Path, name: str, runtime: dict | str, **more) -> Project:
+    """A project of its own (the example app, `components/` linked) whose Pulumi.yaml names the plugin."""
+    (tmp_path / "state").mkdir()
+    proj = Project(make_project(tmp_path), pulumi_env(tmp_path / "state"))
+    (proj.dir / "__main__.py").unlink()
+    (proj.dir / "Pulumi.yaml").write_text(yaml.safe_dump({"name": name, "runtime": runtime, **PLUGIN, **more},
+                                                         sort_keys=False))
+    return proj
+
+
+def serves(bench, name: str) -> str:
+    return http_get(f"http://{bench.hosts[0].address}/", host_header=f"{name}.test")
+
+
+def test_a_python_program_deploys_to_a_host_that_another_resource_hands_out(bench, tmp_path):
+    proj = program(tmp_path, "compose", {"name": "python", "options": {"virtualenv": ".venv"}})
+    (proj.dir / "__main__.py").write_text(PROGRAM)
+    host = bench.hosts[0].address
+    (proj.dir / "settings.json").write_text(json.dumps({**settings(bench, "compose"), "host": host}))
+    proj.run("stack", "init", "staging")
+    try:
+        # the first preview: the server does not exist yet, so neither does its address
+        preview = proj.run("preview", stack="staging").out
+        assert "destination staging: image acme/compose, web on a host known once it exists" in preview, preview
+        assert "shipyard:index:Destination" in preview and "create" in preview
+        proj.up("staging")
+        out = proj.outputs("staging")
+        assert out["plan"] == f"destination staging: image acme/compose, web on {host}"
+        assert out["version"] == app_head(proj.dir), out
+        assert serves(bench, "compose").startswith("service=compose destination=staging"), serves(bench, "compose")
+        proj.run("preview", "--expect-no-changes", stack="staging")
+    finally:
+        proj.run("destroy", "--yes", stack="staging", check=False)
+    assert not host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=compose"})
+
+
+def test_a_yaml_program_deploys_the_example_app(bench, tmp_path):
+    props = {**settings(bench, "yamlapp"), "servers": {"web": {"hosts": [bench.hosts[0].address]}},
+             "project_dir": "${pulumi.cwd}"}
+    proj = program(tmp_path, "yamlapp", "yaml",
+                   resources={"app": {"type": "shipyard:index:Destination", "properties": props}},
+                   outputs={"urls": "${app.urls}", "containers": "${app.containers}"})
+    proj.run("stack", "init", "staging")
+    try:
+        proj.up("staging")
+        out = proj.outputs("staging")
+        assert out["urls"] == ["http://yamlapp.test"], out
+        assert list(out["containers"][bench.hosts[0].address]) == ["web"], out
+        assert serves(bench, "yamlapp").startswith("service=yamlapp destination=staging"), serves(bench, "yamlapp")
+        proj.run("preview", "--expect-no-changes", stack="staging")
+    finally:
+        proj.run("destroy", "--yes", stack="staging", check=False)
