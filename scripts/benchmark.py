@@ -664,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = marks[biggest][0][1]
         t1 = marks[biggest][-1][2]
         rss = [r["rss_kb"] for r in records if "rss_kb" in r and t0 - 120 <= r["t0"] <= t1]
-        provider_pids = {r["pid"] for r in records if r["what"] == "process.start" and "pulumi.dynamic" in
+        provider_pids = {r["pid"] for r in records if r["what"] == "process.start" and "components.plugin" in
                          r.get("cmd", "")}
         rss_p = [r["rss_kb"] for r in records if r.get("pid") in provider_pids and "rss_kb" in r and
                  t0 <= r["t0"] <= t1]

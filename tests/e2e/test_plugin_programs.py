@@ -78,7 +78,8 @@ def test_a_python_program_deploys_to_a_host_that_another_resource_hands_out(benc
     try:
         # the first preview: the server does not exist yet, so neither does its address
         preview = proj.run("preview", stack="staging").out
-        assert "destination staging: image acme/compose, web on a host known once it exists" in preview, preview
+        assert "+  shipyard:index:Destination staging create destination staging: image acme/compose, web on a host " \
+            "known once it exists" in preview, preview
         assert "shipyard:index:Destination" in preview and "create" in preview
         proj.up("staging")
         out = proj.outputs("staging")
