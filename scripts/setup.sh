@@ -50,7 +50,7 @@ bin="$(scripts/install-pulumi.sh)"
 for f in pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python; do
   [ "$bin/$f" -ef ".venv/bin/$f" ] || ln -sf "$bin/$f" ".venv/bin/$f"
 done
-# Pulumi YAML's language host: programs in YAML use the shipyard plugin too (a Go build, cached, about 1.5 minutes once).
+# Pulumi YAML's language host: YAML programs use the shipyard plugin too (a Go build, cached; about 1.5 min once).
 yaml_host="$(scripts/go-build.sh pulumi-language-yaml github.com/pulumi/pulumi-yaml 1.25.0 \
   github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml)"
 [ "$yaml_host" -ef .venv/bin/pulumi-language-yaml ] || ln -sf "$yaml_host" .venv/bin/pulumi-language-yaml
