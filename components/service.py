@@ -119,7 +119,10 @@ class DestinationService(pulumi.ComponentResource):
                 containers.setdefault(spec.host, {})[spec.role] = {"name": container.name,
                                                                     "id": container.container_id}
             built = [c for _, c in created]
-            entries = [self._entry(spec, c, image) for spec, c in created]
+            entries = ([self._entry(spec, c, image) for spec, c in created],
+                       # resource IDs, not outputs: an in-place update (a restart policy, a stopped container started
+                       # again) keeps one known at preview, so only a new container shows as a new rollout
+                       {f"{spec.role}@{spec.host}": c.id for spec, c in created})
             start = self._rollout(f"{name}-rollout-start{suffix}", "start", entries, built, lock)
             routes = [self._route(spec, c, proxies[spec.host], lock, [start, *built])
                       for spec, c in created if spec.proxy]
@@ -330,20 +333,20 @@ class DestinationService(pulumi.ComponentResource):
         """What the rollout knows of one new container."""
         cfg = self._cfg
         return {"target": self._target(spec.host), "role": spec.role, "name": container.name,
-                # its resource ID, not an output: an in-place update (a restart policy, a stopped container
-                # started again) keeps it known at preview, so only a new container shows as a new rollout
-                "container_id": container.id, "image": image.image_id, "proxied": bool(spec.proxy),
+                "image": image.image_id, "proxied": bool(spec.proxy),
                 "ports": [p.model_dump() for p in spec.ports], "readiness_delay": cfg.readiness_delay,
                 "stop_timeout": None if spec.proxy else cfg.drain_timeout, "retain": cfg.retain_containers,
                 "takeover": self._takeover(spec.role), **({"assets": dict(spec.assets)} if spec.assets else {})}
 
-    def _rollout(self, name: str, step: str, entries: list[dict[str, Any]], after: list[pulumi.Resource],
-                 lock: dict[str, Any], wait: float = 0) -> Rollout:
+    def _rollout(self, name: str, step: str, entries: tuple[list[dict[str, Any]], dict[str, Any]],
+                 after: list[pulumi.Resource], lock: dict[str, Any], wait: float = 0) -> Rollout:
+        """One step of a batch's rollout over `entries`: what it knows of each new container, and their IDs by
+        `<role>@<host>` (`providers.rollout.entries`)."""
         cfg = self._cfg
         secrets = sorted({cfg.secrets[k] for role, r in cfg.servers.items() for h in r.hosts
                           for k in cfg.host_env(role, h).secret})
         return Rollout(name, {"step": step, "owner": self._owner, "destination": self._cfg.destination,
-                              "labels": self._labels(), "lock": lock, "containers": entries,
+                              "labels": self._labels(), "lock": lock, "containers": entries[0], "ids": entries[1],
                               "redact": pulumi.Output.secret(secrets) if secrets else None,
                               **({"wait": wait} if wait else {})},
                        self._child(depends_on=after))

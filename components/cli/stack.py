@@ -28,6 +28,7 @@ from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
 from ..naming import PROJECT
 from ..providers.resource import DYNAMIC_TYPE, type_token
+from ..providers.rollout import entries as rollout_entries
 
 NAMESPACE = f"{PROJECT}:"
 LOCK_RETRY_S = 2.0
@@ -294,7 +295,7 @@ class StackContext:
         rollout = (type_token("Rollout"), DYNAMIC_TYPE.format("Rollout"))  # (an interrupted run of an earlier release)
         entries = [e for r in resources if r.get("type") in rollout
                    and (r.get("inputs") or {}).get("step") == "retire"
-                   for e in r["inputs"].get("containers") or [] if not e.get("proxied")]
+                   for e in rollout_entries(r["inputs"]) if not e.get("proxied")]
         done = []
         for e in entries:
             host = e["target"]["host"]

@@ -32,6 +32,18 @@ from .container import after_rollout, clean_up_assets, prune_images, put_back, s
 STEPS = ("start", "retire")
 
 
+def entry_key(entry: dict[str, Any]) -> str:
+    return f"{entry['role']}@{entry['target']['host']}"
+
+
+def entries(props: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rollout's containers, each with its container ID. The IDs are kept apart (`ids`, by `<role>@<host>`), so a
+    preview of a new rollout names the IDs it moves to and nothing else; states written before carry them in the
+    entries."""
+    ids = props.get("ids") or {}
+    return [{**e, "container_id": ids.get(entry_key(e), e.get("container_id"))} for e in props.get("containers") or []]
+
+
 def _entry_props(props: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """One container's entry as the container functions read props: the destination's facts, the entry's own,
     and the secrets a failing container's output is redacted with."""
@@ -65,7 +77,7 @@ def _on_hosts(groups: dict[str, list[dict[str, Any]]], fn: Callable[[list[dict[s
 
 class RolloutProvider(ResourceProvider):
     serialize_as_secret_always = False
-    compared = ("containers",)  # what its diff looks at: a preview names nothing else
+    compared = ("ids", "containers")  # what its diff looks at: a preview names nothing else
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         self._run(props)
@@ -78,7 +90,7 @@ class RolloutProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """A new container in any role (or one more or less) is a new rollout; how hosts are reached is not."""
         def key(props):
-            return sorted((e["target"]["host"], e["role"], e["container_id"]) for e in props.get("containers") or [])
+            return sorted((e["target"]["host"], e["role"], e["container_id"]) for e in entries(props))
         return DiffResult(changes=key(olds) != key(news), replaces=[], delete_before_replace=False)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -96,7 +108,7 @@ class RolloutProvider(ResourceProvider):
     # -- start ----------------------------------------------------------------------------------------------------
 
     def _start(self, props: dict[str, Any]) -> None:
-        workers = _by_host([e for e in props["containers"] if not e.get("proxied")])
+        workers = _by_host([e for e in entries(props) if not e.get("proxied")])
         started: dict[str, list[tuple[dict[str, Any], list[str]]]] = {h: [] for h in workers}
 
         def start(entries: list[dict[str, Any]]) -> None:
@@ -151,7 +163,7 @@ class RolloutProvider(ResourceProvider):
                     {e["image"] for e in entries}
                 prune_images(c, _entry_props(props, entries[0]), used)
 
-        failures = [r for r in _on_hosts(_by_host(props["containers"]), retire).values()
+        failures = [r for r in _on_hosts(_by_host(entries(props)), retire).values()
                     if isinstance(r, BaseException)]
         if failures:
             raise failures[0]

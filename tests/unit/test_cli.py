@@ -253,7 +253,7 @@ def test_an_interrupted_run_is_healed_before_the_deploy_and_its_pending_containe
     ctx.name = "staging"
     ctx.stack = mocker.Mock()
     retire = {"type": "shipyard:index:Rollout", "inputs": {"step": "retire", "containers": [
-        {"target": {"host": "h1"}, "role": "jobs", "container_id": "r1", "proxied": False, "stop_timeout": 30}]}}
+        {"target": {"host": "h1"}, "role": "jobs", "proxied": False, "stop_timeout": 30}], "ids": {"jobs@h1": "r1"}}}
     ctx.stack.export_stack.return_value.deployment = {"resources": [retire], "pending_operations": [
         {"type": "creating", "resource": {"urn": "urn:pulumi:staging::shipyard::x$y::shop-staging-jobs@h1"}}]}
     c = mocker.create_autospec(docker.APIClient, instance=True)

@@ -12,7 +12,7 @@ import pytest
 from components import hostlock, hosts, providers
 from components.errors import HealthCheckFailed
 from components.hosts import SSHTarget
-from components.providers import container
+from components.providers import container, rollout
 
 OWNER = "shipyard/staging"
 LABELS = {"service": "hello", "destination": "staging"}
@@ -62,8 +62,10 @@ def _entry(host: str, role: str, cid: str, proxied: bool = False) -> dict:
 
 
 def _rollout(step: str, *entries: dict) -> dict:
-    return {"step": step, "owner": OWNER, "destination": "staging", "labels": LABELS, "containers": list(entries),
-            "redact": ["s3cret"]}
+    """A rollout step's props as the component writes them: the entries, their container IDs apart."""
+    return {"step": step, "owner": OWNER, "destination": "staging", "labels": LABELS,
+            "containers": [{k: v for k, v in e.items() if k != "container_id"} for e in entries],
+            "ids": {f"{e['role']}@{e['target']['host']}": e["container_id"] for e in entries}, "redact": ["s3cret"]}
 
 
 def test_a_worker_is_created_stopped_and_its_predecessor_keeps_running(daemons, mocker):
@@ -147,6 +149,17 @@ def test_a_rollout_changes_with_its_containers_not_with_how_hosts_are_reached():
     assert not providers.RolloutProvider().diff("x", olds, _rollout("start", moved_key)).changes
     new = providers.RolloutProvider().diff("x", olds, _rollout("start", _entry("h1", "jobs", "b")))
     assert new.changes and not new.replaces
+
+
+def test_a_rollout_recorded_with_its_ids_in_the_entries_is_the_same_rollout():
+    """States written before the IDs moved apart (`ids`) carry them in the entries: no change, and each entry has
+    its ID either way."""
+    earlier = {**_rollout("retire"), "containers": [_entry("h1", "jobs", "a"), _entry("h1", "web", "b", True)]}
+    earlier.pop("ids")
+    now = _rollout("retire", _entry("h1", "jobs", "a"), _entry("h1", "web", "b", True))
+    assert not providers.RolloutProvider().diff("x", earlier, now).changes
+    assert rollout.entries(earlier) == rollout.entries(now) == [_entry("h1", "jobs", "a"),
+                                                                 _entry("h1", "web", "b", True)]
 
 
 def test_a_replaced_worker_stays_running_while_its_successor_was_never_started(daemons):
