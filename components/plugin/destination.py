@@ -13,10 +13,11 @@ from typing import Any
 
 import pulumi
 import pulumi.provider as provider
+from pulumi.errors import InputPropertyError
 from pulumi.output import Unknown
 
 from .. import program
-from ..errors import DeployError
+from ..errors import ConfigError, DeployError
 
 TYPE = "shipyard:index:Destination"  # (as `schema.DESTINATION`)
 
@@ -37,6 +38,8 @@ class Destination(pulumi.ComponentResource):
         project_dir = Path(raw.pop("project_dir", None) or os.getcwd())
         try:
             return program.outputs(program.declare(raw, project_dir=project_dir, parent=self))
+        except ConfigError as exc:  # the engine names the resource and the property
+            raise InputPropertyError(exc.path, f"destination {self._called}: {exc.message}") from None
         except DeployError as exc:
             raise pulumi.RunError(f"destination {self._called}: {exc}") from None
 

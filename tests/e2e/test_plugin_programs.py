@@ -108,3 +108,15 @@ def test_a_yaml_program_deploys_the_example_app(bench, tmp_path):
         proj.run("preview", "--expect-no-changes", stack="staging")
     finally:
         proj.run("destroy", "--yes", stack="staging", check=False)
+
+
+def test_a_bad_setting_from_a_program_is_one_line_naming_the_property(bench, tmp_path):
+    props = {**settings(bench, "Bad_Name"), "servers": {"web": {"hosts": [bench.hosts[0].address]}}}
+    proj = program(tmp_path, "yamlbad", "yaml",
+                   resources={"app": {"type": "shipyard:index:Destination", "properties": props}})
+    proj.run("stack", "init", "staging")
+    out = proj.run("preview", stack="staging", check=False)
+    assert not out.ok
+    assert "- property service with value \"Bad_Name\" has a problem: destination app: 'Bad_Name' is not allowed " \
+           "here" in out.out, out.out
+    assert "Traceback" not in out.out and "Unexpected" not in out.out, out.out
