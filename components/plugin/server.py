@@ -111,7 +111,9 @@ def detailed_diff(olds: Mapping[str, Any], news: Mapping[str, Any], replaces: li
                 kind = kinds.DELETE_REPLACE if replace else kinds.DELETE
             else:
                 kind = kinds.UPDATE_REPLACE if replace else kinds.UPDATE
-            out[path] = proto.PropertyDiff(kind=kind, inputDiff=True)
+            # against the recorded state, not the recorded inputs: a refresh's drift (a route pointed elsewhere by
+            # hand) shows as what is there now => what the stack wants
+            out[path] = proto.PropertyDiff(kind=kind, inputDiff=False)
     return out
 
 

@@ -1,4 +1,4 @@
-"""`shipyard:Container`: one container of one role (or accessory) of one destination on one host, created from the
+"""`shipyard:index:Container`: one container of one role (or accessory) of one destination on one host, created from the
 image pinned by ID.
 
 A new container is created under a pending name and takes its real name once it is ready (or, for a role without

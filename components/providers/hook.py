@@ -1,4 +1,4 @@
-"""`shipyard:Hook`: one of Kamal's hooks, an executable the user keeps in the hooks directory (`.kamal/hooks`),
+"""`shipyard:index:Hook`: one of Kamal's hooks, an executable the user keeps in the hooks directory (`.kamal/hooks`),
 run on the deploying machine at its place in the deploy, with Kamal's `KAMAL_*` variables:
 
 - `pre-connect` and `pre-build` before anything else (the image waits for them), `pre-deploy` once the image is

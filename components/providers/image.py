@@ -1,5 +1,5 @@
-"""`shipyard:Image`: the destination's image of one version, built once on the build host and made present on every
-host that runs it (through the registry when one is configured, else `docker save | docker load`).
+"""`shipyard:index:Image`: the destination's image of one version, built once on the build host and made present on
+every host that runs it (through the registry when one is configured, else `docker save | docker load`).
 
 A version names one build: the image already tagged for a version is reused whatever the checkout holds now (a
 rollback, said in the preview), and a version that names a build made with other builder settings is refused."""

@@ -1,4 +1,4 @@
-"""`shipyard:Network`: the destination's own Docker network on a host. Its containers and accessories reach each
+"""`shipyard:index:Network`: the destination's own Docker network on a host. Its containers and accessories reach each
 other by name on it, and no other destination's containers are on it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""`shipyard:Proxy` and `shipyard:ProxyRoute`: kamal-proxy, one per host and shared by every destination there, and
-each destination's route on it.
+"""`shipyard:index:Proxy` and `shipyard:index:ProxyRoute`: kamal-proxy, one per host and shared by every destination
+there, and each destination's route on it.
 
 No stack owns the proxy: a stack's Proxy resource ensures it runs (adopting one that already does) and, deleted,
 removes it only when no route is left on it. Every change to the proxy's existence holds the host lock exclusively;

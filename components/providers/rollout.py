@@ -1,4 +1,4 @@
-"""`shipyard:Rollout`: a destination's rollout is one unit. The component declares two of these per boot batch
+"""`shipyard:index:Rollout`: a destination's rollout is one unit. The component declares two of these per boot batch
 (`boot.limit` hosts at a time; one batch without a limit), around the batch's routes:
 
 - `start` depends on every new container of the batch (each created, and - for a proxied role - ready but not yet

@@ -1,4 +1,4 @@
-"""`shipyard:Volume`: a named volume of the destination on a host. Its data outlives `pulumi destroy` unless the
+"""`shipyard:index:Volume`: a named volume of the destination on a host. Its data outlives `pulumi destroy` unless the
 stack opts in (`delete_volumes_on_destroy`): the component then drops Pulumi's retainOnDelete, which preview
 shows."""
 

@@ -317,9 +317,9 @@ def test_editing_the_kamal_file_shows_in_preview_diff_and_deploys(bench, pair):
     overlay.write_text(before + "env:\n  clear:\n    PLAIN: edited\n")
     try:
         preview = pair.run("preview", "--diff", stack="staging").out
-        assert re.search(r'~ PLAIN +: "visible" => "edited"', preview), preview
-        assert "shipyard:Container: (replace)" in preview
-        assert not re.search(r"shipyard:Image: \((replace|update|create)", preview), preview
+        assert re.search(r'~ PLAIN *: "visible" => "edited"', preview), preview
+        assert "shipyard:index:Container: (replace)" in preview
+        assert not re.search(r"shipyard:index:Image: \((replace|update|create)", preview), preview
         assert "edited" not in pair.run("preview", "--diff", stack="production").out  # production's file is its own
         pair.up("staging")
         d = host_docker(bench.hosts[0])

@@ -63,7 +63,7 @@ def test_a_destination_deployed_by_an_earlier_release_previews_with_no_change(be
         # the rollout's two steps are new: created once, changing nothing that runs
         preview = proj.run("preview", stack="staging").out
         creates = [line for line in preview.splitlines() if line.rstrip().endswith(" create") and ":" in line]
-        assert len(creates) == 2 and all("shipyard:Rollout" in line for line in creates), preview
+        assert len(creates) == 2 and all("shipyard:index:Rollout" in line for line in creates), preview
         assert "2 to create" in preview and not any(f"to {what}" in preview for what in ("update", "replace",
                                                                                          "delete")), preview
         started = {c["Id"]: host_docker(bench.hosts[0]).inspect_container(c["Id"])["State"]["StartedAt"]

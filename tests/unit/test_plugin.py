@@ -97,6 +97,8 @@ def test_diff_through_the_server_names_the_secret_key_and_the_replacement(mocker
     resp = call("Diff", proto.DiffRequest(urn=URN, id="c1", olds=struct(olds), news=struct(news)))
     assert resp.changes == proto.DiffResponse.DIFF_SOME and list(resp.replaces) == ["secret_env"]
     assert resp.hasDetailedDiff and kinds(resp.detailedDiff) == {"secret_env.TOKEN": "UPDATE_REPLACE"}
+    # the recorded state against the wanted inputs: what a refresh found shows as such
+    assert not resp.detailedDiff["secret_env.TOKEN"].inputDiff
     assert list(resp.diffs) == ["secret_env"]
     schema.provider_for.assert_called_once_with("shipyard:index:Container")
     provider.diff.return_value = DiffResult(changes=False, replaces=[], delete_before_replace=False)
