@@ -43,13 +43,7 @@ def get(bench) -> str:
 
 
 def test_a_destination_deployed_by_an_earlier_release_previews_with_no_change(bench, tmp_path):
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", EARLIER, "components"], capture_output=True,
-                             check=True).stdout
-    (tmp_path / "state").mkdir()
-    proj = Project(make_project(tmp_path), pulumi_env(tmp_path / "state"))
-    (proj.dir / "components").unlink()
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tf:
-        tf.extractall(proj.dir, filter="data")  # the earlier release's code, as a user had it
+    proj = earlier_release(tmp_path, EARLIER)  # the earlier release's code, as a user had it
     # That release never pulled kamal-proxy's image: a host it deployed to had it already (pulled by hand)
     pulled(host_docker(bench.hosts[0]), "basecamp/kamal-proxy:v0.9.2")
     try:
@@ -58,8 +52,7 @@ def test_a_destination_deployed_by_an_earlier_release_previews_with_no_change(be
         assert "version=v1" in get(bench)
         before = {c["Id"] for c in host_docker(bench.hosts[0]).containers(filters={"label": "service=upg"})}
 
-        shutil.rmtree(proj.dir / "components")
-        (proj.dir / "components").symlink_to(REPO / "components")  # upgrade
+        upgrade(proj)
         # the rollout's two steps are new: created once, changing nothing that runs
         preview = proj.run("preview", stack="staging").out
         creates = [line for line in preview.splitlines() if line.rstrip().endswith(" create") and ":" in line]
@@ -85,7 +78,7 @@ def test_a_destination_deployed_by_an_earlier_release_previews_with_no_change(be
         proj.run("destroy", "--yes", stack="staging", check=False)
 
 
-def earlier_release(bench, tmp_path, rev: str) -> Project:
+def earlier_release(tmp_path, rev: str) -> Project:
     """A project as a user of release `rev` had it (its `Pulumi.yaml` and `components/`)."""
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "components", "Pulumi.yaml"],
                              capture_output=True, check=True).stdout
@@ -112,7 +105,7 @@ def changed_lines(preview: str) -> list[str]:
 
 
 def test_a_destination_of_dynamic_resources_moves_onto_the_plugin_with_no_replacement(bench, tmp_path):
-    proj = earlier_release(bench, tmp_path, DYNAMIC)
+    proj = earlier_release(tmp_path, DYNAMIC)
     docker = host_docker(bench.hosts[0])
 
     def started() -> dict[str, str]:
