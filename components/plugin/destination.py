@@ -18,8 +18,9 @@ from pulumi.output import Unknown
 
 from .. import program
 from ..errors import ConfigError, DeployError
+from .schema import DESTINATION
 
-TYPE = "shipyard:index:Destination"  # (as `schema.DESTINATION`)
+TYPE = DESTINATION
 
 
 class Destination(pulumi.ComponentResource):
@@ -61,7 +62,9 @@ async def _plan(name: str, settings: pulumi.Output[dict[str, Any]], parent: pulu
 
     servers = raw.get("servers")
     parts = []
-    if isinstance(servers, dict):
+    if isinstance(servers, list):  # a bare host list: the web role
+        parts.append(f"web on {where(servers)}")
+    elif isinstance(servers, dict):
         for role, spec in servers.items():
             hosts = spec.get("hosts") if isinstance(spec, dict) else spec
             parts.append(f"{role} on {where(hosts)}")
@@ -79,9 +82,6 @@ async def _plan(name: str, settings: pulumi.Output[dict[str, Any]], parent: pulu
 
 class DestinationProvider(provider.Provider):
     """The component side of the plugin: constructs `shipyard:index:Destination`."""
-
-    def __init__(self, version: str, schema: str):
-        super().__init__(version, schema)
 
     def construct(self, name: str, resource_type: str, inputs: pulumi.Inputs,
                   options: pulumi.ResourceOptions | None = None) -> provider.ConstructResult:

@@ -150,3 +150,18 @@ def test_create_gets_secrets_plain_and_returns_them_secret_and_the_plugin_has_no
     assert configured.acceptSecrets and not configured.supportsPreview
     assert call("DiffConfig", proto.DiffRequest()).changes == proto.DiffResponse.DIFF_NONE
     assert json.loads(call("GetSchema", proto.GetSchemaRequest()).schema)["name"] == "shipyard"
+
+
+def test_the_destination_says_in_one_line_what_goes_where():
+    from pulumi import Output
+
+    from components.plugin.destination import _plan
+
+    async def plan(name: str, settings: dict) -> str:
+        return await _plan(name, Output.from_input(settings), None)
+    assert asyncio.run(plan("staging", {
+        "image": "acme/shop", "servers": {"web": {"hosts": ["h1", "h2"]}, "jobs": ["h2"]},
+        "accessories": {"db": {"host": "h3"}, "cache": {"hosts": ["h1"]}}})) == \
+        "destination staging: image acme/shop, web on h1, h2; jobs on h2; accessory db on h3; accessory cache on h1"
+    assert asyncio.run(plan("review", {"image": "acme/shop", "servers": ["h1"]})) == \
+        "destination review: image acme/shop, web on h1"
