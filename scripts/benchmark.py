@@ -368,7 +368,7 @@ def wipe(info: BenchInfo, hosts: list) -> None:
     keep = {"busybox:latest", "busybox:1", PROXY_IMAGE}
 
     def one(h):
-        d = docker.APIClient(base_url=f"unix://{h.docker_socket}", version="1.41")
+        d = docker.APIClient(base_url=f"unix://{h.docker_socket}", version="auto")
         for c in d.containers(all=True):
             d.remove_container(c["Id"], force=True, v=True)
         for img in d.images():
