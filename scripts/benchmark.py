@@ -20,7 +20,7 @@ Between tools every bench host is wiped through its local socket, so each first 
 Also printed: the no-op `up` of two reference programs (an empty one, and one with a single dynamic-provider resource
 that does nothing), the CPU seconds each tool's version change costs the machine, where our version change spends
 its time (timing hooks loaded into the processes `pulumi` starts, see scripts/benchmark_hooks) and the peak memory
-of the provider process at the largest host count.
+of the plugin process at the largest host count.
 """
 
 from __future__ import annotations
@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_p = [r["rss_kb"] for r in records if r.get("pid") in provider_pids and "rss_kb" in r and
                  t0 <= r["t0"] <= t1]
         if rss_p or rss:
-            print(f"\npeak memory of the provider process at {counts[-1]} hosts (version change): "
+            print(f"\npeak memory of the plugin process at {counts[-1]} hosts (version change): "
                   f"{max(rss_p or rss) / 1024:.0f} MiB")
     print(f"\nmeasured in {measured / 60:.1f} min ({(time.perf_counter() - t_all) / 60:.1f} min with bench start "
           f"and stop); timing log: {timings}")

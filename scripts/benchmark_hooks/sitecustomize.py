@@ -1,5 +1,5 @@
 """Timing hooks for `make benchmark`, loaded (through PYTHONPATH) into the Python processes that `pulumi` starts -
-the program and the dynamic-provider server - and only when SHIPYARD_BENCH_TIMINGS names a file.
+the program and the shipyard plugin - and only when SHIPYARD_BENCH_TIMINGS names a file.
 
 They wrap, from outside, what the providers do: each provider method (create, update, delete, diff, check, read),
 the readiness wait, the route switch, every Docker API call and health probe, SSH connections and SFTP sessions.
