@@ -5,12 +5,13 @@ the example app to a bench host through `shipyard:index:Destination`, serve it, 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import Project, app_head, host_docker, http_get, make_project, pulumi_env, ssh_config
+from tests.conftest import REPO, Project, app_head, host_docker, http_get, make_project, pulumi_env, ssh_config
 
 pytestmark = pytest.mark.e2e
 
@@ -18,6 +19,7 @@ PLUGIN = {"plugins": {"providers": [{"name": "shipyard", "path": "./components/p
 
 PROGRAM = '''
 import json
+import subprocess
 from pathlib import Path
 
 import pulumi
@@ -120,3 +122,14 @@ def test_a_bad_setting_from_a_program_is_one_line_naming_the_property(bench, tmp
     assert "- property service with value \"Bad_Name\" has a problem: destination app: 'Bad_Name' is not allowed " \
            "here" in out.out, out.out
     assert "Traceback" not in out.out and "Unexpected" not in out.out, out.out
+
+
+def test_the_cli_reads_the_plugins_schema(tmp_path):
+    (tmp_path / "state").mkdir()
+    env = pulumi_env(tmp_path / "state")
+    proc = subprocess.run(["pulumi", "package", "get-schema", str(REPO / "components/plugin/pulumi-resource-shipyard")],
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    doc = json.loads(proc.stdout)
+    assert doc["name"] == "shipyard"
+    assert doc["resources"]["shipyard:index:Destination"]["isComponent"] is True
+    assert doc["resources"]["shipyard:index:Container"]["properties"]["secret_env"]["secret"] is True
