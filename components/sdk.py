@@ -17,8 +17,9 @@ from typing import Any
 import pulumi
 
 from .program import OUTPUTS
+from .providers.resource import type_token
 
-TYPE = "shipyard:index:Destination"
+TYPE = type_token("Destination")
 
 
 class Destination(pulumi.ComponentResource):

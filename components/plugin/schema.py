@@ -15,10 +15,10 @@ from .. import config
 from ..program import OUTPUTS
 from ..providers import (ContainerProvider, HookProvider, ImageProvider, NetworkProvider, ProxyProvider,
                          RolloutProvider, RouteProvider, VolumeProvider)
-from ..providers.resource import PACKAGE, type_token
+from ..providers.resource import DYNAMIC_TYPE, PACKAGE, type_token
 
 VERSION = "0.1.0"
-DESTINATION = "shipyard:index:Destination"
+DESTINATION = type_token("Destination")
 TARGET_KEYS = ("target", "build_host", "ship_to")  # SSH targets: a change of host replaces, of how it is reached not
 
 PROVIDERS = {"Container": ContainerProvider, "Hook": HookProvider, "Image": ImageProvider,
@@ -140,7 +140,7 @@ def as_json() -> str:
         outs = {**ins, **{k: {**t, **({"secret": True} if k in secret else {})} for k, t in outputs.items()}}
         resources[type_token(kind)] = {"description": description, "inputProperties": ins,
                                        "requiredInputs": list(required), "properties": outs,
-                                       "aliases": [{"type": f"pulumi-python:dynamic/shipyard:{kind}"}]}
+                                       "aliases": [{"type": DYNAMIC_TYPE.format(kind)}]}
     resources[DESTINATION] = destination_schema()
     return json.dumps({
         "name": PACKAGE, "version": VERSION, "displayName": "shipyard",
