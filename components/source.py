@@ -229,6 +229,12 @@ def checkout_commit(ctx: BuildContext | CommitContext) -> str | None:
         return None
 
 
+def same_checkout(a: Path, b: Path) -> bool:
+    """Whether two directories are in one git checkout (the same top level); False where either is in none."""
+    tops = [_git(d, "rev-parse", "--show-toplevel") if Path(d).is_dir() else None for d in (a, b)]
+    return all(t is not None and t.returncode == 0 for t in tops) and tops[0].stdout == tops[1].stdout
+
+
 def git_version(ctx: BuildContext | CommitContext) -> str:
     """The context's commit (12 hex digits) when the context sent is exactly what that commit holds; otherwise
     the commit, `-dirty-` and 8 digits of the context hash. Ignored or untracked files that are sent, changed

@@ -1,12 +1,15 @@
 """`shipyard audit`: who deployed what version when, from the stack's update history (Kamal's `audit`). Deploys
-and rollbacks made with `shipyard` name their performer and version; a plain `pulumi up` shows git's author (when
-the project is a git checkout) and the pinned `shipyard:version`, if any."""
+and rollbacks made with `shipyard` name their performer and version. A plain `pulumi up` records only what the
+Pulumi CLI does: the project checkout's last commit, its author and the pinned `shipyard:version`. That commit and
+author are shown only where the project's checkout is the app's (the builder context's); a Kamal app in a
+checkout of its own would otherwise be shown this project's author and commit."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from .. import source
 from . import output
 from .deploy import parse_message
 from .stack import NAMESPACE, StackContext
@@ -19,23 +22,27 @@ def entry(update: Any) -> dict[str, Any]:
             "config": {k: getattr(v, "value", v) for k, v in (update.config or {}).items()}}
 
 
-def audit_row(e: dict[str, Any]) -> dict[str, Any]:
-    """Who, what and when of one update (pure)."""
+def audit_row(e: dict[str, Any], app_checkout: bool = True) -> dict[str, Any]:
+    """Who, what and when of one update (pure). `app_checkout`: the Pulumi project's git checkout is the app's, so
+    the commit and author Pulumi records for a plain `pulumi up` are the app's."""
     ours = parse_message(e.get("message") or "")
     env = e.get("environment") or {}
+    git = env if app_checkout else {}
     pinned = (e.get("config") or {}).get(f"{NAMESPACE}version")
+    head = git.get("git.head") if git.get("git.dirty") != "true" else None
     action = ours["action"] if ours else e["kind"]
     return {"update": e.get("update"), "time": output.when(e.get("start")), "action": action,
             "result": e.get("result"),
-            "who": ours["who"] if ours else env.get("git.author") or env.get("git.committer"),
-            "version": ours["version"] if ours else (pinned if isinstance(pinned, str) else None),
+            "who": ours["who"] if ours else git.get("git.author") or git.get("git.committer"),
+            "version": ours["version"] if ours else (pinned if isinstance(pinned, str) else head and head[:12]),
             "via": "shipyard" if ours else env.get("exec.kind", "pulumi"),
             "message": None if ours else (e.get("message") or None)}
 
 
 def show(ctx: StackContext, args: argparse.Namespace) -> int:
     # the history comes newest first; DIY backends number no update (every `version` is 0): count them here
-    rows = [{**audit_row(entry(u)), "update": n} for n, u in enumerate(reversed(ctx.history()), start=1)]
+    app = source.same_checkout(ctx.project_dir, ctx.project_dir / ctx.cfg.builder.context)
+    rows = [{**audit_row(entry(u), app), "update": n} for n, u in enumerate(reversed(ctx.history()), start=1)]
     if args.json:
         print(output.to_json({"stack": ctx.name, "updates": rows}))
         return 0

@@ -3,11 +3,12 @@ history - tested with data, no Pulumi CLI, no host."""
 
 from __future__ import annotations
 
+import subprocess
 from datetime import datetime, timezone
 
 import pytest
 
-from components import config
+from components import config, source
 from components.cli import audit, deploy, details, execute, logs, output, parser, review, stack, versions
 from components.errors import ConfigError
 from components.hosts import SSHTarget
@@ -208,6 +209,24 @@ def test_audit_reads_who_and_what_from_shipyards_messages_and_falls_back_to_git(
                              "environment": {"exec.kind": "cli", "git.author": "Bob"},
                              "config": {"shipyard:version": "v1"}})
     assert (plain["action"], plain["version"], plain["who"], plain["via"]) == ("update", "v1", "Bob", "cli")
+    # unpinned: the commit Pulumi recorded, if it was clean - and none of it where the project is not the app's
+    update = {"update": 2, "kind": "update", "result": "succeeded", "message": "", "start": 0, "config": {},
+              "environment": {"exec.kind": "cli", "git.author": "Bob", "git.head": "0123456789abcdef0123"}}
+    assert (audit.audit_row(update)["version"], audit.audit_row(update)["who"]) == ("0123456789ab", "Bob")
+    dirty = {**update, "environment": {**update["environment"], "git.dirty": "true"}}
+    assert audit.audit_row(dirty)["version"] is None
+    assert (audit.audit_row(update, app_checkout=False)["version"], audit.audit_row(update, False)["who"]) == (
+        None, None)
+
+
+def test_the_app_checkout_is_told_from_another(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for repo in ("project", "app"):
+        (tmp_path / repo / "sub").mkdir(parents=True)
+        subprocess.run([*git, "-C", str(tmp_path / repo), "init", "-q"], check=True)
+    assert source.same_checkout(tmp_path / "project", tmp_path / "project" / "sub")
+    assert not source.same_checkout(tmp_path / "project", tmp_path / "app")
+    assert not source.same_checkout(tmp_path / "project", tmp_path / "nowhere")
 
 
 def test_proxy_routes_and_current_containers():
