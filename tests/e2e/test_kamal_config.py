@@ -38,6 +38,10 @@ DEPLOY = """\
     servers:
       web:
         - <%= ENV["KSHOP_HOST"] %>: canary
+      job:
+        hosts:
+          - <%= ENV["KSHOP_HOST"] %>
+        cmd: sh -c 'trap "exit 0" TERM; while :; do sleep 1; done'
     registry:
       server: {registry}
       username: deployer
@@ -68,6 +72,7 @@ DEPLOY = """\
           memory: 256m
     deploy_timeout: 20
     drain_timeout: 2
+    readiness_delay: 2
     retain_containers: 2
     error_pages_path: public
     asset_path: /www/assets
@@ -156,6 +161,11 @@ def pair(bench, tmp_path_factory):
            "KSHOP_REGISTRY_PASSWORD": bench.auth_registry_password}
     proj = Project(make_project(root), env)
     write_app(proj.dir, bench.auth_registry)
+    # the Pulumi project is a checkout of its own, as a clone of this repository is: its commits are not the app's
+    git = ["git", "-c", "user.name=Project Author", "-c", "user.email=p@example.invalid", "-C", str(proj.dir)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "Pulumi.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], check=True)
     for dest in NAMES:
         proj.init(dest, stack(bench))
         proj.up(dest)
@@ -240,18 +250,22 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
         assert d.code == 0, d.err
         details = d.json()
         assert (details["destination"], details["version"]) == (dest, app_head(pair.dir))
-        [web] = details["containers"]
-        assert (web["host"], web["container"], web["state"]) == (host, f"kshop-web-{dest}-{app_head(pair.dir)}",
-                                                                 "running")
-        assert web["route"]["hosts"] == [NAMES[dest]]
+        containers = {c["role"]: c for c in details["containers"]}
+        assert sorted(containers) == ["job", "web"]
+        for role, c in containers.items():
+            assert (c["host"], c["container"], c["state"]) == (host, f"kshop-{role}-{dest}-{app_head(pair.dir)}",
+                                                               "running")
+        assert containers["web"]["route"]["hosts"] == [NAMES[dest]]
     versions = shipyard(pair.dir, pair.env, "versions", "-s", "staging", "--json").json()["versions"]
-    rows = [(r["role"], r["version"], r["current"]) for r in versions]
-    assert rows[0] == ("web", app_head(pair.dir), True) and not [r for r in rows[1:] if r[2]]  # earlier: retained
+    current = sorted((r["role"], r["version"]) for r in versions if r["current"])  # earlier ones: retained
+    assert current == [("job", app_head(pair.dir)), ("web", app_head(pair.dir))]
     # the app logs nothing: the command reads every container of the destination and ends (it hung before)
     assert shipyard(pair.dir, pair.env, "logs", "-s", "staging", "-n", "2", timeout=60).code == 0
     # audit and the host lock read the Kamal-backed stack too
     updates = shipyard(pair.dir, pair.env, "audit", "-s", "production", "--json").json()["updates"]
     assert updates and updates[0]["result"] == "succeeded"
+    # a plain `pulumi up`: the Pulumi CLI records the project checkout's commit and author, which are not the app's
+    assert (updates[0]["via"], updates[0]["who"], updates[0]["version"]) == ("cli", None, None)
     assert "free" in shipyard(pair.dir, pair.env, "lock", "status", "-s", "staging").out
     # Kamal's aliases are shipyard subcommands
     assert "KAMAL_DESTINATION=production" in shipyard(pair.dir, pair.env, "whereami", "-s", "production").out
@@ -475,3 +489,35 @@ def test_a_rollout_serves_the_old_and_the_new_versions_assets_throughout(bench, 
                                        f"0 times, new one missing 0 times once served"])
     finally:
         pair.up("production")  # both destinations run the app's commit, as every test expects
+
+
+def test_deploy_and_rollback_of_a_kamal_backed_stack_move_every_role_and_fail_no_request(bench, pair, request):
+    """`shipyard deploy` of the app's next commit, then `shipyard rollback` to the one before, on a stack that only
+    names the Kamal file: the web and the job role both run the version asked for, a request loop through the
+    rollback sees no failure, audit records it, and production is untouched."""
+    before = app_head(pair.dir)
+    after = commit_app(pair.dir, "release.txt", f"the release after {before}\n")
+    d = host_docker(bench.hosts[0])
+
+    def running(dest: str) -> dict[str, str]:
+        """{role: version} of the destination's running app containers."""
+        return {c["Labels"]["role"]: c["Labels"]["version"] for c in d.containers(
+            filters={"label": ["service=kshop", f"destination={dest}"]}) if "accessory" not in c["Labels"]}
+    try:
+        shipyard(pair.dir, pair.env, "deploy", "-s", "staging")
+        assert running("staging") == {"web": after, "job": after}
+        with requests_during(lambda: get(bench, "staging")) as seen:
+            shipyard(pair.dir, pair.env, "rollback", before, "-s", "staging")
+        assert running("staging") == {"web": before, "job": before}
+        assert get(bench, "staging").startswith(f"service=kshop destination=staging version={before} ")
+        failed = [s for s in seen if not (s[1] or "").startswith("service=kshop destination=staging ")]
+        assert seen and not failed, failed[:3]
+        updates = shipyard(pair.dir, pair.env, "audit", "-s", "staging", "--json").json()["updates"]
+        assert [(u["action"], u["version"]) for u in updates[-2:]] == [("deploy", after), ("rollback", before)]
+        assert running("production") == {"web": before, "job": before}
+        show_after(request, "rollback", [f"a rollback of a Kamal-backed stack (web and job): {len(seen)} requests, "
+                                        f"0 failed"])
+    finally:  # back to following the app's commit, both destinations on it, as every test expects
+        pair.run("config", "rm", "shipyard:version", stack="staging", check=False)
+        pair.up("staging")
+        pair.up("production")
