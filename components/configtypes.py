@@ -17,6 +17,7 @@ NAME_PART = r"^[a-z0-9][a-z0-9_.-]{0,39}$"
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 IMAGE = r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 SSH_USER = r"^[a-z_][a-z0-9_.-]{0,31}$"
+JUMP_HOST = r"^([a-z_][a-z0-9_.-]{0,31}@)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$"  # [user@]host[:port], OpenSSH's ProxyJump
 REGISTRY_SERVER = r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
 URL_PATH = r"^/\S*$"
 IMAGE_REF = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
@@ -66,6 +67,16 @@ class SSH(Model):
     keys: tuple[str, ...] = ()  # identity files; empty: the SSH agent and ~/.ssh defaults
     known_hosts: str | None = None  # default: ~/.ssh/known_hosts
     host_key_policy: Literal["strict", "accept-new"] = "strict"
+    # reaching hosts through another (OpenSSH's ProxyJump: [user@]host[:port], user default root, as Kamal's) or
+    # through a command (ProxyCommand: %h, %p and %r are the host, port and user)
+    proxy: str | None = Field(default=None, pattern=JUMP_HOST)
+    proxy_command: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_proxy(self) -> "SSH":
+        if self.proxy and self.proxy_command:
+            raise ValueError("give proxy or proxy_command, not both")
+        return self
 
 
 class Registry(Model):

@@ -7,6 +7,7 @@ never connect, and importing it costs about a tenth of a second."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -31,16 +32,31 @@ class SSHTarget:
     keys: tuple[str, ...] = ()
     known_hosts: str | None = None
     host_key_policy: str = "strict"  # or "accept-new"
+    proxy: str | None = None  # a jump host, [user@]host[:port] (user default: root, as Kamal's)
+    proxy_command: str | None = None  # a command whose stdin/stdout is the connection (%h %p %r)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SSHTarget":
         return cls(host=data["host"], port=int(data.get("port", 22)), user=data.get("user", "root"),
                    keys=tuple(data.get("keys") or ()), known_hosts=data.get("known_hosts"),
-                   host_key_policy=data.get("host_key_policy", "strict"))
+                   host_key_policy=data.get("host_key_policy", "strict"), proxy=data.get("proxy"),
+                   proxy_command=data.get("proxy_command"))
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data; a proxy only where there is one, so targets without one read as they always did."""
         return {"host": self.host, "port": self.port, "user": self.user, "keys": list(self.keys),
-                "known_hosts": self.known_hosts, "host_key_policy": self.host_key_policy}
+                "known_hosts": self.known_hosts, "host_key_policy": self.host_key_policy,
+                **({"proxy": self.proxy} if self.proxy else {}),
+                **({"proxy_command": self.proxy_command} if self.proxy_command else {})}
+
+    def jump(self) -> "SSHTarget | None":
+        """The jump host, reached as this host is (keys, known_hosts, policy) with its own user and port."""
+        if not self.proxy:
+            return None
+        user, _, rest = self.proxy.rpartition("@")
+        host, _, port = rest.partition(":")
+        return SSHTarget(host=host, port=int(port or 22), user=user or "root", keys=self.keys,
+                         known_hosts=self.known_hosts, host_key_policy=self.host_key_policy)
 
     def __str__(self) -> str:
         return self.host if self.port == 22 else f"{self.host}:{self.port}"
@@ -61,10 +77,54 @@ class _AcceptNewPolicy:
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+def _socket(t: SSHTarget) -> tuple[Any, paramiko.SSHClient | None]:
+    """The stream to `t`'s sshd, and the jump host's connection it runs through, if any: a TCP connection, a
+    channel through the jump host (`proxy`), or a command's stdin/stdout (`proxy_command`)."""
+    import paramiko
+    if t.proxy_command:
+        command = t.proxy_command.replace("%h", t.host).replace("%p", str(t.port)).replace("%r", t.user)
+        return paramiko.ProxyCommand(command), None
+    jump = t.jump()
+    if jump is not None:
+        via = connect(jump)
+        try:
+            transport = via.get_transport()
+            assert transport is not None
+            return transport.open_channel("direct-tcpip", (t.host, t.port), ("127.0.0.1", 0),
+                                          timeout=CONNECT_TIMEOUT_S), via
+        except paramiko.ChannelException as exc:
+            via.close()
+            raise HostUnreachable(str(t), f"jump host {t.proxy} cannot reach SSH port {t.port} ({exc}): check "
+                                          f"the address and ssh.port as seen from {jump.host}") from None
+        except BaseException:
+            via.close()
+            raise
+    sock = socket.create_connection((t.host, t.port), timeout=CONNECT_TIMEOUT_S)
+    # Docker API requests go as a header then a body: without this, Nagle's algorithm holds the body until the
+    # host's delayed ACK of the header (about 40 ms per request).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock, None
+
+
+@functools.cache
+def _client_class() -> type:
+    import paramiko
+
+    class Client(paramiko.SSHClient):
+        """A connection that closes the jump host's connection it runs through with its own."""
+        via: paramiko.SSHClient | None = None
+
+        def close(self) -> None:
+            super().close()
+            if self.via is not None:
+                self.via.close()
+    return Client
+
+
 def connect(t: SSHTarget) -> paramiko.SSHClient:
     import paramiko
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    ssh = paramiko.SSHClient()
+    ssh = _client_class()()
     known = os.path.expanduser(t.known_hosts or "~/.ssh/known_hosts")
     if os.path.exists(known):
         ssh.load_host_keys(known)
@@ -72,10 +132,7 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
                                     else paramiko.RejectPolicy())
     shown = t.known_hosts or "~/.ssh/known_hosts"
     try:
-        sock = socket.create_connection((t.host, t.port), timeout=CONNECT_TIMEOUT_S)
-        # Docker API requests go as a header then a body: without this, Nagle's algorithm holds the body until the
-        # host's delayed ACK of the header (about 40 ms per request).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock, ssh.via = _socket(t)
         try:
             ssh.connect(hostname=t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S, sock=sock,
                         banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S,

@@ -113,11 +113,18 @@ def resolve(config)
                    "dockerfile" => builder["dockerfile"] || "Dockerfile", "target" => builder["target"],
                    "args" => (builder["args"] || {}).to_h { |k, v| [ k.to_s, v.to_s ] }, "remote" => builder["remote"],
                    "clean_clone" => builder["context"].nil? },
-    "ssh" => { "user" => config.ssh.user, "port" => config.ssh.port },
+    "ssh" => { "user" => config.ssh.user, "port" => config.ssh.port, "proxy" => jump(config.ssh.proxy),
+               "proxy_command" => config.ssh.proxy.respond_to?(:command_line_template) ?
+                 config.ssh.proxy.command_line_template : nil },
     "boot" => { "limit" => config.boot.limit, "wait" => config.boot.wait },
     "retain_containers" => config.retain_containers, "readiness_delay" => seconds(config.readiness_delay),
     "deploy_timeout" => seconds(config.deploy_timeout), "drain_timeout" => seconds(config.drain_timeout)
   }
+end
+
+# the jump host of ssh.proxy (Net::SSH's Proxy::Jump), as [user@]host[:port]
+def jump(proxy)
+  proxy.respond_to?(:jump_proxies) ? proxy.jump_proxies : nil
 end
 
 JSON.parse(ENV.fetch("SHIPYARD_ORACLE_CONFIGS")).each do |item|

@@ -120,6 +120,11 @@ class BuildMapping(MapperBase):
                 continue  # SSH client logging: no effect on what is deployed
             elif key == "keys_only" and value is False or key == "config" and value is False:
                 continue  # what shipyard does: it reads no ~/.ssh/config, and also asks the agent
+            elif key == "proxy" and to_s(value):  # Kamal's jump host: its user is root unless it names one
+                out["proxy"] = to_s(value) if "@" in to_s(value) else f"root@{to_s(value)}"
+            elif key == "proxy_command" and to_s(value):
+                if not conf.get("proxy"):  # Kamal takes the jump host where both are given
+                    out["proxy_command"] = to_s(value)
             elif key in ("proxy", "proxy_command", "key_data", "keys_only", "config"):
                 self.refuse(path)
             else:

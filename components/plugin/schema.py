@@ -149,7 +149,8 @@ def as_json() -> str:
         "types": {f"{PACKAGE}:index:SshTarget": {"type": "object", "description": "A host and how to reach it.",
                                                   "properties": {"host": STR, "port": NUM, "user": STR,
                                                                  "keys": STRLIST, "known_hosts": STR,
-                                                                 "host_key_policy": STR},
+                                                                 "host_key_policy": STR, "proxy": STR,
+                                                                 "proxy_command": STR},
                                                   "required": ["host"]}},
         "resources": resources,
     }, indent=2)

@@ -9,6 +9,8 @@ The bench's last host is kept for this module: each test first makes it a new se
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
 import urllib.request
 from typing import Any
 
@@ -51,8 +53,9 @@ def make_new(bench) -> None:
             entry.unlink()
 
 
-def config(bench, **more: Any) -> dict[str, Any]:
-    host = server(bench).address
+def config(bench, host: str | None = None, **more: Any) -> dict[str, Any]:
+    """The stack; `host`: the address the server is reached at over SSH (default: its own)."""
+    host = host or server(bench).address
     return {"service": "fresh", "image": "acme/fresh", "builder": {"context": "app"},
             "servers": {"web": {"hosts": [host]}, "jobs": {"hosts": [host], "cmd": WORKER}},
             "proxy": {"hosts": [NAME], "healthcheck": {"interval": 0.3, "timeout": 2}, "deploy_timeout": 20,
@@ -150,3 +153,26 @@ def test_the_operators_docker_login_never_reaches_the_host(bench, proj):
     proj.set_secrets("staging", {"shipyard:registry.password": bench.auth_registry_password})
     proj.up("staging")
     assert "version=v1" in get(bench)
+
+
+def test_a_server_reached_only_through_a_jump_host_serves_after_one_up(bench, proj):
+    """ssh.proxy (OpenSSH's ProxyJump, Kamal's ssh.proxy): the server's SSH address refuses this machine and answers
+    only the jump host. One `pulumi up` through the jump host serves the app, and the `shipyard` command reads the
+    stack the same way."""
+    srv, jump = server(bench), bench.hosts[0]
+    # the server's SSH address (its fault-proxy one) takes connections from the jump host only
+    rule = ["INPUT", "-p", "tcp", "-d", srv.proxied_address, "--dport", str(srv.proxied_port), "!", "-s",
+            jump.address, "-j", "REJECT"]
+    subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        with pytest.raises(OSError):
+            socket.create_connection((srv.proxied_address, srv.proxied_port), timeout=3).close()
+        ssh = {**ssh_config(bench), "port": srv.proxied_port, "proxy": f"{jump.user}@{jump.address}"}
+        proj.init("staging", config(bench, host=srv.proxied_address, ssh=ssh))
+        proj.up("staging")
+        assert f"version={app_head(proj.dir)}" in get(bench)
+        details = shipyard(proj.dir, proj.env, "details", "-s", "staging", "--json").json()
+        assert {c["role"]: c["state"] for c in details["containers"]} == {"web": "running", "jobs": "running"}
+        proj.run("preview", "--expect-no-changes", stack="staging")
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)

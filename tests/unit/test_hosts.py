@@ -6,7 +6,7 @@ from __future__ import annotations
 import paramiko
 import pytest
 
-from components import hostlock, hosts
+from components import hostlock, hosts, ssh
 from components.errors import HostError, HostUnreachable
 from components.hosts import SSHTarget
 
@@ -70,3 +70,32 @@ def test_a_lock_whose_channel_is_gone_is_not_held(mocker):
     assert not lock.holds()
     chan.exit_status_ready.return_value = True
     assert not lock.holds()
+
+
+def test_a_target_without_a_proxy_reads_as_it_always_did_and_a_jump_host_is_reached_as_the_host_is():
+    plain = SSHTarget(host="h1", user="deploy", keys=("k",))
+    assert "proxy" not in plain.to_dict() and "proxy_command" not in plain.to_dict()  # no diff for old stacks
+    assert plain.jump() is None
+    jumped = SSHTarget(host="10.0.0.5", user="deploy", keys=("k",), known_hosts="kh", proxy="ops@bastion:2200")
+    assert SSHTarget.from_dict(jumped.to_dict()) == jumped
+    assert jumped.jump() == SSHTarget(host="bastion", port=2200, user="ops", keys=("k",), known_hosts="kh")
+    assert SSHTarget(host="h", proxy="bastion").jump() == SSHTarget(host="bastion", user="root")
+
+
+def test_a_proxy_command_gets_the_host_port_and_user(mocker):
+    command = mocker.patch("paramiko.ProxyCommand")
+    mocker.patch("paramiko.SSHClient.connect")
+    client = ssh.connect(SSHTarget(host="10.0.0.5", port=2222, user="app", proxy_command="ssh -W %h:%p %r@bastion"))
+    command.assert_called_once_with("ssh -W 10.0.0.5:2222 app@bastion")
+    client.close()
+
+
+def test_a_jump_host_that_cannot_reach_the_server_is_named_in_one_line(mocker):
+    via = mocker.MagicMock()
+    via.get_transport.return_value.open_channel.side_effect = paramiko.ChannelException(2, "Connect failed")
+    connect = ssh.connect
+    mocker.patch.object(ssh, "connect", side_effect=[via])  # the jump host's connection
+    with pytest.raises(HostUnreachable) as err:
+        connect(SSHTarget(host="10.0.0.5", proxy="bastion"))
+    assert "jump host bastion cannot reach SSH port 22" in str(err.value)
+    via.close.assert_called_once()

@@ -346,7 +346,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     files = {".kamal/secrets.production": "REGISTRY_USER=u\nREGISTRY_PASSWORD=p\nMAIN_DB_PASSWORD=m\n",
              "config/deploy.production.yml": "{}", ".kamal/hooks/pre-deploy.sample": "#!/bin/sh\n"}
     refused = {
-        "ssh.proxy", "ssh.proxy_command", "ssh.key_data",
+        "ssh.key_data",
         "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom",
         "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
@@ -640,8 +640,8 @@ def test_bad_kamal_options_name_their_path(tmp_path, opts, path):
 
 def test_the_error_lists_every_refused_key_once_per_line(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_app(tmp_path, BASE_YML + "ssh: {proxy: jump.example, key_data: [KEY]}\n")
+        load_app(tmp_path, BASE_YML + "ssh: {keys_only: true, key_data: [KEY]}\n")
     assert str(err.value) == (
         "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths "
-        "in shipyard:kamal.ignore to deploy without them):\nssh.proxy: not supported yet\n"
+        "in shipyard:kamal.ignore to deploy without them):\nssh.keys_only: not supported yet\n"
         "ssh.key_data: not supported yet")

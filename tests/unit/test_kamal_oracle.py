@@ -154,7 +154,8 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                     "host": cfg.builder.host,
                     "login": [cfg.builder.user or cfg.ssh.user, cfg.builder.port or cfg.ssh.port]
                     if cfg.builder.host else None},
-        "ssh": {"user": cfg.ssh.user, "port": cfg.ssh.port},
+        "ssh": {"user": cfg.ssh.user, "port": cfg.ssh.port, "proxy": cfg.ssh.proxy,
+                "proxy_command": cfg.ssh.proxy_command},
         "boot": {"limit": cfg.boot.limit, "wait": cfg.boot.wait},
         "retain_containers": cfg.retain_containers,
         "readiness_delay": cfg.readiness_delay if cfg.readiness_delay is not None else DEFAULT_READINESS_DELAY_S,
@@ -287,6 +288,7 @@ OWN_APPS: dict[str, dict[str, str]] = {
             ssh:
               user: deploy
               port: 2222
+              proxy: bastion.shop.example.com
             boot:
               limit: 50%
               wait: 3
@@ -310,6 +312,7 @@ OWN_APPS["own:tls"] = {
         servers: [10.0.0.7]
         registry: {server: "localhost:5000"}
         builder: {arch: amd64}
+        ssh: {proxy_command: "ssh -W %h:%p jump@bastion.example.com"}
         proxy:
           host: vault.example.com
           ssl:
