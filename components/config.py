@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .configtypes import (IMAGE, IMAGE_REF, NAME_PART, REGISTRY_SERVER, SSH_USER, STACK_NAME, URL_PATH, VERSION,
-                          VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
+from .configtypes import (IMAGE, IMAGE_REF, JUMP_HOST, NAME_PART, REGISTRY_SERVER, SSH_USER, STACK_NAME, URL_PATH,
+                          VERSION, VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
                           Hooks, KamalApp, Logging, Registry, Role, SSH, Takeover)
 from .errors import ConfigError
 from .naming import proxy_service
@@ -26,7 +26,7 @@ __all__ = ["VOLUME", "Accessory", "Boot", "Builder", "ConfigError", "Deploy", "E
 class Deploy(Model):
     service: Name
     image: str = Field(pattern=IMAGE)
-    servers: dict[Name, Role] = Field(min_length=1)
+    servers: dict[Name, Role] = {}  # none: an app of accessories only (Kamal's too), with no image of its own
     destination: Name
     version: str | None = Field(default=None, pattern=VERSION)
     registry: Registry | None = None
@@ -60,6 +60,15 @@ class Deploy(Model):
     def _servers_list(cls, v: Any) -> Any:
         # Kamal's short form: a bare list of hosts is the `web` role.
         return {"web": {"hosts": v}} if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _something_to_deploy(self) -> "Deploy":
+        if not self.servers and not self.accessories:
+            raise _PathError("servers", "give at least one role with hosts, or an accessory")
+        if not self.servers and self.promote:
+            raise _PathError("promote", "an app of accessories only has no image to promote: give it a role, or "
+                                        "drop promote")
+        return self
 
     @model_validator(mode="after")
     def _secrets_present(self) -> "Deploy":
@@ -215,6 +224,7 @@ PATTERN_WORDS = {
     IMAGE: "an image repository without registry or tag, such as myorg/myapp (lowercase letters and digits, "
            "joined by '.', '_', '-' or '/')",
     SSH_USER: "a user name: lowercase letters, digits, '_', '.' or '-', starting with a letter or '_'",
+    JUMP_HOST: "a jump host as [user@]host[:port], such as deploy@bastion.example.com",
     REGISTRY_SERVER: "a host name or address, optionally with :port, such as registry.example.com:5000",
     URL_PATH: "a path starting with '/', without spaces",
     IMAGE_REF: "an image reference such as postgres:16 or registry.example.com/team/db:1",

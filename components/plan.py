@@ -82,7 +82,7 @@ class DestinationPlan:
     service: str
     destination: str
     version: str
-    image: ImageSpec
+    image: ImageSpec | None  # None: an app of accessories only builds no image
     network: str  # the destination's own network, on every host in `hosts`
     hosts: tuple[str, ...]  # every host with anything of this destination
     volumes: dict[str, tuple[str, ...]]  # host -> named volumes
@@ -107,7 +107,7 @@ def destination_plan(cfg: Deploy, owner: str, version: str) -> DestinationPlan:
         urls += [u for u in published_urls(c) if u not in urls]
     return DestinationPlan(
         service=cfg.service, destination=cfg.destination, version=version,
-        image=image_spec(cfg, version, owner),
+        image=image_spec(cfg, version, owner) if cfg.servers else None,
         network=naming.network_name(cfg.service, cfg.destination),
         hosts=tuple(dict.fromkeys(cfg.all_hosts() + tuple(a.host for a in accessories))),
         volumes=destination_volumes(cfg), accessories=tuple(accessories),

@@ -41,11 +41,12 @@ def plugin_provider(name: str, parent: pulumi.Resource) -> pulumi.ProviderResour
 
 
 class DestinationService(pulumi.ComponentResource):
-    image_id: pulumi.Output[str]
-    repo_digest: pulumi.Output[Any]
-    image_ref: pulumi.Output[str]
-    tag: pulumi.Output[str]
-    version: pulumi.Output[str]
+    # the image and its version; None for an app of accessories only
+    image_id: pulumi.Output[str] | None
+    repo_digest: pulumi.Output[Any] | None
+    image_ref: pulumi.Output[str] | None
+    tag: pulumi.Output[str] | None
+    version: pulumi.Output[str] | None
     containers: pulumi.Output[dict[str, dict[str, dict[str, str]]]]
     urls: pulumi.Output[list[str]]
     accessories: pulumi.Output[dict[str, dict[str, dict[str, Any]]]]
@@ -62,8 +63,9 @@ class DestinationService(pulumi.ComponentResource):
         self._plugin = plugin_provider(name, self)
         self.owner = owner  # the ownership label's value on every object of this destination
         self.cfg = cfg
-        build = self._build_inputs(promote)
-        version: pulumi.Output[str] = build.pop("version")
+        # an app of accessories only (no role) builds no image and has no version of its own
+        build = self._build_inputs(promote) if cfg.servers else None
+        version: pulumi.Output[str] = build.pop("version") if build else pulumi.Output.from_input("-")
         # the plan for this version (an Output while a promoted version is still unknown), and its shape, which
         # does not depend on the version: resource names never change with it, so a version change replaces
         plans = version.apply(lambda v: plan.destination_plan(cfg, owner, v))
@@ -74,12 +76,12 @@ class DestinationService(pulumi.ComponentResource):
         deploy_trigger = plans.apply(lambda p: _digest(p, sorted(cfg.secrets.items())))
         pre_connect = self._hook("pre-connect", deploy_trigger, shape.hosts, version, secrets=True)
         self._after = list(pre_connect)
-        if "promote" not in build:  # a promoted image is not built
+        if build and shape.image and "promote" not in build:  # a promoted image is not built
             self._after += self._hook("pre-build", pulumi.Output.all(version, build["context_hash"]).apply(_digest),
                                       (shape.image.build_host,), version, lock=False)
-        image = self._image(shape, plans, build)
-        self._after = [*pre_connect, *self._hook("pre-deploy", deploy_trigger, shape.hosts, version, depends=[image],
-                                                 secrets=True)]
+        image = self._image(shape, plans, build) if build else None
+        self._after = [*pre_connect, *self._hook("pre-deploy", deploy_trigger, shape.hosts, version,
+                                                 depends=[image] if image else [], secrets=True)]
         proxy_hosts = tuple(shape.proxies)
         proxy_trigger = _digest(sorted(shape.proxies.items()), sorted(shape.proxy_runs.items()))
         self._after += self._hook("pre-proxy-reboot", proxy_trigger, proxy_hosts, version) if proxy_hosts else []
@@ -112,6 +114,7 @@ class DestinationService(pulumi.ComponentResource):
             for spec in batch:
                 field = self._field(plans, i)
                 i += 1
+                assert image is not None  # a role's container runs the destination's image
                 after = [image, *previous_batch, networks[spec.host], *volumes.get(spec.host, []),
                          *accessory_resources] + ([proxies[spec.host]] if spec.proxy else [])
                 container = self._container(spec, field, image, shape.network, after)
@@ -134,11 +137,12 @@ class DestinationService(pulumi.ComponentResource):
         self._hook("post-deploy", deploy_trigger, shape.hosts, version,
                    depends=[*previous_batch, *accessory_resources], secrets=True, lock=False)
 
-        self.image_id = image.image_id
-        self.repo_digest = image.repo_digest
-        self.image_ref = pulumi.Output.all(image.repo_digest, image.image_id).apply(lambda a: a[0] or a[1])
-        self.tag = image.tag
-        self.version = version
+        self.image_id = image.image_id if image else None
+        self.repo_digest = image.repo_digest if image else None
+        self.image_ref = pulumi.Output.all(image.repo_digest, image.image_id).apply(lambda a: a[0] or a[1]) \
+            if image else None
+        self.tag = image.tag if image else None
+        self.version = version if image else None
         self.containers = pulumi.Output.from_input(containers)
         self.urls = pulumi.Output.from_input(list(shape.urls))
         self.accessories = pulumi.Output.from_input(accessories)
@@ -238,6 +242,7 @@ class DestinationService(pulumi.ComponentResource):
 
     def _image(self, shape: plan.DestinationPlan, plans, build: dict[str, Any]) -> Image:
         cfg = self._cfg
+        assert shape.image is not None
         props: dict[str, Any] = {
             "owner": self._owner, "destination": cfg.destination, **build,
             "build_host": self._target(shape.image.build_host, build=True),

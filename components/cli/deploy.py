@@ -59,6 +59,8 @@ def expected_version(ctx: StackContext) -> str:
     from .. import source
     from .stack import pulumi_errors
     cfg = ctx.cfg
+    if not cfg.servers:
+        return "-"  # accessories only: no image, no version
     if cfg.promote:
         with pulumi_errors(cfg.promote.from_stack, "reading the version to promote"):
             promoted = ctx.ws.stack_outputs(cfg.promote.from_stack.split("/")[-1]).get("version")

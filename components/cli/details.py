@@ -87,7 +87,8 @@ def render(ctx: StackContext, rows: list[dict[str, Any]], paint: output.Painter)
     out = ctx.outputs
     head = [f"{paint(ctx.name, 'bold')}: service {ctx.cfg.service}, destination {ctx.cfg.destination}, "
             f"version {out.get('version')}",
-            f"image {out.get('tag')} ({output.short_id(out.get('image_id'))})"]
+            f"image {out.get('tag')} ({output.short_id(out.get('image_id'))})"] if ctx.cfg.servers else \
+        [f"{paint(ctx.name, 'bold')}: service {ctx.cfg.service}, destination {ctx.cfg.destination}, accessories only"]
     for url in out.get("urls") or []:
         head.append(f"url {url}")
     apps = [r for r in rows if r["kind"] == "role"]

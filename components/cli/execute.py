@@ -51,6 +51,8 @@ def env_file_text(env: list[str]) -> bytes:
 
 def pick(outputs: dict[str, Any], cfg: Deploy, role: str | None, host: str | None) -> tuple[str, str, str]:
     """(role, host, current container name): `web` (or the first role) on the role's first host by default."""
+    if not cfg.servers:
+        raise ConfigError("--role", "this stack runs accessories only: no role to run a command in")
     role = role or ("web" if "web" in cfg.servers else next(iter(cfg.servers)))
     if role not in cfg.servers:
         raise ConfigError("--role", f"no role {role!r}: roles are {', '.join(cfg.servers)}")

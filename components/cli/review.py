@@ -15,7 +15,7 @@ from typing import Any
 from pulumi import automation as auto
 
 from .. import kamal
-from ..errors import ConfigError
+from ..errors import ConfigError, StackError
 from ..payloads import VOLUME
 from . import deploy, details, output
 from .stack import NAMESPACE, StackContext, find_project, open_stack, performer, pulumi_errors, raw_config, selected_stack, workspace
@@ -116,6 +116,8 @@ def encoded(cfg: dict[str, Any], secret_keys: set[str]) -> dict[str, auto.Config
 def up(args: argparse.Namespace) -> int:
     base = open_stack(args.base)
     name = stack_name(args.name)
+    if not base.cfg.servers:
+        raise StackError(base.name, "it runs accessories only: a review app is a checkout's app, and it has none")
     cfg = review_config(raw_config(base.all_config), args.name, base_stack=base.name, project_dir=base.project_dir)
     kamal.load_stack(cfg, stack=name, project_dir=base.project_dir)  # refuse a bad config before anything is created
     secret = {k[len(NAMESPACE):] for k, v in base.all_config.items() if k.startswith(NAMESPACE) and v.secret}

@@ -196,7 +196,7 @@ class StackContext:
     def outputs(self) -> dict[str, Any]:
         with pulumi_errors(self.name, "reading the outputs"):
             out = {k: v.value for k, v in self.stack.outputs().items()}
-        if not out.get("containers"):
+        if not out.get("service"):  # every deployed stack exports it, an app of accessories only too
             raise StackError(self.name, "nothing is deployed: run `shipyard deploy` first")
         return out
 

@@ -69,6 +69,8 @@ def rollback(ctx: StackContext, args: argparse.Namespace) -> int:
     if cfg.promote:
         raise StackError(ctx.name, f"it promotes what {cfg.promote.from_stack} runs: roll back "
                                    f"{cfg.promote.from_stack}, then deploy this stack")
+    if not cfg.servers:
+        raise StackError(ctx.name, "it runs accessories only, which have no versions to roll back to")
     version = args.version
     missing = missing_for(collect(ctx), {r: role.hosts for r, role in cfg.servers.items()}, version)
     if missing:

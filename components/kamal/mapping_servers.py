@@ -17,7 +17,8 @@ class ServersMapping(MapperBase):
     def servers(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         conf = self.raw.get("servers")
         if conf is None:
-            self.refuse("servers", "shipyard deploys an app: give at least one role with hosts")
+            if not self.raw.get("accessories"):  # an app of accessories only has none (as in Kamal)
+                self.refuse("servers", "no servers or accessories specified (Kamal refuses it too)")
             return {}, None
         if isinstance(conf, list):
             roles = {"web": conf}

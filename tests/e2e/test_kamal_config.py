@@ -521,3 +521,47 @@ def test_deploy_and_rollback_of_a_kamal_backed_stack_move_every_role_and_fail_no
         pair.run("config", "rm", "shipyard:version", stack="staging", check=False)
         pair.up("staging")
         pair.up("production")
+
+
+def test_a_kamal_app_of_accessories_only_deploys_with_no_image_and_the_command_reads_it(bench, tmp_path):
+    """Kamal accepts an app with accessories and no servers: the accessories run as Kamal runs them, nothing is
+    built, and the `shipyard` command reads the stack; what needs a role says so in one line."""
+    (tmp_path / "state").mkdir()
+    proj = Project(make_project(tmp_path), {**pulumi_env(tmp_path / "state"), "KDATA_HOST": bench.hosts[0].address})
+    config = proj.dir / "app/config/deploy.yml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(textwrap.dedent("""\
+        service: kdata
+        image: acme/kdata
+        builder:
+          arch: amd64
+        accessories:
+          cache:
+            image: library/busybox:latest
+            host: <%= ENV["KDATA_HOST"] %>
+            cmd: sh -c 'trap "exit 0" TERM; while :; do sleep 1; done'
+            env:
+              clear:
+                MODE: cache
+        """))
+    (config.parent / "deploy.staging.yml").write_text("{}\n")
+    (proj.dir / "app/Dockerfile").unlink()  # nothing to build: an app of accessories only may have no Dockerfile
+    proj.init("staging", {"kamal": {"config": "app/config/deploy.yml"}, "ssh": ssh_config(bench)})
+    try:
+        shipyard(proj.dir, proj.env, "deploy", "-s", "staging")
+        d = host_docker(bench.hosts[0])
+        (cache,) = d.containers(filters={"label": ["service=kdata", "destination=staging"]})
+        assert cache["Names"] == ["/kdata-staging-cache"]
+        env = d.inspect_container(cache["Id"])["Config"]["Env"]
+        assert {"MODE=cache", f"KAMAL_HOST={bench.hosts[0].address}"} <= set(env)
+        assert not [i for i in d.images() if any("kdata" in t for t in i.get("RepoTags") or [])]  # nothing built
+        details = shipyard(proj.dir, proj.env, "details", "-s", "staging", "--json").json()
+        assert details["containers"] == [] and [a["role"] for a in details["accessories"]] == ["cache"]
+        started = d.inspect_container(cache["Id"])["State"]["StartedAt"]
+        shipyard(proj.dir, proj.env, "accessory", "reboot", "cache", "-s", "staging")
+        assert d.inspect_container(cache["Id"])["State"]["StartedAt"] != started
+        refused = shipyard(proj.dir, proj.env, "rollback", "v1", "-s", "staging", check=False)
+        assert refused.code != 0 and "runs accessories only" in refused.err, refused.err
+        proj.run("preview", "--expect-no-changes", stack="staging")
+    finally:
+        proj.run("destroy", "--yes", stack="staging", check=False)

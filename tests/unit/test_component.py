@@ -130,6 +130,23 @@ def test_a_rollout_is_one_unit_no_route_switches_before_every_role_is_ready(tmp_
     return pulumi.Output.from_input(1).apply(check)
 
 
+@pulumi.runtime.test
+def test_an_app_of_accessories_only_builds_nothing_and_declares_its_accessories(tmp_path, mocker):
+    _record(tmp_path, mocker)
+    (tmp_path / "Dockerfile").unlink()  # no Dockerfile, no git checkout: nothing is built
+    cfg = config.load({"service": "data", "image": "acme/data",
+                       "accessories": {"db": {"image": "postgres:16", "host": "h1"}}}, stack="staging")
+    from components.service import DestinationService
+    svc = DestinationService("data-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
+    assert (svc.version, svc.image_id, svc.tag) == (None, None, None)
+
+    def check(_):
+        types = {r.typ for r in REGISTERED}
+        assert "shipyard:index:Image" not in types and "shipyard:index:Rollout" not in types
+        assert [n for n, _, _ in CHILDREN if "@" in n] == ["data-staging-network@h1", "data-staging-accessory-db@h1"]
+    return pulumi.Output.from_input(1).apply(check)
+
+
 @pytest.mark.parametrize("builder,message", [
     ({"context": "app"}, r"^builder.context: directory .*/app does not exist: set builder.context"),
     ({"context": ".", "dockerfile": "Dockerfile.prod"}, r"^builder.dockerfile: Dockerfile.prod not found in "),

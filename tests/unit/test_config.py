@@ -60,6 +60,11 @@ def test_role_env_overrides_the_shared_env():
     ({"version": "no spaces"}, "version", "not allowed here"),
     ({"sevrice": "hello"}, "sevrice", "unknown key: known keys are"),
     ({"builder": {"host": "@@"}}, "builder.host", "not a host name"),
+    ({"servers": {}}, "servers", "give at least one role with hosts, or an accessory"),
+    ({"servers": {}, "accessories": {"db": {"image": "postgres:16", "host": "h"}},
+      "promote": {"from_stack": "staging"}}, "promote", "an app of accessories only has no image to promote"),
+    ({"ssh": {"proxy": "bastion", "proxy_command": "ssh -W %h:%p bastion"}}, "ssh", "not both"),
+    ({"ssh": {"proxy": "root@bad host"}}, "ssh.proxy", "a jump host as [user@]host[:port]"),
 ])
 def test_each_bad_value_names_its_path(over, path, message):
     with pytest.raises(ConfigError) as err:

@@ -325,6 +325,29 @@ OWN_APPS["own:tls"] = {
 }
 
 
+# an app of accessories only: no role, so no image is built (Kamal accepts it)
+OWN_APPS["own:accessories-only"] = {
+    "config/deploy.yml": textwrap.dedent("""\
+        service: data
+        image: acme/data
+        registry: {username: ops, password: [KAMAL_REGISTRY_PASSWORD]}
+        builder: {arch: amd64}
+        accessories:
+          db:
+            image: postgres:16
+            host: 10.0.0.8
+            port: "127.0.0.1:5432:5432"
+            env: {secret: [POSTGRES_PASSWORD]}
+            directories: [data:/var/lib/postgresql/data]
+          cache:
+            image: redis:7
+            hosts: [10.0.0.8, 10.0.0.9]
+        """),
+    ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=r\nPOSTGRES_PASSWORD=pg\n",
+    "config/deploy.staging.yml": "accessories: {cache: {hosts: [10.0.0.10]}}\n",
+}
+
+
 def make_app(root: Path, name: str) -> None:
     if name in OWN_APPS:
         for rel, text in OWN_APPS[name].items():
