@@ -116,6 +116,27 @@ def after_rollout(seen: Iterable[Seen], current: str, retain: int, *, stop_runni
     return Actions(stop=tuple(stop), remove=tuple(remove))
 
 
+def _started_key(started_at: str) -> tuple[str, str]:
+    """Docker's StartedAt (RFC 3339, its nanoseconds with trailing zeros cut) in an order that compares."""
+    whole, _, fraction = started_at.rstrip("Z").partition(".")
+    return whole, fraction.ljust(9, "0")
+
+
+def unfinished(started: Mapping[str, str], routed: Iterable[str] | None = None) -> tuple[str, ...]:
+    """Of a role's running containers on a host ({id: StartedAt}), those an interrupted rollout left next to the one
+    its last whole rollout runs (one Ctrl-C, or a cut connection, after the rollout started them): a new rollout
+    stops them before it begins, so whether it succeeds or fails, one version of the role runs. A proxied role's
+    (`routed`: the ones its route targets) are the unrouted ones, if the route targets one of them; a worker's, all
+    but the one running longest."""
+    if len(started) < 2:
+        return ()
+    if routed is not None:
+        routed = set(routed) & set(started)
+        return tuple(i for i in started if i not in routed) if routed else ()
+    first = min(started, key=lambda i: _started_key(started[i]))
+    return tuple(i for i in started if i != first)
+
+
 def on_delete(seen: Iterable[Seen], deleted: str, retain: int, serving: Iterable[str] = ()) -> Actions:
     """The engine deletes a container. If a newer container of the role exists, this one was replaced: stop it and
     keep it for rollback (or remove it if it was moved aside or is beyond retention). If none exists, the role left

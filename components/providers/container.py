@@ -78,6 +78,23 @@ def start_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], role: list[dic
     return handing_over
 
 
+def stop_unfinished(c, t: SSHTarget, props: dict[str, Any], role: list[dict[str, Any]]) -> None:
+    """Before a role's new container is made: stop what an interrupted rollout left running next to the version its
+    last whole rollout runs (`decisions.unfinished`). `role`: the role's containers here, as listed just before."""
+    running = [i["Id"] for i in role if i.get("State") == "running"]
+    if len(running) < 2:  # as it is after every whole rollout: nothing to read
+        return
+    started = {cid: c.inspect_container(cid)["State"]["StartedAt"] for cid in running}
+    routed = None
+    if props.get("proxy"):
+        routes = proxy_routes(t)
+        if routes is None:
+            return  # kamal-proxy does not answer: what it routes to is unknown, so nothing is stopped
+        routed = decisions.routed(routes.values(), [decisions.Seen.from_list(i) for i in role])
+    for cid in decisions.unfinished(started, routed):
+        c.stop(cid, timeout=stop_timeout(props))
+
+
 def put_back(t: SSHTarget, props: dict[str, Any], cid: str, stopped: list[str], *, keep: bool) -> None:
     """A new container that did not make it is removed (`keep`: stopped) and what it took its port from runs
     again - on a fresh connection if the failure broke the old one. Best effort: the original error is what the
@@ -281,6 +298,8 @@ class ContainerProvider(ResourceProvider):
             leftovers = decisions.leftovers(decisions.Seen.from_list(i) for i in role)
             for leftover in leftovers:
                 remove_container(c, leftover)  # an interrupted run's, never ready
+            if props.get("rollout"):
+                stop_unfinished(c, t, props, [i for i in role if i["Id"] not in leftovers])
             existing = named(listing, name)
             if existing is not None and not owned(existing.get("Labels"), props):
                 raise OwnershipConflict(

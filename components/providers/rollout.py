@@ -4,7 +4,8 @@
 - `start` depends on every new container of the batch (each created, and - for a proxied role - ready but not yet
   routed). It starts the roles without a proxy (workers), which their create left stopped, and waits until each is
   ready. If one does not become ready, every worker it started is stopped again (kept, so the next `up` can try
-  it again) and its predecessors run as before.
+  it again) and its predecessors run as before; so are the proxied roles' new containers, which no route targets
+  yet (the next `up`'s start starts them again, before their routes switch).
 - The routes depend on `start`: no route switches before every role's new container is ready.
 - `retire` depends on the routes: only then do the workers' predecessors stop (with the drain timeout), Kamal's
   containers of a takeover stop, and every role keeps `retain` stopped versions; unused images go. Then it waits
@@ -22,12 +23,12 @@ from typing import Any, Callable
 
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from .. import hosts
+from .. import decisions, hosts
 from ..errors import HostError
 from ..hosts import docker_errors
-from .base import label_filters, of_role, stop_kamal, target
+from .base import label_filters, of_role, proxy_routes, stop_kamal, target
 from .resource import ShipyardResource
-from .container import after_rollout, clean_up_assets, prune_images, put_back, start_ready
+from .container import after_rollout, clean_up_assets, prune_images, put_back, start_ready, stop_timeout
 
 STEPS = ("start", "retire")
 
@@ -75,6 +76,27 @@ def _on_hosts(groups: dict[str, list[dict[str, Any]]], fn: Callable[[list[dict[s
     return {host: f.result() for host, f in futures.items()}
 
 
+def _stop_unrouted(props: dict[str, Any], proxied: list[dict[str, Any]]) -> None:
+    """After a failed start, on one host: the proxied roles' containers of this rollout that no route targets (new
+    ones, ready but never routed) stop - kept: the state knows them, and the next `up`'s start starts them again
+    before their routes switch. The ones routed now run on. Best effort: the failure is what the user must see."""
+    t = target(proxied[0])
+    try:
+        with docker_errors(t, f"stopping the unrouted containers of destination {props['destination']}"):
+            routes = proxy_routes(t)
+            if routes is None:
+                return  # kamal-proxy does not answer: what it routes to is unknown, so nothing is stopped
+            c = hosts.client(t)
+            running = c.containers(filters={"label": label_filters(props)})
+            routed = decisions.routed(routes.values(), [decisions.Seen.from_list(i) for i in running])
+            for entry in proxied:
+                cid = entry["container_id"]
+                if cid in {i["Id"] for i in running} and cid not in routed:
+                    c.stop(cid, timeout=stop_timeout(_entry_props(props, entry)))
+    except HostError:
+        pass
+
+
 class RolloutProvider(ResourceProvider):
     serialize_as_secret_always = False
     compared = ("ids", "containers")  # what its diff looks at: a preview names nothing else
@@ -108,8 +130,8 @@ class RolloutProvider(ResourceProvider):
     # -- start ----------------------------------------------------------------------------------------------------
 
     def _start(self, props: dict[str, Any]) -> None:
-        workers = _by_host([e for e in entries(props) if not e.get("proxied")])
-        started: dict[str, list[tuple[dict[str, Any], list[str]]]] = {h: [] for h in workers}
+        groups = _by_host(entries(props))
+        started: dict[str, list[tuple[dict[str, Any], list[str]]]] = {h: [] for h in groups}
 
         def start(entries: list[dict[str, Any]]) -> None:
             t = target(entries[0])
@@ -125,18 +147,25 @@ class RolloutProvider(ResourceProvider):
                                                 f"--refresh` to create it again")
                     if info.get("State") == "running":
                         continue
+                    if entry.get("proxied"):  # stopped by a rollout that failed after its create: its route's
+                        c.start(entry["container_id"])  # switch checks its health
+                        started[t.host].append((entry, []))
+                        continue
                     handed = start_ready(c, t, entry["container_id"], p, of_role(listing, p, entry["role"]),
                                          keep=True)
                     started[t.host].append((entry, handed))
 
-        results = _on_hosts(workers, start)
+        results = _on_hosts(groups, start)
         failures = [r for r in results.values() if isinstance(r, BaseException)]
         if not failures:
             return
-        # one role failed somewhere: every worker started here stops again, its predecessors run as before
+        # one role failed somewhere: every worker started here stops again, its predecessors run as before, and the
+        # proxied roles' new containers (ready, never routed: the routes come after this step) stop too
         for host, done in started.items():
             for entry, handed in done:
                 put_back(target(entry), entry, entry["container_id"], handed, keep=True)
+        _on_hosts({h: [e for e in es if e.get("proxied")] for h, es in groups.items()
+                   if any(e.get("proxied") for e in es)}, lambda proxied: _stop_unrouted(props, proxied))
         first = failures[0]
         if isinstance(first, HostError) and any(done for done in started.values()):
             detail = str(first).split(": ", 1)[1]

@@ -191,9 +191,9 @@ def test_a_role_that_never_becomes_healthy_moves_no_other_role(bench, proj, caps
     started, its old one never stopped - and the outputs still name what runs. The next `up` moves both."""
     host = bench.hosts[0].address
 
-    def cfg(version: str, path: str = "/up") -> dict[str, Any]:
+    def cfg(version: str, path: str = "/up", worker: str = WORKER) -> dict[str, Any]:
         c = _proxied(bench, "unit", version, readiness_delay=1)
-        c["servers"]["jobs"] = {"hosts": [host], "cmd": WORKER}
+        c["servers"]["jobs"] = {"hosts": [host], "cmd": worker}
         c["proxy"]["healthcheck"]["path"] = path
         return c
 
@@ -212,16 +212,68 @@ def test_a_role_that_never_becomes_healthy_moves_no_other_role(bench, proj, caps
     assert running() == {"unit-web-staging-v1", "unit-jobs-staging-v1"}
     assert proj.outputs("staging")["containers"] == before
     assert "version=v1" in get(bench, "unit.test")
+    # the other way round: the new web container is healthy, the new worker exits - the web one is stopped again
+    # (never routed), not left running beside the old one
+    proj.set_config("staging", cfg("v2", worker="echo cannot start; false"))
+    with requests_during(lambda: get(bench, "unit.test")) as crashing:
+        result = proj.up("staging", check=False)
+    assert result.code != 0 and "unit-jobs-staging-v2 (role jobs) of destination staging exited with code 1" \
+        in result.out, result.out
+    one_line_failure(result.out)
+    assert running() == {"unit-web-staging-v1", "unit-jobs-staging-v1"}
+    assert "version=v1" in get(bench, "unit.test")
     proj.set_config("staging", cfg("v3"))
     with requests_during(lambda: get(bench, "unit.test")) as after:
         proj.up("staging")
     assert running() == {"unit-web-staging-v3", "unit-jobs-staging-v3"}
     assert "version=v3" in get(bench, "unit.test")
-    for what, seen in (("failed up", failing), ("next up", after)):
+    for what, seen in (("failed up", failing), ("failed up, a worker exits", crashing), ("next up", after)):
         results = ["destination=staging" in (answer or "") for _, answer in seen]
         with capsys.disabled():
             print(f"\n{what} across roles: {len(results)} requests, {results.count(False)} failed")
         assert len(results) > 20 and results.count(False) == 0
+
+
+def test_what_one_ctrl_c_left_running_stops_at_the_next_up_even_a_failing_one(bench, proj, capsys):
+    """One Ctrl-C while the rollout starts the new worker: the engine finishes that step and stops, so the new
+    worker runs next to the old one and the new web container runs unrouted (what a cut connection leaves too).
+    The next `up` - here one that fails, its web container never healthy - first stops what that rollout never
+    finished: the version that last rolled out whole runs alone, and no request fails."""
+    host = bench.hosts[0].address
+
+    def cfg(version: str, path: str = "/up") -> dict[str, Any]:
+        c = _proxied(bench, "half", version, readiness_delay=4)
+        c["servers"]["jobs"] = {"hosts": [host], "cmd": WORKER}
+        c["proxy"]["healthcheck"]["path"] = path
+        return c
+
+    def running() -> set[str]:
+        return {n for n, state in containers(bench, "half", destination="staging").items() if state == "running"}
+    proj.init("staging", cfg("v1"))
+    proj.up("staging")
+    proj.set_config("staging", cfg("v2"))
+    argv = ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--stack", "staging"]
+    up = subprocess.Popen(argv, cwd=proj.dir, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and "half-jobs-staging-v2" not in running():
+        time.sleep(0.1)
+    up.send_signal(signal.SIGINT)  # once: the step in flight (the rollout's start) finishes, nothing after it
+    out, _ = up.communicate(timeout=120)
+    assert up.returncode != 0, out
+    assert running() == {"half-web-staging-v1", "half-web-staging-v2", "half-jobs-staging-v1",
+                         "half-jobs-staging-v2"}, out
+    assert "version=v1" in get(bench, "half.test")
+    proj.set_config("staging", cfg("v3", path="/never"))
+    with requests_during(lambda: get(bench, "half.test")) as failing:
+        result = proj.up("staging", check=False)
+    assert result.code != 0 and "did not become healthy" in result.out, result.out
+    assert running() == {"half-web-staging-v1", "half-jobs-staging-v1"}
+    assert "version=v1" in get(bench, "half.test")
+    results = ["version=v1" in (answer or "") for _, answer in failing]
+    with capsys.disabled():
+        print(f"\nthe failing up after one Ctrl-C: {len(results)} requests, {results.count(False)} failed")
+    assert len(results) > 20 and results.count(False) == 0
 
 
 def test_promotion_from_another_service_is_refused_at_preview(bench, proj):

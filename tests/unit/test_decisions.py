@@ -220,3 +220,15 @@ def test_port_conflicts_name_what_else_publishes_a_wanted_host_port():
     assert decisions.port_conflicts([proxy, mine, stopped], wanted, replaced) == [(80, proxy)]
     assert decisions.port_conflicts([proxy], [{**wanted[0], "protocol": "udp"}], replaced) == []
     assert decisions.port_conflicts([proxy], [{**wanted[0], "host_ip": "127.0.0.1"}], replaced) == [(80, proxy)]
+
+
+def test_what_an_interrupted_rollout_left_running_is_told_from_what_the_last_whole_one_runs():
+    # a worker: all but the one running longest (nanoseconds with their trailing zeros cut, as Docker writes them)
+    started = {"old": "2026-11-30T05:01:15.1234Z", "new": "2026-11-30T05:01:15.12345Z"}
+    assert decisions.unfinished(started) == ("new",)
+    assert decisions.unfinished({"old": "2026-11-30T05:01:15Z", "new": "2026-11-30T05:02:01.5Z"}) == ("new",)
+    assert decisions.unfinished({"only": "2026-11-30T05:01:15Z"}) == ()
+    # a proxied role: every one its route does not target - and nothing where the route targets none of them
+    both = {"routed": "2026-11-30T05:03:00Z", "unrouted": "2026-11-30T05:01:00Z"}
+    assert decisions.unfinished(both, routed=["routed"]) == ("unrouted",)
+    assert decisions.unfinished(both, routed=[]) == ()

@@ -4,6 +4,7 @@ wrong signature fails here as it would on a real host."""
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import docker
 import pytest
@@ -216,6 +217,21 @@ def test_leftovers_of_an_interrupted_run_are_removed_before_a_new_create(client)
     client.containers.side_effect = daemon(pending)
     providers.ContainerProvider().create(container_props(ports=[]))
     client.remove_container.assert_any_call("p" * 64, v=False, force=True)
+
+
+def test_a_new_worker_first_stops_the_one_an_interrupted_rollout_started_beside_the_last_whole_one(client):
+    def worker(version: str, started: str) -> dict[str, Any]:
+        return {"Id": version * 16, "Names": [f"/hello-jobs-staging-{version}"], "State": "running", "Created": 5,
+                "Labels": {**OURS, "version": version, "role": "jobs"}, "ImageID": "sha256:x", "started": started}
+    whole, unfinished = worker("v1", "2026-11-30T05:00:00.5Z"), worker("v2", "2026-11-30T05:07:00Z")
+    client.containers.side_effect = daemon(whole, unfinished)
+    client.inspect_container.side_effect = lambda cid: {"State": {"StartedAt": {
+        i["Id"]: i["started"] for i in (whole, unfinished)}[cid], "Running": True}}
+    props = container_props(role="jobs", name="hello-jobs-staging-v3", ports=[], rollout=True, proxy=None,
+                            labels={**OURS, "version": "v3", "role": "jobs"})
+    providers.ContainerProvider().create(props)
+    client.stop.assert_called_once_with("v2" * 16, timeout=container.stop_timeout(props))
+    client.start.assert_not_called()  # a worker is created stopped: the rollout starts it
 
 
 def test_an_accessory_image_is_pulled_with_the_stacks_login_for_its_registry_and_no_other(client):

@@ -121,6 +121,33 @@ def test_a_worker_that_crashes_stops_every_worker_started_and_changes_no_role(da
     assert {i["Id"] for i in listing["h1"] + listing["h2"] if i["State"] == "running"} >= {"old1", "old2"}
 
 
+def test_a_failed_start_stops_the_new_unrouted_web_container_and_the_next_start_starts_it(daemons, mocker):
+    clients, listing = daemons
+    listing["h1"] = [_listed("web1", "web", "v1", 1, "running"), _listed("web2", "web", "v2", 2, "running"),
+                     _listed("old1", "jobs", "v1", 1, "running"), _listed("bad1", "jobs", "v2", 2, "created")]
+    routes = {"hello-web-staging": {"target": "hello-web-staging-v1:80"}}
+    mocker.patch.object(rollout, "proxy_routes", return_value=routes)
+    h1 = hosts.client(SSHTarget.from_dict(_target("h1")))
+    crashed = {"Running": False, "ExitCode": 1, "RestartCount": 0, "Status": "exited"}
+    h1.inspect_container.side_effect = lambda cid: {"State": crashed}
+    h1.logs.return_value = b"cannot start\n"
+
+    def stop(cid, timeout):
+        next(i for i in listing["h1"] if i["Id"] == cid)["State"] = "exited"
+    h1.stop.side_effect = stop
+    step = _rollout("start", _entry("h1", "jobs", "bad1"), _entry("h1", "web", "web2", proxied=True))
+    with pytest.raises(HealthCheckFailed):
+        providers.RolloutProvider().create(step)
+    assert {i["Id"]: i["State"] for i in listing["h1"]} == {"web1": "running", "web2": "exited",
+                                                          "old1": "running", "bad1": "exited"}
+    # the next `up` tries again: its start starts the web container before its route switches
+    h1.start.reset_mock()
+    h1.inspect_container.side_effect = lambda cid: {"State": {"Running": True, "ExitCode": 0, "RestartCount": 0,
+                                                              "Status": "running"}}
+    providers.RolloutProvider().update("staging-start", step, step)
+    assert {call.args[0] for call in h1.start.call_args_list} == {"bad1", "web2"}
+
+
 def test_retire_stops_workers_predecessors_with_their_drain_time_and_leaves_routed_ones_to_the_route(daemons):
     clients, listing = daemons
     listing["h1"] = [_listed("old-jobs", "jobs", "v1", 1, "running"), _listed("new-jobs", "jobs", "v2", 2, "running"),
