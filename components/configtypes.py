@@ -26,6 +26,7 @@ HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Name = Annotated[str, Field(pattern=NAME_PART)]
+UrlPath = Annotated[str, Field(pattern=URL_PATH)]
 
 
 class Model(BaseModel):
@@ -71,6 +72,7 @@ class SSH(Model):
     # through a command (ProxyCommand: %h, %p and %r are the host, port and user)
     proxy: str | None = Field(default=None, pattern=JUMP_HOST)
     proxy_command: str | None = Field(default=None, min_length=1)
+    keys_only: bool = False  # only `keys`: not the SSH agent's (OpenSSH's IdentitiesOnly)
 
     @model_validator(mode="after")
     def _one_proxy(self) -> "SSH":
@@ -198,7 +200,8 @@ class ProxyRun(Model):
 class Proxy(Model):
     """kamal-proxy in front of a role: routes by host name (and path prefix), health-gated switches."""
     hosts: tuple[HostName, ...] = ()  # empty: every host name (only one service per server may do that)
-    path_prefix: str | None = Field(default=None, pattern=URL_PATH)
+    # one path, or several (kamal-proxy routes each); one given as a list reads as that one
+    path_prefix: UrlPath | tuple[UrlPath, ...] | None = None
     app_port: int = Field(default=80, ge=1, le=65535)
     ssl: bool = False  # passed through as kamal-proxy's --tls (Let's Encrypt for `hosts`)
     # a certificate of your own instead of Let's Encrypt: the names of two `shipyard:secrets` holding the PEMs
@@ -221,6 +224,21 @@ class Proxy(Model):
     log_request_headers: tuple[str, ...] | None = None  # logged request headers (Kamal: Cache-Control, ...)
     log_response_headers: tuple[str, ...] | None = None
     run: ProxyRun | None = None  # the host's kamal-proxy container; none: as it runs
+
+    @field_validator("path_prefix", mode="after")
+    @classmethod
+    def _one_prefix_is_a_path(cls, v: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+        if isinstance(v, tuple):
+            if not v:
+                return None
+            if len(set(v)) != len(v):
+                raise ValueError("a path prefix is listed twice")
+            return v[0] if len(v) == 1 else v
+        return v
+
+    @property
+    def path_prefixes(self) -> tuple[str, ...]:
+        return (self.path_prefix,) if isinstance(self.path_prefix, str) else self.path_prefix or ()
 
     @model_validator(mode="after")
     def _ssl_needs_hosts(self) -> "Proxy":

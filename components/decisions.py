@@ -304,10 +304,10 @@ def _bindings(hosts: Iterable[str], paths: Iterable[str]) -> set[tuple[str, str]
 
 
 def host_holders(routes: Mapping[str, Mapping[str, str]], service: str, hosts: Iterable[str],
-                 path_prefix: str | None) -> tuple[str, ...]:
+                 path_prefixes: Iterable[str]) -> tuple[str, ...]:
     """The other routes (`kamal-proxy list`) holding a host name and path prefix that route `service` needs:
     kamal-proxy refuses to deploy it while they do."""
-    wanted = _bindings(hosts, [path_prefix or ""])
+    wanted = _bindings(hosts, list(path_prefixes) or [""])
     return tuple(sorted(name for name, r in routes.items() if name != service
                         and _bindings((r.get("host") or "").split(","), (r.get("path") or "").split(",")) & wanted))
 
@@ -315,8 +315,9 @@ def host_holders(routes: Mapping[str, Mapping[str, str]], service: str, hosts: I
 def route_binding(route: Mapping[str, str]) -> dict[str, Any]:
     """What a listed route serves (host names, path prefix, TLS), as `proxy` settings for `kamal-proxy deploy`."""
     hosts = [h for h in (route.get("host") or "").split(",") if h and h != "*"]
-    path = (route.get("path") or "").split(",")[0]
-    return {"hosts": hosts, "path_prefix": path if path not in ("", "/") else None, "ssl": route.get("tls") == "yes"}
+    paths = [p for p in (route.get("path") or "").split(",") if p not in ("", "/")]
+    return {"hosts": hosts, "path_prefix": (paths[0] if len(paths) == 1 else paths) or None,
+            "ssl": route.get("tls") == "yes"}
 
 
 def route_in_sync(target: str, container_id: str | None, upstream: str) -> bool:

@@ -14,6 +14,11 @@ from . import naming
 VOLUME = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")  # Docker's bind syntax
 
 
+def path_prefixes(path_prefix: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """A route's `path_prefix` prop (one path, or several) as a list."""
+    return [path_prefix] if isinstance(path_prefix, str) else list(path_prefix or [])
+
+
 def proxy_deploy_argv(service: str, target: str, proxy: Mapping[str, Any]) -> list[str]:
     """`kamal-proxy deploy` for one destination's route: health-checks `target`, switches, drains the old one."""
     hc = proxy["healthcheck"]
@@ -26,8 +31,8 @@ def proxy_deploy_argv(service: str, target: str, proxy: Mapping[str, Any]) -> li
             "--target-timeout", _duration(proxy["response_timeout"])]
     for h in proxy.get("hosts") or []:
         argv += ["--host", h]
-    if proxy.get("path_prefix"):
-        argv += ["--path-prefix", proxy["path_prefix"]]
+    for prefix in path_prefixes(proxy.get("path_prefix")):
+        argv += ["--path-prefix", prefix]
     if proxy.get("ssl"):
         argv += ["--tls"]
     for key, flag in (("ssl_redirect", "tls-redirect"), ("forward_headers", "forward-headers"),

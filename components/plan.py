@@ -245,8 +245,8 @@ def runtime_env(cfg: Deploy, role: str, version: str, host: str) -> dict[str, st
 def published_urls(spec: ContainerSpec) -> list[str]:
     if spec.proxy:
         scheme = "https" if spec.proxy.ssl else "http"
-        prefix = spec.proxy.path_prefix or ""
-        return [f"{scheme}://{h}{prefix}" for h in spec.proxy.hosts] or [f"{scheme}://{spec.host}{prefix}"]
+        return [f"{scheme}://{h}{prefix}" for h in spec.proxy.hosts or (spec.host,)
+                for prefix in spec.proxy.path_prefixes or ("",)]
     return [f"http://{p.host_ip or spec.host}:{p.host_port}" for p in spec.ports
             if p.host_port and p.protocol == "tcp"]
 

@@ -158,7 +158,7 @@ class DestinationService(pulumi.ComponentResource):
         own = build and host == builder.host
         return SSHTarget(host=host, port=(own and builder.port) or ssh.port, user=(own and builder.user) or ssh.user,
                          keys=ssh.keys, known_hosts=ssh.known_hosts, host_key_policy=ssh.host_key_policy,
-                         proxy=ssh.proxy, proxy_command=ssh.proxy_command).to_dict()
+                         proxy=ssh.proxy, proxy_command=ssh.proxy_command, keys_only=ssh.keys_only).to_dict()
 
     def _common(self, host: str) -> dict[str, Any]:
         """What every resource of this destination on `host` carries."""

@@ -34,20 +34,22 @@ class SSHTarget:
     host_key_policy: str = "strict"  # or "accept-new"
     proxy: str | None = None  # a jump host, [user@]host[:port] (user default: root, as Kamal's)
     proxy_command: str | None = None  # a command whose stdin/stdout is the connection (%h %p %r)
+    keys_only: bool = False  # only `keys`, not the SSH agent's
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SSHTarget":
         return cls(host=data["host"], port=int(data.get("port", 22)), user=data.get("user", "root"),
                    keys=tuple(data.get("keys") or ()), known_hosts=data.get("known_hosts"),
                    host_key_policy=data.get("host_key_policy", "strict"), proxy=data.get("proxy"),
-                   proxy_command=data.get("proxy_command"))
+                   proxy_command=data.get("proxy_command"), keys_only=bool(data.get("keys_only")))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data; a proxy only where there is one, so targets without one read as they always did."""
+        """Plain data; a proxy and keys_only only where set, so targets without them read as they always did."""
         return {"host": self.host, "port": self.port, "user": self.user, "keys": list(self.keys),
                 "known_hosts": self.known_hosts, "host_key_policy": self.host_key_policy,
                 **({"proxy": self.proxy} if self.proxy else {}),
-                **({"proxy_command": self.proxy_command} if self.proxy_command else {})}
+                **({"proxy_command": self.proxy_command} if self.proxy_command else {}),
+                **({"keys_only": True} if self.keys_only else {})}
 
     def jump(self) -> "SSHTarget | None":
         """The jump host, reached as this host is (keys, known_hosts, policy) with its own user and port."""
@@ -56,7 +58,7 @@ class SSHTarget:
         user, _, rest = self.proxy.rpartition("@")
         host, _, port = rest.partition(":")
         return SSHTarget(host=host, port=int(port or 22), user=user or "root", keys=self.keys,
-                         known_hosts=self.known_hosts, host_key_policy=self.host_key_policy)
+                         known_hosts=self.known_hosts, host_key_policy=self.host_key_policy, keys_only=self.keys_only)
 
     def __str__(self) -> str:
         return self.host if self.port == 22 else f"{self.host}:{self.port}"
@@ -136,8 +138,8 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
         try:
             ssh.connect(hostname=t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S, sock=sock,
                         banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S,
-                        key_filename=[os.path.expanduser(k) for k in t.keys] or None, look_for_keys=not t.keys,
-                        allow_agent=True)
+                        key_filename=[os.path.expanduser(k) for k in t.keys] or None,
+                        look_for_keys=not t.keys and not t.keys_only, allow_agent=not t.keys_only)
         except BaseException:
             ssh.close()
             sock.close()

@@ -7,7 +7,7 @@ import argparse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .. import hosts, naming
+from .. import hosts, naming, payloads
 from ..hosts import docker_errors
 from . import output
 from .stack import StackContext
@@ -109,7 +109,7 @@ def _route_text(route: dict[str, Any] | None) -> str | None:
     if not route:
         return None
     names = ",".join(route["hosts"]) or "*"
-    return f"{names}{route['path_prefix'] or ''} ({route['state']})"
+    return f"{names}{','.join(payloads.path_prefixes(route['path_prefix']))} ({route['state']})"
 
 
 def as_json(ctx: StackContext, rows: list[dict[str, Any]]) -> dict[str, Any]:

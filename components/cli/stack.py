@@ -219,7 +219,8 @@ class StackContext:
 
         return SSHTarget(host=host, port=ssh.port, user=ssh.user, keys=tuple(path(k) for k in ssh.keys),
                          known_hosts=path(ssh.known_hosts) if ssh.known_hosts else None,
-                         host_key_policy=ssh.host_key_policy, proxy=ssh.proxy, proxy_command=ssh.proxy_command)
+                         host_key_policy=ssh.host_key_policy, proxy=ssh.proxy, proxy_command=ssh.proxy_command,
+                         keys_only=ssh.keys_only)
 
     def hosts(self) -> tuple[str, ...]:
         """Every host of the destination: its roles' and its accessories'."""

@@ -55,7 +55,11 @@ class BuildMapping(MapperBase):
             self.refuse("builder", "should be a hash")
             conf = {}
         for key in conf:
-            if key in ("pack", "cache", "secrets", "ssh", "driver", "provenance", "sbom"):
+            if key in ("provenance", "sbom") and conf[key] in (False, "false"):
+                continue  # what shipyard's builds are: no attestation is attached
+            if key == "cache":
+                continue  # a layer cache elsewhere: each build host keeps its own, which every build there uses
+            if key in ("pack", "secrets", "ssh", "driver", "provenance", "sbom"):
                 self.refuse(f"builder.{key}")
             elif key not in ("arch", "remote", "local", "context", "dockerfile", "target", "args"):
                 self.refuse(f"builder.{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
@@ -118,14 +122,17 @@ class BuildMapping(MapperBase):
                     self.refuse(path, "should be an array")
             elif key == "log_level":
                 continue  # SSH client logging: no effect on what is deployed
-            elif key == "keys_only" and value is False or key == "config" and value is False:
-                continue  # what shipyard does: it reads no ~/.ssh/config, and also asks the agent
+            elif key == "keys_only" and isinstance(value, bool):
+                if value:
+                    out["keys_only"] = True
+            elif key == "config" and value is False:
+                continue  # what shipyard does: it reads no ~/.ssh/config
             elif key == "proxy" and to_s(value):  # Kamal's jump host: its user is root unless it names one
                 out["proxy"] = to_s(value) if "@" in to_s(value) else f"root@{to_s(value)}"
             elif key == "proxy_command" and to_s(value):
                 if not conf.get("proxy"):  # Kamal takes the jump host where both are given
                     out["proxy_command"] = to_s(value)
-            elif key in ("proxy", "proxy_command", "key_data", "keys_only", "config"):
+            elif key in ("proxy", "proxy_command", "key_data", "config"):
                 self.refuse(path)
             else:
                 self.refuse(path, "unknown Kamal key (Kamal 2.11 refuses it too)")

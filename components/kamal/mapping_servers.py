@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .mapping_base import NOT_YET, MapperBase, to_s
+from .mapping_base import MapperBase, to_s
 from .merge import deep_merge, join
 
 
@@ -180,10 +180,10 @@ class ServersMapping(MapperBase):
                         out[names[sub_key]] = sub_value
             elif key in ("path_prefix", "path_prefixes"):
                 prefixes = str(value).split(",") if key == "path_prefix" else value
-                if isinstance(prefixes, list) and len(prefixes) == 1:
-                    out["path_prefix"] = str(prefixes[0])
+                if isinstance(prefixes, list) and prefixes:
+                    out["path_prefix"] = str(prefixes[0]) if len(prefixes) == 1 else [str(p) for p in prefixes]
                 else:
-                    refuse(kp, f"{NOT_YET}: one path prefix per role is")
+                    refuse(kp, "should be a path or an array of paths")
             elif key == "healthcheck":
                 if not isinstance(value, dict):
                     refuse(kp, "should be a hash")

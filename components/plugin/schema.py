@@ -150,7 +150,7 @@ def as_json() -> str:
                                                   "properties": {"host": STR, "port": NUM, "user": STR,
                                                                  "keys": STRLIST, "known_hosts": STR,
                                                                  "host_key_policy": STR, "proxy": STR,
-                                                                 "proxy_command": STR},
+                                                                 "proxy_command": STR, "keys_only": BOOL},
                                                   "required": ["host"]}},
         "resources": resources,
     }, indent=2)

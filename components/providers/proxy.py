@@ -243,7 +243,8 @@ class RouteProvider(ResourceProvider):
         are removed so this route can take their host names. Host names held by a route that serves no container
         of this stack are refused here, before anything changes. Returns the containers they served."""
         proxy = props["proxy"]
-        holders = decisions.host_holders(routes, props["service"], proxy.get("hosts") or [], proxy.get("path_prefix"))
+        holders = decisions.host_holders(routes, props["service"], proxy.get("hosts") or [],
+                                         payloads.path_prefixes(proxy.get("path_prefix")))
         names = set(holders)
         if renamed_from in routes and renamed_from != props["service"]:
             names.add(renamed_from)

@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -187,6 +188,27 @@ def test_a_renamed_route_takes_over_its_host_names_and_the_old_route_goes(bench,
     # between the old route's removal and the new one's deploy (one health check) the host names route nowhere:
     # kamal-proxy has no way to rename a route or hand host names over at once
     assert len(bad) <= 25, sorted(set(bad))[:3]
+
+
+def test_a_route_with_several_path_prefixes_serves_each_and_nothing_else(bench, proj):
+    """proxy.path_prefix as a list (Kamal's path_prefixes): kamal-proxy routes each, stripped before the app; the
+    host name's other paths are not this route's."""
+    cfg = config(bench, "v1")
+    cfg["proxy"] = {**cfg["proxy"], "path_prefix": ["/shop", "/store"]}
+    proj.converge("staging", cfg)
+
+    def at(path: str) -> str:
+        req = urllib.request.Request(f"http://{bench.hosts[0].address}{path}", headers={"Host": NAME})
+        try:
+            with urllib.request.urlopen(req, timeout=3) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+    for path in ("/shop/", "/store/"):
+        assert at(path).startswith("service=route destination=staging version=v1 "), (path, at(path))
+    assert at("/elsewhere") == "HTTP 404"
+    assert proj.outputs("staging")["urls"] == [f"http://{NAME}/shop", f"http://{NAME}/store"]
+    proj.run("preview", "--refresh", "--expect-no-changes", stack="staging")
 
 
 @pytest.fixture(scope="module", autouse=True)

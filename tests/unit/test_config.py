@@ -101,6 +101,11 @@ def test_proxy_config():
         load(proxy={"hosts": ["a.test"]}, servers={"web": {"hosts": ["h"], "ports": ["80:80"]}})
     with pytest.raises(ConfigError, match=r"^proxy: ssl needs at least one host name"):
         load(proxy={"ssl": True})
+    # several path prefixes, each routed; one in a list is that one (as a route recorded before reads it)
+    assert load(proxy={"path_prefix": ["/api", "/admin"]}).role_proxy("web").path_prefixes == ("/api", "/admin")
+    assert load(proxy={"path_prefix": ["/api"]}).role_proxy("web").path_prefix == "/api"
+    with pytest.raises(ConfigError, match=r"^proxy.path_prefix: a path prefix is listed twice"):
+        load(proxy={"path_prefix": ["/api", "/api"]})
     with pytest.raises(ConfigError, match=r"^proxy.healthcheck.path: "):
         load(proxy={"healthcheck": {"path": "up"}})
     with pytest.raises(ConfigError, match=r"^retain_containers: "):

@@ -186,11 +186,12 @@ ROUTES = {"shop-web-staging": {"host": "shop.test,www.shop.test", "path": "", "t
           "shop-api-staging": {"host": "shop.test", "path": "/api", "tls": "no"},
           "blog-web-staging": {"host": "*", "path": "", "tls": "no"}}
 HOLDERS = [
-    ("a renamed route needs the old one's host names", "shop-web", ["www.shop.test"], None, ("shop-web-staging",)),
-    ("another path prefix on the same host is free", "shop-web", ["shop.test"], "/admin", ()),
-    ("the same path prefix is not", "x", ["shop.test"], "api", ("shop-api-staging",)),
-    ("no host names: the catch-all route holds them", "x", [], None, ("blog-web-staging",)),
-    ("its own name never holds", "shop-web-staging", ["shop.test"], None, ()),
+    ("a renamed route needs the old one's host names", "shop-web", ["www.shop.test"], [], ("shop-web-staging",)),
+    ("another path prefix on the same host is free", "shop-web", ["shop.test"], ["/admin"], ()),
+    ("the same path prefix is not", "x", ["shop.test"], ["api"], ("shop-api-staging",)),
+    ("nor is it as one of several", "x", ["shop.test"], ["/admin", "/api"], ("shop-api-staging",)),
+    ("no host names: the catch-all route holds them", "x", [], [], ("blog-web-staging",)),
+    ("its own name never holds", "shop-web-staging", ["shop.test"], [], ()),
 ]
 
 
@@ -204,6 +205,8 @@ def test_route_binding_is_what_a_listed_route_serves():
         "hosts": ["shop.test", "www.shop.test"], "path_prefix": None, "ssl": False}
     assert decisions.route_binding({"host": "*", "path": "/api", "tls": "yes"}) == {
         "hosts": [], "path_prefix": "/api", "ssl": True}
+    assert decisions.route_binding({"host": "shop.test", "path": "/api,/admin", "tls": "no"})["path_prefix"] == [
+        "/api", "/admin"]
 
 
 def test_port_conflicts_name_what_else_publishes_a_wanted_host_port():

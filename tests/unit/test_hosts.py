@@ -99,3 +99,12 @@ def test_a_jump_host_that_cannot_reach_the_server_is_named_in_one_line(mocker):
         connect(SSHTarget(host="10.0.0.5", proxy="bastion"))
     assert "jump host bastion cannot reach SSH port 22" in str(err.value)
     via.close.assert_called_once()
+
+
+def test_keys_only_offers_only_the_given_keys(mocker):
+    connect = mocker.patch("paramiko.SSHClient.connect")
+    mocker.patch("socket.create_connection")
+    ssh.connect(SSHTarget(host="h", keys=("id",), keys_only=True)).close()
+    assert (connect.call_args.kwargs["allow_agent"], connect.call_args.kwargs["look_for_keys"]) == (False, False)
+    ssh.connect(SSHTarget(host="h", keys=("id",))).close()
+    assert (connect.call_args.kwargs["allow_agent"], connect.call_args.kwargs["look_for_keys"]) == (True, False)

@@ -227,8 +227,10 @@ def test_accessories_hosts_roles_ports_files_directories(tmp_path):
 def test_builder_ssh_boot_and_timeouts_map(tmp_path):
     raw = load_app(tmp_path, BASE_YML.replace("builder: {arch: amd64}", textwrap.dedent("""\
     builder: {arch: [amd64], context: app, dockerfile: app/Dockerfile.prod, target: prod, args: {RUBY: 3.3},
-              remote: "ssh://deploy@builder.example.com", local: false}
-    ssh: {user: deploy, port: "2222", keys: [keys/id_ed25519, ~/.ssh/id_rsa], log_level: debug}
+              remote: "ssh://deploy@builder.example.com", local: false, provenance: false, sbom: false,
+              cache: {type: registry, image: kamal-app-build-cache}}
+    ssh: {user: deploy, port: "2222", keys: [keys/id_ed25519, ~/.ssh/id_rsa], log_level: debug, keys_only: true,
+          proxy: bastion.example.com}
     boot: {limit: 50%, parallel_roles: true, wait: 2}
     servers: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4]
     retain_containers: 3
@@ -238,7 +240,8 @@ def test_builder_ssh_boot_and_timeouts_map(tmp_path):
     """)).replace("servers: [10.0.0.1]\n", ""))
     assert raw["builder"] == {"context": "app", "dockerfile": "Dockerfile.prod", "target": "prod", "arch": "amd64",
                               "args": {"RUBY": "3.3"}, "host": "builder.example.com"}
-    assert raw["ssh"] == {"user": "deploy", "port": 2222, "keys": ["keys/id_ed25519", "~/.ssh/id_rsa"]}
+    assert raw["ssh"] == {"user": "deploy", "port": 2222, "keys": ["keys/id_ed25519", "~/.ssh/id_rsa"],
+                          "keys_only": True, "proxy": "root@bastion.example.com"}
     assert raw["boot"] == {"limit": 2, "wait": 2} and raw["retain_containers"] == 3
     assert raw["proxy"] == {"deploy_timeout": 20, "drain_timeout": 5} and raw["readiness_delay"] == 0
     # Kamal's drain_timeout: the proxy's drain, and the stop timeout of roles without proxy (`docker stop -t`)
@@ -347,7 +350,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
              "config/deploy.production.yml": "{}", ".kamal/hooks/pre-deploy.sample": "#!/bin/sh\n"}
     refused = {
         "ssh.key_data",
-        "builder.pack", "builder.cache", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
+        "builder.pack", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom",
         "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
         "accessories.mysql.directories[1]",
@@ -640,8 +643,8 @@ def test_bad_kamal_options_name_their_path(tmp_path, opts, path):
 
 def test_the_error_lists_every_refused_key_once_per_line(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_app(tmp_path, BASE_YML + "ssh: {keys_only: true, key_data: [KEY]}\n")
+        load_app(tmp_path, BASE_YML + "ssh: {config: true, key_data: [KEY]}\n")
     assert str(err.value) == (
         "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths "
-        "in shipyard:kamal.ignore to deploy without them):\nssh.keys_only: not supported yet\n"
+        "in shipyard:kamal.ignore to deploy without them):\nssh.config: not supported yet\n"
         "ssh.key_data: not supported yet")

@@ -100,7 +100,7 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
         if p is None:
             return None
         return {"hosts": list(p.hosts), "app_port": p.app_port, "ssl": p.ssl,
-                "path_prefixes": [p.path_prefix] if p.path_prefix else [], "healthcheck_path": p.healthcheck.path,
+                "path_prefixes": list(p.path_prefixes), "healthcheck_path": p.healthcheck.path,
                 "healthcheck_interval": p.healthcheck.interval, "healthcheck_timeout": p.healthcheck.timeout,
                 "response_timeout": p.response_timeout,
                 "certificate": cfg.secrets[p.ssl_certificate] if p.ssl_certificate else None,
@@ -155,7 +155,7 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                     "login": [cfg.builder.user or cfg.ssh.user, cfg.builder.port or cfg.ssh.port]
                     if cfg.builder.host else None},
         "ssh": {"user": cfg.ssh.user, "port": cfg.ssh.port, "proxy": cfg.ssh.proxy,
-                "proxy_command": cfg.ssh.proxy_command},
+                "proxy_command": cfg.ssh.proxy_command, "keys_only": cfg.ssh.keys_only},
         "boot": {"limit": cfg.boot.limit, "wait": cfg.boot.wait},
         "retain_containers": cfg.retain_containers,
         "readiness_delay": cfg.readiness_delay if cfg.readiness_delay is not None else DEFAULT_READINESS_DELAY_S,
@@ -312,9 +312,10 @@ OWN_APPS["own:tls"] = {
         servers: [10.0.0.7]
         registry: {server: "localhost:5000"}
         builder: {arch: amd64}
-        ssh: {proxy_command: "ssh -W %h:%p jump@bastion.example.com"}
+        ssh: {proxy_command: "ssh -W %h:%p jump@bastion.example.com", keys_only: true}
         proxy:
           host: vault.example.com
+          path_prefixes: [/vault, /secrets]
           ssl:
             certificate_pem: CERT_PEM
             private_key_pem: KEY_PEM
