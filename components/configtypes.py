@@ -306,20 +306,57 @@ class Role(Model):
         return tuple(Port.parse(p) for p in self.ports)
 
 
-FILE = re.compile(r"^(?P<local>[^:]+):(?P<remote>/[^:]*)$")
+FILE = re.compile(r"^(?P<local>[^:]+):(?P<remote>/[^:]*)(?::(?P<options>[^:]+))?$")
+MOUNT_OPTIONS = re.compile(r"^(ro|rw|z|Z)(,(ro|rw|z|Z))*$")  # what a bind mount takes: read-only, SELinux labels
+
+
+def _check_mount_options(options: str | None, what: str) -> None:
+    if options and (not MOUNT_OPTIONS.match(options) or what == "file" and "rw" in options.split(",")):
+        allowed = "ro, z or Z (a file is mounted read-only)" if what == "file" else "ro, rw, z or Z"
+        raise ValueError(f"mount options {options!r}: use {allowed}, joined by ','")
 
 
 def _check_file(text: str) -> str:
-    if not FILE.match(text):
-        raise ValueError(f"{text!r} is not a file mapping: use local/path:/path/in/container")
+    m = FILE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a file mapping: use local/path:/path/in/container[:options]")
+    _check_mount_options(m["options"], "file")
     return text
 
 
+class AccessoryFile(Model):
+    """A file copied to the host and mounted into the accessory (read-only), with its mode, owner and mount
+    options (Kamal's `files` as a hash)."""
+    local: str = Field(min_length=1)
+    remote: str = Field(pattern=r"^/[^:]*$")
+    mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3}$")  # octal, as chmod takes it: 0600
+    owner: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$")  # as chown takes it
+    options: str | None = None
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: str | None) -> str | None:
+        _check_mount_options(v, "file")
+        return v
+
+    @classmethod
+    def parse(cls, entry: "str | AccessoryFile") -> "AccessoryFile":
+        if isinstance(entry, AccessoryFile):
+            return entry
+        m = FILE.match(entry)
+        assert m is not None  # checked when the config was read
+        return cls(local=m["local"], remote=m["remote"], options=m["options"])
+
+
+DIRECTORY = re.compile(r"^(?P<name>[^:/][^:]*):(?P<remote>/[^:]*)(?::(?P<options>[^:]+))?$")
+
+
 def _check_directory(text: str) -> str:
-    m = VOLUME.match(text)
-    if not m or m["source"].startswith("/") or "/" in m["source"] or m["source"] in (".", ".."):
-        raise ValueError(f"{text!r} is not a directory mapping: use NAME:/path/in/container (the host directory "
-                         f"is kept under the destination's state directory)")
+    m = DIRECTORY.match(text)
+    if not m or {".", ".."} & set(m["name"].split("/")):
+        raise ValueError(f"{text!r} is not a directory mapping: use NAME:/path/in/container[:options] (the host "
+                         f"directory is kept under the destination's state directory)")
+    _check_mount_options(m["options"], "directory")
     return text
 
 
@@ -332,7 +369,7 @@ class Accessory(Model):
     cmd: str | tuple[str, ...] | None = None
     env: Env = Env()
     volumes: tuple[Annotated[str, AfterValidator(_check_volume)], ...] = ()
-    files: tuple[Annotated[str, AfterValidator(_check_file)], ...] = ()
+    files: tuple[Annotated[str, AfterValidator(_check_file)] | AccessoryFile, ...] = ()
     directories: tuple[Annotated[str, AfterValidator(_check_directory)], ...] = ()
     labels: dict[str, str] = {}
     service: Name | None = None  # also reachable by this name on the destination's network (Kamal's `service`)

@@ -14,6 +14,13 @@ from . import naming
 VOLUME = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")  # Docker's bind syntax
 
 
+def mount_options(default: str, options: str | None) -> str:
+    """A bind's options: `ro`/`rw` as given (else `default`), then the others (SELinux's z, Z) as given."""
+    given = [o for o in (options or "").split(",") if o]
+    access = next((o for o in given if o in ("ro", "rw")), default)
+    return ",".join([access, *(o for o in given if o not in ("ro", "rw"))])
+
+
 def path_prefixes(path_prefix: str | list[str] | tuple[str, ...] | None) -> list[str]:
     """A route's `path_prefix` prop (one path, or several) as a list."""
     return [path_prefix] if isinstance(path_prefix, str) else list(path_prefix or [])

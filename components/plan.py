@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from . import naming
 from .config import Deploy, Port, Proxy
+from .configtypes import AccessoryFile
 from .payloads import kamal_env, named_volumes, volume_binds
 
 
@@ -65,8 +66,9 @@ class AccessorySpec:
     secret_env: tuple[str, ...]
     ports: tuple[Port, ...]
     volumes: tuple[str, ...]  # docker binds, named volumes already carrying the destination
-    files: tuple[tuple[str, str], ...]  # (local path, path in the container)
-    directories: tuple[tuple[str, str], ...]  # (directory name under the accessory's state dir, path in container)
+    files: tuple[AccessoryFile, ...]  # local path, path in the container, mode, owner, mount options
+    # (directory name under the accessory's state dir, path in the container, mount options)
+    directories: tuple[tuple[str, str, str | None], ...]
     state_dir: str  # on the host, relative to the SSH user's home
     aliases: tuple[str, ...]  # its names on the destination's network
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -136,8 +138,8 @@ def accessory_specs(cfg: Deploy, owner: str) -> list[AccessorySpec]:
                 secret_env=acc.env.secret,
                 ports=(Port.parse(acc.port),) if acc.port else (),
                 volumes=tuple(volume_binds(acc.volumes, cfg.service, cfg.destination)),
-                files=tuple((f.split(":")[0], f.split(":")[1]) for f in acc.files),
-                directories=tuple((d.split(":")[0], d.split(":")[1]) for d in acc.directories),
+                files=tuple(AccessoryFile.parse(f) for f in acc.files),
+                directories=tuple(tuple((d.split(":") + [None])[:3]) for d in acc.directories),
                 state_dir=f"{naming.destination_dir(cfg.service, cfg.destination)}/{name}",
                 aliases=tuple(dict.fromkeys((name, *kamal_names))),
                 options=dict(acc.options), logging=cfg.container_logging(None),

@@ -12,6 +12,7 @@ import pulumi
 
 from . import naming, payloads, plan, source
 from .config import Deploy
+from .configtypes import AccessoryFile
 from .hosts import SSHTarget
 from .kamal.erb import render_ruby
 from .providers import HOOKS, Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
@@ -284,8 +285,9 @@ class DestinationService(pulumi.ComponentResource):
                 "extra_networks": list(acc.networks) or None,
                 "aliases": list(acc.aliases), "registry_auth": self._registry_auth(cfg_acc.registry),
                 "state_dir": acc.state_dir,
-                "files": [self._accessory_file(acc, local, remote) for local, remote in acc.files],
-                "directories": [{"name": d, "target": remote} for d, remote in acc.directories],
+                "files": [self._accessory_file(acc, f) for f in acc.files],
+                "directories": [{"name": d, "target": remote, **({"options": options} if options else {})}
+                                for d, remote, options in acc.directories],
                 "exclusive": True, "retain": 1, "proxy": None, "running": True, **self._host_shell(acc.env),
                 **self._run_settings(acc),
             }, self._child(depends_on=[networks[acc.host], *volumes.get(acc.host, []),
@@ -377,16 +379,19 @@ class DestinationService(pulumi.ComponentResource):
         directory = (self._project_dir / self._cfg.error_pages).resolve()
         return {"error_pages": {"local": str(directory), "hash": source.pages_hash(source.error_pages(directory))}}
 
-    def _accessory_file(self, acc: plan.AccessorySpec, local: str, remote: str) -> dict[str, Any]:
-        """An accessory file to upload: by its path and hash; a Kamal app's `*.erb` file rendered as Kamal renders
-        it - Ruby's ERB with the accessory's env (its secrets too) in ENV - and carried as a secret."""
-        path = (self._project_dir / local).resolve()
-        if not (self._cfg.kamal_app and local.endswith("erb")):
-            return {"local": str(path), "target": remote, "hash": source.file_hash(path)}
+    def _accessory_file(self, acc: plan.AccessorySpec, f: AccessoryFile) -> dict[str, Any]:
+        """An accessory file to upload: by its path and hash (its mode, owner and mount options where set); a Kamal
+        app's `*.erb` file rendered as Kamal renders it - Ruby's ERB with the accessory's env (its secrets too) in
+        ENV - and carried as a secret."""
+        path = (self._project_dir / f.local).resolve()
+        settings = {k: v for k, v in (("mode", f.mode), ("owner", f.owner), ("options", f.options)) if v}
+        if not (self._cfg.kamal_app and f.local.endswith("erb")):
+            return {"local": str(path), "target": f.remote, "hash": source.file_hash(path), **settings}
         env = {**acc.env, **{k: self._cfg.secrets[k] for k in acc.secret_env}}
-        text = render_ruby(path.read_text(), local, env, path.parent, shutil.which("ruby") or "ruby")
+        text = render_ruby(path.read_text(), f.local, env, path.parent, shutil.which("ruby") or "ruby")
         digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-        return {"local": str(path), "target": remote, "hash": digest, "content": pulumi.Output.secret(text)}
+        return {"local": str(path), "target": f.remote, "hash": digest, "content": pulumi.Output.secret(text),
+                **settings}
 
     def _accessory_route(self, acc: plan.AccessorySpec, proxy: Proxy, lock: dict[str, Any]) -> ProxyRoute:
         container = self._accessory_containers[acc.resource_name]

@@ -84,8 +84,8 @@ class AccessoriesMapping(MapperBase):
             out[str(name)] = acc
         return out
 
-    def _paths(self, conf: Any, path: str) -> list[tuple[int, str, str, str | None]]:
-        """(index, local, remote, options) of Kamal's `files`/`directories` entries."""
+    def _paths(self, conf: Any, path: str) -> list[tuple[int, dict[str, str]]]:
+        """(index, {local, remote, and options, mode, owner where given}) of Kamal's `files`/`directories`."""
         if not isinstance(conf, list):
             self.refuse(path, "should be an array")
             return []
@@ -93,36 +93,39 @@ class AccessoriesMapping(MapperBase):
         for i, item in enumerate(conf):
             if isinstance(item, dict):
                 for key in item:
-                    if key in ("mode", "owner", "options"):
-                        self.refuse(f"{path}[{i}].{key}")
-                    elif key not in ("local", "remote"):
+                    if key not in ("local", "remote", "mode", "owner", "options"):
                         self.refuse(f"{path}[{i}].{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
-                out.append((i, str(item.get("local")), str(item.get("remote")), None))
+                out.append((i, {k: str(v) for k, v in item.items() if v is not None}))
             else:
                 local, remote, options = (str(item).split(":", 2) + [None, None])[:3]
-                out.append((i, local, str(remote), options))
+                out.append((i, {"local": local, "remote": str(remote), **({"options": options} if options else {})}))
         return out
 
-    def files(self, conf: Any, path: str) -> list[str]:
-        out = []
-        for i, local, remote, options in self._paths(conf, path):
-            if options not in (None, "ro"):
-                self.refuse(f"{path}[{i}]", f"{NOT_YET}: mount options ({options}); files are mounted read-only")
+    def files(self, conf: Any, path: str) -> list[str | dict[str, str]]:
+        out: list[str | dict[str, str]] = []
+        for _, entry in self._paths(conf, path):
+            entry = {**entry, "local": self.rel(entry.get("local", ""))}
+            if set(entry) <= {"local", "remote", "options"}:  # the short form, as Kamal writes it
+                out.append(":".join(entry[k] for k in ("local", "remote", "options") if k in entry))
             else:
-                out.append(f"{self.rel(local)}:{remote}")
+                out.append(entry)
         return out
 
     def directories(self, conf: Any, path: str) -> tuple[list[str], list[str]]:
         dirs, binds = [], []
-        for i, local, remote, options in self._paths(conf, path):
-            if options:
-                self.refuse(f"{path}[{i}]", f"{NOT_YET}: mount options ({options})")
-            elif local.startswith("/"):
-                binds.append(f"{local}:{remote}")  # a host directory of its own: a bind mount
-            elif "/" in local or local in (".", ".."):
-                self.refuse(f"{path}[{i}]", f"{NOT_YET}: a directory is a NAME or an absolute host path")
+        for i, entry in self._paths(conf, path):
+            local, remote, options = entry.get("local", ""), entry.get("remote", ""), entry.get("options")
+            for key in ("mode", "owner"):
+                if key in entry:
+                    self.refuse(f"{path}[{i}].{key}", f"{NOT_YET}: a directory's {key}")
+            mount = f"{remote}:{options}" if options else remote
+            if local.startswith("/"):
+                binds.append(f"{local}:{mount}")  # a host directory of its own: a bind mount
+            elif ".." in local.split("/") or local in (".", ""):
+                self.refuse(f"{path}[{i}]", "a directory is a NAME (kept with the accessory) or an absolute host "
+                                            "path")
             else:
-                dirs.append(f"{local}:{remote}")
+                dirs.append(f"{local}:{mount}")
         return dirs, binds
 
     def boot(self, conf: Any, servers: dict[str, Any], accessories: dict[str, Any]) -> dict[str, Any]:

@@ -374,14 +374,21 @@ class ContainerProvider(ResourceProvider):
         base = f"{hostfiles.home(t)}/{props['state_dir']}"
         binds = []
         for i, f in enumerate(props.get("files") or []):
-            # by content: the container this one replaces keeps its own file, should it have to start again
-            remote = f"{base}/files/{i}-{f['hash'].split(':')[-1][:12]}-{Path(f['local']).name}"
+            # by content (and mode and owner): the container this one replaces keeps its own file, should it have
+            # to start again
+            held = "".join(f"-{f[k].replace(':', '.')}" for k in ("mode", "owner") if f.get(k))
+            remote = f"{base}/files/{i}-{f['hash'].split(':')[-1][:12]}{held}-{Path(f['local']).name}"
             data = f["content"].encode() if f.get("content") is not None else Path(f["local"]).read_bytes()
-            hostfiles.write_file(t, remote, data, mode=0o644)
-            binds.append(f"{remote}:{f['target']}:ro")
+            hostfiles.write_file(t, remote, data, mode=int(f["mode"], 8) if f.get("mode") else 0o644)
+            if f.get("owner"):
+                code, out = hosts.run(t, ["chown", f["owner"], remote], doing=f"setting the owner of {f['target']}")
+                if code != 0:
+                    raise HostError(str(t), f"accessory file {f['target']}: chown {f['owner']} failed ({out}): "
+                                            f"the SSH user may not give files away - drop owner, or deploy as root")
+            binds.append(f"{remote}:{f['target']}:{payloads.mount_options('ro', f.get('options'))}")
         for d in props.get("directories") or []:
             hostfiles.make_dir(t, f"{base}/{d['name']}")
-            binds.append(f"{base}/{d['name']}:{d['target']}:rw")
+            binds.append(f"{base}/{d['name']}:{d['target']}:{payloads.mount_options('rw', d.get('options'))}")
         return binds
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:

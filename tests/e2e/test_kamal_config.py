@@ -9,6 +9,7 @@ The tests share one deployed pair (module fixture) and run in file order.
 from __future__ import annotations
 
 import json
+import pwd
 import re
 import shutil
 import socket
@@ -98,6 +99,12 @@ DEPLOY = """\
             - GREETING
         files:
           - config/db.conf.erb:/etc/db.conf
+          - local: config/db.key
+            remote: /etc/db.key
+            mode: "0600"
+            owner: "deploy:deploy"
+        directories:
+          - data/db:/var/lib/db:z
     logging:
       options:
         max-size: 5m
@@ -136,6 +143,7 @@ def write_app(proj: Path, registry: str) -> None:
                       "CMD [\"/bin/sh\", \"/start.sh\"]\n",
         "assets/app-1.css": "body { color: black }\n",
         "config/db.conf.erb": "user=<%= ENV['DB_USER'] %> greeting=<%= ENV.fetch('GREETING') %>\n",
+        "config/db.key": "a key only its owner reads\n",
     }
     for rel, text in files.items():
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +214,11 @@ def test_a_kamal_app_runs_unchanged_kamals_variables_and_its_accessory_by_kamals
         assert d.inspect_container(c["Id"])["HostConfig"]["LogConfig"]["Config"] == {"max-size": "5m"}
         (db,) = d.containers(filters={"label": ["service=kshop", f"destination={dest}", "accessory=db"]})
         assert d.inspect_container(db["Id"])["HostConfig"]["Memory"] == 64 * 1024 * 1024  # options: {memory: 64m}
+        # a file with its mode and owner (Kamal's files hash), and a directory of its own with mount options
+        key = d.exec_start(d.exec_create(db["Id"], ["stat", "-c", "%a %u", "/etc/db.key"])["Id"]).decode().strip()
+        assert key == f"600 {pwd.getpwnam('deploy').pw_uid}", key
+        run = d.exec_create(db["Id"], ["sh", "-c", "touch /var/lib/db/written && echo ok"])
+        assert d.exec_start(run["Id"]).decode().strip() == "ok"
         # its image from its own registry, pulled with its login
         assert f"{bench.auth_registry}/library/busybox:latest" in d.inspect_image(db["ImageID"])["RepoTags"]
         # and through kamal-proxy on its own host name (an accessory's proxy), staging's only

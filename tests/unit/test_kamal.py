@@ -214,7 +214,7 @@ def test_accessories_hosts_roles_ports_files_directories(tmp_path):
                         "labels": {"tier": "x"}}
     assert acc["b"]["hosts"] == ["10.0.0.7", "10.0.0.8"] and acc["b"]["port"] == "127.0.0.1:5432:5432"
     assert acc["c"]["hosts"] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
-    assert acc["c"]["files"] == ["../myapp/conf/my.cnf:/etc/my.cnf"]  # relative to the project, as shipyard reads
+    assert acc["c"]["files"] == ["../myapp/conf/my.cnf:/etc/my.cnf:ro"]  # relative to the project, as shipyard reads
     assert acc["c"]["directories"] == ["data:/data"] and acc["c"]["volumes"] == ["/srv/c:/srv"]
     assert acc["d"]["hosts"] == ["10.0.0.2", "10.0.0.3"] and acc["d"]["volumes"] == ["d:/d"]
     for role in raw["servers"].values():  # top-level volumes and labels go to every role
@@ -352,8 +352,6 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
         "ssh.key_data",
         "builder.pack", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom",
-        "accessories.mysql.files[2].mode", "accessories.mysql.files[2].owner",
-        "accessories.mysql.directories[1]",
     }
     assert set(refusals(tmp_path / "a", deploy, "production", files=files)) == refused
     raw = load_app(tmp_path / "b", deploy, "production", files=files, ignore=sorted(refused))

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from components import config, kamal, payloads, plan
+from components.configtypes import AccessoryFile
 from components.errors import ConfigError
 from components.providers.container import DEFAULT_READINESS_DELAY_S
 from tests.kamal_peer import resolve
@@ -139,7 +140,8 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                           "deploy_args": deploy_flags(payloads.proxy_deploy_argv(
                               "route", "TARGET", accessory_specs[(name, a.all_hosts()[0])].proxy.route_props()))
                           if a.proxy else None,
-                          "mounts": sorted(m.split(":")[1] for m in (*a.files, *a.directories, *a.volumes))}
+                          "mounts": sorted([*(AccessoryFile.parse(f).remote for f in a.files),
+                                            *(m.split(":")[1] for m in (*a.directories, *a.volumes))])}
                    for name, a in cfg.accessories.items()}
     registry = cfg.registry
     context = os.path.normpath(project / cfg.builder.context)
@@ -339,13 +341,17 @@ OWN_APPS["own:accessories-only"] = {
             host: 10.0.0.8
             port: "127.0.0.1:5432:5432"
             env: {secret: [POSTGRES_PASSWORD]}
-            directories: [data:/var/lib/postgresql/data]
+            directories: ["data:/var/lib/postgresql/data:z", "backups/daily:/backups"]
+            files:
+              - config/pg.conf:/etc/postgresql/pg.conf:ro
+              - {local: config/server.key, remote: /etc/ssl/server.key, mode: "0600", owner: "999:999"}
           cache:
             image: redis:7
             hosts: [10.0.0.8, 10.0.0.9]
         """),
     ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=r\nPOSTGRES_PASSWORD=pg\n",
     "config/deploy.staging.yml": "accessories: {cache: {hosts: [10.0.0.10]}}\n",
+    "config/pg.conf": "listen_addresses = '*'\n", "config/server.key": "not a real key\n",
 }
 
 

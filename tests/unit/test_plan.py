@@ -92,12 +92,17 @@ def test_proxied_roles_route_by_host_name():
 def test_accessory_specs_and_volumes_carry_the_destination():
     c = cfg(servers={"web": {"hosts": ["h1"], "volumes": ["uploads:/app/uploads", "/srv/shared:/shared:ro"]}},
             accessories={"db": {"image": "postgres:16", "hosts": ["h2"], "volumes": ["pgdata:/var/lib/pg"],
-                                "port": "5432", "directories": ["backups:/backups"]}})
+                                "port": "5432", "directories": ["backups:/backups", "wal:/wal:z"],
+                                "files": ["app/pg.conf:/etc/pg.conf:ro,z",
+                                          {"local": "app/key", "remote": "/etc/key", "mode": "0600",
+                                           "owner": "999:999"}]}})
     (db,) = plan.accessory_specs(c, OWNER)
     assert db.name == "hello-staging-db" and db.role == "accessory.db" and db.host == "h2"
     assert db.labels["destination"] == "staging" and db.labels["accessory"] == "db"
     assert db.volumes == ("hello-staging-pgdata:/var/lib/pg:rw",)
-    assert db.directories == (("backups", "/backups"),)
+    assert db.directories == (("backups", "/backups", None), ("wal", "/wal", "z"))
+    assert [(f.local, f.remote, f.mode, f.owner, f.options) for f in db.files] == [
+        ("app/pg.conf", "/etc/pg.conf", None, None, "ro,z"), ("app/key", "/etc/key", "0600", "999:999", None)]
     assert plan.destination_volumes(c) == {"h1": ("hello-staging-uploads",), "h2": ("hello-staging-pgdata",)}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from components import hostlock, payloads, providers
 from components.providers import container
-from components.errors import DockerError, HealthCheckFailed, OwnershipConflict
+from components.errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 
 OWNER = "shipyard/staging"
 OURS = {"shipyard.stack": OWNER, "destination": "staging", "service": "hello", "role": "web"}
@@ -150,6 +150,27 @@ def test_asset_bridging_mounts_one_directory_with_both_versions_assets(client, m
     assert f"cp -rnT {base}/extracted/web-v0 {base}/volumes/web-v1 || true" in script
     binds = client.create_host_config.call_args.kwargs["binds"]
     assert f"{base}/volumes/web-v1:/app/public/assets" in binds
+
+
+def test_accessory_files_keep_their_mode_and_owner_and_mounts_take_their_options(client, mocker, tmp_path):
+    mocker.patch("components.hostfiles.home", return_value="/home/deploy")
+    write = mocker.patch("components.hostfiles.write_file")
+    mocker.patch("components.hostfiles.make_dir")
+    run = mocker.patch("components.hosts.run", return_value=(0, ""))
+    (tmp_path / "key").write_text("k")
+    props = container_props(role="db", ports=[], state_dir=".shipyard/hello-staging/db", files=[
+        {"local": str(tmp_path / "key"), "target": "/etc/key", "hash": "sha256:" + "b" * 64, "mode": "0600",
+         "owner": "999:999", "options": "z"}], directories=[{"name": "data/pg", "target": "/var/lib/pg",
+                                                              "options": "Z"}])
+    providers.ContainerProvider().create(props)
+    remote = "/home/deploy/.shipyard/hello-staging/db/files/0-bbbbbbbbbbbb-0600-999.999-key"
+    assert write.call_args.args[1:] == (remote, b"k") and write.call_args.kwargs == {"mode": 0o600}
+    assert run.call_args.args[1] == ["chown", "999:999", remote]
+    assert client.create_host_config.call_args.kwargs["binds"] == [
+        f"{remote}:/etc/key:ro,z", "/home/deploy/.shipyard/hello-staging/db/data/pg:/var/lib/pg:rw,Z"]
+    run.return_value = (1, "chown: changing ownership: Operation not permitted")
+    with pytest.raises(HostError, match=r"chown 999:999 failed .*: the SSH user may not give files away"):
+        providers.ContainerProvider().create(props)
 
 
 def test_how_the_hosts_kamal_proxy_runs():
