@@ -73,6 +73,8 @@ class SSH(Model):
     proxy: str | None = Field(default=None, pattern=JUMP_HOST)
     proxy_command: str | None = Field(default=None, min_length=1)
     keys_only: bool = False  # only `keys`: not the SSH agent's (OpenSSH's IdentitiesOnly)
+    # OpenSSH config files to read for what the above leaves open (`ssh.target_of`): true for OpenSSH's own
+    config: bool | tuple[str, ...] = False
 
     @model_validator(mode="after")
     def _one_proxy(self) -> "SSH":

@@ -13,7 +13,7 @@ import pulumi
 from . import naming, payloads, plan, source
 from .config import Deploy
 from .configtypes import AccessoryFile
-from .hosts import SSHTarget
+from .ssh import target_of
 from .kamal.erb import render_ruby
 from .providers import HOOKS, Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
 from .providers.resource import PACKAGE
@@ -155,11 +155,10 @@ class DestinationService(pulumi.ComponentResource):
 
     def _target(self, host: str, *, build: bool = False) -> dict[str, Any]:
         """How `host` is reached; the build host with the builder's own login where it has one."""
-        ssh, builder = self._cfg.ssh, self._cfg.builder
+        builder = self._cfg.builder
         own = build and host == builder.host
-        return SSHTarget(host=host, port=(own and builder.port) or ssh.port, user=(own and builder.user) or ssh.user,
-                         keys=ssh.keys, known_hosts=ssh.known_hosts, host_key_policy=ssh.host_key_policy,
-                         proxy=ssh.proxy, proxy_command=ssh.proxy_command, keys_only=ssh.keys_only).to_dict()
+        return target_of(self._cfg.ssh, host, port=own and builder.port or None,
+                         user=own and builder.user or None).to_dict()
 
     def _common(self, host: str) -> dict[str, Any]:
         """What every resource of this destination on `host` carries."""

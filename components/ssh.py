@@ -2,19 +2,21 @@
 host-key policy (strict, or OpenSSH's accept-new), and connecting with every failure translated into one line
 that names the host and says what to check.
 
-paramiko is imported when a connection is opened, not with this module: the program and a preview or no-op `up`
-never connect, and importing it costs about a tenth of a second."""
+paramiko is imported when a connection is opened (or an SSH config file is read), not with this module: the program
+and a preview or no-op `up` never connect, and importing it costs about a tenth of a second."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import AuthenticationFailed, HostKeyRejected, HostUnreachable
+from .errors import AuthenticationFailed, ConfigError, HostKeyRejected, HostUnreachable
 
 if TYPE_CHECKING:
     import paramiko
@@ -35,21 +37,25 @@ class SSHTarget:
     proxy: str | None = None  # a jump host, [user@]host[:port] (user default: root, as Kamal's)
     proxy_command: str | None = None  # a command whose stdin/stdout is the connection (%h %p %r)
     keys_only: bool = False  # only `keys`, not the SSH agent's
+    address: str | None = None  # where `host` is, where an SSH config file names another HostName for it
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SSHTarget":
         return cls(host=data["host"], port=int(data.get("port", 22)), user=data.get("user", "root"),
                    keys=tuple(data.get("keys") or ()), known_hosts=data.get("known_hosts"),
                    host_key_policy=data.get("host_key_policy", "strict"), proxy=data.get("proxy"),
-                   proxy_command=data.get("proxy_command"), keys_only=bool(data.get("keys_only")))
+                   proxy_command=data.get("proxy_command"), keys_only=bool(data.get("keys_only")),
+                   address=data.get("address"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data; a proxy and keys_only only where set, so targets without them read as they always did."""
+        """Plain data; proxy, keys_only and address only where set, so targets without them read as they always
+        did."""
         return {"host": self.host, "port": self.port, "user": self.user, "keys": list(self.keys),
                 "known_hosts": self.known_hosts, "host_key_policy": self.host_key_policy,
                 **({"proxy": self.proxy} if self.proxy else {}),
                 **({"proxy_command": self.proxy_command} if self.proxy_command else {}),
-                **({"keys_only": True} if self.keys_only else {})}
+                **({"keys_only": True} if self.keys_only else {}),
+                **({"address": self.address} if self.address else {})}
 
     def jump(self) -> "SSHTarget | None":
         """The jump host, reached as this host is (keys, known_hosts, policy) with its own user and port."""
@@ -79,12 +85,69 @@ class _AcceptNewPolicy:
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+DEFAULT_CONFIG_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")  # OpenSSH's, which Kamal reads by default
+
+
+def target_of(settings: Any, host: str, *, port: int | None = None, user: str | None = None,
+              base: Path | None = None) -> SSHTarget:
+    """How `host` is reached with a stack's `ssh` settings (`configtypes.SSH`): `port`/`user` where the host has
+    its own (a build host's login), relative paths against `base` where given. With `config` (true: OpenSSH's
+    files; or the files named), what those files say of the host fills in what the stack leaves open - as Kamal
+    (Net::SSH) reads them: the host's HostName, IdentityFile (unless `keys`), ProxyJump or ProxyCommand (unless a
+    proxy), IdentitiesOnly and UserKnownHostsFile (unless `known_hosts`). User and Port stay the stack's, as in
+    Kamal, which always passes both."""
+    def path(p: str) -> str:
+        p = os.path.expanduser(p)
+        return p if base is None or os.path.isabs(p) else str(base / p)
+    t = SSHTarget(host=host, port=port or settings.port, user=user or settings.user,
+                  keys=tuple(path(k) for k in settings.keys) if base else tuple(settings.keys),
+                  known_hosts=(path(settings.known_hosts) if base else settings.known_hosts)
+                  if settings.known_hosts else None,
+                  host_key_policy=settings.host_key_policy, proxy=settings.proxy,
+                  proxy_command=settings.proxy_command, keys_only=settings.keys_only)
+    files = DEFAULT_CONFIG_FILES if settings.config is True else settings.config or ()
+    return with_config(t, tuple(path(f) if base else os.path.expanduser(f) for f in files))
+
+
+def with_config(t: SSHTarget, files: tuple[str, ...]) -> SSHTarget:
+    """`t` with what OpenSSH config `files` (those that exist) say of its host (see `target_of`)."""
+    present = [f for f in (os.path.expanduser(f) for f in files) if os.path.isfile(f)]
+    if not present:
+        return t  # nothing to read: paramiko is not even imported
+    import paramiko
+    conf = paramiko.SSHConfig()
+    for f in present:
+        try:
+            with open(f) as fh:
+                conf.parse(fh)
+        except (OSError, paramiko.ConfigParseError) as exc:
+            raise ConfigError("ssh.config", f"{f} cannot be read as an OpenSSH config file ({exc}): fix it, or set "
+                                            f"ssh.config to the files to read (false: none)") from None
+    found = conf.lookup(t.host)
+    changes: dict[str, Any] = {}
+    if found.get("hostname") and found["hostname"] != t.host:
+        changes["address"] = found["hostname"]
+    if not t.keys and found.get("identityfile"):
+        changes["keys"] = tuple(found["identityfile"])
+    if not (t.proxy or t.proxy_command):
+        if str(found.get("proxyjump", "none")).lower() != "none":
+            changes["proxy"] = found["proxyjump"].split(",")[0]
+        elif str(found.get("proxycommand", "none")).lower() != "none":
+            changes["proxy_command"] = found["proxycommand"]
+    if not t.keys_only and str(found.get("identitiesonly", "")).lower() == "yes":
+        changes["keys_only"] = True
+    if t.known_hosts is None and found.get("userknownhostsfile"):
+        changes["known_hosts"] = os.path.expanduser(found["userknownhostsfile"].split()[0])
+    return dataclasses.replace(t, **changes) if changes else t
+
+
 def _socket(t: SSHTarget) -> tuple[Any, paramiko.SSHClient | None]:
     """The stream to `t`'s sshd, and the jump host's connection it runs through, if any: a TCP connection, a
     channel through the jump host (`proxy`), or a command's stdin/stdout (`proxy_command`)."""
     import paramiko
+    where = t.address or t.host
     if t.proxy_command:
-        command = t.proxy_command.replace("%h", t.host).replace("%p", str(t.port)).replace("%r", t.user)
+        command = t.proxy_command.replace("%h", where).replace("%p", str(t.port)).replace("%r", t.user)
         return paramiko.ProxyCommand(command), None
     jump = t.jump()
     if jump is not None:
@@ -92,7 +155,7 @@ def _socket(t: SSHTarget) -> tuple[Any, paramiko.SSHClient | None]:
         try:
             transport = via.get_transport()
             assert transport is not None
-            return transport.open_channel("direct-tcpip", (t.host, t.port), ("127.0.0.1", 0),
+            return transport.open_channel("direct-tcpip", (where, t.port), ("127.0.0.1", 0),
                                           timeout=CONNECT_TIMEOUT_S), via
         except paramiko.ChannelException as exc:
             via.close()
@@ -101,7 +164,7 @@ def _socket(t: SSHTarget) -> tuple[Any, paramiko.SSHClient | None]:
         except BaseException:
             via.close()
             raise
-    sock = socket.create_connection((t.host, t.port), timeout=CONNECT_TIMEOUT_S)
+    sock = socket.create_connection((where, t.port), timeout=CONNECT_TIMEOUT_S)
     # Docker API requests go as a header then a body: without this, Nagle's algorithm holds the body until the
     # host's delayed ACK of the header (about 40 ms per request).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -136,7 +199,7 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
     try:
         sock, ssh.via = _socket(t)
         try:
-            ssh.connect(hostname=t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S, sock=sock,
+            ssh.connect(hostname=t.address or t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S, sock=sock,
                         banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S,
                         key_filename=[os.path.expanduser(k) for k in t.keys] or None,
                         look_for_keys=not t.keys and not t.keys_only, allow_agent=not t.keys_only)

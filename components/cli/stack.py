@@ -26,6 +26,7 @@ from .. import kamal, plan
 from ..config import Deploy
 from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
+from ..ssh import target_of
 from ..naming import PROJECT
 from ..providers.resource import DYNAMIC_TYPE, type_token
 from ..providers.rollout import entries as rollout_entries
@@ -211,16 +212,7 @@ class StackContext:
 
     def target(self, host: str) -> SSHTarget:
         """How to reach `host`: the stack's `shipyard:ssh`, paths relative to the project (as in `pulumi up`)."""
-        ssh = self.cfg.ssh
-
-        def path(p: str) -> str:
-            p = os.path.expanduser(p)
-            return p if os.path.isabs(p) else str(self.project_dir / p)
-
-        return SSHTarget(host=host, port=ssh.port, user=ssh.user, keys=tuple(path(k) for k in ssh.keys),
-                         known_hosts=path(ssh.known_hosts) if ssh.known_hosts else None,
-                         host_key_policy=ssh.host_key_policy, proxy=ssh.proxy, proxy_command=ssh.proxy_command,
-                         keys_only=ssh.keys_only)
+        return target_of(self.cfg.ssh, host, base=self.project_dir)
 
     def hosts(self) -> tuple[str, ...]:
         """Every host of the destination: its roles' and its accessories'."""

@@ -46,8 +46,7 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
         elif "image" not in raw and "service" in raw and self.local_registry(raw.get("registry")):
             out["image"] = to_s(raw["service"])  # Kamal: a local registry's image defaults to the service
         out["builder"] = self.builder(raw.get("builder") or {})
-        if "ssh" in raw:
-            out["ssh"] = self.ssh(raw["ssh"])
+        out["ssh"] = self.ssh(raw["ssh"] if "ssh" in raw else {})
         servers, top_proxy = self.servers()
         if servers:
             out["servers"] = servers

@@ -105,7 +105,7 @@ class BuildMapping(MapperBase):
         if not isinstance(conf, dict):
             self.refuse("ssh", "should be a hash")
             return {}
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"config": True}  # Kamal (Net::SSH) reads OpenSSH's config files unless told not to
         for key, value in conf.items():
             path = f"ssh.{key}"
             if key == "user":
@@ -125,15 +125,20 @@ class BuildMapping(MapperBase):
             elif key == "keys_only" and isinstance(value, bool):
                 if value:
                     out["keys_only"] = True
-            elif key == "config" and value is False:
-                continue  # what shipyard does: it reads no ~/.ssh/config
+            elif key == "config" and isinstance(value, bool):
+                out["config"] = value
+            elif key == "config" and (to_s(value) or isinstance(value, list) and all(map(to_s, value))):
+                out["config"] = [self.rel(str(f)) if not str(f).startswith("~") else str(f)
+                                 for f in (value if isinstance(value, list) else [value])]
             elif key == "proxy" and to_s(value):  # Kamal's jump host: its user is root unless it names one
                 out["proxy"] = to_s(value) if "@" in to_s(value) else f"root@{to_s(value)}"
             elif key == "proxy_command" and to_s(value):
                 if not conf.get("proxy"):  # Kamal takes the jump host where both are given
                     out["proxy_command"] = to_s(value)
-            elif key in ("proxy", "proxy_command", "key_data", "config"):
+            elif key in ("proxy", "proxy_command", "key_data"):
                 self.refuse(path)
+            elif key == "config":
+                self.refuse(path, "should be true, false, or a file path or an array of them")
             else:
                 self.refuse(path, "unknown Kamal key (Kamal 2.11 refuses it too)")
         return out

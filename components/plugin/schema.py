@@ -150,7 +150,8 @@ def as_json() -> str:
                                                   "properties": {"host": STR, "port": NUM, "user": STR,
                                                                  "keys": STRLIST, "known_hosts": STR,
                                                                  "host_key_policy": STR, "proxy": STR,
-                                                                 "proxy_command": STR, "keys_only": BOOL},
+                                                                 "proxy_command": STR, "keys_only": BOOL,
+                                                                 "address": STR},
                                                   "required": ["host"]}},
         "resources": resources,
     }, indent=2)

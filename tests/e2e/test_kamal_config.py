@@ -362,14 +362,14 @@ def test_editing_the_kamal_file_shows_in_preview_diff_and_deploys(bench, pair):
 def test_an_unsupported_kamal_key_fails_with_its_path_and_nothing_changes(bench, pair):
     overlay = pair.dir / "app/config/deploy.production.yml"
     before = overlay.read_text()
-    overlay.write_text(before + "ssh:\n  config: true\nbuilder:\n  secrets:\n    - GREETING\n")
+    overlay.write_text(before + "ssh:\n  key_data:\n    - GREETING\nbuilder:\n  secrets:\n    - GREETING\n")
     result = pair.run("preview", stack="production", check=False)
     overlay.write_text(before)
     assert result.code != 0
     assert ("stack production: kamal: config/deploy.yml + config/deploy.production.yml uses Kamal keys shipyard "
             "cannot deploy as written" in result.out)
     lines = [line.strip() for line in result.out.splitlines()]
-    assert "ssh.config: not supported yet" in lines and "builder.secrets: not supported yet" in lines, result.out
+    assert "ssh.key_data: not supported yet" in lines and "builder.secrets: not supported yet" in lines, result.out
     assert "Traceback" not in result.out
     assert get(bench, "production").startswith("service=kshop destination=production")
 

@@ -176,3 +176,21 @@ def test_a_server_reached_only_through_a_jump_host_serves_after_one_up(bench, pr
         proj.run("preview", "--expect-no-changes", stack="staging")
     finally:
         subprocess.run(["iptables", "-D", *rule], check=True)
+
+
+def test_a_server_known_by_its_ssh_config_alias_serves_after_one_up(bench, proj, tmp_path):
+    """ssh.config (Kamal reads OpenSSH's config files by default): the stack names the server by an alias whose
+    HostName and IdentityFile only an SSH config file knows; one `pulumi up` serves, and the `shipyard` command
+    reads the stack the same way."""
+    srv = server(bench)
+    conf = tmp_path / "ssh_config"
+    conf.write_text(f"Host fresh-alias\n  HostName {srv.address}\n  IdentityFile {bench.identity_file}\n"
+                    f"  IdentitiesOnly yes\n")
+    ssh = {"user": srv.user, "known_hosts": bench.known_hosts, "config": [str(conf)]}  # no keys of its own
+    cfg = config(bench, host="fresh-alias", ssh=ssh)
+    proj.init("staging", cfg)
+    proj.up("staging")
+    assert f"version={app_head(proj.dir)}" in get(bench)
+    details = shipyard(proj.dir, proj.env, "details", "-s", "staging", "--json").json()
+    assert {(c["host"], c["state"]) for c in details["containers"]} == {("fresh-alias", "running")}
+    proj.run("preview", "--expect-no-changes", stack="staging")

@@ -3,11 +3,13 @@ session sshd refuses is not a broken connection, and a host lock knows when it n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import paramiko
 import pytest
 
 from components import hostlock, hosts, ssh
-from components.errors import HostError, HostUnreachable
+from components.errors import ConfigError, HostError, HostUnreachable
 from components.hosts import SSHTarget
 
 T = SSHTarget(host="h1")
@@ -108,3 +110,22 @@ def test_keys_only_offers_only_the_given_keys(mocker):
     assert (connect.call_args.kwargs["allow_agent"], connect.call_args.kwargs["look_for_keys"]) == (False, False)
     ssh.connect(SSHTarget(host="h", keys=("id",))).close()
     assert (connect.call_args.kwargs["allow_agent"], connect.call_args.kwargs["look_for_keys"]) == (True, False)
+
+
+def test_an_ssh_config_file_fills_in_what_the_stack_leaves_open(tmp_path):
+    conf = tmp_path / "ssh_config"
+    conf.write_text("Host web1\n  HostName 10.0.0.5\n  User ignored\n  Port 2200\n  IdentityFile ~/.ssh/work\n"
+                    "  ProxyJump ops@bastion\n  IdentitiesOnly yes\n  UserKnownHostsFile ~/.ssh/work_hosts\n")
+    t = ssh.with_config(SSHTarget(host="web1", user="deploy"), (str(conf),))
+    home = str(Path.home())
+    assert t == SSHTarget(host="web1", user="deploy", address="10.0.0.5", keys=(f"{home}/.ssh/work",),
+                          proxy="ops@bastion", keys_only=True, known_hosts=f"{home}/.ssh/work_hosts")
+    # what the stack sets wins; another host, or no file, changes nothing
+    own = SSHTarget(host="web1", keys=("id",), proxy_command="nc %h %p", known_hosts="kh")
+    assert ssh.with_config(own, (str(conf),)) == SSHTarget(host="web1", keys=("id",), proxy_command="nc %h %p",
+                                                          known_hosts="kh", address="10.0.0.5", keys_only=True)
+    assert ssh.with_config(SSHTarget(host="db1"), (str(conf),)) == SSHTarget(host="db1")
+    assert ssh.with_config(SSHTarget(host="web1"), (str(tmp_path / "none"),)) == SSHTarget(host="web1")
+    conf.write_text("Host web1\n  Match\n")
+    with pytest.raises(ConfigError, match=r"^ssh.config: .* cannot be read as an OpenSSH config file"):
+        ssh.with_config(SSHTarget(host="web1"), (str(conf),))

@@ -241,7 +241,7 @@ def test_builder_ssh_boot_and_timeouts_map(tmp_path):
     assert raw["builder"] == {"context": "app", "dockerfile": "Dockerfile.prod", "target": "prod", "arch": "amd64",
                               "args": {"RUBY": "3.3"}, "host": "builder.example.com"}
     assert raw["ssh"] == {"user": "deploy", "port": 2222, "keys": ["keys/id_ed25519", "~/.ssh/id_rsa"],
-                          "keys_only": True, "proxy": "root@bastion.example.com"}
+                          "keys_only": True, "proxy": "root@bastion.example.com", "config": True}
     assert raw["boot"] == {"limit": 2, "wait": 2} and raw["retain_containers"] == 3
     assert raw["proxy"] == {"deploy_timeout": 20, "drain_timeout": 5} and raw["readiness_delay"] == 0
     # Kamal's drain_timeout: the proxy's drain, and the stop timeout of roles without proxy (`docker stop -t`)
@@ -641,8 +641,8 @@ def test_bad_kamal_options_name_their_path(tmp_path, opts, path):
 
 def test_the_error_lists_every_refused_key_once_per_line(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_app(tmp_path, BASE_YML + "ssh: {config: true, key_data: [KEY]}\n")
+        load_app(tmp_path, BASE_YML.replace("{arch: amd64}", "{arch: amd64, secrets: [S]}") + "ssh: {key_data: [K]}\n")
     assert str(err.value) == (
         "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths "
-        "in shipyard:kamal.ignore to deploy without them):\nssh.config: not supported yet\n"
+        "in shipyard:kamal.ignore to deploy without them):\nbuilder.secrets: not supported yet\n"
         "ssh.key_data: not supported yet")

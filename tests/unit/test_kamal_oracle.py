@@ -157,7 +157,9 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
                     "login": [cfg.builder.user or cfg.ssh.user, cfg.builder.port or cfg.ssh.port]
                     if cfg.builder.host else None},
         "ssh": {"user": cfg.ssh.user, "port": cfg.ssh.port, "proxy": cfg.ssh.proxy,
-                "proxy_command": cfg.ssh.proxy_command, "keys_only": cfg.ssh.keys_only},
+                "proxy_command": cfg.ssh.proxy_command, "keys_only": cfg.ssh.keys_only,
+                "config": cfg.ssh.config if isinstance(cfg.ssh.config, bool) else [
+                    os.path.relpath(project / f, project) for f in cfg.ssh.config]},
         "boot": {"limit": cfg.boot.limit, "wait": cfg.boot.wait},
         "retain_containers": cfg.retain_containers,
         "readiness_delay": cfg.readiness_delay if cfg.readiness_delay is not None else DEFAULT_READINESS_DELAY_S,
@@ -291,6 +293,7 @@ OWN_APPS: dict[str, dict[str, str]] = {
               user: deploy
               port: 2222
               proxy: bastion.shop.example.com
+              config: [config/ssh_config, ~/.ssh/work_config]
             boot:
               limit: 50%
               wait: 3
