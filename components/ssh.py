@@ -199,7 +199,8 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
     try:
         sock, ssh.via = _socket(t)
         try:
-            ssh.connect(hostname=t.address or t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S, sock=sock,
+            ssh.connect(hostname=t.address or t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S,
+                        sock=sock,
                         banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S,
                         key_filename=[os.path.expanduser(k) for k in t.keys] or None,
                         look_for_keys=not t.keys and not t.keys_only, allow_agent=not t.keys_only)
