@@ -11,8 +11,6 @@ import json
 from functools import cache
 from typing import Any
 
-from .. import config
-from ..program import OUTPUTS
 from ..providers import (ContainerProvider, HookProvider, ImageProvider, NetworkProvider, ProxyProvider,
                          RolloutProvider, RouteProvider, VolumeProvider)
 from ..providers.resource import DYNAMIC_TYPE, PACKAGE, type_token
@@ -102,14 +100,16 @@ RESOURCES: dict[str, tuple[str, dict[str, tuple[dict, str]], tuple[str, ...], di
 
 def destination_schema() -> dict[str, Any]:
     """The component: a stack's settings as inputs (each as the stack's `shipyard:*` key of that name takes it),
-    the stack's outputs as outputs."""
+    the stack's outputs as outputs. (Imported here: the resource kinds' operations never need the program.)"""
+    from .. import config
+    from ..program import OUTPUTS
     inputs = {k: {**ANY, "description": f"As the stack setting `shipyard:{k}`."} for k in sorted(config.KNOWN_KEYS)}
     inputs["project_dir"] = {**STR, "description": "What relative paths (build context, files, hooks) are relative "
                                                    "to; the program's directory by default."}
     inputs["secrets"] = {**inputs["secrets"], "secret": True}
     outputs = {k: {**ANY, "description": f"As the stack output `{k}`."} for k in OUTPUTS}
     outputs["plan"] = {**STR, "description": "What goes where, in one line (said at preview while hosts are unknown)."}
-    return {"isComponent": True, "inputProperties": inputs, "requiredInputs": ["service", "image", "servers"],
+    return {"isComponent": True, "inputProperties": inputs, "requiredInputs": ["service", "image"],
             "properties": outputs, "required": list(outputs),
             "description": "One destination of a service on its hosts, from settings that may be outputs of other "
                            "resources (the servers' addresses, a registry password from a secret store)."}

@@ -27,7 +27,6 @@ from pulumi.runtime.proto import provider_pb2_grpc
 from .. import decisions
 from ..errors import DeployError
 from . import schema
-from .destination import DestinationProvider
 
 VERSION = schema.VERSION
 MAX_MESSAGE = 400 * 1024 * 1024  # as the engine's own limit: a state with many routes and files
@@ -117,11 +116,22 @@ def detailed_diff(olds: Mapping[str, Any], news: Mapping[str, Any], replaces: li
     return out
 
 
+class Component:
+    """The `Destination` component's provider (`destination.py`), made at the SDK's first call of it (Construct):
+    a program of the resource kinds alone never pays for importing the program and its config."""
+
+    def __getattr__(self, name: str) -> Any:
+        if "real" not in self.__dict__:
+            from .destination import DestinationProvider
+            self.__dict__["real"] = DestinationProvider(VERSION, schema.as_json())
+        return getattr(self.__dict__["real"], name)
+
+
 class Servicer(ProviderServicer):
     """The resource types' CRUD here; `Construct` (the `Destination` component, `destination.py`) is the SDK's."""
 
     def __init__(self, engine_address: str = "", args: list[str] | None = None) -> None:
-        super().__init__(DestinationProvider(VERSION, schema.as_json()), list(args or []), engine_address)
+        super().__init__(Component(), list(args or []), engine_address)  # type: ignore[arg-type]
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="shipyard")
 
     async def _run(self, context, fn: Callable[..., Any], *args: Any) -> Any:
