@@ -500,7 +500,10 @@ def union(intervals: list[tuple[float, float]]) -> float:
 
 def breakdown(records: list[dict], t_start: float, t_end: float) -> list[tuple[str, float]]:
     spans = [r for r in records if "t1" in r and t_start <= r["t0"] <= t_end]
-    starts = sorted(r["t0"] for r in records if r["what"] == "process.start" and t_start <= r["t0"] <= t_end)
+    # the program's process (not the language host's `pip list` of the project's packages, which runs first and is
+    # the CLI's own start, as the engine waits for it whatever the program is)
+    starts = sorted(r["t0"] for r in records if r["what"] == "process.start" and t_start <= r["t0"] <= t_end
+                    and " -m pip list" not in str(r.get("cmd")))
     provider_ops = [r for r in spans if "." in r["what"] and r["what"].split(".")[0].endswith("Provider")]
     first_op = min((r["t0"] for r in provider_ops), default=t_end)
     last_op = max((r["t1"] for r in provider_ops), default=t_end)
