@@ -155,10 +155,12 @@ def test_the_operators_docker_login_never_reaches_the_host(bench, proj):
     assert "version=v1" in get(bench)
 
 
-def test_a_server_reached_only_through_a_jump_host_serves_after_one_up(bench, proj):
-    """ssh.proxy (OpenSSH's ProxyJump, Kamal's ssh.proxy): the server's SSH address refuses this machine and answers
-    only the jump host. One `pulumi up` through the jump host serves the app, and the `shipyard` command reads the
-    stack the same way."""
+
+def test_a_server_behind_a_jump_host_known_by_its_ssh_config_alias_serves_after_one_up(bench, proj, tmp_path):
+    """As Kamal reaches hosts: the server's SSH address refuses this machine and answers only a jump host (OpenSSH's
+    ProxyJump, Kamal's ssh.proxy), and the stack names the server by an alias whose HostName, IdentityFile and jump
+    host only an SSH config file knows (ssh.config, which Kamal reads by default). One `pulumi up` serves, and the
+    `shipyard` command reads the stack the same way."""
     srv, jump = server(bench), bench.hosts[0]
     # the server's SSH address (its fault-proxy one) takes connections from the jump host only
     rule = ["INPUT", "-p", "tcp", "-d", srv.proxied_address, "--dport", str(srv.proxied_port), "!", "-s",
@@ -167,30 +169,16 @@ def test_a_server_reached_only_through_a_jump_host_serves_after_one_up(bench, pr
     try:
         with pytest.raises(OSError):
             socket.create_connection((srv.proxied_address, srv.proxied_port), timeout=3).close()
-        ssh = {**ssh_config(bench), "port": srv.proxied_port, "proxy": f"{jump.user}@{jump.address}"}
-        proj.init("staging", config(bench, host=srv.proxied_address, ssh=ssh))
+        conf = tmp_path / "ssh_config"
+        conf.write_text(f"Host fresh-alias\n  HostName {srv.proxied_address}\n  IdentityFile {bench.identity_file}\n"
+                        f"  IdentitiesOnly yes\n  ProxyJump {jump.user}@{jump.address}\n")
+        ssh = {"user": srv.user, "port": srv.proxied_port, "known_hosts": bench.known_hosts, "config": [str(conf)]}
+        proj.init("staging", config(bench, host="fresh-alias", ssh=ssh))  # no keys, no proxy of its own
         proj.up("staging")
         assert f"version={app_head(proj.dir)}" in get(bench)
         details = shipyard(proj.dir, proj.env, "details", "-s", "staging", "--json").json()
-        assert {c["role"]: c["state"] for c in details["containers"]} == {"web": "running", "jobs": "running"}
+        assert {(c["host"], c["role"], c["state"]) for c in details["containers"]} == {
+            ("fresh-alias", "web", "running"), ("fresh-alias", "jobs", "running")}
         proj.run("preview", "--expect-no-changes", stack="staging")
     finally:
         subprocess.run(["iptables", "-D", *rule], check=True)
-
-
-def test_a_server_known_by_its_ssh_config_alias_serves_after_one_up(bench, proj, tmp_path):
-    """ssh.config (Kamal reads OpenSSH's config files by default): the stack names the server by an alias whose
-    HostName and IdentityFile only an SSH config file knows; one `pulumi up` serves, and the `shipyard` command
-    reads the stack the same way."""
-    srv = server(bench)
-    conf = tmp_path / "ssh_config"
-    conf.write_text(f"Host fresh-alias\n  HostName {srv.address}\n  IdentityFile {bench.identity_file}\n"
-                    f"  IdentitiesOnly yes\n")
-    ssh = {"user": srv.user, "known_hosts": bench.known_hosts, "config": [str(conf)]}  # no keys of its own
-    cfg = config(bench, host="fresh-alias", ssh=ssh)
-    proj.init("staging", cfg)
-    proj.up("staging")
-    assert f"version={app_head(proj.dir)}" in get(bench)
-    details = shipyard(proj.dir, proj.env, "details", "-s", "staging", "--json").json()
-    assert {(c["host"], c["state"]) for c in details["containers"]} == {("fresh-alias", "running")}
-    proj.run("preview", "--expect-no-changes", stack="staging")

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -117,6 +117,30 @@ def _proxied(bench, service: str, version: str, **extra: Any) -> dict[str, Any]:
             "ssh": ssh_config(bench), **extra}
 
 
+def _web_and_worker(bench, service: str, version: str, path: str, worker: str, **extra: Any) -> dict[str, Any]:
+    """A web role behind the proxy (health path `path`) and a worker (`worker` its command), on host 1."""
+    c = _proxied(bench, service, version, **extra)
+    c["servers"]["jobs"] = {"hosts": [bench.hosts[0].address], "cmd": worker}
+    c["proxy"]["healthcheck"]["path"] = path
+    return c
+
+
+def _up_until(proj: Project, reached: Callable[[], bool], deadline_s: float = 90) -> subprocess.Popen:
+    """`pulumi up` of staging in the background, returned once `reached()` holds (the test then interrupts it)."""
+    argv = ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--stack", "staging"]
+    up = subprocess.Popen(argv, cwd=proj.dir, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and not reached():
+        time.sleep(0.1)
+    assert reached(), "the run never got there"
+    return up
+
+
+def _running(bench, service: str) -> set[str]:
+    return {n for n, state in containers(bench, service, destination="staging").items() if state == "running"}
+
+
 def get(bench, name: str) -> str:
     req = urllib.request.Request(f"http://{bench.hosts[0].address}/", headers={"Host": name})
     with urllib.request.urlopen(req, timeout=3) as resp:
@@ -192,13 +216,10 @@ def test_a_role_that_never_becomes_healthy_moves_no_other_role(bench, proj, caps
     host = bench.hosts[0].address
 
     def cfg(version: str, path: str = "/up", worker: str = WORKER) -> dict[str, Any]:
-        c = _proxied(bench, "unit", version, readiness_delay=1)
-        c["servers"]["jobs"] = {"hosts": [host], "cmd": worker}
-        c["proxy"]["healthcheck"]["path"] = path
-        return c
+        return _web_and_worker(bench, "unit", version, path, worker, readiness_delay=1)
 
     def running() -> set[str]:
-        return {n for n, state in containers(bench, "unit", destination="staging").items() if state == "running"}
+        return _running(bench, "unit")
     proj.init("staging", cfg("v1"))
     proj.up("staging")
     before = proj.outputs("staging")["containers"]
@@ -239,25 +260,15 @@ def test_what_one_ctrl_c_left_running_stops_at_the_next_up_even_a_failing_one(be
     worker runs next to the old one and the new web container runs unrouted (what a cut connection leaves too).
     The next `up` - here one that fails, its web container never healthy - first stops what that rollout never
     finished: the version that last rolled out whole runs alone, and no request fails."""
-    host = bench.hosts[0].address
-
     def cfg(version: str, path: str = "/up") -> dict[str, Any]:
-        c = _proxied(bench, "half", version, readiness_delay=4)
-        c["servers"]["jobs"] = {"hosts": [host], "cmd": WORKER}
-        c["proxy"]["healthcheck"]["path"] = path
-        return c
+        return _web_and_worker(bench, "half", version, path, WORKER, readiness_delay=4)
 
     def running() -> set[str]:
-        return {n for n, state in containers(bench, "half", destination="staging").items() if state == "running"}
+        return _running(bench, "half")
     proj.init("staging", cfg("v1"))
     proj.up("staging")
     proj.set_config("staging", cfg("v2"))
-    argv = ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--stack", "staging"]
-    up = subprocess.Popen(argv, cwd=proj.dir, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and "half-jobs-staging-v2" not in running():
-        time.sleep(0.1)
+    up = _up_until(proj, lambda: "half-jobs-staging-v2" in running())
     up.send_signal(signal.SIGINT)  # once: the step in flight (the rollout's start) finishes, nothing after it
     out, _ = up.communicate(timeout=120)
     assert up.returncode != 0, out
@@ -326,13 +337,7 @@ def test_an_interrupted_up_leaves_no_orphan_after_the_next_up(bench, proj):
     proj.init("staging", cfg("v1"))
     proj.up("staging")
     proj.set_config("staging", cfg("v2"))
-    argv = ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--stack", "staging"]
-    up = subprocess.Popen(argv, cwd=proj.dir, env=proj.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any("-v2" in n for n in containers(bench, "intr")):
-        time.sleep(0.1)
-    assert any("-v2" in n for n in containers(bench, "intr")), "the new containers were never created"
+    up = _up_until(proj, lambda: any("-v2" in n for n in containers(bench, "intr")))
     up.send_signal(signal.SIGINT)
     time.sleep(0.3)
     up.send_signal(signal.SIGINT)
