@@ -122,19 +122,22 @@ def _started_key(started_at: str) -> tuple[str, str]:
     return whole, fraction.ljust(9, "0")
 
 
-def unfinished(started: Mapping[str, str], routed: Iterable[str] | None = None) -> tuple[str, ...]:
+def unfinished(started: Mapping[str, str], routed: Iterable[str] | None = None,
+               served: Iterable[str] = ()) -> tuple[str, ...]:
     """Of a role's running containers on a host ({id: StartedAt}), those an interrupted rollout left next to the one
-    its last whole rollout runs (one Ctrl-C, or a cut connection, after the rollout started them): a new rollout
-    stops them before it begins, so whether it succeeds or fails, one version of the role runs. A proxied role's
-    (`routed`: the ones its route targets) are the unrouted ones, if the route targets one of them; a worker's, all
-    but the one running longest."""
+    of the version the destination runs (one Ctrl-C, or a cut connection, after the rollout started them): a new
+    rollout stops them before it begins, so whether it succeeds or fails, one version of the role runs. A proxied
+    role's (`routed`: the ones its route targets) are the unrouted ones, if the route targets one of them. A
+    worker's: all but one - of the version the destination's routes serve (`served`: those of the worker's), if
+    one is, else the one running longest (the interrupted rollout's started later)."""
     if len(started) < 2:
         return ()
     if routed is not None:
         routed = set(routed) & set(started)
         return tuple(i for i in started if i not in routed) if routed else ()
-    first = min(started, key=lambda i: _started_key(started[i]))
-    return tuple(i for i in started if i != first)
+    candidates = [i for i in started if i in set(served)] or list(started)
+    keep = min(candidates, key=lambda i: _started_key(started[i]))
+    return tuple(i for i in started if i != keep)
 
 
 def on_delete(seen: Iterable[Seen], deleted: str, retain: int, serving: Iterable[str] = ()) -> Actions:

@@ -12,10 +12,11 @@ most with a random fault:
   cut      the deployer's SSH connections to the host are cut for 2 s, at a random moment
 
 The others go through `shipyard deploy`. A request loop asks both destinations throughout. After a failure other
-than an interrupt, each destination must still serve its last successful version through the proxy, and its
-worker run that version alone. After an interrupted run (which may have started workers of its version) that
-holds for a failed deploy of a new version, whose new worker's create stops them first; a failed deploy of another
-change may leave them until the next rollout. The run ends with one deploy of each destination's last
+than an interrupt, each destination must still serve what it served before that deploy through the proxy (its last
+successful version, or an interrupted run's that got past its routes), and its worker run that version alone.
+After an interrupted run (which may have started workers of its version) that holds for a failed deploy of a new
+version, whose new worker's create stops them first; a failed deploy of another change may leave them until the
+next rollout. The run ends with one deploy of each destination's last
 successful config; then each must serve that version, with no pending operation in its state and no container that
 neither its state nor retention accounts for. Prints the figures; exits 1 when any of these fails. Not a test: it
 takes about 20 minutes.
@@ -27,6 +28,7 @@ import argparse
 import contextlib
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -224,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                     knobs["cron"] = not knobs["cron"]
                 proj.set_config(dest, config(info, dest, knobs, fault))
                 proj.set_secrets(dest, {"shipyard:secrets.GREETING": knobs["secret"]})
+                served_before = re.search(r"version=(v\d+)", loop.answer(dest))
                 started = time.monotonic()
                 if fault in ("sigint1", "sigint2"):
                     code, said = interrupted_up(proj, dest, int(fault[-1]), rng), "interrupted"
@@ -245,9 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                     if fault == "none":
                         problems.append(f"run {i}: a deploy with no fault failed: {said}")
                     if fault in ("none", "health", "exits", "port") and (not was_interrupted or change == "version"):
-                        # the route still serves it, and the worker runs it alone (a new web container of a
-                        # failed rollout may run unrouted, with no traffic, until the next `up`)
-                        want = f"v{good[dest]['version']}"
+                        # the route still serves what it served before, and the worker runs it alone (after an
+                        # interrupt that got past the routes, that is the interrupted run's version)
+                        want = served_before[1] if served_before else f"v{good[dest]['version']}"
                         served = loop.answer(dest)
                         jobs = versions_running(info, dest).get("jobs")
                         if f"version={want}" not in served or jobs != {want}:

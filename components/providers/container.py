@@ -78,20 +78,28 @@ def start_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], role: list[dic
     return handing_over
 
 
-def stop_unfinished(c, t: SSHTarget, props: dict[str, Any], role: list[dict[str, Any]]) -> None:
-    """Before a role's new container is made: stop what an interrupted rollout left running next to the version its
-    last whole rollout runs (`decisions.unfinished`). `role`: the role's containers here, as listed just before."""
+def stop_unfinished(c, t: SSHTarget, props: dict[str, Any], listing: list[dict[str, Any]],
+                    role: list[dict[str, Any]]) -> None:
+    """Before a role's new container is made: stop what an interrupted rollout left running next to the version the
+    destination runs (`decisions.unfinished`). `listing`: the host's containers and `role` the role's, as listed
+    just before."""
     running = [i["Id"] for i in role if i.get("State") == "running"]
     if len(running) < 2:  # as it is after every whole rollout: nothing to read
         return
+    routes = proxy_routes(t)
+    if routes is None and props.get("proxy"):
+        return  # kamal-proxy does not answer: what it routes to is unknown, so nothing is stopped
     started = {cid: c.inspect_container(cid)["State"]["StartedAt"] for cid in running}
-    routed = None
     if props.get("proxy"):
-        routes = proxy_routes(t)
-        if routes is None:
-            return  # kamal-proxy does not answer: what it routes to is unknown, so nothing is stopped
         routed = decisions.routed(routes.values(), [decisions.Seen.from_list(i) for i in role])
-    for cid in decisions.unfinished(started, routed):
+        unfinished = decisions.unfinished(started, routed=routed)
+    else:  # a worker: the version the destination's routes serve, if any, else the one running longest
+        mine = [i for i in listing if owned(i.get("Labels"), props)]
+        routed = decisions.routed((routes or {}).values(), [decisions.Seen.from_list(i) for i in mine])
+        served = {(i.get("Labels") or {}).get(naming.VERSION) for i in mine if i["Id"] in routed}
+        unfinished = decisions.unfinished(started, served=[i["Id"] for i in role if i["Id"] in started and (
+            i.get("Labels") or {}).get(naming.VERSION) in served])
+    for cid in unfinished:
         c.stop(cid, timeout=stop_timeout(props))
 
 
@@ -299,7 +307,7 @@ class ContainerProvider(ResourceProvider):
             for leftover in leftovers:
                 remove_container(c, leftover)  # an interrupted run's, never ready
             if props.get("rollout"):
-                stop_unfinished(c, t, props, [i for i in role if i["Id"] not in leftovers])
+                stop_unfinished(c, t, props, listing, [i for i in role if i["Id"] not in leftovers])
             existing = named(listing, name)
             if existing is not None and not owned(existing.get("Labels"), props):
                 raise OwnershipConflict(

@@ -231,6 +231,8 @@ def test_what_an_interrupted_rollout_left_running_is_told_from_what_the_last_who
     assert decisions.unfinished(started) == ("new",)
     assert decisions.unfinished({"old": "2026-11-30T05:01:15Z", "new": "2026-11-30T05:02:01.5Z"}) == ("new",)
     assert decisions.unfinished({"only": "2026-11-30T05:01:15Z"}) == ()
+    # ... unless the destination's routes serve the other one's version (the interrupted run got past its routes)
+    assert decisions.unfinished(started, served=["new"]) == ("old",)
     # a proxied role: every one its route does not target - and nothing where the route targets none of them
     both = {"routed": "2026-11-30T05:03:00Z", "unrouted": "2026-11-30T05:01:00Z"}
     assert decisions.unfinished(both, routed=["routed"]) == ("unrouted",)

@@ -240,11 +240,12 @@ def test_leftovers_of_an_interrupted_run_are_removed_before_a_new_create(client)
     client.remove_container.assert_any_call("p" * 64, v=False, force=True)
 
 
-def test_a_new_worker_first_stops_the_one_an_interrupted_rollout_started_beside_the_last_whole_one(client):
+def test_a_new_worker_first_stops_the_one_an_interrupted_rollout_started_beside_the_last_whole_one(client, mocker):
     def worker(version: str, started: str) -> dict[str, Any]:
         return {"Id": version * 16, "Names": [f"/hello-jobs-staging-{version}"], "State": "running", "Created": 5,
                 "Labels": {**OURS, "version": version, "role": "jobs"}, "ImageID": "sha256:x", "started": started}
     whole, unfinished = worker("v1", "2026-11-30T05:00:00.5Z"), worker("v2", "2026-11-30T05:07:00Z")
+    mocker.patch.object(container, "proxy_routes", return_value=None)  # no proxy on this host
     client.containers.side_effect = daemon(whole, unfinished)
     client.inspect_container.side_effect = lambda cid: {"State": {"StartedAt": {
         i["Id"]: i["started"] for i in (whole, unfinished)}[cid], "Running": True}}
@@ -253,6 +254,15 @@ def test_a_new_worker_first_stops_the_one_an_interrupted_rollout_started_beside_
     providers.ContainerProvider().create(props)
     client.stop.assert_called_once_with("v2" * 16, timeout=container.stop_timeout(props))
     client.start.assert_not_called()  # a worker is created stopped: the rollout starts it
+    # the interrupted run got past its routes (the web role serves v2): its worker is the one that stays
+    web = {**worker("w2", "2026-11-30T05:06:00Z"), "Names": ["/hello-web-staging-v2"],
+           "Labels": {**OURS, "version": "v2", "role": "web"}}
+    client.containers.side_effect = daemon(whole, unfinished, web)
+    mocker.patch.object(container, "proxy_routes", return_value={"hello-web-staging": {
+        "target": "hello-web-staging-v2:80"}})
+    client.stop.reset_mock()
+    providers.ContainerProvider().create(props)
+    client.stop.assert_called_once_with("v1" * 16, timeout=container.stop_timeout(props))
 
 
 def test_an_accessory_image_is_pulled_with_the_stacks_login_for_its_registry_and_no_other(client):
