@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .payloads import VOLUME, run_options
+from .payloads import VOLUME, path_prefixes, run_options
 
 # Docker allows [a-zA-Z0-9][a-zA-Z0-9_.-]* in container names and [A-Za-z0-9_.-]{1,128} in tags; our names join
 # several parts with '-', so each part is held to the common subset.
@@ -240,7 +240,7 @@ class Proxy(Model):
 
     @property
     def path_prefixes(self) -> tuple[str, ...]:
-        return (self.path_prefix,) if isinstance(self.path_prefix, str) else self.path_prefix or ()
+        return tuple(path_prefixes(self.path_prefix))
 
     @model_validator(mode="after")
     def _ssl_needs_hosts(self) -> "Proxy":

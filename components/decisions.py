@@ -135,7 +135,8 @@ def unfinished(started: Mapping[str, str], routed: Iterable[str] | None = None,
     if routed is not None:
         routed = set(routed) & set(started)
         return tuple(i for i in started if i not in routed) if routed else ()
-    candidates = [i for i in started if i in set(served)] or list(started)
+    served = set(served)
+    candidates = [i for i in started if i in served] or list(started)
     keep = min(candidates, key=lambda i: _started_key(started[i]))
     return tuple(i for i in started if i != keep)
 

@@ -90,15 +90,13 @@ def stop_unfinished(c, t: SSHTarget, props: dict[str, Any], listing: list[dict[s
     if routes is None and props.get("proxy"):
         return  # kamal-proxy does not answer: what it routes to is unknown, so nothing is stopped
     started = {cid: c.inspect_container(cid)["State"]["StartedAt"] for cid in running}
+    mine = [decisions.Seen.from_list(i) for i in listing if owned(i.get("Labels"), props)]  # the role's among them
+    routed = decisions.routed((routes or {}).values(), mine)
     if props.get("proxy"):
-        routed = decisions.routed(routes.values(), [decisions.Seen.from_list(i) for i in role])
         unfinished = decisions.unfinished(started, routed=routed)
     else:  # a worker: the version the destination's routes serve, if any, else the one running longest
-        mine = [i for i in listing if owned(i.get("Labels"), props)]
-        routed = decisions.routed((routes or {}).values(), [decisions.Seen.from_list(i) for i in mine])
-        served = {(i.get("Labels") or {}).get(naming.VERSION) for i in mine if i["Id"] in routed}
-        unfinished = decisions.unfinished(started, served=[i["Id"] for i in role if i["Id"] in started and (
-            i.get("Labels") or {}).get(naming.VERSION) in served])
+        served = {s.version for s in mine if s.id in routed}
+        unfinished = decisions.unfinished(started, served=[s.id for s in mine if s.version in served])
     for cid in unfinished:
         c.stop(cid, timeout=stop_timeout(props))
 

@@ -87,12 +87,11 @@ def _stop_unrouted(props: dict[str, Any], proxied: list[dict[str, Any]]) -> None
             if routes is None:
                 return  # kamal-proxy does not answer: what it routes to is unknown, so nothing is stopped
             c = hosts.client(t)
-            running = c.containers(filters={"label": label_filters(props)})
-            routed = decisions.routed(routes.values(), [decisions.Seen.from_list(i) for i in running])
+            running = [decisions.Seen.from_list(i) for i in c.containers(filters={"label": label_filters(props)})]
+            unrouted = {s.id for s in running} - set(decisions.routed(routes.values(), running))
             for entry in proxied:
-                cid = entry["container_id"]
-                if cid in {i["Id"] for i in running} and cid not in routed:
-                    c.stop(cid, timeout=stop_timeout(_entry_props(props, entry)))
+                if entry["container_id"] in unrouted:
+                    c.stop(entry["container_id"], timeout=stop_timeout(_entry_props(props, entry)))
     except HostError:
         pass
 
