@@ -98,6 +98,14 @@ class Deploy(Model):
         return self
 
     @model_validator(mode="after")
+    def _ssh_keys_present(self) -> "Deploy":
+        for i, name in enumerate(self.ssh.key_data):
+            if name not in self.secrets:
+                raise _PathError(f"ssh.key_data[{i}]", f"secret {name} has no value: run `pulumi config set --secret "
+                                                       f"--path 'shipyard:secrets.{name}' < private-key-file`")
+        return self
+
+    @model_validator(mode="after")
     def _certificates_present(self) -> "Deploy":
         for name in self.servers:
             proxy = self.role_proxy(name)

@@ -72,7 +72,9 @@ class SSH(Model):
     # through a command (ProxyCommand: %h, %p and %r are the host, port and user)
     proxy: str | None = Field(default=None, pattern=JUMP_HOST)
     proxy_command: str | None = Field(default=None, min_length=1)
-    keys_only: bool = False  # only `keys`: not the SSH agent's (OpenSSH's IdentitiesOnly)
+    keys_only: bool = False  # only `keys` and `key_data`: not the SSH agent's (OpenSSH's IdentitiesOnly)
+    # private keys held as secrets (shipyard:secrets names), as Kamal's key_data: a deploy from CI with no key file
+    key_data: tuple[str, ...] = ()
     # OpenSSH config files to read for what the above leaves open (`ssh.target_of`): true for OpenSSH's own
     config: bool | tuple[str, ...] = False
 

@@ -153,12 +153,13 @@ class DestinationService(pulumi.ComponentResource):
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
-    def _target(self, host: str, *, build: bool = False) -> dict[str, Any]:
+    def _target(self, host: str, *, build: bool = False) -> dict[str, Any] | pulumi.Output[dict[str, Any]]:
         """How `host` is reached; the build host with the builder's own login where it has one."""
         builder = self._cfg.builder
         own = build and host == builder.host
-        return target_of(self._cfg.ssh, host, port=own and builder.port or None,
-                         user=own and builder.user or None).to_dict()
+        target = target_of(self._cfg.ssh, host, port=own and builder.port or None,
+                           user=own and builder.user or None, secrets=self._cfg.secrets).to_dict()
+        return pulumi.Output.secret(target) if "key_data" in target else target  # private keys: secrets
 
     def _common(self, host: str) -> dict[str, Any]:
         """What every resource of this destination on `host` carries."""

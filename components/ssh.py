@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import logging
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import AuthenticationFailed, ConfigError, HostKeyRejected, HostUnreachable
 
@@ -36,8 +37,9 @@ class SSHTarget:
     host_key_policy: str = "strict"  # or "accept-new"
     proxy: str | None = None  # a jump host, [user@]host[:port] (user default: root, as Kamal's)
     proxy_command: str | None = None  # a command whose stdin/stdout is the connection (%h %p %r)
-    keys_only: bool = False  # only `keys`, not the SSH agent's
+    keys_only: bool = False  # only `keys` and `key_data`, not the SSH agent's
     address: str | None = None  # where `host` is, where an SSH config file names another HostName for it
+    key_data: tuple[str, ...] = ()  # private keys themselves (PEM or OpenSSH), tried before `keys`; a secret
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SSHTarget":
@@ -45,17 +47,18 @@ class SSHTarget:
                    keys=tuple(data.get("keys") or ()), known_hosts=data.get("known_hosts"),
                    host_key_policy=data.get("host_key_policy", "strict"), proxy=data.get("proxy"),
                    proxy_command=data.get("proxy_command"), keys_only=bool(data.get("keys_only")),
-                   address=data.get("address"))
+                   address=data.get("address"), key_data=tuple(data.get("key_data") or ()))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data; proxy, keys_only and address only where set, so targets without them read as they always
-        did."""
+        """Plain data; proxy, keys_only, address and key_data only where set, so targets without them read as they
+        always did."""
         return {"host": self.host, "port": self.port, "user": self.user, "keys": list(self.keys),
                 "known_hosts": self.known_hosts, "host_key_policy": self.host_key_policy,
                 **({"proxy": self.proxy} if self.proxy else {}),
                 **({"proxy_command": self.proxy_command} if self.proxy_command else {}),
                 **({"keys_only": True} if self.keys_only else {}),
-                **({"address": self.address} if self.address else {})}
+                **({"address": self.address} if self.address else {}),
+                **({"key_data": list(self.key_data)} if self.key_data else {})}
 
     def jump(self) -> "SSHTarget | None":
         """The jump host, reached as this host is (keys, known_hosts, policy) with its own user and port."""
@@ -64,7 +67,8 @@ class SSHTarget:
         user, _, rest = self.proxy.rpartition("@")
         host, _, port = rest.partition(":")
         return SSHTarget(host=host, port=int(port or 22), user=user or "root", keys=self.keys,
-                         known_hosts=self.known_hosts, host_key_policy=self.host_key_policy, keys_only=self.keys_only)
+                         known_hosts=self.known_hosts, host_key_policy=self.host_key_policy, keys_only=self.keys_only,
+                         key_data=self.key_data)
 
     def __str__(self) -> str:
         return self.host if self.port == 22 else f"{self.host}:{self.port}"
@@ -89,9 +93,10 @@ DEFAULT_CONFIG_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")  # OpenSSH's, wh
 
 
 def target_of(settings: Any, host: str, *, port: int | None = None, user: str | None = None,
-              base: Path | None = None) -> SSHTarget:
+              base: Path | None = None, secrets: Mapping[str, str] | None = None) -> SSHTarget:
     """How `host` is reached with a stack's `ssh` settings (`configtypes.SSH`): `port`/`user` where the host has
-    its own (a build host's login), relative paths against `base` where given. With `config` (true: OpenSSH's
+    its own (a build host's login), relative paths against `base` where given, `key_data` (secret names) as the
+    keys `secrets` hold. With `config` (true: OpenSSH's
     files; or the files named), what those files say of the host fills in what the stack leaves open - as Kamal
     (Net::SSH) reads them: the host's HostName, IdentityFile (unless `keys`), ProxyJump or ProxyCommand (unless a
     proxy), IdentitiesOnly and UserKnownHostsFile (unless `known_hosts`). User and Port stay the stack's, as in
@@ -104,7 +109,8 @@ def target_of(settings: Any, host: str, *, port: int | None = None, user: str | 
                   known_hosts=(path(settings.known_hosts) if base else settings.known_hosts)
                   if settings.known_hosts else None,
                   host_key_policy=settings.host_key_policy, proxy=settings.proxy,
-                  proxy_command=settings.proxy_command, keys_only=settings.keys_only)
+                  proxy_command=settings.proxy_command, keys_only=settings.keys_only,
+                  key_data=tuple((secrets or {})[name] for name in settings.key_data))
     files = DEFAULT_CONFIG_FILES if settings.config is True else settings.config or ()
     return with_config(t, tuple(path(f) if base else os.path.expanduser(f) for f in files))
 
@@ -186,6 +192,27 @@ def _client_class() -> type:
     return Client
 
 
+def _private_keys(t: SSHTarget) -> list[paramiko.PKey]:
+    """`t.key_data` as paramiko's keys. One it cannot read fails in one line naming its place, never its text."""
+    import paramiko
+    out = []
+    for i, data in enumerate(t.key_data):
+        for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+            try:
+                out.append(kind.from_private_key(io.StringIO(data)))
+                break
+            except paramiko.PasswordRequiredException:
+                raise AuthenticationFailed(str(t), f"ssh.key_data[{i}] is a private key with a passphrase: give it "
+                                                   f"without one (as Kamal needs it), or as a file in ssh.keys "
+                                                   f"with the SSH agent holding it") from None
+            except (paramiko.SSHException, ValueError, TypeError, IndexError):
+                continue
+        else:
+            raise AuthenticationFailed(str(t), f"ssh.key_data[{i}] is not a private key in PEM or OpenSSH form "
+                                               f"(RSA, ECDSA or Ed25519): check the secret it names") from None
+    return out
+
+
 def connect(t: SSHTarget) -> paramiko.SSHClient:
     import paramiko
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
@@ -196,18 +223,25 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
     ssh.set_missing_host_key_policy(_AcceptNewPolicy(known) if t.host_key_policy == "accept-new"
                                     else paramiko.RejectPolicy())
     shown = t.known_hosts or "~/.ssh/known_hosts"
+    pkeys: list[paramiko.PKey | None] = [*_private_keys(t)] or [None]
     try:
-        sock, ssh.via = _socket(t)
-        try:
-            ssh.connect(hostname=t.address or t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S,
-                        sock=sock,
-                        banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S,
-                        key_filename=[os.path.expanduser(k) for k in t.keys] or None,
-                        look_for_keys=not t.keys and not t.keys_only, allow_agent=not t.keys_only)
-        except BaseException:
-            ssh.close()
-            sock.close()
-            raise
+        for n, pkey in enumerate(pkeys):  # paramiko offers one key of its own: each of several is one attempt
+            sock, ssh.via = _socket(t)
+            try:
+                ssh.connect(hostname=t.address or t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S,
+                            sock=sock, banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S, pkey=pkey,
+                            key_filename=[os.path.expanduser(k) for k in t.keys] or None,
+                            look_for_keys=not (t.keys or t.key_data or t.keys_only), allow_agent=not t.keys_only)
+                break
+            except paramiko.AuthenticationException:
+                ssh.close()
+                sock.close()
+                if n == len(pkeys) - 1:
+                    raise
+            except BaseException:
+                ssh.close()
+                sock.close()
+                raise
     except paramiko.BadHostKeyException:
         raise HostKeyRejected(str(t), f"its SSH host key does not match the one in {shown}. If the host was "
                                       f"rebuilt, remove its old line from {shown} and add the new key; otherwise "

@@ -116,7 +116,8 @@ def resolve(config)
     "ssh" => { "user" => config.ssh.user, "port" => config.ssh.port, "proxy" => jump(config.ssh.proxy),
                "proxy_command" => config.ssh.proxy.respond_to?(:command_line_template) ?
                  config.ssh.proxy.command_line_template : nil, "keys_only" => config.ssh.options[:keys_only] || false,
-               "config" => config.ssh.options[:config].nil? ? true : config.ssh.options[:config] },
+               "config" => config.ssh.options[:config].nil? ? true : config.ssh.options[:config],
+               "key_data" => config.ssh.key_data },
     "boot" => { "limit" => config.boot.limit, "wait" => config.boot.wait },
     "retain_containers" => config.retain_containers, "readiness_delay" => seconds(config.readiness_delay),
     "deploy_timeout" => seconds(config.deploy_timeout), "drain_timeout" => seconds(config.drain_timeout)

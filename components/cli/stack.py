@@ -212,7 +212,7 @@ class StackContext:
 
     def target(self, host: str) -> SSHTarget:
         """How to reach `host`: the stack's `shipyard:ssh`, paths relative to the project (as in `pulumi up`)."""
-        return target_of(self.cfg.ssh, host, base=self.project_dir)
+        return target_of(self.cfg.ssh, host, base=self.project_dir, secrets=self.cfg.secrets)
 
     def hosts(self) -> tuple[str, ...]:
         """Every host of the destination: its roles' and its accessories'."""

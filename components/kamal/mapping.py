@@ -85,7 +85,7 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
             out["readiness_delay"] = delay
         if "drain_timeout" in raw:  # also the proxied roles' (their proxy's): Kamal's stop timeout of the others
             out["drain_timeout"] = raw["drain_timeout"]
-        secrets = self.secret_values()
+        secrets = {**self.secret_values(), **self.own_secrets}
         if secrets:
             out["secrets"] = secrets
         return out

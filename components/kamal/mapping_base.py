@@ -35,6 +35,7 @@ class MapperBase:
     stack: Mapping[str, Any]
     problems: list[tuple[str, str, bool]] = field(default_factory=list)  # (path, message, ignorable)
     needed: dict[str, tuple[str, str]] = field(default_factory=dict)  # env name -> (secret key, path)
+    own_secrets: dict[str, str] = field(default_factory=dict)  # secrets the config holds itself (inline key_data)
 
     def refuse(self, path: str, message: str = NOT_YET, *, ignorable: bool | None = None) -> None:
         """Refuse the key at `path`. Ignorable (by default, a feature not supported yet): listing it in

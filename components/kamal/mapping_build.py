@@ -101,6 +101,17 @@ class BuildMapping(MapperBase):
                     out["port"] = int(m["port"])
         return out
 
+    def key_data(self, value: str, path: str, i: int) -> str:
+        """The secret holding one `ssh.key_data` key: as Kamal reads it, the secret of that name, else the key
+        itself (written inline, which Kamal deprecates), held as a secret of its own."""
+        stacked = self.stack.get("secrets") if isinstance(self.stack.get("secrets"), dict) else {}
+        if value in self.secrets.values or value in self.secrets.blocked or value in stacked \
+                or "PRIVATE KEY-----" not in value:
+            self.needed.setdefault(value, (value, path))  # a missing one is refused with where to put it
+            return value
+        self.own_secrets[f"SSH_KEY_DATA_{i}"] = value
+        return f"SSH_KEY_DATA_{i}"
+
     def ssh(self, conf: Any) -> dict[str, Any]:
         if not isinstance(conf, dict):
             self.refuse("ssh", "should be a hash")
@@ -135,8 +146,12 @@ class BuildMapping(MapperBase):
             elif key == "proxy_command" and to_s(value):
                 if not conf.get("proxy"):  # Kamal takes the jump host where both are given
                     out["proxy_command"] = to_s(value)
-            elif key in ("proxy", "proxy_command", "key_data"):
+            elif key == "key_data" and isinstance(value, list) and all(map(to_s, value)):
+                out["key_data"] = [self.key_data(to_s(k), f"{path}[{i}]", i) for i, k in enumerate(value)]
+            elif key in ("proxy", "proxy_command"):
                 self.refuse(path)
+            elif key == "key_data":
+                self.refuse(path, "should be an array of secret names")
             elif key == "config":
                 self.refuse(path, "should be true, false, or a file path or an array of them")
             else:

@@ -151,7 +151,8 @@ def as_json() -> str:
                                                                  "keys": STRLIST, "known_hosts": STR,
                                                                  "host_key_policy": STR, "proxy": STR,
                                                                  "proxy_command": STR, "keys_only": BOOL,
-                                                                 "address": STR},
+                                                                 "address": STR,
+                                                                 "key_data": {**STRLIST, "secret": True}},
                                                   "required": ["host"]}},
         "resources": resources,
     }, indent=2)

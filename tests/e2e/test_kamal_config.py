@@ -1,7 +1,8 @@
 """A Kamal app directory as it is - config/deploy.yml, its staging and production overlays, .kamal/secrets* - deployed
 as two stacks onto one bench host behind kamal-proxy, with the real CLI. The stacks only name the file (and the
-bench's SSH key, which wins over the file). No version is pinned: as with Kamal, the version is the app's commit,
-and the build takes what that commit holds.
+bench's SSH login). The SSH key is the deploying machine's, as a CI job holds one: in an environment variable, read
+through `.kamal/secrets-common` into `ssh.key_data`, with no key file and no agent (`keys_only`). No version is
+pinned: as with Kamal, the version is the app's commit, and the build takes what that commit holds.
 
 The tests share one deployed pair (module fixture) and run in file order.
 """
@@ -108,6 +109,10 @@ DEPLOY = """\
     logging:
       options:
         max-size: 5m
+    ssh:
+      keys_only: true
+      key_data:
+        - SSH_PRIVATE_KEY
 """
 
 
@@ -133,7 +138,7 @@ def write_app(proj: Path, registry: str) -> None:
                                         f"  ssl:\n    certificate_pem: CERT_PEM\n    private_key_pem: KEY_PEM\n"
                                         f"  ssl_redirect: false\nretain_containers: 3\n",
         # the registry password comes from the deploying machine's environment, as Kamal's dotenv reads `$VAR`
-        ".kamal/secrets-common": "KAMAL_REGISTRY_PASSWORD=$KSHOP_REGISTRY_PASSWORD\n",
+        ".kamal/secrets-common": "KAMAL_REGISTRY_PASSWORD=$KSHOP_REGISTRY_PASSWORD\nSSH_PRIVATE_KEY=$KSHOP_SSH_KEY\n",
         ".kamal/secrets.staging": f"GREETING={SECRET['staging']}\n",
         ".kamal/secrets.production": f"GREETING=\"{SECRET['production']}\"\nCERT_PEM=\"{cert}\"\nKEY_PEM=\"{key}\"\n",
         ".dockerignore": ".kamal\n",  # config/ is sent, as in a Rails app
@@ -152,7 +157,9 @@ def write_app(proj: Path, registry: str) -> None:
 
 
 def stack(bench) -> dict:
-    return {"kamal": {"config": "app/config/deploy.yml"}, "ssh": ssh_config(bench)}
+    """The stack: the Kamal file, and the bench's login (its user and known hosts; the key is the file's)."""
+    ssh = {k: v for k, v in ssh_config(bench).items() if k != "keys"}
+    return {"kamal": {"config": "app/config/deploy.yml"}, "ssh": ssh}
 
 
 def get(bench, dest: str) -> str:
@@ -166,7 +173,8 @@ def pair(bench, tmp_path_factory):
     root = tmp_path_factory.mktemp("kamal")
     (root / "state").mkdir()
     env = {**pulumi_env(root / "state"), "KSHOP_HOST": bench.hosts[0].address,
-           "KSHOP_REGISTRY_PASSWORD": bench.auth_registry_password}
+           "KSHOP_REGISTRY_PASSWORD": bench.auth_registry_password,
+           "KSHOP_SSH_KEY": Path(bench.identity_file).read_text()}
     proj = Project(make_project(root), env)
     write_app(proj.dir, bench.auth_registry)
     # the Pulumi project is a checkout of its own, as a clone of this repository is: its commits are not the app's
@@ -332,7 +340,8 @@ def test_secrets_from_the_kamal_files_never_show(bench, pair):
     preview = pair.run("preview", "--diff", stack="staging").out
     outputs = pair.run("stack", "output", "--json", "--show-secrets", stack="production").out
     everything = state + preview + outputs + "".join(pair.history)
-    for value in [*SECRET.values(), bench.auth_registry_password]:
+    key = Path(bench.identity_file).read_text().splitlines()[1]  # a line of the SSH key (in every resource's target)
+    for value in [*SECRET.values(), bench.auth_registry_password, key]:
         assert value not in everything
 
 
@@ -362,14 +371,14 @@ def test_editing_the_kamal_file_shows_in_preview_diff_and_deploys(bench, pair):
 def test_an_unsupported_kamal_key_fails_with_its_path_and_nothing_changes(bench, pair):
     overlay = pair.dir / "app/config/deploy.production.yml"
     before = overlay.read_text()
-    overlay.write_text(before + "ssh:\n  key_data:\n    - GREETING\nbuilder:\n  secrets:\n    - GREETING\n")
+    overlay.write_text(before + "builder:\n  secrets:\n    - GREETING\n  ssh: default\n")
     result = pair.run("preview", stack="production", check=False)
     overlay.write_text(before)
     assert result.code != 0
     assert ("stack production: kamal: config/deploy.yml + config/deploy.production.yml uses Kamal keys shipyard "
             "cannot deploy as written" in result.out)
     lines = [line.strip() for line in result.out.splitlines()]
-    assert "ssh.key_data: not supported yet" in lines and "builder.secrets: not supported yet" in lines, result.out
+    assert "builder.ssh: not supported yet" in lines and "builder.secrets: not supported yet" in lines, result.out
     assert "Traceback" not in result.out
     assert get(bench, "production").startswith("service=kshop destination=production")
 

@@ -128,3 +128,10 @@ def test_accessory_config():
         load(accessories={"db": {"image": "postgres:16", "host": "h", "directories": ["/abs:/x"]}})
     with pytest.raises(ConfigError, match=r"^accessories.db.files\[0\]: 'nocolon' is not a file mapping"):
         load(accessories={"db": {"image": "postgres:16", "host": "h", "files": ["nocolon"]}})
+
+
+def test_ssh_key_data_names_secrets_that_must_have_a_value():
+    assert load(ssh={"key_data": ["DEPLOY_KEY"]}, secrets={"DEPLOY_KEY": "pem"}).ssh.key_data == ("DEPLOY_KEY",)
+    with pytest.raises(ConfigError, match=r"^ssh.key_data\[0\]: secret DEPLOY_KEY has no value: run `pulumi config "
+                                          r"set --secret --path 'shipyard:secrets.DEPLOY_KEY' < private-key-file`$"):
+        load(ssh={"key_data": ["DEPLOY_KEY"]})

@@ -3,13 +3,16 @@ session sshd refuses is not a broken connection, and a host lock knows when it n
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 from pathlib import Path
 
 import paramiko
 import pytest
 
 from components import hostlock, hosts, ssh
-from components.errors import ConfigError, HostError, HostUnreachable
+from components.configtypes import SSH
+from components.errors import AuthenticationFailed, ConfigError, HostError, HostUnreachable
 from components.hosts import SSHTarget
 
 T = SSHTarget(host="h1")
@@ -129,3 +132,29 @@ def test_an_ssh_config_file_fills_in_what_the_stack_leaves_open(tmp_path):
     conf.write_text("Host web1\n  Match\n")
     with pytest.raises(ConfigError, match=r"^ssh.config: .* cannot be read as an OpenSSH config file"):
         ssh.with_config(SSHTarget(host="web1"), (str(conf),))
+
+
+def test_key_data_offers_each_key_held_as_a_secret_and_names_a_bad_one_by_its_place(mocker, tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "a")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(tmp_path / "b")], check=True)
+    first, second = (tmp_path / "a").read_text(), (tmp_path / "b").read_text()
+    settings = SSH(user="deploy", key_data=("DEPLOY_KEY", "OLD_KEY"), keys_only=True)
+    t = ssh.target_of(settings, "h", secrets={"DEPLOY_KEY": first, "OLD_KEY": second})
+    assert t.key_data == (first, second) and SSHTarget.from_dict(t.to_dict()) == t
+    assert "key_data" not in SSHTarget(host="h").to_dict()  # no diff for stacks without it
+    assert t.jump() is None and dataclasses.replace(t, proxy="bastion").jump().key_data == (first, second)
+    # the first key is refused, the second logs in: one connection per key, as paramiko offers one of its own
+    connect = mocker.patch("paramiko.SSHClient.connect",
+                           side_effect=[paramiko.AuthenticationException("no"), None])
+    mocker.patch("socket.create_connection")
+    ssh.connect(t).close()
+    offered = [c.kwargs["pkey"] for c in connect.call_args_list]
+    assert [k.get_name() for k in offered] == ["ssh-ed25519", "ssh-rsa"]
+    assert (connect.call_args.kwargs["allow_agent"], connect.call_args.kwargs["look_for_keys"]) == (False, False)
+    connect.side_effect = paramiko.AuthenticationException("no")
+    with pytest.raises(AuthenticationFailed, match="SSH login as deploy was refused"):
+        ssh.connect(t)
+    with pytest.raises(AuthenticationFailed) as err:
+        ssh.connect(SSHTarget(host="h", key_data=(first, "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0\n")))
+    assert "ssh.key_data[1] is not a private key in PEM or OpenSSH form" in str(err.value)
+    assert "c2VjcmV0" not in str(err.value)

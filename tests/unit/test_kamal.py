@@ -3,6 +3,7 @@ own test fixtures (tests/unit/test_kamal_oracle.py holds every fixture to what t
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -346,10 +347,10 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     aliases: {console: app exec -i --reuse "bin/rails console"}
     x-anchors: {shared: &shared 1}
     """
-    files = {".kamal/secrets.production": "REGISTRY_USER=u\nREGISTRY_PASSWORD=p\nMAIN_DB_PASSWORD=m\n",
+    files = {".kamal/secrets.production": "REGISTRY_USER=u\nREGISTRY_PASSWORD=p\nMAIN_DB_PASSWORD=m\n"
+                                          "SSH_PRIVATE_KEY=k\n",
              "config/deploy.production.yml": "{}", ".kamal/hooks/pre-deploy.sample": "#!/bin/sh\n"}
     refused = {
-        "ssh.key_data",
         "builder.pack", "builder.secrets", "builder.ssh", "builder.driver", "builder.provenance",
         "builder.sbom",
     }
@@ -358,6 +359,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     cfg = config.load(raw, stack="production")
     assert cfg.servers["web"].hosts == ("172.1.0.1", "172.1.0.2")
     assert cfg.role_proxy("web").hosts == ("foo.example.com",) and cfg.role_proxy("web").ssl
+    assert cfg.ssh.key_data == ("SSH_PRIVATE_KEY",)  # a secret's name, as Kamal reads it
     assert cfg.role_proxy("web").path_prefix == "/api" and cfg.role_proxy("web").healthcheck.path == "/health"
     assert cfg.role_proxy("workers").hosts == ("workers.example.com",)
     assert cfg.servers["workers"].labels == {"my-label": "workers"}
@@ -379,7 +381,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
     assert (web.ssl_redirect, web.forward_headers, web.strip_path_prefix, web.buffer_requests) == \
         (False, True, False, True)
     assert web.log_request_headers == ("Cache-Control",)
-    assert cfg.secrets == {"DB_PASSWORD": "m"} and cfg.registry.username == "u"
+    assert cfg.secrets == {"DB_PASSWORD": "m", "SSH_PRIVATE_KEY": "k"} and cfg.registry.username == "u"
 
 
 def test_unknown_keys_and_newer_kamal_are_refused(tmp_path):
@@ -399,12 +401,15 @@ def test_kamal_hooks_are_the_stacks_hooks_run_from_the_app_directory(tmp_path):
 
 
 def test_a_refusal_ignoring_cannot_help_says_to_fix_it_and_stays_when_listed(tmp_path):
-    deploy = BASE_YML + "servcie: typo\nssh: {key_data: [K]}\nenv: {secret: [NOPE]}\n"
+    deploy = BASE_YML.replace("{arch: amd64}", "{arch: amd64, secrets: [S]}") + \
+        "servcie: typo\nssh: {key_data: [K]}\nenv: {secret: [NOPE]}\n"
     with pytest.raises(ConfigError) as err:
-        load_app(tmp_path, deploy, ignore=["servcie", "env.secret", "ssh.key_data"])
+        load_app(tmp_path, deploy, ignore=["servcie", "env.secret", "ssh.key_data", "builder.secrets"])
     assert str(err.value).splitlines() == [
         "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (fix each as it says):",
         "servcie: unknown Kamal key (Kamal 2.11 refuses it too)",
+        "ssh.key_data[0]: secret K is in none of .kamal/secrets-common, .kamal/secrets: add it there, or set it "
+        "with `pulumi config set --secret --path 'shipyard:secrets.K' VALUE`",
         "env.secret[0]: secret NOPE is in none of .kamal/secrets-common, .kamal/secrets: add it there, or set it "
         "with `pulumi config set --secret --path 'shipyard:secrets.NOPE' VALUE`"]
     with pytest.raises(ConfigError) as err:
@@ -641,8 +646,15 @@ def test_bad_kamal_options_name_their_path(tmp_path, opts, path):
 
 def test_the_error_lists_every_refused_key_once_per_line(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_app(tmp_path, BASE_YML.replace("{arch: amd64}", "{arch: amd64, secrets: [S]}") + "ssh: {key_data: [K]}\n")
+        load_app(tmp_path, BASE_YML.replace("{arch: amd64}", "{arch: amd64, secrets: [S], driver: cloud}"))
     assert str(err.value) == (
         "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths "
         "in shipyard:kamal.ignore to deploy without them):\nbuilder.secrets: not supported yet\n"
-        "ssh.key_data: not supported yet")
+        "builder.driver: not supported yet")
+
+
+def test_ssh_key_data_written_inline_is_a_secret_of_its_own_as_kamal_still_takes_it(tmp_path):
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+    raw = load_app(tmp_path, BASE_YML + f"ssh:\n  key_data:\n    - {json.dumps(pem)}\n")
+    cfg = config.load(raw, stack="staging")
+    assert cfg.ssh.key_data == ("SSH_KEY_DATA_0",) and cfg.secrets["SSH_KEY_DATA_0"] == pem

@@ -159,7 +159,8 @@ def ours(cfg: config.Deploy, project: Path) -> dict[str, Any]:
         "ssh": {"user": cfg.ssh.user, "port": cfg.ssh.port, "proxy": cfg.ssh.proxy,
                 "proxy_command": cfg.ssh.proxy_command, "keys_only": cfg.ssh.keys_only,
                 "config": cfg.ssh.config if isinstance(cfg.ssh.config, bool) else [
-                    os.path.relpath(project / f, project) for f in cfg.ssh.config]},
+                    os.path.relpath(project / f, project) for f in cfg.ssh.config],
+                "key_data": [cfg.secrets[name] for name in cfg.ssh.key_data] or None},
         "boot": {"limit": cfg.boot.limit, "wait": cfg.boot.wait},
         "retain_containers": cfg.retain_containers,
         "readiness_delay": cfg.readiness_delay if cfg.readiness_delay is not None else DEFAULT_READINESS_DELAY_S,
@@ -317,7 +318,12 @@ OWN_APPS["own:tls"] = {
         servers: [10.0.0.7]
         registry: {server: "localhost:5000"}
         builder: {arch: amd64}
-        ssh: {proxy_command: "ssh -W %h:%p jump@bastion.example.com", keys_only: true}
+        ssh:
+          proxy_command: "ssh -W %h:%p jump@bastion.example.com"
+          keys_only: true
+          key_data:  # a secret's name; a key written inline, which Kamal 2.11 still takes
+            - DEPLOY_KEY
+            - "-----BEGIN OPENSSH PRIVATE KEY-----\nb2xk\n-----END OPENSSH PRIVATE KEY-----\n"
         proxy:
           host: vault.example.com
           path_prefixes: [/vault, /secrets]
@@ -325,8 +331,11 @@ OWN_APPS["own:tls"] = {
             certificate_pem: CERT_PEM
             private_key_pem: KEY_PEM
         """),
-    ".kamal/secrets": 'CERT_PEM="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"\nKEY_PEM=k\n',
-    ".kamal/secrets.staging": 'CERT_PEM="-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----"\nKEY_PEM=k2\n',
+    ".kamal/secrets": 'CERT_PEM="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"\nKEY_PEM=k\n'
+                      'DEPLOY_KEY="-----BEGIN OPENSSH PRIVATE KEY-----\nbmV3\n-----END OPENSSH PRIVATE KEY-----"\n',
+    ".kamal/secrets.staging": 'CERT_PEM="-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----"\nKEY_PEM=k2\n'
+                              'DEPLOY_KEY="-----BEGIN OPENSSH PRIVATE KEY-----\nc3Rn\n'
+                              '-----END OPENSSH PRIVATE KEY-----"\n',
     "config/deploy.staging.yml": "{}\n",
 }
 
