@@ -63,16 +63,29 @@ async def wire(outs: Mapping[str, Any], secret: set[str] = frozenset()) -> Any:
                                            for k, v in outs.items()}, {})
 
 
-def message(exc: BaseException) -> str:
-    """What the engine prints for a failed operation: our own errors say what happened and what to do; anything
-    else is a bug, said so (with the traceback under SHIPYARD_DEBUG)."""
+def message(exc: BaseException, doing: str = "", props: Mapping[str, Any] | None = None) -> str:
+    """What the engine prints for a failed operation: our own errors say what happened and what to do; a connection
+    to the resource's host that broke where no step translated it says so too; anything else is a bug, said so
+    (with the traceback under SHIPYARD_DEBUG)."""
     if isinstance(exc, DeployError):
         return str(exc)
+    where = (props or {}).get("target") or (props or {}).get("build_host")
+    if isinstance(where, dict) and where.get("host"):
+        from ..dockerapi import translate
+        from ..ssh import SSHTarget
+        found = translate(SSHTarget.from_dict(where), doing, exc)
+        if found is not None and found.broken:
+            return str(found.error)
     if os.environ.get("SHIPYARD_DEBUG"):
         import traceback
         return "".join(traceback.format_exception(exc))
     return (f"unexpected {type(exc).__name__}: {exc} - this is a bug in shipyard; run again with SHIPYARD_DEBUG=1 "
             f"for the traceback and report it")
+
+
+def _name(urn: str) -> str:
+    """A resource's name, from its URN (`urn:pulumi:<stack>::<project>::<type>::<name>`)."""
+    return urn.rsplit("::", 1)[-1]
 
 
 def _key(name: str) -> str:
@@ -134,11 +147,14 @@ class Servicer(ProviderServicer):
         super().__init__(Component(), list(args or []), engine_address)  # type: ignore[arg-type]
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="shipyard")
 
-    async def _run(self, context, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, context, fn: Callable[..., Any], *args: Any, doing: str = "",
+                   props: Mapping[str, Any] | None = None) -> Any:
+        """`fn(*args)` in the pool; a failure goes back to the engine as one message (`doing` what, to the
+        resource of `props`)."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the engine as one message
-            await context.abort(grpc.StatusCode.UNKNOWN, message(exc))
+            await context.abort(grpc.StatusCode.UNKNOWN, message(exc, doing, props))
 
     @staticmethod
     def _provider(urn: str):
@@ -197,26 +213,31 @@ class Servicer(ProviderServicer):
     async def Create(self, request, context):
         secret: set[str] = set()
         props = plain(request.properties, secret)
-        result = await self._run(context, self._provider(request.urn).create, props)
+        result = await self._run(context, self._provider(request.urn).create, props,
+                                 doing=f"creating {_name(request.urn)}", props=props)
         return proto.CreateResponse(id=result.id, properties=await wire(result.outs or {}, secret))
 
     async def Update(self, request, context):
         secret: set[str] = set()
         olds, news = plain(request.olds, secret), plain(request.news, secret)
-        result = await self._run(context, self._provider(request.urn).update, request.id, olds, news)
+        result = await self._run(context, self._provider(request.urn).update, request.id, olds, news,
+                                 doing=f"updating {_name(request.urn)}", props=news)
         return proto.UpdateResponse(properties=await wire(result.outs or {}, secret))
 
     async def Read(self, request, context):
         secret: set[str] = set()
         props = plain(request.properties, secret) or plain(request.inputs, secret)
-        result = await self._run(context, self._provider(request.urn).read, request.id, props)
+        result = await self._run(context, self._provider(request.urn).read, request.id, props,
+                                 doing=f"reading {_name(request.urn)}", props=props)
         fields: dict[str, Any] = {"id": result.id, "properties": await wire(result.outs or {}, secret)}
         if result.inputs is not None:
             fields["inputs"] = await wire(result.inputs, secret)
         return proto.ReadResponse(**fields)
 
     async def Delete(self, request, context):
-        await self._run(context, self._provider(request.urn).delete, request.id, plain(request.properties))
+        props = plain(request.properties)
+        await self._run(context, self._provider(request.urn).delete, request.id, props,
+                        doing=f"removing {_name(request.urn)}", props=props)
         return empty_pb2.Empty()
 
 

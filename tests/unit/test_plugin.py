@@ -165,3 +165,13 @@ def test_the_destination_says_in_one_line_what_goes_where():
         "destination staging: image acme/shop, web on h1, h2; jobs on h2; accessory db on h3; accessory cache on h1"
     assert asyncio.run(plan("review", {"image": "acme/shop", "servers": ["h1"]})) == \
         "destination review: image acme/shop, web on h1"
+
+
+def test_a_connection_that_broke_where_no_step_said_so_is_named_with_its_host_not_called_a_bug():
+    from components.plugin.server import message
+    props = {"target": {"host": "10.0.0.5", "user": "deploy"}, "name": "shop-web-staging-v2"}
+    said = message(EOFError(), "creating shop-web-staging-v2@10.0.0.5", props)
+    assert said.startswith("host 10.0.0.5: the connection broke while creating shop-web-staging-v2@10.0.0.5 "
+                           "(EOFError: EOFError); nothing after that point was done: run `pulumi up` again"), said
+    assert "bug" in message(KeyError("x"), "creating it", props)  # not about the host: still a bug
+    assert "bug" in message(EOFError(), "creating it", {})  # no host to name
