@@ -29,8 +29,8 @@ class Destination(pulumi.ComponentResource):
         self._called = name
         settings = pulumi.Output.from_input(inputs)
         declared = settings.apply(self._declare)
-        for key in program.OUTPUTS:
-            setattr(self, key, declared.apply(lambda outs, k=key: outs[k]))
+        for key in program.OUTPUTS:  # none holds a secret: a secret input (a password) keeps none of them from view
+            setattr(self, key, pulumi.Output.unsecret(declared.apply(lambda outs, k=key: outs[k])))
         self.plan = pulumi.Output.from_input(_plan(name, settings, self))
         self.register_outputs({k: getattr(self, k) for k in (*program.OUTPUTS, "plan")})
 

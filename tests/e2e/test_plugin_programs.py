@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.bench import AUTH_REGISTRY_USER
 from tests.conftest import REPO, Project, app_head, host_docker, http_get, make_project, pulumi_env, ssh_config
 
 pytestmark = pytest.mark.e2e
 
+GREETING = "from-the-secret-store"
 PLUGIN = {"plugins": {"providers": [{"name": "shipyard", "path": "./components/plugin"}]}}
 
 PROGRAM = '''
@@ -41,9 +43,25 @@ class Server(Resource):
         super().__init__(Handout(), name, {"given": given, "address": None})
 
 
+class Keep(ResourceProvider):
+    def create(self, props):
+        return CreateResult(id_="entry", outs={"value": props["value"]})
+
+
+class Entry(Resource):
+    """Stands for a secret store's entry: its value is an output, and a secret."""
+    value: pulumi.Output[str]
+
+    def __init__(self, name, value):
+        super().__init__(Keep(), name, {"value": pulumi.Output.secret(value)})
+
+
 settings = json.loads(Path("settings.json").read_text())
 server = Server("vm", settings.pop("host"))
-app = Destination("staging", servers={"web": {"hosts": [server.address]}}, project_dir=str(Path.cwd()), **settings)
+password, greeting = Entry("registry-password", settings.pop("password")), Entry("greeting", settings.pop("greeting"))
+app = Destination("staging", servers={"web": {"hosts": [server.address]}}, project_dir=str(Path.cwd()),
+                  registry={**settings.pop("registry"), "password": password.value}, env={"secret": ["GREETING"]},
+                  secrets={"GREETING": greeting.value}, **settings)
 pulumi.export("urls", app.urls)
 pulumi.export("version", app.version)
 pulumi.export("plan", app.plan)
@@ -72,10 +90,15 @@ def serves(bench, name: str) -> str:
 
 
 def test_a_python_program_deploys_to_a_host_that_another_resource_hands_out(bench, tmp_path):
+    """The host address, the registry password and a secret env value all come from other resources' outputs (a
+    VM, a secret store's entries): the secrets stay secrets."""
     proj = program(tmp_path, "compose", {"name": "python", "options": {"virtualenv": ".venv"}})
     (proj.dir / "__main__.py").write_text(PROGRAM)
     host = bench.hosts[0].address
-    (proj.dir / "settings.json").write_text(json.dumps({**settings(bench, "compose"), "host": host}))
+    (proj.dir / "settings.json").write_text(json.dumps({
+        **settings(bench, "compose"), "host": host, "registry": {"server": bench.auth_registry,
+                                                                 "username": AUTH_REGISTRY_USER},
+        "password": bench.auth_registry_password, "greeting": GREETING}))
     proj.run("stack", "init", "staging")
     try:
         # the first preview: the server does not exist yet, so neither does its address
@@ -87,8 +110,12 @@ def test_a_python_program_deploys_to_a_host_that_another_resource_hands_out(benc
         out = proj.outputs("staging")
         assert out["plan"] == f"destination staging: image acme/compose, web on {host}"
         assert out["version"] == app_head(proj.dir), out
-        assert serves(bench, "compose").startswith("service=compose destination=staging"), serves(bench, "compose")
-        proj.run("preview", "--expect-no-changes", stack="staging")
+        answer = serves(bench, "compose")
+        assert answer.startswith("service=compose destination=staging") and f"greeting={GREETING}" in answer, answer
+        preview = proj.run("preview", "--diff", "--expect-no-changes", stack="staging").out
+        state = proj.run("stack", "export", stack="staging").out
+        for value in (GREETING, bench.auth_registry_password):
+            assert value not in state + preview
     finally:
         proj.run("destroy", "--yes", stack="staging", check=False)
     assert not host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=compose"})
