@@ -247,8 +247,9 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
                                       f"rebuilt, remove its old line from {shown} and add the new key; otherwise "
                                       f"someone may be intercepting the connection") from None
     except paramiko.AuthenticationException as exc:
+        keys = "ssh.keys and ssh.key_data" if t.key_data else "ssh.keys"
         raise AuthenticationFailed(str(t), f"SSH login as {t.user} was refused ({exc}): check ssh.user and "
-                                           f"ssh.keys") from None
+                                           f"{keys}") from None
     except paramiko.SSHException as exc:
         if "not found in known_hosts" in str(exc):
             raise HostKeyRejected(str(t), f"its SSH host key is not in {shown}: add it (ssh-keyscan, checked out "
