@@ -94,7 +94,14 @@ class ImageProvider(ResourceProvider):
             # recorded as it was, so nothing changes (other builder settings under it are still refused below)
             news = {**news, **{k: olds.get(k) for k in ("context_hash", "context", "labels")}}
             same, changed = _comparable(olds, news), []
-        if not failures and olds.get("tag") == news["tag"] and changed:
+        if not failures and olds.get("tag") == news["tag"] and changed and promote:
+            # a promoting stack sets no version: the one it takes over is its source's
+            built = "another promoted build" if olds.get("from_ref") else "a build of this destination's own"
+            failures.append(CheckFailure("promote", f"version {news['labels'][naming.VERSION]} already names "
+                                         f"{built}; a promotion takes stack {promote['stack']}'s build of a version this "
+                                         f"destination has not deployed: deploy a new commit to {promote['stack']} "
+                                         f"first, then this stack; nothing was changed"))
+        elif not failures and olds.get("tag") == news["tag"] and changed:
             failures.append(CheckFailure("tag", f"version {news['labels'][naming.VERSION]} already names a build "
                                          f"and {', '.join(changed)} changed: set a new version (`pulumi config set "
                                          f"shipyard:version ...`) or, for the default version, commit the change; "

@@ -467,6 +467,17 @@ def test_a_changed_source_under_the_same_version_is_refused_and_an_upgrade_rebui
     assert not providers.ImageProvider().diff("i", earlier, image_props(context_hash="tar-sha256:bbb")).changes
 
 
+def test_a_stack_that_starts_promoting_a_version_it_built_itself_is_told_to_promote_the_next_one(client):
+    olds = {**image_props(context_hash="tar-sha256:aaa"), "image_id": "sha256:i", "hosts": ["h1"]}
+    promote = {"stack": "staging", "service": "hello", "repository": "acme/hello", "version": "v1"}
+    news = image_props(context_hash=None, from_ref="acme/hello@sha256:s", promote=promote)
+    check = providers.ImageProvider().check(olds, news)
+    assert [(f.property, f.reason) for f in check.failures] == [(
+        "promote", "version v1 already names a build of this destination's own; a promotion takes stack staging's "
+                   "build of a version this destination has not deployed: deploy a new commit to staging first, "
+                   "then this stack; nothing was changed")]
+
+
 def test_a_pinned_version_reuses_its_build_whatever_the_checkout_holds(client):
     olds = {**image_props(context_hash="tar-sha256:aaa", pinned=True), "image_id": "sha256:i", "hosts": ["h1"]}
     news = image_props(context_hash="tar-sha256:bbb", pinned=True,
