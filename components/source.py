@@ -250,7 +250,8 @@ def git_version(ctx: BuildContext | CommitContext) -> str:
                                          f"`git config --global --add safe.directory {ctx.directory}` or set it "
                                          f"with `pulumi config set shipyard:version VERSION`")
         raise ConfigError("version", f"not set, and {ctx.directory} is not a git checkout with a commit: set it "
-                                     f"with `pulumi config set shipyard:version VERSION`")
+                                     f"with `pulumi config set shipyard:version VERSION` (from a program: the "
+                                     f"`version` input)")
     version = head.stdout.decode().strip()
     return version if _is_commit_content(ctx) else f"{version}-dirty-{ctx.hash.split(':')[-1][:8]}"
 

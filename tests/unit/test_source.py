@@ -176,7 +176,8 @@ APP = {"Dockerfile": "FROM busybox\nCOPY . /app\n", "app.sh": "echo hi\n", ".doc
 def test_not_a_git_checkout_asks_for_a_version(tmp_path):
     write(tmp_path, APP)
     with pytest.raises(ConfigError, match="^version: not set, and .* is not a git checkout with a commit: set it "
-                                          "with `pulumi config set shipyard:version VERSION`$"):
+                                          r"with `pulumi config set shipyard:version VERSION` \(from a program: "
+                                          r"the `version` input\)$"):
         version(tmp_path)
 
 
