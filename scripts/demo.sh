@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # `make demo`: deploys examples/hello as staging and production - the same commit, one host - with the real
-# `pulumi up`, then shows what each destination answers. `make demo-down` destroys both and stops the bench.
+# `pulumi up`, then shows what each destination answers. `make demo-down` destroys both, removes the two stacks
+# (their files in stacks/ stay) and stops the bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = down ]; then
   for stack in staging production; do
-    pulumi stack select "$stack" 2>/dev/null && pulumi destroy --yes --stack "$stack" || true
+    if pulumi stack select "$stack" 2>/dev/null; then
+      pulumi destroy --yes --stack "$stack" && pulumi stack rm --yes --preserve-config --stack "$stack" || true
+    fi
   done
   python -m tests.bench down
   exit 0
