@@ -569,13 +569,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hosts", default="1,2,8,16", help="host counts (default 1,2,8,16)")
     ap.add_argument("--latency", default="0,50", help="added round trips in ms (default 0,50)")
     ap.add_argument("--tools", default=",".join(TOOLS))
-    ap.add_argument("--reps", default="1:3,2:2", help="version changes per run by host count (others: 1)")
+    ap.add_argument("--reps", default="1:3,2:2", help="version changes per run by host count, HOSTS:N,... "
+                                                      "(others: 1)")
     ap.add_argument("--keep-bench", action="store_true", help="leave the bench running afterwards")
     args = ap.parse_args(argv)
-    counts = [int(x) for x in args.hosts.split(",")]
-    latencies = [int(x) for x in args.latency.split(",")]
+    try:
+        counts = [int(x) for x in args.hosts.split(",")]
+        latencies = [int(x) for x in args.latency.split(",")]
+        reps = {int(k): int(v) for k, v in (p.split(":") for p in args.reps.split(",") if p)}
+    except ValueError:
+        ap.error("--hosts and --latency take numbers (1,16), --reps HOSTS:N pairs (1:3,16:2)")
     tools = args.tools.split(",")
-    reps = {int(k): int(v) for k, v in (p.split(":") for p in args.reps.split(",") if p)}
 
     # Started in the background from a shell, this process and so every `pulumi` it runs would ignore SIGINT, with
     # which the CLI stops its language host: it then waits 5 s for it to exit, on every run.
