@@ -1,7 +1,8 @@
 """`shipyard exec`: run a command in a new container from the destination's current image, with the running
 container's environment (passed in a 0600 env file on the host, removed afterwards), the role's volumes and the
-destination's network - Kamal's `app exec` - or, with `--reuse`, inside the running container. `-i` gives a real terminal: an SSH channel with a pseudo-terminal running
-`docker run -it` / `docker exec -it` on the host, as Kamal does."""
+destination's network - Kamal's `app exec` - or, with `--reuse`, inside the running container. `-i` gives a real
+terminal: an SSH channel with a pseudo-terminal running `docker run -it` / `docker exec -it` on the host, as Kamal
+does; it needs one on stdin. A new container is removed afterwards, also when this command is stopped."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import contextlib
 import os
 import shlex
+import signal
 import sys
 import termios
 import tty
@@ -32,16 +34,21 @@ def command_argv(words: list[str]) -> list[str]:
 
 
 def docker_argv(cfg: Deploy, role: str, image_id: str, container: str, command: list[str], *, reuse: bool,
-                interactive: bool, env_file: str | None = None) -> list[str]:
-    """The `docker` command run on the host (pure)."""
+                interactive: bool, env_file: str | None = None, name: str | None = None) -> list[str]:
+    """The `docker` command run on the host (pure); `name`: the new container's."""
     tty_flags = ["-it"] if interactive else []
     if reuse:
         return ["docker", "exec", *tty_flags, container, *command]
     volumes = [a for b in payloads.volume_binds(cfg.servers[role].volumes, cfg.service, cfg.destination)
                for a in ("-v", b)]
     env = ["--env-file", env_file] if env_file else []
-    return ["docker", "run", "--rm", *tty_flags, "--network", naming.network_name(cfg.service, cfg.destination),
-            *env, *volumes, image_id, *command]
+    return ["docker", "run", "--rm", *(["--name", name] if name else []), *tty_flags,
+            "--network", naming.network_name(cfg.service, cfg.destination), *env, *volumes, image_id, *command]
+
+
+def exec_name(cfg: Deploy, role: str) -> str:
+    """A new exec container's name, as Kamal names its own: the role's prefix, `exec`, a random suffix."""
+    return f"{cfg.service}-{role}-{cfg.destination}-exec-{uuid.uuid4().hex[:6]}"
 
 
 def env_file_text(env: list[str]) -> bytes:
@@ -95,16 +102,35 @@ def running_env(ctx: StackContext, target, container: str, reuse: bool) -> Itera
         hostfiles.remove_file(target, path)
 
 
+@contextlib.contextmanager
+def removed_after(target, name: str | None) -> Iterator[None]:
+    """The new exec container is gone afterwards, however this ends: `--rm` removes it when its command exits,
+    but not when this process is stopped (a timeout's SIGTERM) or the connection drops while it runs."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if name is not None:
+            with contextlib.suppress(Exception):  # best effort: what the command did is what the user must see
+                hosts.client(target).remove_container(name, force=True)
+
+
 def run(ctx: StackContext, args: argparse.Namespace) -> int:
+    if args.interactive and not os.isatty(sys.stdin.fileno()):
+        raise ConfigError("--interactive", "attaches a terminal, and stdin is not one: run it from a terminal, or "
+                                           "without -i to run the command and see its output")
     role, host, container = pick(ctx.outputs, ctx.cfg, args.role, args.host)
     target = ctx.target(host)
-    with running_env(ctx, target, container, args.reuse) as env_file:
-        return _attach(ctx, args, role, container, target, env_file)
+    name = None if args.reuse else exec_name(ctx.cfg, role)
+    with running_env(ctx, target, container, args.reuse) as env_file, removed_after(target, name):
+        return _attach(ctx, args, role, container, target, env_file, name)
 
 
-def _attach(ctx: StackContext, args: argparse.Namespace, role: str, container: str, target, env_file) -> int:
+def _attach(ctx: StackContext, args: argparse.Namespace, role: str, container: str, target, env_file,
+            name: str | None) -> int:
     argv = docker_argv(ctx.cfg, role, ctx.outputs["image_id"], container, command_argv(args.command),
-                       reuse=args.reuse, interactive=args.interactive, env_file=env_file)
+                       reuse=args.reuse, interactive=args.interactive, env_file=env_file, name=name)
     doing = f"running `{' '.join(command_argv(args.command))[:60]}` for role {role} of {ctx.cfg.destination}"
     if not args.interactive:
         return hosts.attach(target, argv, doing=doing, stdin_fd=None, stdout=sys.stdout.buffer,

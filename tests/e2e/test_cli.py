@@ -123,6 +123,21 @@ def test_exec_in_a_new_container_and_in_the_running_one(bench, ops):
     assert sy(ops, "exec", "--reuse", "cat /www/index.html").out.startswith(
         f"service=ops destination=production version={V['v1']}")
     assert sy(ops, "exec", "-s", "staging", "--", "sh", "-c", "exit 7", check=False).code == 7
+    # stopped while its command runs (a CI job's timeout): its container goes too
+    proc = subprocess.Popen(shipyard_argv("exec", "-s", "staging", "--", "sh", "-c", "echo started; sleep 300"),
+                            cwd=ops.dir, env=ops.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"  # bounded by the command's own 300 s at most
+        assert any("-exec-" in n for c in d.containers() for n in c["Names"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "Traceback" not in proc.stderr.read()
+    assert {c["Id"] for c in d.containers(all=True)} == before
+    # a terminal asked for where there is none: one line, and nothing started (Kamal's docker says the same)
+    no_tty = sy(ops, "exec", "-i", "-s", "staging", "sh", check=False)
+    assert no_tty.code != 0 and "--interactive: attaches a terminal, and stdin is not one" in no_tty.err, no_tty.err
+    assert {c["Id"] for c in d.containers(all=True)} == before
 
 
 def test_exec_interactive_gets_a_real_terminal(bench, ops):
