@@ -229,6 +229,19 @@ def checkout_commit(ctx: BuildContext | CommitContext) -> str | None:
         return None
 
 
+def commit_messages(directory: Path, commit: str) -> tuple[str, ...]:
+    """A commit's message as `pulumi up` may record it (whole, and its first line); none where git knows no such
+    commit there."""
+    try:
+        found = _git(directory, "log", "-1", "--format=%B", commit) if Path(directory).is_dir() else None
+    except ConfigError:  # no git here: nothing to compare with
+        return ()
+    if found is None or found.returncode != 0:
+        return ()
+    text = found.stdout.decode(errors="replace").strip()
+    return (text, text.splitlines()[0]) if text else ()
+
+
 def same_checkout(a: Path, b: Path) -> bool:
     """Whether two directories are in one git checkout (the same top level); False where either is in none."""
     tops = [_git(d, "rev-parse", "--show-toplevel") if Path(d).is_dir() else None for d in (a, b)]

@@ -48,7 +48,7 @@ def healed(ctx: StackContext):
 
 def up(ctx: StackContext, args: argparse.Namespace, action: str, version: str) -> None:
     output.progress(f"{action} of {ctx.name} (version {version})")
-    ctx.up(message=message(action, version, performer(ctx.project_dir)), lock_wait=args.lock_wait,
+    ctx.up(message=message(action, version, performer(ctx.app_dir)), lock_wait=args.lock_wait,
            on_output=engine_line(args.paint), on_wait=waiting(ctx), on_heal=healed(ctx))
     ctx.refresh()
 

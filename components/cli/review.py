@@ -155,7 +155,7 @@ def down(args: argparse.Namespace) -> int:
     output.progress(f"destroying {name}")
     with pulumi_errors(name, "destroying the review app"):
         ctx.stack.destroy(on_output=deploy.engine_line(args.paint), color="never", suppress_progress=True,
-                          message=f"shipyard review down by {performer(ctx.project_dir)}")
+                          message=f"shipyard review down by {performer(ctx.app_dir)}")
         selected = _selected(ctx.ws)
         ctx.ws.remove_stack(name)
         if selected and selected != name:

@@ -95,12 +95,12 @@ def find_project(start: Path) -> Path:
     raise ConfigError("", f"no Pulumi.yaml in {start} or above: run shipyard inside the project")
 
 
-def performer(project_dir: Path) -> str:
-    """Who is deploying, for the audit trail: git's user.name (what Kamal records) or the login name, at this
-    machine."""
+def performer(app_dir: Path) -> str:
+    """Who is deploying, for the audit trail: git's user.name in the app's directory (what Kamal records, run
+    there) or the login name, at this machine."""
     name = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        name = subprocess.run(["git", "-C", str(project_dir), "config", "user.name"], capture_output=True, text=True,
+        name = subprocess.run(["git", "-C", str(app_dir), "config", "user.name"], capture_output=True, text=True,
                               timeout=5).stdout.strip()
     if not name:
         try:
@@ -209,6 +209,11 @@ class StackContext:
             raise StackError(self.name, "its outputs predate this command (no `owner` output): run `shipyard "
                                         "deploy` once")
         return owner
+
+    @property
+    def app_dir(self) -> Path:
+        """The app's directory: its build context (for a Kamal app, the directory its config belongs to)."""
+        return self.project_dir / self.cfg.builder.context
 
     def target(self, host: str) -> SSHTarget:
         """How to reach `host`: the stack's `shipyard:ssh`, paths relative to the project (as in `pulumi up`)."""
