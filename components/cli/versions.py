@@ -1,7 +1,4 @@
-"""`shipyard versions`: the versions each role keeps on each host (the running one and the stopped, retained ones
-a rollback can return to). `shipyard rollback VERSION`: redeploy a retained version - `shipyard:version` set to it
-and `pulumi up` through the Automation API; the image is reused (same tag, labels and source), nothing is built or
-pushed - then show the details."""
+"""`shipyard versions` and `shipyard rollback` (`VERSIONS`, `ROLLBACK`: each command's description)."""
 
 from __future__ import annotations
 
@@ -10,10 +7,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import hosts, naming
-from ..errors import StackError
+from ..errors import ConfigError, StackError
 from ..hosts import docker_errors
 from . import deploy, details, output
 from .stack import StackContext
+
+VERSIONS = ("`shipyard versions`: the versions each role keeps on each host (the running one and the stopped, "
+            "retained ones a rollback can return to).")
+ROLLBACK = ("`shipyard rollback VERSION`: redeploy a retained version - `shipyard:version` set to it and `pulumi up` "
+            "through the Automation API; the image is reused (same tag, labels and source), nothing is built or "
+            "pushed - then show the details.")
 
 
 def collect(ctx: StackContext) -> list[dict[str, Any]]:
@@ -52,6 +55,18 @@ def missing_for(rows: list[dict[str, Any]], wanted: dict[str, tuple[str, ...]], 
     return missing
 
 
+def resolve(rows: list[dict[str, Any]], given: str) -> str:
+    """The retained version `given` names (pure): itself, or - as Kamal users give a commit, whole or short - the
+    one version that is a prefix of it or that it is a prefix of (7 characters at least)."""
+    versions = list(dict.fromkeys(r["version"] for r in rows if r["version"]))
+    if given in versions:
+        return given
+    found = [v for v in versions if len(given) >= 7 and len(v) >= 7 and (given.startswith(v) or v.startswith(given))]
+    if len(found) > 1:
+        raise ConfigError("VERSION", f"{given} names several retained versions ({', '.join(found)}): give more of it")
+    return found[0] if found else given
+
+
 def show(ctx: StackContext, args: argparse.Namespace) -> int:
     rows = collect(ctx)
     if args.json:
@@ -71,8 +86,9 @@ def rollback(ctx: StackContext, args: argparse.Namespace) -> int:
                                    f"{cfg.promote.from_stack}, then deploy this stack")
     if not cfg.servers:
         raise StackError(ctx.name, "it runs accessories only, which have no versions to roll back to")
-    version = args.version
-    missing = missing_for(collect(ctx), {r: role.hosts for r, role in cfg.servers.items()}, version)
+    rows = collect(ctx)
+    version = resolve(rows, args.version)
+    missing = missing_for(rows, {r: role.hosts for r, role in cfg.servers.items()}, version)
     if missing:
         raise StackError(ctx.name, f"version {version} is not retained on {'; '.join(missing)}: see "
                                    f"`shipyard versions`")
@@ -90,10 +106,10 @@ def rollback(ctx: StackContext, args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("versions", parents=[common], help="retained versions per role and host",
-                       description=__doc__.split("\n")[0])
+                       description=VERSIONS)
     p.set_defaults(handler=show)
     p = sub.add_parser("rollback", parents=[common], help="redeploy a retained version (no build, no push)",
-                       description=__doc__)
+                       description=ROLLBACK)
     p.add_argument("version", metavar="VERSION")
     deploy.add_lock_wait(p)
     p.set_defaults(handler=rollback)

@@ -286,7 +286,8 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
     updates = shipyard(pair.dir, pair.env, "audit", "-s", "production", "--json").json()["updates"]
     assert updates and updates[0]["result"] == "succeeded"
     # a plain `pulumi up`: the Pulumi CLI records the project checkout's commit and author, which are not the app's
-    assert (updates[0]["via"], updates[0]["who"], updates[0]["version"]) == ("cli", None, None)
+    assert (updates[0]["via"], updates[0]["who"], updates[0]["version"], updates[0]["message"]) == (
+        "cli", None, None, None)
     assert "free" in shipyard(pair.dir, pair.env, "lock", "status", "-s", "staging").out
     # Kamal's aliases are shipyard subcommands
     assert "KAMAL_DESTINATION=production" in shipyard(pair.dir, pair.env, "whereami", "-s", "production").out
@@ -514,9 +515,10 @@ def test_a_rollout_serves_the_old_and_the_new_versions_assets_throughout(bench, 
 
 
 def test_deploy_and_rollback_of_a_kamal_backed_stack_move_every_role_and_fail_no_request(bench, pair, request):
-    """`shipyard deploy` of the app's next commit, then `shipyard rollback` to the one before, on a stack that only
-    names the Kamal file: the web and the job role both run the version asked for, a request loop through the
-    rollback sees no failure, audit records it, and production is untouched."""
+    """`shipyard deploy` of the app's next commit, then `shipyard rollback` to the one before (given as its whole
+    commit, as Kamal takes it), on a stack that only names the Kamal file: the web and the job role both run the
+    version asked for, a request loop through the rollback sees no failure, audit records it, and production is
+    untouched."""
     before = app_head(pair.dir)
     after = commit_app(pair.dir, "release.txt", f"the release after {before}\n")
     d = host_docker(bench.hosts[0])
@@ -528,8 +530,11 @@ def test_deploy_and_rollback_of_a_kamal_backed_stack_move_every_role_and_fail_no
     try:
         shipyard(pair.dir, pair.env, "deploy", "-s", "staging")
         assert running("staging") == {"web": after, "job": after}
+        # the commit as a Kamal user gives it (`kamal rollback <sha>`): whole
+        commit = subprocess.run(["git", "-C", str(pair.dir / "app"), "rev-parse", before], capture_output=True,
+                                text=True, check=True).stdout.strip()
         with requests_during(lambda: get(bench, "staging")) as seen:
-            shipyard(pair.dir, pair.env, "rollback", before, "-s", "staging")
+            shipyard(pair.dir, pair.env, "rollback", commit, "-s", "staging")
         assert running("staging") == {"web": before, "job": before}
         assert get(bench, "staging").startswith(f"service=kshop destination=staging version={before} ")
         failed = [s for s in seen if not (s[1] or "").startswith("service=kshop destination=staging ")]

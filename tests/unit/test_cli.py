@@ -3,6 +3,7 @@ history - tested with data, no Pulumi CLI, no host."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from datetime import datetime, timezone
 
@@ -89,9 +90,11 @@ def test_log_lines_survive_chunks_that_split_them():
 
 def test_exec_runs_a_new_container_with_the_running_ones_env_its_network_and_volumes():
     cfg = config.load(BASE, stack="staging")
+    name = execute.exec_name(cfg, "jobs")
+    assert re.fullmatch(r"shop-jobs-staging-exec-[0-9a-f]{6}", name)
     argv = execute.docker_argv(cfg, "jobs", "sha256:abc", "shop-jobs-staging-v2", ["bin/console"], reuse=False,
-                               interactive=True, env_file=".shipyard/shop-staging/exec-1.env")
-    assert argv == ["docker", "run", "--rm", "-it", "--network", "shop-staging", "--env-file",
+                               interactive=True, env_file=".shipyard/shop-staging/exec-1.env", name=name)
+    assert argv == ["docker", "run", "--rm", "--name", name, "-it", "--network", "shop-staging", "--env-file",
                     ".shipyard/shop-staging/exec-1.env", "-v", "shop-staging-data:/data:rw", "sha256:abc",
                     "bin/console"]
     assert execute.env_file_text(["A=1", "B=x y", "C=two\nlines"]) == b"A=1\nB=x y\n"
@@ -217,6 +220,13 @@ def test_audit_reads_who_and_what_from_shipyards_messages_and_falls_back_to_git(
     assert audit.audit_row(dirty)["version"] is None
     assert (audit.audit_row(update, app_checkout=False)["version"], audit.audit_row(update, False)["who"]) == (
         None, None)
+    # the message a plain `pulumi up` takes from the project's commit is not the app's either; one of the user's is
+    project = {**update, "message": "Project: tidy the README"}
+    assert audit.audit_row(project, False, frozenset({"Project: tidy the README"}))["message"] is None
+    assert audit.audit_row(project)["message"] == "Project: tidy the README"  # the app's own checkout
+    said = {**update, "message": "hotfix for the login page"}
+    assert audit.audit_row(said, False, frozenset({"Project: tidy the README"}))["message"] == \
+        "hotfix for the login page"
 
 
 def test_the_app_checkout_is_told_from_another(tmp_path):
@@ -227,6 +237,16 @@ def test_the_app_checkout_is_told_from_another(tmp_path):
     assert source.same_checkout(tmp_path / "project", tmp_path / "project" / "sub")
     assert not source.same_checkout(tmp_path / "project", tmp_path / "app")
     assert not source.same_checkout(tmp_path / "project", tmp_path / "nowhere")
+    subprocess.run([*git, "-C", str(tmp_path / "project"), "commit", "-q", "--allow-empty", "-m",
+                    "Tidy the README\n\nWhy it was untidy."], check=True)
+    head = subprocess.run(["git", "-C", str(tmp_path / "project"), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert source.commit_messages(tmp_path / "project", head) == ("Tidy the README\n\nWhy it was untidy.",
+                                                                  "Tidy the README")
+    assert source.commit_messages(tmp_path / "app", head) == ()  # no such commit there
+    # who deploys, as Kamal records it: git's user.name where the app is
+    subprocess.run(["git", "-C", str(tmp_path / "app"), "config", "user.name", "App Person"], check=True)
+    assert stack.performer(tmp_path / "app").startswith("App Person@")
 
 
 def test_proxy_routes_and_current_containers():
@@ -245,6 +265,20 @@ def test_rollback_needs_the_version_on_every_host_of_every_role():
             {"role": "web", "host": "h2", "version": "v2"}]
     assert versions.missing_for(rows, {"web": ("h1", "h2")}, "v2") == []
     assert versions.missing_for(rows, {"web": ("h1", "h2")}, "v1") == ["web@h2 (has v2)"]
+
+
+def test_rollback_takes_a_commit_as_kamal_users_give_it_whole_or_short():
+    rows = [{"role": "web", "host": "h1", "version": "f94ca6edcc1a"}, {"role": "web", "host": "h1",
+                                                                      "version": "0b1f2c3d4e5f"}]
+    full = "f94ca6edcc1a" + "2b" * 14
+    assert versions.resolve(rows, full) == "f94ca6edcc1a"  # `git rev-parse HEAD`, Kamal's version
+    assert versions.resolve(rows, "f94ca6e") == "f94ca6edcc1a"  # `git log --oneline`
+    assert versions.resolve(rows, "0b1f2c3d4e5f") == "0b1f2c3d4e5f"
+    assert versions.resolve(rows, "f94ca6") == "f94ca6"  # too short to name one: refused as not retained
+    assert versions.resolve(rows, "v9") == "v9"
+    twins = [*rows, {"role": "web", "host": "h1", "version": "f94ca6e99999"}]
+    with pytest.raises(ConfigError, match=r"^VERSION: f94ca6e names several retained versions"):
+        versions.resolve(twins, "f94ca6e")
 
 
 def test_lock_status_rows_name_each_holder_or_say_free():
