@@ -26,7 +26,10 @@ def _common() -> argparse.ArgumentParser:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="shipyard", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="shipyard", description=__doc__.split("\n\n")[0],
+                                 epilog="A stack's aliases (Kamal's `aliases`, or `shipyard:aliases`) are commands "
+                                        "too: `shipyard NAME [ARGS]` runs the alias NAME of the stack (-s/--stack, "
+                                        "default: the selected stack).")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common()
     for group in GROUPS:

@@ -1,7 +1,4 @@
-"""`shipyard accessory reboot NAME` (Kamal's `accessory reboot`): the accessory's container stopped and started
-again on each of its hosts - same container, same data. `shipyard prune` (Kamal's `prune all`): on every host of
-the destination, its stopped app containers beyond `retain_containers` per role, and its images no container of it
-uses, removed - as every rollout does; nothing of another destination is touched."""
+"""`shipyard accessory reboot` and `shipyard prune` (`REBOOT`, `PRUNE`: each command's description)."""
 
 from __future__ import annotations
 
@@ -18,6 +15,12 @@ from . import output
 from .stack import StackContext
 
 REBOOT_DEADLINE_S = 60
+
+REBOOT = ("`shipyard accessory reboot NAME` (Kamal's `accessory reboot`): the accessory's container stopped and "
+          "started again on each of its hosts - same container, same data.")
+PRUNE = ("`shipyard prune` (Kamal's `prune all`): on every host of the destination, its stopped app containers "
+         "beyond `retain_containers` per role, and its images no container of it uses, removed - as every rollout "
+         "does; nothing of another destination is touched.")
 
 
 def _labels(ctx: StackContext) -> dict[str, str]:
@@ -79,11 +82,11 @@ def prune(ctx: StackContext, args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("accessory", help="an accessory of the destination", description=__doc__)
+    p = sub.add_parser("accessory", help="an accessory of the destination", description=REBOOT)
     actions = p.add_subparsers(dest="accessory", metavar="ACTION", required=True)
     a = actions.add_parser("reboot", parents=[common], help="stop and start accessory NAME again (its data stays)")
     a.add_argument("name", metavar="NAME")
     a.set_defaults(handler=reboot)
     p = sub.add_parser("prune", parents=[common], help="remove containers beyond retention and unused images",
-                       description=__doc__)
+                       description=PRUNE)
     p.set_defaults(handler=prune)
