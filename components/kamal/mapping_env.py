@@ -46,7 +46,11 @@ class EnvMapping(MapperBase):
             self.refuse(path, self.blocked_message(key))
             return None
         if key not in self.secrets.values:
-            self.refuse(path, f"secret {key} is in none of {', '.join(self.secrets.names)}: add it there")
+            # the stack's own registry login wins over the file's (an accessory's has no such key)
+            alternative = f", or set it with `pulumi config set --secret --path 'shipyard:{path}' VALUE`" \
+                if path.startswith("registry.") else ""
+            self.refuse(path, f"secret {key} is in none of {', '.join(self.secrets.names)}: add it there"
+                              f"{alternative}")
             return None
         return self.secrets.values[key]
 

@@ -101,6 +101,11 @@ def test_an_empty_registry_password_is_refused_at_preview_naming_the_secret(tmp_
                                  "what it reads from before deploying"}
     assert load_app(tmp_path / "b", BASE_YML, files={".kamal/secrets-common": "REGISTRY_PASSWORD=$P\n"},
                     environ={"P": "pw"})["registry"]["password"] == "pw"
+    # in no secrets file: put it there, or give the stack its own (which wins over the file's)
+    assert refusals(tmp_path / "c", BASE_YML, files={".kamal/secrets-common": "OTHER=1\n"}) == {
+        "registry.password": "secret REGISTRY_PASSWORD is in none of .kamal/secrets-common, .kamal/secrets: add it "
+                             "there, or set it with `pulumi config set --secret --path 'shipyard:registry.password' "
+                             "VALUE`"}
 
 
 def test_deep_merge_merges_hashes_and_replaces_everything_else():
