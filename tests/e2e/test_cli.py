@@ -128,7 +128,10 @@ def test_exec_in_a_new_container_and_in_the_running_one(bench, ops):
                             cwd=ops.dir, env=ops.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "started"  # bounded by the command's own 300 s at most
-        assert any("-exec-" in n for c in d.containers() for n in c["Names"])
+        deadline, names = time.monotonic() + 10, []
+        while not any("-exec-" in n for n in names) and time.monotonic() < deadline:  # bounded: 10 s
+            names = [n for c in d.containers() for n in c["Names"]]
+        assert any("-exec-" in n for n in names), names
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
