@@ -118,6 +118,12 @@ class ImageProvider(ResourceProvider):
                 else:
                     news["reuse"] = (f"the image already built for version {news['labels'][naming.VERSION]} "
                                      f"({existing['Id'][:19]}), not the current checkout")
+                    # recorded as what that image was made from, not what the checkout holds now (a rollback from
+                    # a later commit): once the checkout holds that version's commit again, nothing differs
+                    made_from = (existing["Config"].get("Labels") or {}).get(naming.SOURCE_LABEL)
+                    if news.get("context_hash") and source.same_hash_kind(made_from, news["context_hash"]):
+                        news["context_hash"] = made_from
+                        news["labels"] = {**news["labels"], naming.SOURCE_LABEL: made_from}
         return CheckResult(news, failures)
 
     @staticmethod

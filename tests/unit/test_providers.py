@@ -445,6 +445,14 @@ def test_a_version_is_reused_whatever_the_checkout_but_never_rebuilt_with_other_
     client.inspect_image.return_value = {"Id": "sha256:v1", "Config": {"Labels": labels}, "RepoDigests": []}
     check = providers.ImageProvider().check({}, image_props(context_hash="sha256:new-checkout"))
     assert not check.failures and "already built for version v1" in check.inputs["reuse"]
+    # recorded as what it was made from: once the checkout holds v1's commit again, v1 is unchanged, not refused
+    assert check.inputs["context_hash"] == "sha256:old-checkout"
+    assert check.inputs["labels"]["shipyard.source"] == "sha256:old-checkout"
+    again = providers.ImageProvider().check({**check.inputs, "image_id": "sha256:v1", "hosts": ["h1"]},
+                                            image_props(context_hash="sha256:old-checkout",
+                                                        labels={**image_props()["labels"],
+                                                                "shipyard.source": "sha256:old-checkout"}))
+    assert not again.failures
     result = providers.ImageProvider().create(image_props(context_hash="sha256:new-checkout"))
     assert result.id == "sha256:v1"
     client.build.assert_not_called()
