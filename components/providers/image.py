@@ -89,11 +89,14 @@ class ImageProvider(ResourceProvider):
         news = {**news, "reuse": olds.get("reuse") if olds.get("tag") == news["tag"] else None}
         same = _comparable(olds, news)
         changed = [k for k in BUILD_INPUTS if olds and (olds.get(k) or None) != (same.get(k) or None)]
-        if news.get("pinned") and olds.get("tag") == news["tag"] and changed == ["context_hash"]:
+        if news.get("pinned") and olds.get("tag") == news["tag"] and "context_hash" in changed:
             # a pinned version is that build, reused whatever the checkout holds now: what it was made from stays
-            # recorded as it was, so nothing changes (other builder settings under it are still refused below)
-            news = {**news, **{k: olds.get(k) for k in ("context_hash", "context", "labels")}}
-            same, changed = _comparable(olds, news), []
+            # recorded as it was, so the checkout changes nothing (other builder settings under it are still
+            # refused below, named alone)
+            changed = [k for k in changed if k != "context_hash"]
+            if not changed:
+                news = {**news, **{k: olds.get(k) for k in ("context_hash", "context", "labels")}}
+                same = _comparable(olds, news)
         if not failures and olds.get("tag") == news["tag"] and changed and promote:
             # a promoting stack sets no version: the one it takes over is its source's
             built = "another promoted build" if olds.get("from_ref") else "a build of this destination's own"
