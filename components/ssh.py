@@ -96,8 +96,8 @@ def target_of(settings: Any, host: str, *, port: int | None = None, user: str | 
               base: Path | None = None, secrets: Mapping[str, str] | None = None) -> SSHTarget:
     """How `host` is reached with a stack's `ssh` settings (`configtypes.SSH`): `port`/`user` where the host has
     its own (a build host's login), relative paths against `base` where given, `key_data` (secret names) as the
-    keys `secrets` hold. With `config` (true: OpenSSH's
-    files; or the files named), what those files say of the host fills in what the stack leaves open - as Kamal
+    keys `secrets` hold. With `config` (true: OpenSSH's files; or the files named), what those files say of the
+    host fills in what the stack leaves open - as Kamal
     (Net::SSH) reads them: the host's HostName, IdentityFile (unless `keys`), ProxyJump or ProxyCommand (unless a
     proxy), IdentitiesOnly and UserKnownHostsFile (unless `known_hosts`). User and Port stay the stack's, as in
     Kamal, which always passes both."""
@@ -233,15 +233,11 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
                             key_filename=[os.path.expanduser(k) for k in t.keys] or None,
                             look_for_keys=not (t.keys or t.key_data or t.keys_only), allow_agent=not t.keys_only)
                 break
-            except paramiko.AuthenticationException:
+            except BaseException as exc:
                 ssh.close()
                 sock.close()
-                if n == len(pkeys) - 1:
+                if not isinstance(exc, paramiko.AuthenticationException) or n == len(pkeys) - 1:
                     raise
-            except BaseException:
-                ssh.close()
-                sock.close()
-                raise
     except paramiko.BadHostKeyException:
         raise HostKeyRejected(str(t), f"its SSH host key does not match the one in {shown}. If the host was "
                                       f"rebuilt, remove its old line from {shown} and add the new key; otherwise "

@@ -103,10 +103,9 @@ class BuildMapping(MapperBase):
 
     def key_data(self, value: str, path: str, i: int) -> str:
         """The secret holding one `ssh.key_data` key: as Kamal reads it, the secret of that name, else the key
-        itself (written inline, which Kamal deprecates), held as a secret of its own."""
-        stacked = self.stack.get("secrets") if isinstance(self.stack.get("secrets"), dict) else {}
-        if value in self.secrets.values or value in self.secrets.blocked or value in stacked \
-                or "PRIVATE KEY-----" not in value:
+        itself (written inline, which Kamal deprecates: a PEM header no secret's name has), held as a secret of its
+        own."""
+        if "PRIVATE KEY-----" not in value:
             self.needed.setdefault(value, (value, path))  # a missing one is refused with where to put it
             return value
         self.own_secrets[f"SSH_KEY_DATA_{i}"] = value

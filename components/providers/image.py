@@ -101,9 +101,9 @@ class ImageProvider(ResourceProvider):
             # a promoting stack sets no version: the one it takes over is its source's
             built = "another promoted build" if olds.get("from_ref") else "a build of this destination's own"
             failures.append(CheckFailure("promote", f"version {news['labels'][naming.VERSION]} already names "
-                                         f"{built}; a promotion takes stack {promote['stack']}'s build of a version this "
-                                         f"destination has not deployed: deploy a new commit to {promote['stack']} "
-                                         f"first, then this stack; nothing was changed"))
+                                         f"{built}; a promotion takes stack {promote['stack']}'s build of a "
+                                         f"version this destination has not deployed: deploy a new commit to "
+                                         f"{promote['stack']} first, then this stack; nothing was changed"))
         elif not failures and olds.get("tag") == news["tag"] and changed:
             failures.append(CheckFailure("tag", f"version {news['labels'][naming.VERSION]} already names a build "
                                          f"and {', '.join(changed)} changed: set a new version (`pulumi config set "
