@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -410,6 +411,64 @@ def busy_cpu_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+# The deploying side's processes, by what they are: their command lines as `pulumi` and `kamal` start them.
+PROCESS_KINDS = (("the plugin", "components.plugin"), ("the program", "pulumi-language-python-exec"),
+                 ("pip (the language host's package list)", " -m pip"), ("the Python language host",
+                 "pulumi-language-python"), ("the Pulumi CLI and engine", "pulumi "), ("Kamal", "bin/kamal"))
+
+
+class ProcessCpu:
+    """CPU seconds of the processes this one starts while it runs (and theirs, not the bench hosts' daemons it
+    started before), by kind (`PROCESS_KINDS`, else the program's name), from /proc every 50 ms: each process
+    counts as last seen, so one that lives under 50 ms is missed and one's last 50 ms may be."""
+
+    def __init__(self):
+        self.seen: dict[int, tuple[str, float]] = {}
+        self._before = {int(e.name) for e in os.scandir("/proc") if e.name.isdigit()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "ProcessCpu":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kind, secs in self.seen.values():
+            out[kind] = out.get(kind, 0.0) + secs
+        return out
+
+    def _run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            parents, cpu = {}, {}
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit() or int(entry.name) in self._before:
+                    continue
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                    parents[int(entry.name)] = int(fields[1])
+                    cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+            mine, grew = {os.getpid()}, True
+            while grew:
+                more = {pid for pid, ppid in parents.items() if ppid in mine} - mine
+                grew = bool(more)
+                mine |= more
+            for pid in mine - {os.getpid()}:
+                with contextlib.suppress(OSError):
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    cmd = b" ".join(argv).decode(errors="replace")
+                    kind = next((k for k, mark in PROCESS_KINDS if mark in cmd),
+                                os.path.basename(argv[0].decode(errors="replace")))
+                    self.seen[pid] = (self.seen.get(pid, (kind,))[0], cpu[pid])  # an exited one's is empty
+            if self._stop.wait(0.05):
+                return
+
+
 def run_tool(tool, hosts: list, tag: str, reps: int, results: dict, key: tuple, marks: dict) -> None:
     tool.begin(tag)
     r = results.setdefault(key, {p: [] for p in PHASES})
@@ -419,7 +478,9 @@ def run_tool(tool, hosts: list, tag: str, reps: int, results: dict, key: tuple, 
         version = f"v{i + 2}"
         marks.setdefault(key, []).append((version, time.time()))
         cpu, mine = busy_cpu_s(), deployer_cpu_s()
-        r["version change"].append(timed(lambda: tool.deploy(hosts, version)))
+        with ProcessCpu() as kinds:
+            r["version change"].append(timed(lambda: tool.deploy(hosts, version)))
+        r.setdefault("version change cpu by kind", []).append(kinds.by_kind())
         r.setdefault("version change cpu", []).append(busy_cpu_s() - cpu)
         r.setdefault("version change deployer cpu", []).append(deployer_cpu_s() - mine)
         marks[key][-1] += (time.time(),)
@@ -654,6 +715,20 @@ def main(argv: list[str] | None = None) -> int:
                 whole, mine = r.get("version change cpu", []), r.get("version change deployer cpu", [])
                 cells.append(f"{fmt(whole)} ({fmt(mine)})" if whole else "-")
             print(f"| {n} | {'local' if not lat else f'+{lat} ms'} | " + " | ".join(cells) + " |")
+
+    print("\nOf the deploying side's CPU seconds in a version change (the median run's), by process (sampled every "
+          "50 ms):\n")
+    for lat in latencies:
+        for n in counts:
+            for t in TOOLS[:2]:
+                r = results.get((t, n, lat), {})
+                runs, mine = r.get("version change cpu by kind", []), r.get("version change deployer cpu", [])
+                if not runs:
+                    continue
+                median = sorted(range(len(mine)), key=mine.__getitem__)[(len(mine) - 1) // 2]
+                parts = sorted(runs[median].items(), key=lambda kv: -kv[1])
+                print(f"- {t}, {n} host(s), {'local' if not lat else f'+{lat} ms'}: "
+                      + ", ".join(f"{kind} {secs:.2f}" for kind, secs in parts))
 
     records = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
     for key in [("ours", n, lat) for lat in latencies[:1] for n in (counts[0], counts[-1])]:
