@@ -1,5 +1,8 @@
-"""A typed Python SDK of the `shipyard` plugin, kept by hand (the plugin's schema is small; a generated one would
-need a package and version of its own): `Destination`, the component any Pulumi program declares. The program that
+"""A typed Python SDK of the `shipyard` plugin, kept by hand: `Destination`, the component any Pulumi program
+declares. (Generated, it would come from `pulumi package gen-sdk components/plugin/pulumi-resource-shipyard
+--language python`; the Python language host that `make setup` installs - the last release inside the Go SDK module,
+3.68 - predates SDK generation and answers `method GeneratePackage not implemented`. The schema types the component's
+inputs as the stack settings it takes, so a generated class would add little beyond this one.) The program that
 uses it names the plugin in its `Pulumi.yaml` (`plugins: providers: [{name: shipyard, path: <this repository>/
 components/plugin}]`) and has this repository on its Python path.
 
