@@ -26,6 +26,7 @@ from pulumi.runtime.proto import provider_pb2_grpc
 
 from .. import decisions
 from ..errors import DeployError
+from ..providers import rollout
 from . import schema
 
 VERSION = schema.VERSION
@@ -151,9 +152,11 @@ class Servicer(ProviderServicer):
                    props: Mapping[str, Any] | None = None) -> Any:
         """`fn(*args)` in the pool; a failure goes back to the engine as one message (`doing` what, to the
         resource of `props`)."""
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            return await loop.run_in_executor(self._pool, fn, *args)
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the engine as one message
+            await loop.run_in_executor(self._pool, rollout.abandon)  # the run fails: no rollout starts after it
             await context.abort(grpc.StatusCode.UNKNOWN, message(exc, doing, props))
 
     @staticmethod
@@ -194,6 +197,8 @@ class Servicer(ProviderServicer):
         olds.pop("__provider", None)
         news.pop("__provider", None)
         result = await self._run(context, self._provider(request.urn).check, olds, news)
+        if result.failures:  # as a failed operation: the run stops here
+            await asyncio.get_running_loop().run_in_executor(self._pool, rollout.abandon)
         return proto.CheckResponse(inputs=await wire(result.inputs or news, secret), failures=[
             proto.CheckFailure(property=f.property, reason=f.reason) for f in result.failures or []])
 

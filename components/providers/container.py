@@ -326,6 +326,9 @@ class ContainerProvider(ResourceProvider):
                     after_rollout(c, props, cid)
             except HostError:
                 pass  # it runs and is ready: the deploy is done; the next rollout or delete cleans up again
+        elif not standby(props):
+            from .rollout import made_ready  # (the rollout module imports this one)
+            made_ready(props, cid)  # ready, unrouted: its rollout's `start` takes it, or a failed run stops it
         return CreateResult(id_=cid, outs={**props, "container_id": cid})
 
     def _create(self, c, t: SSHTarget, props: dict[str, Any], role: list[dict[str, Any]], *,

@@ -13,10 +13,16 @@
 
 So when any role fails - a container that crashes, a health check that never passes - no role has moved: every
 route and every worker still runs the previous version. A proxied role's predecessor is stopped by its route's
-switch (`providers.proxy`); this is the one other place that retires containers."""
+switch (`providers.proxy`); this is the one other place that retires containers.
+
+When something fails before `start` (another role's create, another host's proxy), the engine starts no step after
+it, so no `start` comes: the proxied containers made ready in that run would run unrouted until the next `up`. The
+plugin process serves one run, so it keeps them (`made_ready`) until their `start` takes them, and a failed operation
+stops them (`abandon`), as a failed `start` does."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -26,7 +32,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from .. import decisions, hosts
 from ..errors import HostError
 from ..hosts import docker_errors
-from .base import label_filters, of_role, proxy_routes, stop_kamal, target
+from .base import label_filters, of_role, proxy_routes, service_of, stop_kamal, target
 from .resource import ShipyardResource
 from .container import after_rollout, clean_up_assets, prune_images, put_back, start_ready, stop_timeout
 
@@ -96,6 +102,56 @@ def _stop_unrouted(props: dict[str, Any], proxied: list[dict[str, Any]]) -> None
         pass
 
 
+class _Unstarted:
+    """This process's proxied containers of a rollout, ready and not yet taken by their `start` step: container ID
+    -> the container's props. Once an operation of the run has failed, no `start` comes, so they stop."""
+
+    def __init__(self) -> None:
+        self.ready: dict[str, dict[str, Any]] = {}
+        self.failed = False
+        self.guard = threading.Lock()
+
+    def made_ready(self, props: dict[str, Any], cid: str) -> None:
+        with self.guard:
+            if not self.failed:
+                self.ready[cid] = props
+                return
+        self._stop({cid: props})  # the run failed while it was made ready: its `start` never comes
+
+    def started(self, cids: list[str]) -> None:
+        with self.guard:
+            for cid in cids:
+                self.ready.pop(cid, None)
+
+    def abandon(self) -> None:
+        with self.guard:
+            self.failed = True
+            left, self.ready = self.ready, {}
+        self._stop(left)
+
+    @staticmethod
+    def _stop(containers: dict[str, dict[str, Any]]) -> None:
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for cid, props in containers.items():
+            key = (props["target"]["host"], props["owner"], props["destination"], service_of(props))
+            groups.setdefault(key, []).append({**props, "container_id": cid})
+        _on_hosts({"/".join(k): es for k, es in groups.items()}, lambda es: _stop_unrouted(es[0], es))
+
+
+UNSTARTED = _Unstarted()  # the process's: one plugin process serves one run
+
+
+def made_ready(props: dict[str, Any], cid: str) -> None:
+    """A rollout's proxied container `cid` is ready (its create is done): its `start` takes it, or it stops when
+    the run fails."""
+    UNSTARTED.made_ready(props, cid)
+
+
+def abandon() -> None:
+    """An operation of this run failed: no `start` comes, so the proxied containers made ready for one stop."""
+    UNSTARTED.abandon()
+
+
 class RolloutProvider(ResourceProvider):
     serialize_as_secret_always = False
     compared = ("ids", "containers")  # what its diff looks at: a preview names nothing else
@@ -129,6 +185,7 @@ class RolloutProvider(ResourceProvider):
     # -- start ----------------------------------------------------------------------------------------------------
 
     def _start(self, props: dict[str, Any]) -> None:
+        UNSTARTED.started([e["container_id"] for e in entries(props)])  # whatever happens now, this step's to handle
         groups = _by_host(entries(props))
         started: dict[str, list[tuple[dict[str, Any], list[str]]]] = {h: [] for h in groups}
 

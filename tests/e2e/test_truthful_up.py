@@ -212,7 +212,8 @@ def test_an_env_or_secret_change_goes_through_the_proxy_switch_and_drops_nothing
 def test_a_role_that_never_becomes_healthy_moves_no_other_role(bench, proj, capsys):
     """web (behind the proxy) and jobs (a worker) go together: the new web container never answers its health
     path, so the failed `up` leaves both roles on the previous version - the worker's new container was never
-    started, its old one never stopped - and the outputs still name what runs. The next `up` moves both."""
+    started, its old one never stopped - and the outputs still name what runs. So does a new worker that exits, and
+    a second proxied role that never becomes healthy. The next `up` moves both."""
     host = bench.hosts[0].address
 
     def cfg(version: str, path: str = "/up", worker: str = WORKER) -> dict[str, Any]:
@@ -243,12 +244,27 @@ def test_a_role_that_never_becomes_healthy_moves_no_other_role(bench, proj, caps
     one_line_failure(result.out)
     assert running() == {"unit-web-staging-v1", "unit-jobs-staging-v1"}
     assert "version=v1" in get(bench, "unit.test")
-    proj.set_config("staging", cfg("v3"))
+    # a second role behind the proxy, new in this version, never healthy: the new web container was made ready
+    # before it failed, and no rollout start comes after a failure - it is stopped, not left running unrouted
+    broken_api = cfg("v3")
+    broken_api["servers"]["api"] = {"hosts": [host], "proxy": {
+        "hosts": ["api.unit.test"], "healthcheck": {"path": "/never", "interval": 0.3, "timeout": 2},
+        "deploy_timeout": 4}}
+    proj.set_config("staging", broken_api)
+    with requests_during(lambda: get(bench, "unit.test")) as other_role:
+        result = proj.up("staging", check=False)
+    assert result.code != 0 and "unit-api-staging-v3 (role api) of destination staging did not become healthy" \
+        in result.out, result.out
+    one_line_failure(result.out)
+    assert running() == {"unit-web-staging-v1", "unit-jobs-staging-v1"}
+    assert "version=v1" in get(bench, "unit.test")
+    proj.set_config("staging", cfg("v4"))
     with requests_during(lambda: get(bench, "unit.test")) as after:
         proj.up("staging")
-    assert running() == {"unit-web-staging-v3", "unit-jobs-staging-v3"}
-    assert "version=v3" in get(bench, "unit.test")
-    for what, seen in (("failed up", failing), ("failed up, a worker exits", crashing), ("next up", after)):
+    assert running() == {"unit-web-staging-v4", "unit-jobs-staging-v4"}
+    assert "version=v4" in get(bench, "unit.test")
+    for what, seen in (("failed up", failing), ("failed up, a worker exits", crashing),
+                       ("failed up, another proxied role", other_role), ("next up", after)):
         results = ["destination=staging" in (answer or "") for _, answer in seen]
         with capsys.disabled():
             print(f"\n{what} across roles: {len(results)} requests, {results.count(False)} failed")

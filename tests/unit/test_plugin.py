@@ -14,7 +14,7 @@ from pulumi.runtime import proto, rpc
 
 from components.errors import HostError
 from components.plugin import schema, server
-from components.providers import Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
+from components.providers import Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume, rollout
 
 KINDS = {c.kind: c for c in (Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume)}
 
@@ -107,6 +107,7 @@ def test_diff_through_the_server_names_the_secret_key_and_the_replacement(mocker
 
 
 def test_check_keeps_unknowns_and_drops_the_serialized_provider_of_earlier_states(mocker):
+    mocker.patch.object(rollout, "abandon")
     seen = {}
 
     def check(olds, news):
@@ -119,9 +120,11 @@ def test_check_keeps_unknowns_and_drops_the_serialized_provider_of_earlier_state
     assert seen["olds"] == {"image": "sha256:a"} and seen["news"]["ports"] == ["80"]
     assert isinstance(seen["news"]["image"], Unknown)
     assert [(f.property, f.reason) for f in resp.failures] == [("ports", "port 80 is taken")]
+    rollout.abandon.assert_called_once_with()  # a refused input ends the run as a failed operation does
 
 
 def test_a_failed_operation_reaches_the_engine_as_one_line_and_a_bug_says_so(mocker):
+    mocker.patch.object(rollout, "abandon")
     provider = mocker.Mock()
     provider.create.side_effect = HostError("h1", "container shop-web did not become healthy within 8s")
     mocker.patch.object(schema, "provider_for", return_value=provider)
@@ -133,6 +136,8 @@ def test_a_failed_operation_reaches_the_engine_as_one_line_and_a_bug_says_so(moc
     with pytest.raises(RuntimeError):
         call("Create", proto.CreateRequest(urn=URN, properties=struct({"name": "shop-web"})), ctx)
     assert ctx.aborted[1].startswith("unexpected KeyError: 'registry_password' - this is a bug in shipyard")
+    # each failure ends the run: the proxied containers made ready for a rollout that never starts stop first
+    assert rollout.abandon.call_count == 2
 
 
 def test_create_gets_secrets_plain_and_returns_them_secret_and_the_plugin_has_no_preview_calls(mocker):

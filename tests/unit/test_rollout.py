@@ -220,3 +220,30 @@ def test_a_refresh_reads_a_worker_its_rollout_never_started_as_no_drift(daemons)
                                                    "Name": "/hello-jobs-staging-v2", "Image": "sha256:i2",
                                                    "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}}}
     assert providers.ContainerProvider().read("new", props).outs["running"] is False  # stopped since: drift
+
+
+def test_a_failed_run_stops_the_proxied_containers_made_ready_for_a_start_that_never_comes(daemons, mocker):
+    """Another role's create fails before the rollout's start: the engine runs nothing after it, so the new web
+    containers made ready in this run stop (kept), also one made ready after the failure; one its start took
+    already is that step's to handle, and what ran before runs on."""
+    clients, listing = daemons
+    listing["h1"] = [_listed("web1", "web", "v1", 1, "running"), _listed("web2", "web", "v2", 2, "running")]
+    listing["h2"] = [_listed("web3", "web", "v2", 2, "running"), _listed("web4", "web", "v2", 3, "running")]
+    mocker.patch.object(rollout, "proxy_routes", return_value={"hello-web-staging": {
+        "target": "hello-web-staging-v1:80"}})
+    for host in ("h1", "h2"):
+        def stop(cid, timeout, host=host):
+            next(i for i in listing[host] if i["Id"] == cid)["State"] = "exited"
+        hosts.client(SSHTarget.from_dict(_target(host))).stop.side_effect = stop
+
+    def props(host: str) -> dict:
+        return {"owner": OWNER, "destination": "staging", "labels": {**LABELS, "role": "web"}, "role": "web",
+                "target": _target(host), "name": "hello-web-staging-v2", "stop_timeout": None}
+    rollout.made_ready(props("h1"), "web2")
+    rollout.made_ready(props("h2"), "web4")
+    rollout.UNSTARTED.started(["web4"])  # its start runs: that step stops it if it fails
+    rollout.abandon()
+    assert {i["Id"]: i["State"] for i in listing["h1"] + listing["h2"]} == {
+        "web1": "running", "web2": "exited", "web3": "running", "web4": "running"}
+    rollout.made_ready(props("h2"), "web3")  # a create that finishes after the failure: no start comes for it
+    assert next(i for i in listing["h2"] if i["Id"] == "web3")["State"] == "exited"
