@@ -225,14 +225,17 @@ class ImageProvider(ResourceProvider):
                 return d
         raise DockerError(str(t), f"pushed {props['tag']} but the daemon reports no digest for {repo}")
 
-    def _ship(self, outs: dict[str, Any], to: list[dict[str, Any]]) -> list[str]:
-        """Make the image present (same ID, same tag) on each host of `to`, several hosts at a time; returns their
+    def _ship(self, outs: dict[str, Any], to: list[dict[str, Any]],
+              sources: list[dict[str, Any]] | None = None) -> list[str]:
+        """Make the image present (same ID, same tag) on each host of `to`, several hosts at a time, pulled from the
+        registry or else copied from the first of `sources` that has it (the build host by default); returns their
         names. Every host is tried; the first failure is raised after the others have finished."""
-        on_each(to, lambda t: self._ship_one(outs, t), SHIP_PARALLEL)
+        sources = sources or [outs["build_host"]]
+        on_each(to, lambda t: self._ship_one(outs, t, sources), SHIP_PARALLEL)
         return [h["host"] for h in to]
 
     @staticmethod
-    def _ship_one(outs: dict[str, Any], t: SSHTarget) -> None:
+    def _ship_one(outs: dict[str, Any], t: SSHTarget, sources: list[dict[str, Any]]) -> None:
         repo, _, tag = outs["tag"].rpartition(":")
         c = hosts.client(t)
         with docker_errors(t, f"shipping {outs['tag']}"):
@@ -244,8 +247,7 @@ class ImageProvider(ResourceProvider):
                 if error:
                     raise DockerError(str(t), f"pulling {outs['repo_digest']} failed: {error}")
             else:
-                source_target = target(outs, "build_host")
-                src = hosts.client(source_target)
+                src, source_target = _holder(outs, t, [s for s in sources if s["host"] != t.host])
                 with docker_errors(source_target, f"saving {outs['tag']}"):
                     for _ in c.load_image(src.get_image(outs["image_id"])):
                         pass
@@ -266,7 +268,11 @@ class ImageProvider(ResourceProvider):
         outs = {**news, "image_id": olds["image_id"], "repo_digest": olds.get("repo_digest")}
         present = set(olds.get("hosts") or [])
         outs["hosts"] = [h["host"] for h in news["ship_to"] if h["host"] in present]
-        outs["hosts"] += self._ship(outs, [h for h in news["ship_to"] if h["host"] not in present])
+        # copied from where it is: the build host it was built on, then the hosts it was shipped to (a destination
+        # moved to a new host has a new build host, which never had it)
+        had = {h["host"]: h for h in (olds["build_host"], *(h for h in olds.get("ship_to") or []
+                                                           if h["host"] in present))}
+        outs["hosts"] += self._ship(outs, [h for h in news["ship_to"] if h["host"] not in present], list(had.values()))
         outs["left_hosts"] = _left(olds, news)
         return UpdateResult(outs=outs)
 
@@ -325,6 +331,24 @@ class ImageProvider(ResourceProvider):
                            lock="images"), docker_errors(t, f"removing image {props['tag']}"):
                 for image in images:
                     remove_image(c, image["Id"], props)
+
+
+def _holder(outs: dict[str, Any], to: SSHTarget, sources: list[dict[str, Any]]) -> tuple[Any, SSHTarget]:
+    """The Docker client and target of the first of `sources` (SSH targets) that has the image, to copy it to `to`
+    from; one that cannot be reached is passed over."""
+    for held in sources:
+        t = SSHTarget.from_dict(held)
+        try:
+            with docker_errors(t, f"looking for {outs['tag']}"):
+                c = hosts.client(t)
+                if hosts.or_none(c.inspect_image, outs["image_id"]) is not None:
+                    return c, t
+        except HostError:
+            continue
+    where = ", ".join(s["host"] for s in sources) or "no host"
+    raise DockerError(str(to), f"image {outs['tag']} ({outs['image_id'][:19]}) is to be copied here, but no host it "
+                               f"was on ({where}) has it any more and no registry holds it: deploy a new version (it "
+                               f"is built again), or set a registry")
 
 
 def _left(olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""Promotion through a StackReference, a role on two hosts, a fleet of six, and config errors, with the real CLI on
-the bench."""
+"""Promotion through a StackReference, a role on two hosts, a destination moved to a new server, a fleet of six, and
+config errors, with the real CLI on the bench."""
 
 from __future__ import annotations
 
@@ -78,6 +78,35 @@ def test_a_role_on_two_hosts_without_a_registry(bench, proj):
     proj.run("destroy", "--yes", stack="staging")
     for h in bench.hosts[:2]:
         assert not host_docker(h).containers(all=True, filters={"label": "service=fleet"})
+
+
+def test_a_destination_moved_to_a_new_server_takes_its_image_along(bench, proj):
+    """The app's server is replaced (its address changes) and no registry is set: the new server is the build host
+    now and never had the image, so the image is copied from the old one - the same build, the same ID - and the
+    app answers there; the old server keeps nothing of the destination."""
+    old, new = (h.address for h in bench.hosts[2:4])
+
+    def cfg(host: str) -> dict:
+        return {"service": "moved", "image": "acme/moved", "builder": {"context": "app"},
+                "servers": {"web": {"hosts": [host], "ports": ["8113:80"]}}, "ssh": ssh_config(bench)}
+    proj.init("staging", cfg(old))
+    proj.up("staging")
+    built = proj.outputs("staging")
+    assert http_get(f"http://{old}:8113/").startswith("service=moved destination=staging")
+    try:
+        proj.set_config("staging", cfg(new))
+        proj.up("staging")
+        moved = proj.outputs("staging")
+        assert moved["image_id"] == built["image_id"] and moved["version"] == built["version"]
+        assert host_docker(bench.hosts[3]).inspect_image(built["image_id"])["RepoTags"] == [built["tag"]]
+        assert http_get(f"http://{new}:8113/").startswith(f"service=moved destination=staging "
+                                                           f"version={built['version']}")
+        assert not host_docker(bench.hosts[2]).containers(all=True, filters={"label": "service=moved"})
+        proj.run("preview", "--expect-no-changes", stack="staging")
+    finally:
+        proj.run("destroy", "--yes", stack="staging")
+    for h in bench.hosts[2:4]:
+        assert not host_docker(h).containers(all=True, filters={"label": "service=moved"})
 
 
 @pytest.mark.parametrize("config, message", [

@@ -534,6 +534,32 @@ def test_image_ships_to_every_host_and_a_failing_host_fails_the_step_after_the_o
     assert providers.ImageProvider()._ship(outs, []) == []
 
 
+def test_a_destination_moved_to_a_new_host_copies_its_image_from_where_it_is(mocker):
+    """The app moves from h1 to h2 (a replaced server) with no registry: h2 is now the build host too, and never
+    had the image - it is copied from h1, where it was built. When no host it was on has it any more, one line
+    says so and what to do."""
+    import docker.errors
+
+    from components.errors import DockerError
+    clients = {h: mocker.create_autospec(docker.APIClient, instance=True) for h in ("h1", "h2")}
+    clients["h1"].inspect_image.return_value = {"Id": "sha256:i"}
+    clients["h2"].inspect_image.side_effect = docker.errors.NotFound("no such image")
+    clients["h1"].get_image.return_value = iter([b"tar"])
+    clients["h2"].load_image.return_value = iter([])
+    mocker.patch("components.hosts.client", side_effect=lambda t: clients[t.host])
+    h2 = {**TARGET, "host": "h2"}
+    olds = {**image_props(), "image_id": "sha256:i", "repo_digest": "", "hosts": ["h1"]}
+    news = image_props(build_host=h2, ship_to=[h2])
+    out = providers.ImageProvider().update("sha256:i", olds, news).outs
+    assert out["hosts"] == ["h2"] and out["image_id"] == "sha256:i"
+    clients["h1"].get_image.assert_called_once_with("sha256:i")
+    clients["h2"].tag.assert_called_once_with("sha256:i", "acme/hello", "v1-staging")
+    clients["h1"].inspect_image.side_effect = docker.errors.NotFound("no such image")  # h1 pruned it meanwhile
+    with pytest.raises(DockerError, match="host h2: image acme/hello:v1-staging .* no host it was on \\(h1\\) has "
+                                          "it any more and no registry holds it: deploy a new version"):
+        providers.ImageProvider().update("sha256:i", olds, news)
+
+
 def test_a_build_shares_the_image_lock_and_a_rollout_prunes_only_when_no_build_runs(client, mocker):
     """Another destination's build may take this one's images as its cache: builds hold the host's image lock
     shared, removals exclusive - and a rollout's pruning skips (the next one prunes) rather than wait long."""
