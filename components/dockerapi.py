@@ -42,6 +42,9 @@ class _DockerOverSSH(BaseHTTPAdapter):
         self.pool_lock = threading.Lock()
 
     def get_connection(self, url, proxies=None):
+        transport = self.ssh.get_transport()
+        if transport is None or not transport.is_active():  # closed since (it broke): docker-py would try a new
+            raise requests.exceptions.ConnectionError("the SSH connection is closed")  # one of its own, host None
         with self.pool_lock:
             if self.pool is None:
                 self.pool = SSHConnectionPool(ssh_client=self.ssh, timeout=API_TIMEOUT_S, maxsize=MAX_CHANNELS)

@@ -158,3 +158,17 @@ def test_key_data_offers_each_key_held_as_a_secret_and_names_a_bad_one_by_its_pl
         ssh.connect(SSHTarget(host="h", key_data=(first, "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0\n")))
     assert "ssh.key_data[1] is not a private key in PEM or OpenSSH form" in str(err.value)
     assert "c2VjcmV0" not in str(err.value)
+
+
+def test_a_docker_call_on_a_connection_closed_since_is_a_broken_connection_not_a_bug(mocker):
+    """A Docker client taken while its SSH connection was up, called after that connection broke and was closed:
+    docker-py would open a connection of its own to host None (a TypeError); it is the broken connection it is."""
+    import requests
+
+    from components import dockerapi
+    closed = mocker.Mock()
+    closed.get_transport.return_value = None
+    with pytest.raises(requests.exceptions.ConnectionError) as raised:
+        dockerapi._DockerOverSSH(closed).get_connection("http+docker://ssh/v1.41/containers/json")
+    found = dockerapi.translate(SSHTarget(host="h1"), "listing containers", raised.value)
+    assert found.broken and str(found.error).startswith("host h1: the connection broke while listing containers")
