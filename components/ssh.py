@@ -224,13 +224,17 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
                                     else paramiko.RejectPolicy())
     shown = t.known_hosts or "~/.ssh/known_hosts"
     pkeys: list[paramiko.PKey | None] = [*_private_keys(t)] or [None]
+    # a key file that is not there is passed over (as OpenSSH and Kamal do), and named if the login then fails
+    files = [os.path.expanduser(k) for k in t.keys]
+    missing = [k for k, f in zip(t.keys, files) if not os.path.isfile(f)]
+    absent = f"; not on this machine: {', '.join(missing)} (ssh.keys)" if missing else ""
     try:
         for n, pkey in enumerate(pkeys):  # paramiko offers one key of its own: each of several is one attempt
             sock, ssh.via = _socket(t)
             try:
                 ssh.connect(hostname=t.address or t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S,
                             sock=sock, banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S, pkey=pkey,
-                            key_filename=[os.path.expanduser(k) for k in t.keys] or None,
+                            key_filename=[f for f in files if os.path.isfile(f)] or None,
                             look_for_keys=not (t.keys or t.key_data or t.keys_only), allow_agent=not t.keys_only)
                 break
             except BaseException as exc:
@@ -245,8 +249,11 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
     except paramiko.AuthenticationException as exc:
         keys = "ssh.keys and ssh.key_data" if t.key_data else "ssh.keys"
         raise AuthenticationFailed(str(t), f"SSH login as {t.user} was refused ({exc}): check ssh.user and "
-                                           f"{keys}") from None
+                                           f"{keys}{absent}") from None
     except paramiko.SSHException as exc:
+        if "No authentication methods available" in str(exc):  # no key to offer, no agent
+            raise AuthenticationFailed(str(t), f"no SSH key to log in as {t.user} with{absent}: set ssh.keys (or "
+                                               f"ssh.key_data), or load a key into the SSH agent") from None
         if "not found in known_hosts" in str(exc):
             raise HostKeyRejected(str(t), f"its SSH host key is not in {shown}: add it (ssh-keyscan, checked out "
                                           f"of band) or set ssh.host_key_policy to accept-new") from None

@@ -76,6 +76,15 @@ def test_unreachable_and_refused_logins_name_the_host(bench, tmp_path: Path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
     with pytest.raises(AuthenticationFailed, match=f"SSH login as {bench.hosts[0].user} was refused"):
         hosts.client(target(bench, 0, keys=(str(other_key),)))
+    # a key file that is not there is no network problem: it is passed over, and named when nothing else logs in
+    missing = str(tmp_path / "no-such-key")
+    with pytest.raises(AuthenticationFailed, match=rf"no SSH key to log in as {bench.hosts[0].user} with; not on "
+                                                   rf"this machine: {missing} \(ssh.keys\): set ssh.keys"):
+        hosts.client(target(bench, 0, keys=(missing,), keys_only=True))
+    with pytest.raises(AuthenticationFailed, match=rf"was refused .*: check ssh.user and ssh.keys; not on this "
+                                                   rf"machine: {missing} \(ssh.keys\)"):
+        hosts.client(target(bench, 0, keys=(missing, str(other_key)), keys_only=True))
+    hosts.client(target(bench, 0, keys=(missing, bench.identity_file), keys_only=True)).ping()
 
 
 def test_docker_errors_are_translated(bench):
