@@ -197,6 +197,7 @@ class _PathError(ValueError):
 
 
 KNOWN_KEYS = frozenset(Deploy.model_fields)
+INTERNAL_KEYS = frozenset({"kamal_app"})  # set from a Kamal config (`kamal`), never by hand
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -217,7 +218,7 @@ def _message(err: dict[str, Any]) -> str:
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
     if err["type"] == "extra_forbidden":
-        return "unknown key: check its spelling against the README's configuration reference"
+        return "unknown key: check its spelling against the configuration reference (docs/configuration.md)"
     if err["type"] == "missing":
         return "required, but not set"
     if err["type"] == "string_pattern_mismatch":
@@ -245,7 +246,7 @@ def load(raw: dict[str, Any], *, stack: str) -> Deploy:
     data = dict(raw)
     for key in data:
         if key not in KNOWN_KEYS:
-            raise ConfigError(key, f"unknown key: known keys are {', '.join(sorted(KNOWN_KEYS))}")
+            raise ConfigError(key, f"unknown key: known keys are {', '.join(sorted(KNOWN_KEYS - INTERNAL_KEYS))}")
     if "promote" in data:
         for key in ("builder", "version"):
             if key in data:

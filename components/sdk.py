@@ -27,8 +27,9 @@ TYPE = type_token("Destination")
 
 class Destination(pulumi.ComponentResource):
     """One destination of a service on its hosts. Every keyword is the stack setting of that name (`shipyard:<key>`
-    in a stack's config, documented in the README) and may be an output of another resource; `project_dir` is what
-    relative paths (build context, accessory files, hooks) are relative to, the program's directory by default."""
+    in a stack's config, documented in docs/configuration.md; all but `kamal`, which a stack alone reads) and may be
+    an output of another resource; `project_dir` is what relative paths (build context, accessory files, hooks) are
+    relative to, the program's directory by default."""
 
     service: pulumi.Output[str]
     destination: pulumi.Output[str]
@@ -43,7 +44,7 @@ class Destination(pulumi.ComponentResource):
     plan: pulumi.Output[str]
 
     def __init__(self, name: str, *, service: pulumi.Input[str], image: pulumi.Input[str],
-                 servers: pulumi.Input[Any], project_dir: pulumi.Input[str] | None = None,
+                 servers: pulumi.Input[Any] | None = None, project_dir: pulumi.Input[str] | None = None,
                  opts: pulumi.ResourceOptions | None = None, **settings: pulumi.Input[Any]):
         props = {"service": service, "image": image, "servers": servers, "project_dir": project_dir, **settings,
                  **{k: None for k in (*OUTPUTS, "plan") if k not in ("service", "destination")}}

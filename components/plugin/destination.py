@@ -26,12 +26,11 @@ TYPE = DESTINATION
 class Destination(pulumi.ComponentResource):
     def __init__(self, name: str, inputs: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
         super().__init__(TYPE, name, None, opts)
-        self._called = name
         settings = pulumi.Output.from_input(inputs)
         declared = settings.apply(self._declare)
         for key in program.OUTPUTS:  # none holds a secret: a secret input (a password) keeps none of them from view
             setattr(self, key, pulumi.Output.unsecret(declared.apply(lambda outs, k=key: outs[k])))
-        self.plan = pulumi.Output.from_input(_plan(name, settings, self))
+        self.plan = pulumi.Output.from_input(_plan(settings, self))
         self.register_outputs({k: getattr(self, k) for k in (*program.OUTPUTS, "plan")})
 
     def _declare(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -40,12 +39,18 @@ class Destination(pulumi.ComponentResource):
         try:
             return program.outputs(program.declare(raw, project_dir=project_dir, parent=self))
         except ConfigError as exc:  # the engine names the resource and the property
-            raise InputPropertyError(exc.path, f"destination {self._called}: {exc.message}") from None
+            raise InputPropertyError(exc.path, f"destination {_destination(raw)}: {exc.message}") from None
         except DeployError as exc:
-            raise pulumi.RunError(f"destination {self._called}: {exc}") from None
+            raise pulumi.RunError(f"destination {_destination(raw)}: {exc}") from None
 
 
-async def _plan(name: str, settings: pulumi.Output[dict[str, Any]], parent: pulumi.Resource) -> str:
+def _destination(raw: dict[str, Any]) -> str:
+    """The destination the inputs deploy: their `destination`, else the stack's name (as a stack's settings)."""
+    given = raw.get("destination")
+    return given if isinstance(given, str) and given else pulumi.get_stack()
+
+
+async def _plan(settings: pulumi.Output[dict[str, Any]], parent: pulumi.Resource) -> str:
     """One line: each role and accessory and where it goes, hosts not known yet said so (and logged, so a preview
     shows it)."""
     raw = await settings.future(with_unknowns=True) or {}
@@ -73,7 +78,7 @@ async def _plan(name: str, settings: pulumi.Output[dict[str, Any]], parent: pulu
         spec = spec if isinstance(spec, dict) else {}
         parts.append(f"accessory {acc} on {where(spec['hosts'] if 'hosts' in spec else [spec.get('host')])}")
     image = raw.get("image")
-    line = (f"destination {name}: {'image ' + image + ', ' if isinstance(image, str) else ''}"
+    line = (f"destination {_destination(raw)}: {'image ' + image + ', ' if isinstance(image, str) else ''}"
             f"{'; '.join(parts) or 'no servers'}")
     if unknown:
         pulumi.log.info(line, resource=parent)

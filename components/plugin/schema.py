@@ -103,7 +103,8 @@ def destination_schema() -> dict[str, Any]:
     the stack's outputs as outputs. (Imported here: the resource kinds' operations never need the program.)"""
     from .. import config
     from ..program import OUTPUTS
-    inputs = {k: {**ANY, "description": f"As the stack setting `shipyard:{k}`."} for k in sorted(config.KNOWN_KEYS)}
+    inputs = {k: {**ANY, "description": f"As the stack setting `shipyard:{k}`."} for k in sorted(config.KNOWN_KEYS)
+              if k not in config.INTERNAL_KEYS}
     inputs["project_dir"] = {**STR, "description": "What relative paths (build context, files, hooks) are relative "
                                                    "to; the program's directory by default."}
     inputs["secrets"] = {**inputs["secrets"], "secret": True}

@@ -34,6 +34,9 @@ def test_the_schema_has_every_kind_with_its_provider_secrets_and_the_alias_of_it
             assert key in res["properties"], (kind, key)
     assert doc["resources"]["shipyard:index:Container"]["inputProperties"]["target"]["$ref"] == \
         "#/types/shipyard:index:SshTarget"
+    # the component takes the settings a user writes: not what a Kamal config sets inside (`kamal_app`)
+    inputs = doc["resources"]["shipyard:index:Destination"]["inputProperties"]
+    assert {"service", "servers", "proxy", "ssh", "project_dir"} <= set(inputs) and "kamal_app" not in inputs
 
 
 def test_a_resource_type_resolves_to_its_provider_and_an_unknown_one_is_refused():
@@ -157,18 +160,22 @@ def test_create_gets_secrets_plain_and_returns_them_secret_and_the_plugin_has_no
     assert json.loads(call("GetSchema", proto.GetSchemaRequest()).schema)["name"] == "shipyard"
 
 
-def test_the_destination_says_in_one_line_what_goes_where():
+def test_the_destination_says_in_one_line_what_goes_where(mocker):
+    """Named as what it deploys: its `destination` input, else the stack (not the component's resource name)."""
     from pulumi import Output
 
     from components.plugin.destination import _plan
 
-    async def plan(name: str, settings: dict) -> str:
-        return await _plan(name, Output.from_input(settings), None)
-    assert asyncio.run(plan("staging", {
-        "image": "acme/shop", "servers": {"web": {"hosts": ["h1", "h2"]}, "jobs": ["h2"]},
-        "accessories": {"db": {"host": "h3"}, "cache": {"hosts": ["h1"]}}})) == \
+    async def outlined(settings: dict) -> str:
+        return await _plan(Output.from_input(settings), None)
+
+    def plan(settings: dict) -> str:
+        return asyncio.run(outlined(settings))
+    mocker.patch("pulumi.get_stack", return_value="staging")
+    assert plan({"image": "acme/shop", "servers": {"web": {"hosts": ["h1", "h2"]}, "jobs": ["h2"]},
+                 "accessories": {"db": {"host": "h3"}, "cache": {"hosts": ["h1"]}}}) == \
         "destination staging: image acme/shop, web on h1, h2; jobs on h2; accessory db on h3; accessory cache on h1"
-    assert asyncio.run(plan("review", {"image": "acme/shop", "servers": ["h1"]})) == \
+    assert plan({"image": "acme/shop", "servers": ["h1"], "destination": "review"}) == \
         "destination review: image acme/shop, web on h1"
 
 
