@@ -146,8 +146,9 @@ def test_a_bad_setting_from_a_program_is_one_line_naming_the_property(bench, tmp
     proj.run("stack", "init", "staging")
     out = proj.run("preview", stack="staging", check=False)
     assert not out.ok
-    assert "- property service with value \"Bad_Name\" has a problem: destination app: 'Bad_Name' is not allowed " \
-           "here" in out.out, out.out
+    # named as the destination it deploys (the stack's), not as the resource `app`
+    assert "- property service with value \"Bad_Name\" has a problem: destination staging: 'Bad_Name' is not " \
+           "allowed here" in out.out, out.out
     assert "Traceback" not in out.out and "Unexpected" not in out.out, out.out
 
 
