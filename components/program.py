@@ -7,6 +7,7 @@ the plugin's `shipyard:index:Destination` component (from a program's inputs).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +22,7 @@ from .service import DestinationService
 NAMESPACE = naming.PROJECT
 OUTPUTS = ("service", "destination", "version", "image_id", "repo_digest", "image_ref", "tag", "containers", "urls",
            "accessories", "owner")  # what a destination exports (`owner`: how `shipyard` finds its objects on hosts)
+PLUGIN_HEAD_START_S = 0.005  # for the plugin's registration to leave this process before the rest is declared
 
 
 def raw_config() -> dict[str, Any]:
@@ -40,10 +42,11 @@ def raw_config() -> dict[str, Any]:
     return out
 
 
-def declare(raw: Mapping[str, Any], *, project_dir: Path, parent: pulumi.Resource | None = None
-            ) -> DestinationService:
+def declare(raw: Mapping[str, Any], *, project_dir: Path, parent: pulumi.Resource | None = None,
+            later: bool = False) -> DestinationService:
     """The destination that settings `raw` (a stack's `shipyard:*` keys, without the namespace) describe, owned by
-    this stack. Raises DeployError (one line naming the key) for bad settings."""
+    this stack (`later`: its component and plugin only, the rest at its `declare()`). Raises DeployError (one line
+    naming the key) for bad settings."""
     stack, project, org = pulumi.get_stack(), pulumi.get_project(), pulumi.get_organization()
     # a Kamal config named by `kamal` is the base; the stack's own keys win over it
     cfg = kamal.load_stack(raw, stack=stack, project_dir=project_dir)
@@ -57,7 +60,8 @@ def declare(raw: Mapping[str, Any], *, project_dir: Path, parent: pulumi.Resourc
         promote = {"stack": cfg.promote.from_stack, **{k: ref.require_output(k) for k in (
             "version", "image_ref", "service", "tag")}}
     return DestinationService(f"{cfg.service}-{cfg.destination}", cfg, owner=naming.owner(project, stack),
-                              project_dir=project_dir, promote=promote, opts=pulumi.ResourceOptions(parent=parent))
+                              project_dir=project_dir, promote=promote, opts=pulumi.ResourceOptions(parent=parent),
+                              later=later)
 
 
 def outputs(svc: DestinationService) -> dict[str, Any]:
@@ -66,9 +70,19 @@ def outputs(svc: DestinationService) -> dict[str, Any]:
 
 
 def run(project_dir: Path) -> None:
+    """The stack's destination. Its component and plugin are declared first and the rest once their registration
+    has gone out: the engine starts the plugin (a process of its own) while this program declares the rest."""
     try:
-        svc = declare(raw_config(), project_dir=project_dir)
+        svc = declare(raw_config(), project_dir=project_dir, later=True)
     except DeployError as exc:
         raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
-    for key, value in outputs(svc).items():
-        pulumi.export(key, value)
+
+    async def rest() -> dict[str, Any]:
+        await svc.urn.future()  # the component is registered; its plugin's registration follows at once
+        await asyncio.sleep(PLUGIN_HEAD_START_S)
+        try:
+            svc.declare()
+        except DeployError as exc:
+            raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
+        return outputs(svc)
+    pulumi.run(rest)

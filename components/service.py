@@ -54,16 +54,24 @@ class DestinationService(pulumi.ComponentResource):
 
     def __init__(self, name: str, cfg: Deploy, *, owner: str, project_dir: Path,
                  promote: dict[str, Any] | None = None,
-                 opts: pulumi.ResourceOptions | None = None):
+                 opts: pulumi.ResourceOptions | None = None, later: bool = False):
         """`promote` holds the outputs of the stack this one promotes from (`stack`, and as Outputs `version`,
         `image_ref`, `service`, `tag`); without it the image is built from `cfg.builder`'s context at `cfg.version`
-        (default: the context's git commit)."""
+        (default: the context's git commit). `later`: only the component and its plugin now, the rest at
+        `declare()`."""
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
-        self._after: list[pulumi.Resource] = []  # the hooks every resource declared from here on waits for
-        self._plugin = plugin_provider(name, self)
+        self._promote = promote
         self.owner = owner  # the ownership label's value on every object of this destination
         self.cfg = cfg
+        self._after: list[pulumi.Resource] = []  # the hooks every resource declared from here on waits for
+        self._plugin = plugin_provider(name, self)
+        if not later:
+            self.declare()
+
+    def declare(self) -> None:
+        """Every resource of the destination, one walk over its plan."""
+        name, cfg, owner, project_dir, promote = self._name, self._cfg, self._owner, self._project_dir, self._promote
         # an app of accessories only (no role) builds no image and has no version of its own
         build = self._build_inputs(promote) if cfg.servers else None
         version: pulumi.Output[str] = build.pop("version") if build else pulumi.Output.from_input("-")
@@ -150,6 +158,7 @@ class DestinationService(pulumi.ComponentResource):
         self.register_outputs({"image_id": self.image_id, "repo_digest": self.repo_digest, "tag": self.tag,
                                "version": self.version, "containers": self.containers, "urls": self.urls,
                                "accessories": self.accessories})
+
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
