@@ -321,14 +321,14 @@ class StackContext:
         resource read back from its host (`pulumi refresh --clear-pending-creates`), and reported to `on_heal`.
         Safe here: a create that never finished left its container under a pending name - removed here, as no
         state knows it - and one that did left it under its final name, which the next create of that role takes
-        over. (While another
-        process updates the stack, its operations in flight show as pending too: the refresh then waits for the
-        stack's lock like the update.)"""
+        over. While another process updates the stack, its operations in flight show as pending too: once its
+        lock stopped the refresh, they are that process's, so this one waits for the lock and updates without a
+        refresh (had it been interrupted, the next deploy clears what it left)."""
         deadline = time.monotonic() + lock_wait
-        told = False
+        told = contended = False
         while True:
             try:
-                found = self.pending()
+                found = [] if contended else self.pending()
                 if found:
                     left = self.leftovers()  # listed before the refresh: nothing a later run creates
                     self.stack.refresh(clear_pending_creates=True, color="never", suppress_progress=True,
@@ -339,6 +339,7 @@ class StackContext:
                 return self.stack.up(message=message, on_output=on_output, color="never", suppress_progress=True,
                                      parallel=plan.engine_parallel(len(self.hosts()), os.cpu_count() or 1))
             except auto.ConcurrentUpdateError as exc:
+                contended = True
                 if time.monotonic() + LOCK_RETRY_S > deadline:
                     if lock_wait <= 0:
                         with pulumi_errors(self.name, "deploying"):

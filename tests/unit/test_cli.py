@@ -329,6 +329,31 @@ def test_an_interrupted_run_is_healed_before_the_deploy_and_its_pending_containe
     ctx.stack.up.assert_called_once()
 
 
+def test_a_deploy_that_waits_for_another_takes_its_operations_in_flight_for_its_and_refreshes_nothing(mocker):
+    """`shipyard deploy --lock-wait`, started while another deploy runs: what shows as pending is that deploy's
+    work in flight. Once its lock stopped the refresh, this one waits and updates - no refresh, even when the other
+    finishes just as this one looks again (it would add a refresh to the history, and read every host for
+    nothing)."""
+    from pulumi import automation as auto
+
+    from components.cli import stack as stack_module
+    from components.cli.stack import StackContext
+    ctx = StackContext.__new__(StackContext)
+    ctx.name = "staging"
+    ctx.stack = mocker.Mock()
+    mocker.patch.object(stack_module.time, "sleep")
+    mocker.patch.object(StackContext, "hosts", return_value=("h1",))
+    pending = mocker.patch.object(StackContext, "pending", return_value=["creating shop-staging-web@h1"])
+    mocker.patch.object(StackContext, "leftovers", return_value=[])
+    busy = auto.ConcurrentUpdateError(auto.CommandResult(stdout="", stderr="the stack is currently locked", code=1))
+    ctx.stack.refresh.side_effect = [busy]
+    ctx.stack.up.side_effect = [busy, mocker.sentinel.done]
+    assert ctx.up(message="m", lock_wait=60) is mocker.sentinel.done
+    ctx.stack.refresh.assert_called_once()  # the first look: it found the other deploy's lock
+    pending.assert_called_once()
+    assert ctx.stack.up.call_count == 2
+
+
 def test_maintenance_stops_every_proxied_route_or_one_roles_and_live_resumes(mocker):
     from types import SimpleNamespace
 
