@@ -228,14 +228,14 @@ class ImageProvider(ResourceProvider):
     def _ship(self, outs: dict[str, Any], to: list[dict[str, Any]],
               sources: list[dict[str, Any]] | None = None) -> list[str]:
         """Make the image present (same ID, same tag) on each host of `to`, several hosts at a time, pulled from the
-        registry or else copied from the first of `sources` that has it (the build host by default); returns their
-        names. Every host is tried; the first failure is raised after the others have finished."""
-        sources = sources or [outs["build_host"]]
+        registry or else copied from the build host, which has just built it (or, `sources`, from the first host it
+        was on that still has it); returns their names. Every host is tried; the first failure is raised after the
+        others have finished."""
         on_each(to, lambda t: self._ship_one(outs, t, sources), SHIP_PARALLEL)
         return [h["host"] for h in to]
 
     @staticmethod
-    def _ship_one(outs: dict[str, Any], t: SSHTarget, sources: list[dict[str, Any]]) -> None:
+    def _ship_one(outs: dict[str, Any], t: SSHTarget, sources: list[dict[str, Any]] | None) -> None:
         repo, _, tag = outs["tag"].rpartition(":")
         c = hosts.client(t)
         with docker_errors(t, f"shipping {outs['tag']}"):
@@ -247,7 +247,11 @@ class ImageProvider(ResourceProvider):
                 if error:
                     raise DockerError(str(t), f"pulling {outs['repo_digest']} failed: {error}")
             else:
-                src, source_target = _holder(outs, t, [s for s in sources if s["host"] != t.host])
+                if sources is None:  # the build host, which has just built it
+                    source_target = target(outs, "build_host")
+                    src = hosts.client(source_target)
+                else:
+                    src, source_target = _holder(outs, t, [s for s in sources if s["host"] != t.host])
                 with docker_errors(source_target, f"saving {outs['tag']}"):
                     for _ in c.load_image(src.get_image(outs["image_id"])):
                         pass
