@@ -159,7 +159,6 @@ class DestinationService(pulumi.ComponentResource):
                                "version": self.version, "containers": self.containers, "urls": self.urls,
                                "accessories": self.accessories})
 
-
     # -- helpers --------------------------------------------------------------------------------------------------
 
     def _target(self, host: str, *, build: bool = False) -> dict[str, Any] | pulumi.Output[dict[str, Any]]:

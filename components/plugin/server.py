@@ -156,8 +156,13 @@ class Servicer(ProviderServicer):
         try:
             return await loop.run_in_executor(self._pool, fn, *args)
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the engine as one message
-            await loop.run_in_executor(self._pool, rollout.abandon)  # the run fails: no rollout starts after it
+            await self._abandon()
             await context.abort(grpc.StatusCode.UNKNOWN, message(exc, doing, props))
+
+    async def _abandon(self) -> None:
+        """A failed operation (or a refused input) ends the run: no rollout starts after it
+        (`providers.rollout.abandon`)."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, rollout.abandon)
 
     @staticmethod
     def _provider(urn: str):
@@ -197,8 +202,8 @@ class Servicer(ProviderServicer):
         olds.pop("__provider", None)
         news.pop("__provider", None)
         result = await self._run(context, self._provider(request.urn).check, olds, news)
-        if result.failures:  # as a failed operation: the run stops here
-            await asyncio.get_running_loop().run_in_executor(self._pool, rollout.abandon)
+        if result.failures:
+            await self._abandon()
         return proto.CheckResponse(inputs=await wire(result.inputs or news, secret), failures=[
             proto.CheckFailure(property=f.property, reason=f.reason) for f in result.failures or []])
 
