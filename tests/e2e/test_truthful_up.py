@@ -221,43 +221,35 @@ def test_a_role_that_never_becomes_healthy_moves_no_other_role(bench, proj, caps
 
     def running() -> set[str]:
         return _running(bench, "unit")
+
+    def fails(config: dict[str, Any], says: str) -> list:
+        """A failed `up` of `config` that says `says` in one line and moves no role; the requests during it."""
+        proj.set_config("staging", config)
+        with requests_during(lambda: get(bench, "unit.test")) as seen:
+            result = proj.up("staging", check=False)
+        assert result.code != 0 and says in result.out, result.out
+        one_line_failure(result.out)
+        assert running() == {"unit-web-staging-v1", "unit-jobs-staging-v1"}
+        assert "version=v1" in get(bench, "unit.test")
+        return seen
     proj.init("staging", cfg("v1"))
     proj.up("staging")
     before = proj.outputs("staging")["containers"]
-    proj.set_config("staging", cfg("v2", path="/never"))
-    with requests_during(lambda: get(bench, "unit.test")) as failing:
-        result = proj.up("staging", check=False)
-    assert result.code != 0
-    assert f"host {host}: container unit-web-staging-v2 (role web) of destination staging did not become healthy" \
-        in result.out, result.out
-    one_line_failure(result.out)
-    assert running() == {"unit-web-staging-v1", "unit-jobs-staging-v1"}
+    failing = fails(cfg("v2", path="/never"),
+                    f"host {host}: container unit-web-staging-v2 (role web) of destination staging did not become "
+                    f"healthy")
     assert proj.outputs("staging")["containers"] == before
-    assert "version=v1" in get(bench, "unit.test")
     # the other way round: the new web container is healthy, the new worker exits - the web one is stopped again
     # (never routed), not left running beside the old one
-    proj.set_config("staging", cfg("v2", worker="echo cannot start; false"))
-    with requests_during(lambda: get(bench, "unit.test")) as crashing:
-        result = proj.up("staging", check=False)
-    assert result.code != 0 and "unit-jobs-staging-v2 (role jobs) of destination staging exited with code 1" \
-        in result.out, result.out
-    one_line_failure(result.out)
-    assert running() == {"unit-web-staging-v1", "unit-jobs-staging-v1"}
-    assert "version=v1" in get(bench, "unit.test")
+    crashing = fails(cfg("v2", worker="echo cannot start; false"),
+                     "unit-jobs-staging-v2 (role jobs) of destination staging exited with code 1")
     # a second role behind the proxy, new in this version, never healthy: the new web container was made ready
     # before it failed, and no rollout start comes after a failure - it is stopped, not left running unrouted
     broken_api = cfg("v3")
     broken_api["servers"]["api"] = {"hosts": [host], "proxy": {
         "hosts": ["api.unit.test"], "healthcheck": {"path": "/never", "interval": 0.3, "timeout": 2},
         "deploy_timeout": 4}}
-    proj.set_config("staging", broken_api)
-    with requests_during(lambda: get(bench, "unit.test")) as other_role:
-        result = proj.up("staging", check=False)
-    assert result.code != 0 and "unit-api-staging-v3 (role api) of destination staging did not become healthy" \
-        in result.out, result.out
-    one_line_failure(result.out)
-    assert running() == {"unit-web-staging-v1", "unit-jobs-staging-v1"}
-    assert "version=v1" in get(bench, "unit.test")
+    other_role = fails(broken_api, "unit-api-staging-v3 (role api) of destination staging did not become healthy")
     proj.set_config("staging", cfg("v4"))
     with requests_during(lambda: get(bench, "unit.test")) as after:
         proj.up("staging")
