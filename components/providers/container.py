@@ -449,10 +449,15 @@ class ContainerProvider(ResourceProvider):
             role = ours(c, props, role=props["role"])
             if any(i["Id"] == id_ for i in role):
                 seen = [decisions.Seen.from_list(i) for i in role]
-                # the route's switch retires what it served: a failed switch leaves the route on its container,
-                # and the engine may run this delete (pending from that run) before the route's next switch
-                serving = decisions.routed((proxy_routes(t) or {}).values(), seen) if props.get("proxy") else ()
-                actions = decisions.on_delete(seen, id_, int(props.get("retain") or 5), serving)
+                retain = int(props.get("retain") or 5)
+                actions = decisions.on_delete(seen, id_, retain)
+                running = {s.id for s in seen if s.running}
+                if props.get("proxy") and running & {*actions.stop, *actions.remove}:
+                    # the route's switch retires what it served: a failed switch leaves the route on its container
+                    # (running: a stopped one serves nothing), and the engine may run this delete (pending from
+                    # that run) before the route's next switch
+                    actions = decisions.on_delete(seen, id_, retain, decisions.routed(
+                        (proxy_routes(t) or {}).values(), seen))
                 carry_out(c, actions, stop_timeout(props), seen)
                 if id_ not in actions.remove:
                     return

@@ -379,6 +379,10 @@ def test_delete_leaves_running_a_container_a_route_still_targets(client, mocker)
     listing.reset_mock()
     providers.ContainerProvider().delete(v1, container_props())  # a role without a route asks no proxy
     listing.assert_not_called()
+    # stopped already (its route's switch stopped it): it serves nothing, so kamal-proxy is not asked either
+    client.containers.side_effect = daemon(_listed(v2, "v2", 20, True), _listed(v1, "v1", 10, False))
+    providers.ContainerProvider().delete(v1, proxied)
+    listing.assert_not_called()
 
 
 def test_delete_with_no_successor_removes_the_role_and_its_retained_versions(client):
