@@ -19,6 +19,7 @@ import shlex
 import socket
 import threading
 import time
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from .errors import DockerError, HostError, HostUnreachable, LockLost
@@ -39,6 +40,8 @@ _locks: dict[SSHTarget, threading.Lock] = {}
 _registry_lock = threading.Lock()
 _own_idle: dict[SSHTarget, list[paramiko.SSHClient]] = {}  # own connections no holder uses now, for the next one
 _own_busy: set[paramiko.SSHClient] = set()
+_ahead: dict[SSHTarget, Future] = {}  # connections being opened ahead of their first use (`open_ahead`)
+_own_ahead: dict[SSHTarget, Future] = {}  # own connections being opened ahead, for the next holder
 SFTP_WAIT_S = 60
 OWN_IDLE_MAX = 4  # idle own connections kept per host
 SESSION_RETRY_S = (0.05, 1.0)  # first and longest pause before asking sshd again for a session it refused
@@ -49,6 +52,52 @@ def connection(target: SSHTarget) -> Connection:
     host wait for each other while it connects."""
     with _registry_lock:
         lock = _locks.setdefault(target, threading.Lock())
+        ahead = _ahead.pop(target, None)
+    if ahead is not None:
+        ahead.result()  # opened ahead: its first user meets what opening it met, rather than waiting for a second try
+    return _open(target, lock)
+
+
+def open_ahead(targets: list[SSHTarget]) -> None:
+    """Start opening the connections to `targets` now, on threads of their own, for steps that need them only after
+    a long first part (the hosts an image ships to, while it builds): each host's shared connection, whose first
+    use waits for it and gets any error opening it met, and one of its own for the host lock a deploy takes there
+    (`own_connection`), kept idle for it."""
+    for target in targets:
+        with _registry_lock:
+            lock = _locks.setdefault(target, threading.Lock())
+            future: Future | None = None
+            if target not in _ahead and not (target in _connections and _connections[target].alive):
+                future = _ahead[target] = Future()
+            own = None
+            if not _own_idle.get(target) and target not in _own_ahead:
+                own = _own_ahead[target] = Future()
+        if future is not None:
+            threading.Thread(target=_open_into, args=(target, lock, future), daemon=True).start()
+        if own is not None:
+            threading.Thread(target=_idle_own, args=(target, own), daemon=True).start()
+
+
+def _open_into(target: SSHTarget, lock: threading.Lock, future: Future) -> None:
+    try:
+        _open(target, lock)
+        future.set_result(None)
+    except Exception as exc:  # noqa: BLE001 - handed to the first user of the connection
+        future.set_exception(exc)
+
+
+def _idle_own(target: SSHTarget, done: Future) -> None:
+    ssh = None
+    with contextlib.suppress(Exception):  # a holder that finds none connects, and meets the error itself
+        ssh = connect(target)
+    with _registry_lock:
+        _own_ahead.pop(target, None)
+        if ssh is not None:
+            _own_idle.setdefault(target, []).append(ssh)
+    done.set_result(None)
+
+
+def _open(target: SSHTarget, lock: threading.Lock) -> Connection:
     with lock:
         conn = _connections.get(target)
         if conn is not None and conn.alive:
@@ -72,11 +121,25 @@ def close_all() -> None:
     with _registry_lock:
         conns: list[Any] = list(_connections.values())
         _connections.clear()
+        _ahead.clear()
+        _own_ahead.clear()
         conns += [ssh for idle in _own_idle.values() for ssh in idle] + list(_own_busy)
         _own_idle.clear()
     for conn in conns:
         with contextlib.suppress(Exception):
             conn.close()
+
+
+def _idle(target: SSHTarget) -> paramiko.SSHClient | None:
+    """An idle own connection to `target` that still works, taken for a holder."""
+    with _registry_lock:
+        idle = _own_idle.get(target) or []
+        while idle:
+            candidate = idle.pop()
+            if _active(candidate):
+                return candidate
+            candidate.close()
+    return None
 
 
 def _active(ssh: paramiko.SSHClient) -> bool:
@@ -90,15 +153,13 @@ def own_connection(target: SSHTarget) -> Iterator[paramiko.SSHClient]:
     never shared with the Docker API, commands or another holder, so no error or reconnect elsewhere closes it.
     Afterwards it is kept for the next holder (connecting costs several round trips) unless it broke, or the block
     ended with the connection in doubt."""
-    ssh = None
-    with _registry_lock:
-        idle = _own_idle.get(target) or []
-        while idle and ssh is None:
-            candidate = idle.pop()
-            if _active(candidate):
-                ssh = candidate
-            else:
-                candidate.close()
+    ssh = _idle(target)
+    if ssh is None:
+        with _registry_lock:
+            ahead = _own_ahead.get(target)
+        if ahead is not None:  # one is being opened ahead: waited for rather than opened twice
+            ahead.result()
+            ssh = _idle(target)
     if ssh is None:
         ssh = connect(target)
     with _registry_lock:

@@ -30,7 +30,9 @@ REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_t
 UPDATE = ("ship_to", "registry_username")
 # what a build is made of
 BUILD_INPUTS = ("context_hash", "dockerfile", "build_args", "build_target", "build_platform", "from_ref")
-SHIP_PARALLEL = 8  # hosts pulling at once: the registry and the build host's uplink are shared
+# hosts shipped to at once: pulling from the registry (each host's own download, as Kamal pulls on every host at
+# once), or copying from a host that has it (its uplink is shared)
+PULL_PARALLEL, COPY_PARALLEL = 32, 8
 
 
 def auth(props: dict[str, Any]) -> dict[str, str]:
@@ -143,6 +145,8 @@ class ImageProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         t = target(props, "build_host")
+        # the hosts it ships to are connected to while it builds, and the build host for its lock
+        hosts.open_ahead([t, *(SSHTarget.from_dict(h) for h in props["ship_to"] if h["host"] != t.host)])
         c = hosts.client(t)
         tag = props["tag"]
         existing = self._existing(props)
@@ -231,7 +235,8 @@ class ImageProvider(ResourceProvider):
         registry or else copied from the build host, which has just built it (or, `sources`, from the first host it
         was on that still has it); returns their names. Every host is tried; the first failure is raised after the
         others have finished."""
-        on_each(to, lambda t: self._ship_one(outs, t, sources), SHIP_PARALLEL)
+        on_each(to, lambda t: self._ship_one(outs, t, sources), PULL_PARALLEL if outs.get("repo_digest")
+                else COPY_PARALLEL)
         return [h["host"] for h in to]
 
     @staticmethod

@@ -13,7 +13,7 @@ import pytest
 from components import hostlock, hosts, ssh
 from components.configtypes import SSH
 from components.errors import AuthenticationFailed, ConfigError, HostError, HostUnreachable
-from components.hosts import SSHTarget
+from components.hosts import SSHTarget, open_ahead  # the real one (conftest: no test opens connections ahead)
 
 T = SSHTarget(host="h1")
 
@@ -172,3 +172,42 @@ def test_a_docker_call_on_a_connection_closed_since_is_a_broken_connection_not_a
         dockerapi._DockerOverSSH(closed).get_connection("http+docker://ssh/v1.41/containers/json")
     found = dockerapi.translate(SSHTarget(host="h1"), "listing containers", raised.value)
     assert found.broken and str(found.error).startswith("host h1: the connection broke while listing containers")
+
+
+def test_a_connection_opened_ahead_is_the_one_its_user_gets_and_so_is_its_error(mocker):
+    """An image's ship hosts are connected to while it builds: the first user of each gets that connection, or the
+    error opening it met, without connecting a second time."""
+    opened = []
+
+    class Fake:
+        alive = True
+
+        def __init__(self, target):
+            if target.host == "down":
+                raise HostUnreachable("down", "cannot connect to SSH port 22: timed out")
+            opened.append(target.host)
+
+    def own(target):  # the host lock's connection
+        if target.host == "down":
+            raise HostUnreachable("down", "cannot connect to SSH port 22: timed out")
+        return mocker.create_autospec(paramiko.SSHClient, instance=True)
+
+    mocker.patch("components.dockerapi.Connection", Fake)
+    mocker.patch("components.hosts.connect", side_effect=own)
+    mocker.patch.dict(hosts._connections, clear=True)
+    mocker.patch.dict(hosts._own_idle, clear=True)
+    up, down = SSHTarget(host="up"), SSHTarget(host="down")
+    open_ahead([up, down])
+    assert hosts.connection(up) is hosts.connection(up)
+    with pytest.raises(HostUnreachable, match="down"):
+        hosts.connection(down)
+    assert opened == ["up"]
+    open_ahead([up])  # open already: nothing to do
+    assert opened == ["up"] and not hosts._ahead
+    # the host lock's own connection, opened ahead on a thread of its own: the first holder waits for it rather
+    # than opening another
+    mocker.patch("components.hosts._active", return_value=True)
+    with hosts.own_connection(up):
+        pass
+    assert [c.args[0].host for c in hosts.connect.call_args_list].count("up") == 1
+    assert not hosts._own_ahead
