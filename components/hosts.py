@@ -87,13 +87,16 @@ def _open_into(target: SSHTarget, lock: threading.Lock, future: Future) -> None:
 
 
 def _idle_own(target: SSHTarget, done: Future) -> None:
-    ssh = None
-    with contextlib.suppress(Exception):  # a holder that finds none connects, and meets the error itself
+    try:
         ssh = connect(target)
+    except Exception as exc:  # noqa: BLE001 - handed to a holder waiting for it; a later one connects itself
+        with _registry_lock:
+            _own_ahead.pop(target, None)
+        done.set_exception(exc)
+        return
     with _registry_lock:
         _own_ahead.pop(target, None)
-        if ssh is not None:
-            _own_idle.setdefault(target, []).append(ssh)
+        _own_idle.setdefault(target, []).append(ssh)
     done.set_result(None)
 
 
@@ -157,7 +160,7 @@ def own_connection(target: SSHTarget) -> Iterator[paramiko.SSHClient]:
     if ssh is None:
         with _registry_lock:
             ahead = _own_ahead.get(target)
-        if ahead is not None:  # one is being opened ahead: waited for rather than opened twice
+        if ahead is not None:  # one is being opened ahead: waited for (and its error met) rather than opened twice
             ahead.result()
             ssh = _idle(target)
     if ssh is None:

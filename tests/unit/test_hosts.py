@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+from concurrent.futures import Future
 from pathlib import Path
 
 import paramiko
@@ -211,3 +212,10 @@ def test_a_connection_opened_ahead_is_the_one_its_user_gets_and_so_is_its_error(
         pass
     assert [c.args[0].host for c in hosts.connect.call_args_list].count("up") == 1
     assert not hosts._own_ahead
+    # one that failed fails the holder that waited for it; a holder after that connects itself
+    failed: Future = Future()
+    failed.set_exception(HostUnreachable("down", "cannot connect to SSH port 22: timed out"))
+    mocker.patch.dict(hosts._own_ahead, {down: failed})
+    with pytest.raises(HostUnreachable, match="down"):
+        with hosts.own_connection(down):
+            pass
