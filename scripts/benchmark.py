@@ -424,6 +424,7 @@ class ProcessCpu:
 
     def __init__(self):
         self.seen: dict[int, tuple[str, float]] = {}
+        self.own_cpu_s = 0.0  # this sampler's own, which the deploying side's CPU (this process's) must not count
         self._before = {int(e.name) for e in os.scandir("/proc") if e.name.isdigit()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -465,6 +466,7 @@ class ProcessCpu:
                     kind = next((k for k, mark in PROCESS_KINDS if mark in cmd),
                                 os.path.basename(argv[0].decode(errors="replace")))
                     self.seen[pid] = (self.seen.get(pid, (kind,))[0], cpu[pid])  # an exited one's is empty
+            self.own_cpu_s = time.thread_time()
             if self._stop.wait(0.05):
                 return
 
@@ -482,7 +484,7 @@ def run_tool(tool, hosts: list, tag: str, reps: int, results: dict, key: tuple, 
             r["version change"].append(timed(lambda: tool.deploy(hosts, version)))
         r.setdefault("version change cpu by kind", []).append(kinds.by_kind())
         r.setdefault("version change cpu", []).append(busy_cpu_s() - cpu)
-        r.setdefault("version change deployer cpu", []).append(deployer_cpu_s() - mine)
+        r.setdefault("version change deployer cpu", []).append(deployer_cpu_s() - mine - kinds.own_cpu_s)
         marks[key][-1] += (time.time(),)
     r["no-op"].append(timed(lambda: tool.noop(hosts, version)))
     if tool.preview is not None:
