@@ -8,7 +8,9 @@ the plugin's `shipyard:index:Destination` component (from a program's inputs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,6 +25,10 @@ NAMESPACE = naming.PROJECT
 OUTPUTS = ("service", "destination", "version", "image_id", "repo_digest", "image_ref", "tag", "containers", "urls",
            "accessories", "owner")  # what a destination exports (`owner`: how `shipyard` finds its objects on hosts)
 PLUGIN_HEAD_START_S = 0.005  # for the plugin's registration to leave this process before the rest is declared
+# The frames of its declaration each resource's state keeps (the SDK records the stack at every registration, and
+# the engine writes the whole state after every step): the SDK's own and this project's, not the event loop's and
+# the program runner's below them, which are the same for every resource.
+TRACE_FRAMES = 10
 
 
 def raw_config() -> dict[str, Any]:
@@ -69,6 +75,21 @@ def outputs(svc: DestinationService) -> dict[str, Any]:
     return {"service": cfg.service, "destination": cfg.destination, **{k: getattr(svc, k) for k in OUTPUTS[2:]}}
 
 
+@contextlib.contextmanager
+def _frames_kept(frames: int):
+    """Stacks extracted in this block (`traceback.extract_stack`, as the SDK's registration does) keep their
+    innermost `frames`. For this program's one thread: the limit is the interpreter's."""
+    before = getattr(sys, "tracebacklimit", None)
+    sys.tracebacklimit = frames
+    try:
+        yield
+    finally:
+        if before is None:
+            del sys.tracebacklimit
+        else:
+            sys.tracebacklimit = before
+
+
 def run(project_dir: Path) -> None:
     """The stack's destination. Its component and plugin are declared first and the rest once their registration
     has gone out: the engine starts the plugin (a process of its own) while this program declares the rest."""
@@ -81,7 +102,8 @@ def run(project_dir: Path) -> None:
         await svc.urn.future()  # the component is registered; its plugin's registration follows at once
         await asyncio.sleep(PLUGIN_HEAD_START_S)
         try:
-            svc.declare()
+            with _frames_kept(TRACE_FRAMES):
+                svc.declare()
         except DeployError as exc:
             raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
         return outputs(svc)

@@ -3,10 +3,8 @@ containers and routes on every host - declared in one walk over the destination'
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,11 +18,6 @@ from .kamal.erb import render_ruby
 from .providers import HOOKS, Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
 from .providers.resource import PACKAGE
 
-# The frames of its declaration each resource's state keeps (the SDK records the stack at every registration, and
-# the engine writes the whole state after every step): the SDK's own and this project's above `declare`, not the
-# event loop's and the program runner's below, which are the same for every resource.
-TRACE_FRAMES = 10
-
 
 def hooks_of(cfg: Deploy, project_dir: Path) -> dict[str, Path]:
     """The stack's hooks by name: the executables in its hooks directory named after one of Kamal's hooks."""
@@ -37,21 +30,6 @@ def hooks_of(cfg: Deploy, project_dir: Path) -> dict[str, Path]:
 def _digest(*parts: Any) -> str:
     """What a hook stands by, as a digest: it runs again when this changes."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
-
-
-@contextlib.contextmanager
-def _frames_kept(frames: int):
-    """Stacks extracted in this block (`traceback.extract_stack`, as the SDK's registration does) keep their
-    innermost `frames`."""
-    before = getattr(sys, "tracebacklimit", None)
-    sys.tracebacklimit = frames
-    try:
-        yield
-    finally:
-        if before is None:
-            del sys.tracebacklimit
-        else:
-            sys.tracebacklimit = before
 
 
 def plugin_provider(name: str, parent: pulumi.Resource) -> pulumi.ProviderResource:
@@ -92,11 +70,7 @@ class DestinationService(pulumi.ComponentResource):
             self.declare()
 
     def declare(self) -> None:
-        """Every resource of the destination, one walk over its plan; their recorded stacks cut to `TRACE_FRAMES`."""
-        with _frames_kept(TRACE_FRAMES):
-            self._declare()
-
-    def _declare(self) -> None:
+        """Every resource of the destination, one walk over its plan."""
         name, cfg, owner, project_dir, promote = self._name, self._cfg, self._owner, self._project_dir, self._promote
         # an app of accessories only (no role) builds no image and has no version of its own
         build = self._build_inputs(promote) if cfg.servers else None
