@@ -73,31 +73,32 @@ def open_ahead(targets: list[SSHTarget]) -> None:
             if not _own_idle.get(target) and target not in _own_ahead:
                 own = _own_ahead[target] = Future()
         if future is not None:
-            threading.Thread(target=_open_into, args=(target, lock, future), daemon=True).start()
+            _settle(future, _open, target, lock)
         if own is not None:
-            threading.Thread(target=_idle_own, args=(target, own), daemon=True).start()
+            _settle(own, _connect_idle, target)
 
 
-def _open_into(target: SSHTarget, lock: threading.Lock, future: Future) -> None:
-    try:
-        _open(target, lock)
-        future.set_result(None)
-    except Exception as exc:  # noqa: BLE001 - handed to the first user of the connection
-        future.set_exception(exc)
+def _settle(future: Future, fn: Callable[..., Any], *args: Any) -> None:
+    """`fn(*args)` on a thread of its own, its result or error handed to `future` (for whoever waits for it)."""
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - handed to the waiter
+            future.set_exception(exc)
+    threading.Thread(target=run, daemon=True).start()
 
 
-def _idle_own(target: SSHTarget, done: Future) -> None:
+def _connect_idle(target: SSHTarget) -> None:
+    """An own connection to `target` opened ahead, kept idle for the next holder (`own_connection`)."""
     try:
         ssh = connect(target)
-    except Exception as exc:  # noqa: BLE001 - handed to a holder waiting for it; a later one connects itself
+    except Exception:
         with _registry_lock:
-            _own_ahead.pop(target, None)
-        done.set_exception(exc)
-        return
+            _own_ahead.pop(target, None)  # a later holder connects itself
+        raise
     with _registry_lock:
         _own_ahead.pop(target, None)
         _own_idle.setdefault(target, []).append(ssh)
-    done.set_result(None)
 
 
 def _open(target: SSHTarget, lock: threading.Lock) -> Connection:
