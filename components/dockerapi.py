@@ -89,6 +89,9 @@ class Connection:
     def _api_client(adapter: _DockerOverSSH, version: str) -> docker.APIClient:
         # Start from a Unix socket client that is never used, then route every request over our adapter.
         c = docker.APIClient(base_url="unix:///nonexistent.sock", version=version, timeout=API_TIMEOUT_S)
+        # nothing of the deploying machine's environment applies to a request over SSH: no HTTP proxy, no .netrc;
+        # looking for them on every request was a tenth of the plugin's CPU
+        c.trust_env = False
         c.mount("http+docker://ssh", adapter)
         c.base_url = "http+docker://ssh"
         return c
