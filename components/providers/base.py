@@ -124,20 +124,24 @@ def auth_error(error: str) -> bool:
     return any(w in error.lower() for w in ("unauthorized", "authentication required", "denied"))
 
 
-def remove_image(c, image_id: str, props: dict[str, Any]) -> None:
-    """Remove one of this destination's images: its tags, then the image and its build parents. Never an image
+def remove_image(c, image: dict[str, Any], props: dict[str, Any]) -> None:
+    """Remove one of this destination's images (`image`: its entry in the daemon's image list - ID, tags, labels):
+    its tags, then the image and its build parents, unless removing its last tag took them already. Never an image
     whose labels say another stack or destination owns it; never one a container still uses."""
-    image = hosts.or_none(c.inspect_image, image_id)
-    if image is None or not owned(image["Config"].get("Labels"), props):
+    if not owned(image.get("Labels"), props):
         return
     try:
-        for ref in image.get("RepoTags") or []:
-            c.remove_image(ref)  # the last reference also deletes the image and its build parents
-        c.remove_image(image_id)
+        gone = False
+        for ref in [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]:
+            # the last reference also deletes the image and its build parents
+            answer = c.remove_image(ref)
+            gone = isinstance(answer, list) and any(a.get("Deleted") == image["Id"] for a in answer)
+        if not gone:
+            c.remove_image(image["Id"])
     except Exception as exc:
         # used by a container (409), gone with its last tag (404), or a build parent another destination's removal
         # took at the same moment: fine, unless this image is still there
-        if getattr(exc, "status_code", None) not in (404, 409) and hosts.or_none(c.inspect_image, image_id):
+        if getattr(exc, "status_code", None) not in (404, 409) and hosts.or_none(c.inspect_image, image["Id"]):
             raise
 
 

@@ -256,7 +256,7 @@ def prune_images(c, props: dict[str, Any], used: set[str]) -> None:
     the next rollout prunes. `props`: any of the destination's resources on the host (its target, labels and
     lock settings)."""
     # untagged ones are build parents: they go with the image they belong to
-    unused = [image["Id"] for image in c.images(filters={"label": label_filters(props)})
+    unused = [image for image in c.images(filters={"label": label_filters(props)})
               if [tag for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"]
               and image["Id"] not in used]
     if not unused:
@@ -264,8 +264,8 @@ def prune_images(c, props: dict[str, Any], used: set[str]) -> None:
     try:
         with host_lock(target(props), props, f"pruning images of {props['destination']}", lock="images",
                        timeout=PRUNE_WAIT_S):
-            for image_id in unused:
-                remove_image(c, image_id, props)
+            for image in unused:
+                remove_image(c, image, props)
     except LockTimeout:
         pass
 

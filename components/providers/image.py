@@ -339,7 +339,7 @@ class ImageProvider(ResourceProvider):
             with host_lock(t, props, f"removing the images of {props['tag'].rpartition(':')[0]}",
                            lock="images"), docker_errors(t, f"removing image {props['tag']}"):
                 for image in images:
-                    remove_image(c, image["Id"], props)
+                    remove_image(c, image, props)
 
 
 def _holder(outs: dict[str, Any], to: SSHTarget, sources: list[dict[str, Any]]) -> tuple[Any, SSHTarget]:

@@ -429,10 +429,8 @@ def test_image_diff_replaces_on_build_inputs_and_updates_on_new_hosts():
 
 
 def test_image_delete_leaves_other_destinations_images_alone(client):
-    client.images.return_value = [{"Id": "sha256:i"}]
-    client.inspect_image.return_value = {"Config": {"Labels": {"destination": "production",
-                                                               "shipyard.stack": "shipyard/production"}},
-                                         "RepoTags": ["acme/hello:v1-staging"]}
+    client.images.return_value = [{"Id": "sha256:i", "RepoTags": ["acme/hello:v1-staging"],
+                                   "Labels": {"destination": "production", "shipyard.stack": "shipyard/production"}}]
     providers.ImageProvider().delete("sha256:i", image_props())
     client.remove_image.assert_not_called()
 
@@ -580,15 +578,22 @@ def test_a_build_shares_the_image_lock_and_a_rollout_prunes_only_when_no_build_r
     assert held.call_args.kwargs["lock"] == "images" and held.call_args.kwargs["shared"] is True
 
     held.side_effect = hostlock.LockTimeout("h1", "busy")
-    client.images.return_value = [{"Id": "sha256:old", "RepoTags": ["acme/hello:v0-staging"]}]
+    client.images.return_value = [{"Id": "sha256:old", "RepoTags": ["acme/hello:v0-staging"], "Labels": OURS}]
     container.prune_images(client, container_props(), used=set())
     assert held.call_args.kwargs["lock"] == "images" and held.call_args.kwargs["shared"] is False
     client.remove_image.assert_not_called()
     held.side_effect = lambda *a, **kw: contextlib.nullcontext()
-    client.inspect_image.return_value = {"Id": "sha256:old", "Config": {"Labels": OURS},
-                                         "RepoTags": ["acme/hello:v0-staging"]}
+    # the image list's tags and labels decide: no inspect per image; a last tag whose removal deleted the image
+    # leaves nothing to remove by ID
+    client.remove_image.return_value = [{"Untagged": "acme/hello:v0-staging"}, {"Deleted": "sha256:old"}]
+    client.inspect_image.reset_mock()
     container.prune_images(client, container_props(), used=set())
-    client.remove_image.assert_any_call("acme/hello:v0-staging")
+    assert [c.args for c in client.remove_image.call_args_list] == [("acme/hello:v0-staging",)]
+    client.inspect_image.assert_not_called()
+    client.remove_image.reset_mock(return_value=True)
+    client.remove_image.return_value = [{"Untagged": "acme/hello:v0-staging"}]  # still held by a digest reference
+    container.prune_images(client, container_props(), used=set())
+    assert [c.args for c in client.remove_image.call_args_list] == [("acme/hello:v0-staging",), ("sha256:old",)]
 
 
 
@@ -597,7 +602,8 @@ def _image_hosts(mocker, **images_by_host):
     clients = {}
     for host, (images, used) in images_by_host.items():
         c = mocker.create_autospec(docker.APIClient, instance=True)
-        c.images.return_value = [{"Id": i, "RepoTags": [f"acme/hello:{i[-2:]}-staging"]} for i in images]
+        c.images.return_value = [{"Id": i, "RepoTags": [f"acme/hello:{i[-2:]}-staging"], "Labels": OURS}
+                                 for i in images]
         c.containers.return_value = [{"Id": f"c-{i}", "ImageID": i, "Labels": OURS} for i in used]
 
         def inspect_image(ref, images=images):
@@ -613,7 +619,9 @@ def _image_hosts(mocker, **images_by_host):
 
 
 def _removed(c) -> set[str]:
-    return {call.args[0] for call in c.remove_image.call_args_list}
+    """The images removed, by ID (a removal by tag, `acme/hello:v1-staging`, counts for `sha256:v1`)."""
+    refs = {call.args[0] for call in c.remove_image.call_args_list}
+    return {r if r.startswith("sha256:") else f"sha256:{r.split(':')[1].split('-')[0]}" for r in refs}
 
 
 def test_image_removal_visits_the_build_host_and_keeps_there_only_what_deploy_hosts_still_use(mocker):
