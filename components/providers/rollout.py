@@ -31,7 +31,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 
 from .. import decisions, hosts
 from ..errors import HostError
-from ..hosts import docker_errors
+from ..hosts import SSHTarget, docker_errors
 from .base import label_filters, of_role, proxy_routes, service_of, stop_kamal, target
 from .resource import ShipyardResource
 from .container import after_rollout, clean_up_assets, prune_images, put_back, start_ready, stop_timeout
@@ -174,7 +174,10 @@ class RolloutProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=props)  # what it did is on the containers and routes, each read there
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        pass  # a container's own delete removes it; nothing of the rollout's stays behind
+        """A container's own delete removes it; nothing of the rollout's stays behind. A destroy begins here (its
+        `retire` goes first): every host of the batch is connected to now, while the engine gets to their routes."""
+        hosts.open_ahead(list({e["target"]["host"]: SSHTarget.from_dict(e["target"])
+                               for e in props.get("containers") or []}.values()))
 
     def _run(self, props: dict[str, Any]) -> None:
         if props["step"] == "start":
