@@ -189,6 +189,17 @@ def test_a_rollout_recorded_with_its_ids_in_the_entries_is_the_same_rollout():
                                                                  _entry("h1", "web", "b", True)]
 
 
+def test_a_destroy_connects_to_every_host_of_the_rollout_as_it_begins(mocker):
+    """The rollout's delete is the first of a destroy: it starts each host's connections (once per host, however
+    many roles run there), and touches nothing on the hosts."""
+    ahead = mocker.patch("components.hosts.open_ahead")
+    client = mocker.patch("components.hosts.client")
+    providers.RolloutProvider().delete("x", _rollout("retire", _entry("h1", "jobs", "a"),
+                                                     _entry("h1", "web", "b", True), _entry("h2", "web", "c", True)))
+    assert ahead.call_args.args[0] == [SSHTarget.from_dict(_target("h1")), SSHTarget.from_dict(_target("h2"))]
+    client.assert_not_called()
+
+
 def test_a_replaced_worker_stays_running_while_its_successor_was_never_started(daemons):
     """The engine's pending delete of the previous worker after a rollout that failed in another role: the new one
     was only created, so the old one still does the work."""
