@@ -26,9 +26,10 @@ OUTPUTS = ("service", "destination", "version", "image_id", "repo_digest", "imag
            "accessories", "owner")  # what a destination exports (`owner`: how `shipyard` finds its objects on hosts)
 PLUGIN_HEAD_START_S = 0.005  # for the plugin's registration to leave this process before the rest is declared
 # The frames of its declaration each resource's state keeps (the SDK records the stack at every registration, and
-# the engine writes the whole state after every step): the SDK's own and this project's, not the event loop's and
-# the program runner's below them, which are the same for every resource.
-TRACE_FRAMES = 10
+# the engine writes the whole state after every step): of the innermost 7, the SDK's own registration takes 5 and
+# drops them, leaving the two that say where the resource was declared (`service.py`, or a resource class and the
+# line of `service.py` that made it) - not the walk, the program and the event loop below, the same for every one.
+TRACE_FRAMES = 7
 
 
 def raw_config() -> dict[str, Any]:
