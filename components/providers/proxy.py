@@ -354,12 +354,9 @@ class RouteProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         t = target(props)
         with host_lock(target(props), props, f"removing route {props['service']}", shared=True) as lock:
-            with docker_errors(t, f"inspecting {naming.PROXY_CONTAINER}"):
-                if _running(hosts.client(t)) is None:
-                    return  # no proxy, no route
             route = (proxy_routes(t) or {}).get(props["service"])
             if route is None:
-                return  # already gone
+                return  # already gone, or no proxy runs here (none answers): no route
             info = self._target_of(t, props, route) if "labels" in props else None
             if info is not None and not owned(info["Config"].get("Labels"), props):
                 return  # it serves someone else's container now (Kamal took the app back): theirs to keep
