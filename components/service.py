@@ -97,14 +97,16 @@ class DestinationService(pulumi.ComponentResource):
         networks = {h: self._network(shape, h) for h in shape.hosts}
         volumes = {h: [self._volume(h, v) for v in names] for h, names in shape.volumes.items()}
         lock = {"stack": owner, "timeout": cfg.lock_timeout}
+        # each after its host's network: the engine's destroy goes in waves from the resources nothing else depends
+        # on, so kamal-proxy is removed beside the containers (its route is gone by then), not after them
         proxies = {h: Proxy(f"{name}-proxy@{h}", {"target": self._target(h), "image": img, "lock": lock,
                                                   **({"run": shape.proxy_runs[h]} if h in shape.proxy_runs else {})},
-                            self._child()) for h, img in shape.proxies.items()}
+                            self._child(depends_on=[networks[h]])) for h, img in shape.proxies.items()}
         if proxy_hosts:
             self._after += self._hook("post-proxy-reboot", proxy_trigger, proxy_hosts, version,
                                       depends=list(proxies.values()))
         self._accessory_containers: dict[str, Container] = {}
-        accessories, accessory_resources = self._accessories(shape, networks, volumes, proxies)
+        accessories, accessory_resources = self._accessories(shape, networks, volumes)
         # accessories behind the proxy: a route each, switched once the accessory runs
         accessory_resources += [self._accessory_route(acc, proxies[acc.host], lock)
                                 for acc in shape.accessories if acc.proxy]
@@ -124,8 +126,11 @@ class DestinationService(pulumi.ComponentResource):
                 field = self._field(plans, i)
                 i += 1
                 assert image is not None  # a role's container runs the destination's image
+                # not the proxy: a container makes the `kamal` network where a new server lacks it, and only its
+                # route needs kamal-proxy running - so the proxy starts beside the containers, and a destroy removes
+                # it once the routes are gone, beside them
                 after = [image, *previous_batch, networks[spec.host], *volumes.get(spec.host, []),
-                         *accessory_resources] + ([proxies[spec.host]] if spec.proxy else [])
+                         *accessory_resources]
                 container = self._container(spec, field, image, shape.network, after)
                 created.append((spec, container))
                 containers.setdefault(spec.host, {})[spec.role] = {"name": container.name,
@@ -279,8 +284,7 @@ class DestinationService(pulumi.ComponentResource):
                       self._child(retain_on_delete=not self._cfg.delete_volumes_on_destroy))
 
     def _accessories(self, shape: plan.DestinationPlan, networks: dict[str, Network],
-                     volumes: dict[str, list[Volume]], proxies: dict[str, Proxy]
-                     ) -> tuple[dict[str, Any], list[pulumi.Resource]]:
+                     volumes: dict[str, list[Volume]]) -> tuple[dict[str, Any], list[pulumi.Resource]]:
         outputs: dict[str, dict[str, Any]] = {}
         resources: list[pulumi.Resource] = []
         for acc in shape.accessories:
@@ -299,8 +303,7 @@ class DestinationService(pulumi.ComponentResource):
                                 for d, remote, options in acc.directories],
                 "exclusive": True, "retain": 1, "proxy": None, "running": True, **self._host_shell(acc.env),
                 **self._run_settings(acc),
-            }, self._child(depends_on=[networks[acc.host], *volumes.get(acc.host, []),
-                                                 *([proxies[acc.host]] if acc.proxy else [])]))
+            }, self._child(depends_on=[networks[acc.host], *volumes.get(acc.host, [])]))
             resources.append(res)
             self._accessory_containers[acc.resource_name] = res
             outputs.setdefault(acc.accessory, {})[acc.host] = {

@@ -92,6 +92,28 @@ def find(c, name: str) -> dict[str, Any] | None:
     return named(c.containers(all=True, filters={"name": f"^/{name}$"}), name)
 
 
+def ensure_proxy_network(c) -> None:
+    """The `kamal` network, exactly one (Docker allows two of one name, which breaks every later lookup). Call it
+    under the exclusive host lock."""
+    if not [n for n in c.networks(names=[naming.PROXY_NETWORK]) if n["Name"] == naming.PROXY_NETWORK]:
+        c.create_network(naming.PROXY_NETWORK, driver="bridge")
+
+
+def on_proxy_network(c, t: SSHTarget, props: dict[str, Any], call: Callable[[], T]) -> T:
+    """`call()` (a container's create, or its connect to a network), which needs the `kamal` network: where the
+    host lacks it - a new server, before kamal-proxy first starts there (a destination's containers do not wait
+    for its proxy) - it is made under the exclusive host lock, and `call()` tried once more."""
+    import docker.errors
+    try:
+        return call()
+    except docker.errors.NotFound as exc:
+        if f"network {naming.PROXY_NETWORK} not found" not in str(exc).lower():
+            raise
+    with host_lock(t, props, f"creating the {naming.PROXY_NETWORK} network"):
+        ensure_proxy_network(c)
+    return call()
+
+
 def host_lock(t: SSHTarget, props: dict[str, Any], doing: str, *, shared: bool = False, lock: str = "host",
               timeout: float | None = None):
     """One of the host's locks (`hostlock.LOCKS`), taken for this stack: under its `lock` settings (stack name and

@@ -25,8 +25,8 @@ from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, ours, \
-    owned, proxy_routes, remove_image, target
+from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, \
+    on_proxy_network, ours, owned, proxy_routes, remove_image, target
 from .resource import ShipyardResource
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -347,13 +347,14 @@ class ContainerProvider(ResourceProvider):
         if props.get("network") and props.get("aliases"):
             networking = c.create_networking_config(
                 {props["network"]: c.create_endpoint_config(aliases=list(props["aliases"]))})
-        cid = c.create_container(image=self._image(c, t, props), name=naming.pending_name(props["name"], nonce()),
-                                 command=props.get("cmd") or None, environment=payloads.env_list(env),
-                                 labels=props["labels"], ports=exposed or None, host_config=host_config,
-                                 networking_config=networking, **container_options)["Id"]
+        image = self._image(c, t, props)
+        cid = on_proxy_network(c, t, props, lambda: c.create_container(
+            image=image, name=naming.pending_name(props["name"], nonce()), command=props.get("cmd") or None,
+            environment=payloads.env_list(env), labels=props["labels"], ports=exposed or None,
+            host_config=host_config, networking_config=networking, **container_options))["Id"]
         try:
             for extra in props.get("extra_networks") or []:
-                c.connect_container_to_network(cid, extra)
+                on_proxy_network(c, t, props, lambda: c.connect_container_to_network(cid, extra))
         except BaseException:
             put_back(t, props, cid, [], keep=False)
             raise

@@ -24,8 +24,8 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from .. import decisions, hosts, naming, payloads, source
 from ..errors import ConfigError, DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, find, host_lock, owned, proxy_routes, service_of, \
-    stop_kamal, target
+from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, host_lock, owned, \
+    proxy_routes, service_of, stop_kamal, target
 from .resource import ShipyardResource
 
 START_DEADLINE_S = 15
@@ -34,12 +34,6 @@ START_DEADLINE_S = 15
 def _running(c) -> dict[str, Any] | None:
     existing = find(c, naming.PROXY_CONTAINER)
     return existing if existing is not None and existing.get("State") == "running" else None
-
-
-def _ensure_network(c) -> None:
-    """The `kamal` network, exactly one (Docker allows two of one name, which breaks every later lookup)."""
-    if not [n for n in c.networks(names=[naming.PROXY_NETWORK]) if n["Name"] == naming.PROXY_NETWORK]:
-        c.create_network(naming.PROXY_NETWORK, driver="bridge")
 
 
 def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
@@ -67,7 +61,7 @@ def ensure_proxy(props: dict[str, Any], *, upgrade: bool) -> dict[str, Any]:
             ensure_image(c, t, props["image"], None, naming.PROXY_CONTAINER)
     with host_lock(target(props), props, f"starting {naming.PROXY_CONTAINER}") as lock:
         with docker_errors(t, f"starting {naming.PROXY_CONTAINER}"):
-            _ensure_network(c)
+            ensure_proxy_network(c)
             existing = find(c, naming.PROXY_CONTAINER)
             if keeps(existing):
                 if existing.get("State") != "running":

@@ -122,6 +122,10 @@ def test_a_rollout_is_one_unit_no_route_switches_before_every_role_is_ready(tmp_
             batch = {f"hello-staging-web@{host}", f"hello-staging-jobs@{host}"}
             assert batch <= set(AFTER[start])
             assert start in AFTER[f"hello-staging-web-route@{host}"]  # and so after every container of the batch
+            # only the route waits for kamal-proxy: it starts beside the containers, and goes beside them
+            assert f"hello-staging-proxy@{host}" in AFTER[f"hello-staging-web-route@{host}"]
+            assert not {f"hello-staging-proxy@{host}"} & {*AFTER[f"hello-staging-web@{host}"],
+                                                         *AFTER[f"hello-staging-jobs@{host}"]}
             assert {start, f"hello-staging-web-route@{host}"} <= set(AFTER[retire])
             assert (props[start]["step"], props[retire]["step"]) == ("start", "retire")
             assert props[f"hello-staging-jobs@{host}"]["rollout"] and props[f"hello-staging-web@{host}"]["rollout"]

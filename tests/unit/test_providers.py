@@ -87,6 +87,25 @@ def test_create_pins_the_image_id_starts_under_a_pending_name_then_takes_the_rea
     assert result.id == "new" * 8
 
 
+def test_a_container_on_a_new_server_makes_the_kamal_network_its_proxy_has_not_made_yet(client, mocker):
+    """A destination's containers do not wait for its kamal-proxy: on a host without the `kamal` network, the
+    container's create makes it (under the exclusive host lock, as the proxy's own start does), then goes on; any
+    other missing thing is the daemon's error as it was."""
+    from components import hostlock
+    client.create_container.side_effect = [docker.errors.NotFound("network kamal not found"), {"Id": "new" * 8}]
+    client.connect_container_to_network.side_effect = [docker.errors.NotFound("network kamal not found"), None]
+    client.networks.return_value = []
+    props = container_props(network="kamal", extra_networks=["kamal"], ports=[])
+    assert providers.ContainerProvider().create(props).id == "new" * 8
+    assert client.create_network.call_args_list == [mocker.call("kamal", driver="bridge")] * 2
+    assert client.create_container.call_count == 2 and client.connect_container_to_network.call_count == 2
+    assert not any(c.kwargs.get("shared") for c in hostlock.held.call_args_list)
+    client.create_container.side_effect = docker.errors.NotFound("No such image: sha256:aaa")
+    with pytest.raises(DockerError, match="No such image"):
+        providers.ContainerProvider().create(props)
+    assert client.create_network.call_count == 2
+
+
 def test_a_kamal_apps_shell_expansions_are_the_hosts_and_nothing_else_is(client, mocker):
     """Kamal's `docker run --env A="${HOME}/x"` is expanded by the host's shell: so are these values, there; a `$`
     without braces, backticks and quotes stay as written; secrets are never sent to the shell."""
