@@ -95,22 +95,33 @@ def find(c, name: str) -> dict[str, Any] | None:
 def ensure_proxy_network(c) -> None:
     """The `kamal` network, exactly one (Docker allows two of one name, which breaks every later lookup). Call it
     under the exclusive host lock."""
-    if not [n for n in c.networks(names=[naming.PROXY_NETWORK]) if n["Name"] == naming.PROXY_NETWORK]:
+    if not _has_proxy_network(c):
         c.create_network(naming.PROXY_NETWORK, driver="bridge")
 
 
+def _has_proxy_network(c) -> bool:
+    return any(n["Name"] == naming.PROXY_NETWORK for n in c.networks(names=[naming.PROXY_NETWORK]))
+
+
+def proxy_network(c, t: SSHTarget, props: dict[str, Any]) -> None:
+    """The `kamal` network for a container that joins it, made where the host lacks it - a new server, before
+    kamal-proxy first starts there (a destination's containers do not wait for its proxy) - under the exclusive
+    host lock."""
+    if not _has_proxy_network(c):
+        with host_lock(t, props, f"creating the {naming.PROXY_NETWORK} network"):
+            ensure_proxy_network(c)
+
+
 def on_proxy_network(c, t: SSHTarget, props: dict[str, Any], call: Callable[[], T]) -> T:
-    """`call()` (a container's create, or its connect to a network), which needs the `kamal` network: where the
-    host lacks it - a new server, before kamal-proxy first starts there (a destination's containers do not wait
-    for its proxy) - it is made under the exclusive host lock, and `call()` tried once more."""
+    """`call()`, a container's create on the `kamal` network: where the host lacks it (the daemon refuses the
+    create), it is made (`proxy_network`) and `call()` tried once more. Free where the network exists."""
     import docker.errors
     try:
         return call()
     except docker.errors.NotFound as exc:
         if f"network {naming.PROXY_NETWORK} not found" not in str(exc).lower():
             raise
-    with host_lock(t, props, f"creating the {naming.PROXY_NETWORK} network"):
-        ensure_proxy_network(c)
+    proxy_network(c, t, props)
     return call()
 
 

@@ -26,7 +26,7 @@ from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflic
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, \
-    on_proxy_network, ours, owned, proxy_routes, remove_image, target
+    on_proxy_network, ours, owned, proxy_network, proxy_routes, remove_image, target
 from .resource import ShipyardResource
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -353,8 +353,10 @@ class ContainerProvider(ResourceProvider):
             environment=payloads.env_list(env), labels=props["labels"], ports=exposed or None,
             host_config=host_config, networking_config=networking, **container_options))["Id"]
         try:
+            if naming.PROXY_NETWORK in (props.get("extra_networks") or []):
+                proxy_network(c, t, props)  # a created container's connect takes a missing network; its start not
             for extra in props.get("extra_networks") or []:
-                on_proxy_network(c, t, props, lambda: c.connect_container_to_network(cid, extra))
+                c.connect_container_to_network(cid, extra)
         except BaseException:
             put_back(t, props, cid, [], keep=False)
             raise

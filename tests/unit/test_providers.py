@@ -93,17 +93,26 @@ def test_a_container_on_a_new_server_makes_the_kamal_network_its_proxy_has_not_m
     other missing thing is the daemon's error as it was."""
     from components import hostlock
     client.create_container.side_effect = [docker.errors.NotFound("network kamal not found"), {"Id": "new" * 8}]
-    client.connect_container_to_network.side_effect = [docker.errors.NotFound("network kamal not found"), None]
     client.networks.return_value = []
-    props = container_props(network="kamal", extra_networks=["kamal"], ports=[])
+    props = container_props(network="kamal", ports=[])
     assert providers.ContainerProvider().create(props).id == "new" * 8
-    assert client.create_network.call_args_list == [mocker.call("kamal", driver="bridge")] * 2
-    assert client.create_container.call_count == 2 and client.connect_container_to_network.call_count == 2
+    assert client.create_network.call_args_list == [mocker.call("kamal", driver="bridge")]
+    assert client.create_container.call_count == 2
     assert not any(c.kwargs.get("shared") for c in hostlock.held.call_args_list)
+    # an accessory behind the proxy joins it as a further network: the daemon takes a connect to a missing network
+    # and fails the start, so the network is looked for first
+    client.create_container.side_effect = None
+    client.networks.return_value = []
+    accessory = container_props(network="shop-staging", extra_networks=["kamal"], ports=[])
+    client.networks.side_effect = lambda names: [] if client.create_network.call_count < 2 else [{"Name": "kamal"}]
+    providers.ContainerProvider().create(accessory)
+    assert client.create_network.call_count == 2
+    assert client.connect_container_to_network.call_args.args[1] == "kamal"
+    client.networks.side_effect = None
     client.create_container.side_effect = docker.errors.NotFound("No such image: sha256:aaa")
     with pytest.raises(DockerError, match="No such image"):
         providers.ContainerProvider().create(props)
-    assert client.create_network.call_count == 2
+    assert client.create_network.call_count == 2  # no third
 
 
 def test_a_kamal_apps_shell_expansions_are_the_hosts_and_nothing_else_is(client, mocker):
