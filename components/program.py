@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -91,9 +92,17 @@ def _frames_kept(frames: int):
             sys.tracebacklimit = before
 
 
+def _stopped(_signum: int, _frame: Any) -> None:
+    """The CLI stops the program with SIGINT once the run has failed (a hook, a host) or is cancelled, maybe while
+    it still declares: what it was declaring is moot, and the engine says why the run ended. So it exits at once,
+    never with a traceback of wherever it was."""
+    raise SystemExit(1)
+
+
 def run(project_dir: Path) -> None:
     """The stack's destination. Its component and plugin are declared first and the rest once their registration
     has gone out: the engine starts the plugin (a process of its own) while this program declares the rest."""
+    signal.signal(signal.SIGINT, _stopped)
     try:
         svc = declare(raw_config(), project_dir=project_dir, later=True)
     except DeployError as exc:
