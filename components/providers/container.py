@@ -354,7 +354,8 @@ class ContainerProvider(ResourceProvider):
             host_config=host_config, networking_config=networking, **container_options))["Id"]
         try:
             if naming.PROXY_NETWORK in (props.get("extra_networks") or []):
-                proxy_network(c, t, props)  # a created container's connect takes a missing network; its start not
+                # the daemon takes a created container's connect to a missing network, then fails its start
+                proxy_network(c, t, props)
             for extra in props.get("extra_networks") or []:
                 c.connect_container_to_network(cid, extra)
         except BaseException:
