@@ -12,7 +12,7 @@ export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 export PULUMI_PYTHON_CMD := $(CURDIR)/.venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup test unit demo demo-down bench-up bench-down benchmark faults
+.PHONY: setup test unit demo demo-down bench-up bench-down benchmark faults sdk
 
 setup:
 	@scripts/setup.sh
@@ -52,6 +52,10 @@ bench-down:
 
 # this project, Kamal 2.11 and the primitive floor side by side on the bench profile `bench` (run it on a quiet machine;
 # about 15 minutes on 2 cores); BENCHMARK_ARGS=--help for its options
+# The plugin's Python SDK (sdk/python), generated from its schema: run after changing the schema.
+sdk: setup
+	@scripts/gen-sdk.sh
+
 benchmark: setup
 	$(PY) scripts/benchmark.py $(BENCHMARK_ARGS)
 

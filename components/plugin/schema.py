@@ -8,8 +8,9 @@ owner's labels it leaves alone."""
 from __future__ import annotations
 
 import json
+import types
 from functools import cache
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 from ..providers import (ContainerProvider, HookProvider, ImageProvider, NetworkProvider, ProxyProvider,
                          RolloutProvider, RouteProvider, VolumeProvider)
@@ -23,7 +24,7 @@ PROVIDERS = {"Container": ContainerProvider, "Hook": HookProvider, "Image": Imag
              "Network": NetworkProvider, "Proxy": ProxyProvider, "ProxyRoute": RouteProvider,
              "Rollout": RolloutProvider, "Volume": VolumeProvider}
 
-STR, BOOL, NUM = {"type": "string"}, {"type": "boolean"}, {"type": "number"}
+STR, BOOL, NUM, INT = {"type": "string"}, {"type": "boolean"}, {"type": "number"}, {"type": "integer"}
 ANY = {"$ref": "pulumi.json#/Any"}
 STRMAP = {"type": "object", "additionalProperties": STR}
 STRLIST = {"type": "array", "items": STR}
@@ -103,17 +104,35 @@ def destination_schema() -> dict[str, Any]:
     the stack's outputs as outputs. (Imported here: the resource kinds' operations never need the program.)"""
     from .. import config
     from ..program import OUTPUTS
-    inputs = {k: {**ANY, "description": f"As the stack setting `shipyard:{k}`."} for k in sorted(config.KNOWN_KEYS)
-              if k not in config.INTERNAL_KEYS}
+    inputs = {k: {**_setting_type(config.Deploy.model_fields[k].annotation),
+                  "description": f"As the stack setting `shipyard:{k}`."}
+              for k in sorted(config.KNOWN_KEYS) if k not in config.INTERNAL_KEYS}
     inputs["project_dir"] = {**STR, "description": "What relative paths (build context, files, hooks) are relative "
                                                    "to; the program's directory by default."}
     inputs["secrets"] = {**inputs["secrets"], "secret": True}
-    outputs = {k: {**ANY, "description": f"As the stack output `{k}`."} for k in OUTPUTS}
+    outputs = {k: {**OUTPUT_TYPES.get(k, STR), "description": f"As the stack output `{k}`."} for k in OUTPUTS}
     outputs["plan"] = {**STR, "description": "What goes where, in one line (said at preview while hosts are unknown)."}
     return {"isComponent": True, "inputProperties": inputs, "requiredInputs": ["service", "image"],
             "properties": outputs, "required": list(outputs),
             "description": "One destination of a service on its hosts, from settings that may be outputs of other "
                            "resources (the servers' addresses, a registry password from a secret store)."}
+
+
+OUTPUT_TYPES = {"urls": STRLIST, "containers": ANY, "accessories": ANY}  # the others are strings
+SCALARS = {str: STR, bool: BOOL, int: INT, float: NUM}
+
+
+def _setting_type(annotation: Any) -> dict[str, Any]:
+    """A setting's type in the schema: its scalar type, or a map of strings; any other shape is `Any`, as the
+    settings' shorthands (a role as a list of hosts, a command as a string or a list) take more than one."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = kinds[0] if len(kinds) == 1 else Any
+    if annotation in SCALARS:
+        return SCALARS[annotation]
+    if get_origin(annotation) is dict and get_args(annotation) == (str, str):
+        return STRMAP
+    return ANY
 
 
 def provider_for(token: str):
@@ -156,4 +175,9 @@ def as_json() -> str:
                                                                  "key_data": {**STRLIST, "secret": True}},
                                                   "required": ["host"]}},
         "resources": resources,
+        # The Python SDK (`make sdk` generates it into sdk/python): the package `pulumi_shipyard`, its version the
+        # plugin's, its arguments classes or plain dicts.
+        "language": {"python": {"packageName": "pulumi_shipyard", "respectSchemaVersion": True,
+                                "pyproject": {"enabled": True}, "inputTypes": "classes-and-dicts",
+                                "requires": {"pulumi": ">=3.142.0,<4.0.0"}}},
     }, indent=2)

@@ -1,6 +1,7 @@
-"""The `shipyard` plugin from programs of their own: a Python program whose host address comes from another
-resource (unknown at the first preview, which still says what goes where), and a Pulumi YAML program. Both deploy
-the example app to a bench host through `shipyard:index:Destination`, serve it, and then have nothing to change."""
+"""The `shipyard` plugin from programs of their own: a Python program (through the generated SDK) whose host address
+comes from another resource (unknown at the first preview, which still says what goes where), and a Pulumi YAML
+program. Both deploy the example app to a bench host through `shipyard:index:Destination`, serve it, and then have
+nothing to change."""
 
 from __future__ import annotations
 
@@ -25,9 +26,8 @@ import subprocess
 from pathlib import Path
 
 import pulumi
+import pulumi_shipyard as shipyard
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
-
-from components.sdk import Destination
 
 
 class Handout(ResourceProvider):
@@ -59,9 +59,9 @@ class Entry(Resource):
 settings = json.loads(Path("settings.json").read_text())
 server = Server("vm", settings.pop("host"))
 password, greeting = Entry("registry-password", settings.pop("password")), Entry("greeting", settings.pop("greeting"))
-app = Destination("staging", servers={"web": {"hosts": [server.address]}}, project_dir=str(Path.cwd()),
-                  registry={**settings.pop("registry"), "password": password.value}, env={"secret": ["GREETING"]},
-                  secrets={"GREETING": greeting.value}, **settings)
+app = shipyard.Destination("staging", servers={"web": {"hosts": [server.address]}}, project_dir=str(Path.cwd()),
+                           registry={**settings.pop("registry"), "password": password.value},
+                           env={"secret": ["GREETING"]}, secrets={"GREETING": greeting.value}, **settings)
 pulumi.export("urls", app.urls)
 pulumi.export("version", app.version)
 pulumi.export("plan", app.plan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from pulumi.runtime import proto, rpc
 from components.errors import HostError
 from components.plugin import schema, server
 from components.providers import Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume, rollout
+from tests.conftest import REPO
 
 KINDS = {c.kind: c for c in (Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume)}
 
@@ -37,6 +39,20 @@ def test_the_schema_has_every_kind_with_its_provider_secrets_and_the_alias_of_it
     # the component takes the settings a user writes: not what a Kamal config sets inside (`kamal_app`)
     inputs = doc["resources"]["shipyard:index:Destination"]["inputProperties"]
     assert {"service", "servers", "proxy", "ssh", "project_dir"} <= set(inputs) and "kamal_app" not in inputs
+
+
+def test_the_committed_python_sdk_is_what_pulumis_generator_makes_of_the_schema(tmp_path):
+    subprocess.run([str(REPO / "scripts/gen-sdk.sh"), str(tmp_path)], check=True, capture_output=True)
+
+    def files(root):
+        return {str(p.relative_to(root)): p.read_text() for p in root.rglob("*")
+                if p.is_file() and not {"__pycache__", "build"} & set(p.parts) and ".egg-info" not in str(p)}
+    generated, committed = files(tmp_path), files(REPO / "sdk/python")
+    assert sorted(generated) == sorted(committed), "the schema changed: run `make sdk`"
+    assert [f for f in generated if generated[f] != committed[f]] == [], "the schema changed: run `make sdk`"
+    destination = generated["pulumi_shipyard/destination.py"]
+    assert "service: pulumi.Input[_builtins.str]" in destination and "remote=True" in destination
+    assert "def urls(self) -> pulumi.Output[Sequence[_builtins.str]]" in destination
 
 
 def test_a_resource_type_resolves_to_its_provider_and_an_unknown_one_is_refused():
