@@ -8,9 +8,11 @@ owner's labels it leaves alone."""
 from __future__ import annotations
 
 import json
-import types
+import types as types_
 from functools import cache
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
 
 from ..providers import (ContainerProvider, HookProvider, ImageProvider, NetworkProvider, ProxyProvider,
                          RolloutProvider, RouteProvider, VolumeProvider)
@@ -99,14 +101,18 @@ RESOURCES: dict[str, tuple[str, dict[str, tuple[dict, str]], tuple[str, ...], di
 }
 
 
-def destination_schema() -> dict[str, Any]:
-    """The component: a stack's settings as inputs (each as the stack's `shipyard:*` key of that name takes it),
-    the stack's outputs as outputs. (Imported here: the resource kinds' operations never need the program.)"""
+def destination_schema(types: dict[str, Any]) -> dict[str, Any]:
+    """The component: a stack's settings as inputs (each typed as the stack's `shipyard:*` key of that name takes
+    it, its objects added to `types`), the stack's outputs as outputs. (Imported here: the resource kinds'
+    operations never need the program.)"""
     from .. import config
     from ..program import OUTPUTS
-    inputs = {k: {**_setting_type(config.Deploy.model_fields[k].annotation),
+    inputs = {k: {**_setting_type(config.Deploy.model_fields[k].annotation, types),
                   "description": f"As the stack setting `shipyard:{k}`."}
               for k in sorted(config.KNOWN_KEYS) if k not in config.INTERNAL_KEYS}
+    # Kamal's short form of `servers`: a list of hosts is the `web` role.
+    inputs["servers"] = {"oneOf": [{k: v for k, v in inputs["servers"].items() if k != "description"}, STRLIST],
+                         "description": inputs["servers"]["description"] + " A list of hosts is the `web` role."}
     inputs["project_dir"] = {**STR, "description": "What relative paths (build context, files, hooks) are relative "
                                                    "to; the program's directory by default."}
     inputs["secrets"] = {**inputs["secrets"], "secret": True}
@@ -120,18 +126,38 @@ def destination_schema() -> dict[str, Any]:
 
 OUTPUT_TYPES = {"urls": STRLIST, "containers": ANY, "accessories": ANY}  # the others are strings
 SCALARS = {str: STR, bool: BOOL, int: INT, float: NUM}
+SECRET_SETTINGS = {("Registry", "password")}  # (model, field): a value to keep secret (others name secrets)
 
 
-def _setting_type(annotation: Any) -> dict[str, Any]:
-    """A setting's type in the schema: its scalar type, or a map of strings; any other shape is `Any`, as the
-    settings' shorthands (a role as a list of hosts, a command as a string or a list) take more than one."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        kinds = [a for a in get_args(annotation) if a is not type(None)]
-        annotation = kinds[0] if len(kinds) == 1 else Any
+def _setting_type(annotation: Any, types: dict[str, Any]) -> dict[str, Any]:
+    """A setting's type in the schema, as the config's model declares it: scalars, lists, maps, a union as
+    `oneOf`, and each model an object type `shipyard:index:<Model>Settings`, added to `types`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _setting_type(args[0], types)
+    if origin in (Union, types_.UnionType):
+        kinds = [_setting_type(a, types) for a in args if a is not type(None)]
+        return kinds[0] if len(kinds) == 1 else {"oneOf": kinds}
+    if origin is Literal:
+        return STR if all(isinstance(a, str) for a in args) else ANY
     if annotation in SCALARS:
         return SCALARS[annotation]
-    if get_origin(annotation) is dict and get_args(annotation) == (str, str):
-        return STRMAP
+    if origin in (tuple, list):
+        return {"type": "array", "items": _setting_type(args[0], types)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _setting_type(args[1], types)}
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        token = f"{PACKAGE}:index:{annotation.__name__}Settings"
+        if token not in types:
+            types[token] = {}  # taken, while its fields are typed
+            fields = annotation.model_fields
+            props = {k: {**_setting_type(f.annotation, types),
+                         **({"secret": True} if (annotation.__name__, k) in SECRET_SETTINGS else {})}
+                     for k, f in fields.items()}
+            types[token] = {"type": "object", "properties": props,
+                            "required": [k for k, f in fields.items() if f.is_required()],
+                            **({"description": " ".join(annotation.__doc__.split())} if annotation.__doc__ else {})}
+        return {"$ref": f"#/types/{token}"}
     return ANY
 
 
@@ -161,19 +187,18 @@ def as_json() -> str:
         resources[type_token(kind)] = {"description": description, "inputProperties": ins,
                                        "requiredInputs": list(required), "properties": outs,
                                        "aliases": [{"type": DYNAMIC_TYPE.format(kind)}]}
-    resources[DESTINATION] = destination_schema()
+    types = {f"{PACKAGE}:index:SshTarget": {"type": "object", "description": "A host and how to reach it.",
+                                            "properties": {"host": STR, "port": NUM, "user": STR, "keys": STRLIST,
+                                                           "known_hosts": STR, "host_key_policy": STR, "proxy": STR,
+                                                           "proxy_command": STR, "keys_only": BOOL, "address": STR,
+                                                           "key_data": {**STRLIST, "secret": True}},
+                                            "required": ["host"]}}
+    resources[DESTINATION] = destination_schema(types)
     return json.dumps({
         "name": PACKAGE, "version": VERSION, "displayName": "shipyard",
         "description": "Deploys containerised web apps to plain Linux hosts over SSH, Kamal's way: one stack per "
                        "destination, images and containers of each destination its own.",
-        "types": {f"{PACKAGE}:index:SshTarget": {"type": "object", "description": "A host and how to reach it.",
-                                                  "properties": {"host": STR, "port": NUM, "user": STR,
-                                                                 "keys": STRLIST, "known_hosts": STR,
-                                                                 "host_key_policy": STR, "proxy": STR,
-                                                                 "proxy_command": STR, "keys_only": BOOL,
-                                                                 "address": STR,
-                                                                 "key_data": {**STRLIST, "secret": True}},
-                                                  "required": ["host"]}},
+        "types": types,
         "resources": resources,
         # The Python SDK (`make sdk` generates it into sdk/python): the package `pulumi_shipyard`, its version the
         # plugin's, its arguments classes or plain dicts.

@@ -152,6 +152,21 @@ def test_a_bad_setting_from_a_program_is_one_line_naming_the_property(bench, tmp
     assert "Traceback" not in out.out and "Unexpected" not in out.out, out.out
 
 
+def test_a_yaml_programs_misspelt_setting_is_refused_by_the_schemas_types(bench, tmp_path):
+    """The schema types the component's settings as the stack's config takes them, so Pulumi YAML checks a program
+    before anything runs: a misspelt key is named with its line, and nothing reaches a host."""
+    props = {**settings(bench, "yamltypo"), "servers": {"web": {"hosts": [bench.hosts[0].address]}}}
+    props["proxy"] = {"hostz": props["proxy"]["hosts"]}
+    proj = program(tmp_path, "yamltypo", "yaml",
+                   resources={"app": {"type": "shipyard:index:Destination", "properties": props}})
+    proj.run("stack", "init", "staging")
+    out = proj.run("up", "--yes", stack="staging", check=False)
+    assert not out.ok
+    assert "Property hostz does not exist on 'shipyard:index:ProxySettings'" in out.out, out.out
+    assert "Existing properties are: hosts" in out.out, out.out
+    assert not host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=yamltypo"})
+
+
 def test_the_cli_reads_the_plugins_schema(tmp_path):
     (tmp_path / "state").mkdir()
     env = pulumi_env(tmp_path / "state")

@@ -15,9 +15,1420 @@ else:
 from . import _utilities
 
 __all__ = [
+    'AccessoryFileSettingsArgs',
+    'AccessoryFileSettingsArgsDict',
+    'AccessorySettingsArgs',
+    'AccessorySettingsArgsDict',
+    'BootSettingsArgs',
+    'BootSettingsArgsDict',
+    'BuilderSettingsArgs',
+    'BuilderSettingsArgsDict',
+    'EnvSettingsArgs',
+    'EnvSettingsArgsDict',
+    'HealthcheckSettingsArgs',
+    'HealthcheckSettingsArgsDict',
+    'HooksSettingsArgs',
+    'HooksSettingsArgsDict',
+    'LoggingSettingsArgs',
+    'LoggingSettingsArgsDict',
+    'PromoteSettingsArgs',
+    'PromoteSettingsArgsDict',
+    'ProxyRunSettingsArgs',
+    'ProxyRunSettingsArgsDict',
+    'ProxySettingsArgs',
+    'ProxySettingsArgsDict',
+    'RegistrySettingsArgs',
+    'RegistrySettingsArgsDict',
+    'RoleSettingsArgs',
+    'RoleSettingsArgsDict',
+    'SSHSettingsArgs',
+    'SSHSettingsArgsDict',
     'SshTargetArgs',
     'SshTargetArgsDict',
+    'TakeoverSettingsArgs',
+    'TakeoverSettingsArgsDict',
 ]
+
+class AccessoryFileSettingsArgsDict(TypedDict):
+    """
+    A file copied to the host and mounted into the accessory (read-only), with its mode, owner and mount options (Kamal's `files` as a hash).
+    """
+    local: pulumi.Input[_builtins.str]
+    remote: pulumi.Input[_builtins.str]
+    mode: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    options: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    owner: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+
+@pulumi.input_type
+class AccessoryFileSettingsArgs:
+    def __init__(__self__, *,
+                 local: pulumi.Input[_builtins.str],
+                 remote: pulumi.Input[_builtins.str],
+                 mode: pulumi.Input[Optional[_builtins.str]] = None,
+                 options: pulumi.Input[Optional[_builtins.str]] = None,
+                 owner: pulumi.Input[Optional[_builtins.str]] = None):
+        """
+        A file copied to the host and mounted into the accessory (read-only), with its mode, owner and mount options (Kamal's `files` as a hash).
+        """
+        pulumi.set(__self__, "local", local)
+        pulumi.set(__self__, "remote", remote)
+        if mode is not None:
+            pulumi.set(__self__, "mode", mode)
+        if options is not None:
+            pulumi.set(__self__, "options", options)
+        if owner is not None:
+            pulumi.set(__self__, "owner", owner)
+
+    @_builtins.property
+    @pulumi.getter
+    def local(self) -> pulumi.Input[_builtins.str]:
+        return pulumi.get(self, "local")
+
+    @local.setter
+    def local(self, value: pulumi.Input[_builtins.str]):
+        pulumi.set(self, "local", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def remote(self) -> pulumi.Input[_builtins.str]:
+        return pulumi.get(self, "remote")
+
+    @remote.setter
+    def remote(self, value: pulumi.Input[_builtins.str]):
+        pulumi.set(self, "remote", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def mode(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "mode")
+
+    @mode.setter
+    def mode(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "mode", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def options(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "options")
+
+    @options.setter
+    def options(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "options", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def owner(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "owner")
+
+    @owner.setter
+    def owner(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "owner", value)
+
+
+class AccessorySettingsArgsDict(TypedDict):
+    """
+    A long-lived container next to the app (database, cache), one per destination, named and labeled with it.
+    """
+    image: pulumi.Input[_builtins.str]
+    cmd: NotRequired[pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]]]
+    directories: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+    env: NotRequired[pulumi.Input[Optional['EnvSettingsArgsDict']]]
+    files: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[Union[_builtins.str, 'AccessoryFileSettingsArgsDict']]]]]]
+    host: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    hosts: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+    labels: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]]
+    network: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    options: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]]]
+    port: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    proxy: NotRequired[pulumi.Input[Optional['ProxySettingsArgsDict']]]
+    registry: NotRequired[pulumi.Input[Optional['RegistrySettingsArgsDict']]]
+    service: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    volumes: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+
+@pulumi.input_type
+class AccessorySettingsArgs:
+    def __init__(__self__, *,
+                 image: pulumi.Input[_builtins.str],
+                 cmd: pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]] = None,
+                 directories: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 env: pulumi.Input[Optional['EnvSettingsArgs']] = None,
+                 files: pulumi.Input[Optional[Sequence[pulumi.Input[Union[_builtins.str, 'AccessoryFileSettingsArgs']]]]] = None,
+                 host: pulumi.Input[Optional[_builtins.str]] = None,
+                 hosts: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 labels: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
+                 network: pulumi.Input[Optional[_builtins.str]] = None,
+                 options: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]] = None,
+                 port: pulumi.Input[Optional[_builtins.str]] = None,
+                 proxy: pulumi.Input[Optional['ProxySettingsArgs']] = None,
+                 registry: pulumi.Input[Optional['RegistrySettingsArgs']] = None,
+                 service: pulumi.Input[Optional[_builtins.str]] = None,
+                 volumes: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None):
+        """
+        A long-lived container next to the app (database, cache), one per destination, named and labeled with it.
+        """
+        pulumi.set(__self__, "image", image)
+        if cmd is not None:
+            pulumi.set(__self__, "cmd", cmd)
+        if directories is not None:
+            pulumi.set(__self__, "directories", directories)
+        if env is not None:
+            pulumi.set(__self__, "env", env)
+        if files is not None:
+            pulumi.set(__self__, "files", files)
+        if host is not None:
+            pulumi.set(__self__, "host", host)
+        if hosts is not None:
+            pulumi.set(__self__, "hosts", hosts)
+        if labels is not None:
+            pulumi.set(__self__, "labels", labels)
+        if network is not None:
+            pulumi.set(__self__, "network", network)
+        if options is not None:
+            pulumi.set(__self__, "options", options)
+        if port is not None:
+            pulumi.set(__self__, "port", port)
+        if proxy is not None:
+            pulumi.set(__self__, "proxy", proxy)
+        if registry is not None:
+            pulumi.set(__self__, "registry", registry)
+        if service is not None:
+            pulumi.set(__self__, "service", service)
+        if volumes is not None:
+            pulumi.set(__self__, "volumes", volumes)
+
+    @_builtins.property
+    @pulumi.getter
+    def image(self) -> pulumi.Input[_builtins.str]:
+        return pulumi.get(self, "image")
+
+    @image.setter
+    def image(self, value: pulumi.Input[_builtins.str]):
+        pulumi.set(self, "image", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def cmd(self) -> pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]]:
+        return pulumi.get(self, "cmd")
+
+    @cmd.setter
+    def cmd(self, value: pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]]):
+        pulumi.set(self, "cmd", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def directories(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "directories")
+
+    @directories.setter
+    def directories(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "directories", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def env(self) -> pulumi.Input[Optional['EnvSettingsArgs']]:
+        return pulumi.get(self, "env")
+
+    @env.setter
+    def env(self, value: pulumi.Input[Optional['EnvSettingsArgs']]):
+        pulumi.set(self, "env", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def files(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[Union[_builtins.str, 'AccessoryFileSettingsArgs']]]]]:
+        return pulumi.get(self, "files")
+
+    @files.setter
+    def files(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[Union[_builtins.str, 'AccessoryFileSettingsArgs']]]]]):
+        pulumi.set(self, "files", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def host(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "host")
+
+    @host.setter
+    def host(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "host", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def hosts(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "hosts")
+
+    @hosts.setter
+    def hosts(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "hosts", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def labels(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "labels")
+
+    @labels.setter
+    def labels(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "labels", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def network(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "network")
+
+    @network.setter
+    def network(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "network", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def options(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]]:
+        return pulumi.get(self, "options")
+
+    @options.setter
+    def options(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]]):
+        pulumi.set(self, "options", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def port(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "port")
+
+    @port.setter
+    def port(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "port", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def proxy(self) -> pulumi.Input[Optional['ProxySettingsArgs']]:
+        return pulumi.get(self, "proxy")
+
+    @proxy.setter
+    def proxy(self, value: pulumi.Input[Optional['ProxySettingsArgs']]):
+        pulumi.set(self, "proxy", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def registry(self) -> pulumi.Input[Optional['RegistrySettingsArgs']]:
+        return pulumi.get(self, "registry")
+
+    @registry.setter
+    def registry(self, value: pulumi.Input[Optional['RegistrySettingsArgs']]):
+        pulumi.set(self, "registry", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def service(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "service")
+
+    @service.setter
+    def service(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "service", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def volumes(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "volumes")
+
+    @volumes.setter
+    def volumes(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "volumes", value)
+
+
+class BootSettingsArgsDict(TypedDict):
+    limit: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    wait: NotRequired[pulumi.Input[Optional[_builtins.float]]]
+
+@pulumi.input_type
+class BootSettingsArgs:
+    def __init__(__self__, *,
+                 limit: pulumi.Input[Optional[_builtins.int]] = None,
+                 wait: pulumi.Input[Optional[_builtins.float]] = None):
+        if limit is not None:
+            pulumi.set(__self__, "limit", limit)
+        if wait is not None:
+            pulumi.set(__self__, "wait", wait)
+
+    @_builtins.property
+    @pulumi.getter
+    def limit(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "limit")
+
+    @limit.setter
+    def limit(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "limit", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def wait(self) -> pulumi.Input[Optional[_builtins.float]]:
+        return pulumi.get(self, "wait")
+
+    @wait.setter
+    def wait(self, value: pulumi.Input[Optional[_builtins.float]]):
+        pulumi.set(self, "wait", value)
+
+
+class BuilderSettingsArgsDict(TypedDict):
+    arch: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    args: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]]
+    clean_checkout: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+    context: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    dockerfile: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    host: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    port: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    target: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    user: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+
+@pulumi.input_type
+class BuilderSettingsArgs:
+    def __init__(__self__, *,
+                 arch: pulumi.Input[Optional[_builtins.str]] = None,
+                 args: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
+                 clean_checkout: pulumi.Input[Optional[_builtins.bool]] = None,
+                 context: pulumi.Input[Optional[_builtins.str]] = None,
+                 dockerfile: pulumi.Input[Optional[_builtins.str]] = None,
+                 host: pulumi.Input[Optional[_builtins.str]] = None,
+                 port: pulumi.Input[Optional[_builtins.int]] = None,
+                 target: pulumi.Input[Optional[_builtins.str]] = None,
+                 user: pulumi.Input[Optional[_builtins.str]] = None):
+        if arch is not None:
+            pulumi.set(__self__, "arch", arch)
+        if args is not None:
+            pulumi.set(__self__, "args", args)
+        if clean_checkout is not None:
+            pulumi.set(__self__, "clean_checkout", clean_checkout)
+        if context is not None:
+            pulumi.set(__self__, "context", context)
+        if dockerfile is not None:
+            pulumi.set(__self__, "dockerfile", dockerfile)
+        if host is not None:
+            pulumi.set(__self__, "host", host)
+        if port is not None:
+            pulumi.set(__self__, "port", port)
+        if target is not None:
+            pulumi.set(__self__, "target", target)
+        if user is not None:
+            pulumi.set(__self__, "user", user)
+
+    @_builtins.property
+    @pulumi.getter
+    def arch(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "arch")
+
+    @arch.setter
+    def arch(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "arch", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def args(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "args")
+
+    @args.setter
+    def args(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "args", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def clean_checkout(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "clean_checkout")
+
+    @clean_checkout.setter
+    def clean_checkout(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "clean_checkout", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def context(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "context")
+
+    @context.setter
+    def context(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "context", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def dockerfile(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "dockerfile")
+
+    @dockerfile.setter
+    def dockerfile(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "dockerfile", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def host(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "host")
+
+    @host.setter
+    def host(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "host", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def port(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "port")
+
+    @port.setter
+    def port(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "port", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def target(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "target")
+
+    @target.setter
+    def target(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "target", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def user(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "user")
+
+    @user.setter
+    def user(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "user", value)
+
+
+class EnvSettingsArgsDict(TypedDict):
+    clear: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]]
+    secret: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+
+@pulumi.input_type
+class EnvSettingsArgs:
+    def __init__(__self__, *,
+                 clear: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
+                 secret: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None):
+        if clear is not None:
+            pulumi.set(__self__, "clear", clear)
+        if secret is not None:
+            pulumi.set(__self__, "secret", secret)
+
+    @_builtins.property
+    @pulumi.getter
+    def clear(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "clear")
+
+    @clear.setter
+    def clear(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "clear", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def secret(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "secret")
+
+    @secret.setter
+    def secret(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "secret", value)
+
+
+class HealthcheckSettingsArgsDict(TypedDict):
+    interval: NotRequired[pulumi.Input[Optional[_builtins.float]]]
+    path: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    timeout: NotRequired[pulumi.Input[Optional[_builtins.float]]]
+
+@pulumi.input_type
+class HealthcheckSettingsArgs:
+    def __init__(__self__, *,
+                 interval: pulumi.Input[Optional[_builtins.float]] = None,
+                 path: pulumi.Input[Optional[_builtins.str]] = None,
+                 timeout: pulumi.Input[Optional[_builtins.float]] = None):
+        if interval is not None:
+            pulumi.set(__self__, "interval", interval)
+        if path is not None:
+            pulumi.set(__self__, "path", path)
+        if timeout is not None:
+            pulumi.set(__self__, "timeout", timeout)
+
+    @_builtins.property
+    @pulumi.getter
+    def interval(self) -> pulumi.Input[Optional[_builtins.float]]:
+        return pulumi.get(self, "interval")
+
+    @interval.setter
+    def interval(self, value: pulumi.Input[Optional[_builtins.float]]):
+        pulumi.set(self, "interval", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def path(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "path")
+
+    @path.setter
+    def path(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "path", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def timeout(self) -> pulumi.Input[Optional[_builtins.float]]:
+        return pulumi.get(self, "timeout")
+
+    @timeout.setter
+    def timeout(self, value: pulumi.Input[Optional[_builtins.float]]):
+        pulumi.set(self, "timeout", value)
+
+
+class HooksSettingsArgsDict(TypedDict):
+    """
+    Kamal's hooks: executables named after the hook (`pre-deploy`, ...) in `path`, run on the deploying machine in `workdir` (both relative to the project).
+    """
+    path: pulumi.Input[_builtins.str]
+    workdir: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+
+@pulumi.input_type
+class HooksSettingsArgs:
+    def __init__(__self__, *,
+                 path: pulumi.Input[_builtins.str],
+                 workdir: pulumi.Input[Optional[_builtins.str]] = None):
+        """
+        Kamal's hooks: executables named after the hook (`pre-deploy`, ...) in `path`, run on the deploying machine in `workdir` (both relative to the project).
+        """
+        pulumi.set(__self__, "path", path)
+        if workdir is not None:
+            pulumi.set(__self__, "workdir", workdir)
+
+    @_builtins.property
+    @pulumi.getter
+    def path(self) -> pulumi.Input[_builtins.str]:
+        return pulumi.get(self, "path")
+
+    @path.setter
+    def path(self, value: pulumi.Input[_builtins.str]):
+        pulumi.set(self, "path", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def workdir(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "workdir")
+
+    @workdir.setter
+    def workdir(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "workdir", value)
+
+
+class LoggingSettingsArgsDict(TypedDict):
+    """
+    Docker's log driver and its options (`docker run --log-driver/--log-opt`); no driver: the daemon's.
+    """
+    driver: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    options: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]]
+
+@pulumi.input_type
+class LoggingSettingsArgs:
+    def __init__(__self__, *,
+                 driver: pulumi.Input[Optional[_builtins.str]] = None,
+                 options: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None):
+        """
+        Docker's log driver and its options (`docker run --log-driver/--log-opt`); no driver: the daemon's.
+        """
+        if driver is not None:
+            pulumi.set(__self__, "driver", driver)
+        if options is not None:
+            pulumi.set(__self__, "options", options)
+
+    @_builtins.property
+    @pulumi.getter
+    def driver(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "driver")
+
+    @driver.setter
+    def driver(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "driver", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def options(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "options")
+
+    @options.setter
+    def options(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "options", value)
+
+
+class PromoteSettingsArgsDict(TypedDict):
+    """
+    Production takes what another stack (staging) built and tested: its image, by digest, relabeled.
+    """
+    from_stack: pulumi.Input[_builtins.str]
+
+@pulumi.input_type
+class PromoteSettingsArgs:
+    def __init__(__self__, *,
+                 from_stack: pulumi.Input[_builtins.str]):
+        """
+        Production takes what another stack (staging) built and tested: its image, by digest, relabeled.
+        """
+        pulumi.set(__self__, "from_stack", from_stack)
+
+    @_builtins.property
+    @pulumi.getter
+    def from_stack(self) -> pulumi.Input[_builtins.str]:
+        return pulumi.get(self, "from_stack")
+
+    @from_stack.setter
+    def from_stack(self, value: pulumi.Input[_builtins.str]):
+        pulumi.set(self, "from_stack", value)
+
+
+class ProxyRunSettingsArgsDict(TypedDict):
+    """
+    How the host's kamal-proxy container itself runs (Kamal's proxy.run); one per host, shared by every destination there: the last deploy to change it sets it.
+    """
+    bind_ips: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+    debug: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+    http_port: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    https_port: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    log_max_size: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    metrics_port: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    options: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]]]
+    publish: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+
+@pulumi.input_type
+class ProxyRunSettingsArgs:
+    def __init__(__self__, *,
+                 bind_ips: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 debug: pulumi.Input[Optional[_builtins.bool]] = None,
+                 http_port: pulumi.Input[Optional[_builtins.int]] = None,
+                 https_port: pulumi.Input[Optional[_builtins.int]] = None,
+                 log_max_size: pulumi.Input[Optional[_builtins.str]] = None,
+                 metrics_port: pulumi.Input[Optional[_builtins.int]] = None,
+                 options: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]] = None,
+                 publish: pulumi.Input[Optional[_builtins.bool]] = None):
+        """
+        How the host's kamal-proxy container itself runs (Kamal's proxy.run); one per host, shared by every destination there: the last deploy to change it sets it.
+        """
+        if bind_ips is not None:
+            pulumi.set(__self__, "bind_ips", bind_ips)
+        if debug is not None:
+            pulumi.set(__self__, "debug", debug)
+        if http_port is not None:
+            pulumi.set(__self__, "http_port", http_port)
+        if https_port is not None:
+            pulumi.set(__self__, "https_port", https_port)
+        if log_max_size is not None:
+            pulumi.set(__self__, "log_max_size", log_max_size)
+        if metrics_port is not None:
+            pulumi.set(__self__, "metrics_port", metrics_port)
+        if options is not None:
+            pulumi.set(__self__, "options", options)
+        if publish is not None:
+            pulumi.set(__self__, "publish", publish)
+
+    @_builtins.property
+    @pulumi.getter
+    def bind_ips(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "bind_ips")
+
+    @bind_ips.setter
+    def bind_ips(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "bind_ips", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def debug(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "debug")
+
+    @debug.setter
+    def debug(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "debug", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def http_port(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "http_port")
+
+    @http_port.setter
+    def http_port(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "http_port", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def https_port(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "https_port")
+
+    @https_port.setter
+    def https_port(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "https_port", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def log_max_size(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "log_max_size")
+
+    @log_max_size.setter
+    def log_max_size(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "log_max_size", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def metrics_port(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "metrics_port")
+
+    @metrics_port.setter
+    def metrics_port(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "metrics_port", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def options(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]]:
+        return pulumi.get(self, "options")
+
+    @options.setter
+    def options(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]]):
+        pulumi.set(self, "options", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def publish(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "publish")
+
+    @publish.setter
+    def publish(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "publish", value)
+
+
+class ProxySettingsArgsDict(TypedDict):
+    """
+    kamal-proxy in front of a role: routes by host name (and path prefix), health-gated switches.
+    """
+    app_port: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    buffer_memory: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    buffer_requests: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+    buffer_responses: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+    deploy_timeout: NotRequired[pulumi.Input[Optional[_builtins.float]]]
+    drain_timeout: NotRequired[pulumi.Input[Optional[_builtins.float]]]
+    forward_headers: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+    healthcheck: NotRequired[pulumi.Input[Optional['HealthcheckSettingsArgsDict']]]
+    hosts: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+    image: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    log_request_headers: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+    log_response_headers: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+    max_request_body: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    max_response_body: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    path_prefix: NotRequired[pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]]]
+    response_timeout: NotRequired[pulumi.Input[Optional[_builtins.float]]]
+    run: NotRequired[pulumi.Input[Optional['ProxyRunSettingsArgsDict']]]
+    ssl: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+    ssl_certificate: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    ssl_private_key: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    ssl_redirect: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+    strip_path_prefix: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+
+@pulumi.input_type
+class ProxySettingsArgs:
+    def __init__(__self__, *,
+                 app_port: pulumi.Input[Optional[_builtins.int]] = None,
+                 buffer_memory: pulumi.Input[Optional[_builtins.int]] = None,
+                 buffer_requests: pulumi.Input[Optional[_builtins.bool]] = None,
+                 buffer_responses: pulumi.Input[Optional[_builtins.bool]] = None,
+                 deploy_timeout: pulumi.Input[Optional[_builtins.float]] = None,
+                 drain_timeout: pulumi.Input[Optional[_builtins.float]] = None,
+                 forward_headers: pulumi.Input[Optional[_builtins.bool]] = None,
+                 healthcheck: pulumi.Input[Optional['HealthcheckSettingsArgs']] = None,
+                 hosts: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 image: pulumi.Input[Optional[_builtins.str]] = None,
+                 log_request_headers: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 log_response_headers: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 max_request_body: pulumi.Input[Optional[_builtins.int]] = None,
+                 max_response_body: pulumi.Input[Optional[_builtins.int]] = None,
+                 path_prefix: pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]] = None,
+                 response_timeout: pulumi.Input[Optional[_builtins.float]] = None,
+                 run: pulumi.Input[Optional['ProxyRunSettingsArgs']] = None,
+                 ssl: pulumi.Input[Optional[_builtins.bool]] = None,
+                 ssl_certificate: pulumi.Input[Optional[_builtins.str]] = None,
+                 ssl_private_key: pulumi.Input[Optional[_builtins.str]] = None,
+                 ssl_redirect: pulumi.Input[Optional[_builtins.bool]] = None,
+                 strip_path_prefix: pulumi.Input[Optional[_builtins.bool]] = None):
+        """
+        kamal-proxy in front of a role: routes by host name (and path prefix), health-gated switches.
+        """
+        if app_port is not None:
+            pulumi.set(__self__, "app_port", app_port)
+        if buffer_memory is not None:
+            pulumi.set(__self__, "buffer_memory", buffer_memory)
+        if buffer_requests is not None:
+            pulumi.set(__self__, "buffer_requests", buffer_requests)
+        if buffer_responses is not None:
+            pulumi.set(__self__, "buffer_responses", buffer_responses)
+        if deploy_timeout is not None:
+            pulumi.set(__self__, "deploy_timeout", deploy_timeout)
+        if drain_timeout is not None:
+            pulumi.set(__self__, "drain_timeout", drain_timeout)
+        if forward_headers is not None:
+            pulumi.set(__self__, "forward_headers", forward_headers)
+        if healthcheck is not None:
+            pulumi.set(__self__, "healthcheck", healthcheck)
+        if hosts is not None:
+            pulumi.set(__self__, "hosts", hosts)
+        if image is not None:
+            pulumi.set(__self__, "image", image)
+        if log_request_headers is not None:
+            pulumi.set(__self__, "log_request_headers", log_request_headers)
+        if log_response_headers is not None:
+            pulumi.set(__self__, "log_response_headers", log_response_headers)
+        if max_request_body is not None:
+            pulumi.set(__self__, "max_request_body", max_request_body)
+        if max_response_body is not None:
+            pulumi.set(__self__, "max_response_body", max_response_body)
+        if path_prefix is not None:
+            pulumi.set(__self__, "path_prefix", path_prefix)
+        if response_timeout is not None:
+            pulumi.set(__self__, "response_timeout", response_timeout)
+        if run is not None:
+            pulumi.set(__self__, "run", run)
+        if ssl is not None:
+            pulumi.set(__self__, "ssl", ssl)
+        if ssl_certificate is not None:
+            pulumi.set(__self__, "ssl_certificate", ssl_certificate)
+        if ssl_private_key is not None:
+            pulumi.set(__self__, "ssl_private_key", ssl_private_key)
+        if ssl_redirect is not None:
+            pulumi.set(__self__, "ssl_redirect", ssl_redirect)
+        if strip_path_prefix is not None:
+            pulumi.set(__self__, "strip_path_prefix", strip_path_prefix)
+
+    @_builtins.property
+    @pulumi.getter
+    def app_port(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "app_port")
+
+    @app_port.setter
+    def app_port(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "app_port", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def buffer_memory(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "buffer_memory")
+
+    @buffer_memory.setter
+    def buffer_memory(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "buffer_memory", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def buffer_requests(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "buffer_requests")
+
+    @buffer_requests.setter
+    def buffer_requests(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "buffer_requests", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def buffer_responses(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "buffer_responses")
+
+    @buffer_responses.setter
+    def buffer_responses(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "buffer_responses", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def deploy_timeout(self) -> pulumi.Input[Optional[_builtins.float]]:
+        return pulumi.get(self, "deploy_timeout")
+
+    @deploy_timeout.setter
+    def deploy_timeout(self, value: pulumi.Input[Optional[_builtins.float]]):
+        pulumi.set(self, "deploy_timeout", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def drain_timeout(self) -> pulumi.Input[Optional[_builtins.float]]:
+        return pulumi.get(self, "drain_timeout")
+
+    @drain_timeout.setter
+    def drain_timeout(self, value: pulumi.Input[Optional[_builtins.float]]):
+        pulumi.set(self, "drain_timeout", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def forward_headers(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "forward_headers")
+
+    @forward_headers.setter
+    def forward_headers(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "forward_headers", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def healthcheck(self) -> pulumi.Input[Optional['HealthcheckSettingsArgs']]:
+        return pulumi.get(self, "healthcheck")
+
+    @healthcheck.setter
+    def healthcheck(self, value: pulumi.Input[Optional['HealthcheckSettingsArgs']]):
+        pulumi.set(self, "healthcheck", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def hosts(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "hosts")
+
+    @hosts.setter
+    def hosts(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "hosts", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def image(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "image")
+
+    @image.setter
+    def image(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "image", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def log_request_headers(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "log_request_headers")
+
+    @log_request_headers.setter
+    def log_request_headers(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "log_request_headers", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def log_response_headers(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "log_response_headers")
+
+    @log_response_headers.setter
+    def log_response_headers(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "log_response_headers", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def max_request_body(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "max_request_body")
+
+    @max_request_body.setter
+    def max_request_body(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "max_request_body", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def max_response_body(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "max_response_body")
+
+    @max_response_body.setter
+    def max_response_body(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "max_response_body", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def path_prefix(self) -> pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]]:
+        return pulumi.get(self, "path_prefix")
+
+    @path_prefix.setter
+    def path_prefix(self, value: pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]]):
+        pulumi.set(self, "path_prefix", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def response_timeout(self) -> pulumi.Input[Optional[_builtins.float]]:
+        return pulumi.get(self, "response_timeout")
+
+    @response_timeout.setter
+    def response_timeout(self, value: pulumi.Input[Optional[_builtins.float]]):
+        pulumi.set(self, "response_timeout", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def run(self) -> pulumi.Input[Optional['ProxyRunSettingsArgs']]:
+        return pulumi.get(self, "run")
+
+    @run.setter
+    def run(self, value: pulumi.Input[Optional['ProxyRunSettingsArgs']]):
+        pulumi.set(self, "run", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def ssl(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "ssl")
+
+    @ssl.setter
+    def ssl(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "ssl", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def ssl_certificate(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "ssl_certificate")
+
+    @ssl_certificate.setter
+    def ssl_certificate(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "ssl_certificate", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def ssl_private_key(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "ssl_private_key")
+
+    @ssl_private_key.setter
+    def ssl_private_key(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "ssl_private_key", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def ssl_redirect(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "ssl_redirect")
+
+    @ssl_redirect.setter
+    def ssl_redirect(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "ssl_redirect", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def strip_path_prefix(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "strip_path_prefix")
+
+    @strip_path_prefix.setter
+    def strip_path_prefix(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "strip_path_prefix", value)
+
+
+class RegistrySettingsArgsDict(TypedDict):
+    server: pulumi.Input[_builtins.str]
+    password: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    username: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+
+@pulumi.input_type
+class RegistrySettingsArgs:
+    def __init__(__self__, *,
+                 server: pulumi.Input[_builtins.str],
+                 password: pulumi.Input[Optional[_builtins.str]] = None,
+                 username: pulumi.Input[Optional[_builtins.str]] = None):
+        pulumi.set(__self__, "server", server)
+        if password is not None:
+            pulumi.set(__self__, "password", password)
+        if username is not None:
+            pulumi.set(__self__, "username", username)
+
+    @_builtins.property
+    @pulumi.getter
+    def server(self) -> pulumi.Input[_builtins.str]:
+        return pulumi.get(self, "server")
+
+    @server.setter
+    def server(self, value: pulumi.Input[_builtins.str]):
+        pulumi.set(self, "server", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def password(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "password")
+
+    @password.setter
+    def password(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "password", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def username(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "username")
+
+    @username.setter
+    def username(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "username", value)
+
+
+class RoleSettingsArgsDict(TypedDict):
+    hosts: pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]
+    asset_path: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    cmd: NotRequired[pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]]]
+    env: NotRequired[pulumi.Input[Optional['EnvSettingsArgsDict']]]
+    labels: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]]
+    logging: NotRequired[pulumi.Input[Optional['LoggingSettingsArgsDict']]]
+    options: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]]]
+    ports: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+    proxy: NotRequired[pulumi.Input[Optional['ProxySettingsArgsDict']]]
+    restart: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    tags: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]]]]]
+    volumes: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+
+@pulumi.input_type
+class RoleSettingsArgs:
+    def __init__(__self__, *,
+                 hosts: pulumi.Input[Sequence[pulumi.Input[_builtins.str]]],
+                 asset_path: pulumi.Input[Optional[_builtins.str]] = None,
+                 cmd: pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]] = None,
+                 env: pulumi.Input[Optional['EnvSettingsArgs']] = None,
+                 labels: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
+                 logging: pulumi.Input[Optional['LoggingSettingsArgs']] = None,
+                 options: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]] = None,
+                 ports: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 proxy: pulumi.Input[Optional['ProxySettingsArgs']] = None,
+                 restart: pulumi.Input[Optional[_builtins.str]] = None,
+                 tags: pulumi.Input[Optional[Mapping[str, pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]]]] = None,
+                 volumes: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None):
+        pulumi.set(__self__, "hosts", hosts)
+        if asset_path is not None:
+            pulumi.set(__self__, "asset_path", asset_path)
+        if cmd is not None:
+            pulumi.set(__self__, "cmd", cmd)
+        if env is not None:
+            pulumi.set(__self__, "env", env)
+        if labels is not None:
+            pulumi.set(__self__, "labels", labels)
+        if logging is not None:
+            pulumi.set(__self__, "logging", logging)
+        if options is not None:
+            pulumi.set(__self__, "options", options)
+        if ports is not None:
+            pulumi.set(__self__, "ports", ports)
+        if proxy is not None:
+            pulumi.set(__self__, "proxy", proxy)
+        if restart is not None:
+            pulumi.set(__self__, "restart", restart)
+        if tags is not None:
+            pulumi.set(__self__, "tags", tags)
+        if volumes is not None:
+            pulumi.set(__self__, "volumes", volumes)
+
+    @_builtins.property
+    @pulumi.getter
+    def hosts(self) -> pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]:
+        return pulumi.get(self, "hosts")
+
+    @hosts.setter
+    def hosts(self, value: pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]):
+        pulumi.set(self, "hosts", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def asset_path(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "asset_path")
+
+    @asset_path.setter
+    def asset_path(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "asset_path", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def cmd(self) -> pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]]:
+        return pulumi.get(self, "cmd")
+
+    @cmd.setter
+    def cmd(self, value: pulumi.Input[Optional[Union[_builtins.str, Sequence[pulumi.Input[_builtins.str]]]]]):
+        pulumi.set(self, "cmd", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def env(self) -> pulumi.Input[Optional['EnvSettingsArgs']]:
+        return pulumi.get(self, "env")
+
+    @env.setter
+    def env(self, value: pulumi.Input[Optional['EnvSettingsArgs']]):
+        pulumi.set(self, "env", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def labels(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "labels")
+
+    @labels.setter
+    def labels(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "labels", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def logging(self) -> pulumi.Input[Optional['LoggingSettingsArgs']]:
+        return pulumi.get(self, "logging")
+
+    @logging.setter
+    def logging(self, value: pulumi.Input[Optional['LoggingSettingsArgs']]):
+        pulumi.set(self, "logging", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def options(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]]:
+        return pulumi.get(self, "options")
+
+    @options.setter
+    def options(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union[_builtins.str, _builtins.int, _builtins.float, _builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]]):
+        pulumi.set(self, "options", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def ports(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "ports")
+
+    @ports.setter
+    def ports(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "ports", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def proxy(self) -> pulumi.Input[Optional['ProxySettingsArgs']]:
+        return pulumi.get(self, "proxy")
+
+    @proxy.setter
+    def proxy(self, value: pulumi.Input[Optional['ProxySettingsArgs']]):
+        pulumi.set(self, "proxy", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def restart(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "restart")
+
+    @restart.setter
+    def restart(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "restart", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def tags(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]]]]:
+        return pulumi.get(self, "tags")
+
+    @tags.setter
+    def tags(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]]]]):
+        pulumi.set(self, "tags", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def volumes(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "volumes")
+
+    @volumes.setter
+    def volumes(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "volumes", value)
+
+
+class SSHSettingsArgsDict(TypedDict):
+    config: NotRequired[pulumi.Input[Optional[Union[_builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]]
+    host_key_policy: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    key_data: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+    keys: NotRequired[pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]]
+    keys_only: NotRequired[pulumi.Input[Optional[_builtins.bool]]]
+    known_hosts: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    port: NotRequired[pulumi.Input[Optional[_builtins.int]]]
+    proxy: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    proxy_command: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+    user: NotRequired[pulumi.Input[Optional[_builtins.str]]]
+
+@pulumi.input_type
+class SSHSettingsArgs:
+    def __init__(__self__, *,
+                 config: pulumi.Input[Optional[Union[_builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]] = None,
+                 host_key_policy: pulumi.Input[Optional[_builtins.str]] = None,
+                 key_data: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 keys: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 keys_only: pulumi.Input[Optional[_builtins.bool]] = None,
+                 known_hosts: pulumi.Input[Optional[_builtins.str]] = None,
+                 port: pulumi.Input[Optional[_builtins.int]] = None,
+                 proxy: pulumi.Input[Optional[_builtins.str]] = None,
+                 proxy_command: pulumi.Input[Optional[_builtins.str]] = None,
+                 user: pulumi.Input[Optional[_builtins.str]] = None):
+        if config is not None:
+            pulumi.set(__self__, "config", config)
+        if host_key_policy is not None:
+            pulumi.set(__self__, "host_key_policy", host_key_policy)
+        if key_data is not None:
+            pulumi.set(__self__, "key_data", key_data)
+        if keys is not None:
+            pulumi.set(__self__, "keys", keys)
+        if keys_only is not None:
+            pulumi.set(__self__, "keys_only", keys_only)
+        if known_hosts is not None:
+            pulumi.set(__self__, "known_hosts", known_hosts)
+        if port is not None:
+            pulumi.set(__self__, "port", port)
+        if proxy is not None:
+            pulumi.set(__self__, "proxy", proxy)
+        if proxy_command is not None:
+            pulumi.set(__self__, "proxy_command", proxy_command)
+        if user is not None:
+            pulumi.set(__self__, "user", user)
+
+    @_builtins.property
+    @pulumi.getter
+    def config(self) -> pulumi.Input[Optional[Union[_builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]:
+        return pulumi.get(self, "config")
+
+    @config.setter
+    def config(self, value: pulumi.Input[Optional[Union[_builtins.bool, Sequence[pulumi.Input[_builtins.str]]]]]):
+        pulumi.set(self, "config", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def host_key_policy(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "host_key_policy")
+
+    @host_key_policy.setter
+    def host_key_policy(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "host_key_policy", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def key_data(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "key_data")
+
+    @key_data.setter
+    def key_data(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "key_data", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def keys(self) -> pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "keys")
+
+    @keys.setter
+    def keys(self, value: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "keys", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def keys_only(self) -> pulumi.Input[Optional[_builtins.bool]]:
+        return pulumi.get(self, "keys_only")
+
+    @keys_only.setter
+    def keys_only(self, value: pulumi.Input[Optional[_builtins.bool]]):
+        pulumi.set(self, "keys_only", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def known_hosts(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "known_hosts")
+
+    @known_hosts.setter
+    def known_hosts(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "known_hosts", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def port(self) -> pulumi.Input[Optional[_builtins.int]]:
+        return pulumi.get(self, "port")
+
+    @port.setter
+    def port(self, value: pulumi.Input[Optional[_builtins.int]]):
+        pulumi.set(self, "port", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def proxy(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "proxy")
+
+    @proxy.setter
+    def proxy(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "proxy", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def proxy_command(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "proxy_command")
+
+    @proxy_command.setter
+    def proxy_command(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "proxy_command", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def user(self) -> pulumi.Input[Optional[_builtins.str]]:
+        return pulumi.get(self, "user")
+
+    @user.setter
+    def user(self, value: pulumi.Input[Optional[_builtins.str]]):
+        pulumi.set(self, "user", value)
+
 
 class SshTargetArgsDict(TypedDict):
     """
@@ -172,5 +1583,30 @@ class SshTargetArgs:
     @user.setter
     def user(self, value: pulumi.Input[Optional[_builtins.str]]):
         pulumi.set(self, "user", value)
+
+
+class TakeoverSettingsArgsDict(TypedDict):
+    """
+    Take over a running Kamal deployment of this service: its kamal-proxy routes (Kamal's route names) may be switched to this stack's containers, and Kamal's app containers of the service are then stopped, not removed.
+    """
+    destination: pulumi.Input[_builtins.str]
+
+@pulumi.input_type
+class TakeoverSettingsArgs:
+    def __init__(__self__, *,
+                 destination: pulumi.Input[_builtins.str]):
+        """
+        Take over a running Kamal deployment of this service: its kamal-proxy routes (Kamal's route names) may be switched to this stack's containers, and Kamal's app containers of the service are then stopped, not removed.
+        """
+        pulumi.set(__self__, "destination", destination)
+
+    @_builtins.property
+    @pulumi.getter
+    def destination(self) -> pulumi.Input[_builtins.str]:
+        return pulumi.get(self, "destination")
+
+    @destination.setter
+    def destination(self, value: pulumi.Input[_builtins.str]):
+        pulumi.set(self, "destination", value)
 
 

@@ -13,6 +13,7 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
+from ._inputs import *
 
 __all__ = ['DestinationArgs', 'Destination']
 
@@ -21,60 +22,60 @@ class DestinationArgs:
     def __init__(__self__, *,
                  image: pulumi.Input[_builtins.str],
                  service: pulumi.Input[_builtins.str],
-                 accessories: Optional[Any] = None,
+                 accessories: pulumi.Input[Optional[Mapping[str, pulumi.Input['AccessorySettingsArgs']]]] = None,
                  aliases: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
                  asset_path: pulumi.Input[Optional[_builtins.str]] = None,
-                 boot: Optional[Any] = None,
-                 builder: Optional[Any] = None,
+                 boot: pulumi.Input[Optional['BootSettingsArgs']] = None,
+                 builder: pulumi.Input[Optional['BuilderSettingsArgs']] = None,
                  delete_volumes_on_destroy: pulumi.Input[Optional[_builtins.bool]] = None,
                  destination: pulumi.Input[Optional[_builtins.str]] = None,
                  drain_timeout: pulumi.Input[Optional[_builtins.float]] = None,
-                 env: Optional[Any] = None,
-                 env_tags: Optional[Any] = None,
+                 env: pulumi.Input[Optional['EnvSettingsArgs']] = None,
+                 env_tags: pulumi.Input[Optional[Mapping[str, pulumi.Input['EnvSettingsArgs']]]] = None,
                  error_pages: pulumi.Input[Optional[_builtins.str]] = None,
-                 hooks: Optional[Any] = None,
+                 hooks: pulumi.Input[Optional['HooksSettingsArgs']] = None,
                  lock_timeout: pulumi.Input[Optional[_builtins.float]] = None,
-                 logging: Optional[Any] = None,
+                 logging: pulumi.Input[Optional['LoggingSettingsArgs']] = None,
                  project_dir: pulumi.Input[Optional[_builtins.str]] = None,
-                 promote: Optional[Any] = None,
-                 proxy: Optional[Any] = None,
+                 promote: pulumi.Input[Optional['PromoteSettingsArgs']] = None,
+                 proxy: pulumi.Input[Optional['ProxySettingsArgs']] = None,
                  readiness_delay: pulumi.Input[Optional[_builtins.float]] = None,
-                 registry: Optional[Any] = None,
+                 registry: pulumi.Input[Optional['RegistrySettingsArgs']] = None,
                  retain_containers: pulumi.Input[Optional[_builtins.int]] = None,
                  secrets: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
-                 servers: Optional[Any] = None,
-                 ssh: Optional[Any] = None,
-                 takeover: Optional[Any] = None,
+                 servers: pulumi.Input[Optional[Union[Mapping[str, pulumi.Input['RoleSettingsArgs']], Sequence[pulumi.Input[_builtins.str]]]]] = None,
+                 ssh: pulumi.Input[Optional['SSHSettingsArgs']] = None,
+                 takeover: pulumi.Input[Optional['TakeoverSettingsArgs']] = None,
                  version: pulumi.Input[Optional[_builtins.str]] = None):
         """
         The set of arguments for constructing a Destination resource.
 
         :param pulumi.Input[_builtins.str] image: As the stack setting `shipyard:image`.
         :param pulumi.Input[_builtins.str] service: As the stack setting `shipyard:service`.
-        :param Any accessories: As the stack setting `shipyard:accessories`.
+        :param pulumi.Input[Mapping[str, pulumi.Input['AccessorySettingsArgs']]] accessories: As the stack setting `shipyard:accessories`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] aliases: As the stack setting `shipyard:aliases`.
         :param pulumi.Input[_builtins.str] asset_path: As the stack setting `shipyard:asset_path`.
-        :param Any boot: As the stack setting `shipyard:boot`.
-        :param Any builder: As the stack setting `shipyard:builder`.
+        :param pulumi.Input['BootSettingsArgs'] boot: As the stack setting `shipyard:boot`.
+        :param pulumi.Input['BuilderSettingsArgs'] builder: As the stack setting `shipyard:builder`.
         :param pulumi.Input[_builtins.bool] delete_volumes_on_destroy: As the stack setting `shipyard:delete_volumes_on_destroy`.
         :param pulumi.Input[_builtins.str] destination: As the stack setting `shipyard:destination`.
         :param pulumi.Input[_builtins.float] drain_timeout: As the stack setting `shipyard:drain_timeout`.
-        :param Any env: As the stack setting `shipyard:env`.
-        :param Any env_tags: As the stack setting `shipyard:env_tags`.
+        :param pulumi.Input['EnvSettingsArgs'] env: As the stack setting `shipyard:env`.
+        :param pulumi.Input[Mapping[str, pulumi.Input['EnvSettingsArgs']]] env_tags: As the stack setting `shipyard:env_tags`.
         :param pulumi.Input[_builtins.str] error_pages: As the stack setting `shipyard:error_pages`.
-        :param Any hooks: As the stack setting `shipyard:hooks`.
+        :param pulumi.Input['HooksSettingsArgs'] hooks: As the stack setting `shipyard:hooks`.
         :param pulumi.Input[_builtins.float] lock_timeout: As the stack setting `shipyard:lock_timeout`.
-        :param Any logging: As the stack setting `shipyard:logging`.
+        :param pulumi.Input['LoggingSettingsArgs'] logging: As the stack setting `shipyard:logging`.
         :param pulumi.Input[_builtins.str] project_dir: What relative paths (build context, files, hooks) are relative to; the program's directory by default.
-        :param Any promote: As the stack setting `shipyard:promote`.
-        :param Any proxy: As the stack setting `shipyard:proxy`.
+        :param pulumi.Input['PromoteSettingsArgs'] promote: As the stack setting `shipyard:promote`.
+        :param pulumi.Input['ProxySettingsArgs'] proxy: As the stack setting `shipyard:proxy`.
         :param pulumi.Input[_builtins.float] readiness_delay: As the stack setting `shipyard:readiness_delay`.
-        :param Any registry: As the stack setting `shipyard:registry`.
+        :param pulumi.Input['RegistrySettingsArgs'] registry: As the stack setting `shipyard:registry`.
         :param pulumi.Input[_builtins.int] retain_containers: As the stack setting `shipyard:retain_containers`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] secrets: As the stack setting `shipyard:secrets`.
-        :param Any servers: As the stack setting `shipyard:servers`.
-        :param Any ssh: As the stack setting `shipyard:ssh`.
-        :param Any takeover: As the stack setting `shipyard:takeover`.
+        :param pulumi.Input[Union[Mapping[str, pulumi.Input['RoleSettingsArgs']], Sequence[pulumi.Input[_builtins.str]]]] servers: As the stack setting `shipyard:servers`. A list of hosts is the `web` role.
+        :param pulumi.Input['SSHSettingsArgs'] ssh: As the stack setting `shipyard:ssh`.
+        :param pulumi.Input['TakeoverSettingsArgs'] takeover: As the stack setting `shipyard:takeover`.
         :param pulumi.Input[_builtins.str] version: As the stack setting `shipyard:version`.
         """
         pulumi.set(__self__, "image", image)
@@ -156,14 +157,14 @@ class DestinationArgs:
 
     @_builtins.property
     @pulumi.getter
-    def accessories(self) -> Optional[Any]:
+    def accessories(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input['AccessorySettingsArgs']]]]:
         """
         As the stack setting `shipyard:accessories`.
         """
         return pulumi.get(self, "accessories")
 
     @accessories.setter
-    def accessories(self, value: Optional[Any]):
+    def accessories(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input['AccessorySettingsArgs']]]]):
         pulumi.set(self, "accessories", value)
 
     @_builtins.property
@@ -192,26 +193,26 @@ class DestinationArgs:
 
     @_builtins.property
     @pulumi.getter
-    def boot(self) -> Optional[Any]:
+    def boot(self) -> pulumi.Input[Optional['BootSettingsArgs']]:
         """
         As the stack setting `shipyard:boot`.
         """
         return pulumi.get(self, "boot")
 
     @boot.setter
-    def boot(self, value: Optional[Any]):
+    def boot(self, value: pulumi.Input[Optional['BootSettingsArgs']]):
         pulumi.set(self, "boot", value)
 
     @_builtins.property
     @pulumi.getter
-    def builder(self) -> Optional[Any]:
+    def builder(self) -> pulumi.Input[Optional['BuilderSettingsArgs']]:
         """
         As the stack setting `shipyard:builder`.
         """
         return pulumi.get(self, "builder")
 
     @builder.setter
-    def builder(self, value: Optional[Any]):
+    def builder(self, value: pulumi.Input[Optional['BuilderSettingsArgs']]):
         pulumi.set(self, "builder", value)
 
     @_builtins.property
@@ -252,26 +253,26 @@ class DestinationArgs:
 
     @_builtins.property
     @pulumi.getter
-    def env(self) -> Optional[Any]:
+    def env(self) -> pulumi.Input[Optional['EnvSettingsArgs']]:
         """
         As the stack setting `shipyard:env`.
         """
         return pulumi.get(self, "env")
 
     @env.setter
-    def env(self, value: Optional[Any]):
+    def env(self, value: pulumi.Input[Optional['EnvSettingsArgs']]):
         pulumi.set(self, "env", value)
 
     @_builtins.property
     @pulumi.getter
-    def env_tags(self) -> Optional[Any]:
+    def env_tags(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input['EnvSettingsArgs']]]]:
         """
         As the stack setting `shipyard:env_tags`.
         """
         return pulumi.get(self, "env_tags")
 
     @env_tags.setter
-    def env_tags(self, value: Optional[Any]):
+    def env_tags(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input['EnvSettingsArgs']]]]):
         pulumi.set(self, "env_tags", value)
 
     @_builtins.property
@@ -288,14 +289,14 @@ class DestinationArgs:
 
     @_builtins.property
     @pulumi.getter
-    def hooks(self) -> Optional[Any]:
+    def hooks(self) -> pulumi.Input[Optional['HooksSettingsArgs']]:
         """
         As the stack setting `shipyard:hooks`.
         """
         return pulumi.get(self, "hooks")
 
     @hooks.setter
-    def hooks(self, value: Optional[Any]):
+    def hooks(self, value: pulumi.Input[Optional['HooksSettingsArgs']]):
         pulumi.set(self, "hooks", value)
 
     @_builtins.property
@@ -312,14 +313,14 @@ class DestinationArgs:
 
     @_builtins.property
     @pulumi.getter
-    def logging(self) -> Optional[Any]:
+    def logging(self) -> pulumi.Input[Optional['LoggingSettingsArgs']]:
         """
         As the stack setting `shipyard:logging`.
         """
         return pulumi.get(self, "logging")
 
     @logging.setter
-    def logging(self, value: Optional[Any]):
+    def logging(self, value: pulumi.Input[Optional['LoggingSettingsArgs']]):
         pulumi.set(self, "logging", value)
 
     @_builtins.property
@@ -336,26 +337,26 @@ class DestinationArgs:
 
     @_builtins.property
     @pulumi.getter
-    def promote(self) -> Optional[Any]:
+    def promote(self) -> pulumi.Input[Optional['PromoteSettingsArgs']]:
         """
         As the stack setting `shipyard:promote`.
         """
         return pulumi.get(self, "promote")
 
     @promote.setter
-    def promote(self, value: Optional[Any]):
+    def promote(self, value: pulumi.Input[Optional['PromoteSettingsArgs']]):
         pulumi.set(self, "promote", value)
 
     @_builtins.property
     @pulumi.getter
-    def proxy(self) -> Optional[Any]:
+    def proxy(self) -> pulumi.Input[Optional['ProxySettingsArgs']]:
         """
         As the stack setting `shipyard:proxy`.
         """
         return pulumi.get(self, "proxy")
 
     @proxy.setter
-    def proxy(self, value: Optional[Any]):
+    def proxy(self, value: pulumi.Input[Optional['ProxySettingsArgs']]):
         pulumi.set(self, "proxy", value)
 
     @_builtins.property
@@ -372,14 +373,14 @@ class DestinationArgs:
 
     @_builtins.property
     @pulumi.getter
-    def registry(self) -> Optional[Any]:
+    def registry(self) -> pulumi.Input[Optional['RegistrySettingsArgs']]:
         """
         As the stack setting `shipyard:registry`.
         """
         return pulumi.get(self, "registry")
 
     @registry.setter
-    def registry(self, value: Optional[Any]):
+    def registry(self, value: pulumi.Input[Optional['RegistrySettingsArgs']]):
         pulumi.set(self, "registry", value)
 
     @_builtins.property
@@ -408,38 +409,38 @@ class DestinationArgs:
 
     @_builtins.property
     @pulumi.getter
-    def servers(self) -> Optional[Any]:
+    def servers(self) -> pulumi.Input[Optional[Union[Mapping[str, pulumi.Input['RoleSettingsArgs']], Sequence[pulumi.Input[_builtins.str]]]]]:
         """
-        As the stack setting `shipyard:servers`.
+        As the stack setting `shipyard:servers`. A list of hosts is the `web` role.
         """
         return pulumi.get(self, "servers")
 
     @servers.setter
-    def servers(self, value: Optional[Any]):
+    def servers(self, value: pulumi.Input[Optional[Union[Mapping[str, pulumi.Input['RoleSettingsArgs']], Sequence[pulumi.Input[_builtins.str]]]]]):
         pulumi.set(self, "servers", value)
 
     @_builtins.property
     @pulumi.getter
-    def ssh(self) -> Optional[Any]:
+    def ssh(self) -> pulumi.Input[Optional['SSHSettingsArgs']]:
         """
         As the stack setting `shipyard:ssh`.
         """
         return pulumi.get(self, "ssh")
 
     @ssh.setter
-    def ssh(self, value: Optional[Any]):
+    def ssh(self, value: pulumi.Input[Optional['SSHSettingsArgs']]):
         pulumi.set(self, "ssh", value)
 
     @_builtins.property
     @pulumi.getter
-    def takeover(self) -> Optional[Any]:
+    def takeover(self) -> pulumi.Input[Optional['TakeoverSettingsArgs']]:
         """
         As the stack setting `shipyard:takeover`.
         """
         return pulumi.get(self, "takeover")
 
     @takeover.setter
-    def takeover(self, value: Optional[Any]):
+    def takeover(self, value: pulumi.Input[Optional['TakeoverSettingsArgs']]):
         pulumi.set(self, "takeover", value)
 
     @_builtins.property
@@ -461,32 +462,32 @@ class Destination(pulumi.ComponentResource):
     def __init__(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
-                 accessories: Optional[Any] = None,
+                 accessories: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union['AccessorySettingsArgs', 'AccessorySettingsArgsDict']]]]] = None,
                  aliases: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
                  asset_path: pulumi.Input[Optional[_builtins.str]] = None,
-                 boot: Optional[Any] = None,
-                 builder: Optional[Any] = None,
+                 boot: pulumi.Input[Optional[Union['BootSettingsArgs', 'BootSettingsArgsDict']]] = None,
+                 builder: pulumi.Input[Optional[Union['BuilderSettingsArgs', 'BuilderSettingsArgsDict']]] = None,
                  delete_volumes_on_destroy: pulumi.Input[Optional[_builtins.bool]] = None,
                  destination: pulumi.Input[Optional[_builtins.str]] = None,
                  drain_timeout: pulumi.Input[Optional[_builtins.float]] = None,
-                 env: Optional[Any] = None,
-                 env_tags: Optional[Any] = None,
+                 env: pulumi.Input[Optional[Union['EnvSettingsArgs', 'EnvSettingsArgsDict']]] = None,
+                 env_tags: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union['EnvSettingsArgs', 'EnvSettingsArgsDict']]]]] = None,
                  error_pages: pulumi.Input[Optional[_builtins.str]] = None,
-                 hooks: Optional[Any] = None,
+                 hooks: pulumi.Input[Optional[Union['HooksSettingsArgs', 'HooksSettingsArgsDict']]] = None,
                  image: pulumi.Input[Optional[_builtins.str]] = None,
                  lock_timeout: pulumi.Input[Optional[_builtins.float]] = None,
-                 logging: Optional[Any] = None,
+                 logging: pulumi.Input[Optional[Union['LoggingSettingsArgs', 'LoggingSettingsArgsDict']]] = None,
                  project_dir: pulumi.Input[Optional[_builtins.str]] = None,
-                 promote: Optional[Any] = None,
-                 proxy: Optional[Any] = None,
+                 promote: pulumi.Input[Optional[Union['PromoteSettingsArgs', 'PromoteSettingsArgsDict']]] = None,
+                 proxy: pulumi.Input[Optional[Union['ProxySettingsArgs', 'ProxySettingsArgsDict']]] = None,
                  readiness_delay: pulumi.Input[Optional[_builtins.float]] = None,
-                 registry: Optional[Any] = None,
+                 registry: pulumi.Input[Optional[Union['RegistrySettingsArgs', 'RegistrySettingsArgsDict']]] = None,
                  retain_containers: pulumi.Input[Optional[_builtins.int]] = None,
                  secrets: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
-                 servers: Optional[Any] = None,
+                 servers: pulumi.Input[Optional[Union[Mapping[str, pulumi.Input[Union['RoleSettingsArgs', 'RoleSettingsArgsDict']]], Sequence[pulumi.Input[_builtins.str]]]]] = None,
                  service: pulumi.Input[Optional[_builtins.str]] = None,
-                 ssh: Optional[Any] = None,
-                 takeover: Optional[Any] = None,
+                 ssh: pulumi.Input[Optional[Union['SSHSettingsArgs', 'SSHSettingsArgsDict']]] = None,
+                 takeover: pulumi.Input[Optional[Union['TakeoverSettingsArgs', 'TakeoverSettingsArgsDict']]] = None,
                  version: pulumi.Input[Optional[_builtins.str]] = None,
                  __props__=None):
         """
@@ -494,32 +495,32 @@ class Destination(pulumi.ComponentResource):
 
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
-        :param Any accessories: As the stack setting `shipyard:accessories`.
+        :param pulumi.Input[Mapping[str, pulumi.Input[Union['AccessorySettingsArgs', 'AccessorySettingsArgsDict']]]] accessories: As the stack setting `shipyard:accessories`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] aliases: As the stack setting `shipyard:aliases`.
         :param pulumi.Input[_builtins.str] asset_path: As the stack setting `shipyard:asset_path`.
-        :param Any boot: As the stack setting `shipyard:boot`.
-        :param Any builder: As the stack setting `shipyard:builder`.
+        :param pulumi.Input[Union['BootSettingsArgs', 'BootSettingsArgsDict']] boot: As the stack setting `shipyard:boot`.
+        :param pulumi.Input[Union['BuilderSettingsArgs', 'BuilderSettingsArgsDict']] builder: As the stack setting `shipyard:builder`.
         :param pulumi.Input[_builtins.bool] delete_volumes_on_destroy: As the stack setting `shipyard:delete_volumes_on_destroy`.
         :param pulumi.Input[_builtins.str] destination: As the stack setting `shipyard:destination`.
         :param pulumi.Input[_builtins.float] drain_timeout: As the stack setting `shipyard:drain_timeout`.
-        :param Any env: As the stack setting `shipyard:env`.
-        :param Any env_tags: As the stack setting `shipyard:env_tags`.
+        :param pulumi.Input[Union['EnvSettingsArgs', 'EnvSettingsArgsDict']] env: As the stack setting `shipyard:env`.
+        :param pulumi.Input[Mapping[str, pulumi.Input[Union['EnvSettingsArgs', 'EnvSettingsArgsDict']]]] env_tags: As the stack setting `shipyard:env_tags`.
         :param pulumi.Input[_builtins.str] error_pages: As the stack setting `shipyard:error_pages`.
-        :param Any hooks: As the stack setting `shipyard:hooks`.
+        :param pulumi.Input[Union['HooksSettingsArgs', 'HooksSettingsArgsDict']] hooks: As the stack setting `shipyard:hooks`.
         :param pulumi.Input[_builtins.str] image: As the stack setting `shipyard:image`.
         :param pulumi.Input[_builtins.float] lock_timeout: As the stack setting `shipyard:lock_timeout`.
-        :param Any logging: As the stack setting `shipyard:logging`.
+        :param pulumi.Input[Union['LoggingSettingsArgs', 'LoggingSettingsArgsDict']] logging: As the stack setting `shipyard:logging`.
         :param pulumi.Input[_builtins.str] project_dir: What relative paths (build context, files, hooks) are relative to; the program's directory by default.
-        :param Any promote: As the stack setting `shipyard:promote`.
-        :param Any proxy: As the stack setting `shipyard:proxy`.
+        :param pulumi.Input[Union['PromoteSettingsArgs', 'PromoteSettingsArgsDict']] promote: As the stack setting `shipyard:promote`.
+        :param pulumi.Input[Union['ProxySettingsArgs', 'ProxySettingsArgsDict']] proxy: As the stack setting `shipyard:proxy`.
         :param pulumi.Input[_builtins.float] readiness_delay: As the stack setting `shipyard:readiness_delay`.
-        :param Any registry: As the stack setting `shipyard:registry`.
+        :param pulumi.Input[Union['RegistrySettingsArgs', 'RegistrySettingsArgsDict']] registry: As the stack setting `shipyard:registry`.
         :param pulumi.Input[_builtins.int] retain_containers: As the stack setting `shipyard:retain_containers`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] secrets: As the stack setting `shipyard:secrets`.
-        :param Any servers: As the stack setting `shipyard:servers`.
+        :param pulumi.Input[Union[Mapping[str, pulumi.Input[Union['RoleSettingsArgs', 'RoleSettingsArgsDict']]], Sequence[pulumi.Input[_builtins.str]]]] servers: As the stack setting `shipyard:servers`. A list of hosts is the `web` role.
         :param pulumi.Input[_builtins.str] service: As the stack setting `shipyard:service`.
-        :param Any ssh: As the stack setting `shipyard:ssh`.
-        :param Any takeover: As the stack setting `shipyard:takeover`.
+        :param pulumi.Input[Union['SSHSettingsArgs', 'SSHSettingsArgsDict']] ssh: As the stack setting `shipyard:ssh`.
+        :param pulumi.Input[Union['TakeoverSettingsArgs', 'TakeoverSettingsArgsDict']] takeover: As the stack setting `shipyard:takeover`.
         :param pulumi.Input[_builtins.str] version: As the stack setting `shipyard:version`.
         """
         ...
@@ -546,32 +547,32 @@ class Destination(pulumi.ComponentResource):
     def _internal_init(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
-                 accessories: Optional[Any] = None,
+                 accessories: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union['AccessorySettingsArgs', 'AccessorySettingsArgsDict']]]]] = None,
                  aliases: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
                  asset_path: pulumi.Input[Optional[_builtins.str]] = None,
-                 boot: Optional[Any] = None,
-                 builder: Optional[Any] = None,
+                 boot: pulumi.Input[Optional[Union['BootSettingsArgs', 'BootSettingsArgsDict']]] = None,
+                 builder: pulumi.Input[Optional[Union['BuilderSettingsArgs', 'BuilderSettingsArgsDict']]] = None,
                  delete_volumes_on_destroy: pulumi.Input[Optional[_builtins.bool]] = None,
                  destination: pulumi.Input[Optional[_builtins.str]] = None,
                  drain_timeout: pulumi.Input[Optional[_builtins.float]] = None,
-                 env: Optional[Any] = None,
-                 env_tags: Optional[Any] = None,
+                 env: pulumi.Input[Optional[Union['EnvSettingsArgs', 'EnvSettingsArgsDict']]] = None,
+                 env_tags: pulumi.Input[Optional[Mapping[str, pulumi.Input[Union['EnvSettingsArgs', 'EnvSettingsArgsDict']]]]] = None,
                  error_pages: pulumi.Input[Optional[_builtins.str]] = None,
-                 hooks: Optional[Any] = None,
+                 hooks: pulumi.Input[Optional[Union['HooksSettingsArgs', 'HooksSettingsArgsDict']]] = None,
                  image: pulumi.Input[Optional[_builtins.str]] = None,
                  lock_timeout: pulumi.Input[Optional[_builtins.float]] = None,
-                 logging: Optional[Any] = None,
+                 logging: pulumi.Input[Optional[Union['LoggingSettingsArgs', 'LoggingSettingsArgsDict']]] = None,
                  project_dir: pulumi.Input[Optional[_builtins.str]] = None,
-                 promote: Optional[Any] = None,
-                 proxy: Optional[Any] = None,
+                 promote: pulumi.Input[Optional[Union['PromoteSettingsArgs', 'PromoteSettingsArgsDict']]] = None,
+                 proxy: pulumi.Input[Optional[Union['ProxySettingsArgs', 'ProxySettingsArgsDict']]] = None,
                  readiness_delay: pulumi.Input[Optional[_builtins.float]] = None,
-                 registry: Optional[Any] = None,
+                 registry: pulumi.Input[Optional[Union['RegistrySettingsArgs', 'RegistrySettingsArgsDict']]] = None,
                  retain_containers: pulumi.Input[Optional[_builtins.int]] = None,
                  secrets: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
-                 servers: Optional[Any] = None,
+                 servers: pulumi.Input[Optional[Union[Mapping[str, pulumi.Input[Union['RoleSettingsArgs', 'RoleSettingsArgsDict']]], Sequence[pulumi.Input[_builtins.str]]]]] = None,
                  service: pulumi.Input[Optional[_builtins.str]] = None,
-                 ssh: Optional[Any] = None,
-                 takeover: Optional[Any] = None,
+                 ssh: pulumi.Input[Optional[Union['SSHSettingsArgs', 'SSHSettingsArgsDict']]] = None,
+                 takeover: pulumi.Input[Optional[Union['TakeoverSettingsArgs', 'TakeoverSettingsArgsDict']]] = None,
                  version: pulumi.Input[Optional[_builtins.str]] = None,
                  __props__=None):
         opts = pulumi.ResourceOptions.merge(_utilities.get_resource_opts_defaults(), opts)
