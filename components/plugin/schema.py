@@ -8,8 +8,8 @@ owner's labels it leaves alone."""
 from __future__ import annotations
 
 import json
-import types as types_
 from functools import cache
+from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -135,7 +135,7 @@ def _setting_type(annotation: Any, types: dict[str, Any]) -> dict[str, Any]:
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Annotated:
         return _setting_type(args[0], types)
-    if origin in (Union, types_.UnionType):
+    if origin in (Union, UnionType):
         kinds = [_setting_type(a, types) for a in args if a is not type(None)]
         return kinds[0] if len(kinds) == 1 else {"oneOf": kinds}
     if origin is Literal:
