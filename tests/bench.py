@@ -219,7 +219,7 @@ def _spawn(argv: list[str], log: Path, pidfile: Path | None = None, netns: str |
 
 class Bench:
     def __init__(self, profile: str = "demo", hosts: int = HOST_COUNT, dockerd: str = "current"):
-        self.name, self.net = PROFILES[profile]
+        self.profile, (self.name, self.net) = profile, PROFILES[profile]
         self.dockerd = dockerd  # "debian" or "current"
         self.root = REPO / ".bench" / profile
         self.run = Path("/run/shipyard-bench") / profile
@@ -259,6 +259,9 @@ class Bench:
                  "upstream": f"{self._addr(i)}:22", "enabled": True} for i in range(1, self.count + 1)]
 
     def info(self) -> BenchInfo:
+        if not all((self._rdir(i) / "sshd.pid").exists() for i in range(1, self.count + 1)):
+            raise BenchError(f"the {self.profile} bench is not up: start it with `.venv/bin/python -m tests.bench up "
+                             f"--profile {self.profile}`")
         hosts = []
         for i in range(1, self.count + 1):
             d = self._hdir(i)
