@@ -50,12 +50,12 @@ bench-up: setup
 bench-down:
 	$(PY) -m tests.bench down
 
-# this project, Kamal 2.11 and the primitive floor side by side on the bench profile `bench` (run it on a quiet machine;
-# about 15 minutes on 2 cores); BENCHMARK_ARGS=--help for its options
 # The plugin's Python SDK (sdk/python), generated from its schema: run after changing the schema.
 sdk: setup
 	@scripts/gen-sdk.sh
 
+# this project, Kamal 2.11 and the primitive floor side by side on the bench profile `bench` (run it on a quiet machine;
+# about 15 minutes on 2 cores); BENCHMARK_ARGS=--help for its options
 benchmark: setup
 	$(PY) scripts/benchmark.py $(BENCHMARK_ARGS)
 
