@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -95,8 +96,12 @@ def _frames_kept(frames: int):
 def _stopped(_signum: int, _frame: Any) -> None:
     """The CLI stops the program with SIGINT once the run has failed (a hook, a host) or is cancelled, maybe while
     it still declares: what it was declaring is moot, and the engine says why the run ended. So it exits at once,
-    never with a traceback of wherever it was."""
-    raise SystemExit(1)
+    never with a traceback of wherever it was - nor of the SDK's own clean-up, which an exception raised here sets
+    off: unwinding from where the signal came, or from the event loop's wait, which leaves the SDK's coroutine to be
+    closed at exit with no loop to shut down on (`RuntimeError: no running event loop`)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(1)
 
 
 def run(project_dir: Path) -> None:

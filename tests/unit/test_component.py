@@ -248,3 +248,35 @@ def test_hooks_stand_in_kamals_order_in_the_graph(tmp_path, mocker):
         assert props[f"{h}pre-build"]["secrets"] is None  # secrets only where Kamal gives them
         assert props[f"{h}pre-connect"]["secrets"] is not None and props[f"{h}post-deploy"]["secrets"] is not None
     return pulumi.Output.from_input(1).apply(check)
+
+
+STOPPED_WHILE_WAITING = '''
+import asyncio, os, signal, threading
+from components import program
+signal.signal(signal.SIGINT, program._stopped)
+
+async def declaring():
+    try:
+        print("declared so far", end="")
+        # as the CLI stops a program whose run has failed
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        await asyncio.sleep(5)
+    finally:
+        asyncio.get_running_loop()  # the SDK's clean-up, which needs a running loop
+
+asyncio.new_event_loop().run_until_complete(declaring())  # as the SDK runs a program
+print("went on after SIGINT")
+'''
+
+
+@pytest.mark.parametrize("where", ["waiting", "running"])
+def test_the_program_stopped_by_sigint_exits_at_once_with_no_traceback(where):
+    """The CLI stops the program with SIGINT once the run has failed; the program may be anywhere then - in the event
+    loop's wait, or running Python. Either way it ends with status 1, what it printed kept, and nothing else said."""
+    import subprocess
+    import sys
+    code = STOPPED_WHILE_WAITING if where == "waiting" else STOPPED_WHILE_WAITING.replace(
+        "await asyncio.sleep(5)", "while True: pass")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "declared so far", "")
