@@ -110,9 +110,10 @@ def destination_schema(types: dict[str, Any]) -> dict[str, Any]:
     inputs = {k: {**_setting_type(config.Deploy.model_fields[k].annotation, types),
                   "description": f"As the stack setting `shipyard:{k}`."}
               for k in sorted(config.KNOWN_KEYS) if k not in config.INTERNAL_KEYS}
-    # Kamal's short form of `servers`: a list of hosts is the `web` role.
-    inputs["servers"] = {"oneOf": [{k: v for k, v in inputs["servers"].items() if k != "description"}, STRLIST],
-                         "description": inputs["servers"]["description"] + " A list of hosts is the `web` role."}
+    # Kamal's short form of `servers` too: a list of hosts is the `web` role.
+    roles = _setting_type(config.Deploy.model_fields["servers"].annotation, types)
+    inputs["servers"] = {"oneOf": [roles, STRLIST], "description": "As the stack setting `shipyard:servers`. A list "
+                                                                   "of hosts is the `web` role."}
     inputs["project_dir"] = {**STR, "description": "What relative paths (build context, files, hooks) are relative "
                                                    "to; the program's directory by default."}
     inputs["secrets"] = {**inputs["secrets"], "secret": True}
