@@ -73,7 +73,7 @@ RESOURCES: dict[str, tuple[str, dict[str, tuple[dict, str]], tuple[str, ...], di
         "assets": (ANY, "Asset bridging between versions."), "takeover": (ANY, "The Kamal role it takes over."),
         "host_shell": (ANY, "Env values the host's shell expands.")},
         ("owner", "destination", "labels", "target", "name", "role", "image"), {"container_id": STR},
-        ("secret_env", "registry_auth")),
+        ("secret_env", "registry_auth", "files")),
     "Proxy": ("kamal-proxy on one host, shared by every destination there.", {
         **AT, **LOCK, "image": (STR, "kamal-proxy's image."), "run": (ANY, "How it runs (ports, options).")},
         ("target", "image"), {"container_id": STR, "running_image": STR}, ()),
@@ -175,6 +175,20 @@ def _instance(kind: str):
     return PROVIDERS[kind]()
 
 
+# kind -> the inputs a program reads back as outputs (a container's name, the image's tag)
+READ_BACK = {"Container": ("name",), "Image": ("tag",), "Network": ("name",), "Volume": ("name",),
+             "ProxyRoute": ("service",)}
+
+
+@cache
+def recorded_outputs(kind: str) -> frozenset[str]:
+    """What the state records among a resource's outputs whatever its inputs: what its provider computes, the inputs
+    read back, and its secrets. The other inputs it does not repeat there (`server.beyond`): the engine writes the
+    whole state after each step, and a fleet's state was half inputs repeated as outputs."""
+    _, _, _, outputs, secret = RESOURCES.get(kind, ("", {}, (), {}, ()))
+    return frozenset({*outputs, *READ_BACK.get(kind, ()), *secret})
+
+
 def _props(table: dict[str, tuple[dict, str]], secret: tuple[str, ...]) -> dict[str, Any]:
     return {k: {**t, "description": d, **({"secret": True} if k in secret else {})} for k, (t, d) in table.items()}
 
@@ -184,7 +198,8 @@ def as_json() -> str:
     resources = {}
     for kind, (description, inputs, required, outputs, secret) in RESOURCES.items():
         ins = _props(inputs, secret)
-        outs = {**ins, **{k: {**t, **({"secret": True} if k in secret else {})} for k, t in outputs.items()}}
+        outs = {**{k: t for k, t in ins.items() if k in recorded_outputs(kind)},
+                **{k: {**t, **({"secret": True} if k in secret else {})} for k, t in outputs.items()}}
         resources[type_token(kind)] = {"description": description, "inputProperties": ins,
                                        "requiredInputs": list(required), "properties": outs,
                                        "aliases": [{"type": DYNAMIC_TYPE.format(kind)}]}

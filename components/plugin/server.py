@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 import grpc
 from google.protobuf import empty_pb2
@@ -56,6 +56,42 @@ def plain(props: Any, secret: set[str] | None = None, *, keep_unknowns: bool = F
         if hidden and secret is not None:
             secret.add(key)
     return out
+
+
+def recorded(outputs: Any, inputs: Any, secret: set[str] | None = None, *, keep_unknowns: bool = False
+             ) -> dict[str, Any]:
+    """A resource's recorded state as the providers take it: its recorded outputs over its recorded inputs. The
+    outputs leave out the inputs they would repeat (`beyond`); states written before that keep both."""
+    return {**plain(inputs, secret, keep_unknowns=keep_unknowns), **plain(outputs, secret, keep_unknowns=keep_unknowns)}
+
+
+def _wire_type(value: Any) -> type:
+    """A value's type as the engine keeps it: one number type (`5` comes back as `5.0`), booleans apart from it."""
+    return float if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value)
+
+
+def identical(a: Any, b: Any) -> bool:
+    """Equal and of the same types as the engine keeps them, all the way down (`True` is not `1`): what the state
+    can leave to the inputs."""
+    if _wire_type(a) is not _wire_type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(identical(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def beyond(outs: Mapping[str, Any], inputs: Mapping[str, Any], keep: Iterable[str]) -> dict[str, Any]:
+    """The outputs the state records for a resource: what its provider computed or found (a refresh's drift) and
+    `keep`, not the other inputs repeated."""
+    return {k: v for k, v in outs.items() if k in keep or k not in inputs or not identical(v, inputs[k])}
+
+
+def _kept(urn: str, secret: set[str]) -> set[str]:
+    """What a resource's outputs keep whatever its inputs: its kind's (`schema.recorded_outputs`: what a program
+    reads back, its secrets) and whatever came secret."""
+    return secret | schema.recorded_outputs(urn.split("::")[2].split("$")[-1].rsplit(":", 1)[-1])
 
 
 async def wire(outs: Mapping[str, Any], secret: set[str] = frozenset()) -> Any:
@@ -107,10 +143,12 @@ def leaf_changes(old: Any, new: Any, path: str, depth: int = 3) -> list[tuple[st
 
 
 def detailed_diff(olds: Mapping[str, Any], news: Mapping[str, Any], replaces: list[str],
-                  compared: tuple[str, ...] | None = None) -> dict[str, Any]:
+                  compared: tuple[str, ...] | None = None, outputs: Collection[str] | None = None) -> dict[str, Any]:
     """Each changed input by its path (`env.FOO`, `target.user`, `labels["a.b"]`, `containers[0].container_id`),
     marked as replacing where its key replaces - for an SSH target, its host only. Outputs the inputs never carry
-    are not compared, nor inputs outside `compared` (where the provider's diff looks at those only)."""
+    are not compared, nor inputs outside `compared` (where the provider's diff looks at those only). A preview shows
+    each change against the recorded outputs where they hold its key (`outputs`), else against the recorded inputs
+    (`beyond`)."""
     kinds = proto.PropertyDiff
     out: dict[str, Any] = {}
     for key in sorted(news):
@@ -124,9 +162,9 @@ def detailed_diff(olds: Mapping[str, Any], news: Mapping[str, Any], replaces: li
                 kind = kinds.DELETE_REPLACE if replace else kinds.DELETE
             else:
                 kind = kinds.UPDATE_REPLACE if replace else kinds.UPDATE
-            # against the recorded state, not the recorded inputs: a refresh's drift (a route pointed elsewhere by
-            # hand) shows as what is there now => what the stack wants
-            out[path] = proto.PropertyDiff(kind=kind, inputDiff=False)
+            # against the recorded outputs where they have the key: a refresh's drift (a route pointed elsewhere by
+            # hand) shows as what is there now => what the stack wants; elsewhere against the recorded inputs
+            out[path] = proto.PropertyDiff(kind=kind, inputDiff=outputs is not None and key not in outputs)
     return out
 
 
@@ -208,13 +246,15 @@ class Servicer(ProviderServicer):
             proto.CheckFailure(property=f.property, reason=f.reason) for f in result.failures or []])
 
     async def Diff(self, request, context):
-        olds, news = plain(request.olds, keep_unknowns=True), plain(request.news, keep_unknowns=True)
+        olds = recorded(request.olds, request.old_inputs, keep_unknowns=True)
+        news = plain(request.news, keep_unknowns=True)
         provider = self._provider(request.urn)
         result = await self._run(context, provider.diff, request.id, olds, news)
         if not result.changes:
             return proto.DiffResponse(changes=proto.DiffResponse.DIFF_NONE)
         replaces = list(result.replaces or [])
-        details = detailed_diff(olds, news, replaces, getattr(provider, "compared", None))
+        details = detailed_diff(olds, news, replaces, getattr(provider, "compared", None),
+                                request.olds.fields.keys())
         return proto.DiffResponse(changes=proto.DiffResponse.DIFF_SOME, replaces=replaces,
                                   deleteBeforeReplace=bool(result.delete_before_replace),
                                   diffs=sorted({re.split(r"[.\[]", p)[0] for p in details}),
@@ -225,27 +265,31 @@ class Servicer(ProviderServicer):
         props = plain(request.properties, secret)
         result = await self._run(context, self._provider(request.urn).create, props,
                                  doing=f"creating {_name(request.urn)}", props=props)
-        return proto.CreateResponse(id=result.id, properties=await wire(result.outs or {}, secret))
+        outs = beyond(result.outs or {}, plain(request.properties), _kept(request.urn, secret))
+        return proto.CreateResponse(id=result.id, properties=await wire(outs, secret))
 
     async def Update(self, request, context):
         secret: set[str] = set()
-        olds, news = plain(request.olds, secret), plain(request.news, secret)
+        olds, news = recorded(request.olds, request.old_inputs, secret), plain(request.news, secret)
         result = await self._run(context, self._provider(request.urn).update, request.id, olds, news,
                                  doing=f"updating {_name(request.urn)}", props=news)
-        return proto.UpdateResponse(properties=await wire(result.outs or {}, secret))
+        outs = beyond(result.outs or {}, plain(request.news), _kept(request.urn, secret))
+        return proto.UpdateResponse(properties=await wire(outs, secret))
 
     async def Read(self, request, context):
         secret: set[str] = set()
-        props = plain(request.properties, secret) or plain(request.inputs, secret)
+        props = recorded(request.properties, request.inputs, secret)
         result = await self._run(context, self._provider(request.urn).read, request.id, props,
                                  doing=f"reading {_name(request.urn)}", props=props)
-        fields: dict[str, Any] = {"id": result.id, "properties": await wire(result.outs or {}, secret)}
+        inputs = result.inputs if result.inputs is not None else plain(request.inputs)
+        outs = beyond(result.outs or {}, inputs, _kept(request.urn, secret))
+        fields: dict[str, Any] = {"id": result.id, "properties": await wire(outs, secret)}
         if result.inputs is not None:
             fields["inputs"] = await wire(result.inputs, secret)
         return proto.ReadResponse(**fields)
 
     async def Delete(self, request, context):
-        props = plain(request.properties)
+        props = recorded(request.properties, request.old_inputs)
         await self._run(context, self._provider(request.urn).delete, request.id, props,
                         doing=f"removing {_name(request.urn)}", props=props)
         return empty_pb2.Empty()

@@ -32,8 +32,10 @@ def test_the_schema_has_every_kind_with_its_provider_secrets_and_the_alias_of_it
         assert set(res["requiredInputs"]) <= set(res["inputProperties"])
         for key in cls.secret:  # what the program keeps secret, the schema marks secret
             assert res["properties"][key].get("secret") is True, (kind, key)
-        for key in cls.outputs:
-            assert key in res["properties"], (kind, key)
+        # what the program reads back of a resource, the state records among its outputs (`server.beyond`), and
+        # the schema says so: the inputs it does not read are not outputs
+        read = {k for k, t in vars(cls).get("__annotations__", {}).items() if str(t).startswith("pulumi.Output")}
+        assert {*cls.outputs, *read} <= set(res["properties"]) == schema.recorded_outputs(kind), (kind, read)
     assert doc["resources"]["shipyard:index:Container"]["inputProperties"]["target"]["$ref"] == \
         "#/types/shipyard:index:SshTarget"
     # the component takes the settings a user writes: not what a Kamal config sets inside (`kamal_app`)
@@ -169,12 +171,51 @@ def test_create_gets_secrets_plain_and_returns_them_secret_and_the_plugin_has_no
     resp = call("Create", proto.CreateRequest(urn=URN, properties=struct(props)))
     provider.create.assert_called_once_with({"name": "shop-web", "secret_env": {"TOKEN": "t0ken"}})
     outs = rpc.deserialize_properties(resp.properties)
-    assert resp.id == "c9" and outs["name"] == "shop-web" and outs["container_id"] == "c9"
+    # the state records what the provider computed, not the inputs again; a secret as it was, wrapped
+    assert resp.id == "c9" and outs.keys() == {"name", "container_id", "secret_env"} and outs["container_id"] == "c9"
     assert rpc.is_rpc_secret(outs["secret_env"]) and rpc.unwrap_rpc_secret(outs["secret_env"]) == {"TOKEN": "t0ken"}
     configured = call("Configure", proto.ConfigureRequest())
     assert configured.acceptSecrets and not configured.supportsPreview
     assert call("DiffConfig", proto.DiffRequest()).changes == proto.DiffResponse.DIFF_NONE
     assert json.loads(call("GetSchema", proto.GetSchemaRequest()).schema)["name"] == "shipyard"
+
+
+def test_the_state_records_outputs_beyond_the_inputs_and_the_providers_get_both_merged(mocker):
+    """A fleet's state was half inputs repeated as outputs, and the engine writes it whole after each step: outputs
+    now keep only what differs from the inputs. Each call that reads the recorded state gets the outputs over the
+    inputs - the same as a state written before (outputs and inputs both) gives."""
+    provider = mocker.Mock(compared=None)
+    mocker.patch.object(schema, "provider_for", return_value=provider)
+    ins = {"name": "shop-web", "running": True, "retain": 5, "labels": {"role": "web"}}  # `name` is read back
+    provider.update.return_value = mocker.Mock(outs={**ins, "container_id": "c2", "retain": True})
+    resp = call("Update", proto.UpdateRequest(urn=URN, id="c1", olds=struct({"container_id": "c1"}),
+                                              old_inputs=struct(ins), news=struct(ins)))
+    provider.update.assert_called_once_with("c1", {**ins, "container_id": "c1"}, ins)
+    # the same value of another type (`True` is not `5`, nor would it be `1`) stays recorded
+    assert rpc.deserialize_properties(resp.properties) == {"name": "shop-web", "container_id": "c2", "retain": True}
+
+    # a refresh's drift stays in the recorded outputs: the next diff sees what is there now
+    provider.read.return_value = mocker.Mock(id="c2", outs={**ins, "container_id": "c2", "running": False},
+                                             inputs=None)
+    resp = call("Read", proto.ReadRequest(urn=URN, id="c2", properties=struct({"container_id": "c2"}),
+                                          inputs=struct(ins)))
+    provider.read.assert_called_once_with("c2", {**ins, "container_id": "c2"})
+    assert rpc.deserialize_properties(resp.properties) == {"name": "shop-web", "container_id": "c2", "running": False}
+    provider.diff.return_value = DiffResult(changes=True, replaces=[], delete_before_replace=False)
+    resp = call("Diff", proto.DiffRequest(urn=URN, id="c2", olds=resp.properties, old_inputs=struct(ins),
+                                          news=struct(ins)))
+    provider.diff.assert_called_once_with("c2", {**ins, "container_id": "c2", "running": False}, ins)
+    assert kinds(resp.detailedDiff) == {"running": "UPDATE"}
+    assert not resp.detailedDiff["running"].inputDiff  # shown against the recorded outputs: what is there now
+    # a changed input the outputs leave out shows against the recorded inputs: `~ labels.role`, not `+ labels`
+    resp = call("Diff", proto.DiffRequest(urn=URN, id="c2", olds=struct({"container_id": "c2"}),
+                                          old_inputs=struct(ins), news=struct({**ins, "labels": {"role": "jobs"}})))
+    assert kinds(resp.detailedDiff) == {"labels.role": "UPDATE"} and resp.detailedDiff["labels.role"].inputDiff
+
+    # a state written before (every input repeated among the outputs) reads the same
+    call("Delete", proto.DeleteRequest(urn=URN, id="c2", properties=struct({**ins, "container_id": "c2"}),
+                                       old_inputs=struct(ins)))
+    provider.delete.assert_called_once_with("c2", {**ins, "container_id": "c2"})
 
 
 def test_the_destination_says_in_one_line_what_goes_where(mocker):

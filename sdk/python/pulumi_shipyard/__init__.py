@@ -17,7 +17,6 @@ from .proxy_route import *
 from .rollout import *
 from .volume import *
 from ._inputs import *
-from . import outputs
 _utilities.register(
     resource_modules="""
 [

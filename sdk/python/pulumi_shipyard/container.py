@@ -13,7 +13,6 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
-from . import outputs
 from ._inputs import *
 
 __all__ = ['ContainerArgs', 'Container']
@@ -551,7 +550,7 @@ class Container(pulumi.CustomResource):
                  state_dir: pulumi.Input[Optional[_builtins.str]] = None,
                  stop_timeout: pulumi.Input[Optional[_builtins.float]] = None,
                  takeover: Optional[Any] = None,
-                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  volumes: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  __props__=None):
         """
@@ -588,7 +587,7 @@ class Container(pulumi.CustomResource):
         :param pulumi.Input[_builtins.str] state_dir: Where its files live on the host.
         :param pulumi.Input[_builtins.float] stop_timeout: Seconds to stop.
         :param Any takeover: The Kamal role it takes over.
-        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']] target: The host it lives on, and how to reach it.
+        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict']] target: The host it lives on, and how to reach it.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] volumes: Mounts.
         """
         ...
@@ -644,7 +643,7 @@ class Container(pulumi.CustomResource):
                  state_dir: pulumi.Input[Optional[_builtins.str]] = None,
                  stop_timeout: pulumi.Input[Optional[_builtins.float]] = None,
                  takeover: Optional[Any] = None,
-                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  volumes: pulumi.Input[Optional[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  __props__=None):
         opts = pulumi.ResourceOptions.merge(_utilities.get_resource_opts_defaults(), opts)
@@ -665,7 +664,7 @@ class Container(pulumi.CustomResource):
             __props__.__dict__["env"] = env
             __props__.__dict__["exclusive"] = exclusive
             __props__.__dict__["extra_networks"] = extra_networks
-            __props__.__dict__["files"] = files
+            __props__.__dict__["files"] = None if files is None else pulumi.Output.secret(files)
             __props__.__dict__["host_shell"] = host_shell
             if image is None and not opts.urn:
                 raise TypeError("Missing required property 'image'")
@@ -703,7 +702,7 @@ class Container(pulumi.CustomResource):
             __props__.__dict__["container_id"] = None
         alias_opts = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_="pulumi-python:dynamic/shipyard:Container")])
         opts = pulumi.ResourceOptions.merge(opts, alias_opts)
-        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["registry_auth", "secret_env"])
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["files", "registry_auth", "secret_env"])
         opts = pulumi.ResourceOptions.merge(opts, secret_opts)
         super(Container, __self__).__init__(
             'shipyard:index:Container',
@@ -727,38 +726,11 @@ class Container(pulumi.CustomResource):
 
         __props__ = ContainerArgs.__new__(ContainerArgs)
 
-        __props__.__dict__["aliases"] = None
-        __props__.__dict__["assets"] = None
-        __props__.__dict__["cmd"] = None
         __props__.__dict__["container_id"] = None
-        __props__.__dict__["destination"] = None
-        __props__.__dict__["directories"] = None
-        __props__.__dict__["env"] = None
-        __props__.__dict__["exclusive"] = None
-        __props__.__dict__["extra_networks"] = None
         __props__.__dict__["files"] = None
-        __props__.__dict__["host_shell"] = None
-        __props__.__dict__["image"] = None
-        __props__.__dict__["labels"] = None
-        __props__.__dict__["logging"] = None
         __props__.__dict__["name"] = None
-        __props__.__dict__["network"] = None
-        __props__.__dict__["options"] = None
-        __props__.__dict__["owner"] = None
-        __props__.__dict__["ports"] = None
-        __props__.__dict__["proxy"] = None
         __props__.__dict__["registry_auth"] = None
-        __props__.__dict__["restart"] = None
-        __props__.__dict__["retain"] = None
-        __props__.__dict__["role"] = None
-        __props__.__dict__["rollout"] = None
-        __props__.__dict__["running"] = None
         __props__.__dict__["secret_env"] = None
-        __props__.__dict__["state_dir"] = None
-        __props__.__dict__["stop_timeout"] = None
-        __props__.__dict__["takeover"] = None
-        __props__.__dict__["target"] = None
-        __props__.__dict__["volumes"] = None
         return Container(resource_name, opts=opts, __props__=__props__)
 
     @staticmethod
@@ -769,72 +741,8 @@ class Container(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
-    def aliases(self) -> pulumi.Output[Optional[Sequence[_builtins.str]]]:
-        """
-        Names on that network.
-        """
-        return pulumi.get(self, "aliases")
-
-    @_builtins.property
-    @pulumi.getter
-    def assets(self) -> pulumi.Output[Optional[Any]]:
-        """
-        Asset bridging between versions.
-        """
-        return pulumi.get(self, "assets")
-
-    @_builtins.property
-    @pulumi.getter
-    def cmd(self) -> pulumi.Output[Optional[Sequence[_builtins.str]]]:
-        """
-        The command.
-        """
-        return pulumi.get(self, "cmd")
-
-    @_builtins.property
-    @pulumi.getter
     def container_id(self) -> pulumi.Output[Optional[_builtins.str]]:
         return pulumi.get(self, "container_id")
-
-    @_builtins.property
-    @pulumi.getter
-    def destination(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The destination (stack) it belongs to.
-        """
-        return pulumi.get(self, "destination")
-
-    @_builtins.property
-    @pulumi.getter
-    def directories(self) -> pulumi.Output[Optional[Sequence[Any]]]:
-        """
-        Directories mounted into it.
-        """
-        return pulumi.get(self, "directories")
-
-    @_builtins.property
-    @pulumi.getter
-    def env(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
-        """
-        Environment variables.
-        """
-        return pulumi.get(self, "env")
-
-    @_builtins.property
-    @pulumi.getter
-    def exclusive(self) -> pulumi.Output[Optional[_builtins.bool]]:
-        """
-        Never runs next to its predecessor (an accessory's data).
-        """
-        return pulumi.get(self, "exclusive")
-
-    @_builtins.property
-    @pulumi.getter
-    def extra_networks(self) -> pulumi.Output[Optional[Sequence[_builtins.str]]]:
-        """
-        Further networks.
-        """
-        return pulumi.get(self, "extra_networks")
 
     @_builtins.property
     @pulumi.getter
@@ -846,83 +754,11 @@ class Container(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
-    def host_shell(self) -> pulumi.Output[Optional[Any]]:
-        """
-        Env values the host's shell expands.
-        """
-        return pulumi.get(self, "host_shell")
-
-    @_builtins.property
-    @pulumi.getter
-    def image(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The image ID (or an accessory's image reference).
-        """
-        return pulumi.get(self, "image")
-
-    @_builtins.property
-    @pulumi.getter
-    def labels(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
-        """
-        Docker labels: ownership, service, destination, role, version.
-        """
-        return pulumi.get(self, "labels")
-
-    @_builtins.property
-    @pulumi.getter
-    def logging(self) -> pulumi.Output[Optional[Any]]:
-        """
-        The log driver and options.
-        """
-        return pulumi.get(self, "logging")
-
-    @_builtins.property
-    @pulumi.getter
     def name(self) -> pulumi.Output[Optional[_builtins.str]]:
         """
         The container's name.
         """
         return pulumi.get(self, "name")
-
-    @_builtins.property
-    @pulumi.getter
-    def network(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The destination's network.
-        """
-        return pulumi.get(self, "network")
-
-    @_builtins.property
-    @pulumi.getter
-    def options(self) -> pulumi.Output[Optional[Any]]:
-        """
-        Further `docker run` options.
-        """
-        return pulumi.get(self, "options")
-
-    @_builtins.property
-    @pulumi.getter
-    def owner(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The stack that owns it (its ownership label).
-        """
-        return pulumi.get(self, "owner")
-
-    @_builtins.property
-    @pulumi.getter
-    def ports(self) -> pulumi.Output[Optional[Sequence[Any]]]:
-        """
-        Published ports.
-        """
-        return pulumi.get(self, "ports")
-
-    @_builtins.property
-    @pulumi.getter
-    def proxy(self) -> pulumi.Output[Optional[Any]]:
-        """
-        Its route's health check.
-        """
-        return pulumi.get(self, "proxy")
 
     @_builtins.property
     @pulumi.getter
@@ -934,89 +770,9 @@ class Container(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
-    def restart(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The restart policy.
-        """
-        return pulumi.get(self, "restart")
-
-    @_builtins.property
-    @pulumi.getter
-    def retain(self) -> pulumi.Output[Optional[_builtins.float]]:
-        """
-        Stopped versions kept for rollback.
-        """
-        return pulumi.get(self, "retain")
-
-    @_builtins.property
-    @pulumi.getter
-    def role(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        Its role (or accessory name).
-        """
-        return pulumi.get(self, "role")
-
-    @_builtins.property
-    @pulumi.getter
-    def rollout(self) -> pulumi.Output[Optional[_builtins.bool]]:
-        """
-        A role's container (its rollout retires what it replaces), not an accessory's.
-        """
-        return pulumi.get(self, "rollout")
-
-    @_builtins.property
-    @pulumi.getter
-    def running(self) -> pulumi.Output[Optional[_builtins.bool]]:
-        """
-        Whether it runs.
-        """
-        return pulumi.get(self, "running")
-
-    @_builtins.property
-    @pulumi.getter
     def secret_env(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
         """
         Secret environment variables.
         """
         return pulumi.get(self, "secret_env")
-
-    @_builtins.property
-    @pulumi.getter
-    def state_dir(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        Where its files live on the host.
-        """
-        return pulumi.get(self, "state_dir")
-
-    @_builtins.property
-    @pulumi.getter
-    def stop_timeout(self) -> pulumi.Output[Optional[_builtins.float]]:
-        """
-        Seconds to stop.
-        """
-        return pulumi.get(self, "stop_timeout")
-
-    @_builtins.property
-    @pulumi.getter
-    def takeover(self) -> pulumi.Output[Optional[Any]]:
-        """
-        The Kamal role it takes over.
-        """
-        return pulumi.get(self, "takeover")
-
-    @_builtins.property
-    @pulumi.getter
-    def target(self) -> pulumi.Output[Optional['outputs.SshTarget']]:
-        """
-        The host it lives on, and how to reach it.
-        """
-        return pulumi.get(self, "target")
-
-    @_builtins.property
-    @pulumi.getter
-    def volumes(self) -> pulumi.Output[Optional[Sequence[_builtins.str]]]:
-        """
-        Mounts.
-        """
-        return pulumi.get(self, "volumes")
 

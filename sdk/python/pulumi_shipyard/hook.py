@@ -259,14 +259,7 @@ class Hook(pulumi.CustomResource):
 
         __props__ = HookArgs.__new__(HookArgs)
 
-        __props__.__dict__["destination"] = None
-        __props__.__dict__["details"] = None
-        __props__.__dict__["file_hash"] = None
-        __props__.__dict__["hook"] = None
-        __props__.__dict__["path"] = None
         __props__.__dict__["secrets"] = None
-        __props__.__dict__["trigger"] = None
-        __props__.__dict__["workdir"] = None
         return Hook(resource_name, opts=opts, __props__=__props__)
 
     @staticmethod
@@ -277,65 +270,9 @@ class Hook(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
-    def destination(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The destination.
-        """
-        return pulumi.get(self, "destination")
-
-    @_builtins.property
-    @pulumi.getter
-    def details(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
-        """
-        Kamal's variables for it.
-        """
-        return pulumi.get(self, "details")
-
-    @_builtins.property
-    @pulumi.getter
-    def file_hash(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The hook file's digest.
-        """
-        return pulumi.get(self, "file_hash")
-
-    @_builtins.property
-    @pulumi.getter
-    def hook(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        Which hook.
-        """
-        return pulumi.get(self, "hook")
-
-    @_builtins.property
-    @pulumi.getter
-    def path(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The hook file.
-        """
-        return pulumi.get(self, "path")
-
-    @_builtins.property
-    @pulumi.getter
     def secrets(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
         """
         Secrets it is given.
         """
         return pulumi.get(self, "secrets")
-
-    @_builtins.property
-    @pulumi.getter
-    def trigger(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        What it stands by.
-        """
-        return pulumi.get(self, "trigger")
-
-    @_builtins.property
-    @pulumi.getter
-    def workdir(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        Where it runs.
-        """
-        return pulumi.get(self, "workdir")
 

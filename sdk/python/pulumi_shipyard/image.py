@@ -13,7 +13,6 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
-from . import outputs
 from ._inputs import *
 
 __all__ = ['ImageArgs', 'Image']
@@ -268,7 +267,7 @@ class Image(pulumi.CustomResource):
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
                  build_args: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
-                 build_host: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 build_host: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  context: pulumi.Input[Optional[_builtins.str]] = None,
                  context_hash: pulumi.Input[Optional[_builtins.str]] = None,
                  destination: pulumi.Input[Optional[_builtins.str]] = None,
@@ -280,7 +279,7 @@ class Image(pulumi.CustomResource):
                  registry_password: Optional[Any] = None,
                  registry_server: pulumi.Input[Optional[_builtins.str]] = None,
                  registry_username: pulumi.Input[Optional[_builtins.str]] = None,
-                 ship_to: pulumi.Input[Optional[Sequence[pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]]]] = None,
+                 ship_to: pulumi.Input[Optional[Sequence[pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict']]]]] = None,
                  tag: pulumi.Input[Optional[_builtins.str]] = None,
                  __props__=None):
         """
@@ -289,7 +288,7 @@ class Image(pulumi.CustomResource):
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] build_args: Build arguments.
-        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']] build_host: The host that builds it.
+        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict']] build_host: The host that builds it.
         :param pulumi.Input[_builtins.str] context: The build context directory.
         :param pulumi.Input[_builtins.str] context_hash: A digest of the build context: what the version names.
         :param pulumi.Input[_builtins.str] destination: The destination (stack) it belongs to.
@@ -301,7 +300,7 @@ class Image(pulumi.CustomResource):
         :param Any registry_password: The registry login's password.
         :param pulumi.Input[_builtins.str] registry_server: The registry it goes through, if any.
         :param pulumi.Input[_builtins.str] registry_username: The registry login's user.
-        :param pulumi.Input[Sequence[pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]]] ship_to: The hosts that run it.
+        :param pulumi.Input[Sequence[pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict']]]] ship_to: The hosts that run it.
         :param pulumi.Input[_builtins.str] tag: The destination's own tag.
         """
         ...
@@ -329,7 +328,7 @@ class Image(pulumi.CustomResource):
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
                  build_args: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
-                 build_host: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 build_host: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  context: pulumi.Input[Optional[_builtins.str]] = None,
                  context_hash: pulumi.Input[Optional[_builtins.str]] = None,
                  destination: pulumi.Input[Optional[_builtins.str]] = None,
@@ -341,7 +340,7 @@ class Image(pulumi.CustomResource):
                  registry_password: Optional[Any] = None,
                  registry_server: pulumi.Input[Optional[_builtins.str]] = None,
                  registry_username: pulumi.Input[Optional[_builtins.str]] = None,
-                 ship_to: pulumi.Input[Optional[Sequence[pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]]]] = None,
+                 ship_to: pulumi.Input[Optional[Sequence[pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict']]]]] = None,
                  tag: pulumi.Input[Optional[_builtins.str]] = None,
                  __props__=None):
         opts = pulumi.ResourceOptions.merge(_utilities.get_resource_opts_defaults(), opts)
@@ -409,24 +408,11 @@ class Image(pulumi.CustomResource):
 
         __props__ = ImageArgs.__new__(ImageArgs)
 
-        __props__.__dict__["build_args"] = None
-        __props__.__dict__["build_host"] = None
-        __props__.__dict__["context"] = None
-        __props__.__dict__["context_hash"] = None
-        __props__.__dict__["destination"] = None
-        __props__.__dict__["dockerfile"] = None
         __props__.__dict__["hosts"] = None
         __props__.__dict__["image_id"] = None
-        __props__.__dict__["labels"] = None
-        __props__.__dict__["owner"] = None
-        __props__.__dict__["pinned"] = None
-        __props__.__dict__["promote"] = None
         __props__.__dict__["registry_password"] = None
-        __props__.__dict__["registry_server"] = None
-        __props__.__dict__["registry_username"] = None
         __props__.__dict__["repo_digest"] = None
         __props__.__dict__["reuse"] = None
-        __props__.__dict__["ship_to"] = None
         __props__.__dict__["tag"] = None
         return Image(resource_name, opts=opts, __props__=__props__)
 
@@ -435,54 +421,6 @@ class Image(pulumi.CustomResource):
             opts: Optional[pulumi.ResourceOptions] = None) -> pulumi.Output[bool]:
         __props__: dict = {}
         return pulumi.runtime.exists_resource(None, 'shipyard:index:Image', id, __props__, opts or pulumi.ResourceOptions())
-
-    @_builtins.property
-    @pulumi.getter
-    def build_args(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
-        """
-        Build arguments.
-        """
-        return pulumi.get(self, "build_args")
-
-    @_builtins.property
-    @pulumi.getter
-    def build_host(self) -> pulumi.Output[Optional['outputs.SshTarget']]:
-        """
-        The host that builds it.
-        """
-        return pulumi.get(self, "build_host")
-
-    @_builtins.property
-    @pulumi.getter
-    def context(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The build context directory.
-        """
-        return pulumi.get(self, "context")
-
-    @_builtins.property
-    @pulumi.getter
-    def context_hash(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        A digest of the build context: what the version names.
-        """
-        return pulumi.get(self, "context_hash")
-
-    @_builtins.property
-    @pulumi.getter
-    def destination(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The destination (stack) it belongs to.
-        """
-        return pulumi.get(self, "destination")
-
-    @_builtins.property
-    @pulumi.getter
-    def dockerfile(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The Dockerfile, in the context.
-        """
-        return pulumi.get(self, "dockerfile")
 
     @_builtins.property
     @pulumi.getter
@@ -496,59 +434,11 @@ class Image(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
-    def labels(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
-        """
-        Docker labels: ownership, service, destination, role, version.
-        """
-        return pulumi.get(self, "labels")
-
-    @_builtins.property
-    @pulumi.getter
-    def owner(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The stack that owns it (its ownership label).
-        """
-        return pulumi.get(self, "owner")
-
-    @_builtins.property
-    @pulumi.getter
-    def pinned(self) -> pulumi.Output[Optional[_builtins.bool]]:
-        """
-        The version was given, not the commit's.
-        """
-        return pulumi.get(self, "pinned")
-
-    @_builtins.property
-    @pulumi.getter
-    def promote(self) -> pulumi.Output[Optional[Any]]:
-        """
-        The image of another stack this one runs instead of a build.
-        """
-        return pulumi.get(self, "promote")
-
-    @_builtins.property
-    @pulumi.getter
     def registry_password(self) -> pulumi.Output[Optional[Any]]:
         """
         The registry login's password.
         """
         return pulumi.get(self, "registry_password")
-
-    @_builtins.property
-    @pulumi.getter
-    def registry_server(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The registry it goes through, if any.
-        """
-        return pulumi.get(self, "registry_server")
-
-    @_builtins.property
-    @pulumi.getter
-    def registry_username(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The registry login's user.
-        """
-        return pulumi.get(self, "registry_username")
 
     @_builtins.property
     @pulumi.getter
@@ -559,14 +449,6 @@ class Image(pulumi.CustomResource):
     @pulumi.getter
     def reuse(self) -> pulumi.Output[Optional[Any]]:
         return pulumi.get(self, "reuse")
-
-    @_builtins.property
-    @pulumi.getter
-    def ship_to(self) -> pulumi.Output[Optional[Sequence['outputs.SshTarget']]]:
-        """
-        The hosts that run it.
-        """
-        return pulumi.get(self, "ship_to")
 
     @_builtins.property
     @pulumi.getter

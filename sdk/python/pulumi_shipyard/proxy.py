@@ -13,7 +13,6 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
-from . import outputs
 from ._inputs import *
 
 __all__ = ['ProxyArgs', 'Proxy']
@@ -98,7 +97,7 @@ class Proxy(pulumi.CustomResource):
                  image: pulumi.Input[Optional[_builtins.str]] = None,
                  lock: Optional[Any] = None,
                  run: Optional[Any] = None,
-                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  __props__=None):
         """
         kamal-proxy on one host, shared by every destination there.
@@ -108,7 +107,7 @@ class Proxy(pulumi.CustomResource):
         :param pulumi.Input[_builtins.str] image: kamal-proxy's image.
         :param Any lock: The host lock's settings: stack name and timeout.
         :param Any run: How it runs (ports, options).
-        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']] target: The host it lives on, and how to reach it.
+        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict']] target: The host it lives on, and how to reach it.
         """
         ...
     @overload
@@ -137,7 +136,7 @@ class Proxy(pulumi.CustomResource):
                  image: pulumi.Input[Optional[_builtins.str]] = None,
                  lock: Optional[Any] = None,
                  run: Optional[Any] = None,
-                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  __props__=None):
         opts = pulumi.ResourceOptions.merge(_utilities.get_resource_opts_defaults(), opts)
         if not isinstance(opts, pulumi.ResourceOptions):
@@ -182,11 +181,7 @@ class Proxy(pulumi.CustomResource):
         __props__ = ProxyArgs.__new__(ProxyArgs)
 
         __props__.__dict__["container_id"] = None
-        __props__.__dict__["image"] = None
-        __props__.__dict__["lock"] = None
-        __props__.__dict__["run"] = None
         __props__.__dict__["running_image"] = None
-        __props__.__dict__["target"] = None
         return Proxy(resource_name, opts=opts, __props__=__props__)
 
     @staticmethod
@@ -202,38 +197,6 @@ class Proxy(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
-    def image(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        kamal-proxy's image.
-        """
-        return pulumi.get(self, "image")
-
-    @_builtins.property
-    @pulumi.getter
-    def lock(self) -> pulumi.Output[Optional[Any]]:
-        """
-        The host lock's settings: stack name and timeout.
-        """
-        return pulumi.get(self, "lock")
-
-    @_builtins.property
-    @pulumi.getter
-    def run(self) -> pulumi.Output[Optional[Any]]:
-        """
-        How it runs (ports, options).
-        """
-        return pulumi.get(self, "run")
-
-    @_builtins.property
-    @pulumi.getter
     def running_image(self) -> pulumi.Output[Optional[_builtins.str]]:
         return pulumi.get(self, "running_image")
-
-    @_builtins.property
-    @pulumi.getter
-    def target(self) -> pulumi.Output[Optional['outputs.SshTarget']]:
-        """
-        The host it lives on, and how to reach it.
-        """
-        return pulumi.get(self, "target")
 

@@ -13,7 +13,6 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
-from . import outputs
 from ._inputs import *
 
 __all__ = ['ProxyRouteArgs', 'ProxyRoute']
@@ -248,7 +247,7 @@ class ProxyRoute(pulumi.CustomResource):
                  role: pulumi.Input[Optional[_builtins.str]] = None,
                  service: pulumi.Input[Optional[_builtins.str]] = None,
                  takeover: Optional[Any] = None,
-                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  tls: Optional[Any] = None,
                  upstream: pulumi.Input[Optional[_builtins.str]] = None,
                  __props__=None):
@@ -267,7 +266,7 @@ class ProxyRoute(pulumi.CustomResource):
         :param pulumi.Input[_builtins.str] role: The role it serves.
         :param pulumi.Input[_builtins.str] service: The route's name.
         :param Any takeover: The Kamal route it takes over.
-        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']] target: The host it lives on, and how to reach it.
+        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict']] target: The host it lives on, and how to reach it.
         :param Any tls: A certificate of one's own.
         :param pulumi.Input[_builtins.str] upstream: The container and port it serves.
         """
@@ -305,7 +304,7 @@ class ProxyRoute(pulumi.CustomResource):
                  role: pulumi.Input[Optional[_builtins.str]] = None,
                  service: pulumi.Input[Optional[_builtins.str]] = None,
                  takeover: Optional[Any] = None,
-                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  tls: Optional[Any] = None,
                  upstream: pulumi.Input[Optional[_builtins.str]] = None,
                  __props__=None):
@@ -362,19 +361,8 @@ class ProxyRoute(pulumi.CustomResource):
 
         __props__ = ProxyRouteArgs.__new__(ProxyRouteArgs)
 
-        __props__.__dict__["container_id"] = None
-        __props__.__dict__["destination"] = None
-        __props__.__dict__["error_pages"] = None
-        __props__.__dict__["labels"] = None
-        __props__.__dict__["lock"] = None
-        __props__.__dict__["owner"] = None
-        __props__.__dict__["proxy"] = None
-        __props__.__dict__["role"] = None
         __props__.__dict__["service"] = None
-        __props__.__dict__["takeover"] = None
-        __props__.__dict__["target"] = None
         __props__.__dict__["tls"] = None
-        __props__.__dict__["upstream"] = None
         return ProxyRoute(resource_name, opts=opts, __props__=__props__)
 
     @staticmethod
@@ -382,70 +370,6 @@ class ProxyRoute(pulumi.CustomResource):
             opts: Optional[pulumi.ResourceOptions] = None) -> pulumi.Output[bool]:
         __props__: dict = {}
         return pulumi.runtime.exists_resource(None, 'shipyard:index:ProxyRoute', id, __props__, opts or pulumi.ResourceOptions())
-
-    @_builtins.property
-    @pulumi.getter
-    def container_id(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The container it serves.
-        """
-        return pulumi.get(self, "container_id")
-
-    @_builtins.property
-    @pulumi.getter
-    def destination(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The destination (stack) it belongs to.
-        """
-        return pulumi.get(self, "destination")
-
-    @_builtins.property
-    @pulumi.getter
-    def error_pages(self) -> pulumi.Output[Optional[Any]]:
-        """
-        Its error pages.
-        """
-        return pulumi.get(self, "error_pages")
-
-    @_builtins.property
-    @pulumi.getter
-    def labels(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
-        """
-        Docker labels: ownership, service, destination, role, version.
-        """
-        return pulumi.get(self, "labels")
-
-    @_builtins.property
-    @pulumi.getter
-    def lock(self) -> pulumi.Output[Optional[Any]]:
-        """
-        The host lock's settings: stack name and timeout.
-        """
-        return pulumi.get(self, "lock")
-
-    @_builtins.property
-    @pulumi.getter
-    def owner(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The stack that owns it (its ownership label).
-        """
-        return pulumi.get(self, "owner")
-
-    @_builtins.property
-    @pulumi.getter
-    def proxy(self) -> pulumi.Output[Optional[Any]]:
-        """
-        Hosts, paths, TLS, health check, timeouts.
-        """
-        return pulumi.get(self, "proxy")
-
-    @_builtins.property
-    @pulumi.getter
-    def role(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The role it serves.
-        """
-        return pulumi.get(self, "role")
 
     @_builtins.property
     @pulumi.getter
@@ -457,33 +381,9 @@ class ProxyRoute(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
-    def takeover(self) -> pulumi.Output[Optional[Any]]:
-        """
-        The Kamal route it takes over.
-        """
-        return pulumi.get(self, "takeover")
-
-    @_builtins.property
-    @pulumi.getter
-    def target(self) -> pulumi.Output[Optional['outputs.SshTarget']]:
-        """
-        The host it lives on, and how to reach it.
-        """
-        return pulumi.get(self, "target")
-
-    @_builtins.property
-    @pulumi.getter
     def tls(self) -> pulumi.Output[Optional[Any]]:
         """
         A certificate of one's own.
         """
         return pulumi.get(self, "tls")
-
-    @_builtins.property
-    @pulumi.getter
-    def upstream(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The container and port it serves.
-        """
-        return pulumi.get(self, "upstream")
 

@@ -259,14 +259,7 @@ class Rollout(pulumi.CustomResource):
 
         __props__ = RolloutArgs.__new__(RolloutArgs)
 
-        __props__.__dict__["containers"] = None
-        __props__.__dict__["destination"] = None
-        __props__.__dict__["labels"] = None
-        __props__.__dict__["lock"] = None
-        __props__.__dict__["owner"] = None
         __props__.__dict__["redact"] = None
-        __props__.__dict__["step"] = None
-        __props__.__dict__["wait"] = None
         return Rollout(resource_name, opts=opts, __props__=__props__)
 
     @staticmethod
@@ -277,65 +270,9 @@ class Rollout(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
-    def containers(self) -> pulumi.Output[Optional[Sequence[Any]]]:
-        """
-        The rollout's containers, per host and role.
-        """
-        return pulumi.get(self, "containers")
-
-    @_builtins.property
-    @pulumi.getter
-    def destination(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The destination (stack) it belongs to.
-        """
-        return pulumi.get(self, "destination")
-
-    @_builtins.property
-    @pulumi.getter
-    def labels(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
-        """
-        Docker labels: ownership, service, destination, role, version.
-        """
-        return pulumi.get(self, "labels")
-
-    @_builtins.property
-    @pulumi.getter
-    def lock(self) -> pulumi.Output[Optional[Any]]:
-        """
-        The host lock's settings: stack name and timeout.
-        """
-        return pulumi.get(self, "lock")
-
-    @_builtins.property
-    @pulumi.getter
-    def owner(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The stack that owns it (its ownership label).
-        """
-        return pulumi.get(self, "owner")
-
-    @_builtins.property
-    @pulumi.getter
     def redact(self) -> pulumi.Output[Optional[Any]]:
         """
         Secret values to keep out of messages.
         """
         return pulumi.get(self, "redact")
-
-    @_builtins.property
-    @pulumi.getter
-    def step(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        `start` or `retire`.
-        """
-        return pulumi.get(self, "step")
-
-    @_builtins.property
-    @pulumi.getter
-    def wait(self) -> pulumi.Output[Optional[_builtins.float]]:
-        """
-        Seconds before the next batch.
-        """
-        return pulumi.get(self, "wait")
 

@@ -13,7 +13,6 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
-from . import outputs
 from ._inputs import *
 
 __all__ = ['VolumeArgs', 'Volume']
@@ -115,7 +114,7 @@ class Volume(pulumi.CustomResource):
                  labels: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
                  name: pulumi.Input[Optional[_builtins.str]] = None,
                  owner: pulumi.Input[Optional[_builtins.str]] = None,
-                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  __props__=None):
         """
         A named volume on one host; kept by `pulumi destroy` unless the stack opts in.
@@ -126,7 +125,7 @@ class Volume(pulumi.CustomResource):
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] labels: Docker labels: ownership, service, destination, role, version.
         :param pulumi.Input[_builtins.str] name: Its name.
         :param pulumi.Input[_builtins.str] owner: The stack that owns it (its ownership label).
-        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']] target: The host it lives on, and how to reach it.
+        :param pulumi.Input[Union['SshTargetArgs', 'SshTargetArgsDict']] target: The host it lives on, and how to reach it.
         """
         ...
     @overload
@@ -156,7 +155,7 @@ class Volume(pulumi.CustomResource):
                  labels: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
                  name: pulumi.Input[Optional[_builtins.str]] = None,
                  owner: pulumi.Input[Optional[_builtins.str]] = None,
-                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict', 'outputs.SshTarget']]] = None,
+                 target: pulumi.Input[Optional[Union['SshTargetArgs', 'SshTargetArgsDict']]] = None,
                  __props__=None):
         opts = pulumi.ResourceOptions.merge(_utilities.get_resource_opts_defaults(), opts)
         if not isinstance(opts, pulumi.ResourceOptions):
@@ -199,11 +198,7 @@ class Volume(pulumi.CustomResource):
 
         __props__ = VolumeArgs.__new__(VolumeArgs)
 
-        __props__.__dict__["destination"] = None
-        __props__.__dict__["labels"] = None
         __props__.__dict__["name"] = None
-        __props__.__dict__["owner"] = None
-        __props__.__dict__["target"] = None
         return Volume(resource_name, opts=opts, __props__=__props__)
 
     @staticmethod
@@ -214,41 +209,9 @@ class Volume(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
-    def destination(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The destination (stack) it belongs to.
-        """
-        return pulumi.get(self, "destination")
-
-    @_builtins.property
-    @pulumi.getter
-    def labels(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
-        """
-        Docker labels: ownership, service, destination, role, version.
-        """
-        return pulumi.get(self, "labels")
-
-    @_builtins.property
-    @pulumi.getter
     def name(self) -> pulumi.Output[Optional[_builtins.str]]:
         """
         Its name.
         """
         return pulumi.get(self, "name")
-
-    @_builtins.property
-    @pulumi.getter
-    def owner(self) -> pulumi.Output[Optional[_builtins.str]]:
-        """
-        The stack that owns it (its ownership label).
-        """
-        return pulumi.get(self, "owner")
-
-    @_builtins.property
-    @pulumi.getter
-    def target(self) -> pulumi.Output[Optional['outputs.SshTarget']]:
-        """
-        The host it lives on, and how to reach it.
-        """
-        return pulumi.get(self, "target")
 
