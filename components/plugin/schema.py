@@ -162,9 +162,14 @@ def _setting_type(annotation: Any, types: dict[str, Any]) -> dict[str, Any]:
     return ANY
 
 
+def kind_of(token: str) -> str:
+    """A resource type token's kind (`shipyard:index:Container` -> `Container`)."""
+    return token.rsplit(":", 1)[-1]
+
+
 def provider_for(token: str):
     """The provider of a resource type token (`shipyard:index:Container`)."""
-    kind = token.rsplit(":", 1)[-1]
+    kind = kind_of(token)
     if kind not in PROVIDERS:
         raise KeyError(f"the shipyard plugin has no resource type {token}")
     return _instance(kind)

@@ -91,7 +91,12 @@ def beyond(outs: Mapping[str, Any], inputs: Mapping[str, Any], keep: Iterable[st
 def _kept(urn: str, secret: set[str]) -> set[str]:
     """What a resource's outputs keep whatever its inputs: its kind's (`schema.recorded_outputs`: what a program
     reads back, its secrets) and whatever came secret."""
-    return secret | schema.recorded_outputs(urn.split("::")[2].split("$")[-1].rsplit(":", 1)[-1])
+    return secret | schema.recorded_outputs(schema.kind_of(_type_token(urn)))
+
+
+def _type_token(urn: str) -> str:
+    """The resource type a URN names (`urn:pulumi:<stack>::<project>::<parent types$>type::name`)."""
+    return urn.split("::")[2].split("$")[-1]
 
 
 async def wire(outs: Mapping[str, Any], secret: set[str] = frozenset()) -> Any:
@@ -204,8 +209,8 @@ class Servicer(ProviderServicer):
 
     @staticmethod
     def _provider(urn: str):
-        """The provider of the resource a URN names (`urn:pulumi:<stack>::<project>::<parent types$>type::name`)."""
-        return schema.provider_for(urn.split("::")[2].split("$")[-1])
+        """The provider of the resource a URN names."""
+        return schema.provider_for(_type_token(urn))
 
     # -- the plugin itself -----------------------------------------------------------------------------------------
 
