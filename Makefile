@@ -23,15 +23,16 @@ setup:
 # sample of tests each run alone in a fresh pytest (no test depends on another); then a compatibility pass of the
 # integration tier and the deploy, accessory and upgrade tests on Debian's Docker Engine 20.10
 # (SHIPYARD_BENCH_DOCKERD=debian) - the upgrade from the oldest release runs only there: it pinned API 1.41, which
-# current engines refuse. TEST_OLD_DOCKERD=0 skips that pass.
+# current engines refuse. TEST_OLD_DOCKERD=0 skips that pass. Each pass ends with its slowest tests: the suite's
+# time is what every change waits for.
 TEST_OLD_DOCKERD ?= 1
 OLDEST_UPGRADE := tests/e2e/test_upgrade.py::test_a_destination_deployed_by_an_earlier_release_previews_with_no_change
 
 test: setup
-	SHIPYARD_TEST_SEED=$${SHIPYARD_TEST_SEED:-random} $(PY) -m pytest --deselect $(OLDEST_UPGRADE)
+	SHIPYARD_TEST_SEED=$${SHIPYARD_TEST_SEED:-random} $(PY) -m pytest --durations=40 --deselect $(OLDEST_UPGRADE)
 	$(PY) -m tests.alone 2
 ifeq ($(TEST_OLD_DOCKERD),1)
-	SHIPYARD_BENCH_DOCKERD=debian $(PY) -m pytest tests/integration tests/e2e/test_deploy.py \
+	SHIPYARD_BENCH_DOCKERD=debian $(PY) -m pytest --durations=15 tests/integration tests/e2e/test_deploy.py \
 	  tests/e2e/test_accessories.py $(OLDEST_UPGRADE)
 endif
 
