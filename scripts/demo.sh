@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
 # `make demo`: deploys examples/hello as staging and production - the same commit, one host - with the real
 # `pulumi up`, then shows what each destination answers. `make demo-down` destroys both, removes the two stacks
-# (their files in stacks/ stay) and stops the bench.
+# (their files in stacks/ stay) and stops the bench. A stack file changed since the checkout is yours now (the README
+# has you write your stacks over these): neither deploys nor destroys it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+for stack in staging production; do
+  file="stacks/Pulumi.$stack.yaml"
+  if [ -n "$(git status --porcelain -- "$file" 2>/dev/null)" ]; then
+    if [ "${1:-}" = down ]; then
+      echo "make demo-down: $file is no longer the demo's (changed since the checkout), so its stack is yours:" \
+           "nothing was destroyed. \`git checkout $file\` brings the demo's back; \`.venv/bin/python -m" \
+           "tests.bench down\` stops the bench alone." >&2
+    else
+      echo "make demo: $file is no longer the demo's (changed since the checkout), so its stack is yours:" \
+           "nothing was deployed. \`git checkout $file\` brings the demo's back." >&2
+    fi
+    exit 1
+  fi
+done
 
 if [ "${1:-}" = down ]; then
   for stack in staging production; do

@@ -71,8 +71,8 @@ scripts/install-sdkgen.sh >/dev/null
 # 4. kamal-proxy, for the bench's seeded proxy image (users get basecamp/kamal-proxy from Docker Hub).
 kamal_proxy="$(scripts/install-kamal-proxy.sh)"
 [ "$kamal_proxy" -ef .venv/bin/kamal-proxy ] || ln -sf "$kamal_proxy" .venv/bin/kamal-proxy
-# 5. A current Docker Engine daemon, for running the bench on it as well as on Debian's (SHIPYARD_BENCH_DOCKERD=current).
-#    Linked under its own name: Debian's dockerd stays the bench's default.
+# 5. A current Docker Engine daemon: the bench hosts run it, as a new server does (Debian's 20.10 with
+#    SHIPYARD_BENCH_DOCKERD=debian). Linked under its own name, beside Debian's dockerd.
 dockerd_current="$(scripts/install-dockerd.sh)"
 [ "$dockerd_current" -ef .venv/bin/dockerd-current ] || ln -sf "$dockerd_current" .venv/bin/dockerd-current
 

@@ -126,7 +126,8 @@ class BenchInfo:
     identity_file: str
     known_hosts: str
     registry: str  # host:port, plain HTTP, trusted by every bench daemon
-    auth_registry: str  # the same, but it wants AUTH_REGISTRY_USER and auth_registry_password
+    auth_registry: str  # the same, but it wants a login: auth_registry_user and auth_registry_password
+    auth_registry_user: str
     auth_registry_password: str
     hub: str  # host:port of the Docker Hub stand-in (every daemon's registry mirror)
     operator_docker_config: str  # a DOCKER_CONFIG directory: the deploying side's own login
@@ -272,7 +273,7 @@ class Bench:
                               fs_dir=str(d / "fs")))
         return BenchInfo(root=str(self.root), identity_file=str(self.root / "id_ed25519"),
                          known_hosts=str(self.root / "known_hosts"), registry=self.registry,
-                         auth_registry=f"{self.net}.0.1:{AUTH_REGISTRY_PORT}",
+                         auth_registry=f"{self.net}.0.1:{AUTH_REGISTRY_PORT}", auth_registry_user=AUTH_REGISTRY_USER,
                          auth_registry_password=(self.root / "registry-auth" / "password").read_text(),
                          hub=self.hub, operator_docker_config=str(self.root / "operator-docker"),
                          operator_password=(self.root / "registry-auth" / "operator-password").read_text(),

@@ -92,7 +92,7 @@ def serves(bench, name: str) -> str:
 def test_a_python_program_deploys_to_a_host_that_another_resource_hands_out(bench, tmp_path):
     """The host address, the registry password and a secret env value all come from other resources' outputs (a
     VM, a secret store's entries): the secrets stay secrets."""
-    proj = program(tmp_path, "compose", {"name": "python", "options": {"virtualenv": ".venv"}})
+    proj = program(tmp_path, "compose", "python")  # as the README's: PULUMI_PYTHON_CMD names the Python
     (proj.dir / "__main__.py").write_text(PROGRAM)
     host = bench.hosts[0].address
     (proj.dir / "settings.json").write_text(json.dumps({
