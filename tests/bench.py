@@ -73,8 +73,14 @@ REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "dockerd", "docker", "sshd", "ssh-
 # its own /root, /tmp and SSH_USER's home (bind mounts of its directories), then sleeps until the bench stops it.
 # The bench's own directory is opened first and, if it lies under one of those, mounted back at its path, so the
 # host's daemons still find their data and config there. Arguments: bench dir, the host's /root, its /tmp, the
-# user's home there, the user's home path, the ready file.
+# user's home there, the user's home path, the ready file, the host's resolv.conf.
+# The host's resolver answers at once, as a server's does: in the host's network namespace the machine's own resolver
+# is out of reach, so every lookup waited out its timeout - a pull of a tag that does not exist failed after the
+# daemon's 60 s of lookups of Docker Hub's name, where a server gets Docker Hub's "not found" in a second. Now it is
+# refused at once (no resolver listens on the host's loopback) and the pull fails with the mirror's "not found".
+HOST_RESOLV_CONF = "nameserver 127.0.0.1\n"
 HOST_FS_SCRIPT = """set -eu
+if [ -e /etc/resolv.conf ]; then mount --bind "$7" /etc/resolv.conf; fi
 exec 3<"$1" 4<"$2" 5<"$3" 6<"$4"
 mount -c --bind /proc/self/fd/5 /tmp
 mount -c --bind /proc/self/fd/4 /root
@@ -405,8 +411,11 @@ class Bench:
             (fs / name).mkdir(parents=True, exist_ok=True)
             (fs / name).chmod(mode)
         shutil.chown(fs / "home", SSH_USER, SSH_USER)
+        resolv = self.root / "resolv.conf"
+        resolv.write_text(HOST_RESOLV_CONF)
         _spawn(["unshare", "--mount", "--propagation", "private", "bash", "-c", HOST_FS_SCRIPT, "bench-host-fs",
-                str(self.root), str(fs / "root"), str(fs / "tmp"), str(fs / "home"), USER_HOME, str(ready)],
+                str(self.root), str(fs / "root"), str(fs / "tmp"), str(fs / "home"), USER_HOME, str(ready),
+                str(resolv)],
                self._hdir(i) / "fs.log", pidfile, netns=self._netns(i))
         _wait(f"the filesystem of host{i}", ready.exists, 10, self._hdir(i) / "fs.log")
 
