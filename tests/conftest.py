@@ -73,8 +73,8 @@ def host_docker(host) -> docker.APIClient:
     return docker.APIClient(base_url=f"unix://{host.docker_socket}", version="auto")
 
 
-# A job worker's command that stops as soon as it is asked (SIGTERM), as a real worker does: a bare `sleep` as PID 1
-# ignores SIGTERM and would wait out a role's whole drain timeout at every rollout.
+# A job worker's (or an accessory's) command that stops as soon as it is asked (SIGTERM), as a real worker or database
+# does: a bare `sleep` as PID 1 ignores SIGTERM and would wait out the whole stop timeout at every rollout and destroy.
 WORKER = "trap 'exit 0' TERM; sleep 3600 & wait"
 
 

@@ -27,7 +27,8 @@ def config(bench, dest: str, version: str = "v1", **extra: Any) -> dict[str, Any
         "env": {"clear": {"DB_HOST": "db"}, "secret": ["GREETING"]},
         "accessories": {"db": {
             "image": "busybox:latest", "host": bench.hosts[0].address,
-            "cmd": "mkdir -p /data && echo db-of-$SHIPYARD_DEST > /data/index.html && httpd -f -p 80 -h /data",
+            "cmd": "mkdir -p /data && echo db-of-$SHIPYARD_DEST > /data/index.html && httpd -p 80 -h /data && "
+                   "trap 'exit 0' TERM && while :; do sleep 1; done",  # stops when asked, as a database does
             "env": {"clear": {"SHIPYARD_DEST": dest}},
             "volumes": ["data:/data"], "files": ["app/db.conf:/etc/db.conf"], "directories": ["logs:/var/log/db"],
         }},

@@ -36,7 +36,7 @@ def config(bench, dest: str) -> dict[str, Any]:
                       "deploy_timeout": 15, "drain_timeout": 1},
             "env": {"clear": {"GREETING": f"hello from {dest}"}},
             "accessories": {"ticker": {"image": "busybox:latest", "host": host,
-                                       "cmd": "while true; do echo tick-$DEST; sleep 1; done",
+                                       "cmd": "trap 'exit 0' TERM; while true; do echo tick-$DEST; sleep 1; done",
                                        "volumes": [f"/tmp/ops-{dest}-data:/data"],  # a host directory
                                        "env": {"clear": {"DEST": dest}}}},
             "retain_containers": 3, "ssh": ssh_config(bench)}

@@ -60,7 +60,7 @@ def config(bench, host: str | None = None, **more: Any) -> dict[str, Any]:
             "servers": {"web": {"hosts": [host]}, "jobs": {"hosts": [host], "cmd": WORKER}},
             "proxy": {"hosts": [NAME], "healthcheck": {"interval": 0.3, "timeout": 2}, "deploy_timeout": 20,
                       "drain_timeout": 1},
-            "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": "sleep 3600",
+            "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": WORKER,
                                    "volumes": ["data:/data"]}},
             "ssh": ssh_config(bench), **more}
 
@@ -126,7 +126,7 @@ def test_the_operators_docker_login_never_reaches_the_host(bench, proj):
     worked. A stack without credentials for that registry must fail to pull, and say so in one line."""
     cfg = config(bench)
     cfg["accessories"] = {"db": {"image": f"{bench.auth_registry}/library/busybox:latest",
-                                 "host": server(bench).address, "cmd": "sleep 3600"}}
+                                 "host": server(bench).address, "cmd": WORKER}}
     proj.init("staging", cfg)
     failed = proj.up("staging", check=False)
     assert not failed.ok
@@ -148,7 +148,7 @@ def test_the_operators_docker_login_never_reaches_the_host(bench, proj):
     # with the stack's own login for that registry, all of it works: pull, build, push
     cfg["registry"] = {"server": bench.auth_registry, "username": "deployer"}
     cfg["accessories"] = {"db": {"image": f"{bench.auth_registry}/library/busybox:latest",
-                                 "host": server(bench).address, "cmd": "sleep 3600"}}
+                                 "host": server(bench).address, "cmd": WORKER}}
     proj.set_config("staging", cfg)
     proj.set_secrets("staging", {"shipyard:registry.password": bench.auth_registry_password})
     proj.up("staging")

@@ -316,7 +316,7 @@ def test_connection_settings_never_replace_and_refresh_finds_no_change(bench, pr
     host = bench.hosts[0].address
     cfg = {"service": "conn", "image": "acme/conn", "version": "v1", "builder": {"context": "app"},
            "servers": {"web": {"hosts": [host], "ports": ["8141:80"]}},
-           "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": "sleep 3600",
+           "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": WORKER,
                                   "files": ["app/start.sh:/etc/start.sh"]}},
            "ssh": ssh_config(bench)}
     proj.init("staging", cfg)

@@ -31,7 +31,7 @@ def config(bench, version: str) -> dict:
             "proxy": {"hosts": ["upgrade.test"], "healthcheck": {"interval": 0.3, "timeout": 2}, "deploy_timeout": 10,
                       "drain_timeout": 1},
             "env": {"clear": {"A": "1"}, "secret": ["TOKEN"]},
-            "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": "sleep 3600",
+            "accessories": {"db": {"image": "busybox:latest", "host": host, "cmd": WORKER,
                                    "volumes": ["data:/data"], "files": ["app/start.sh:/etc/start.sh"]}},
             "ssh": ssh_config(bench)}
 
