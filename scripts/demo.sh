@@ -9,14 +9,10 @@ cd "$(dirname "$0")/.."
 for stack in staging production; do
   file="stacks/Pulumi.$stack.yaml"
   if [ -n "$(git status --porcelain -- "$file" 2>/dev/null)" ]; then
-    if [ "${1:-}" = down ]; then
-      echo "make demo-down: $file is no longer the demo's (changed since the checkout), so its stack is yours:" \
-           "nothing was destroyed. \`git checkout $file\` brings the demo's back; \`.venv/bin/python -m" \
-           "tests.bench down\` stops the bench alone." >&2
-    else
-      echo "make demo: $file is no longer the demo's (changed since the checkout), so its stack is yours:" \
-           "nothing was deployed. \`git checkout $file\` brings the demo's back." >&2
-    fi
+    what=deployed also=""
+    [ "${1:-}" = down ] && what=destroyed also="; \`.venv/bin/python -m tests.bench down\` stops the bench alone"
+    echo "make demo${1:+-$1}: $file is no longer the demo's (changed since the checkout), so its stack is yours:" \
+         "nothing was $what. \`git checkout $file\` brings the demo's back$also." >&2
     exit 1
   fi
 done
