@@ -463,8 +463,9 @@ class ProcessCpu:
                 with contextlib.suppress(OSError):
                     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                     cmd = b" ".join(argv).decode(errors="replace")
+                    # a process that has exited (a zombie) has no command line left: its name is unknown
                     kind = next((k for k, mark in PROCESS_KINDS if mark in cmd),
-                                os.path.basename(argv[0].decode(errors="replace")))
+                                os.path.basename(argv[0].decode(errors="replace")) or "short-lived, unnamed")
                     self.seen[pid] = (self.seen.get(pid, (kind,))[0], cpu[pid])  # an exited one's is empty
             self.own_cpu_s = time.thread_time()
             if self._stop.wait(0.05):
@@ -733,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
                       + ", ".join(f"{kind} {secs:.2f}" for kind, secs in parts))
 
     records = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
-    for key in [("ours", n, lat) for lat in latencies[:1] for n in (counts[0], counts[-1])]:
+    for key in [("ours", n, lat) for lat in latencies[:1] for n in dict.fromkeys((counts[0], counts[-1]))]:
         if key not in marks:
             continue
         version, t0, t1 = marks[key][-1]
