@@ -21,6 +21,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -602,7 +603,17 @@ class Bench:
         self._dockerd(i)
 
     # -- stop -----------------------------------------------------------------------------------------------------
+    def _started(self) -> int:
+        """How many hosts the bench has now: at least this one's count, more where an earlier `up` asked for more
+        (`make benchmark` brings up 16; `down` without `--hosts` must take them all down)."""
+        found = [int(m.group(1)) for line in _run("ip", "netns", "list", check=False).stdout.splitlines()
+                 if (m := re.fullmatch(rf"{re.escape(self.name)}-h(\d+)", line.split(" ", 1)[0]))]
+        found += [int(d.name[4:]) for d in (self.run.iterdir() if self.run.is_dir() else ())
+                  if d.name.startswith("host") and d.name[4:].isdigit()]
+        return max([self.count, *found])
+
     def down(self, purge: bool = False) -> None:
+        self.count = self._started()
         _stop_pidfile(self.root / "toxiproxy" / "pid")
         for i in range(1, self.count + 1):
             r = self._rdir(i)
