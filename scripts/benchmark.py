@@ -463,10 +463,12 @@ class ProcessCpu:
                 with contextlib.suppress(OSError):
                     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                     cmd = b" ".join(argv).decode(errors="replace")
-                    # a process that has exited (a zombie) has no command line left: its name is unknown
-                    kind = next((k for k, mark in PROCESS_KINDS if mark in cmd),
-                                os.path.basename(argv[0].decode(errors="replace")) or "short-lived, unnamed")
-                    self.seen[pid] = (self.seen.get(pid, (kind,))[0], cpu[pid])  # an exited one's is empty
+                    # what a process is may show only after its exec (the plugin's launcher is `sh` until it
+                    # execs Python), and a process that has exited (a zombie) has no command line left
+                    known = next((k for k, mark in PROCESS_KINDS if mark in cmd), None)
+                    kind = known or self.seen.get(pid, (None,))[0] or \
+                        os.path.basename(argv[0].decode(errors="replace")) or "short-lived, unnamed"
+                    self.seen[pid] = (kind, cpu[pid])
             self.own_cpu_s = time.thread_time()
             if self._stop.wait(0.05):
                 return
