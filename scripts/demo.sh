@@ -2,19 +2,34 @@
 # `make demo`: deploys examples/hello as staging and production - the same commit, one host - with the real
 # `pulumi up`, then shows what each destination answers. `make demo-down` destroys both, removes the two stacks
 # (their files in stacks/ stay) and stops the bench. A stack file changed since the checkout is yours now (the README
-# has you write your stacks over these): neither deploys nor destroys it.
+# has you write your stacks over these), and so is a stack that runs another service than the demo's (deployed from
+# such a file, which `git checkout` has since put back): neither is deployed nor destroyed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+MODE="${1:-}"
+refuse() {  # what is the user's, and how to get the demo back or let it go
+  local what=deployed also=""
+  [ "$MODE" = down ] && what=destroyed also="; \`.venv/bin/python -m tests.bench down\` stops the bench alone"
+  echo "make demo${MODE:+-$MODE}: $1: nothing was $what. $2$also." >&2
+  exit 1
+}
+
+read -ra changed <<< "$(git status --porcelain -- stacks/Pulumi.staging.yaml stacks/Pulumi.production.yaml \
+                         2>/dev/null | awk '{print $NF}' | tr '\n' ' ')"
+case ${#changed[@]} in
+  0) ;;
+  1) refuse "${changed[0]} is no longer the demo's (changed since the checkout), so its stack is yours" \
+            "\`git checkout ${changed[0]}\` brings the demo's back" ;;
+  *) refuse "${changed[0]} and ${changed[1]} are no longer the demo's (changed since the checkout), so their stacks \
+are yours" "\`git checkout stacks/\` brings the demo's back" ;;
+esac
 for stack in staging production; do
-  file="stacks/Pulumi.$stack.yaml"
-  if [ -n "$(git status --porcelain -- "$file" 2>/dev/null)" ]; then
-    what=deployed also=""
-    [ "${1:-}" = down ] && what=destroyed also="; \`.venv/bin/python -m tests.bench down\` stops the bench alone"
-    echo "make demo${1:+-$1}: $file is no longer the demo's (changed since the checkout), so its stack is yours:" \
-         "nothing was $what. \`git checkout $file\` brings the demo's back$also." >&2
-    exit 1
-  fi
+  demo=$(sed -n 's/^ *shipyard:service: *//p' "stacks/Pulumi.$stack.yaml")
+  running=$(pulumi stack output service --stack "$stack" 2>/dev/null || true)
+  [ -z "$running" ] || [ "$running" = "$demo" ] || \
+    refuse "stack $stack runs service $running, not the demo's $demo, so it is yours" \
+           "When you are done with it, \`pulumi destroy --stack $stack\` and \`pulumi stack rm $stack\` remove it"
 done
 
 if [ "${1:-}" = down ]; then

@@ -1,5 +1,6 @@
 """`make demo` and `make demo-down` on a checkout whose stack files a user has written over (the README has them
-write their stacks over the demo's): neither deploys nor destroys those stacks."""
+write their stacks over the demo's), or whose stacks a user deployed from such files before `git checkout` put the
+demo's back: neither deploys nor destroys those stacks."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def checkout(tmp_path: Path) -> tuple[Path, Path]:
-    """A git checkout with the demo's script and stack files, and a `pulumi` that only records that it ran."""
+    """A git checkout with the demo's script and stack files, and a `pulumi` that records that it ran and answers
+    `stack output service` for the stack named in $RUNNING_STACK with $RUNNING_SERVICE."""
     (tmp_path / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "demo.sh", tmp_path / "scripts" / "demo.sh")
     shutil.copytree(REPO / "stacks", tmp_path / "stacks")
@@ -29,6 +31,8 @@ def checkout(tmp_path: Path) -> tuple[Path, Path]:
     for tool in ("pulumi", "python"):
         (bin_dir / tool).write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {calls}\n")
         (bin_dir / tool).chmod(0o755)
+    with (bin_dir / "pulumi").open("a") as f:
+        f.write('[ "$1 $2 $3 $5" = "stack output service $RUNNING_STACK" ] && echo "$RUNNING_SERVICE"\nexit 0\n')
     return tmp_path, calls
 
 
@@ -50,9 +54,41 @@ def test_a_stack_file_written_over_is_left_alone_in_one_line(checkout, mode, say
     assert not calls.exists()  # neither pulumi nor the bench ran
 
 
-def test_the_demos_own_stack_files_go_ahead(checkout):
+def test_both_stack_files_written_over_are_named(checkout):
     root, calls = checkout
+    for stack in ("staging", "production"):
+        path = root / "stacks" / f"Pulumi.{stack}.yaml"
+        path.write_text(path.read_text().replace("service: hello", "service: myapp"))
     env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == ("make demo: stacks/Pulumi.production.yaml and stacks/Pulumi.staging.yaml are no longer "
+                           "the demo's (changed since the checkout), so their stacks are yours: nothing was deployed. "
+                           "`git checkout stacks/` brings the demo's back.\n")
+    assert not calls.exists()
+
+
+@pytest.mark.parametrize("mode, what", [((), "deployed"), (("down",), "destroyed")])
+def test_a_stack_of_another_service_is_left_alone_after_its_file_is_checked_out_again(checkout, mode, what):
+    """The user deployed their own app as `staging` from a file of theirs, then `git checkout stacks/`: the file is
+    the demo's again, the stack is not."""
+    root, calls = checkout
+    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "RUNNING_STACK": "staging",
+           "RUNNING_SERVICE": "myapp"}
+    done = subprocess.run(["bash", "scripts/demo.sh", *mode], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == (f"make demo{'-down' if mode else ''}: stack staging runs service myapp, not the demo's "
+                           f"hello, so it is yours: nothing was {what}. When you are done with it, `pulumi destroy "
+                           f"--stack staging` and `pulumi stack rm staging` remove it"
+                           f"{'; `.venv/bin/python -m tests.bench down` stops the bench alone' if mode else ''}.\n")
+    assert all(line.startswith("pulumi stack output service") for line in calls.read_text().splitlines())
+
+
+@pytest.mark.parametrize("running", ["", "hello"])
+def test_the_demos_own_stacks_go_ahead(checkout, running):
+    root, calls = checkout
+    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "RUNNING_STACK": "staging",
+           "RUNNING_SERVICE": running}
     done = subprocess.run(["bash", "scripts/demo.sh", "down"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert calls.read_text().splitlines()[-1] == "python -m tests.bench down"
