@@ -66,9 +66,10 @@ GENERIC = re.compile(r"^(update|preview|destroy|refresh) failed$|^an error occur
                      re.I)
 
 
-# a provider's check refused an input: the engine quotes the whole value before the reason
-CHECK_FAILURE = re.compile(r"^\S+ resource '(?P<name>[^']+)': property (?P<prop>\S+) value .* has a problem: "
-                           r"(?P<why>.+)$")
+# a provider's check refused an input: the engine quotes the whole value before the reason, or the plugin names a
+# map or list input at the start of the reason (`plugin.server.check_failure`)
+CHECK_FAILURE = re.compile(r"^\S+ resource '(?P<name>[^']+)'(: property (?P<prop>\S+) value .* has a problem: | has a "
+                           r"problem: (?P<named>[a-z_.]+): )(?P<why>.+)$")
 
 
 def command_error_line(output: str) -> str:
@@ -79,7 +80,7 @@ def command_error_line(output: str) -> str:
     specific = [e for e in errors if not GENERIC.search(e)]
     line = (specific or errors or lines[-1:] or ["the Pulumi CLI failed"])[0]
     m = CHECK_FAILURE.match(line)
-    return f"{m['why']} (resource {m['name']}, {m['prop']})" if m else line
+    return f"{m['why']} (resource {m['name']}, {m['prop'] or m['named']})" if m else line
 
 
 def _text(exc: auto.CommandError) -> str:

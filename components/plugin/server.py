@@ -105,6 +105,15 @@ async def wire(outs: Mapping[str, Any], secret: set[str] = frozenset()) -> Any:
                                            for k, v in outs.items()}, {})
 
 
+def check_failure(prop: str, reason: str, news: Mapping[str, Any]) -> proto.CheckFailure:
+    """A refused input as the engine prints it. The engine quotes a named property's whole value before the reason:
+    for a map or a list (`promote`, `ports`) a dump in Go's syntax that buries the reason, so such a property is
+    named in the reason instead (`...: promote: version v1 already names a build ...`)."""
+    if isinstance(news.get(prop), (dict, list)):
+        return proto.CheckFailure(property="", reason=f"{prop}: {reason}")
+    return proto.CheckFailure(property=prop, reason=reason)
+
+
 def message(exc: BaseException, doing: str = "", props: Mapping[str, Any] | None = None) -> str:
     """What the engine prints for a failed operation: our own errors say what happened and what to do; a connection
     to the resource's host that broke where no step translated it says so too; anything else is a bug, said so
@@ -248,7 +257,7 @@ class Servicer(ProviderServicer):
         if result.failures:
             await self._abandon()
         return proto.CheckResponse(inputs=await wire(result.inputs or news, secret), failures=[
-            proto.CheckFailure(property=f.property, reason=f.reason) for f in result.failures or []])
+            check_failure(f.property, f.reason, news) for f in result.failures or []])
 
     async def Diff(self, request, context):
         olds = recorded(request.olds, request.old_inputs, keep_unknowns=True)

@@ -194,6 +194,12 @@ def test_lock_holder_and_error_lines_from_the_pulumi_cli():
                "published by container kamal-proxy")
     assert stack.command_error_line(refused) == "host h1: port 80 is already published by container kamal-proxy " \
                                                 "(resource shop-staging-accessory-db@h1, ports)"
+    named = ("error: shipyard:index:Image resource 'shop-production-image' has a problem: promote: version v1 "
+             "already names a build of this destination's own")
+    assert stack.command_error_line(named) == "version v1 already names a build of this destination's own " \
+                                              "(resource shop-production-image, promote)"
+    assert stack.command_error_line("error: shipyard:index:Service resource 's' has a problem: host h1: down") == \
+        "shipyard:index:Service resource 's' has a problem: host h1: down"
     stopped_first = "  pulumi:pulumi:Stack (shipyard-staging):\n    error: Resource monitor has terminated, shutting down\n" + out
     assert stack.command_error_line(stopped_first) == "host 10.0.0.2: container shop-web did not become healthy " \
                                                       "within 8s"

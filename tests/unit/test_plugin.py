@@ -134,14 +134,17 @@ def test_check_keeps_unknowns_and_drops_the_serialized_provider_of_earlier_state
 
     def check(olds, news):
         seen.update(olds=olds, news=news)
-        return mocker.Mock(inputs=news, failures=[mocker.Mock(property="ports", reason="port 80 is taken")])
+        return mocker.Mock(inputs=news, failures=[mocker.Mock(property="ports", reason="port 80 is taken"),
+                                                  mocker.Mock(property="tag", reason="v1 names another build")])
     mocker.patch.object(schema, "provider_for", return_value=mocker.Mock(check=check))
     resp = call("Check", proto.CheckRequest(urn=URN, olds=struct({"__provider": "p", "image": "sha256:a"}),
-                                            news=struct({"image": rpc.UNKNOWN, "ports": ["80"]})))
+                                            news=struct({"image": rpc.UNKNOWN, "ports": ["80"], "tag": "v1"})))
     # as the dynamic-provider server gave them: an unknown value as the SDK's Unknown
     assert seen["olds"] == {"image": "sha256:a"} and seen["news"]["ports"] == ["80"]
     assert isinstance(seen["news"]["image"], Unknown)
-    assert [(f.property, f.reason) for f in resp.failures] == [("ports", "port 80 is taken")]
+    # the engine quotes a named property's value before the reason: a list or map is named in the reason instead
+    assert [(f.property, f.reason) for f in resp.failures] == [("", "ports: port 80 is taken"),
+                                                               ("tag", "v1 names another build")]
     rollout.abandon.assert_called_once_with()  # a refused input ends the run as a failed operation does
 
 
