@@ -15,6 +15,18 @@ refuse() {  # what is the user's, and how to get the demo back or let it go
   exit 1
 }
 
+# A Pulumi command's last lines (what changed, how long; not a destroy's advice to remove the stack, which demo-down
+# does next), or all it said if it failed.
+summed() {
+  local out
+  if out=$("$@" 2>&1); then
+    sed '/^The resources in the stack have been deleted/,$d' <<< "$out" | sed '${/^$/d}' | tail -n 4
+  else
+    echo "$out" >&2
+    return 1
+  fi
+}
+
 read -ra changed <<< "$(git status --porcelain -- stacks/Pulumi.staging.yaml stacks/Pulumi.production.yaml \
                          2>/dev/null | awk '{print $NF}' | tr '\n' ' ')"
 case ${#changed[@]} in
@@ -35,7 +47,9 @@ done
 if [ "${1:-}" = down ]; then
   for stack in staging production; do
     if pulumi stack select "$stack" 2>/dev/null; then
-      pulumi destroy --yes --stack "$stack" && pulumi stack rm --yes --preserve-config --stack "$stack" || true
+      echo "== pulumi destroy --stack $stack"
+      summed pulumi destroy --yes --skip-preview --stack "$stack" && \
+        pulumi stack rm --yes --preserve-config --stack "$stack" || true
     fi
   done
   python -m tests.bench down
@@ -45,9 +59,9 @@ fi
 python -m tests.bench up >/dev/null
 mkdir -p .pulumi-state
 for stack in staging production; do
-  pulumi stack select --create "$stack" >/dev/null
+  out=$(pulumi stack select --create "$stack" 2>&1) || { echo "$out" >&2; exit 1; }
   echo "== pulumi up --stack $stack"
-  pulumi up --yes --skip-preview --stack "$stack" | tail -n 4
+  summed pulumi up --yes --skip-preview --stack "$stack"
 done
 echo
 for stack in staging production; do
