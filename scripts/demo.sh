@@ -44,7 +44,7 @@ for stack in staging production; do
            "When you are done with it, \`pulumi destroy --stack $stack\` and \`pulumi stack rm $stack\` remove it"
 done
 
-if [ "${1:-}" = down ]; then
+if [ "$MODE" = down ]; then
   for stack in staging production; do
     if pulumi stack select "$stack" 2>/dev/null; then
       echo "== pulumi destroy --stack $stack"
