@@ -11,7 +11,7 @@ from pulumi.dynamic import DiffResult
 
 from .. import decisions, hostlock, hosts, naming
 from ..errors import DockerError
-from ..hosts import SSHTarget
+from ..hosts import SSHTarget, docker_errors
 
 STOP_TIMEOUT_S = 10
 DEFAULT_LOCK_TIMEOUT_S = 120
@@ -86,6 +86,33 @@ def proxy_routes(t: SSHTarget) -> dict[str, dict[str, str]] | None:
     except DockerError:  # no such container, or not running: the daemon itself answered
         return None
     return decisions.parse_proxy_list(out) if code == 0 else None
+
+
+def route_target(t: SSHTarget, route: dict[str, str] | None) -> dict[str, Any] | None:
+    """The container a route (`kamal-proxy list`) targets (inspect output), or None (no route, or it is gone)."""
+    if not route or not route.get("target"):
+        return None
+    upstream = decisions.upstream_container(route["target"])
+    with docker_errors(t, f"inspecting container {upstream}, which a kamal-proxy route targets"):
+        return hosts.or_none(hosts.client(t).inspect_container, upstream)
+
+
+def ours_to_take(info: dict[str, Any] | None, props: dict[str, Any]) -> bool:
+    """Whether a route that targets container `info` is this stack's route of this role (two roles never share host
+    names), whose host names this role's route may take over; any other route's are not ours to take."""
+    labels = (info or {}).get("Config", {}).get("Labels") or {}
+    return info is not None and naming.owned_by(labels, props["owner"], props["destination"]) \
+        and labels.get(naming.ROLE) == props.get("role", labels.get(naming.ROLE))
+
+
+def held_elsewhere(name: str, route: dict[str, str], info: dict[str, Any] | None, service: str) -> str:
+    """Why route `service` cannot have its host names: route `name`, which serves container `info`, holds them."""
+    labels = (info or {}).get("Config", {}).get("Labels") or {}
+    whose = f"container {info['Name'].lstrip('/')} of {naming.describe_owner(labels)}" if info else \
+        f"{decisions.upstream_container(route.get('target') or '')}, which no longer exists"
+    return (f"kamal-proxy route {name} holds the host names of route {service} and serves {whose}; nothing was "
+            f"changed. Use other proxy hosts, or remove that route (`docker exec {naming.PROXY_CONTAINER} "
+            f"kamal-proxy remove {name}`) if it is no one's.")
 
 
 def find(c, name: str) -> dict[str, Any] | None:

@@ -25,8 +25,9 @@ from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, host_lock, label_filters, named, nonce, of_role, \
-    on_proxy_network, ours, owned, proxy_network, proxy_routes, remove_image, target
+from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, held_elsewhere, host_lock, label_filters, named, nonce, \
+    of_role, on_proxy_network, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, route_target, \
+    service_of, target
 from .resource import ShipyardResource
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -274,25 +275,53 @@ class ContainerProvider(ResourceProvider):
     serialize_as_secret_always = False
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        """At preview too, before anything is touched: a host port this container is to publish (new, or changed)
-        that another container on the host already publishes is refused here - not found by the create, after the
-        engine has removed what this replaces (an accessory goes first)."""
+        """At preview too, before anything is touched, what the host already gives others (looked up only where the
+        container is new or asks for it anew; not while its host is unknown, at the first preview of hosts that come
+        from other resources):
+        - a host port this container is to publish that another container on the host already publishes - not found
+          by the create, after the engine has removed what this replaces (an accessory goes first);
+        - host names its role's route is to serve that a route of another stack or app holds in kamal-proxy - not
+          found by the route's switch, after the rollout's workers have started."""
+        if not isinstance(news.get("target"), dict) or news["target"].get("host") in (None, UNKNOWN):
+            return CheckResult(news, [])
+        return CheckResult(news, self._taken_ports(olds, news) + self._taken_host_names(olds, news))
+
+    @staticmethod
+    def _taken_ports(olds: dict[str, Any], news: dict[str, Any]) -> list[CheckFailure]:
         wanted = [p for p in news.get("ports") or [] if p.get("host_port") is not None]
         if not wanted or (olds and olds.get("ports") == news.get("ports")):
-            return CheckResult(news, [])
+            return []
         t = target(news)
         try:
             with docker_errors(t, f"looking for what publishes the ports of {news['name']}"):
                 listing = hosts.client(t).containers()
         except HostError:
-            return CheckResult(news, [])  # unreachable now: the create says so, or finds the port free by then
-        failures = [CheckFailure("ports", f"host {t}: port {port} is already published by container "
-                                          f"{(holder.get('Names') or ['?'])[0].lstrip('/')} of "
-                                          f"{naming.describe_owner(holder.get('Labels'))}; nothing was changed. "
-                                          f"Publish {news['name']} on another port, or stop that container")
-                    for port, holder in decisions.port_conflicts(
-                        listing, wanted, lambda i: of_role([i], news, news["role"]) != [])]
-        return CheckResult(news, failures)
+            return []  # unreachable now: the create says so, or finds the port free by then
+        return [CheckFailure("ports", f"host {t}: port {port} is already published by container "
+                                      f"{(holder.get('Names') or ['?'])[0].lstrip('/')} of "
+                                      f"{naming.describe_owner(holder.get('Labels'))}; nothing was changed. "
+                                      f"Publish {news['name']} on another port, or stop that container")
+                for port, holder in decisions.port_conflicts(
+                    listing, wanted, lambda i: of_role([i], news, news["role"]) != [])]
+
+    @staticmethod
+    def _taken_host_names(olds: dict[str, Any], news: dict[str, Any]) -> list[CheckFailure]:
+        proxy = news.get("proxy")
+        if not isinstance(proxy, dict) or not news.get("rollout") or (olds and olds.get("proxy") == proxy):
+            return []
+        takeover = news.get("takeover")
+        route = naming.proxy_service(service_of(news), news["role"],
+                                     takeover.get("destination") if takeover else news["destination"])
+        t = target(news)
+        try:
+            routes = proxy_routes(t) or {}
+            holders = decisions.host_holders(routes, route, proxy.get("hosts") or [],
+                                             payloads.path_prefixes(proxy.get("path_prefix")))
+            taken = [(name, info) for name in holders if not ours_to_take(info := route_target(t, routes[name]), news)]
+        except HostError:
+            return []  # unreachable now: the create says so
+        return [CheckFailure("proxy", f"host {t}: {held_elsewhere(name, routes[name], info, route)}")
+                for name, info in taken]
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         t = target(props)

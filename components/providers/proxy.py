@@ -24,8 +24,8 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from .. import decisions, hosts, naming, payloads, source
 from ..errors import ConfigError, DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, host_lock, owned, \
-    proxy_routes, service_of, stop_kamal, target
+from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, held_elsewhere, host_lock, \
+    ours_to_take, owned, proxy_routes, route_target, service_of, stop_kamal, target
 from .resource import ShipyardResource
 
 START_DEADLINE_S = 15
@@ -244,20 +244,11 @@ class RouteProvider(ResourceProvider):
             names.add(renamed_from)
         owners = {}
         for name in sorted(names):
-            info = self._target_of(t, props, routes[name])
-            labels = (info or {}).get("Config", {}).get("Labels") or {}
-            # this stack's route of this role (two roles never share host names), else not ours to take
-            if info is not None and naming.owned_by(labels, props["owner"], props["destination"]) \
-                    and labels.get(naming.ROLE) == props.get("role", labels.get(naming.ROLE)):
+            info = route_target(t, routes[name])
+            if ours_to_take(info, props):
                 owners[name] = info
             elif name in holders:
-                whose = f"container {info['Name'].lstrip('/')} of {naming.describe_owner(labels)}" if info else \
-                    f"{decisions.upstream_container(routes[name].get('target') or '')}, which no longer exists"
-                raise OwnershipConflict(str(t), f"kamal-proxy route {name} holds the host names of route "
-                                                f"{props['service']} and serves {whose}; nothing was changed. Use "
-                                                f"other proxy hosts, or remove that route (`docker exec "
-                                                f"{naming.PROXY_CONTAINER} kamal-proxy remove {name}`) if it is "
-                                                f"no one's.")
+                raise OwnershipConflict(str(t), held_elsewhere(name, routes[name], info, props["service"]))
         for name in owners:
             argv = payloads.proxy_deploy_argv(name, upstream, {**proxy, **decisions.route_binding(routes[name])})
             code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv, timeout=decisions.proxy_deploy_wait(proxy))
@@ -271,14 +262,6 @@ class RouteProvider(ResourceProvider):
                                           f"{props['service']} takes over from: {out}")
         return list(owners.values())
 
-    @staticmethod
-    def _target_of(t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None) -> dict[str, Any] | None:
-        """The container a route of this name targets (inspect output), or None (no route, or it is gone)."""
-        if not route or not route.get("target"):
-            return None
-        with docker_errors(t, f"inspecting the target of route {props['service']}"):
-            return hosts.or_none(hosts.client(t).inspect_container, decisions.upstream_container(route["target"]))
-
     def _check_owner(self, t: SSHTarget, props: dict[str, Any], route: dict[str, str] | None, *,
                      recorded: bool = False) -> dict | None:
         """A route of this name that targets a container of another stack or app is not ours to change - unless
@@ -286,7 +269,7 @@ class RouteProvider(ResourceProvider):
         (`recorded`) and was pointed since at a container no other stack owns (drift, switched back). Returns
         that container (inspect output), or None when there is no route or its container is gone (a dangling
         route, adopted)."""
-        info = self._target_of(t, props, route)
+        info = route_target(t, route)
         if info is None:
             return None
         labels = info["Config"].get("Labels") or {}
@@ -338,7 +321,7 @@ class RouteProvider(ResourceProvider):
             return ReadResult(id_=id_, outs=props)
         # pointed elsewhere since (by hand, or Kamal's rollback): record what it serves, so the diff shows it and
         # the next `up` switches it back
-        info = self._target_of(t, props, routes[props["service"]])
+        info = route_target(t, routes[props["service"]])
         ref = decisions.upstream_container(live)
         outs = {**props, "upstream": f"{info['Name'].lstrip('/') if info else ref}:{decisions.upstream_port(live)}"}
         if "container_id" in props:  # recorded by an earlier release without it: the upstream shows the drift
@@ -351,7 +334,7 @@ class RouteProvider(ResourceProvider):
             route = (proxy_routes(t) or {}).get(props["service"])
             if route is None:
                 return  # already gone, or no proxy runs here (none answers): no route
-            info = self._target_of(t, props, route) if "labels" in props else None
+            info = route_target(t, route) if "labels" in props else None
             if info is not None and not owned(info["Config"].get("Labels"), props):
                 return  # it serves someone else's container now (Kamal took the app back): theirs to keep
             lock.check(f"removing route {props['service']}")

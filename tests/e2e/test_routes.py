@@ -17,7 +17,7 @@ import pytest
 
 from components import hostlock, hosts
 from components.hosts import SSHTarget
-from tests.conftest import Project, host_docker, make_project, pulumi_env, ssh_config, show_after
+from tests.conftest import WORKER, Project, host_docker, make_project, pulumi_env, ssh_config, show_after
 
 pytestmark = pytest.mark.e2e
 
@@ -188,6 +188,34 @@ def test_a_renamed_route_takes_over_its_host_names_and_the_old_route_goes(bench,
     # between the old route's removal and the new one's deploy (one health check) the host names route nowhere:
     # kamal-proxy has no way to rename a route or hand host names over at once
     assert len(bad) <= 25, sorted(set(bad))[:3]
+
+
+def test_a_second_stack_with_the_first_ones_proxy_hosts_is_refused_before_any_of_its_containers_runs(bench, proj):
+    """A new destination copied from staging's file that kept its proxy hosts: its preview refuses in one line that
+    names the route holding them; so does its `up`, before any of its containers runs - its worker included - while
+    staging keeps answering."""
+    proj.converge("staging", config(bench, "v1"))
+    host = bench.hosts[0].address
+    copy = config(bench, "v1", service="copy", image="acme/copy")
+    copy["servers"] = {**copy["servers"], "jobs": {"hosts": [host], "cmd": WORKER}}
+    refusal = (f"host {host}: kamal-proxy route {ROUTE} holds the host names of route copy-web-scratch and serves "
+               f"container route-web-staging-v1 of stack")
+    proj.run("stack", "rm", "--yes", "--force", stack="scratch", check=False)
+    proj.init("scratch", copy)
+    try:
+        preview = proj.run("preview", stack="scratch", check=False)
+        assert not preview.ok and refusal in preview.out and "Traceback" not in preview.out, preview.out
+        failed: list[Any] = []
+        bad = counted(bench, "a second stack's refused up", lambda: failed.append(proj.up("scratch", check=False)))
+        assert not failed[0].ok and refusal in failed[0].out and "Traceback" not in failed[0].out, failed[0].out
+        assert not bad, sorted(set(bad))[:3]
+        running = {c["Names"][0].lstrip("/") for c in host_docker(bench.hosts[0]).containers(
+            filters={"label": ["service=copy"]})}
+        assert running == set(), running
+        assert "copy-web-scratch" not in proxy_exec(bench, "list")
+    finally:
+        proj.run("destroy", "--yes", stack="scratch", check=False)
+        proj.run("stack", "rm", "--yes", stack="scratch", check=False)
 
 
 def test_a_route_with_several_path_prefixes_serves_each_and_nothing_else(bench, proj):

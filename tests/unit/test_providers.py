@@ -324,6 +324,36 @@ def test_a_host_port_another_container_publishes_is_refused_at_check_before_anyt
     client.containers.assert_not_called()
 
 
+def test_host_names_another_stacks_route_holds_are_refused_at_check_before_any_container_runs(client, mocker):
+    """A second stack that kept the first one's proxy hosts: refused at the container's check (at preview, and at
+    `up` before any of the rollout's containers runs), not by its route's switch once its workers have started."""
+    from components.providers import container
+    proxy = {"app_port": 80, "hosts": ["shop.test"], "healthcheck": {"path": "/up", "interval": 1, "timeout": 5}}
+    props = container_props(ports=[], rollout=True, proxy=proxy, takeover=None)
+    routes = mocker.patch.object(container, "proxy_routes", return_value={
+        "shop-web-staging": {"host": "shop.test", "path": "/", "target": "0ld000000001:80"}})
+    client.inspect_container.return_value = {"Id": "0ld000000001" + "0" * 52, "Name": "/shop-web-staging-v1",
+                                             "Config": {"Labels": {"shipyard.stack": "shipyard/shop-staging",
+                                                                   "destination": "staging", "service": "shop",
+                                                                   "role": "web"}}}
+    provider = providers.ContainerProvider()
+    [failure] = provider.check({}, props).failures
+    assert failure.property == "proxy" and failure.reason == (
+        "host h1: kamal-proxy route shop-web-staging holds the host names of route hello-web-staging and serves "
+        "container shop-web-staging-v1 of stack shipyard/shop-staging (destination staging); nothing was changed. "
+        "Use other proxy hosts, or remove that route (`docker exec kamal-proxy kamal-proxy remove "
+        "shop-web-staging`) if it is no one's.")
+    # this stack's own route of the role (a rename) hands its host names over; other host names are free
+    client.inspect_container.return_value["Config"]["Labels"] = {**OURS, "version": "v0"}
+    assert provider.check({}, props).failures == []
+    assert provider.check({}, {**props, "proxy": {**proxy, "hosts": ["other.test"]}}).failures == []
+    # unchanged proxy settings (a version change, a no-op) and a host not known yet: no look at all
+    routes.reset_mock()
+    assert provider.check(props, props).failures == []
+    assert provider.check({}, {**props, "target": {**TARGET, "host": container.UNKNOWN}}).failures == []
+    routes.assert_not_called()
+
+
 def test_container_diff_is_exact_and_connection_settings_never_replace():
     p = providers.ContainerProvider()
     olds = {**container_props(), "container_id": "c1", "__provider": "old"}
