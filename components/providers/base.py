@@ -205,6 +205,29 @@ def remove_image(c, image: dict[str, Any], props: dict[str, Any]) -> None:
             raise
 
 
+def remove_build_leftovers(c, props: dict[str, Any], keep: set[str]) -> None:
+    """Once this destination's images on the host are gone: the untagged images with its labels that the builder
+    left (build steps no image is built on any more, a rebuild's predecessor under a tag it took over) - leaves
+    first, as the daemon leaves their parents; never one in `keep`, another stack's, or one a container or another
+    image uses (the daemon refuses those)."""
+    for _ in range(32):  # a build step per label and Dockerfile instruction: a chain is that long at most
+        every = c.images(all=True, filters={"label": label_filters(props)})
+        parents = {i.get("ParentId") for i in every}
+        leaves = [i for i in every if i["Id"] not in keep | parents
+                  and not [r for r in i.get("RepoTags") or [] if r != "<none>:<none>"]
+                  and (naming.OWNER_LABEL not in (i.get("Labels") or {}) or owned(i.get("Labels"), props))]
+        removed = 0
+        for image in leaves:
+            try:
+                c.remove_image(image["Id"])
+                removed += 1
+            except Exception as exc:  # used by a container or another image (409), or gone already (404)
+                if getattr(exc, "status_code", None) not in (404, 409):
+                    raise
+        if not removed:
+            return
+
+
 def stream_errors(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | None]:
     """(log lines, error) from a docker build/push/pull JSON stream."""
     log, error, _ = stream_result(lines)

@@ -21,8 +21,8 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from .. import decisions, hosts, naming, source, text
 from ..errors import BuildFailed, DockerError, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import auth_error, exact_diff, host_lock, label_filters, on_each, owned, remove_image, stream_errors, \
-    stream_result, target
+from .base import auth_error, exact_diff, host_lock, label_filters, on_each, owned, remove_build_leftovers, \
+    remove_image, stream_errors, stream_result, target
 from .resource import ShipyardResource
 
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "build_platform", "from_ref",
@@ -340,6 +340,7 @@ class ImageProvider(ResourceProvider):
                            lock="images"), docker_errors(t, f"removing image {props['tag']}"):
                 for image in images:
                     remove_image(c, image, props)
+                remove_build_leftovers(c, props, keep)
 
 
 def _holder(outs: dict[str, Any], to: SSHTarget, sources: list[dict[str, Any]]) -> tuple[Any, SSHTarget]:

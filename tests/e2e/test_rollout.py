@@ -184,5 +184,8 @@ def test_destroying_staging_keeps_production_and_its_proxy_serving(bench, pair):
     pair.run("destroy", "--yes", stack="staging")
     assert containers(bench, "staging") == {}
     assert images(bench, "staging") == set()
+    # nor its build steps (untagged, with its labels; the daemon leaves some when their image goes)
+    assert host_docker(bench.hosts[0]).images(all=True, filters={"label": ["service=shop", "destination=staging"]}) \
+        == []
     assert get(bench, "production").startswith("service=shop destination=production version=v1")
     assert host_docker(bench.hosts[0]).containers(filters={"name": "^/kamal-proxy$"})

@@ -493,6 +493,31 @@ def test_image_delete_leaves_other_destinations_images_alone(client):
     client.remove_image.assert_not_called()
 
 
+def test_a_destroy_removes_the_build_steps_the_daemon_left_leaves_first_and_nothing_of_others(client, mocker):
+    """Untagged images with the destination's labels: a build step chain (base <- a <- b) whose image went, a
+    rebuild's predecessor; removed child first. Never another stack's, one another image is built on, one a
+    container uses (the daemon refuses: 409)."""
+    import docker.errors
+    mine = {"destination": "staging", "service": "hello"}
+    store = {"sha256:a": ("sha256:base", mine), "sha256:b": ("sha256:a", {**mine, "shipyard.stack": OWNER}),
+             "sha256:used": ("", mine), "sha256:theirs": ("", {**mine, "shipyard.stack": "other/staging"})}
+
+    def images(all=False, filters=None):
+        return [{"Id": i, "ParentId": p, "RepoTags": None, "Labels": labels} for i, (p, labels) in store.items()]
+
+    def remove_image(ref):
+        if ref == "sha256:used":
+            raise docker.errors.APIError("conflict", response=mocker.Mock(status_code=409))
+        if any(p == ref for p, _ in store.values()):
+            raise AssertionError(f"{ref} removed before its child")
+        del store[ref]
+    client.images.side_effect = images
+    client.remove_image.side_effect = remove_image
+    providers.ImageProvider().delete("sha256:i", image_props())
+    assert set(store) == {"sha256:used", "sha256:theirs"}
+    assert "sha256:theirs" not in {c.args[0] for c in client.remove_image.call_args_list}
+
+
 def test_image_create_refuses_a_tag_someone_else_owns(client):
     client.inspect_image.return_value = {"Config": {"Labels": {"destination": "production"}}}
     with pytest.raises(OwnershipConflict, match="image tag acme/hello:v1-staging belongs to destination production"):
