@@ -198,7 +198,11 @@ class StackContext:
     def outputs(self) -> dict[str, Any]:
         with pulumi_errors(self.name, "reading the outputs"):
             out = {k: v.value for k, v in self.stack.outputs().items()}
-        if not out.get("service"):  # every deployed stack exports it, an app of accessories only too
+        if out and not out.get("service"):  # every stack of this program exports it, an app of accessories too
+            raise StackError(self.name, "its outputs are not this project's program's (no `service` output): the "
+                                        "shipyard command works on the stacks of this project; a program of your own "
+                                        "shows its Destination's outputs with `pulumi stack output`")
+        if not out:
             raise StackError(self.name, "nothing is deployed: run `shipyard deploy` first")
         return out
 

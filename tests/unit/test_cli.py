@@ -407,3 +407,18 @@ def test_kamal_aliases_expand_to_the_shipyard_command_that_does_the_same():
     assert expand("back", "rollback", ["abc123"]) == ["rollback", "abc123"]
     with pytest.raises(ConfigError, match=r"^aliases.boot: `server bootstrap` is no Kamal command shipyard runs"):
         expand("boot", "server bootstrap", [])
+
+
+def test_a_stack_of_another_program_is_told_apart_from_one_with_nothing_deployed(mocker):
+    """The shipyard command on a stack that a program of the user's own deployed (a Destination among its
+    resources, other outputs): said so, with what to use instead - not "nothing is deployed"."""
+    from components.cli.stack import StackContext, StackError
+    ctx = StackContext.__new__(StackContext)
+    ctx.name = "pystaging"
+    ctx.stack = mocker.Mock()
+    ctx.stack.outputs.return_value = {"url": mocker.Mock(value="http://myapp.test")}
+    with pytest.raises(StackError, match=r"its outputs are not this project's program's \(no `service` output\)"):
+        ctx.outputs
+    ctx.stack.outputs.return_value = {}
+    with pytest.raises(StackError, match="nothing is deployed: run `shipyard deploy` first"):
+        ctx.outputs
