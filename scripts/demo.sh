@@ -27,22 +27,26 @@ summed() {
   fi
 }
 
-read -ra changed <<< "$(git status --porcelain -- stacks/Pulumi.staging.yaml stacks/Pulumi.production.yaml \
-                         2>/dev/null | awk '{print $NF}' | tr '\n' ' ')"
-case ${#changed[@]} in
-  0) ;;
-  1) refuse "${changed[0]} is no longer the demo's (changed since the checkout), so its stack is yours" \
-            "\`git checkout ${changed[0]}\` brings the demo's back" ;;
-  *) refuse "${changed[0]} and ${changed[1]} are no longer the demo's (changed since the checkout), so their stacks \
-are yours" "\`git checkout stacks/\` brings the demo's back" ;;
-esac
+# a stack that runs another service first: whatever its file says now, the demo cannot have it
 for stack in staging production; do
-  demo=$(sed -n 's/^ *shipyard:service: *//p' "stacks/Pulumi.$stack.yaml")
+  demo=$(git show "HEAD:stacks/Pulumi.$stack.yaml" 2>/dev/null || cat "stacks/Pulumi.$stack.yaml")
+  demo=$(sed -n 's/^ *shipyard:service: *//p' <<< "$demo")
   running=$(pulumi stack output service --stack "$stack" 2>/dev/null || true)
   [ -z "$running" ] || [ "$running" = "$demo" ] || \
     refuse "stack $stack runs service $running, not the demo's $demo, so it is yours" \
-           "When you are done with it, \`pulumi destroy --stack $stack\` and \`pulumi stack rm $stack\` remove it"
+           "When you are done with it, \`pulumi destroy --stack $stack\` and \`pulumi stack rm --preserve-config \
+$stack\` remove it (and keep its file)"
 done
+read -ra changed <<< "$(git status --porcelain -- stacks/Pulumi.staging.yaml stacks/Pulumi.production.yaml \
+                         2>/dev/null | awk '{print $NF}' | tr '\n' ' ')"
+keep="keep a copy of yours first: it holds your config and secrets"
+case ${#changed[@]} in
+  0) ;;
+  1) refuse "${changed[0]} is no longer the demo's (changed since the checkout), so its stack is yours" \
+            "\`git checkout ${changed[0]}\` brings the demo's back ($keep)" ;;
+  *) refuse "${changed[0]} and ${changed[1]} are no longer the demo's (changed since the checkout), so their stacks \
+are yours" "\`git checkout stacks/\` brings the demo's back ($keep)" ;;
+esac
 
 if [ "$MODE" = down ]; then
   for stack in staging production; do
@@ -66,7 +70,7 @@ done
 echo
 for stack in staging production; do
   for url in $(pulumi stack output urls --json --stack "$stack" | python -c 'import json,sys; print(*json.load(sys.stdin))'); do
-    printf '%-10s %s -> %s\n' "$stack" "$url" "$(curl -fsS --max-time 5 "$url/" | tr '\n' ' ')"
+    printf '%-10s %s -> %s\n' "$stack" "$url" "$(curl -fsS --max-time 5 "$url/" | paste -sd ' ')"
   done
   printf '%-10s image %s (%s)\n' "$stack" "$(pulumi stack output tag --stack "$stack")" \
     "$(pulumi stack output image_id --stack "$stack" | cut -c1-19)"

@@ -50,8 +50,9 @@ def test_a_stack_file_written_over_is_left_alone_in_one_line(checkout, mode, say
     done = subprocess.run(["bash", "scripts/demo.sh", *mode], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.startswith(says) and len(done.stderr.splitlines()) == 1
-    assert "`git checkout stacks/Pulumi.production.yaml` brings the demo's back" in done.stderr
-    assert not calls.exists()  # neither pulumi nor the bench ran
+    assert ("`git checkout stacks/Pulumi.production.yaml` brings the demo's back (keep a copy of yours first: it "
+            "holds your config and secrets)") in done.stderr
+    assert only_asked(calls)  # nothing deployed or destroyed, the bench not started
 
 
 def test_both_stack_files_written_over_are_named(checkout):
@@ -64,8 +65,9 @@ def test_both_stack_files_written_over_are_named(checkout):
     assert done.returncode == 1
     assert done.stderr == ("make demo: stacks/Pulumi.production.yaml and stacks/Pulumi.staging.yaml are no longer "
                            "the demo's (changed since the checkout), so their stacks are yours: nothing was deployed. "
-                           "`git checkout stacks/` brings the demo's back.\n")
-    assert not calls.exists()
+                           "`git checkout stacks/` brings the demo's back (keep a copy of yours first: it holds your "
+                           "config and secrets).\n")
+    assert only_asked(calls)
 
 
 @pytest.mark.parametrize("mode, what", [((), "deployed"), (("down",), "destroyed")])
@@ -79,9 +81,28 @@ def test_a_stack_of_another_service_is_left_alone_after_its_file_is_checked_out_
     assert done.returncode == 1
     assert done.stderr == (f"make demo{'-down' if mode else ''}: stack staging runs service myapp, not the demo's "
                            f"hello, so it is yours: nothing was {what}. When you are done with it, `pulumi destroy "
-                           f"--stack staging` and `pulumi stack rm staging` remove it"
+                           f"--stack staging` and `pulumi stack rm --preserve-config staging` remove it (and keep its file)"
                            f"{'; `.venv/bin/python -m tests.bench down` stops the bench alone' if mode else ''}.\n")
-    assert all(line.startswith("pulumi stack output service") for line in calls.read_text().splitlines())
+    assert only_asked(calls)
+
+
+def test_a_stack_of_another_service_deployed_from_a_file_still_there_is_destroyed_before_any_checkout(checkout):
+    """The user's `staging` runs their app from their file: `git checkout` would lose their config and secrets and
+    still not free the stack - so the refusal says how to remove the stack (keeping its file), not to check out."""
+    root, calls = checkout
+    stack = root / "stacks" / "Pulumi.staging.yaml"
+    stack.write_text(stack.read_text().replace("service: hello", "service: myapp"))
+    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "RUNNING_STACK": "staging",
+           "RUNNING_SERVICE": "myapp"}
+    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "git checkout" not in done.stderr
+    assert done.stderr.startswith("make demo: stack staging runs service myapp, not the demo's hello, so it is yours")
+    assert only_asked(calls)
+
+
+def only_asked(calls: Path) -> bool:
+    """Whether the demo only asked which service each stack runs (no deploy, destroy or bench)."""
+    return all(line.startswith("pulumi stack output service") for line in calls.read_text().splitlines())
 
 
 @pytest.mark.parametrize("running", ["", "hello"])
