@@ -81,7 +81,8 @@ def test_a_stack_of_another_service_is_left_alone_after_its_file_is_checked_out_
     assert done.returncode == 1
     assert done.stderr == (f"make demo{'-down' if mode else ''}: stack staging runs service myapp, not the demo's "
                            f"hello, so it is yours: nothing was {what}. When you are done with it, `pulumi destroy "
-                           f"--stack staging` and `pulumi stack rm --preserve-config staging` remove it (and keep its file)"
+                           f"--stack staging` and `pulumi stack rm --preserve-config staging` remove it (and keep its "
+                           f"file)"
                            f"{'; `.venv/bin/python -m tests.bench down` stops the bench alone' if mode else ''}.\n")
     assert only_asked(calls)
 
