@@ -8,10 +8,12 @@ Pure: no pulumi, docker or paramiko here. Validation errors become one `ConfigEr
 
 from __future__ import annotations
 
+import difflib
 import json
+import typing
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .configtypes import (IMAGE, IMAGE_REF, JUMP_HOST, NAME_PART, REGISTRY_SERVER, SSH_USER, STACK_NAME, URL_PATH,
                           VERSION, VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
@@ -212,13 +214,44 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the settings at `loc` (a section: `proxy`, `servers.web`, `accessories.db.proxy`) take, following
+    the model's fields (a map's keys and a list's positions are passed over); none where `loc` is not a section."""
+    model: Any = Deploy
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        if part not in model.model_fields:
+            continue  # a map's key (a role's, an accessory's name)
+        kinds, model = [model.model_fields[part].annotation], None
+        while kinds:  # the first model within the annotation: X | None, dict[str, X], list[X]
+            kind = kinds.pop(0)
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                model = kind
+                break
+            kinds += list(typing.get_args(kind))
+        if model is None:
+            return []
+    return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _unknown(loc: tuple[Any, ...]) -> str:
+    keys = [k for k in _keys_at(loc[:-1]) if k not in INTERNAL_KEYS]
+    near = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    return (f"unknown key{f' (did you mean {near[0]}?)' if near else ''}: "
+            + (f"known keys are {', '.join(keys)}" if keys else
+               "check its spelling against the configuration reference (docs/configuration.md)"))
+
+
 def _message(err: dict[str, Any]) -> str:
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
     if err["type"] == "extra_forbidden":
-        return "unknown key: check its spelling against the configuration reference (docs/configuration.md)"
+        return _unknown(err["loc"])
+    if err["type"] == "literal_error":
+        return f"{err.get('input')!r} is not allowed here: use {err['ctx']['expected']}"
     if err["type"] == "missing":
         return "required, but not set"
     if err["type"] == "string_pattern_mismatch":
@@ -246,7 +279,7 @@ def load(raw: dict[str, Any], *, stack: str) -> Deploy:
     data = dict(raw)
     for key in data:
         if key not in KNOWN_KEYS:
-            raise ConfigError(key, f"unknown key: known keys are {', '.join(sorted(KNOWN_KEYS - INTERNAL_KEYS))}")
+            raise ConfigError(key, _unknown((key,)))
     if "promote" in data:
         for key in ("builder", "version"):
             if key in data:
@@ -257,7 +290,9 @@ def load(raw: dict[str, Any], *, stack: str) -> Deploy:
     try:
         return Deploy.model_validate_json(json.dumps(data))
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
+        errors = exc.errors(include_url=False)
+        # a misspelt key before the key it misses (`hots` where `hosts` is required)
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         ctx_error = err.get("ctx", {}).get("error")
         if isinstance(ctx_error, _PathError):
             raise ConfigError(ctx_error.path, ctx_error.message) from None
