@@ -55,7 +55,7 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
     if destination and not files[1].is_file():
         raise ConfigError("kamal.config", f"{os.path.relpath(files[1], app_dir)} does not exist: Kamal reads it for "
                                           f"destination {destination}; create it (`{{}}` for no changes), or set "
-                                          f"shipyard:kamal.destination")
+                                          f"shipyard:kamal.destination (to '' for none)")
     for file in files:
         data, erb = read_yaml(file, os.path.relpath(file, app_dir), environ, cwd=app_dir)
         for path, message, ignorable in erb:
@@ -77,6 +77,9 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
         fixes += not ignorable
     if lines:
         label = " + ".join(os.path.relpath(f, app_dir) for f in files)
+        if len(lines) == 1:  # one line: the key, why, and - for a key not supported yet - how to go without it
+            how = "" if fixes else "; drop it, or list its path in shipyard:kamal.ignore to deploy without it"
+            raise ConfigError("kamal", f"{label}: {lines[0]}{how}")
         if not fixes:
             how = "drop them, or list their paths in shipyard:kamal.ignore to deploy without them"
         elif fixes < len(lines):
@@ -84,8 +87,7 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
                    "deploy without them")
         else:
             how = "fix each as it says"
-        raise ConfigError("kamal", "\n".join([f"{label} uses Kamal keys shipyard cannot deploy as written ({how}):",
-                                              *lines]))
+        raise ConfigError("kamal", "\n".join([f"{label} cannot be deployed as written ({how}):", *lines]))
     return out
 
 

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from .mapping_accessories import AccessoriesMapping
-from .mapping_base import NO_EFFECT, to_s
+from .mapping_base import NO_EFFECT, to_s, unknown_key
 from .mapping_build import BuildMapping
 from .mapping_env import EnvMapping
 from .mapping_servers import ServersMapping
@@ -27,7 +27,7 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
             if str(key).startswith("x-"):
                 continue  # Kamal's extension keys: YAML anchors for the rest of the file
             if key not in handled:
-                self.refuse(key, "unknown Kamal key (Kamal 2.11 refuses it too)")
+                self.refuse(key, unknown_key(key, [k for k in handled if k not in NO_EFFECT]))
         if raw.get("require_destination") and not self.destination:
             self.refuse("require_destination", "this config needs a destination: set shipyard:kamal.destination, "
                                                "or leave it unset to use the stack's destination")

@@ -6,7 +6,10 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .mapping_base import NOT_YET, MapperBase, to_s
+from .mapping_base import NOT_YET, MapperBase, to_s, unknown_key
+
+ACCESSORY_KEYS = ("image", "host", "hosts", "role", "roles", "tag", "tags", "cmd", "port", "labels", "env", "volumes",
+                  "files", "directories", "registry", "service", "options", "proxy", "network")
 
 
 class AccessoriesMapping(MapperBase):
@@ -80,7 +83,7 @@ class AccessoriesMapping(MapperBase):
                 elif key == "network":
                     acc["network"] = to_s(value)  # joined as well: apps keep reaching it on the destination's
                 else:
-                    self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
+                    self.refuse(kp, unknown_key(key, ACCESSORY_KEYS))
             out[str(name)] = acc
         return out
 
@@ -94,7 +97,8 @@ class AccessoriesMapping(MapperBase):
             if isinstance(item, dict):
                 for key in item:
                     if key not in ("local", "remote", "mode", "owner", "options"):
-                        self.refuse(f"{path}[{i}].{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                        self.refuse(f"{path}[{i}].{key}",
+                                    unknown_key(key, ("local", "remote", "mode", "owner", "options")))
                 out.append((i, {k: str(v) for k, v in item.items() if v is not None}))
             else:
                 local, remote, options = (str(item).split(":", 2) + [None, None])[:3]
@@ -151,5 +155,5 @@ class AccessoriesMapping(MapperBase):
                 else:
                     out["wait"] = value
             else:
-                self.refuse(f"boot.{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                self.refuse(f"boot.{key}", unknown_key(key, ("limit", "wait", "parallel_roles")))
         return out

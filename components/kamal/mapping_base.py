@@ -3,6 +3,7 @@ and Ruby's `to_s` for the scalars Kamal takes where it wants a string."""
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,12 @@ from .merge import join
 from .secrets import Secrets
 
 NOT_YET = "not supported yet"
+
+
+def unknown_key(key: Any, known: Iterable[str] = ()) -> str:
+    """Why a key Kamal does not know is refused, with the known one it looks like (of `known`)."""
+    near = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    return f"unknown Kamal key{f' (did you mean {near[0]}?)' if near else ''}; Kamal 2.11 refuses it too"
 NO_EFFECT = frozenset({"sshkit", "run_directory", "minimum_version", "hooks_output", "allow_empty_roles"})
 
 
@@ -90,7 +97,8 @@ class MapperBase:
         return out
 
     def unknown(self, conf: dict[str, Any], known: Iterable[str], path: str) -> None:
+        known = tuple(known)
         for key in conf:
             if key not in known:
-                self.refuse(join(path, str(key)), "unknown Kamal key (Kamal 2.11 refuses it too)")
+                self.refuse(join(path, str(key)), unknown_key(key, known))
 

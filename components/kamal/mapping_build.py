@@ -6,7 +6,11 @@ import os
 import re
 from typing import Any
 
-from .mapping_base import MapperBase, to_s
+from .mapping_base import MapperBase, to_s, unknown_key
+
+SSH_KEYS = ("user", "port", "keys", "key_data", "keys_only", "config", "proxy", "proxy_command", "log_level")
+BUILDER_KEYS = ("arch", "remote", "local", "context", "dockerfile", "target", "args", "cache", "pack", "secrets", "ssh",
+                "driver", "provenance", "sbom")
 
 
 class BuildMapping(MapperBase):
@@ -62,7 +66,7 @@ class BuildMapping(MapperBase):
             if key in ("pack", "secrets", "ssh", "driver", "provenance", "sbom"):
                 self.refuse(f"builder.{key}")
             elif key not in ("arch", "remote", "local", "context", "dockerfile", "target", "args"):
-                self.refuse(f"builder.{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                self.refuse(f"builder.{key}", unknown_key(key, BUILDER_KEYS))
         arch = conf.get("arch")
         if isinstance(arch, list) and len(arch) > 1:
             self.refuse("builder.arch", "multi-arch images are not supported yet: shipyard builds one image on the "
@@ -154,5 +158,5 @@ class BuildMapping(MapperBase):
             elif key == "config":
                 self.refuse(path, "should be true, false, or a file path or an array of them")
             else:
-                self.refuse(path, "unknown Kamal key (Kamal 2.11 refuses it too)")
+                self.refuse(path, unknown_key(key, SSH_KEYS))
         return out

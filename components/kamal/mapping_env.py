@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import VOLUME
-from .mapping_base import NOT_YET, MapperBase
+from .mapping_base import NOT_YET, MapperBase, unknown_key
 
 
 class EnvMapping(MapperBase):
@@ -20,7 +20,7 @@ class EnvMapping(MapperBase):
             if key == "tags" and root:
                 continue  # env_tags
             elif key not in ("clear", "secret"):
-                self.refuse(f"{path}.{key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                self.refuse(f"{path}.{key}", unknown_key(key, ("clear", "secret")))
         if "clear" in conf:
             out["clear"] = self.strings(conf["clear"], f"{path}.clear") or {}
         if "secret" in conf:

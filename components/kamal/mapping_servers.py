@@ -6,7 +6,11 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .mapping_base import MapperBase, to_s
+from .mapping_base import MapperBase, to_s, unknown_key
+
+ROLE_KEYS = ("hosts", "cmd", "labels", "env", "options", "logging", "asset_path", "proxy")
+PROXY_KEYS = ("host", "hosts", "app_port", "response_timeout", "ssl", "ssl_redirect", "strip_path_prefix",
+              "forward_headers", "buffering", "logging", "path_prefix", "path_prefixes", "healthcheck", "run")
 from .merge import deep_merge, join
 
 
@@ -73,7 +77,7 @@ class ServersMapping(MapperBase):
                 elif key == "asset_path":
                     role["asset_path"] = str(value).split(":", 1)[0]
                 elif key not in ("hosts", "proxy"):
-                    self.refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
+                    self.refuse(kp, unknown_key(key, ROLE_KEYS))
             labels = {}
             if "labels" in self.raw:
                 labels.update(self.strings(self.raw["labels"], "labels") or {})
@@ -175,7 +179,7 @@ class ServersMapping(MapperBase):
                     continue
                 for sub_key, sub_value in value.items():
                     if sub_key not in names:
-                        refuse(f"{kp}.{sub_key}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                        refuse(f"{kp}.{sub_key}", unknown_key(sub_key, names))
                     else:
                         out[names[sub_key]] = sub_value
             elif key in ("path_prefix", "path_prefixes"):
@@ -190,7 +194,7 @@ class ServersMapping(MapperBase):
                     continue
                 for hk in value:
                     if hk not in ("path", "interval", "timeout"):
-                        refuse(f"{kp}.{hk}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                        refuse(f"{kp}.{hk}", unknown_key(hk, ("path", "interval", "timeout")))
                 out["healthcheck"] = {k: v for k, v in value.items() if k in ("path", "interval", "timeout")}
             elif key == "run":
                 if not isinstance(value, dict):
@@ -204,14 +208,14 @@ class ServersMapping(MapperBase):
                     elif rk == "options":
                         run["options"] = self.run_options(rv, f"{kp}.options")
                     elif rk not in ("registry", "repository", "version"):
-                        refuse(f"{kp}.{rk}", "unknown Kamal key (Kamal 2.11 refuses it too)")
+                        refuse(f"{kp}.{rk}", unknown_key(rk, ("registry", "repository", "version", "options")))
                 if {"registry", "repository", "version"} & set(value):  # Kamal's image of kamal-proxy
                     repository = "/".join(str(p) for p in (value.get("registry"), value.get("repository")
                                                             or "basecamp/kamal-proxy") if p)
                     out["image"] = f"{repository}:{value.get('version') or 'v0.9.2'}"
                 out["run"] = run
             else:
-                refuse(kp, "unknown Kamal key (Kamal 2.11 refuses it too)")
+                refuse(kp, unknown_key(key, PROXY_KEYS))
         for key in ("deploy_timeout", "drain_timeout"):
             if key in self.raw:
                 out[key] = self.raw[key]

@@ -376,8 +376,8 @@ def test_an_unsupported_kamal_key_fails_with_its_path_and_nothing_changes(bench,
     result = pair.run("preview", stack="production", check=False)
     overlay.write_text(before)
     assert result.code != 0
-    assert ("stack production: kamal: config/deploy.yml + config/deploy.production.yml uses Kamal keys shipyard "
-            "cannot deploy as written" in result.out)
+    assert ("stack production: kamal: config/deploy.yml + config/deploy.production.yml cannot be deployed as "
+            "written" in result.out)
     lines = [line.strip() for line in result.out.splitlines()]
     assert "builder.ssh: not supported yet" in lines and "builder.secrets: not supported yet" in lines, result.out
     assert "Traceback" not in result.out

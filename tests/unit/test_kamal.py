@@ -90,7 +90,13 @@ def refusals(tmp_path: Path, deploy: str, destination: str | None = None, **kw: 
     with pytest.raises(ConfigError) as err:
         load_app(tmp_path, deploy, destination, **kw)
     assert err.value.path == "kamal", str(err.value)
-    return dict(line.split(": ", 1) for line in str(err.value).splitlines()[1:])
+    lines = str(err.value).splitlines()
+    if len(lines) == 1:  # one refusal, in one line: `kamal: <files>: <path>: <why>[; how to go without it]`
+        return dict([lines[0].split(": ", 2)[2].removesuffix(WITHOUT_IT).split(": ", 1)])
+    return dict(line.split(": ", 1) for line in lines[1:])
+
+
+WITHOUT_IT = "; drop it, or list its path in shipyard:kamal.ignore to deploy without it"
 
 
 def test_an_empty_registry_password_is_refused_at_preview_naming_the_secret(tmp_path):
@@ -391,7 +397,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
 
 def test_unknown_keys_and_newer_kamal_are_refused(tmp_path):
     assert refusals(tmp_path, BASE_YML + "minimum_version: 3.0.0\nservcie: typo\n") == {
-        "servcie": "unknown Kamal key (Kamal 2.11 refuses it too)",
+        "servcie": "unknown Kamal key (did you mean service?); Kamal 2.11 refuses it too",
         "minimum_version": "the file wants Kamal 3.0.0; shipyard reads Kamal 2.11 configs"}
 
 
@@ -411,8 +417,8 @@ def test_a_refusal_ignoring_cannot_help_says_to_fix_it_and_stays_when_listed(tmp
     with pytest.raises(ConfigError) as err:
         load_app(tmp_path, deploy, ignore=["servcie", "env.secret", "ssh.key_data", "builder.secrets"])
     assert str(err.value).splitlines() == [
-        "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (fix each as it says):",
-        "servcie: unknown Kamal key (Kamal 2.11 refuses it too)",
+        "kamal: config/deploy.yml cannot be deployed as written (fix each as it says):",
+        "servcie: unknown Kamal key (did you mean service?); Kamal 2.11 refuses it too",
         "ssh.key_data[0]: secret K is in none of .kamal/secrets-common, .kamal/secrets: add it there, or set it "
         "with `pulumi config set --secret --path 'shipyard:secrets.K' VALUE`",
         "env.secret[0]: secret NOPE is in none of .kamal/secrets-common, .kamal/secrets: add it there, or set it "
@@ -653,7 +659,7 @@ def test_the_error_lists_every_refused_key_once_per_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_app(tmp_path, BASE_YML.replace("{arch: amd64}", "{arch: amd64, secrets: [S], driver: cloud}"))
     assert str(err.value) == (
-        "kamal: config/deploy.yml uses Kamal keys shipyard cannot deploy as written (drop them, or list their paths "
+        "kamal: config/deploy.yml cannot be deployed as written (drop them, or list their paths "
         "in shipyard:kamal.ignore to deploy without them):\nbuilder.secrets: not supported yet\n"
         "builder.driver: not supported yet")
 
@@ -663,3 +669,17 @@ def test_ssh_key_data_written_inline_is_a_secret_of_its_own_as_kamal_still_takes
     raw = load_app(tmp_path, BASE_YML + f"ssh:\n  key_data:\n    - {json.dumps(pem)}\n")
     cfg = config.load(raw, stack="staging")
     assert cfg.ssh.key_data == ("SSH_KEY_DATA_0",) and cfg.secrets["SSH_KEY_DATA_0"] == pem
+
+
+def test_one_refusal_is_one_line_naming_the_key_it_looks_like(tmp_path):
+    """A typo in a section (Kamal's own key names) or one key not supported yet: one line, with the file, the path
+    and what to do - no header over it."""
+    for deploy, says in (
+            (BASE_YML + "proxy: {app_prot: 3000}\n", "kamal: config/deploy.yml: proxy.app_prot: unknown Kamal key (did "
+                                                     "you mean app_port?); Kamal 2.11 refuses it too"),
+            (BASE_YML.replace("{arch: amd64}", "{arch: amd64, secrets: [S]}"),
+             "kamal: config/deploy.yml: builder.secrets: not supported yet; drop it, or list its path in "
+             "shipyard:kamal.ignore to deploy without it")):
+        with pytest.raises(ConfigError) as err:
+            load_app(tmp_path, deploy)
+        assert str(err.value) == says
