@@ -61,6 +61,7 @@ def proxy_service(service: str, role: str, destination: str | None) -> str:
     return "-".join(p for p in (service, role, destination) if p)
 
 
+COMMAND_ENV = "SHIPYARD_COMMAND"  # what the `shipyard` command runs the program for: deploy (unset), or rollback
 STATE_DIR = f".{PROJECT}"  # on each host, relative to the SSH user's home
 
 

@@ -70,7 +70,7 @@ def declare(raw: Mapping[str, Any], *, project_dir: Path, parent: pulumi.Resourc
             "version", "image_ref", "service", "tag")}}
     return DestinationService(f"{cfg.service}-{cfg.destination}", cfg, owner=naming.owner(project, stack),
                               project_dir=project_dir, promote=promote, opts=pulumi.ResourceOptions(parent=parent),
-                              later=later)
+                              later=later, command=os.environ.get(naming.COMMAND_ENV) or "deploy")
 
 
 def outputs(svc: DestinationService) -> dict[str, Any]:

@@ -54,14 +54,16 @@ class DestinationService(pulumi.ComponentResource):
 
     def __init__(self, name: str, cfg: Deploy, *, owner: str, project_dir: Path,
                  promote: dict[str, Any] | None = None,
-                 opts: pulumi.ResourceOptions | None = None, later: bool = False):
+                 opts: pulumi.ResourceOptions | None = None, later: bool = False, command: str = "deploy"):
         """`promote` holds the outputs of the stack this one promotes from (`stack`, and as Outputs `version`,
         `image_ref`, `service`, `tag`); without it the image is built from `cfg.builder`'s context at `cfg.version`
         (default: the context's git commit). `later`: only the component and its plugin now, the rest at
-        `declare()`."""
+        `declare()`. `command`: what the hooks are told (`KAMAL_COMMAND`): `deploy`, or `rollback` - which builds
+        nothing, so it has no `pre-build`, as in Kamal."""
         super().__init__("shipyard:deploy:DestinationService", name, None, opts)
         self._name, self._cfg, self._owner, self._project_dir = name, cfg, owner, project_dir
         self._promote = promote
+        self._command = command
         self.owner = owner  # the ownership label's value on every object of this destination
         self.cfg = cfg
         self._after: list[pulumi.Resource] = []  # the hooks every resource declared from here on waits for
@@ -72,6 +74,7 @@ class DestinationService(pulumi.ComponentResource):
     def declare(self) -> None:
         """Every resource of the destination, one walk over its plan."""
         name, cfg, owner, project_dir, promote = self._name, self._cfg, self._owner, self._project_dir, self._promote
+        command = self._command
         # an app of accessories only (no role) builds no image and has no version of its own
         build = self._build_inputs(promote) if cfg.servers else None
         version: pulumi.Output[str] = build.pop("version") if build else pulumi.Output.from_input("-")
@@ -85,7 +88,7 @@ class DestinationService(pulumi.ComponentResource):
         deploy_trigger = plans.apply(lambda p: _digest(p, sorted(cfg.secrets.items())))
         pre_connect = self._hook("pre-connect", deploy_trigger, shape.hosts, version, secrets=True)
         self._after = list(pre_connect)
-        if build and shape.image and "promote" not in build:  # a promoted image is not built
+        if build and shape.image and "promote" not in build and command != "rollback":  # (they build nothing)
             self._after += self._hook("pre-build", pulumi.Output.all(version, build["context_hash"]).apply(_digest),
                                       (shape.image.build_host,), version, lock=False)
         image = self._image(shape, plans, build) if build else None
@@ -197,7 +200,7 @@ class DestinationService(pulumi.ComponentResource):
         details = pulumi.Output.from_input(version).apply(lambda v: {
             "SERVICE": cfg.service, "VERSION": v, "SERVICE_VERSION": f"{cfg.service}@{v if '_' in v else v[:7]}",
             **({"DESTINATION": destination} if destination else {}), "HOSTS": ",".join(hosts),
-            "COMMAND": "deploy", "LOCK": "true" if lock else "false"})
+            "COMMAND": self._command, "LOCK": "true" if lock else "false"})
         values = {k: cfg.secrets[k] for k in sorted(cfg.secrets)} if secrets else {}
         return [Hook(f"{self._name}-hook-{hook}{suffix}", {
             "hook": hook, "destination": cfg.destination, "path": str(path), "file_hash": source.file_hash(path),

@@ -49,7 +49,8 @@ def healed(ctx: StackContext):
 def up(ctx: StackContext, args: argparse.Namespace, action: str, version: str) -> None:
     output.progress(f"{action} of {ctx.name} (version {version})")
     ctx.up(message=message(action, version, performer(ctx.app_dir)), lock_wait=args.lock_wait,
-           on_output=engine_line(args.paint), on_wait=waiting(ctx), on_heal=healed(ctx))
+           on_output=engine_line(args.paint), on_wait=waiting(ctx), on_heal=healed(ctx),
+           command="rollback" if action == "rollback" else "deploy")
     ctx.refresh()
 
 

@@ -27,7 +27,7 @@ from ..config import Deploy
 from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
 from ..ssh import target_of
-from ..naming import PROJECT
+from ..naming import COMMAND_ENV, PROJECT
 from ..providers.resource import DYNAMIC_TYPE, type_token
 from ..providers.rollout import entries as rollout_entries
 
@@ -248,6 +248,20 @@ class StackContext:
         return [f"{(op.get('type') or '?')} {(op.get('resource') or {}).get('urn', '?').rsplit('::', 1)[-1]}"
                 for op in state.get("pending_operations") or []]
 
+    @contextlib.contextmanager
+    def _told(self, command: str) -> Iterator[None]:
+        """The program of the run in this block is told what it runs for (`naming.COMMAND_ENV`; its hooks say it as
+        `KAMAL_COMMAND`); unset, it is a deploy."""
+        if command == "deploy":
+            yield
+            return
+        env = self.stack.workspace.env_vars
+        env[COMMAND_ENV] = command
+        try:
+            yield
+        finally:
+            env.pop(COMMAND_ENV, None)
+
     def leftovers(self) -> list[tuple[str, str, str]]:
         """(host, container ID, name) of this stack's containers still under a pending name: an interrupted
         create's, never ready, known to no state - found on every host of the destination that answers."""
@@ -318,7 +332,7 @@ class StackContext:
 
     def up(self, *, message: str, lock_wait: float = 0, on_output: Callable[[str], None] | None = None,
            on_wait: Callable[[str], None] | None = None,
-           on_heal: Callable[[list[str]], None] | None = None) -> auto.UpResult:
+           on_heal: Callable[[list[str]], None] | None = None, command: str = "deploy") -> auto.UpResult:
         """`pulumi up` through the Automation API. When another process holds the stack's lock, retry until
         `lock_wait` seconds have passed (0: fail at once, naming the holder).
 
@@ -341,8 +355,10 @@ class StackContext:
                     done = self.remove(left) + self.stop_strays()
                     if on_heal:
                         on_heal(found + done)
-                return self.stack.up(message=message, on_output=on_output, color="never", suppress_progress=True,
-                                     parallel=plan.engine_parallel(len(self.hosts()), os.cpu_count() or 1))
+                with self._told(command):
+                    return self.stack.up(message=message, on_output=on_output, color="never",
+                                         suppress_progress=True,
+                                         parallel=plan.engine_parallel(len(self.hosts()), os.cpu_count() or 1))
             except auto.ConcurrentUpdateError as exc:
                 contended = True
                 if time.monotonic() + LOCK_RETRY_S > deadline:

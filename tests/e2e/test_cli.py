@@ -188,14 +188,25 @@ def test_versions_list_what_each_destination_retains(bench, ops):
 
 
 def test_rollback_redeploys_a_retained_version_and_only_that_destination(bench, ops):
-    out = sy(ops, "rollback", V["v1"], "-s", "staging", "--json")
-    assert out.json()["version"] == V["v1"]
-    assert get(bench, NAMES["staging"]).startswith(f"service=ops destination=staging version={V['v1']}")
-    assert get(bench, NAMES["production"]).startswith(f"service=ops destination=production version={V['v1']}")
-    missing = sy(ops, "rollback", "v9", "-s", "staging", check=False)
-    assert missing.code != 0 and missing.err.strip().splitlines() == [
-        f"shipyard: stack staging: version v9 is not retained on web@{bench.hosts[0].address} "
-        f"(has {V['v1']}, {V['v2']}): see `shipyard versions`"]
+    """...and, as `kamal rollback`, builds nothing: its hooks say KAMAL_COMMAND=rollback, and pre-build runs not."""
+    hooks, log = ops.dir / "rollback-hooks", ops.dir / "rollback-hooks.log"
+    hooks.mkdir(exist_ok=True)
+    for hook in ("pre-build", "pre-deploy", "post-deploy"):
+        (hooks / hook).write_text(f'#!/bin/sh\necho "{hook} $KAMAL_COMMAND $KAMAL_VERSION" >> {log}\n')
+        (hooks / hook).chmod(0o755)
+    ops.set_config("staging", {**config(bench, "staging"), "hooks": {"path": "rollback-hooks"}})
+    try:
+        out = sy(ops, "rollback", V["v1"], "-s", "staging", "--json")
+        assert out.json()["version"] == V["v1"]
+        assert log.read_text().splitlines() == [f"pre-deploy rollback {V['v1']}", f"post-deploy rollback {V['v1']}"]
+        assert get(bench, NAMES["staging"]).startswith(f"service=ops destination=staging version={V['v1']}")
+        assert get(bench, NAMES["production"]).startswith(f"service=ops destination=production version={V['v1']}")
+        missing = sy(ops, "rollback", "v9", "-s", "staging", check=False)
+        assert missing.code != 0 and missing.err.strip().splitlines() == [
+            f"shipyard: stack staging: version v9 is not retained on web@{bench.hosts[0].address} "
+            f"(has {V['v1']}, {V['v2']}): see `shipyard versions`"]
+    finally:
+        ops.set_config("staging", config(bench, "staging"))
     sy(ops, "rollback", V["v2"], "-s", "staging")  # and back
     assert get(bench, NAMES["staging"]).startswith(f"service=ops destination=staging version={V['v2']}")
 

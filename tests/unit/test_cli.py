@@ -422,3 +422,20 @@ def test_a_stack_of_another_program_is_told_apart_from_one_with_nothing_deployed
     ctx.stack.outputs.return_value = {}
     with pytest.raises(StackError, match="nothing is deployed: run `shipyard deploy` first"):
         ctx.outputs
+
+
+def test_a_rollback_tells_the_program_so_for_the_run_alone(mocker):
+    """`shipyard rollback`'s `up` runs the program with SHIPYARD_COMMAND=rollback (its hooks say KAMAL_COMMAND=
+    rollback); the workspace is as before afterwards."""
+    from components.cli.stack import StackContext
+    ctx = StackContext.__new__(StackContext)
+    ctx.name = "staging"
+    ctx.stack = mocker.Mock()
+    ctx.stack.workspace.env_vars = {"PULUMI_CONFIG_PASSPHRASE": "p"}
+    mocker.patch.object(StackContext, "pending", return_value=[])
+    mocker.patch.object(StackContext, "hosts", return_value=("h1",))
+    seen = []
+    ctx.stack.up.side_effect = lambda **kw: seen.append(dict(ctx.stack.workspace.env_vars))
+    ctx.up(message="m", command="rollback")
+    assert seen == [{"PULUMI_CONFIG_PASSPHRASE": "p", "SHIPYARD_COMMAND": "rollback"}]
+    assert ctx.stack.workspace.env_vars == {"PULUMI_CONFIG_PASSPHRASE": "p"}

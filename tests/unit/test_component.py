@@ -250,6 +250,26 @@ def test_hooks_stand_in_kamals_order_in_the_graph(tmp_path, mocker):
     return pulumi.Output.from_input(1).apply(check)
 
 
+@pulumi.runtime.test
+def test_a_rollback_builds_nothing_so_runs_no_pre_build_and_its_hooks_say_rollback(tmp_path, mocker):
+    """As `kamal rollback`: the hooks get KAMAL_COMMAND=rollback, and there is no pre-build (nothing is built)."""
+    _record(tmp_path, mocker)
+    (tmp_path / "hooks").mkdir()
+    for h in ("pre-build", "pre-deploy", "post-deploy"):
+        (tmp_path / "hooks" / h).write_text("#!/bin/sh\n")
+    cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
+                       "servers": {"web": {"hosts": ["h1"]}}, "hooks": {"path": "hooks"}}, stack="staging")
+    from components.service import DestinationService
+    DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path, command="rollback")
+
+    def check(details):
+        hooks = {name: p for name, _, p in CHILDREN if "-hook-" in name}
+        assert set(hooks) == {"hello-staging-hook-pre-deploy", "hello-staging-hook-post-deploy"}
+        assert details["COMMAND"] == "rollback"
+    props = {name: p for name, _, p in CHILDREN}
+    return props["hello-staging-hook-pre-deploy"]["details"].apply(check)
+
+
 STOPPED_WHILE_WAITING = '''
 import asyncio, os, signal, threading
 from components import program
