@@ -121,11 +121,12 @@ class ImageProvider(ResourceProvider):
                                                  f"(`pulumi config set shipyard:version ...`) or roll back the "
                                                  f"builder settings too; nothing was changed"))
                 else:
+                    made_from = (existing["Config"].get("Labels") or {}).get(naming.SOURCE_LABEL)
                     news["reuse"] = (f"the image already built for version {news['labels'][naming.VERSION]} "
-                                     f"({existing['Id'][:19]}), not the current checkout")
+                                     f"({existing['Id'][:19]})" + ("" if made_from == news.get("context_hash") else
+                                                                  ", not the current checkout"))
                     # recorded as what that image was made from, not what the checkout holds now (a rollback from
                     # a later commit): once the checkout holds that version's commit again, nothing differs
-                    made_from = (existing["Config"].get("Labels") or {}).get(naming.SOURCE_LABEL)
                     if news.get("context_hash") and source.same_hash_kind(made_from, news["context_hash"]):
                         news["context_hash"] = made_from
                         news["labels"] = {**news["labels"], naming.SOURCE_LABEL: made_from}

@@ -529,7 +529,11 @@ def test_a_version_is_reused_whatever_the_checkout_but_never_rebuilt_with_other_
     labels = {**image_props()["labels"], "shipyard.source": "sha256:old-checkout"}
     client.inspect_image.return_value = {"Id": "sha256:v1", "Config": {"Labels": labels}, "RepoDigests": []}
     check = providers.ImageProvider().check({}, image_props(context_hash="sha256:new-checkout"))
-    assert not check.failures and "already built for version v1" in check.inputs["reuse"]
+    assert not check.failures and check.inputs["reuse"] == ("the image already built for version v1 (sha256:v1), "
+                                                            "not the current checkout")
+    # the checkout that version was built from: its image, said so with nothing more
+    same = providers.ImageProvider().check({}, image_props(context_hash="sha256:old-checkout"))
+    assert same.inputs["reuse"] == "the image already built for version v1 (sha256:v1)"
     # recorded as what it was made from: once the checkout holds v1's commit again, v1 is unchanged, not refused
     assert check.inputs["context_hash"] == "sha256:old-checkout"
     assert check.inputs["labels"]["shipyard.source"] == "sha256:old-checkout"
