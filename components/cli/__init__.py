@@ -50,8 +50,22 @@ def _lock_module():
     return lock
 
 
+def _options_last(argv: list[str]) -> list[str]:
+    """`shipyard -s staging details` as `shipyard details -s staging`: the options every command takes, given before
+    the command, go after its words (before a `--`, which hands the rest to the container)."""
+    front: list[str] = []
+    while argv and (argv[0] in ("-s", "--stack") and len(argv) > 1 or argv[0].startswith("--stack=")
+                    or argv[0] == "--json"):
+        n = 2 if argv[0] in ("-s", "--stack") else 1
+        front, argv = front + argv[:n], argv[n:]
+    if not front:
+        return argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    return argv[:cut] + front + argv[cut:]
+
+
 def run(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _options_last(list(sys.argv[1:] if argv is None else argv))
     ap = parser()
     if argv and not argv[0].startswith("-") and argv[0] not in ap.commands:  # type: ignore[attr-defined]
         from .aliases import resolve

@@ -439,3 +439,14 @@ def test_a_rollback_tells_the_program_so_for_the_run_alone(mocker):
     ctx.up(message="m", command="rollback")
     assert seen == [{"PULUMI_CONFIG_PASSPHRASE": "p", "SHIPYARD_COMMAND": "rollback"}]
     assert ctx.stack.workspace.env_vars == {"PULUMI_CONFIG_PASSPHRASE": "p"}
+
+
+def test_the_stack_may_come_before_the_command_as_kamal_users_type_it():
+    from components.cli import _options_last
+    assert _options_last(["-s", "staging", "details"]) == ["details", "-s", "staging"]
+    assert _options_last(["--stack=staging", "--json", "lock", "status"]) == ["lock", "status", "--stack=staging",
+                                                                             "--json"]
+    assert _options_last(["-s", "staging", "exec", "--", "ls", "-s"]) == ["exec", "-s", "staging", "--", "ls", "-s"]
+    assert _options_last(["details", "-s", "staging"]) == ["details", "-s", "staging"]
+    args = parser().parse_args(_options_last(["-s", "staging", "details"]))
+    assert (args.command, args.stack) == ("details", "staging")
