@@ -90,7 +90,7 @@ class DestinationService(pulumi.ComponentResource):
         self._after = list(pre_connect)
         if build and shape.image and "promote" not in build and command != "rollback":  # (they build nothing)
             self._after += self._hook("pre-build", pulumi.Output.all(version, build["context_hash"]).apply(_digest),
-                                      (shape.image.build_host,), version, lock=False)
+                                      shape.hosts, version, lock=False)  # KAMAL_HOSTS: all, as in Kamal
         image = self._image(shape, plans, build) if build else None
         self._after = [*pre_connect, *self._hook("pre-deploy", deploy_trigger, shape.hosts, version,
                                                  depends=[image] if image else [], secrets=True)]

@@ -247,7 +247,11 @@ def test_hooks_stand_in_kamals_order_in_the_graph(tmp_path, mocker):
         assert props[f"{h}pre-deploy"]["workdir"] == str(tmp_path)
         assert props[f"{h}pre-build"]["secrets"] is None  # secrets only where Kamal gives them
         assert props[f"{h}pre-connect"]["secrets"] is not None and props[f"{h}post-deploy"]["secrets"] is not None
-    return pulumi.Output.from_input(1).apply(check)
+
+    def build_hosts(details):  # KAMAL_HOSTS of pre-build: every host, as Kamal gives it, not the build host's alone
+        assert details["HOSTS"] == "h1,h2"
+    return pulumi.Output.all(pulumi.Output.from_input(1).apply(check), [
+        p["details"].apply(build_hosts) for name, _, p in CHILDREN if name == "hello-staging-hook-pre-build"])
 
 
 @pulumi.runtime.test
