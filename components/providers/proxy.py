@@ -132,6 +132,14 @@ class ProxyProvider(ResourceProvider):
             with docker_errors(t, f"removing {naming.PROXY_CONTAINER}"):
                 c.stop(existing["Id"], timeout=STOP_TIMEOUT_S)
                 c.remove_container(existing["Id"])
+            # and its config volume: no route is left in it, only certificates and error pages of none (kept if
+            # something else uses it)
+            with docker_errors(t, f"removing volume {naming.PROXY_VOLUME}"):
+                try:
+                    c.remove_volume(naming.PROXY_VOLUME)
+                except Exception as exc:  # gone already (404), or in use (409): fine
+                    if getattr(exc, "status_code", None) not in (404, 409):
+                        raise
 
 
 class Proxy(ShipyardResource):

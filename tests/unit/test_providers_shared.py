@@ -121,9 +121,11 @@ def test_the_proxy_goes_only_with_its_last_route(client, kamal_proxy):
     kamal_proxy["routes"] = [("shop-web-production", "abc:80")]
     providers.ProxyProvider().delete("id", {"target": TARGET, "image": "kp:1"})
     client.remove_container.assert_not_called()
+    client.remove_volume.assert_not_called()
     kamal_proxy["routes"] = []
     providers.ProxyProvider().delete("id", {"target": TARGET, "image": "kp:1"})
     client.remove_container.assert_called_once_with("proxy-old")
+    client.remove_volume.assert_called_once_with("kamal-proxy-config")  # its config, of no route now
     client.containers.return_value = []  # already gone: nothing to do, no error
     providers.ProxyProvider().delete("id", {"target": TARGET, "image": "kp:1"})
 
