@@ -282,7 +282,8 @@ class ContainerProvider(ResourceProvider):
           by the create, after the engine has removed what this replaces (an accessory goes first);
         - host names its role's route is to serve that a route of another stack or app holds in kamal-proxy - not
           found by the route's switch, after the rollout's workers have started."""
-        if not isinstance(news.get("target"), dict) or news["target"].get("host") in (None, UNKNOWN):
+        if not isinstance(news.get("target"), dict) or news["target"].get("host") in (None, UNKNOWN) \
+                or not isinstance(news.get("labels"), dict):  # (a version from another resource, not known yet)
             return CheckResult(news, [])
         return CheckResult(news, self._taken_ports(olds, news) + self._taken_host_names(olds, news))
 

@@ -351,6 +351,7 @@ def test_host_names_another_stacks_route_holds_are_refused_at_check_before_any_c
     routes.reset_mock()
     assert provider.check(props, props).failures == []
     assert provider.check({}, {**props, "target": {**TARGET, "host": container.UNKNOWN}}).failures == []
+    assert provider.check({}, {**props, "labels": container.UNKNOWN}).failures == []  # a version not known yet
     routes.assert_not_called()
 
 
