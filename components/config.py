@@ -214,25 +214,28 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The first settings model within a field's annotation: X | None, dict[str, X], list[X]."""
+    kinds = [annotation]
+    while kinds:
+        kind = kinds.pop(0)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind
+        kinds += typing.get_args(kind)
+    return None
+
+
 def _keys_at(loc: tuple[Any, ...]) -> list[str]:
     """The keys the settings at `loc` (a section: `proxy`, `servers.web`, `accessories.db.proxy`) take, following
     the model's fields (a map's keys and a list's positions are passed over); none where `loc` is not a section."""
-    model: Any = Deploy
+    model: type[BaseModel] | None = Deploy
     for part in loc:
-        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
-            continue
-        if part not in model.model_fields:
-            continue  # a map's key (a role's, an accessory's name)
-        kinds, model = [model.model_fields[part].annotation], None
-        while kinds:  # the first model within the annotation: X | None, dict[str, X], list[X]
-            kind = kinds.pop(0)
-            if isinstance(kind, type) and issubclass(kind, BaseModel):
-                model = kind
-                break
-            kinds += list(typing.get_args(kind))
+        if isinstance(part, int) or part not in model.model_fields:
+            continue  # a list's position, a map's key (a role's, an accessory's name)
+        model = _model_in(model.model_fields[part].annotation)
         if model is None:
             return []
-    return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    return sorted(model.model_fields)
 
 
 def _unknown(loc: tuple[Any, ...]) -> str:

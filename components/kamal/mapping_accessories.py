@@ -8,6 +8,7 @@ from typing import Any
 
 from .mapping_base import NOT_YET, MapperBase, to_s, unknown_key
 
+FILE_KEYS = ("local", "remote", "mode", "owner", "options")
 ACCESSORY_KEYS = ("image", "host", "hosts", "role", "roles", "tag", "tags", "cmd", "port", "labels", "env", "volumes",
                   "files", "directories", "registry", "service", "options", "proxy", "network")
 
@@ -96,9 +97,8 @@ class AccessoriesMapping(MapperBase):
         for i, item in enumerate(conf):
             if isinstance(item, dict):
                 for key in item:
-                    if key not in ("local", "remote", "mode", "owner", "options"):
-                        self.refuse(f"{path}[{i}].{key}",
-                                    unknown_key(key, ("local", "remote", "mode", "owner", "options")))
+                    if key not in FILE_KEYS:
+                        self.refuse(f"{path}[{i}].{key}", unknown_key(key, FILE_KEYS))
                 out.append((i, {k: str(v) for k, v in item.items() if v is not None}))
             else:
                 local, remote, options = (str(item).split(":", 2) + [None, None])[:3]

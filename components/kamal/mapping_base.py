@@ -14,13 +14,13 @@ from .merge import join
 from .secrets import Secrets
 
 NOT_YET = "not supported yet"
+NO_EFFECT = frozenset({"sshkit", "run_directory", "minimum_version", "hooks_output", "allow_empty_roles"})
 
 
 def unknown_key(key: Any, known: Iterable[str] = ()) -> str:
     """Why a key Kamal does not know is refused, with the known one it looks like (of `known`)."""
     near = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
     return f"unknown Kamal key{f' (did you mean {near[0]}?)' if near else ''}; Kamal 2.11 refuses it too"
-NO_EFFECT = frozenset({"sshkit", "run_directory", "minimum_version", "hooks_output", "allow_empty_roles"})
 
 
 def to_s(value: Any) -> str | None:

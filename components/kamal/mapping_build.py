@@ -9,8 +9,9 @@ from typing import Any
 from .mapping_base import MapperBase, to_s, unknown_key
 
 SSH_KEYS = ("user", "port", "keys", "key_data", "keys_only", "config", "proxy", "proxy_command", "log_level")
-BUILDER_KEYS = ("arch", "remote", "local", "context", "dockerfile", "target", "args", "cache", "pack", "secrets", "ssh",
-                "driver", "provenance", "sbom")
+BUILDER_MAPPED = ("arch", "remote", "local", "context", "dockerfile", "target", "args")
+BUILDER_NOT_YET = ("pack", "secrets", "ssh", "driver", "provenance", "sbom")
+BUILDER_KEYS = ("cache", *BUILDER_MAPPED, *BUILDER_NOT_YET)
 
 
 class BuildMapping(MapperBase):
@@ -63,9 +64,9 @@ class BuildMapping(MapperBase):
                 continue  # what shipyard's builds are: no attestation is attached
             if key == "cache":
                 continue  # a layer cache elsewhere: each build host keeps its own, which every build there uses
-            if key in ("pack", "secrets", "ssh", "driver", "provenance", "sbom"):
+            if key in BUILDER_NOT_YET:
                 self.refuse(f"builder.{key}")
-            elif key not in ("arch", "remote", "local", "context", "dockerfile", "target", "args"):
+            elif key not in BUILDER_MAPPED:
                 self.refuse(f"builder.{key}", unknown_key(key, BUILDER_KEYS))
         arch = conf.get("arch")
         if isinstance(arch, list) and len(arch) > 1:

@@ -7,6 +7,8 @@ from typing import Any
 from ..config import VOLUME
 from .mapping_base import NOT_YET, MapperBase, unknown_key
 
+ENV_KEYS = ("clear", "secret")
+
 
 class EnvMapping(MapperBase):
     def env(self, conf: Any, path: str, *, root: bool) -> dict[str, Any]:
@@ -19,8 +21,8 @@ class EnvMapping(MapperBase):
         for key in conf:
             if key == "tags" and root:
                 continue  # env_tags
-            elif key not in ("clear", "secret"):
-                self.refuse(f"{path}.{key}", unknown_key(key, ("clear", "secret")))
+            elif key not in ENV_KEYS:
+                self.refuse(f"{path}.{key}", unknown_key(key, ENV_KEYS))
         if "clear" in conf:
             out["clear"] = self.strings(conf["clear"], f"{path}.clear") or {}
         if "secret" in conf:

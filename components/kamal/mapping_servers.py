@@ -7,11 +7,12 @@ import shlex
 from typing import Any
 
 from .mapping_base import MapperBase, to_s, unknown_key
+from .merge import deep_merge, join
 
 ROLE_KEYS = ("hosts", "cmd", "labels", "env", "options", "logging", "asset_path", "proxy")
 PROXY_KEYS = ("host", "hosts", "app_port", "response_timeout", "ssl", "ssl_redirect", "strip_path_prefix",
               "forward_headers", "buffering", "logging", "path_prefix", "path_prefixes", "healthcheck", "run")
-from .merge import deep_merge, join
+HEALTHCHECK_KEYS = ("path", "interval", "timeout")
 
 
 class ServersMapping(MapperBase):
@@ -193,9 +194,9 @@ class ServersMapping(MapperBase):
                     refuse(kp, "should be a hash")
                     continue
                 for hk in value:
-                    if hk not in ("path", "interval", "timeout"):
-                        refuse(f"{kp}.{hk}", unknown_key(hk, ("path", "interval", "timeout")))
-                out["healthcheck"] = {k: v for k, v in value.items() if k in ("path", "interval", "timeout")}
+                    if hk not in HEALTHCHECK_KEYS:
+                        refuse(f"{kp}.{hk}", unknown_key(hk, HEALTHCHECK_KEYS))
+                out["healthcheck"] = {k: v for k, v in value.items() if k in HEALTHCHECK_KEYS}
             elif key == "run":
                 if not isinstance(value, dict):
                     refuse(kp, "should be a hash")
