@@ -216,16 +216,20 @@ def remove_build_leftovers(c, props: dict[str, Any], keep: set[str]) -> None:
         leaves = [i for i in every if i["Id"] not in keep | parents
                   and not [r for r in i.get("RepoTags") or [] if r != "<none>:<none>"]
                   and (naming.OWNER_LABEL not in (i.get("Labels") or {}) or owned(i.get("Labels"), props))]
-        removed = 0
-        for image in leaves:
-            try:
-                c.remove_image(image["Id"])
-                removed += 1
-            except Exception as exc:  # used by a container or another image (409), or gone already (404)
-                if getattr(exc, "status_code", None) not in (404, 409):
-                    raise
-        if not removed:
+        if not sum(removed(c.remove_image, image["Id"]) for image in leaves):
             return
+
+
+def removed(remove: Callable[..., Any], *args: Any) -> bool:
+    """A Docker removal (`c.remove_image`, `c.remove_volume`): whether it removed the object - not when it is in use
+    (409: by a container, or another image built on it) or gone already (404)."""
+    try:
+        remove(*args)
+    except Exception as exc:
+        if getattr(exc, "status_code", None) not in (404, 409):
+            raise
+        return False
+    return True
 
 
 def stream_errors(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | None]:

@@ -25,7 +25,7 @@ from .. import decisions, hosts, naming, payloads, source
 from ..errors import ConfigError, DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, held_elsewhere, host_lock, \
-    ours_to_take, owned, proxy_routes, route_target, service_of, stop_kamal, target
+    ours_to_take, owned, proxy_routes, removed, route_target, service_of, stop_kamal, target
 from .resource import ShipyardResource
 
 START_DEADLINE_S = 15
@@ -135,11 +135,7 @@ class ProxyProvider(ResourceProvider):
             # and its config volume: no route is left in it, only certificates and error pages of none (kept if
             # something else uses it)
             with docker_errors(t, f"removing volume {naming.PROXY_VOLUME}"):
-                try:
-                    c.remove_volume(naming.PROXY_VOLUME)
-                except Exception as exc:  # gone already (404), or in use (409): fine
-                    if getattr(exc, "status_code", None) not in (404, 409):
-                        raise
+                removed(c.remove_volume, naming.PROXY_VOLUME)
 
 
 class Proxy(ShipyardResource):
