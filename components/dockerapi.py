@@ -52,11 +52,12 @@ class _DockerOverSSH(BaseHTTPAdapter):
             return self.pool
 
     def close(self):
+        """Drop the pool without closing it: its channels go with the SSH connection, which is closed next, and a
+        request waiting for a free channel wakes when one in flight hands its channel back (failing, as the
+        connection is gone). A closed pool takes none back: that request would wait for ever."""
         super().close()
         with self.pool_lock:
-            if self.pool is not None:
-                self.pool.close()
-                self.pool = None
+            self.pool = None
 
 
 def _api_version(server: str) -> str:

@@ -321,10 +321,7 @@ def run(target: SSHTarget, argv: list[str], *, doing: str, timeout: float = 60,
     with docker_errors(target, doing), _session(target, timeout) as chan:
         chan.settimeout(timeout)
         chan.set_combine_stderr(True)
-        chan.exec_command(command)
-        if stdin is not None:
-            chan.sendall(stdin)
-        chan.shutdown_write()
+        _exec(chan, command, stdin)
         out = b""
         while True:
             chunk = chan.recv(65536)
@@ -332,7 +329,23 @@ def run(target: SSHTarget, argv: list[str], *, doing: str, timeout: float = 60,
                 break
             out += chunk
         status = chan.recv_exit_status()
+        if status == -1 and not chan.get_transport().is_active():  # no exit status: the connection itself went
+            raise EOFError("the SSH connection closed while the command ran")
     return status, out.decode(errors="replace").strip()
+
+
+def _exec(chan: paramiko.Channel, command: str, stdin: bytes | None) -> None:
+    """Start `command` on `chan` with `stdin` as its whole input, or none (`/dev/null`). The end of the input is
+    sent only while the command may still read it: sshd closes a channel once its command exits, and drops the whole
+    connection - every other command and Docker API call on it - on an end-of-input for a channel it closed, which
+    paramiko sends outside its channel lock, so after its own reply to sshd's close when the two race."""
+    if stdin is None:
+        chan.exec_command(f"{command} </dev/null")
+        return
+    chan.exec_command(command)
+    chan.sendall(stdin)
+    if not chan.exit_status_ready():
+        chan.shutdown_write()
 
 
 @contextlib.contextmanager
@@ -359,10 +372,11 @@ def attach(target: SSHTarget, argv: list[str], *, doing: str, stdin_fd: int | No
     with docker_errors(target, doing), _session(target, CONNECT_TIMEOUT_S) as chan:
         if pty is not None:
             chan.get_pty(term=pty[0], width=pty[1], height=pty[2])
-        chan.exec_command(command)
         if pty is None or stdin_fd is None:
-            chan.shutdown_write()
+            _exec(chan, command, None)
             stdin_fd = None
+        else:
+            chan.exec_command(command)
         while True:
             readable = [chan] + ([stdin_fd] if stdin_fd is not None else [])
             ready, _, _ = select.select(readable, [], [], 0.5)
@@ -380,7 +394,8 @@ def attach(target: SSHTarget, argv: list[str], *, doing: str, stdin_fd: int | No
                 if data:
                     chan.sendall(data)
                 else:
-                    chan.shutdown_write()
+                    if not chan.exit_status_ready():  # (see `_exec`)
+                        chan.shutdown_write()
                     stdin_fd = None
             if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                 return chan.recv_exit_status()

@@ -3,6 +3,7 @@ works through the proxy, slows down with latency, and reports a cut connection a
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -99,3 +100,36 @@ def test_a_disabled_proxy_refuses_connections_until_enabled(bench, fault_proxy):
             hosts.client(t).ping()
     fault_proxy.set_enabled("host1", True)
     assert hosts.client(t).ping()
+
+
+def test_a_cut_while_more_docker_api_calls_than_channels_are_under_way_ends_every_one_with_a_host_error(
+        bench, fault_proxy):
+    """Twelve threads of Docker API calls on a connection of six channels, half of them waiting for a free one when
+    the network goes: every one ends, with a host error, rather than waiting for ever for a channel."""
+    hosts.close_all()
+    t = proxied(bench)
+    assert hosts.client(t).ping()
+    errors: list[Exception] = []
+    started = threading.Barrier(13)
+
+    def calls() -> None:
+        started.wait()
+        try:
+            for _ in range(500):
+                with docker_errors(t, "listing containers"):
+                    hosts.client(t).containers(all=True)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=calls) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    time.sleep(0.5)
+    fault_proxy.cut("host1")
+    deadline = time.monotonic() + 60
+    for thread in threads:
+        thread.join(timeout=max(deadline - time.monotonic(), 0))
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(errors) == 12 and all(isinstance(e, HostError) and str(e).startswith(f"host {t.host}:{t.port}: ")
+                                     for e in errors), errors

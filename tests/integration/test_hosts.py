@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from components.hosts import SSHTarget, docker_errors
 from tests.conftest import pulled
 
 pytestmark = pytest.mark.integration
+
+COMMANDS = 200  # per thread: the race this guards against showed within about a second of such traffic
 
 
 def target(bench, i: int = 0, **kw) -> SSHTarget:
@@ -93,3 +97,40 @@ def test_docker_errors_are_translated(bench):
     with pytest.raises(DockerError, match=rf"host {address}: inspecting nothing failed: .*[Nn]o such image"):
         with docker_errors(t, "inspecting nothing"):
             hosts.client(t).inspect_image("no-such-image:nope")
+
+
+def test_short_commands_beside_docker_api_calls_never_break_the_shared_connection(bench):
+    """Commands that end at once (as a deploy's probes and `kamal-proxy list` do), six at a time beside four threads
+    of Docker API calls: every one succeeds on the one connection. sshd drops a whole connection on an end-of-input
+    for a channel it already closed; a command's input was ended after it could have exited, and a deploy's other
+    calls on the host then failed with "the connection broke"."""
+    hosts.close_all()
+    t = target(bench, 0)
+    transport = hosts.connection(t).ssh.get_transport()
+    failures: list[str] = []
+
+    def commands() -> None:
+        for _ in range(COMMANDS):
+            code, out = hosts.run(t, ["echo", "ok"], doing="echoing")
+            if (code, out) != (0, "ok"):
+                failures.append(f"exit {code}: {out!r}")
+
+    def api_calls() -> None:
+        for _ in range(COMMANDS):
+            hosts.client(t).containers(all=True)
+
+    def guarded(work) -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - every failure is the test's finding
+            failures.append(str(exc))
+
+    threads = [threading.Thread(target=guarded, args=(w,)) for w in [commands] * 6 + [api_calls] * 4]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 120
+    for thread in threads:
+        thread.join(timeout=max(deadline - time.monotonic(), 0))
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    assert hosts.connection(t).ssh.get_transport() is transport  # never reconnected

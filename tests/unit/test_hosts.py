@@ -59,6 +59,43 @@ def test_a_refused_session_is_asked_for_again_until_its_deadline(mocker):
     assert transport.open_session.call_count == 8
 
 
+
+def test_a_commands_input_is_never_ended_once_it_may_have_exited(mocker):
+    """sshd drops the whole connection on an end-of-input for a channel it closed: a command with no input gets
+    /dev/null instead of one, and one with input gets it only while its exit status has not come."""
+    chan = mocker.create_autospec(paramiko.Channel, instance=True)
+    chan.recv.side_effect = lambda n: b""
+    chan.recv_exit_status.return_value = 0
+    session = mocker.patch("components.hosts._session")
+    session.return_value.__enter__.return_value = chan
+    hosts.run(T, ["echo", "a b"], doing="echoing")
+    chan.exec_command.assert_called_once_with("echo 'a b' </dev/null")
+    chan.shutdown_write.assert_not_called()
+
+    chan.reset_mock()
+    chan.exit_status_ready.return_value = False
+    hosts.run(T, ["cat"], doing="copying", stdin=b"x")
+    chan.exec_command.assert_called_once_with("cat")
+    chan.sendall.assert_called_once_with(b"x")
+    chan.shutdown_write.assert_called_once_with()
+    chan.reset_mock()
+    chan.exit_status_ready.return_value = True  # it exited already: its channel is closed, or about to be
+    hosts.run(T, ["head", "-c1"], doing="copying", stdin=b"x")
+    chan.shutdown_write.assert_not_called()
+
+
+def test_a_command_whose_connection_goes_mid_way_is_a_broken_connection(mocker):
+    forget = mocker.patch("components.hosts._forget")
+    chan = mocker.create_autospec(paramiko.Channel, instance=True)
+    chan.recv.side_effect = lambda n: b""
+    chan.recv_exit_status.return_value = -1  # no exit status came
+    chan.get_transport.return_value.is_active.return_value = False
+    mocker.patch("components.hosts._session").return_value.__enter__.return_value = chan
+    with pytest.raises(HostUnreachable, match=r"host h1: the connection broke while echoing \(EOFError: the SSH "
+                                              r"connection closed while the command ran\)"):
+        hosts.run(T, ["echo"], doing="echoing")
+    forget.assert_called_once_with(T)
+
 def test_a_lock_whose_channel_is_gone_is_not_held(mocker):
     chan = mocker.create_autospec(paramiko.Channel, instance=True)
     chan.closed = False
