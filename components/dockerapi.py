@@ -22,12 +22,29 @@ from docker.transport.basehttpadapter import BaseHTTPAdapter
 from docker.transport.sshconn import SSHConnectionPool
 
 from .errors import DockerError, HostError, HostUnreachable
-from .ssh import SSHTarget, connect
+from .ssh import CONNECT_TIMEOUT_S, SSHTarget, connect
 
 API_TIMEOUT_S = 600  # builds and pushes stream for a while
 MAX_CHANNELS = 6  # concurrent Docker API connections per host, under sshd's default MaxSessions of 10
 MAX_SESSIONS = 10  # sshd's default MaxSessions: session channels (exec, subsystem) open at once per connection
 SESSIONS = MAX_SESSIONS - MAX_CHANNELS  # what commands and SFTP may hold at once beside the Docker API
+
+
+class Sessions:
+    """What docker-py's pool opens its channels on: it asks `get_transport()` once, then `open_session()` for each
+    HTTP connection. A session sshd refuses for the moment (it frees one only once a channel's close has gone both
+    ways) is asked for again, as a command's is (`hosts.open_session`), rather than taken for a broken connection,
+    which every other call on the host would lose with it."""
+
+    def __init__(self, ssh: paramiko.SSHClient):
+        self.ssh = ssh
+
+    def get_transport(self) -> Sessions:
+        return self
+
+    def open_session(self) -> paramiko.Channel:
+        from .hosts import open_session
+        return open_session(self.ssh, CONNECT_TIMEOUT_S)
 
 
 class _DockerOverSSH(BaseHTTPAdapter):
@@ -47,7 +64,7 @@ class _DockerOverSSH(BaseHTTPAdapter):
             raise requests.exceptions.ConnectionError("the SSH connection is closed")  # one of its own, host None
         with self.pool_lock:
             if self.pool is None:
-                self.pool = SSHConnectionPool(ssh_client=self.ssh, timeout=API_TIMEOUT_S, maxsize=MAX_CHANNELS)
+                self.pool = SSHConnectionPool(ssh_client=Sessions(self.ssh), timeout=API_TIMEOUT_S, maxsize=MAX_CHANNELS)
                 self.pool.block = True
             return self.pool
 

@@ -256,3 +256,15 @@ def test_a_connection_opened_ahead_is_the_one_its_user_gets_and_so_is_its_error(
     with pytest.raises(HostUnreachable, match="down"):
         with hosts.own_connection(down):
             pass
+
+
+def test_the_docker_apis_channels_are_asked_for_again_when_sshd_refuses_one(mocker):
+    """A Docker API channel sshd refuses for the moment is a busy connection, as a command's is: asked for again,
+    never taken for a broken one (which would drop every other call on the host)."""
+    from components.dockerapi import Sessions
+    mocker.patch("components.hosts.time.sleep")
+    ssh = mocker.create_autospec(paramiko.SSHClient, instance=True)
+    chan = mocker.create_autospec(paramiko.Channel, instance=True)
+    ssh.get_transport.return_value.open_session.side_effect = [paramiko.ChannelException(1, "open failed"), chan]
+    sessions = Sessions(ssh)
+    assert sessions.get_transport().open_session() is chan
