@@ -234,11 +234,15 @@ def _session(target: SSHTarget, timeout: float) -> Iterator[paramiko.Channel]:
 
 
 def _forget(target: SSHTarget) -> None:
-    """Drop a broken connection, so the next call reconnects."""
+    """Drop the host's connection if it is broken, so the next call reconnects. One that is still up stays: the
+    failure was one channel's (a command that timed out, a Docker API stream the daemon ended), or a late one of a
+    connection already replaced - closing it would fail every other call on the host with it."""
     with _registry_lock:
-        conn = _connections.pop(target, None)
-    if conn is not None:
-        conn.close()
+        conn = _connections.get(target)
+        if conn is None or conn.alive:
+            return
+        del _connections[target]
+    conn.close()
 
 
 @contextlib.contextmanager
@@ -314,14 +318,13 @@ def exec_in(target: SSHTarget, container: str, argv: list[str], timeout: float =
     return code, out
 
 
-def run(target: SSHTarget, argv: list[str], *, doing: str, timeout: float = 60,
-        stdin: bytes | None = None) -> tuple[int, str]:
+def run(target: SSHTarget, argv: list[str], *, doing: str, timeout: float = 60) -> tuple[int, str]:
     """Run a command on the host itself over an SSH exec channel; returns (exit status, combined output)."""
     command = " ".join(shlex.quote(a) for a in argv)
     with docker_errors(target, doing), _session(target, timeout) as chan:
         chan.settimeout(timeout)
         chan.set_combine_stderr(True)
-        _exec(chan, command, stdin)
+        _exec(chan, command)
         out = b""
         while True:
             chunk = chan.recv(65536)
@@ -334,18 +337,12 @@ def run(target: SSHTarget, argv: list[str], *, doing: str, timeout: float = 60,
     return status, out.decode(errors="replace").strip()
 
 
-def _exec(chan: paramiko.Channel, command: str, stdin: bytes | None) -> None:
-    """Start `command` on `chan` with `stdin` as its whole input, or none (`/dev/null`). The end of the input is
-    sent only while the command may still read it: sshd closes a channel once its command exits, and drops the whole
-    connection - every other command and Docker API call on it - on an end-of-input for a channel it closed, which
-    paramiko sends outside its channel lock, so after its own reply to sshd's close when the two race."""
-    if stdin is None:
-        chan.exec_command(f"{command} </dev/null")
-        return
-    chan.exec_command(command)
-    chan.sendall(stdin)
-    if not chan.exit_status_ready():
-        chan.shutdown_write()
+def _exec(chan: paramiko.Channel, command: str) -> None:
+    """Start `command` on `chan` with no input: `/dev/null`, rather than an end-of-input sent after it. sshd closes a
+    channel once its command exits, and drops the whole connection - every other command and Docker API call on it -
+    on an end-of-input for a channel it closed, which paramiko sends outside its channel lock, so after its own reply
+    to sshd's close when the two race."""
+    chan.exec_command(f"{command} </dev/null")
 
 
 @contextlib.contextmanager
@@ -373,7 +370,7 @@ def attach(target: SSHTarget, argv: list[str], *, doing: str, stdin_fd: int | No
         if pty is not None:
             chan.get_pty(term=pty[0], width=pty[1], height=pty[2])
         if pty is None or stdin_fd is None:
-            _exec(chan, command, None)
+            _exec(chan, command)
             stdin_fd = None
         else:
             chan.exec_command(command)

@@ -35,6 +35,24 @@ def test_a_session_sshd_refuses_is_not_a_broken_connection(mocker):
     forget.assert_called_once_with(T)
 
 
+
+def test_only_a_connection_that_is_down_is_dropped(mocker):
+    """A failure of one channel (a command that timed out, a Docker API stream the daemon ended), or a late one of a
+    connection already replaced, leaves the connection every other call on the host uses."""
+    conn = mocker.Mock(alive=True)
+    mocker.patch.dict(hosts._connections, {T: conn})
+    with pytest.raises(HostUnreachable):
+        with hosts.docker_errors(T, "running x"):
+            raise TimeoutError()
+    assert hosts._connections[T] is conn
+    conn.close.assert_not_called()
+    conn.alive = False
+    with pytest.raises(HostUnreachable):
+        with hosts.docker_errors(T, "running x"):
+            raise EOFError()
+    assert T not in hosts._connections
+    conn.close.assert_called_once_with()
+
 def test_a_refused_session_is_asked_for_again_until_its_deadline(mocker):
     mocker.patch("components.hosts.time.sleep")
     ssh = mocker.create_autospec(paramiko.SSHClient, instance=True)
@@ -60,27 +78,15 @@ def test_a_refused_session_is_asked_for_again_until_its_deadline(mocker):
 
 
 
-def test_a_commands_input_is_never_ended_once_it_may_have_exited(mocker):
-    """sshd drops the whole connection on an end-of-input for a channel it closed: a command with no input gets
-    /dev/null instead of one, and one with input gets it only while its exit status has not come."""
+def test_a_command_gets_no_input_rather_than_an_end_of_input_after_it_may_have_exited(mocker):
+    """sshd drops the whole connection on an end-of-input for a channel it closed, which a command that exits at
+    once has: it gets /dev/null instead of one."""
     chan = mocker.create_autospec(paramiko.Channel, instance=True)
     chan.recv.side_effect = lambda n: b""
     chan.recv_exit_status.return_value = 0
-    session = mocker.patch("components.hosts._session")
-    session.return_value.__enter__.return_value = chan
+    mocker.patch("components.hosts._session").return_value.__enter__.return_value = chan
     hosts.run(T, ["echo", "a b"], doing="echoing")
     chan.exec_command.assert_called_once_with("echo 'a b' </dev/null")
-    chan.shutdown_write.assert_not_called()
-
-    chan.reset_mock()
-    chan.exit_status_ready.return_value = False
-    hosts.run(T, ["cat"], doing="copying", stdin=b"x")
-    chan.exec_command.assert_called_once_with("cat")
-    chan.sendall.assert_called_once_with(b"x")
-    chan.shutdown_write.assert_called_once_with()
-    chan.reset_mock()
-    chan.exit_status_ready.return_value = True  # it exited already: its channel is closed, or about to be
-    hosts.run(T, ["head", "-c1"], doing="copying", stdin=b"x")
     chan.shutdown_write.assert_not_called()
 
 
