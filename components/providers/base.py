@@ -243,15 +243,16 @@ def stream_result(lines: Iterable[dict[str, Any]]) -> tuple[list[str], str | Non
     stored (its `aux` record), which is what other hosts pull - the daemon's own RepoDigests may name another one
     (an image index, on the containerd image store)."""
     log: list[str] = []
-    digest = None
-    for chunk in lines:
+    digest = error = None
+    for chunk in lines:  # read to its end even after an error: a response left half-read keeps its channel
         if "error" in chunk:
-            return log, (chunk.get("errorDetail") or {}).get("message") or chunk["error"], digest
+            error = error or (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+            continue
         if isinstance(chunk.get("aux"), dict) and chunk["aux"].get("Digest"):
             digest = chunk["aux"]["Digest"]
         if "stream" in chunk and chunk["stream"].strip():
             log.append(chunk["stream"].rstrip())
-    return log, None, digest
+    return log, error, digest
 
 
 def nonce() -> str:

@@ -596,6 +596,11 @@ def test_a_push_reports_the_digest_the_registry_stored():
               {"progressDetail": {}, "aux": {"Tag": "v1", "Digest": "sha256:abc", "Size": 527}}]
     assert stream_result(pushed) == ([], None, "sha256:abc")
     assert stream_result([{"error": "denied", "errorDetail": {"message": "denied: auth"}}])[1] == "denied: auth"
+    # read to its end after an error (a response left half-read would keep one of the host's Docker API channels)
+    read = []
+    chunks = ({"error": "first"}, {"error": "second"}, {"stream": "end"})
+    assert stream_result(read.append(c) or c for c in chunks)[1] == "first"
+    assert len(read) == 3
 
 
 def test_image_ships_to_every_host_and_a_failing_host_fails_the_step_after_the_others(mocker):
