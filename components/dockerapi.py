@@ -64,7 +64,8 @@ class _DockerOverSSH(BaseHTTPAdapter):
             raise requests.exceptions.ConnectionError("the SSH connection is closed")  # one of its own, host None
         with self.pool_lock:
             if self.pool is None:
-                self.pool = SSHConnectionPool(ssh_client=Sessions(self.ssh), timeout=API_TIMEOUT_S, maxsize=MAX_CHANNELS)
+                self.pool = SSHConnectionPool(ssh_client=Sessions(self.ssh), timeout=API_TIMEOUT_S,
+                                              maxsize=MAX_CHANNELS)
                 self.pool.block = True
             return self.pool
 
@@ -98,9 +99,13 @@ class Connection:
         self.sessions = threading.BoundedSemaphore(self.session_count)
         self.ssh = connect(target)
         adapter = _DockerOverSSH(self.ssh)
-        with docker_errors(target, "asking the Docker daemon for its API version"):
-            probe = self._api_client(adapter, MINIMUM_DOCKER_API_VERSION)
-            server = probe.version(api_version=False)["ApiVersion"]
+        try:
+            with docker_errors(target, "asking the Docker daemon for its API version"):
+                probe = self._api_client(adapter, MINIMUM_DOCKER_API_VERSION)
+                server = probe.version(api_version=False)["ApiVersion"]
+        except BaseException:  # no daemon to talk to: the login goes too, or every later try would add one
+            self.ssh.close()
+            raise
         self.docker = self._api_client(adapter, _api_version(server))
 
     @staticmethod
