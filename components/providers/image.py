@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, \
@@ -258,9 +258,11 @@ class ImageProvider(ResourceProvider):
                     src = hosts.client(source_target)
                 else:
                     src, source_target = _holder(outs, t, [s for s in sources if s["host"] != t.host])
-                with docker_errors(source_target, f"saving {outs['tag']}"):
-                    for _ in c.load_image(src.get_image(outs["image_id"])):
-                        pass
+                saving = f"saving {outs['tag']}"
+                with docker_errors(source_target, saving):
+                    saved = src.get_image(outs["image_id"])
+                for _ in c.load_image(_read_from(source_target, saving, saved)):
+                    pass
             c.tag(outs["image_id"], repo, tag)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -342,6 +344,13 @@ class ImageProvider(ResourceProvider):
                 for image in images:
                     remove_image(c, image, props)
                 remove_build_leftovers(c, props, keep)
+
+
+def _read_from(t: SSHTarget, doing: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """`chunks` as they are read from host `t`: a failure to read them is that host's, and one to take them in is
+    the receiving host's."""
+    with docker_errors(t, doing):
+        yield from chunks
 
 
 def _holder(outs: dict[str, Any], to: SSHTarget, sources: list[dict[str, Any]]) -> tuple[Any, SSHTarget]:

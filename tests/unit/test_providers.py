@@ -649,6 +649,20 @@ def test_a_destination_moved_to_a_new_host_copies_its_image_from_where_it_is(moc
     assert out["hosts"] == ["h2"] and out["image_id"] == "sha256:i"
     clients["h1"].get_image.assert_called_once_with("sha256:i")
     clients["h2"].tag.assert_called_once_with("sha256:i", "acme/hello", "v1-staging")
+    # a failure reading the image on h1 is h1's; one taking it in on h2 is h2's
+    import requests.exceptions
+
+    def cut_short():
+        yield b"ta"
+        raise requests.exceptions.ConnectionError("reset")
+    clients["h1"].get_image.return_value = cut_short()
+    clients["h2"].load_image.side_effect = lambda data: iter(list(data))
+    with pytest.raises(HostError, match="^host h1: the connection broke while saving acme/hello:v1-staging"):
+        providers.ImageProvider().update("sha256:i", olds, news)
+    clients["h1"].get_image.return_value = iter([b"tar"])
+    clients["h2"].load_image.side_effect = docker.errors.APIError("no space left on device")
+    with pytest.raises(HostError, match="^host h2: shipping acme/hello:v1-staging failed: no space left"):
+        providers.ImageProvider().update("sha256:i", olds, news)
     clients["h1"].inspect_image.side_effect = docker.errors.NotFound("no such image")  # h1 pruned it meanwhile
     with pytest.raises(DockerError, match="host h2: image acme/hello:v1-staging .* no host it was on \\(h1\\) has "
                                           "it any more and no registry holds it: deploy a new version"):
