@@ -78,6 +78,27 @@ def host_docker(host) -> docker.APIClient:
 WORKER = "trap 'exit 0' TERM; sleep 3600 & wait"
 
 
+def at_once(calls: list[Callable[[], Any]], deadline_s: float) -> list:
+    """Each call in a thread of its own, all started together; what each returned, or the exception it raised, in
+    order. A call that has not returned by the deadline fails the test (its daemon thread is left behind, never
+    joined)."""
+    results: list = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001 - the caller's to check, with the others
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for th in threads:
+        th.start()
+    end = time.monotonic() + deadline_s
+    for th in threads:
+        th.join(max(end - time.monotonic(), 0))
+    assert not [th for th in threads if th.is_alive()], f"calls still waiting after {deadline_s}s"
+    return results
+
 def pulled(client: docker.APIClient, ref: str) -> str:
     """`ref` pulled onto a bench host (they start with no image, as new servers do; Docker Hub's images come from
     the bench's stand-in), with no login; returns it."""

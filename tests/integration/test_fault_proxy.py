@@ -3,7 +3,6 @@ works through the proxy, slows down with latency, and reports a cut connection a
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -12,7 +11,7 @@ import pytest
 from components import hostfiles, hosts
 from components.errors import HostError
 from components.hosts import SSHTarget, docker_errors
-from tests.conftest import host_docker
+from tests.conftest import at_once, host_docker
 
 pytestmark = pytest.mark.integration
 
@@ -109,27 +108,16 @@ def test_a_cut_while_more_docker_api_calls_than_channels_are_under_way_ends_ever
     hosts.close_all()
     t = proxied(bench)
     assert hosts.client(t).ping()
-    errors: list[Exception] = []
-    started = threading.Barrier(13)
 
     def calls() -> None:
-        started.wait()
-        try:
-            for _ in range(500):
-                with docker_errors(t, "listing containers"):
-                    hosts.client(t).containers(all=True)
-        except Exception as exc:  # noqa: BLE001 - checked below
-            errors.append(exc)
+        for _ in range(500):
+            with docker_errors(t, "listing containers"):
+                hosts.client(t).containers(all=True)
 
-    threads = [threading.Thread(target=calls) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    started.wait()
-    time.sleep(0.5)
-    fault_proxy.cut("host1")
-    deadline = time.monotonic() + 60
-    for thread in threads:
-        thread.join(timeout=max(deadline - time.monotonic(), 0))
-    assert not any(thread.is_alive() for thread in threads)
-    assert len(errors) == 12 and all(isinstance(e, HostError) and str(e).startswith(f"host {t.host}:{t.port}: ")
-                                     for e in errors), errors
+    def cut() -> None:
+        time.sleep(0.5)  # the calls under way, half of them waiting for a channel
+        fault_proxy.cut("host1")
+
+    *errors, was_cut = at_once([calls] * 12 + [cut], deadline_s=60)
+    assert was_cut is None
+    assert all(isinstance(e, HostError) and str(e).startswith(f"host {t.host}:{t.port}: ") for e in errors), errors

@@ -10,6 +10,7 @@ import pytest
 
 from components import hostlock, hosts
 from components.hosts import SSHTarget
+from tests.conftest import at_once
 
 pytestmark = pytest.mark.integration
 
@@ -92,24 +93,9 @@ def test_a_lock_dies_with_its_holders_connection(bench):
 
 
 def _at_once(calls, deadline_s: float) -> list:
-    """Each call in a thread of its own, all started together; their results in order. A call that has not
-    returned by the deadline fails the test (its daemon thread is left behind, never joined)."""
-    results: list = [None] * len(calls)
-    errors: list = []
-
-    def run(i: int) -> None:
-        try:
-            results[i] = calls[i]()
-        except Exception as exc:  # reported below, with the others
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
-    for th in threads:
-        th.start()
-    end = time.monotonic() + deadline_s
-    for th in threads:
-        th.join(max(end - time.monotonic(), 0))
-    assert not [th for th in threads if th.is_alive()], f"calls still waiting after {deadline_s}s"
+    """`at_once`, every call returning."""
+    results = at_once(calls, deadline_s)
+    errors = [r for r in results if isinstance(r, Exception)]
     assert not errors, errors
     return results
 

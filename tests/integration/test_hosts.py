@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 from components import hosts
 from components.errors import AuthenticationFailed, DockerError, HostKeyRejected, HostUnreachable
 from components.hosts import SSHTarget, docker_errors
-from tests.conftest import pulled
+from tests.conftest import at_once, pulled
 
 pytestmark = pytest.mark.integration
 
@@ -107,30 +105,14 @@ def test_short_commands_beside_docker_api_calls_never_break_the_shared_connectio
     hosts.close_all()
     t = target(bench, 0)
     transport = hosts.connection(t).ssh.get_transport()
-    failures: list[str] = []
 
-    def commands() -> None:
-        for _ in range(COMMANDS):
-            code, out = hosts.run(t, ["echo", "ok"], doing="echoing")
-            if (code, out) != (0, "ok"):
-                failures.append(f"exit {code}: {out!r}")
+    def commands() -> list[tuple[int, str]]:  # the ones that did not print "ok"
+        return [r for r in (hosts.run(t, ["echo", "ok"], doing="echoing") for _ in range(COMMANDS)) if r != (0, "ok")]
 
-    def api_calls() -> None:
+    def api_calls() -> list:
         for _ in range(COMMANDS):
             hosts.client(t).containers(all=True)
+        return []
 
-    def guarded(work) -> None:
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - every failure is the test's finding
-            failures.append(str(exc))
-
-    threads = [threading.Thread(target=guarded, args=(w,)) for w in [commands] * 6 + [api_calls] * 4]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 120
-    for thread in threads:
-        thread.join(timeout=max(deadline - time.monotonic(), 0))
-    assert not any(thread.is_alive() for thread in threads)
-    assert failures == []
+    assert at_once([commands] * 6 + [api_calls] * 4, deadline_s=120) == [[]] * 10
     assert hosts.connection(t).ssh.get_transport() is transport  # never reconnected

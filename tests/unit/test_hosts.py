@@ -35,7 +35,6 @@ def test_a_session_sshd_refuses_is_not_a_broken_connection(mocker):
     forget.assert_called_once_with(T)
 
 
-
 def test_only_a_connection_that_is_down_is_dropped(mocker):
     """A failure of one channel (a command that timed out, a Docker API stream the daemon ended), or a late one of a
     connection already replaced, leaves the connection every other call on the host uses."""
@@ -52,6 +51,7 @@ def test_only_a_connection_that_is_down_is_dropped(mocker):
             raise EOFError()
     assert T not in hosts._connections
     conn.close.assert_called_once_with()
+
 
 def test_a_refused_session_is_asked_for_again_until_its_deadline(mocker):
     mocker.patch("components.hosts.time.sleep")
@@ -77,14 +77,18 @@ def test_a_refused_session_is_asked_for_again_until_its_deadline(mocker):
     assert transport.open_session.call_count == 8
 
 
+def _command_channel(mocker, status: int):
+    """The session channel `hosts.run` gets: no output, then `status`."""
+    chan = mocker.create_autospec(paramiko.Channel, instance=True)
+    chan.recv.side_effect = lambda n: b""
+    chan.recv_exit_status.return_value = status
+    mocker.patch("components.hosts._session").return_value.__enter__.return_value = chan
+    return chan
 
 def test_a_command_gets_no_input_rather_than_an_end_of_input_after_it_may_have_exited(mocker):
     """sshd drops the whole connection on an end-of-input for a channel it closed, which a command that exits at
     once has: it gets /dev/null instead of one."""
-    chan = mocker.create_autospec(paramiko.Channel, instance=True)
-    chan.recv.side_effect = lambda n: b""
-    chan.recv_exit_status.return_value = 0
-    mocker.patch("components.hosts._session").return_value.__enter__.return_value = chan
+    chan = _command_channel(mocker, status=0)
     hosts.run(T, ["echo", "a b"], doing="echoing")
     chan.exec_command.assert_called_once_with("echo 'a b' </dev/null")
     chan.shutdown_write.assert_not_called()
@@ -92,15 +96,13 @@ def test_a_command_gets_no_input_rather_than_an_end_of_input_after_it_may_have_e
 
 def test_a_command_whose_connection_goes_mid_way_is_a_broken_connection(mocker):
     forget = mocker.patch("components.hosts._forget")
-    chan = mocker.create_autospec(paramiko.Channel, instance=True)
-    chan.recv.side_effect = lambda n: b""
-    chan.recv_exit_status.return_value = -1  # no exit status came
+    chan = _command_channel(mocker, status=-1)  # no exit status came
     chan.get_transport.return_value.is_active.return_value = False
-    mocker.patch("components.hosts._session").return_value.__enter__.return_value = chan
     with pytest.raises(HostUnreachable, match=r"host h1: the connection broke while echoing \(EOFError: the SSH "
                                               r"connection closed while the command ran\)"):
         hosts.run(T, ["echo"], doing="echoing")
     forget.assert_called_once_with(T)
+
 
 def test_a_lock_whose_channel_is_gone_is_not_held(mocker):
     chan = mocker.create_autospec(paramiko.Channel, instance=True)
