@@ -18,7 +18,10 @@ switch (`providers.proxy`); this is the one other place that retires containers.
 When something fails before `start` (another role's create, another host's proxy), the engine starts no step after
 it, so no `start` comes: the proxied containers made ready in that run would run unrouted until the next `up`. The
 plugin process serves one run, so it keeps them (`made_ready`) until their `start` takes them, and a failed operation
-stops them (`abandon`), as a failed `start` does."""
+stops them (`abandon`), as a failed `start` does. Likewise when something fails after `start` (a route's switch):
+no `retire` comes, so the workers `start` started stop again and their predecessors do the work, as before the
+deploy. The next `up` records no new `start` (it did its part), so its `retire` starts them again, each ready,
+before it stops their predecessors."""
 
 from __future__ import annotations
 
@@ -102,12 +105,35 @@ def _stop_unrouted(props: dict[str, Any], proxied: list[dict[str, Any]]) -> None
         pass
 
 
-class _Unstarted:
-    """This process's proxied containers of a rollout, ready and not yet taken by their `start` step: container ID
-    -> the container's props. Once an operation of the run has failed, no `start` comes, so they stop."""
+Started = list[tuple[dict[str, Any], list[str]]]  # (entry, what it took a port from) of each container started
+
+
+def _put_back(started: Started) -> None:
+    """Workers started for a rollout that goes no further stop again (kept: the state knows them), and what they
+    took a port from runs again; each host at once (a worker's stop waits its drain time)."""
+    by_host: dict[str, Started] = {}
+    for entry, handed in started:
+        by_host.setdefault(entry["target"]["host"], []).append((entry, handed))
+    _on_hosts(by_host, lambda done: [put_back(target(e), e, e["container_id"], h, keep=True) for e, h in done])
+
+
+def _key(props: dict[str, Any]) -> frozenset[str]:
+    """A batch's rollout, the same for its `start` and its `retire`: its new containers."""
+    return frozenset(e["container_id"] for e in entries(props))
+
+
+class _Run:
+    """What this process's run has begun and a later step of it settles (one plugin process serves one run). Once an
+    operation of the run has failed, the engine starts no step after it, so:
+
+    - `ready`: the proxied containers of a rollout made ready (created, never routed), until their `start` takes
+      them, stop;
+    - `ahead`: the workers a `start` started, until their `retire` takes them, stop again and what they took a port
+      from runs again: their routes never switch."""
 
     def __init__(self) -> None:
         self.ready: dict[str, dict[str, Any]] = {}
+        self.ahead: dict[frozenset[str], Started] = {}
         self.failed = False
         self.guard = threading.Lock()
 
@@ -123,11 +149,24 @@ class _Unstarted:
             for cid in cids:
                 self.ready.pop(cid, None)
 
+    def started_ahead(self, props: dict[str, Any], workers: Started) -> None:
+        with self.guard:
+            if not self.failed:
+                self.ahead[_key(props)] = workers
+                return
+        _put_back(workers)  # the run failed while they started: no route switches, no `retire` comes
+
+    def retiring(self, props: dict[str, Any]) -> None:
+        with self.guard:
+            self.ahead.pop(_key(props), None)
+
     def abandon(self) -> None:
         with self.guard:
             self.failed = True
-            left, self.ready = self.ready, {}
-        self._stop(left)
+            ready, self.ready = self.ready, {}
+            ahead, self.ahead = self.ahead, {}
+        self._stop(ready)
+        _put_back([w for workers in ahead.values() for w in workers])
 
     @staticmethod
     def _stop(containers: dict[str, dict[str, Any]]) -> None:
@@ -138,18 +177,18 @@ class _Unstarted:
         _on_hosts({"/".join(k): es for k, es in groups.items()}, lambda es: _stop_unrouted(es[0], es))
 
 
-UNSTARTED = _Unstarted()  # the process's: one plugin process serves one run
+RUN = _Run()  # the process's
 
 
 def made_ready(props: dict[str, Any], cid: str) -> None:
     """A rollout's proxied container `cid` is ready (its create is done): its `start` takes it, or it stops when
     the run fails."""
-    UNSTARTED.made_ready(props, cid)
+    RUN.made_ready(props, cid)
 
 
 def abandon() -> None:
-    """An operation of this run failed: no `start` comes, so the proxied containers made ready for one stop."""
-    UNSTARTED.abandon()
+    """An operation of this run failed: no step comes after it, so what waits for one goes back (`_Run`)."""
+    RUN.abandon()
 
 
 class RolloutProvider(ResourceProvider):
@@ -188,58 +227,44 @@ class RolloutProvider(ResourceProvider):
     # -- start ----------------------------------------------------------------------------------------------------
 
     def _start(self, props: dict[str, Any]) -> None:
-        UNSTARTED.started([e["container_id"] for e in entries(props)])  # whatever happens now, this step's to handle
+        RUN.started([e["container_id"] for e in entries(props)])  # whatever happens now, this step's to handle
         groups = _by_host(entries(props))
-        started: dict[str, list[tuple[dict[str, Any], list[str]]]] = {h: [] for h in groups}
-
-        def start(entries: list[dict[str, Any]]) -> None:
-            t = target(entries[0])
-            c = hosts.client(t)
-            with docker_errors(t, f"starting the workers of destination {props['destination']}"):
-                listing = c.containers(all=True, filters={"label": label_filters(props)})
-                for entry in entries:
-                    p = _entry_props(props, entry)
-                    info = next((i for i in listing if i["Id"] == entry["container_id"]), None)
-                    if info is None:
-                        raise HostError(str(t), f"container {entry['name']} (role {entry['role']}) of destination "
-                                                f"{props['destination']} is gone from the host; run `pulumi up "
-                                                f"--refresh` to create it again")
-                    if info.get("State") == "running":
-                        continue
-                    if entry.get("proxied"):  # stopped by a rollout that failed after its create: its route's
-                        c.start(entry["container_id"])  # switch checks its health
-                        started[t.host].append((entry, []))
-                        continue
-                    handed = start_ready(c, t, entry["container_id"], p, of_role(listing, p, entry["role"]),
-                                         keep=True)
-                    started[t.host].append((entry, handed))
-
-        results = _on_hosts(groups, start)
+        results, started = _start_roles(props, groups)
         failures = [r for r in results.values() if isinstance(r, BaseException)]
-        if not failures:
+        if not failures:  # the routes switch next; until the retirement, a failed run stops the workers again
+            RUN.started_ahead(props, [(e, handed) for done in started.values() for e, handed in done
+                                      if not e.get("proxied")])
             return
         # one role failed somewhere: every worker started here stops again, its predecessors run as before, and the
         # proxied roles' new containers (ready, never routed: the routes come after this step) stop too
-        for host, done in started.items():
-            for entry, handed in done:
-                put_back(target(entry), entry, entry["container_id"], handed, keep=True)
+        _put_back([d for done in started.values() for d in done])
         _on_hosts({h: [e for e in es if e.get("proxied")] for h, es in groups.items()
                    if any(e.get("proxied") for e in es)}, lambda proxied: _stop_unrouted(props, proxied))
-        first = failures[0]
-        if isinstance(first, HostError) and any(done for done in started.values()):
-            detail = str(first).split(": ", 1)[1]
-            raise type(first)(first.host, f"{detail} The workers of this rollout started already were stopped "
-                                          f"again; no role changed") from first
-        raise first
+        raise _told(failures[0], started, "The workers of this rollout started already were stopped again; no role "
+                                          "changed")
 
     # -- retire ---------------------------------------------------------------------------------------------------
 
     def _retire(self, props: dict[str, Any]) -> None:
+        RUN.retiring(props)  # whatever happens now, this step's to handle
+        groups = _by_host(entries(props))
+        # the routes have switched; workers a failed run stopped again after its `start` start first, each ready, on
+        # every host, before any predecessor stops
+        workers = {h: [e for e in es if not e.get("proxied")] for h, es in groups.items()}
+        results, started = _start_roles(props, {h: es for h, es in workers.items() if es})
+        failures = [r for r in results.values() if isinstance(r, BaseException)]
+        if failures:
+            _put_back([d for done in started.values() for d in done])
+            raise _told(failures[0], started, "The workers of this rollout started already were stopped again; "
+                                              "their predecessors run on")
+
         def retire(entries: list[dict[str, Any]]) -> None:
             t = target(entries[0])
             c = hosts.client(t)
             with docker_errors(t, f"retiring what destination {props['destination']} ran before"):
-                listing = c.containers(all=True, filters={"label": label_filters(props)})
+                listing = results.get(t.host)  # listed by the start above, unless it started something here
+                if listing is None or started.get(t.host):
+                    listing = c.containers(all=True, filters={"label": label_filters(props)})
                 removed: set[str] = set()
                 for entry in entries:
                     p = _entry_props(props, entry)
@@ -251,11 +276,53 @@ class RolloutProvider(ResourceProvider):
                     {e["image"] for e in entries}
                 prune_images(c, _entry_props(props, entries[0]), used)
 
-        failures = [r for r in _on_hosts(_by_host(entries(props)), retire).values()
-                    if isinstance(r, BaseException)]
+        failures = [r for r in _on_hosts(groups, retire).values() if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
         time.sleep(float(props.get("wait") or 0))  # boot.wait: before the next batch of hosts
+
+
+def _start_roles(props: dict[str, Any], groups: dict[str, list[dict[str, Any]]]
+                 ) -> tuple[dict[str, Any], dict[str, Started]]:
+    """On each host, the containers of `groups` that do not run start: a worker, waited for until ready
+    (`start_ready`); a proxied one (stopped by a rollout that failed after its create), for its route's switch to
+    check. Returns each host's listing of the destination's containers from before (or the exception it raised)
+    and what started there."""
+    started: dict[str, Started] = {h: [] for h in groups}
+
+    def start(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        t = target(entries[0])
+        c = hosts.client(t)
+        with docker_errors(t, f"starting the workers of destination {props['destination']}"):
+            listing = c.containers(all=True, filters={"label": label_filters(props)})
+            for entry in entries:
+                p = _entry_props(props, entry)
+                info = next((i for i in listing if i["Id"] == entry["container_id"]), None)
+                if info is None:
+                    raise HostError(str(t), f"container {entry['name']} (role {entry['role']}) of destination "
+                                            f"{props['destination']} is gone from the host; run `pulumi up "
+                                            f"--refresh` to create it again")
+                if info.get("State") == "running":
+                    continue
+                if entry.get("proxied"):
+                    c.start(entry["container_id"])
+                    started[t.host].append((entry, []))
+                    continue
+                handed = start_ready(c, t, entry["container_id"], p, of_role(listing, p, entry["role"]), keep=True)
+                started[t.host].append((entry, handed))
+        return listing
+
+    return _on_hosts(groups, start), started
+
+
+def _told(first: BaseException, started: dict[str, Started], then: str) -> BaseException:
+    """The first failure of a step that started containers, saying what became of them (`then`)."""
+    if isinstance(first, HostError) and any(done for done in started.values()):
+        detail = str(first).split(": ", 1)[1]
+        told = type(first)(first.host, f"{detail} {then}")
+        told.__cause__ = first
+        return told
+    return first
 
 
 class Rollout(ShipyardResource):

@@ -140,35 +140,43 @@ def counted(bench, what: str, run, service: str = "route") -> list[str]:
     return bad
 
 
-def test_a_container_a_route_still_targets_keeps_serving_through_its_pending_delete(bench, proj):
-    """The new container is created and ready, then the route's switch fails (the host lock's deadline passes: an
-    exclusive holder, as another stack changing the proxy, outlasts the stack's `lock_timeout`), so the engine keeps
-    the old container as a pending delete while kamal-proxy still routes to it. Whenever the engine runs that
-    delete - here first and alone, as `up --target` does - the old container keeps serving, and the next `up`
-    switches the route, which then stops it. Request loops through the proxy see no failure."""
-    proj.converge("staging", config(bench, "v1"))
+def test_a_failed_switch_leaves_every_role_as_it_was_and_a_pending_delete_never_stops_what_is_routed(bench, proj):
+    """The new containers are created and ready and the new worker has started, then the route's switch fails (the
+    host lock's deadline passes: an exclusive holder, as another stack changing the proxy, outlasts the stack's
+    `lock_timeout`). Every role is left as it was: the new worker stops again and the old one does the work; the
+    engine keeps the old web container as a pending delete while kamal-proxy still routes to it. Whenever the engine
+    runs that delete - here first and alone, as `up --target` does - the old container keeps serving, and the next
+    `up` switches the route, which then stops it, and starts the new worker before it stops the old one. Request
+    loops through the proxy see no failure."""
+    def with_worker(version: str) -> dict[str, Any]:
+        cfg = config(bench, version)
+        return {**cfg, "servers": {**cfg["servers"], "jobs": {"hosts": [bench.hosts[0].address], "cmd": WORKER}}}
+    proj.converge("staging", with_worker("v1"))
     host = bench.hosts[0]
     t = SSHTarget(host=host.address, port=host.port, user=host.user, keys=(bench.identity_file,),
                   known_hosts=bench.known_hosts)
-    proj.set_config("staging", config(bench, "v2"))
+    proj.set_config("staging", with_worker("v2"))
     try:
         with hostlock.held(t, stack="shipyard/other", doing="starting kamal-proxy", timeout=10):
             failed = proj.up("staging", check=False)
     finally:
         hosts.close_all()
     assert failed.code != 0 and "waited 3s for the host lock" in failed.out, failed.out
-    assert containers(bench) == {"route-web-staging-v2": "running", "route-web-staging-v1": "running"}
+    before = {"route-web-staging-v2": "running", "route-web-staging-v1": "running",
+              "route-jobs-staging-v1": "running", "route-jobs-staging-v2": "exited"}
+    assert containers(bench) == before
     assert answer(bench).startswith("service=route destination=staging version=v1 "), answer(bench)
     old = pending_deletes(proj)[f"route-staging-web@{host.address}"]  # the old container (and the old image)
 
     bad = counted(bench, "up --target the pending delete of the container a route serves",
                   lambda: proj.run("up", "--yes", "--skip-preview", "--target", old, stack="staging"))
     assert not bad, sorted(set(bad))[:3]
-    assert containers(bench) == {"route-web-staging-v2": "running", "route-web-staging-v1": "running"}
+    assert containers(bench) == before
     bad = counted(bench, "the next up, which switches the route", lambda: proj.up("staging"))
     assert not bad, sorted(set(bad))[:3]
     assert answer(bench).startswith("service=route destination=staging version=v2 "), answer(bench)
-    assert containers(bench) == {"route-web-staging-v2": "running", "route-web-staging-v1": "exited"}
+    assert containers(bench) == {"route-web-staging-v2": "running", "route-web-staging-v1": "exited",
+                                 "route-jobs-staging-v2": "running", "route-jobs-staging-v1": "exited"}
     assert not pending_deletes(proj)
 
 

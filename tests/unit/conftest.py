@@ -11,7 +11,7 @@ from components.providers import rollout
 
 @pytest.fixture(autouse=True)
 def fresh_run(monkeypatch):
-    monkeypatch.setattr(rollout, "UNSTARTED", rollout._Unstarted())
+    monkeypatch.setattr(rollout, "RUN", rollout._Run())
 
 
 @pytest.fixture(autouse=True)

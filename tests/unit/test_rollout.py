@@ -29,7 +29,8 @@ def _listed(cid: str, role: str, version: str, created: int, state: str, image: 
 
 @pytest.fixture
 def daemons(mocker):
-    """host -> a fake daemon whose listing is `listing[host]`; inspect answers from it (a started container runs)."""
+    """host -> a fake daemon whose listing is `listing[host]`; inspect answers from it (a started container runs, a
+    stopped one has exited)."""
     clients, listing = {}, {}
 
     def client(t):
@@ -42,6 +43,10 @@ def daemons(mocker):
             def start(cid):
                 next(i for i in items if i["Id"] == cid)["State"] = "running"
             c.start.side_effect = start
+
+            def stop(cid, timeout=None):
+                next(i for i in items if i["Id"] == cid)["State"] = "exited"
+            c.stop.side_effect = stop
             c.inspect_container.side_effect = lambda cid: {"State": {
                 "Running": next(i for i in items if i["Id"] == cid)["State"] == "running", "ExitCode": 0,
                 "RestartCount": 0, "Status": next(i for i in items if i["Id"] == cid)["State"]}}
@@ -97,25 +102,30 @@ def test_start_starts_every_worker_and_leaves_what_runs_alone(daemons):
     clients["h2"].start.assert_not_called()
 
 
-def test_a_worker_that_crashes_stops_every_worker_started_and_changes_no_role(daemons):
+def _h2s_worker_crashes(daemons, step: str, state: str) -> str:
+    """Two hosts, each with a worker of v1 running and one of v2 in `state`; h2's exits at once when started (its
+    output names a secret). Runs the rollout's `step`, which fails; returns its message."""
     clients, listing = daemons
-    listing["h1"] = [_listed("old1", "jobs", "v1", 1, "running"), _listed("new1", "jobs", "v2", 2, "created")]
-    listing["h2"] = [_listed("old2", "jobs", "v1", 1, "running"), _listed("bad2", "jobs", "v2", 2, "created")]
-    hosts.client(SSHTarget.from_dict(_target("h2")))
-    h2 = clients["h2"]
+    listing["h1"] = [_listed("old1", "jobs", "v1", 1, "running"), _listed("new1", "jobs", "v2", 2, state)]
+    listing["h2"] = [_listed("old2", "jobs", "v1", 1, "running"), _listed("bad2", "jobs", "v2", 2, state)]
+    h2 = hosts.client(SSHTarget.from_dict(_target("h2")))
     h2.inspect_container.side_effect = lambda cid: {"State": {"Running": False, "ExitCode": 1, "RestartCount": 0,
                                                               "Status": "exited"}}
     h2.logs.return_value = b"cannot start: s3cret\n"
     with pytest.raises(HealthCheckFailed) as failure:
-        providers.RolloutProvider().create(_rollout("start", _entry("h1", "jobs", "new1"),
-                                                    _entry("h2", "jobs", "bad2")))
-    message = str(failure.value)
+        providers.RolloutProvider().create(_rollout(step, _entry("h1", "jobs", "new1"), _entry("h2", "jobs", "bad2")))
+    return str(failure.value)
+
+
+def test_a_worker_that_crashes_stops_every_worker_started_and_changes_no_role(daemons):
+    clients, listing = daemons
+    message = _h2s_worker_crashes(daemons, "start", "created")
     assert message.startswith("host h2: container hello-jobs-staging-v2 (role jobs) of destination staging exited "
                               "with code 1"), message
     assert "it was stopped (kept for the next `up`)" in message and "[secret]" in message and "s3cret" not in message
     assert message.endswith("The workers of this rollout started already were stopped again; no role changed")
     clients["h1"].stop.assert_called_once_with("new1", timeout=30)  # started, then stopped again
-    h2.stop.assert_called_once_with("bad2", timeout=30)
+    clients["h2"].stop.assert_called_once_with("bad2", timeout=30)
     for c in clients.values():
         c.remove_container.assert_not_called()  # the state knows them: the next `up` tries them again
     assert {i["Id"] for i in listing["h1"] + listing["h2"] if i["State"] == "running"} >= {"old1", "old2"}
@@ -131,10 +141,6 @@ def test_a_failed_start_stops_the_new_unrouted_web_container_and_the_next_start_
     crashed = {"Running": False, "ExitCode": 1, "RestartCount": 0, "Status": "exited"}
     h1.inspect_container.side_effect = lambda cid: {"State": crashed}
     h1.logs.return_value = b"cannot start\n"
-
-    def stop(cid, timeout):
-        next(i for i in listing["h1"] if i["Id"] == cid)["State"] = "exited"
-    h1.stop.side_effect = stop
     step = _rollout("start", _entry("h1", "jobs", "bad1"), _entry("h1", "web", "web2", proxied=True))
     with pytest.raises(HealthCheckFailed):
         providers.RolloutProvider().create(step)
@@ -242,19 +248,72 @@ def test_a_failed_run_stops_the_proxied_containers_made_ready_for_a_start_that_n
     listing["h2"] = [_listed("web3", "web", "v2", 2, "running"), _listed("web4", "web", "v2", 3, "running")]
     mocker.patch.object(rollout, "proxy_routes", return_value={"hello-web-staging": {
         "target": "hello-web-staging-v1:80"}})
-    for host in ("h1", "h2"):
-        def stop(cid, timeout, host=host):
-            next(i for i in listing[host] if i["Id"] == cid)["State"] = "exited"
-        hosts.client(SSHTarget.from_dict(_target(host))).stop.side_effect = stop
 
     def props(host: str) -> dict:
         return {"owner": OWNER, "destination": "staging", "labels": {**LABELS, "role": "web"}, "role": "web",
                 "target": _target(host), "name": "hello-web-staging-v2", "stop_timeout": None}
     rollout.made_ready(props("h1"), "web2")
     rollout.made_ready(props("h2"), "web4")
-    rollout.UNSTARTED.started(["web4"])  # its start runs: that step stops it if it fails
+    rollout.RUN.started(["web4"])  # its start runs: that step stops it if it fails
     rollout.abandon()
     assert {i["Id"]: i["State"] for i in listing["h1"] + listing["h2"]} == {
         "web1": "running", "web2": "exited", "web3": "running", "web4": "running"}
     rollout.made_ready(props("h2"), "web3")  # a create that finishes after the failure: no start comes for it
     assert next(i for i in listing["h2"] if i["Id"] == "web3")["State"] == "exited"
+
+
+def test_a_run_that_fails_after_start_stops_its_workers_again_and_the_next_retire_starts_them_first(daemons):
+    """A route's switch fails after `start` (or any step after it): no `retire` comes, so the workers `start` started
+    stop again and their predecessors do the work, as before the deploy. The next `up` records no new `start`: its
+    `retire` starts them, each ready, before it stops the predecessors."""
+    clients, listing = daemons
+    for host in ("h1", "h2"):
+        listing[host] = [_listed(f"old-{host}", "jobs", "v1", 1, "running"),
+                         _listed(f"new-{host}", "jobs", "v2", 2, "created")]
+    workers = [_entry("h1", "jobs", "new-h1"), _entry("h2", "jobs", "new-h2")]
+    providers.RolloutProvider().create(_rollout("start", *workers))
+    assert {i["Id"]: i["State"] for h in ("h1", "h2") for i in listing[h]} == {
+        "old-h1": "running", "new-h1": "running", "old-h2": "running", "new-h2": "running"}
+
+    rollout.abandon()  # the route's switch failed
+    assert {i["Id"]: i["State"] for h in ("h1", "h2") for i in listing[h]} == {
+        "old-h1": "running", "new-h1": "exited", "old-h2": "running", "new-h2": "exited"}
+
+    rollout.RUN = rollout._Run()  # the next `up`: its own plugin process
+    for c in clients.values():
+        c.start.reset_mock()
+        c.stop.reset_mock()
+    providers.RolloutProvider().create(_rollout("retire", *workers))
+    assert {i["Id"]: i["State"] for h in ("h1", "h2") for i in listing[h]} == {
+        "old-h1": "exited", "new-h1": "running", "old-h2": "exited", "new-h2": "running"}
+    for host, c in clients.items():
+        c.start.assert_called_once_with(f"new-{host}")
+        c.stop.assert_called_once_with(f"old-{host}", timeout=30)
+
+
+def test_a_start_that_ends_after_the_run_failed_stops_its_workers_again_and_a_retired_batch_stays(daemons):
+    """Another host's operation fails while `start` runs: its workers stop again as soon as they have started. A
+    batch whose `retire` has begun is that step's: a later failure leaves it."""
+    clients, listing = daemons
+    listing["h1"] = [_listed("old1", "jobs", "v1", 1, "running"), _listed("new1", "jobs", "v2", 2, "created")]
+    listing["h2"] = [_listed("old2", "jobs", "v1", 1, "exited"), _listed("new2", "jobs", "v2", 2, "running")]
+    h1 = hosts.client(SSHTarget.from_dict(_target("h1")))
+    providers.RolloutProvider().create(_rollout("retire", _entry("h2", "jobs", "new2")))  # batch 1, done
+    rollout.abandon()
+    providers.RolloutProvider().create(_rollout("start", _entry("h1", "jobs", "new1")))  # batch 2, in flight
+    h1.start.assert_called_once_with("new1")
+    h1.stop.assert_called_once_with("new1", timeout=30)
+    clients["h2"].start.assert_not_called()
+    clients["h2"].stop.assert_not_called()
+
+
+def test_a_worker_that_does_not_come_back_at_retire_stops_again_and_no_predecessor_stops(daemons):
+    """The workers a failed run stopped again after its `start`: the next `retire` starts them first, and when one
+    does not become ready, stops the others again before any predecessor stops."""
+    clients, listing = daemons
+    message = _h2s_worker_crashes(daemons, "retire", "exited")
+    assert message.endswith("The workers of this rollout started already were stopped again; their predecessors run "
+                            "on"), message
+    clients["h1"].stop.assert_called_once_with("new1", timeout=30)
+    clients["h2"].stop.assert_called_once_with("bad2", timeout=30)
+    assert {i["Id"] for i in listing["h1"] + listing["h2"] if i["State"] == "running"} == {"old1", "old2"}

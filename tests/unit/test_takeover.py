@@ -165,6 +165,8 @@ def test_a_role_without_proxy_stops_kamals_container_once_its_rollout_retires(ho
     c.stop.assert_not_called()
     c.start.assert_not_called()
     c.images.return_value = []
+    c.containers.return_value = [kamal_jobs, {"Id": "new" * 8, "State": "running", "Names": ["/" + props["name"]],
+                                              "Labels": props["labels"], "ImageID": props["image"]}]
     entry = {"target": TARGET, "role": "jobs", "name": props["name"], "container_id": "new" * 8,
              "image": props["image"], "proxied": False, "ports": [], "readiness_delay": 0, "stop_timeout": 30,
              "retain": 5, "takeover": props["takeover"]}
