@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import urllib.parse
 from dataclasses import dataclass
 
 import docker
 import docker.errors
 import paramiko
+import requests
 import requests.exceptions
 import urllib3.exceptions
 from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
@@ -129,6 +131,20 @@ class Connection:
             self.docker.close()
         with contextlib.suppress(Exception):
             self.ssh.close()
+
+
+def saved_image(c: docker.APIClient, image: str) -> requests.Response:
+    """`docker save` of one image: the daemon's response, to read (`iter_content`) and then close, read to its end or
+    not. docker-py's `get_image` keeps its response in a generator, which gives its API channel back only once
+    closed or collected: one whose receiving host failed was still referenced by that failure (its traceback) until
+    every copy of the image had ended, and six such left none for the copies still waiting for one."""
+    r = c.get(f"{c.base_url}/v{c.api_version}/images/{urllib.parse.quote(image, safe='/:')}/get", stream=True)
+    try:
+        r.raise_for_status()
+    except requests.exceptions.HTTPError as e:
+        with contextlib.closing(r):
+            docker.errors.create_api_error_from_http_exception(e)  # raises docker-py's own error for it
+    return r
 
 
 _BROKEN = (paramiko.SSHException, EOFError, ConnectionError, socket.timeout, TimeoutError,

@@ -33,6 +33,7 @@ BUILD_INPUTS = ("context_hash", "dockerfile", "build_args", "build_target", "bui
 # hosts shipped to at once: pulling from the registry (each host's own download, as Kamal pulls on every host at
 # once), or copying from a host that has it (its uplink is shared)
 PULL_PARALLEL, COPY_PARALLEL = 32, 8
+COPY_CHUNK = 2 << 20  # bytes read at once from the host an image is copied from (docker-py's default)
 
 
 def auth(props: dict[str, Any]) -> dict[str, str]:
@@ -258,11 +259,15 @@ class ImageProvider(ResourceProvider):
                     src = hosts.client(source_target)
                 else:
                     src, source_target = _holder(outs, t, [s for s in sources if s["host"] != t.host])
+                from ..dockerapi import saved_image  # loaded with the first connection
                 saving = f"saving {outs['tag']}"
                 with docker_errors(source_target, saving):
-                    saved = src.get_image(outs["image_id"])
-                for _ in c.load_image(_read_from(source_target, saving, saved)):
-                    pass
+                    saved = saved_image(src, outs["image_id"])
+                try:
+                    for _ in c.load_image(_read_from(source_target, saving, saved.iter_content(COPY_CHUNK))):
+                        pass
+                finally:  # read to its end, or given up as this host failed: the build host's channel goes back
+                    saved.close()
             c.tag(outs["image_id"], repo, tag)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:

@@ -116,3 +116,34 @@ def test_short_commands_beside_docker_api_calls_never_break_the_shared_connectio
 
     assert at_once([commands] * 6 + [api_calls] * 4, deadline_s=120) == [[]] * 10
     assert hosts.connection(t).ssh.get_transport() is transport  # never reconnected
+
+
+def test_image_saves_given_up_half_read_leave_the_hosts_docker_api_free(bench):
+    """An image copy reads `docker save` on one host as another takes it in; when the receiving host fails, the
+    rest is never read, and the failure keeps what it was reading referenced until every copy has ended. More such
+    copies than the host has Docker API channels, each given up after its first chunk and kept: the host still
+    answers every call, on the same connection."""
+    from components.dockerapi import MAX_CHANNELS, saved_image
+    hosts.close_all()
+    t = target(bench, 0)
+    c = hosts.client(t)
+    image = c.inspect_image(pulled(c, "busybox:latest"))["Id"]
+    transport = hosts.connection(t).ssh.get_transport()
+    kept = []
+
+    def give_up() -> list[bytes]:
+        firsts = []
+        for _ in range(MAX_CHANNELS + 2):
+            saved = saved_image(c, image)
+            kept.append(saved)
+            try:
+                firsts.append(next(saved.iter_content(64 << 10)))
+            finally:
+                saved.close()
+        return firsts
+
+    firsts, version = at_once([give_up, lambda: c.version()], deadline_s=60)
+    assert isinstance(firsts, list) and all(firsts), firsts  # each archive began
+    assert version["ApiVersion"] and c.containers(all=True) is not None  # not one channel held
+    assert hosts.connection(t).ssh.get_transport() is transport
+

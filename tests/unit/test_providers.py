@@ -631,38 +631,44 @@ def test_image_ships_to_every_host_and_a_failing_host_fails_the_step_after_the_o
 
 def test_a_destination_moved_to_a_new_host_copies_its_image_from_where_it_is(mocker):
     """The app moves from h1 to h2 (a replaced server) with no registry: h2 is now the build host too, and never
-    had the image - it is copied from h1, where it was built. When no host it was on has it any more, one line
+    had the image - it is copied from h1, where it was built. A failure reading it is h1's, one taking it in h2's,
+    and either way h1's `docker save` is closed, read or not. When no host it was on has it any more, one line
     says so and what to do."""
     import docker.errors
+    import requests.exceptions
 
     from components.errors import DockerError
     clients = {h: mocker.create_autospec(docker.APIClient, instance=True) for h in ("h1", "h2")}
     clients["h1"].inspect_image.return_value = {"Id": "sha256:i"}
     clients["h2"].inspect_image.side_effect = docker.errors.NotFound("no such image")
-    clients["h1"].get_image.return_value = iter([b"tar"])
     clients["h2"].load_image.return_value = iter([])
     mocker.patch("components.hosts.client", side_effect=lambda t: clients[t.host])
+    saves = []
+
+    def saved_image(c, image, chunks=(b"tar",)):
+        assert c is clients["h1"] and image == "sha256:i"
+        saves.append(mocker.Mock(**{"iter_content.return_value": iter(chunks)}))
+        return saves[-1]
+    mocker.patch("components.dockerapi.saved_image", side_effect=saved_image)
     h2 = {**TARGET, "host": "h2"}
     olds = {**image_props(), "image_id": "sha256:i", "repo_digest": "", "hosts": ["h1"]}
     news = image_props(build_host=h2, ship_to=[h2])
     out = providers.ImageProvider().update("sha256:i", olds, news).outs
     assert out["hosts"] == ["h2"] and out["image_id"] == "sha256:i"
-    clients["h1"].get_image.assert_called_once_with("sha256:i")
     clients["h2"].tag.assert_called_once_with("sha256:i", "acme/hello", "v1-staging")
-    # a failure reading the image on h1 is h1's; one taking it in on h2 is h2's
-    import requests.exceptions
 
     def cut_short():
         yield b"ta"
         raise requests.exceptions.ConnectionError("reset")
-    clients["h1"].get_image.return_value = cut_short()
+    mocker.patch("components.dockerapi.saved_image", side_effect=lambda c, image: saved_image(c, image, cut_short()))
     clients["h2"].load_image.side_effect = lambda data: iter(list(data))
     with pytest.raises(HostError, match="^host h1: the connection broke while saving acme/hello:v1-staging"):
         providers.ImageProvider().update("sha256:i", olds, news)
-    clients["h1"].get_image.return_value = iter([b"tar"])
+    mocker.patch("components.dockerapi.saved_image", side_effect=saved_image)
     clients["h2"].load_image.side_effect = docker.errors.APIError("no space left on device")
     with pytest.raises(HostError, match="^host h2: shipping acme/hello:v1-staging failed: no space left"):
         providers.ImageProvider().update("sha256:i", olds, news)
+    assert len(saves) == 3 and all(s.close.call_count == 1 for s in saves)
     clients["h1"].inspect_image.side_effect = docker.errors.NotFound("no such image")  # h1 pruned it meanwhile
     with pytest.raises(DockerError, match="host h2: image acme/hello:v1-staging .* no host it was on \\(h1\\) has "
                                           "it any more and no registry holds it: deploy a new version"):
