@@ -96,19 +96,29 @@ class Connection:
     session_count = SESSIONS
 
     def __init__(self, target: SSHTarget):
-        from .hosts import docker_errors
         self.target = target
         self.sessions = threading.BoundedSemaphore(self.session_count)
         self.ssh = connect(target)
         adapter = _DockerOverSSH(self.ssh)
         try:
-            with docker_errors(target, "asking the Docker daemon for its API version"):
-                probe = self._api_client(adapter, MINIMUM_DOCKER_API_VERSION)
-                server = probe.version(api_version=False)["ApiVersion"]
+            server = self._server_api_version(adapter)
         except BaseException:  # no daemon to talk to: the login goes too, or every later try would add one
             self.ssh.close()
             raise
         self.docker = self._api_client(adapter, _api_version(server))
+
+    def _server_api_version(self, adapter: _DockerOverSSH) -> str:
+        """The daemon's API version. When its channel ends with no answer while SSH is up, the host says why
+        (`_no_docker`): a new server without Docker running, or a user who may not use it."""
+        from .hosts import docker_errors
+        try:
+            with docker_errors(self.target, "asking the Docker daemon for its API version"):
+                return self._api_client(adapter, MINIMUM_DOCKER_API_VERSION).version(api_version=False)["ApiVersion"]
+        except HostUnreachable:
+            why = _no_docker(self.ssh, self.target) if self.alive else None
+            if why is None:
+                raise
+            raise why from None
 
     @staticmethod
     def _api_client(adapter: _DockerOverSSH, version: str) -> docker.APIClient:
@@ -131,6 +141,40 @@ class Connection:
             self.docker.close()
         with contextlib.suppress(Exception):
             self.ssh.close()
+
+
+# what the host says when its Docker API cannot be reached (`docker system dial-stdio`), and what to do about it
+_NOT_RUNNING = "the Docker daemon does not run there: start it (`sudo systemctl enable --now docker`)"
+_NO_DOCKER = (("permission denied", "user {user} may not use Docker there: add it to the docker group (`sudo usermod "
+                                    "-aG docker {user}`, then log in again) or deploy as root"),
+              ("no such file or directory", _NOT_RUNNING),  # its socket is gone
+              ("connection refused", _NOT_RUNNING),
+              ("cannot connect to the docker daemon", _NOT_RUNNING),
+              ("not found", "Docker is not installed there (or not on the PATH of a non-interactive SSH session): "
+                            "install Docker Engine"))
+
+
+def _no_docker(ssh: paramiko.SSHClient, t: SSHTarget) -> DockerError | None:
+    """Why the Docker API's channel ended with no answer while SSH is up: it runs `docker system dial-stdio` (as
+    `docker -H ssh://` does), so that command, asked for the daemon's ping on its own, says why in its words. One
+    line with what to do; None when it answers after all (the failure was something else)."""
+    from .hosts import open_session, output
+    ping = "{ printf 'GET /_ping HTTP/1.0\\r\\n\\r\\n' | docker system dial-stdio; }"
+    try:
+        chan = open_session(ssh, CONNECT_TIMEOUT_S)
+        try:
+            status, out = output(chan, ping, CONNECT_TIMEOUT_S)
+        finally:
+            chan.close()
+    except Exception:  # noqa: BLE001 - no better answer than the failure itself
+        return None
+    if status == 0:
+        return None
+    said = (out.splitlines() or [f"exit status {status}"])[-1][:300]
+    what = next((w.format(user=t.user) for words, w in _NO_DOCKER if words in said.lower()),
+                "check that Docker runs there and that this user may use it")
+    return DockerError(str(t), f"the Docker daemon cannot be reached over SSH: `docker system dial-stdio` says: "
+                               f"{said}; {what}, then run `pulumi up` again")
 
 
 def saved_image(c: docker.APIClient, image: str) -> requests.Response:

@@ -322,18 +322,24 @@ def run(target: SSHTarget, argv: list[str], *, doing: str, timeout: float = 60) 
     """Run a command on the host itself over an SSH exec channel; returns (exit status, combined output)."""
     command = " ".join(shlex.quote(a) for a in argv)
     with docker_errors(target, doing), _session(target, timeout) as chan:
-        chan.settimeout(timeout)
-        chan.set_combine_stderr(True)
-        _exec(chan, command)
-        out = b""
-        while True:
-            chunk = chan.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-        status = chan.recv_exit_status()
-        if status == -1 and not chan.get_transport().is_active():  # no exit status: the connection itself went
-            raise EOFError("the SSH connection closed while the command ran")
+        return output(chan, command, timeout)
+
+
+def output(chan: paramiko.Channel, command: str, timeout: float) -> tuple[int, str]:
+    """Run the shell command `command` on the new session channel `chan`; returns (exit status, combined output).
+    Errors are the caller's to translate."""
+    chan.settimeout(timeout)
+    chan.set_combine_stderr(True)
+    _exec(chan, command)
+    out = b""
+    while True:
+        chunk = chan.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    status = chan.recv_exit_status()
+    if status == -1 and not chan.get_transport().is_active():  # no exit status: the connection itself went
+        raise EOFError("the SSH connection closed while the command ran")
     return status, out.decode(errors="replace").strip()
 
 

@@ -597,10 +597,14 @@ class Bench:
 
     def restart_docker(self, i: int) -> None:
         """Restart host i's daemon (as a host reboot or a Docker upgrade would); containers come back per their
-        restart policy."""
-        _stop_pidfile(self._rdir(i) / "docker.pid", deadline_s=40)
+        restart policy. Starts a stopped one (`stop_docker`)."""
+        self.stop_docker(i)
         self._host_fs(i)
         self._dockerd(i)
+
+    def stop_docker(self, i: int) -> None:
+        """Stop host i's daemon, as a server with Docker installed and not running has it; sshd runs on."""
+        _stop_pidfile(self._rdir(i) / "docker.pid", deadline_s=40)
 
     # -- stop -----------------------------------------------------------------------------------------------------
     def _started(self) -> int:

@@ -147,3 +147,34 @@ def test_image_saves_given_up_half_read_leave_the_hosts_docker_api_free(bench):
     assert version["ApiVersion"] and c.containers(all=True) is not None  # not one channel held
     assert hosts.connection(t).ssh.get_transport() is transport
 
+
+def test_a_host_whose_docker_cannot_be_used_says_why_and_what_to_do(bench, bench_ctl):
+    """A new server whose deploy user may not use Docker's socket, or whose Docker daemon does not run: SSH logs in,
+    and the Docker API's channel ends with no answer. One line names the host, what the host says and what to do,
+    never "the connection broke"; once Docker is usable, the next try connects."""
+    host = bench.hosts[6]
+    t = target(bench, 6)
+    socket = Path(host.docker_socket)
+    hosts.close_all()
+    socket.chmod(0o600)  # root's alone, as where the user is not in the docker group
+    try:
+        with pytest.raises(DockerError) as denied:
+            hosts.client(t)
+    finally:
+        socket.chmod(0o660)
+    assert str(denied.value).startswith(f"host {host.address}: the Docker daemon cannot be reached over SSH: "
+                                        f"`docker system dial-stdio` says: "), denied.value
+    assert "permission denied" in str(denied.value), denied.value  # in the words of the host's Docker CLI
+    assert str(denied.value).endswith(f"user {host.user} may not use Docker there: add it to the docker group "
+                                      f"(`sudo usermod -aG docker {host.user}`, then log in again) or deploy as "
+                                      f"root, then run `pulumi up` again"), denied.value
+    bench_ctl.stop_docker(7)
+    try:
+        with pytest.raises(DockerError) as stopped:
+            hosts.client(t)
+    finally:
+        bench_ctl.restart_docker(7)
+    assert "`docker system dial-stdio` says: " in str(stopped.value), stopped.value
+    assert str(stopped.value).endswith("the Docker daemon does not run there: start it (`sudo systemctl enable --now "
+                                       "docker`), then run `pulumi up` again"), stopped.value
+    assert hosts.client(t).version()["ApiVersion"]

@@ -276,3 +276,24 @@ def test_the_docker_apis_channels_are_asked_for_again_when_sshd_refuses_one(mock
     ssh.get_transport.return_value.open_session.side_effect = [paramiko.ChannelException(1, "open failed"), chan]
     sessions = Sessions(ssh)
     assert sessions.get_transport().open_session() is chan
+
+
+@pytest.mark.parametrize("status, says, what", [
+    (127, "sh: 1: docker: not found", "Docker is not installed there (or not on the PATH of a non-interactive SSH "
+                                      "session): install Docker Engine"),
+    (1, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+     "the Docker daemon does not run there: start it (`sudo systemctl enable --now docker`)"),
+    (1, "failed to open the raw stream connection: dial unix /var/run/docker.sock: connect: connection refused",
+     "the Docker daemon does not run there: start it (`sudo systemctl enable --now docker`)"),
+    (1, "something else", "check that Docker runs there and that this user may use it"),
+])
+def test_a_docker_api_that_does_not_answer_over_ssh_is_told_in_the_hosts_words(mocker, status, says, what):
+    """What `docker system dial-stdio` (the Docker API's channel) says on the host, and what to do about it."""
+    from components import dockerapi
+    mocker.patch("components.hosts.open_session")
+    mocker.patch("components.hosts.output", return_value=(status, f"\n{says}"))
+    error = dockerapi._no_docker(mocker.Mock(), T)
+    assert str(error) == (f"host h1: the Docker daemon cannot be reached over SSH: `docker system dial-stdio` says: "
+                          f"{says}; {what}, then run `pulumi up` again")
+    hosts.output.return_value = (0, "HTTP/1.0 200 OK\r\n\r\nOK")  # it answers after all: the failure was another
+    assert dockerapi._no_docker(mocker.Mock(), T) is None
