@@ -61,6 +61,10 @@ class LockLost(HostError):
     be done under it is not done."""
 
 
+class Abandoned(DeployError):
+    """A step of a deploy whose run has failed elsewhere meanwhile: it goes no further, and undoes what it began."""
+
+
 class HookFailed(DeployError):
     """A hook (`.kamal/hooks/<name>`) failed on the deploying machine; the message starts with the hook."""
 

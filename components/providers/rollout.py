@@ -33,7 +33,7 @@ from typing import Any, Callable
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from .. import decisions, hosts
-from ..errors import HostError
+from ..errors import Abandoned, HostError
 from ..hosts import SSHTarget, docker_errors
 from .base import label_filters, of_role, proxy_routes, service_of, stop_kamal, target
 from .resource import ShipyardResource
@@ -149,16 +149,21 @@ class _Run:
             for cid in cids:
                 self.ready.pop(cid, None)
 
-    def started_ahead(self, props: dict[str, Any], workers: Started) -> None:
+    def started_ahead(self, props: dict[str, Any], workers: Started) -> bool:
+        """A `start` has started `workers`: held until their `retire`. False when the run failed meanwhile: no
+        route switches, so the `start` undoes itself."""
         with self.guard:
-            if not self.failed:
-                self.ahead[_key(props)] = workers
-                return
-        _put_back(workers)  # the run failed while they started: no route switches, no `retire` comes
+            if self.failed:
+                return False
+            self.ahead[_key(props)] = workers
+            return True
 
-    def retiring(self, props: dict[str, Any]) -> None:
+    def retiring(self, props: dict[str, Any]) -> Started | None:
+        """The workers this run's `start` of the batch started, now its `retire`'s to handle; None when the run has
+        failed: a failure's put-back may be stopping them as this runs, so nothing is retired."""
         with self.guard:
-            self.ahead.pop(_key(props), None)
+            workers = self.ahead.pop(_key(props), [])
+            return None if self.failed else workers
 
     def abandon(self) -> None:
         with self.guard:
@@ -231,32 +236,41 @@ class RolloutProvider(ResourceProvider):
         groups = _by_host(entries(props))
         results, started = _start_roles(props, groups)
         failures = [r for r in results.values() if isinstance(r, BaseException)]
-        if not failures:  # the routes switch next; until the retirement, a failed run stops the workers again
-            RUN.started_ahead(props, [(e, handed) for done in started.values() for e, handed in done
-                                      if not e.get("proxied")])
+        # the routes switch next; until the retirement, a failed run stops the workers again
+        if not failures and RUN.started_ahead(props, [(e, handed) for done in started.values() for e, handed in done
+                                                      if not e.get("proxied")]):
             return
-        # one role failed somewhere: every worker started here stops again, its predecessors run as before, and the
-        # proxied roles' new containers (ready, never routed: the routes come after this step) stop too
+        # one role failed somewhere (or the run did, meanwhile): every worker started here stops again, its
+        # predecessors run as before, and the proxied roles' new containers (ready, never routed: the routes come
+        # after this step) stop too
         _put_back([d for done in started.values() for d in done])
         _on_hosts({h: [e for e in es if e.get("proxied")] for h, es in groups.items()
                    if any(e.get("proxied") for e in es)}, lambda proxied: _stop_unrouted(props, proxied))
-        raise _told(failures[0], started, "The workers of this rollout started already were stopped again; no role "
-                                          "changed")
+        if not failures:
+            raise Abandoned(f"destination {props['destination']}: another operation of this deploy failed while "
+                            f"its rollout started the new workers: they were stopped again; no role changed")
+        raise _told(failures[0], any(started.values()), "The workers of this rollout started already were stopped "
+                                                        "again; no role changed")
 
     # -- retire ---------------------------------------------------------------------------------------------------
 
     def _retire(self, props: dict[str, Any]) -> None:
-        RUN.retiring(props)  # whatever happens now, this step's to handle
+        ahead = RUN.retiring(props)  # whatever happens now, this step's to handle
+        if ahead is None:
+            raise Abandoned(f"destination {props['destination']}: another operation of this deploy failed before its "
+                            f"rollout retired what ran before: the new workers were stopped again and nothing was "
+                            f"retired; the next `up` finishes the rollout")
         groups = _by_host(entries(props))
         # the routes have switched; workers a failed run stopped again after its `start` start first, each ready, on
         # every host, before any predecessor stops
         workers = {h: [e for e in es if not e.get("proxied")] for h, es in groups.items()}
         results, started = _start_roles(props, {h: es for h, es in workers.items() if es})
         failures = [r for r in results.values() if isinstance(r, BaseException)]
-        if failures:
-            _put_back([d for done in started.values() for d in done])
-            raise _told(failures[0], started, "The workers of this rollout started already were stopped again; "
-                                              "their predecessors run on")
+        if failures:  # what this run's `start` started goes back too: no predecessor stops anywhere
+            _put_back([*ahead, *(d for done in started.values() for d in done)])
+            raise _told(failures[0], bool(ahead) or any(started.values()), "The workers of this rollout started "
+                                                                           "already were stopped again; their "
+                                                                           "predecessors run on")
 
         def retire(entries: list[dict[str, Any]]) -> None:
             t = target(entries[0])
@@ -315,9 +329,10 @@ def _start_roles(props: dict[str, Any], groups: dict[str, list[dict[str, Any]]]
     return _on_hosts(groups, start), started
 
 
-def _told(first: BaseException, started: dict[str, Started], then: str) -> BaseException:
-    """The first failure of a step that started containers, saying what became of them (`then`)."""
-    if isinstance(first, HostError) and any(done for done in started.values()):
+def _told(first: BaseException, undone: bool, then: str) -> BaseException:
+    """The first failure of a step, saying what became of the containers it had started (`then`), if any
+    (`undone`)."""
+    if isinstance(first, HostError) and undone:
         detail = str(first).split(": ", 1)[1]
         told = type(first)(first.host, f"{detail} {then}")
         told.__cause__ = first

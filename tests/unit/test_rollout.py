@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from components import hostlock, hosts, providers
-from components.errors import HealthCheckFailed
+from components.errors import Abandoned, HealthCheckFailed
 from components.hosts import SSHTarget
 from components.providers import container, rollout
 
@@ -262,16 +262,24 @@ def test_a_failed_run_stops_the_proxied_containers_made_ready_for_a_start_that_n
     assert next(i for i in listing["h2"] if i["Id"] == "web3")["State"] == "exited"
 
 
-def test_a_run_that_fails_after_start_stops_its_workers_again_and_the_next_retire_starts_them_first(daemons):
-    """A route's switch fails after `start` (or any step after it): no `retire` comes, so the workers `start` started
-    stop again and their predecessors do the work, as before the deploy. The next `up` records no new `start`: its
-    `retire` starts them, each ready, before it stops the predecessors."""
-    clients, listing = daemons
+def _started_on_two_hosts(listing: dict) -> list[dict]:
+    """h1 and h2 each run a worker of v1 and have one of v2, which a rollout's `start` starts; returns the rollout's
+    entries."""
     for host in ("h1", "h2"):
         listing[host] = [_listed(f"old-{host}", "jobs", "v1", 1, "running"),
                          _listed(f"new-{host}", "jobs", "v2", 2, "created")]
     workers = [_entry("h1", "jobs", "new-h1"), _entry("h2", "jobs", "new-h2")]
     providers.RolloutProvider().create(_rollout("start", *workers))
+    return workers
+
+
+def test_a_run_that_fails_after_start_stops_its_workers_again_and_the_next_retire_starts_them_first(daemons,
+                                                                                                        mocker):
+    """A route's switch fails after `start` (or any step after it): no `retire` comes, so the workers `start` started
+    stop again and their predecessors do the work, as before the deploy. The next `up` records no new `start`: its
+    `retire` starts them, each ready, before it stops the predecessors."""
+    clients, listing = daemons
+    workers = _started_on_two_hosts(listing)
     assert {i["Id"]: i["State"] for h in ("h1", "h2") for i in listing[h]} == {
         "old-h1": "running", "new-h1": "running", "old-h2": "running", "new-h2": "running"}
 
@@ -279,7 +287,7 @@ def test_a_run_that_fails_after_start_stops_its_workers_again_and_the_next_retir
     assert {i["Id"]: i["State"] for h in ("h1", "h2") for i in listing[h]} == {
         "old-h1": "running", "new-h1": "exited", "old-h2": "running", "new-h2": "exited"}
 
-    rollout.RUN = rollout._Run()  # the next `up`: its own plugin process
+    mocker.patch.object(rollout, "RUN", rollout._Run())  # the next `up`: its own plugin process
     for c in clients.values():
         c.start.reset_mock()
         c.stop.reset_mock()
@@ -291,20 +299,46 @@ def test_a_run_that_fails_after_start_stops_its_workers_again_and_the_next_retir
         c.stop.assert_called_once_with(f"old-{host}", timeout=30)
 
 
-def test_a_start_that_ends_after_the_run_failed_stops_its_workers_again_and_a_retired_batch_stays(daemons):
-    """Another host's operation fails while `start` runs: its workers stop again as soon as they have started. A
-    batch whose `retire` has begun is that step's: a later failure leaves it."""
+def test_a_start_or_retire_after_the_run_failed_undoes_itself_and_a_retired_batch_stays(daemons, mocker):
+    """Another host's operation fails while `start` runs: its workers (and the proxied containers it started) stop
+    again as soon as they have started, and the step fails, so the next `up` runs it again. A `retire` sent as the
+    failure's put-back runs retires nothing. A batch whose `retire` began before the failure is that step's: the
+    failure leaves it."""
     clients, listing = daemons
-    listing["h1"] = [_listed("old1", "jobs", "v1", 1, "running"), _listed("new1", "jobs", "v2", 2, "created")]
+    listing["h1"] = [_listed("old1", "jobs", "v1", 1, "running"), _listed("new1", "jobs", "v2", 2, "created"),
+                     _listed("web1", "web", "v1", 1, "running"), _listed("web2", "web", "v2", 2, "exited")]
     listing["h2"] = [_listed("old2", "jobs", "v1", 1, "exited"), _listed("new2", "jobs", "v2", 2, "running")]
-    h1 = hosts.client(SSHTarget.from_dict(_target("h1")))
+    mocker.patch.object(rollout, "proxy_routes", return_value={"hello-web-staging": {
+        "target": "hello-web-staging-v1:80"}})
     providers.RolloutProvider().create(_rollout("retire", _entry("h2", "jobs", "new2")))  # batch 1, done
     rollout.abandon()
-    providers.RolloutProvider().create(_rollout("start", _entry("h1", "jobs", "new1")))  # batch 2, in flight
-    h1.start.assert_called_once_with("new1")
-    h1.stop.assert_called_once_with("new1", timeout=30)
+    batch2 = (_entry("h1", "jobs", "new1"), _entry("h1", "web", "web2", proxied=True))
+    with pytest.raises(Abandoned, match="^destination staging: another operation of this deploy failed while its "
+                                        "rollout started the new workers: they were stopped again; no role changed"):
+        providers.RolloutProvider().create(_rollout("start", *batch2))  # batch 2, in flight
+    assert {i["Id"]: i["State"] for i in listing["h1"]} == {"old1": "running", "new1": "exited",
+                                                          "web1": "running", "web2": "exited"}
+    with pytest.raises(Abandoned, match="nothing was retired; the next `up` finishes the rollout"):
+        providers.RolloutProvider().create(_rollout("retire", *batch2))
+    assert next(i for i in listing["h1"] if i["Id"] == "old1")["State"] == "running"
     clients["h2"].start.assert_not_called()
     clients["h2"].stop.assert_not_called()
+
+
+def test_a_failed_retire_puts_back_every_worker_of_the_run_so_no_predecessor_stops_anywhere(daemons):
+    """`start` started both hosts' new workers; h2's exited since, and the `retire` starting it again finds it does
+    not become ready: h1's new worker, started by that `start`, stops again too - on no host do two versions run."""
+    clients, listing = daemons
+    workers = _started_on_two_hosts(listing)
+    next(i for i in listing["h2"] if i["Id"] == "new-h2")["State"] = "exited"
+    clients["h2"].inspect_container.side_effect = lambda cid: {"State": {
+        "Running": False, "ExitCode": 1, "RestartCount": 0, "Status": "exited"}}
+    clients["h2"].logs.return_value = b"cannot start\n"
+    with pytest.raises(HealthCheckFailed, match="The workers of this rollout started already were stopped again; "
+                                                "their predecessors run on$"):
+        providers.RolloutProvider().create(_rollout("retire", *workers))
+    assert {i["Id"]: i["State"] for h in ("h1", "h2") for i in listing[h]} == {
+        "old-h1": "running", "new-h1": "exited", "old-h2": "running", "new-h2": "exited"}
 
 
 def test_a_worker_that_does_not_come_back_at_retire_stops_again_and_no_predecessor_stops(daemons):
