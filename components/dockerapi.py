@@ -159,7 +159,7 @@ def _no_docker(ssh: paramiko.SSHClient, t: SSHTarget) -> DockerError | None:
     `docker -H ssh://` does), so that command, asked for the daemon's ping on its own, says why in its words. One
     line with what to do; None when it answers after all (the failure was something else)."""
     from .hosts import open_session, output
-    ping = "{ printf 'GET /_ping HTTP/1.0\\r\\n\\r\\n' | docker system dial-stdio; }"
+    ping = """sh -c 'printf "GET /_ping HTTP/1.0\\r\\n\\r\\n" | docker system dial-stdio'"""  # whatever the login shell
     try:
         chan = open_session(ssh, CONNECT_TIMEOUT_S)
         try:
@@ -182,7 +182,8 @@ def saved_image(c: docker.APIClient, image: str) -> requests.Response:
     not. docker-py's `get_image` keeps its response in a generator, which gives its API channel back only once
     closed or collected: one whose receiving host failed was still referenced by that failure (its traceback) until
     every copy of the image had ended, and six such left none for the copies still waiting for one."""
-    r = c.get(f"{c.base_url}/v{c.api_version}/images/{urllib.parse.quote(image, safe='/:')}/get", stream=True)
+    r = c.get(f"{c.base_url}/v{c.api_version}/images/{urllib.parse.quote(image, safe='/:')}/get", stream=True,
+              timeout=API_TIMEOUT_S)
     try:
         r.raise_for_status()
     except requests.exceptions.HTTPError as e:
