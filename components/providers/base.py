@@ -139,19 +139,6 @@ def proxy_network(c, t: SSHTarget, props: dict[str, Any]) -> None:
             ensure_proxy_network(c)
 
 
-def on_proxy_network(c, t: SSHTarget, props: dict[str, Any], call: Callable[[], T]) -> T:
-    """`call()`, a container's create on the `kamal` network: where the host lacks it (the daemon refuses the
-    create), it is made (`proxy_network`) and `call()` tried once more. Free where the network exists."""
-    import docker.errors
-    try:
-        return call()
-    except docker.errors.NotFound as exc:
-        if f"network {naming.PROXY_NETWORK} not found" not in str(exc).lower():
-            raise
-    proxy_network(c, t, props)
-    return call()
-
-
 def host_lock(t: SSHTarget, props: dict[str, Any], doing: str, *, shared: bool = False, lock: str = "host",
               timeout: float | None = None):
     """One of the host's locks (`hostlock.LOCKS`), taken for this stack: under its `lock` settings (stack name and

@@ -26,7 +26,7 @@ from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflic
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, held_elsewhere, host_lock, label_filters, named, nonce, \
-    of_role, on_proxy_network, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, route_target, \
+    of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, route_target, \
     service_of, target
 from .resource import ShipyardResource
 
@@ -378,14 +378,15 @@ class ContainerProvider(ResourceProvider):
             networking = c.create_networking_config(
                 {props["network"]: c.create_endpoint_config(aliases=list(props["aliases"]))})
         image = self._image(c, t, props)
-        cid = on_proxy_network(c, t, props, lambda: c.create_container(
+        if naming.PROXY_NETWORK in (props.get("network"), *(props.get("extra_networks") or [])):
+            # made first where the host lacks it (a new server, its kamal-proxy not started yet): Docker 20.10 refuses
+            # a create on a missing network, but 29 takes it - and a connect to one - and fails only the start
+            proxy_network(c, t, props)
+        cid = c.create_container(
             image=image, name=naming.pending_name(props["name"], nonce()), command=props.get("cmd") or None,
             environment=payloads.env_list(env), labels=props["labels"], ports=exposed or None,
-            host_config=host_config, networking_config=networking, **container_options))["Id"]
+            host_config=host_config, networking_config=networking, **container_options)["Id"]
         try:
-            if naming.PROXY_NETWORK in (props.get("extra_networks") or []):
-                # the daemon takes a created container's connect to a missing network, then fails its start
-                proxy_network(c, t, props)
             for extra in props.get("extra_networks") or []:
                 c.connect_container_to_network(cid, extra)
         except BaseException:

@@ -182,3 +182,21 @@ def test_a_server_behind_a_jump_host_known_by_its_ssh_config_alias_serves_after_
         proj.run("preview", "--expect-no-changes", stack="staging")
     finally:
         subprocess.run(["iptables", "-D", *rule], check=True)
+
+
+def test_a_new_server_added_to_a_running_destination_serves_after_one_up(bench, proj):
+    """Scaling out: a destination runs on one host, and a new server joins its web role. The new server's container
+    does not wait for its kamal-proxy, which makes the `kamal` network there: the container makes it first if it is
+    missing (the current Docker Engine takes a create on a missing network and fails only its start). One `up`
+    serves the app on both."""
+    running = bench.hosts[-2]
+
+    def cfg(*hosts: str) -> dict[str, Any]:
+        return {**config(bench), "servers": {"web": {"hosts": list(hosts)}}, "accessories": {}}
+    proj.init("staging", cfg(running.address))
+    proj.up("staging")
+    proj.set_config("staging", cfg(running.address, server(bench).address))
+    result = proj.up("staging", check=False)
+    assert result.ok, result.out
+    assert f"version={app_head(proj.dir)}" in get(bench)
+    proj.run("preview", "--expect-no-changes", stack="staging")
