@@ -52,7 +52,8 @@ def _lock_module():
 
 def _options_last(argv: list[str]) -> list[str]:
     """`shipyard -s staging details` as `shipyard details -s staging`: the options every command takes, given before
-    the command, go after its words (before a `--`, which hands the rest to the container)."""
+    the command, go after its words (before a `--`, which hands the rest to the container) - right after `exec`,
+    whose command takes every word after it."""
     front: list[str] = []
     while argv and (argv[0] in ("-s", "--stack") and len(argv) > 1 or argv[0].startswith("--stack=")
                     or argv[0] == "--json"):
@@ -60,7 +61,7 @@ def _options_last(argv: list[str]) -> list[str]:
         front, argv = front + argv[:n], argv[n:]
     if not front:
         return argv
-    cut = argv.index("--") if "--" in argv else len(argv)
+    cut = 1 if argv[:1] == ["exec"] else argv.index("--") if "--" in argv else len(argv)
     return argv[:cut] + front + argv[cut:]
 
 

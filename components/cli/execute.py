@@ -142,12 +142,42 @@ def _attach(ctx: StackContext, args: argparse.Namespace, role: str, container: s
                             stderr=sys.stderr.buffer, pty=(os.environ.get("TERM", "xterm"), size.columns, size.lines))
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("exec", parents=[common], help="run a command next to (or in) the destination's app",
-                       description=__doc__)
+def _options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--role", help="whose image, env and volumes; default: web (or the first role)")
     p.add_argument("--host", help="where; default: the role's first host")
     p.add_argument("--reuse", action="store_true", help="run inside the running container instead of a new one")
     p.add_argument("-i", "--interactive", action="store_true", help="attach a terminal (a shell, a console)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="the command (one quoted string, or words after --)")
+    return p
+
+
+class _Command(argparse.Action):
+    """The command's words. Kamal's form - one quoted string, then this command's options (`exec 'bin/rails
+    console' -i -s staging`) - takes those options as this command's when every word after the string is one of
+    them; otherwise (`exec ls -l /`), or after `--`, every word is the command's."""
+
+    def __init__(self, *args: Any, trailing: argparse.ArgumentParser, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trailing = trailing
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        words = list(values or [])
+        if len(words) > 1 and words[0] != "--":
+            try:
+                options, rest = self.trailing.parse_known_args(words[1:])
+            except argparse.ArgumentError:
+                options, rest = None, words
+            if options is not None and not rest:
+                for key, value in vars(options).items():
+                    if value not in (None, False):
+                        setattr(namespace, key, value)
+                words = words[:1]
+        setattr(namespace, self.dest, words)
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = _options(sub.add_parser("exec", parents=[common], help="run a command next to (or in) the destination's app",
+                                description=__doc__))
+    trailing = _options(argparse.ArgumentParser(add_help=False, parents=[common], exit_on_error=False))
+    p.add_argument("command", nargs=argparse.REMAINDER, action=_Command, trailing=trailing,
+                   help="the command (one quoted string, or words after --)")
     p.set_defaults(handler=run)

@@ -450,3 +450,18 @@ def test_the_stack_may_come_before_the_command_as_kamal_users_type_it():
     assert _options_last(["details", "-s", "staging"]) == ["details", "-s", "staging"]
     args = parser().parse_args(_options_last(["-s", "staging", "details"]))
     assert (args.command, args.stack) == ("details", "staging")
+
+
+@pytest.mark.parametrize("argv, stack, command, interactive", [
+    (["-s", "staging", "exec", "uptime"], "staging", ["uptime"], False),  # never `uptime -s staging` elsewhere
+    (["-s", "staging", "exec", "ls", "-l"], "staging", ["ls", "-l"], False),
+    (["exec", "cat /www/index.html", "-s", "staging"], "staging", ["cat /www/index.html"], False),  # Kamal's order
+    (["exec", "bin/rails console", "-i", "--stack=prod"], "prod", ["bin/rails console"], True),
+    (["exec", "ls", "-l", "/"], None, ["ls", "-l", "/"], False),  # words not all its options: all the command's
+    (["exec", "ls", "-s"], None, ["ls", "-s"], False),
+    (["exec", "--", "uptime", "-s", "staging"], None, ["--", "uptime", "-s", "staging"], False),
+])
+def test_exec_takes_its_options_before_or_after_one_quoted_command(argv, stack, command, interactive):
+    from components.cli import _options_last
+    args = parser().parse_args(_options_last(argv))
+    assert (args.stack, args.command, args.interactive) == (stack, command, interactive)
