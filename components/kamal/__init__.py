@@ -113,8 +113,15 @@ def _drop(data: Any, path: str) -> None:
 def load_stack(raw: Mapping[str, Any], *, stack: str, project_dir: Path,
                environ: Mapping[str, str] | None = None) -> Deploy:
     """A stack's validated config from its `shipyard:*` keys, whether it names a Kamal config or not: the one
-    pipeline the program and the `shipyard` command both read a stack through."""
-    return config.load(stack_config(raw, stack=stack, project_dir=project_dir, environ=environ), stack=stack)
+    pipeline the program and the `shipyard` command both read a stack through. A `pulumi config set` its errors
+    suggest is for this stack (`--stack`): a project has several."""
+    try:
+        return config.load(stack_config(raw, stack=stack, project_dir=project_dir, environ=environ), stack=stack)
+    except ConfigError as exc:
+        if "`pulumi config set " not in exc.message:
+            raise
+        raise ConfigError(exc.path, exc.message.replace("`pulumi config set ", f"`pulumi config set --stack {stack} ")
+                          ) from None
 
 
 def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, environ: Mapping[str, str] | None = None,

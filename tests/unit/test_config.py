@@ -140,3 +140,13 @@ def test_ssh_key_data_names_secrets_that_must_have_a_value():
     with pytest.raises(ConfigError, match=r"^ssh.key_data\[0\]: secret DEPLOY_KEY has no value: run `pulumi config "
                                           r"set --secret --path 'shipyard:secrets.DEPLOY_KEY' < private-key-file`$"):
         load(ssh={"key_data": ["DEPLOY_KEY"]})
+
+
+def test_a_missing_secret_says_how_to_set_it_for_this_stack(tmp_path):
+    """A project has a stack per destination: the `pulumi config set` the error gives is for the stack being read."""
+    from components import kamal
+    with pytest.raises(ConfigError) as missing:
+        kamal.load_stack({"service": "hello", "image": "acme/hello", "servers": {"web": {"hosts": ["h"]}},
+                          "env": {"secret": ["DB_PASSWORD"]}}, stack="production", project_dir=tmp_path, environ={})
+    assert str(missing.value) == ("env.secret[0]: secret DB_PASSWORD has no value: run `pulumi config set --stack "
+                                  "production --secret --path 'shipyard:secrets.DB_PASSWORD' VALUE`")
