@@ -187,6 +187,31 @@ def upload_error_pages(t: SSHTarget, service: str, pages: dict[str, Any]) -> str
     return f"{PROXY_HOME}/{rel}"
 
 
+def _whose(props: dict[str, Any]) -> str:
+    return f"role {props['role']} of destination {props['destination']}" if props.get("role") \
+        else f"destination {props['destination']}"
+
+
+def _last_answer(t: SSHTarget, props: dict[str, Any]) -> str:
+    """After a switch kamal-proxy refused: what the new container answers on its health check path now, as the
+    container's own readiness failure says it (`Last health check: ...; `); empty when that cannot be told."""
+    hc = (props.get("proxy") or {}).get("healthcheck") or {}
+    if not props.get("container_id") or not hc.get("path"):
+        return ""
+    try:
+        with docker_errors(t, f"inspecting {props['upstream']}"):
+            info = hosts.client(t).inspect_container(props["container_id"])
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        address = (networks.get(naming.PROXY_NETWORK) or {}).get("IPAddress")
+        if not address:
+            return "the container is not on the kamal network (stopped?); "
+        _, last = hosts.http_probe(t, address, int(props["upstream"].rsplit(":", 1)[1]), hc["path"],
+                                   float(hc.get("timeout") or 5))
+    except HostError:
+        return ""
+    return f"last health check: {last}; "
+
+
 class RouteProvider(ResourceProvider):
     """Create and update run `kamal-proxy deploy`: health-check the new container, switch traffic, drain the old
     one. A failure fails the update, so the engine never deletes the old container, which keeps serving. Every
@@ -220,8 +245,8 @@ class RouteProvider(ResourceProvider):
                                               timeout=decisions.proxy_deploy_wait(props["proxy"]))
                     if code != 0:
                         raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
-                                                        f"(destination {props['destination']}) to "
-                                                        f"{props['upstream']}: {out}; the previous version keeps "
+                                                        f"({_whose(props)}) to {props['upstream']}: {out}; "
+                                                        f"{_last_answer(t, props)}the previous version keeps "
                                                         f"serving")
                     lock.check(f"stopping what route {props['service']} served before")  # the switch took long
                     for info in {i["Id"]: i for i in (previous, *handed) if i is not None}.values():

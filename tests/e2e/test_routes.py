@@ -251,3 +251,23 @@ def test_a_route_with_several_path_prefixes_serves_each_and_nothing_else(bench, 
 def _report(request):
     yield
     show_after(request, "routes, measured", SEEN)
+
+
+def test_a_health_check_path_the_app_does_not_answer_names_the_role_and_its_answer(bench, proj):
+    """Only the route's health check path changes, to one the app does not answer: kamal-proxy refuses the switch,
+    and the one line names the role and what the container answers there, as a new container's readiness failure
+    does; the previous route keeps serving."""
+    proj.converge("staging", config(bench, "v1"))
+    cfg = config(bench, "v1")
+    cfg["proxy"] = {**cfg["proxy"], "healthcheck": {**cfg["proxy"]["healthcheck"], "path": "/nope"},
+                    "deploy_timeout": 3}
+    proj.set_config("staging", cfg)
+    failed: list[Any] = []
+    bad = counted(bench, "a switch kamal-proxy refuses", lambda: failed.append(proj.up("staging", check=False)))
+    assert not failed[0].ok, failed[0].out
+    assert f"kamal-proxy did not switch {ROUTE} (role web of destination staging) to route-web-staging-v1:80" \
+        in failed[0].out, failed[0].out
+    assert "last health check: HTTP/1.1 404 Not Found from " in failed[0].out and "80/nope; the previous version " \
+        "keeps serving" in failed[0].out, failed[0].out
+    assert not bad, sorted(set(bad))[:3]
+    assert answer(bench).startswith("service=route destination=staging version=v1 "), answer(bench)

@@ -166,7 +166,8 @@ def test_a_route_whose_host_lock_was_lost_switches_nothing(client, kamal_proxy, 
     client.stop.assert_not_called()
 
 
-def test_after_the_switch_the_previous_container_stops_and_a_failed_switch_stops_nothing(client, kamal_proxy):
+def test_after_the_switch_the_previous_container_stops_and_a_failed_switch_stops_nothing(client, kamal_proxy,
+                                                                                          mocker):
     """Kamal's order: the old version stops as soon as its route has switched and drained, not at the end of the
     whole `up`; if kamal-proxy refuses the new one, the old one keeps serving."""
     client.containers.return_value = [proxy_container("kp:1")]
@@ -180,9 +181,19 @@ def test_after_the_switch_the_previous_container_stops_and_a_failed_switch_stops
     client.stop.reset_mock()
     hosts.exec_in.side_effect = lambda _t, _c, argv, timeout=600: (0, listing(*kamal_proxy["routes"])) \
         if argv[1] == "list" else (1, "target failed to become healthy")
-    with pytest.raises(HealthCheckFailed, match="did not switch shop-web-staging .* the previous version keeps "
-                                                "serving"):
-        providers.RouteProvider().update("id", route_props(), route_props())
+    old = client.inspect_container.return_value
+    client.inspect_container.side_effect = lambda cid: old if cid.startswith("0ld") else {
+        "NetworkSettings": {"Networks": {"kamal": {"IPAddress": "172.18.0.5"}}}}
+    probe = mocker.patch("components.hosts.http_probe", return_value=(
+        404, "HTTP/1.1 404 Not Found from 172.18.0.5:80/up"))
+    with pytest.raises(HealthCheckFailed) as failed:
+        providers.RouteProvider().update("id", route_props(role="web"), route_props(role="web"))
+    assert str(failed.value) == (
+        "host h1: kamal-proxy did not switch shop-web-staging (role web of destination staging) to "
+        "shop-web-staging-v2:80: target failed to become healthy; last health check: HTTP/1.1 404 Not Found from "
+        "172.18.0.5:80/up; the previous version keeps serving")  # what the new container answers, as a create says
+    assert probe.call_args.args[1:] == ("172.18.0.5", 80, PROXY["healthcheck"]["path"],
+                                        float(PROXY["healthcheck"]["timeout"]))
     client.stop.assert_not_called()
 
 
