@@ -260,7 +260,17 @@ def _message(err: dict[str, Any]) -> str:
     if err["type"] == "string_pattern_mismatch":
         words = PATTERN_WORDS.get(err["ctx"]["pattern"], "a different form")
         return f"{err.get('input')!r} is not allowed here: use {words}"
+    if err["type"] in TYPE_WORDS:
+        return f"{err.get('input')!r} is not allowed here: use {TYPE_WORDS[err['type']]}"
     return msg
+
+
+# pydantic's wrong-type errors in the words of YAML, as the stack file is written
+TYPE_WORDS = {"list_type": "a list, such as [a, b]", "tuple_type": "a list, such as [a, b]",
+              "dict_type": "a mapping of keys to values (key: value)",
+              "model_type": "a mapping of its keys (key: value)", "string_type": "a string",
+              "int_type": "a whole number", "int_parsing": "a whole number", "float_type": "a number",
+              "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false"}
 
 
 PATTERN_WORDS = {

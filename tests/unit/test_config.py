@@ -150,3 +150,16 @@ def test_a_missing_secret_says_how_to_set_it_for_this_stack(tmp_path):
                           "env": {"secret": ["DB_PASSWORD"]}}, stack="production", project_dir=tmp_path, environ={})
     assert str(missing.value) == ("env.secret[0]: secret DB_PASSWORD has no value: run `pulumi config set --stack "
                                   "production --secret --path 'shipyard:secrets.DB_PASSWORD' VALUE`")
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"servers": {"web": {"hosts": "h1"}}}, "servers.web.hosts: 'h1' is not allowed here: use a list, such as [a, b]"),
+    ({"ssh": {"port": "x"}}, "ssh.port: 'x' is not allowed here: use a whole number"),
+    ({"env": ["A"]}, "env: ['A'] is not allowed here: use a mapping of its keys (key: value)"),
+    ({"proxy": {"ssl": "maybe"}}, "proxy.ssl: 'maybe' is not allowed here: use true or false"),
+])
+def test_a_value_of_the_wrong_kind_is_named_in_yaml_words(raw, message):
+    with pytest.raises(ConfigError) as wrong:
+        config.load({"service": "hello", "image": "acme/hello", "servers": {"web": {"hosts": ["h1"]}}, **raw},
+                    stack="staging")
+    assert str(wrong.value) == message
