@@ -154,10 +154,14 @@ def down(args: argparse.Namespace) -> int:
     ctx = open_stack(name)
     output.progress(f"destroying {name}")
     with pulumi_errors(name, "destroying the review app"):
-        ctx.stack.destroy(on_output=deploy.engine_line(args.paint), color="never", suppress_progress=True,
-                          message=f"shipyard review down by {performer(ctx.app_dir)}")
         selected = _selected(ctx.ws)
-        ctx.ws.remove_stack(name)
+        show = deploy.engine_line(args.paint)
+
+        def engine_line(line: str) -> None:
+            if "pulumi stack rm" not in line and "associated with the stack are still maintained" not in line:
+                show(line)  # not Pulumi's advice to remove the stack by hand: it goes with its resources here
+        ctx.stack.destroy(on_output=engine_line, color="never", suppress_progress=True,
+                          message=f"shipyard review down by {performer(ctx.app_dir)}", remove=True)
         if selected and selected != name:
             ctx.ws.select_stack(selected)  # removing a stack may leave none selected; keep the user's choice
     output.progress(f"{name} is gone")

@@ -237,7 +237,8 @@ def test_a_review_app_comes_up_beside_staging_and_goes_without_a_trace(bench, op
     assert [(m["Type"], m.get("Name"), m["Destination"]) for m in ticker["Mounts"]] == [
         ("volume", "ops-pr1-host-tmp-ops-staging-data", "/data")]
     ops.run("stack", "select", "production")
-    sy(ops, "review", "down", "pr1")
+    down = sy(ops, "review", "down", "pr1")
+    assert "pulumi stack rm" not in down.err, down.err  # gone with it, not left for the user to remove
     assert not d.containers(all=True, filters=labels) and not d.images(filters=labels)
     assert not [n for n in d.networks() if n["Name"] == "ops-pr1"]
     assert not d.volumes(filters=labels).get("Volumes")
