@@ -261,9 +261,13 @@ def _message(err: dict[str, Any]) -> str:
         words = PATTERN_WORDS.get(err["ctx"]["pattern"], "a different form")
         return f"{err.get('input')!r} is not allowed here: use {words}"
     if err["type"] in TYPE_WORDS:
-        return f"{err.get('input')!r} is not allowed here: use {TYPE_WORDS[err['type']]}"
+        secret = err["type"] == "string_type" or any(str(part) in SECRET_KEYS for part in err["loc"])
+        given = "this value" if secret else repr(err.get("input"))  # a secret's, set as a number, is never shown
+        return f"{given} is not allowed here: use {TYPE_WORDS[err['type']]}"
     return msg
 
+
+SECRET_KEYS = {"secrets", "password", "key_data"}
 
 # pydantic's wrong-type errors in the words of YAML, as the stack file is written
 TYPE_WORDS = {"list_type": "a list, such as [a, b]", "tuple_type": "a list, such as [a, b]",

@@ -211,7 +211,7 @@ def _exited(pid: int) -> bool:
     """Process `pid` is gone, or has exited and waits to be reaped: by init, for a bench another process started
     (`tests.bench up`), which here reaps in its own time - seconds, for each process `down` stops."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text(errors="replace").rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
 

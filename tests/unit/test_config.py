@@ -157,6 +157,10 @@ def test_a_missing_secret_says_how_to_set_it_for_this_stack(tmp_path):
     ({"ssh": {"port": "x"}}, "ssh.port: 'x' is not allowed here: use a whole number"),
     ({"env": ["A"]}, "env: ['A'] is not allowed here: use a mapping of its keys (key: value)"),
     ({"proxy": {"ssl": "maybe"}}, "proxy.ssl: 'maybe' is not allowed here: use true or false"),
+    # a secret set as a number (`pulumi config set --type int`, or written so in the file) is never shown
+    ({"secrets": {"DB_PIN": 482913}}, "secrets.DB_PIN: this value is not allowed here: use a string"),
+    ({"registry": {"server": "r:5000", "username": "u", "password": 98765}},
+     "registry.password: this value is not allowed here: use a string"),
 ])
 def test_a_value_of_the_wrong_kind_is_named_in_yaml_words(raw, message):
     with pytest.raises(ConfigError) as wrong:
