@@ -139,6 +139,18 @@ def proxy_network(c, t: SSHTarget, props: dict[str, Any]) -> None:
             ensure_proxy_network(c)
 
 
+def health_answer(t: SSHTarget, info: dict[str, Any], network: str, proxy: dict[str, Any]
+                  ) -> tuple[int | None, str] | None:
+    """What a container (`info`: its inspect output) answers on its proxy health check path, asked from its host
+    on `network` (`hosts.http_probe`); None when it has no address there (it does not run)."""
+    networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    address = (networks.get(network) or {}).get("IPAddress")
+    if not address:
+        return None
+    hc = proxy["healthcheck"]
+    return hosts.http_probe(t, address, int(proxy["app_port"]), hc["path"], float(hc["timeout"]))
+
+
 def host_lock(t: SSHTarget, props: dict[str, Any], doing: str, *, shared: bool = False, lock: str = "host",
               timeout: float | None = None):
     """One of the host's locks (`hostlock.LOCKS`), taken for this stack: under its `lock` settings (stack name and

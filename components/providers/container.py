@@ -25,8 +25,8 @@ from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, held_elsewhere, host_lock, label_filters, named, nonce, \
-    of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, route_target, \
+from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, health_answer, held_elsewhere, host_lock, label_filters, \
+    named, nonce, of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, route_target, \
     service_of, target
 from .resource import ShipyardResource
 
@@ -191,11 +191,9 @@ def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool =
             raise HealthCheckFailed(str(t), f"{where} {what}; {done} and the previous version keeps running. "
                                             f"Last output: {logs or '-'}")
         if proxy:
-            hc = proxy["healthcheck"]
-            address = (info["NetworkSettings"]["Networks"].get(props["network"]) or {}).get("IPAddress")
-            if address:
-                status, last = hosts.http_probe(t, address, int(proxy["app_port"]), hc["path"],
-                                                float(hc["timeout"]))
+            answer = health_answer(t, info, props["network"], proxy)
+            if answer is not None:
+                status, last = answer
                 if status is not None and 200 <= status < 300:
                     return
         elif verdict.status == "healthy":

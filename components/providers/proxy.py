@@ -24,8 +24,8 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from .. import decisions, hosts, naming, payloads, source
 from ..errors import ConfigError, DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, held_elsewhere, host_lock, \
-    ours_to_take, owned, proxy_routes, removed, route_target, service_of, stop_kamal, target
+from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, health_answer, held_elsewhere, \
+    host_lock, ours_to_take, owned, proxy_routes, removed, route_target, service_of, stop_kamal, target
 from .resource import ShipyardResource
 
 START_DEADLINE_S = 15
@@ -195,21 +195,17 @@ def _whose(props: dict[str, Any]) -> str:
 def _last_answer(t: SSHTarget, props: dict[str, Any]) -> str:
     """After a switch kamal-proxy refused: what the new container answers on its health check path now, as the
     container's own readiness failure says it (`Last health check: ...; `); empty when that cannot be told."""
-    hc = (props.get("proxy") or {}).get("healthcheck") or {}
-    if not props.get("container_id") or not hc.get("path"):
+    if not props.get("container_id") or not (props.get("proxy") or {}).get("healthcheck"):
         return ""
     try:
         with docker_errors(t, f"inspecting {props['upstream']}"):
             info = hosts.client(t).inspect_container(props["container_id"])
-        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
-        address = (networks.get(naming.PROXY_NETWORK) or {}).get("IPAddress")
-        if not address:
-            return "the container is not on the kamal network (stopped?); "
-        _, last = hosts.http_probe(t, address, int(props["upstream"].rsplit(":", 1)[1]), hc["path"],
-                                   float(hc.get("timeout") or 5))
+        answer = health_answer(t, info, naming.PROXY_NETWORK, props["proxy"])
     except HostError:
         return ""
-    return f"last health check: {last}; "
+    if answer is None:
+        return "the container is not on the kamal network (stopped?); "
+    return f"last health check: {answer[1]}; "
 
 
 class RouteProvider(ResourceProvider):
