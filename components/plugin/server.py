@@ -244,6 +244,9 @@ class Servicer(ProviderServicer):
                                        acceptOutputs=False)
 
     async def Cancel(self, request, context):
+        # the engine's on a Ctrl-C (the steps in flight finish, none follows) and before it ends the plugin: what
+        # waits for a later step goes back, as on a failure, and the engine waits for that to end
+        await asyncio.get_running_loop().run_in_executor(self._pool, rollout.abandon, rollout.INTERRUPTED)
         return empty_pb2.Empty()
 
     # -- resources ---------------------------------------------------------------------------------------------

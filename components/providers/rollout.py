@@ -21,7 +21,8 @@ plugin process serves one run, so it keeps them (`made_ready`) until their `star
 stops them (`abandon`), as a failed `start` does. Likewise when something fails after `start` (a route's switch):
 no `retire` comes, so the workers `start` started stop again and their predecessors do the work, as before the
 deploy. The next `up` records no new `start` (it did its part), so its `retire` starts them again, each ready,
-before it stops their predecessors."""
+before it stops their predecessors. A Ctrl-C ends the run the same way: the engine finishes the steps in flight,
+starts none after them, and sends the plugin `Cancel` (`INTERRUPTED`)."""
 
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ class _Run:
     def __init__(self) -> None:
         self.ready: dict[str, dict[str, Any]] = {}
         self.ahead: dict[frozenset[str], Started] = {}
-        self.failed = False
+        self.failed = ""  # why the run ends here (`FAILED`, `INTERRUPTED`), once it does
         self.guard = threading.Lock()
 
     def made_ready(self, props: dict[str, Any], cid: str) -> None:
@@ -149,25 +150,24 @@ class _Run:
             for cid in cids:
                 self.ready.pop(cid, None)
 
-    def started_ahead(self, props: dict[str, Any], workers: Started) -> bool:
-        """A `start` has started `workers`: held until their `retire`. False when the run failed meanwhile: no
+    def started_ahead(self, props: dict[str, Any], workers: Started) -> str:
+        """A `start` has started `workers`: held until their `retire`. When the run has ended meanwhile, why: no
         route switches, so the `start` undoes itself."""
         with self.guard:
-            if self.failed:
-                return False
-            self.ahead[_key(props)] = workers
-            return True
+            if not self.failed:
+                self.ahead[_key(props)] = workers
+            return self.failed
 
-    def retiring(self, props: dict[str, Any]) -> Started | None:
-        """The workers this run's `start` of the batch started, now its `retire`'s to handle; None when the run has
-        failed: a failure's put-back may be stopping them as this runs, so nothing is retired."""
+    def retiring(self, props: dict[str, Any]) -> Started | str:
+        """The workers this run's `start` of the batch started, now its `retire`'s to handle; why the run ended, if it
+        has: a put-back may be stopping them as this runs, so nothing is retired."""
         with self.guard:
             workers = self.ahead.pop(_key(props), [])
-            return None if self.failed else workers
+            return self.failed or workers
 
-    def abandon(self) -> None:
+    def abandon(self, why: str) -> None:
         with self.guard:
-            self.failed = True
+            self.failed = self.failed or why
             ready, self.ready = self.ready, {}
             ahead, self.ahead = self.ahead, {}
         self._stop(ready)
@@ -183,6 +183,8 @@ class _Run:
 
 
 RUN = _Run()  # the process's
+FAILED = "another operation of this deploy failed"
+INTERRUPTED = "the deploy was interrupted"
 
 
 def made_ready(props: dict[str, Any], cid: str) -> None:
@@ -191,9 +193,10 @@ def made_ready(props: dict[str, Any], cid: str) -> None:
     RUN.made_ready(props, cid)
 
 
-def abandon() -> None:
-    """An operation of this run failed: no step comes after it, so what waits for one goes back (`_Run`)."""
-    RUN.abandon()
+def abandon(why: str = FAILED) -> None:
+    """An operation of this run failed, or the run was interrupted (`INTERRUPTED`: the engine's `Cancel`, on a
+    Ctrl-C and as it ends the plugin): no step comes after it, so what waits for one goes back (`_Run`)."""
+    RUN.abandon(why)
 
 
 class RolloutProvider(ResourceProvider):
@@ -237,8 +240,9 @@ class RolloutProvider(ResourceProvider):
         results, started = _start_roles(props, groups)
         failures = [r for r in results.values() if isinstance(r, BaseException)]
         # the routes switch next; until the retirement, a failed run stops the workers again
-        if not failures and RUN.started_ahead(props, [(e, handed) for done in started.values() for e, handed in done
-                                                      if not e.get("proxied")]):
+        ended = "" if failures else RUN.started_ahead(props, [(e, handed) for done in started.values()
+                                                              for e, handed in done if not e.get("proxied")])
+        if not failures and not ended:
             return
         # one role failed somewhere (or the run did, meanwhile): every worker started here stops again, its
         # predecessors run as before, and the proxied roles' new containers (ready, never routed: the routes come
@@ -247,8 +251,8 @@ class RolloutProvider(ResourceProvider):
         _on_hosts({h: [e for e in es if e.get("proxied")] for h, es in groups.items()
                    if any(e.get("proxied") for e in es)}, lambda proxied: _stop_unrouted(props, proxied))
         if not failures:
-            raise Abandoned(f"destination {props['destination']}: another operation of this deploy failed while "
-                            f"its rollout started the new workers: they were stopped again; no role changed")
+            raise Abandoned(f"destination {props['destination']}: {ended} while its rollout started the new workers: "
+                            f"they were stopped again; no role changed")
         raise _told(failures[0], any(started.values()), "The workers of this rollout started already were stopped "
                                                         "again; no role changed")
 
@@ -256,10 +260,10 @@ class RolloutProvider(ResourceProvider):
 
     def _retire(self, props: dict[str, Any]) -> None:
         ahead = RUN.retiring(props)  # whatever happens now, this step's to handle
-        if ahead is None:
-            raise Abandoned(f"destination {props['destination']}: another operation of this deploy failed before its "
-                            f"rollout retired what ran before: the new workers were stopped again and nothing was "
-                            f"retired; the next `up` finishes the rollout")
+        if isinstance(ahead, str):
+            raise Abandoned(f"destination {props['destination']}: {ahead} before its rollout retired what ran "
+                            f"before: the new workers were stopped again and nothing was retired; the next `up` "
+                            f"finishes the rollout")
         groups = _by_host(entries(props))
         # the routes have switched; workers a failed run stopped again after its `start` start first, each ready, on
         # every host, before any predecessor stops

@@ -165,6 +165,14 @@ def test_a_failed_operation_reaches_the_engine_as_one_line_and_a_bug_says_so(moc
     assert rollout.abandon.call_count == 2
 
 
+def test_the_engines_cancel_ends_the_run_as_an_interruption_before_it_answers(mocker):
+    """Ctrl-C (and the engine's end of the plugin) sends `Cancel`: what waits for a step that will not come goes
+    back, as on a failure, and is said to be an interruption."""
+    mocker.patch.object(rollout, "abandon")
+    call("Cancel", server.empty_pb2.Empty())
+    rollout.abandon.assert_called_once_with(rollout.INTERRUPTED)
+
+
 def test_create_gets_secrets_plain_and_returns_them_secret_and_the_plugin_has_no_preview_calls(mocker):
     provider = mocker.Mock()
     provider.create.return_value = mocker.Mock(id="c9", outs={"name": "shop-web", "container_id": "c9",

@@ -325,6 +325,22 @@ def test_a_start_or_retire_after_the_run_failed_undoes_itself_and_a_retired_batc
     clients["h2"].stop.assert_not_called()
 
 
+def test_an_interrupted_run_undoes_the_start_in_flight_and_says_it_was_interrupted(daemons, mocker):
+    """One Ctrl-C while `start` waits for the new worker: the engine's `Cancel` comes first, the step undoes itself
+    when its wait ends, and its one line says the deploy was interrupted - a failure elsewhere after that does not
+    change what it says."""
+    clients, listing = daemons
+    listing["h1"] = [_listed("old1", "jobs", "v1", 1, "running"), _listed("new1", "jobs", "v2", 2, "created")]
+    rollout.abandon(rollout.INTERRUPTED)
+    rollout.abandon()
+    with pytest.raises(Abandoned, match="^destination staging: the deploy was interrupted while its rollout started "
+                                        "the new workers: they were stopped again; no role changed$"):
+        providers.RolloutProvider().create(_rollout("start", _entry("h1", "jobs", "new1")))
+    assert {i["Id"]: i["State"] for i in listing["h1"]} == {"old1": "running", "new1": "exited"}
+    with pytest.raises(Abandoned, match="^destination staging: the deploy was interrupted before its rollout retired"):
+        providers.RolloutProvider().create(_rollout("retire", _entry("h1", "jobs", "new1")))
+
+
 def test_a_failed_retire_puts_back_every_worker_of_the_run_so_no_predecessor_stops_anywhere(daemons):
     """`start` started both hosts' new workers; h2's exited since, and the `retire` starting it again finds it does
     not become ready: h1's new worker, started by that `start`, stops again too - on no host do two versions run."""
