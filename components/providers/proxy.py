@@ -11,6 +11,7 @@ Kamal's containers are then stopped, not removed. A route that serves a containe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import tarfile
@@ -27,6 +28,7 @@ from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, health_answer, held_elsewhere, \
     host_lock, ours_to_take, owned, proxy_routes, removed, route_target, service_of, stop_kamal, target
 from .resource import ShipyardResource
+from .rollout import switching
 
 START_DEADLINE_S = 15
 
@@ -236,14 +238,15 @@ class RouteProvider(ResourceProvider):
                 if routes is not None:
                     previous = self._check_owner(t, props, routes.get(props["service"]), recorded=recorded)
                     lock.check(f"switching route {props['service']}")
-                    handed = self._hand_over(t, props, routes, upstream, renamed_from)
-                    code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv,
-                                              timeout=decisions.proxy_deploy_wait(props["proxy"]))
-                    if code != 0:
-                        raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
-                                                        f"({_whose(props)}) to {props['upstream']}: {out}; "
-                                                        f"{_last_answer(t, props)}the previous version keeps "
-                                                        f"serving")
+                    with switching(props) if props.get("container_id") else contextlib.nullcontext():
+                        handed = self._hand_over(t, props, routes, upstream, renamed_from)
+                        code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv,
+                                                  timeout=decisions.proxy_deploy_wait(props["proxy"]))
+                        if code != 0:
+                            raise HealthCheckFailed(str(t), f"kamal-proxy did not switch {props['service']} "
+                                                            f"({_whose(props)}) to {props['upstream']}: {out}; "
+                                                            f"{_last_answer(t, props)}the previous version keeps "
+                                                            f"serving")
                     lock.check(f"stopping what route {props['service']} served before")  # the switch took long
                     for info in {i["Id"]: i for i in (previous, *handed) if i is not None}.values():
                         self._retire(t, props, info)

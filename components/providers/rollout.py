@@ -20,16 +20,18 @@ it, so no `start` comes: the proxied containers made ready in that run would run
 plugin process serves one run, so it keeps them (`made_ready`) until their `start` takes them, and a failed operation
 stops them (`abandon`), as a failed `start` does. Likewise when something fails after `start` (a route's switch):
 no `retire` comes, so the workers `start` started stop again and their predecessors do the work, as before the
-deploy. The next `up` records no new `start` (it did its part), so its `retire` starts them again, each ready,
+deploy - unless every route of their batch has switched: the new version serves, so they run on. The next `up`
+records no new `start` (it did its part), so its `retire` starts them again (where they stopped), each ready,
 before it stops their predecessors. A Ctrl-C ends the run the same way: the engine finishes the steps in flight,
 starts none after them, and sends the plugin `Cancel` (`INTERRUPTED`)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
@@ -130,13 +132,16 @@ class _Run:
     - `ready`: the proxied containers of a rollout made ready (created, never routed), until their `start` takes
       them, stop;
     - `ahead`: the workers a `start` started, until their `retire` takes them, stop again and what they took a port
-      from runs again: their routes never switch."""
+      from runs again: their routes never switch - unless every route of their batch has switched in this run
+      (`switched`): the new version serves, so they run on, and the next `up` retires what ran before."""
 
     def __init__(self) -> None:
         self.ready: dict[str, dict[str, Any]] = {}
-        self.ahead: dict[frozenset[str], Started] = {}
+        self.ahead: dict[frozenset[str], tuple[frozenset[str], Started]] = {}  # batch: its proxied ones, workers
+        self.switched: set[str] = set()  # the proxied containers whose route has switched to them
+        self.switching = 0  # route switches under way: an ending run waits for them before it puts workers back
         self.failed = ""  # why the run ends here (`FAILED`, `INTERRUPTED`), once it does
-        self.guard = threading.Lock()
+        self.guard = threading.Condition()
 
     def made_ready(self, props: dict[str, Any], cid: str) -> None:
         with self.guard:
@@ -155,23 +160,45 @@ class _Run:
         route switches, so the `start` undoes itself."""
         with self.guard:
             if not self.failed:
-                self.ahead[_key(props)] = workers
+                self.ahead[_key(props)] = (frozenset(e["container_id"] for e in entries(props) if e.get("proxied")),
+                                           workers)
             return self.failed
 
     def retiring(self, props: dict[str, Any]) -> Started | str:
         """The workers this run's `start` of the batch started, now its `retire`'s to handle; why the run ended, if it
         has: a put-back may be stopping them as this runs, so nothing is retired."""
         with self.guard:
-            workers = self.ahead.pop(_key(props), [])
+            _, workers = self.ahead.pop(_key(props), (None, []))
             return self.failed or workers
 
     def abandon(self, why: str) -> None:
         with self.guard:
             self.failed = self.failed or why
+            self.guard.wait_for(lambda: not self.switching)  # each ends in time: kamal-proxy's own deploy timeout
             ready, self.ready = self.ready, {}
             ahead, self.ahead = self.ahead, {}
+            back = [w for proxied, workers in ahead.values() if not proxied or not proxied <= self.switched
+                    for w in workers]
         self._stop(ready)
-        _put_back([w for workers in ahead.values() for w in workers])
+        _put_back(back)
+
+    @contextlib.contextmanager
+    def switch(self, props: dict[str, Any]) -> Iterator[None]:
+        with self.guard:
+            if self.failed:
+                raise Abandoned(f"destination {props['destination']}: {self.failed} before route {props['service']} "
+                                f"switched: it serves what it served before")
+            self.switching += 1
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            with self.guard:
+                self.switching -= 1
+                if done:
+                    self.switched.add(props["container_id"])
+                self.guard.notify_all()
 
     @staticmethod
     def _stop(containers: dict[str, dict[str, Any]]) -> None:
@@ -191,6 +218,13 @@ def made_ready(props: dict[str, Any], cid: str) -> None:
     """A rollout's proxied container `cid` is ready (its create is done): its `start` takes it, or it stops when
     the run fails."""
     RUN.made_ready(props, cid)
+
+
+def switching(props: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
+    """Around a rollout's route switch (`props`: the route's, with its new `container_id`): refused once the run has
+    ended (its workers went back, so the route must not move either); an ending run waits until the switches under
+    way are done, and leaves running the workers of a batch whose every route has switched."""
+    return RUN.switch(props)
 
 
 def abandon(why: str = FAILED) -> None:

@@ -5,8 +5,10 @@ what ran before stops only at the retirement."""
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import docker
+
 import pytest
 
 from components import hostlock, hosts, providers
@@ -339,6 +341,63 @@ def test_an_interrupted_run_undoes_the_start_in_flight_and_says_it_was_interrupt
     assert {i["Id"]: i["State"] for i in listing["h1"]} == {"old1": "running", "new1": "exited"}
     with pytest.raises(Abandoned, match="^destination staging: the deploy was interrupted before its rollout retired"):
         providers.RolloutProvider().create(_rollout("retire", _entry("h1", "jobs", "new1")))
+
+
+def test_a_run_ended_after_every_route_of_a_batch_switched_leaves_its_new_workers_running(daemons, mocker):
+    """Ctrl-C (or a failure elsewhere) after the routes of a batch have all switched: the new version serves, so its
+    workers run on - not put back to a version no route serves - and the next `up` retires what ran before. A batch
+    whose route has not switched goes back."""
+    clients, listing = daemons
+    mocker.patch.object(rollout, "proxy_routes", return_value={})
+    for host in ("h1", "h2"):
+        listing[host] = [_listed(f"old-{host}", "jobs", "v1", 1, "running"),
+                         _listed(f"new-{host}", "jobs", "v2", 2, "created"),
+                         _listed(f"web-{host}", "web", "v2", 2, "running")]
+    for host in ("h1", "h2"):  # two batches (`boot.limit: 1`)
+        providers.RolloutProvider().create(_rollout("start", _entry(host, "jobs", f"new-{host}"),
+                                                    _entry(host, "web", f"web-{host}", proxied=True)))
+    with rollout.switching(_route("web-h1")):
+        pass
+    rollout.abandon(rollout.INTERRUPTED)
+    assert {i["Id"]: i["State"] for h in ("h1", "h2") for i in listing[h] if i["Id"] != f"web-{h}"} == {
+        "old-h1": "running", "new-h1": "running", "old-h2": "running", "new-h2": "exited"}
+
+
+def _route(cid: str) -> dict:
+    return {"destination": "staging", "service": "hello-web-staging", "container_id": cid}
+
+
+def test_a_run_ends_only_once_the_route_switch_under_way_is_done_and_no_switch_begins_after(daemons, mocker):
+    """Ctrl-C while a batch's route is switching: the run waits for the switch, which completes, so the batch's
+    workers run on with the version the route now serves (not put back under it); a route of the batch whose switch
+    begins after that is refused and serves what it served before."""
+    clients, listing = daemons
+    mocker.patch.object(rollout, "proxy_routes", return_value={})
+    listing["h1"] = [_listed("old1", "jobs", "v1", 1, "running"), _listed("new1", "jobs", "v2", 2, "created"),
+                     _listed("web1", "web", "v2", 2, "running")]
+    providers.RolloutProvider().create(_rollout("start", _entry("h1", "jobs", "new1"),
+                                                _entry("h1", "web", "web1", proxied=True)))
+    entered, release = threading.Event(), threading.Event()
+
+    def switch():
+        with rollout.switching(_route("web1")):
+            entered.set()
+            release.wait(5)
+    switcher = threading.Thread(target=switch)
+    switcher.start()
+    entered.wait(5)
+    cancel = threading.Thread(target=rollout.abandon, args=(rollout.INTERRUPTED,))
+    cancel.start()
+    cancel.join(0.2)
+    assert cancel.is_alive()  # waits for the switch under way
+    with pytest.raises(Abandoned, match="^destination staging: the deploy was interrupted before route "
+                                        "hello-web-staging switched: it serves what it served before$"):
+        with rollout.switching(_route("web2")):
+            pass
+    release.set()
+    switcher.join(5)
+    cancel.join(5)
+    assert {i["Id"]: i["State"] for i in listing["h1"]} == {"old1": "running", "new1": "running", "web1": "running"}
 
 
 def test_a_failed_retire_puts_back_every_worker_of_the_run_so_no_predecessor_stops_anywhere(daemons):
