@@ -24,10 +24,10 @@ from pulumi.runtime import proto, rpc
 from pulumi.provider.server import ProviderServicer
 from pulumi.runtime.proto import provider_pb2_grpc
 
-from .. import decisions
+from .. import decisions, hosts
 from ..errors import DeployError
 from ..providers import rollout
-from . import schema
+from . import reach, schema
 
 VERSION = schema.VERSION
 MAX_MESSAGE = 400 * 1024 * 1024  # as the engine's own limit: a state with many routes and files
@@ -199,6 +199,7 @@ class Servicer(ProviderServicer):
     def __init__(self, engine_address: str = "", args: list[str] | None = None) -> None:
         super().__init__(Component(), list(args or []), engine_address)  # type: ignore[arg-type]
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="shipyard")
+        self._reach = reach.Reach()
 
     async def _run(self, context, fn: Callable[..., Any], *args: Any, doing: str = "",
                    props: Mapping[str, Any] | None = None) -> Any:
@@ -256,6 +257,7 @@ class Servicer(ProviderServicer):
         olds, news = plain(request.olds, keep_unknowns=True), plain(request.news, secret, keep_unknowns=True)
         olds.pop("__provider", None)
         news.pop("__provider", None)
+        self._reach.seen(news)
         result = await self._run(context, self._provider(request.urn).check, olds, news)
         if result.failures:
             await self._abandon()
@@ -288,7 +290,7 @@ class Servicer(ProviderServicer):
     async def Update(self, request, context):
         secret: set[str] = set()
         olds, news = recorded(request.olds, request.old_inputs, secret), plain(request.news, secret)
-        result = await self._run(context, self._provider(request.urn).update, request.id, olds, news,
+        result = await self._run(context, _update, self._provider(request.urn), request.id, olds, news,
                                  doing=f"updating {_name(request.urn)}", props=news)
         outs = beyond(result.outs or {}, plain(request.news), _kept(request.urn, secret))
         return proto.UpdateResponse(properties=await wire(outs, secret))
@@ -306,10 +308,19 @@ class Servicer(ProviderServicer):
         return proto.ReadResponse(**fields)
 
     async def Delete(self, request, context):
-        props = recorded(request.properties, request.old_inputs)
+        props = self._reach.now(recorded(request.properties, request.old_inputs))
         await self._run(context, self._provider(request.urn).delete, request.id, props,
                         doing=f"removing {_name(request.urn)}", props=props)
         return empty_pb2.Empty()
+
+
+def _update(provider: Any, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
+    """An update, after connecting with any SSH settings it changes (`reach.changed`): settings that do not work
+    fail it, so they are never recorded."""
+    for t in reach.changed(olds, news):
+        with hosts.docker_errors(t, "connecting with its new SSH settings"):
+            hosts.connection(t)
+    return provider.update(id_, olds, news)
 
 
 def serve(args: list[str]) -> None:

@@ -335,6 +335,32 @@ def test_connection_settings_never_replace_and_refresh_finds_no_change(bench, pr
     proj.run("preview", "--expect-no-changes", stack="staging")
 
 
+def test_a_wrong_ssh_user_fails_one_up_and_the_next_with_it_put_right_deletes_and_destroys(bench, proj):
+    """`ssh.user` set wrong: the `up` fails in one line naming it, and the state keeps the settings that reached the
+    host (an update that changes them reaches the host that way first). Put right, with a new version in the same
+    `up` - so the old image and container are deleted by what the state recorded - it succeeds with no pending
+    delete left, and a destroy works. (Before, the failed `up` recorded the wrong user for what it could update
+    without the host, and every later `up` and the destroy failed deleting with it.)"""
+    host = bench.hosts[0].address
+    cfg = {"service": "reach", "image": "acme/reach", "version": "v1", "builder": {"context": "app"},
+           "registry": {"server": bench.registry},
+           "servers": {"web": {"hosts": [host], "ports": ["8142:80"]}}, "ssh": ssh_config(bench)}
+    proj.init("staging", cfg)
+    proj.up("staging")
+    proj.set_config("staging", {**cfg, "ssh": {**ssh_config(bench), "user": "nobodyhere"}})
+    failed = proj.up("staging", check=False)
+    assert failed.code != 0 and "SSH login as nobodyhere was refused" in failed.out, failed.out
+    one_line_failure(failed.out)
+    assert "nobodyhere" not in proj.run("stack", "export", stack="staging").out
+    proj.set_config("staging", {**cfg, "version": "v2"})
+    proj.up("staging")
+    assert containers(bench, "reach") == {"reach-web-staging-v2": "running", "reach-web-staging-v1": "exited"}
+    resources = json.loads(proj.run("stack", "export", stack="staging").out)["deployment"]["resources"]
+    assert not [r["urn"] for r in resources if r.get("delete")] and not pending_operations(proj)
+    proj.run("destroy", "--yes", "--skip-preview", stack="staging")
+    assert not containers(bench, "reach")
+
+
 def test_an_interrupted_up_leaves_no_orphan_after_the_next_up(bench, proj):
     host = bench.hosts[0].address
 

@@ -229,6 +229,41 @@ def test_the_state_records_outputs_beyond_the_inputs_and_the_providers_get_both_
     provider.delete.assert_called_once_with("c2", {**ins, "container_id": "c2"})
 
 
+def test_ssh_settings_that_do_not_work_are_never_recorded_and_a_removal_reaches_the_host_as_the_program_does(mocker):
+    """A failed `up` with a wrong `ssh.user`: an update whose work needs no host (an image not built again) connects
+    with the new settings first, so it fails and the state keeps the user that worked. The next run's program puts
+    the user right elsewhere (or changes it): a delete reaches the host as that program does, not as recorded."""
+    mocker.patch.object(rollout, "abandon")
+    provider = mocker.Mock()
+    provider.check.side_effect = lambda olds, news: mocker.Mock(inputs=news, failures=[])
+    provider.update.side_effect = lambda _id, olds, news: mocker.Mock(outs=news)
+    mocker.patch.object(schema, "provider_for", return_value=provider)
+    refused = HostError("h1", "SSH login as nobodyhere was refused")
+    connect = mocker.patch.object(server.hosts, "connection", side_effect=refused)
+    h1 = {"host": "h1", "port": 22, "user": "deploy", "keys": [], "known_hosts": None, "host_key_policy": "strict"}
+    olds = {"tag": "v1", "build_host": h1, "ship_to": [h1, {**h1, "host": "h2"}]}
+    news = {"tag": "v1", "build_host": {**h1, "user": "nobodyhere"}, "ship_to": [{**h1, "user": "nobodyhere"},
+                                                                                {**h1, "host": "h2"}]}
+    servicer, ctx = server.Servicer(), Context()
+    with pytest.raises(RuntimeError, match="aborted"):
+        asyncio.run(servicer.Update(proto.UpdateRequest(urn=URN, id="i1", olds=struct(olds), news=struct(news)), ctx))
+    assert ctx.aborted[1] == "host h1: SSH login as nobodyhere was refused"
+    provider.update.assert_not_called()
+    assert [t.user for t in connect.call_args_list[0].args] == ["nobodyhere"]  # once for h1's one new way
+
+    connect.side_effect, connect.return_value = None, mocker.Mock()
+    asyncio.run(servicer.Update(proto.UpdateRequest(urn=URN, id="i1", olds=struct(olds), news=struct(olds)), ctx))
+    connect.assert_called_once()  # nothing new to reach: no extra connection
+    provider.update.assert_called_once()
+
+    servicer = server.Servicer()  # the next run: its program reaches h1 as `admin`, h2 through a preview's unknown
+    asyncio.run(servicer.Check(proto.CheckRequest(urn=URN, olds=struct({}), news=struct(
+        {"target": {**h1, "user": "admin"}, "ship_to": [{**h1, "host": "h2", "user": rpc.UNKNOWN}]})), Context()))
+    asyncio.run(servicer.Delete(proto.DeleteRequest(urn=URN, id="i1", properties=struct(olds)), Context()))
+    removed = provider.delete.call_args.args[1]
+    assert removed["build_host"]["user"] == "admin" and [t["user"] for t in removed["ship_to"]] == ["admin", "deploy"]
+
+
 def test_the_destination_says_in_one_line_what_goes_where(mocker):
     """Named as what it deploys: its `destination` input, else the stack (not the component's resource name)."""
     from pulumi import Output
