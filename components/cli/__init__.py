@@ -18,18 +18,31 @@ from . import audit, deploy, details, execute, logs, maintenance, output, review
 GROUPS = (details, logs, execute, versions, audit, deploy, review, maintenance, upkeep)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argparse's, saying what shipyard calls the Kamal options it was given."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from .aliases import OPTIONS, STACK
+        theirs = {**{k: "-s/--stack" for k in STACK[2:]}, **OPTIONS}
+        given = sorted({w.split("=")[0] for w in message.split() if w.split("=")[0] in theirs}, key=message.find)
+        if given and message.startswith("unrecognized arguments"):
+            message += f" (Kamal's {', '.join(f'{w} is {theirs[w]}' for w in given)} here)"
+        super().error(message)
+
+
 def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-s", "--stack", help="the stack (destination) to act on; default: the selected stack")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     return common
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="shipyard", description=__doc__.split("\n\n")[0],
-                                 epilog="A stack's aliases (Kamal's `aliases`, or `shipyard:aliases`) are commands "
-                                        "too: `shipyard NAME [ARGS]` runs the alias NAME of the stack (-s/--stack, "
-                                        "default: the selected stack).")
+    ap = _Parser(prog="shipyard", description=__doc__.split("\n\n")[0],
+                 epilog="Kamal's commands are read as shipyard's that do the same (`shipyard app logs -r web -d "
+                        "staging` is `shipyard logs --role web -s staging`). A stack's aliases (Kamal's `aliases`, "
+                        "or `shipyard:aliases`) are commands too: `shipyard NAME [ARGS]` runs the alias NAME of the "
+                        "stack (-s/--stack, default: the selected stack).")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common()
     for group in GROUPS:
@@ -69,8 +82,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     argv = _options_last(list(sys.argv[1:] if argv is None else argv))
     ap = parser()
     if argv and not argv[0].startswith("-") and argv[0] not in ap.commands:  # type: ignore[attr-defined]
-        from .aliases import resolve
-        argv = resolve(argv)
+        from .aliases import kamal_words, resolve
+        argv = kamal_words(argv) or resolve(argv)
     args = ap.parse_args(argv)
     args.paint = output.Painter(output.colour_enabled(sys.stdout) and not args.json)
     handler: Callable[..., int] = args.handler

@@ -1,6 +1,8 @@
-"""Kamal's `aliases` as `shipyard` subcommands: `shipyard console` runs the stack's alias `console`, a Kamal command
-line (`app exec -i --reuse "bin/rails console"`) read as the `shipyard` command that does the same, with the words
-after the alias appended, as Kamal appends them."""
+"""Kamal's command lines as `shipyard` commands: a stack's `aliases` (`shipyard console` runs the alias `console`, a
+Kamal command line such as `app exec -i --reuse "bin/rails console"`, with the words after the alias appended, as
+Kamal appends them), and Kamal's own words typed at the command line (`shipyard app logs -r web -d staging`): each
+read as the `shipyard` command that does the same (`logs --role web -s staging`), Kamal's destination as the
+stack."""
 
 from __future__ import annotations
 
@@ -14,31 +16,67 @@ COMMANDS = {("app", "exec"): ["exec"], ("app", "logs"): ["logs"], ("app", "detai
             ("details",): ["details"], ("app", "maintenance"): ["maintenance"], ("app", "live"): ["live"],
             ("rollback",): ["rollback"], ("deploy",): ["deploy"], ("redeploy",): ["deploy"], ("audit",): ["audit"],
             ("lock", "status"): ["lock", "status"], ("lock", "release"): ["lock", "release"],
-            ("accessory", "reboot"): ["accessory", "reboot"], ("prune", "all"): ["prune"], ("prune",): ["prune"]}
+            ("accessory", "reboot"): ["accessory", "reboot"], ("accessory", "logs"): ["logs", "--role"],
+            ("app", "containers"): ["versions"], ("prune", "all"): ["prune"], ("prune",): ["prune"]}
 OPTIONS = {"--roles": "--role", "-r": "--role", "--hosts": "--host", "-h": "--host", "--lines": "-n"}
+STACK = ("-s", "--stack", "-d", "--destination")  # Kamal's destination is the stack
+
+
+def _known(words: Sequence[str]) -> tuple[list[str], int] | None:
+    """The `shipyard` command for Kamal's command at the start of `words`, and how many words Kamal's took."""
+    for size in (2, 1):
+        command = COMMANDS.get(tuple(words[:size]))
+        if command is not None:
+            return command, size
+    return None
+
+
+def _translated(command: list[str], words: Sequence[str]) -> list[str]:
+    """`command` with Kamal's words after it, their option names as shipyard's; the stack (`-d`, or `-s`) right
+    after the command's own words: after the options, a word would be the command's (`exec`'s)."""
+    words = list(words)
+    stack: list[str] = []
+    for i, word in enumerate(words[:-1]):
+        if word in STACK:
+            stack, words = ["-s", words[i + 1]], words[:i] + words[i + 2:]
+            break
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition("=")
+        if flag in ("--destination", "--stack") and eq:
+            stack, words = [f"--stack={value}"], words[:i] + words[i + 1:]
+            break
+    lead = next((i for i, w in enumerate(command) if w.startswith("-")), len(command))
+    out = [*command[:lead], *stack, *command[lead:]]
+    for word in words:
+        flag, eq, value = word.partition("=")
+        out.append(OPTIONS[flag] + eq + value if flag in OPTIONS else word)
+    return out
 
 
 def expand(name: str, line: str, rest: Sequence[str]) -> list[str]:
     """The `shipyard` argv for alias `name` (its Kamal command `line`) followed by `rest` (pure)."""
     words = shlex.split(line)
-    for size in (2, 1):
-        command = COMMANDS.get(tuple(words[:size]))
-        if command is not None:
-            break
-    else:
+    known = _known(words)
+    if known is None:
         raise ConfigError(f"aliases.{name}", f"`{line}` is no Kamal command shipyard runs (it runs "
                                              f"{', '.join(' '.join(k) for k in COMMANDS)})")
-    rest = list(rest)
-    stack: list[str] = []  # the stack first: after the command, its words would be the command's
-    for flag in ("-s", "--stack"):
-        while flag in rest[:-1]:
-            i = rest.index(flag)
-            stack, rest = rest[i:i + 2], rest[:i] + rest[i + 2:]
-    out = [*command, *stack]
-    for word in [*words[size:], *rest]:
-        flag, eq, value = word.partition("=")
-        out.append(OPTIONS[flag] + eq + value if flag in OPTIONS else word)
-    return out
+    command, size = known
+    return _translated(command, [*words[size:], *rest])
+
+
+def kamal_words(argv: Sequence[str]) -> list[str] | None:
+    """`argv` typed as Kamal's command line (`app logs -r web -d staging`; its first word no `shipyard` command) as
+    the `shipyard` command that does the same; None when it starts with no Kamal word (an alias, maybe). A Kamal
+    command shipyard has no counterpart for is refused, naming the ones it runs (pure)."""
+    known = _known(argv)
+    if known is not None:
+        return _translated(known[0], argv[known[1]:])
+    if argv and argv[0] in {k[0] for k in COMMANDS if len(k) == 2}:
+        kamal = " ".join(argv[:2])
+        raise ConfigError("COMMAND", f"`{kamal}` is a Kamal command shipyard has no counterpart for; Kamal's that it "
+                                     f"runs: {', '.join(' '.join(k) for k in COMMANDS if k[0] == argv[0])} (see "
+                                     f"`shipyard --help` for its own)")
+    return None
 
 
 def resolve(argv: Sequence[str]) -> list[str]:

@@ -277,11 +277,12 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
             assert (c["host"], c["container"], c["state"]) == (host, f"kshop-{role}-{dest}-{app_head(pair.dir)}",
                                                                "running")
         assert containers["web"]["route"]["hosts"] == [NAMES[dest]]
-    versions = shipyard(pair.dir, pair.env, "versions", "-s", "staging", "--json").json()["versions"]
+    # typed as Kamal's command line: `kamal app containers -d staging` is `shipyard versions -s staging`
+    versions = shipyard(pair.dir, pair.env, "app", "containers", "-d", "staging", "--json").json()["versions"]
     current = sorted((r["role"], r["version"]) for r in versions if r["current"])  # earlier ones: retained
     assert current == [("job", app_head(pair.dir)), ("web", app_head(pair.dir))]
     # the app logs nothing: the command reads every container of the destination and ends (it hung before)
-    assert shipyard(pair.dir, pair.env, "logs", "-s", "staging", "-n", "2", timeout=60).code == 0
+    assert shipyard(pair.dir, pair.env, "app", "logs", "-d", "staging", "--lines", "2", timeout=60).code == 0
     # audit and the host lock read the Kamal-backed stack too
     updates = shipyard(pair.dir, pair.env, "audit", "-s", "production", "--json").json()["updates"]
     assert updates and updates[0]["result"] == "succeeded"

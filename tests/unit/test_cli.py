@@ -409,6 +409,32 @@ def test_kamal_aliases_expand_to_the_shipyard_command_that_does_the_same():
         expand("boot", "server bootstrap", [])
 
 
+def test_kamal_command_lines_typed_at_the_command_line_run_shipyards_counterpart(capsys):
+    """A Kamal user's fingers: `shipyard app logs -r web -d staging` is `shipyard logs --role web -s staging`; a
+    Kamal command with no counterpart is refused naming the ones that have one; a Kamal option given to shipyard's
+    own command is named with shipyard's spelling."""
+    from components.cli import run
+    from components.cli.aliases import kamal_words
+    for kamal, ours in [(["app", "logs", "-r", "web", "-d", "staging", "-f"], ["logs", "-s", "staging", "--role",
+                                                                               "web", "-f"]),
+                        (["accessory", "logs", "db", "--destination=prod"], ["logs", "--stack=prod", "--role", "db"]),
+                        (["app", "exec", "-i", "--reuse", "bin/rails console", "-d", "prod"],
+                         ["exec", "-s", "prod", "-i", "--reuse", "bin/rails console"]),
+                        (["redeploy", "-d", "prod"], ["deploy", "-s", "prod"]),
+                        (["app", "logs", "--hosts=10.0.0.2"], ["logs", "--host=10.0.0.2"]),
+                        (["app", "containers"], ["versions"])]:
+        assert kamal_words(kamal) == ours
+        parser().parse_args(ours)
+    assert kamal_words(["console"]) is None  # an alias, maybe
+    with pytest.raises(ConfigError, match=r"^COMMAND: `app boot` is a Kamal command shipyard has no counterpart "
+                                          r"for; Kamal's that it runs: app exec, app logs"):
+        run(["app", "boot"])
+    with pytest.raises(SystemExit):
+        run(["details", "-d", "staging"])
+    assert capsys.readouterr().err.splitlines()[-1] == ("shipyard: error: unrecognized arguments: -d staging (Kamal's "
+                                                        "-d is -s/--stack here)")
+
+
 def test_a_stack_of_another_program_is_told_apart_from_one_with_nothing_deployed(mocker):
     """The shipyard command on a stack that a program of the user's own deployed (a Destination among its
     resources, other outputs): said so, with what to use instead - not "nothing is deployed"."""
