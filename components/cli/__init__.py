@@ -81,9 +81,12 @@ def _options_last(argv: list[str]) -> list[str]:
 def run(argv: Sequence[str] | None = None) -> int:
     argv = _options_last(list(sys.argv[1:] if argv is None else argv))
     ap = parser()
-    if argv and not argv[0].startswith("-") and argv[0] not in ap.commands:  # type: ignore[attr-defined]
-        from .aliases import kamal_words, resolve
-        argv = kamal_words(argv) or resolve(argv)
+    if argv and not argv[0].startswith("-"):
+        from .aliases import destination_as_stack, kamal_words, resolve
+        if argv[0] in ap.commands:  # type: ignore[attr-defined]
+            argv = destination_as_stack(argv)
+        else:
+            argv = kamal_words(argv) or resolve(argv)
     args = ap.parse_args(argv)
     args.paint = output.Painter(output.colour_enabled(sys.stdout) and not args.json)
     handler: Callable[..., int] = args.handler

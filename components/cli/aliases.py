@@ -64,6 +64,18 @@ def expand(name: str, line: str, rest: Sequence[str]) -> list[str]:
     return _translated(command, [*words[size:], *rest])
 
 
+def destination_as_stack(argv: Sequence[str]) -> list[str]:
+    """`argv` of a `shipyard` command that Kamal has too (`deploy`, `rollback`, `lock status`...), Kamal's
+    destination (`-d`, `--destination`) given as the stack; its other words as they are (`-h` is help here)."""
+    if not argv or argv[0] not in {k[0] for k in COMMANDS}:
+        return list(argv)
+    out = []
+    for word in argv:
+        flag, eq, value = word.partition("=")
+        out.append(("-s" if flag == "-d" else "--stack") + eq + value if flag in STACK[2:] else word)
+    return out
+
+
 def kamal_words(argv: Sequence[str]) -> list[str] | None:
     """`argv` typed as Kamal's command line (`app logs -r web -d staging`; its first word no `shipyard` command) as
     the `shipyard` command that does the same; None when it starts with no Kamal word (an alias, maybe). A Kamal

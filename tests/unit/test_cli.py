@@ -429,10 +429,16 @@ def test_kamal_command_lines_typed_at_the_command_line_run_shipyards_counterpart
     with pytest.raises(ConfigError, match=r"^COMMAND: `app boot` is a Kamal command shipyard has no counterpart "
                                           r"for; Kamal's that it runs: app exec, app logs"):
         run(["app", "boot"])
+    # shipyard's own commands that Kamal has too take Kamal's destination; other Kamal options are named
+    from components.cli.aliases import destination_as_stack
+    assert destination_as_stack(["lock", "status", "-d", "prod", "-h"]) == ["lock", "status", "-s", "prod", "-h"]
+    assert destination_as_stack(["rollback", "abc123", "--destination=prod"]) == ["rollback", "abc123",
+                                                                                 "--stack=prod"]
+    assert destination_as_stack(["logs", "-d", "x"]) == ["logs", "-d", "x"]  # not Kamal's: its words as they are
     with pytest.raises(SystemExit):
-        run(["details", "-d", "staging"])
-    assert capsys.readouterr().err.splitlines()[-1] == ("shipyard: error: unrecognized arguments: -d staging (Kamal's "
-                                                        "-d is -s/--stack here)")
+        run(["logs", "-r", "web"])
+    assert capsys.readouterr().err.splitlines()[-1] == ("shipyard: error: unrecognized arguments: -r web (Kamal's "
+                                                        "-r is --role here)")
 
 
 def test_a_stack_of_another_program_is_told_apart_from_one_with_nothing_deployed(mocker):
