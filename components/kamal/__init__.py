@@ -48,7 +48,7 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
         environ["KAMAL_DESTINATION"] = destination
     config_file = config_file.resolve()
     app_dir = config_file.parent.parent
-    files = [config_file] + ([overlay_file(config_file, destination)] if destination else [])
+    files = _files(config_file, destination)
     raw: dict[str, Any] = {}
     ignored = tuple(ignore)
     problems: list[tuple[str, str, bool]] = []
@@ -76,7 +76,7 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
         lines.append(f"{path}: {message}")
         fixes += not ignorable
     if lines:
-        label = " + ".join(os.path.relpath(f, app_dir) for f in files)
+        label = _label(config_file, destination)
         if len(lines) == 1:  # one line: the key, why, and - for a key not supported yet - how to go without it
             how = "" if fixes else "; drop it, or list its path in shipyard:kamal.ignore to deploy without it"
             raise ConfigError("kamal", f"{label}: {lines[0]}{how}")
@@ -89,6 +89,16 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
             how = "fix each as it says"
         raise ConfigError("kamal", "\n".join([f"{label} cannot be deployed as written ({how}):", *lines]))
     return out
+
+
+def _files(config_file: Path, destination: str | None) -> list[Path]:
+    """What Kamal reads for `destination`: the config file, then the destination's overlay."""
+    return [config_file] + ([overlay_file(config_file, destination)] if destination else [])
+
+
+def _label(config_file: Path, destination: str | None) -> str:
+    """The files Kamal reads for `destination`, as the app's directory names them (`config/deploy.yml + ...`)."""
+    return " + ".join(os.path.relpath(f, config_file.parent.parent) for f in _files(config_file, destination))
 
 
 def _listed(path: str, ignored: tuple[str, ...]) -> bool:
@@ -115,9 +125,16 @@ def load_stack(raw: Mapping[str, Any], *, stack: str, project_dir: Path,
     """A stack's validated config from its `shipyard:*` keys, whether it names a Kamal config or not: the one
     pipeline the program and the `shipyard` command both read a stack through. A `pulumi config set` its errors
     suggest is for this stack (`--stack`): a project has several."""
+    cfg = stack_config(raw, stack=stack, project_dir=project_dir, environ=environ)
     try:
-        return config.load(stack_config(raw, stack=stack, project_dir=project_dir, environ=environ), stack=stack)
+        return config.load(cfg, stack=stack)
     except ConfigError as exc:
+        top = re.split(r"[.\[]", exc.path)[0]
+        if "kamal" in raw and top in cfg and top not in raw and top not in config.INTERNAL_KEYS | {"takeover"}:
+            # a value of the Kamal config's that shipyard refuses: named in its file, as the mapping's refusals are
+            opts = raw["kamal"] if isinstance(raw["kamal"], dict) else {"config": raw["kamal"]}
+            label = _label((project_dir / opts["config"]).resolve(), cfg["kamal_app"]["destination"])
+            raise ConfigError("kamal", f"{label}: {exc.path}: {exc.message}") from None
         if "`pulumi config set " not in exc.message:
             raise
         raise ConfigError(exc.path, exc.message.replace("`pulumi config set ", f"`pulumi config set --stack {stack} ")

@@ -637,6 +637,21 @@ def test_the_stack_names_the_file_and_its_own_keys_win(tmp_path):
     assert secret_from_stack["secrets"] == {"S": "stack-s"}
 
 
+def test_a_value_of_the_kamal_file_that_shipyard_refuses_is_named_in_its_files_and_the_stacks_own_in_the_stack(
+        tmp_path):
+    project = stack_app(tmp_path)
+    (tmp_path / "myapp/config/deploy.staging.yml").write_text("proxy: {host: staging.example.com, app_port: eighty}\n")
+    stack = {"kamal": {"config": "../myapp/config/deploy.yml"}, "ssh": {"keys": ["k"]}}
+    with pytest.raises(ConfigError) as err:
+        kamal.load_stack(stack, stack="staging", project_dir=project, environ={})
+    assert str(err.value) == ("kamal: config/deploy.yml + config/deploy.staging.yml: proxy.app_port: 'eighty' is not "
+                              "allowed here: use a whole number")
+    with pytest.raises(ConfigError) as err:
+        kamal.load_stack({**stack, "ssh": {"port": "twenty-two"}}, stack="production", project_dir=project,
+                         environ={})
+    assert err.value.path == "ssh.port"
+
+
 def test_without_kamal_the_stack_config_is_unchanged(tmp_path):
     assert kamal.stack_config({"service": "x"}, stack="s", project_dir=tmp_path) == {"service": "x"}
 
