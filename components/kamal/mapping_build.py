@@ -132,7 +132,7 @@ class BuildMapping(MapperBase):
                     self.refuse(path, "should be a port number")
             elif key == "keys":
                 if isinstance(value, list):
-                    out["keys"] = [k if str(k).startswith("~") else self.rel(str(k)) for k in value]
+                    out["keys"] = [str(k) if str(k).startswith(("~", "/")) else self.rel(str(k)) for k in value]
                 else:
                     self.refuse(path, "should be an array")
             elif key == "log_level":
@@ -143,7 +143,7 @@ class BuildMapping(MapperBase):
             elif key == "config" and isinstance(value, bool):
                 out["config"] = value
             elif key == "config" and (to_s(value) or isinstance(value, list) and all(map(to_s, value))):
-                out["config"] = [self.rel(str(f)) if not str(f).startswith("~") else str(f)
+                out["config"] = [self.rel(str(f)) if not str(f).startswith(("~", "/")) else str(f)
                                  for f in (value if isinstance(value, list) else [value])]
             elif key == "proxy" and to_s(value):  # Kamal's jump host: its user is root unless it names one
                 out["proxy"] = to_s(value) if "@" in to_s(value) else f"root@{to_s(value)}"

@@ -241,7 +241,8 @@ def test_builder_ssh_boot_and_timeouts_map(tmp_path):
     builder: {arch: [amd64], context: app, dockerfile: app/Dockerfile.prod, target: prod, args: {RUBY: 3.3},
               remote: "ssh://deploy@builder.example.com", local: false, provenance: false, sbom: false,
               cache: {type: registry, image: kamal-app-build-cache}}
-    ssh: {user: deploy, port: "2222", keys: [keys/id_ed25519, ~/.ssh/id_rsa], log_level: debug, keys_only: true,
+    ssh: {user: deploy, port: "2222", keys: [keys/id_ed25519, ~/.ssh/id_rsa, /etc/keys/id],
+          log_level: debug, keys_only: true,
           proxy: bastion.example.com}
     boot: {limit: 50%, parallel_roles: true, wait: 2}
     servers: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4]
@@ -252,7 +253,7 @@ def test_builder_ssh_boot_and_timeouts_map(tmp_path):
     """)).replace("servers: [10.0.0.1]\n", ""))
     assert raw["builder"] == {"context": "app", "dockerfile": "Dockerfile.prod", "target": "prod", "arch": "amd64",
                               "args": {"RUBY": "3.3"}, "host": "builder.example.com"}
-    assert raw["ssh"] == {"user": "deploy", "port": 2222, "keys": ["keys/id_ed25519", "~/.ssh/id_rsa"],
+    assert raw["ssh"] == {"user": "deploy", "port": 2222, "keys": ["keys/id_ed25519", "~/.ssh/id_rsa", "/etc/keys/id"],
                           "keys_only": True, "proxy": "root@bastion.example.com", "config": True}
     assert raw["boot"] == {"limit": 2, "wait": 2} and raw["retain_containers"] == 3
     assert raw["proxy"] == {"deploy_timeout": 20, "drain_timeout": 5} and raw["readiness_delay"] == 0
