@@ -82,11 +82,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     argv = _options_last(list(sys.argv[1:] if argv is None else argv))
     ap = parser()
     if argv and not argv[0].startswith("-"):
-        from .aliases import destination_as_stack, kamal_words, resolve
-        if argv[0] in ap.commands:  # type: ignore[attr-defined]
-            argv = destination_as_stack(argv)
-        else:
-            argv = kamal_words(argv) or resolve(argv)
+        from .aliases import as_shipyard, resolve
+        argv = as_shipyard(argv, ap.commands) or resolve(argv)  # type: ignore[attr-defined]
     args = ap.parse_args(argv)
     args.paint = output.Painter(output.colour_enabled(sys.stdout) and not args.json)
     handler: Callable[..., int] = args.handler

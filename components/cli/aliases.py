@@ -7,7 +7,7 @@ stack."""
 from __future__ import annotations
 
 import shlex
-from typing import Sequence
+from typing import Collection, Sequence
 
 from ..errors import ConfigError
 
@@ -62,6 +62,15 @@ def expand(name: str, line: str, rest: Sequence[str]) -> list[str]:
                                              f"{', '.join(' '.join(k) for k in COMMANDS)})")
     command, size = known
     return _translated(command, [*words[size:], *rest])
+
+
+def as_shipyard(argv: Sequence[str], commands: Collection[str]) -> list[str] | None:
+    """`argv` as the `shipyard` command it means: shipyard's own (`commands`), given Kamal's destination as the
+    stack; Kamal's words (`app logs`, `accessory logs db`) as their counterpart; None for neither (an alias?)."""
+    known = _known(argv)
+    if argv[0] not in commands or known is not None and known[0] != list(argv[:known[1]]):
+        return kamal_words(argv)
+    return destination_as_stack(argv)
 
 
 def destination_as_stack(argv: Sequence[str]) -> list[str]:

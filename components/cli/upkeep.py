@@ -17,7 +17,8 @@ from .stack import StackContext
 REBOOT_DEADLINE_S = 60
 
 REBOOT = ("`shipyard accessory reboot NAME` (Kamal's `accessory reboot`): the accessory's container stopped and "
-          "started again on each of its hosts - same container, same data.")
+          "started again on each of its hosts - same container, same data. Kamal's `accessory logs NAME` is "
+          "`shipyard logs --role NAME` (typed either way); its accessories' state is in `shipyard details`.")
 PRUNE = ("`shipyard prune` (Kamal's `prune all`): on every host of the destination, its stopped app containers "
          "beyond `retain_containers` per role, and its images no container of it uses, removed - as every rollout "
          "does; nothing of another destination is touched.")

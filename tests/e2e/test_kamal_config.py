@@ -300,8 +300,9 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
     conf = d.exec_start(d.exec_create(db["Id"], ["cat", "/etc/db.conf"])["Id"]).decode().strip()
     assert conf == f"user=kshop greeting={SECRET['staging']}"
     started = d.inspect_container(db["Id"])["State"]["StartedAt"]
-    shipyard(pair.dir, pair.env, "accessory", "reboot", "db", "-s", "staging")
+    shipyard(pair.dir, pair.env, "accessory", "reboot", "db", "-d", "staging")  # Kamal's destination: the stack
     after = d.inspect_container(db["Id"])
+    assert shipyard(pair.dir, pair.env, "accessory", "logs", "db", "-d", "staging", timeout=60).code == 0
     assert after["State"]["Running"] and after["State"]["StartedAt"] != started
     assert d.exec_start(d.exec_create(db["Id"], ["cat", "/marker"])["Id"]).decode().strip() == "kept"
     # prune: old stopped versions beyond retention (2 here) go, this destination's only; what runs stays

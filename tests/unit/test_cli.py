@@ -426,6 +426,13 @@ def test_kamal_command_lines_typed_at_the_command_line_run_shipyards_counterpart
         assert kamal_words(kamal) == ours
         parser().parse_args(ours)
     assert kamal_words(["console"]) is None  # an alias, maybe
+    from components.cli.aliases import as_shipyard
+    commands = parser().commands
+    assert as_shipyard(["accessory", "logs", "db", "-n", "5"], commands) == ["logs", "--role", "db", "-n", "5"]
+    assert as_shipyard(["prune", "all", "-d", "prod"], commands) == ["prune", "-s", "prod"]
+    assert as_shipyard(["accessory", "reboot", "db", "-d", "prod"], commands) == ["accessory", "reboot", "db", "-s",
+                                                                                  "prod"]
+    assert as_shipyard(["console", "-d", "prod"], commands) is None
     with pytest.raises(ConfigError, match=r"^COMMAND: `app boot` is a Kamal command shipyard has no counterpart "
                                           r"for; Kamal's that it runs: app exec, app logs"):
         run(["app", "boot"])
