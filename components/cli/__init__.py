@@ -71,7 +71,8 @@ def _options_last(argv: list[str]) -> list[str]:
     while argv and (argv[0] in ("-s", "--stack") and len(argv) > 1 or argv[0].startswith("--stack=")
                     or argv[0] == "--json"):
         n = 2 if argv[0] in ("-s", "--stack") else 1
-        front, argv = front + argv[:n], argv[n:]
+        # as `--stack=NAME`: after a Kamal command, `-s` may be another option (`app logs -s 5m`: since)
+        front, argv = front + ([f"--stack={argv[1]}"] if n == 2 else argv[:1]), argv[n:]
     if not front:
         return argv
     cut = 1 if argv[:1] == ["exec"] else argv.index("--") if "--" in argv else len(argv)

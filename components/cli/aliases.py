@@ -19,7 +19,26 @@ COMMANDS = {("app", "exec"): ["exec"], ("app", "logs"): ["logs"], ("app", "detai
             ("accessory", "reboot"): ["accessory", "reboot"], ("accessory", "logs"): ["logs", "--role"],
             ("app", "containers"): ["versions"], ("prune", "all"): ["prune"], ("prune",): ["prune"]}
 OPTIONS = {"--roles": "--role", "-r": "--role", "--hosts": "--host", "-h": "--host", "--lines": "-n"}
+LOGS = {"-s": "--since", "-g": "--grep"}  # Kamal's `logs` options whose letters mean otherwise in shipyard
 STACK = ("-s", "--stack", "-d", "--destination")  # Kamal's destination is the stack
+
+
+def _stack_flags(command: Sequence[str]) -> tuple[str, ...]:
+    """What names the stack after `command` (shipyard's): Kamal's destination, or shipyard's `-s` where Kamal's
+    command gives that letter no other meaning."""
+    return STACK[1:] if command[0] == "logs" else STACK
+
+
+def stack_in(words: Sequence[str], command: Sequence[str] = ("",)) -> tuple[str | None, list[str]]:
+    """The stack `words` (after `command`) name, and the words without it."""
+    words, flags = list(words), _stack_flags(command)
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition("=")
+        if eq and flag in flags and flag.startswith("--"):
+            return value, words[:i] + words[i + 1:]
+        if not eq and word in flags and i + 1 < len(words):
+            return words[i + 1], words[:i] + words[i + 2:]
+    return None, words
 
 
 def _known(words: Sequence[str]) -> tuple[list[str], int] | None:
@@ -32,24 +51,15 @@ def _known(words: Sequence[str]) -> tuple[list[str], int] | None:
 
 
 def _translated(command: list[str], words: Sequence[str]) -> list[str]:
-    """`command` with Kamal's words after it, their option names as shipyard's; the stack (`-d`, or `-s`) right
-    after the command's own words: after the options, a word would be the command's (`exec`'s)."""
-    words = list(words)
-    stack: list[str] = []
-    for i, word in enumerate(words[:-1]):
-        if word in STACK:
-            stack, words = ["-s", words[i + 1]], words[:i] + words[i + 2:]
-            break
-    for i, word in enumerate(words):
-        flag, eq, value = word.partition("=")
-        if flag in ("--destination", "--stack") and eq:
-            stack, words = [f"--stack={value}"], words[:i] + words[i + 1:]
-            break
+    """`command` with Kamal's words after it, their option names as shipyard's (`logs -s 5m` is Kamal's since); the
+    stack (`-d`) right after the command's own words: after the options, a word would be the command's (`exec`'s)."""
+    stack, words = stack_in(words, command)
     lead = next((i for i, w in enumerate(command) if w.startswith("-")), len(command))
-    out = [*command[:lead], *stack, *command[lead:]]
+    out = [*command[:lead], *([f"--stack={stack}"] if stack is not None else []), *command[lead:]]
+    options = {**OPTIONS, **(LOGS if command[0] == "logs" else {})}
     for word in words:
         flag, eq, value = word.partition("=")
-        out.append(OPTIONS[flag] + eq + value if flag in OPTIONS else word)
+        out.append(options[flag] + eq + value if flag in options else word)
     return out
 
 
@@ -104,8 +114,7 @@ def resolve(argv: Sequence[str]) -> list[str]:
     """`argv` whose first word is no `shipyard` command: the stack's alias of that name, expanded."""
     from .stack import open_stack
     name, rest = argv[0], list(argv[1:])
-    stack = next((rest[i + 1] for i, w in enumerate(rest[:-1]) if w in ("-s", "--stack")), None)
-    ctx = open_stack(stack)
+    ctx = open_stack(stack_in(rest)[0])
     aliases = ctx.cfg.aliases
     if name not in aliases:
         raise ConfigError("COMMAND", f"{name!r} is no shipyard command, nor an alias of stack {ctx.name} "

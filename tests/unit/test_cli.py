@@ -402,7 +402,7 @@ def test_prune_keeps_each_roles_current_container_and_retention_on_every_host(mo
 def test_kamal_aliases_expand_to_the_shipyard_command_that_does_the_same():
     from components.cli.aliases import expand
     assert expand("console", 'app exec -i --reuse "bin/rails console"', ["-s", "prod"]) == \
-        ["exec", "-s", "prod", "-i", "--reuse", "bin/rails console"]
+        ["exec", "--stack=prod", "-i", "--reuse", "bin/rails console"]
     assert expand("web-logs", "app logs --roles=web", []) == ["logs", "--role=web"]
     assert expand("back", "rollback", ["abc123"]) == ["rollback", "abc123"]
     with pytest.raises(ConfigError, match=r"^aliases.boot: `server bootstrap` is no Kamal command shipyard runs"):
@@ -415,12 +415,14 @@ def test_kamal_command_lines_typed_at_the_command_line_run_shipyards_counterpart
     own command is named with shipyard's spelling."""
     from components.cli import run
     from components.cli.aliases import kamal_words
-    for kamal, ours in [(["app", "logs", "-r", "web", "-d", "staging", "-f"], ["logs", "-s", "staging", "--role",
+    for kamal, ours in [(["app", "logs", "-r", "web", "-d", "staging", "-f"], ["logs", "--stack=staging", "--role",
                                                                                "web", "-f"]),
+                        (["app", "logs", "-s", "5m", "-g", "GET /up", "--stack=prod"],  # Kamal's -s: since
+                         ["logs", "--stack=prod", "--since", "5m", "--grep", "GET /up"]),
                         (["accessory", "logs", "db", "--destination=prod"], ["logs", "--stack=prod", "--role", "db"]),
                         (["app", "exec", "-i", "--reuse", "bin/rails console", "-d", "prod"],
-                         ["exec", "-s", "prod", "-i", "--reuse", "bin/rails console"]),
-                        (["redeploy", "-d", "prod"], ["deploy", "-s", "prod"]),
+                         ["exec", "--stack=prod", "-i", "--reuse", "bin/rails console"]),
+                        (["redeploy", "-d", "prod"], ["deploy", "--stack=prod"]),
                         (["app", "logs", "--hosts=10.0.0.2"], ["logs", "--host=10.0.0.2"]),
                         (["app", "containers"], ["versions"])]:
         assert kamal_words(kamal) == ours
@@ -429,7 +431,7 @@ def test_kamal_command_lines_typed_at_the_command_line_run_shipyards_counterpart
     from components.cli.aliases import as_shipyard
     commands = parser().commands
     assert as_shipyard(["accessory", "logs", "db", "-n", "5"], commands) == ["logs", "--role", "db", "-n", "5"]
-    assert as_shipyard(["prune", "all", "-d", "prod"], commands) == ["prune", "-s", "prod"]
+    assert as_shipyard(["prune", "all", "-d", "prod"], commands) == ["prune", "--stack=prod"]
     assert as_shipyard(["accessory", "reboot", "db", "-d", "prod"], commands) == ["accessory", "reboot", "db", "-s",
                                                                                   "prod"]
     assert as_shipyard(["console", "-d", "prod"], commands) is None
@@ -482,10 +484,10 @@ def test_a_rollback_tells_the_program_so_for_the_run_alone(mocker):
 
 def test_the_stack_may_come_before_the_command_as_kamal_users_type_it():
     from components.cli import _options_last
-    assert _options_last(["-s", "staging", "details"]) == ["details", "-s", "staging"]
+    assert _options_last(["-s", "staging", "details"]) == ["details", "--stack=staging"]
     assert _options_last(["--stack=staging", "--json", "lock", "status"]) == ["lock", "status", "--stack=staging",
                                                                              "--json"]
-    assert _options_last(["-s", "staging", "exec", "--", "ls", "-s"]) == ["exec", "-s", "staging", "--", "ls", "-s"]
+    assert _options_last(["-s", "staging", "exec", "--", "ls", "-s"]) == ["exec", "--stack=staging", "--", "ls", "-s"]
     assert _options_last(["details", "-s", "staging"]) == ["details", "-s", "staging"]
     args = parser().parse_args(_options_last(["-s", "staging", "details"]))
     assert (args.command, args.stack) == ("details", "staging")
