@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from .. import hosts
-from ..errors import ConfigError, DeployError
+from ..errors import ConfigError
 from ..hosts import docker_errors
+from ..ssh import SSHTarget
 from . import output
 from .stack import StackContext
 
@@ -78,9 +79,10 @@ def label(source: Source, several_roles: bool) -> str:
     return f"{source.host} {source.role}" if several_roles else source.host
 
 
-def _read(ctx: StackContext, source: Source, args: argparse.Namespace, since: datetime | None,
+def _read(target: SSHTarget, source: Source, args: argparse.Namespace, since: datetime | None,
           out: queue.Queue) -> None:
-    target = ctx.target(source.host)
+    """One container's lines into `out`, then what ended them (an error) and None: every reader ends with None,
+    whatever it met, so the command never waits for a reader that is gone."""
     try:
         c = hosts.client(target)
         with docker_errors(target, f"reading the logs of {source.container}"):
@@ -89,7 +91,7 @@ def _read(ctx: StackContext, source: Source, args: argparse.Namespace, since: da
             for line in lines_of(stream):
                 if args.grep is None or args.grep.search(line):
                     out.put((source, line))
-    except DeployError as exc:
+    except Exception as exc:  # noqa: BLE001 - told by the command, as one line
         out.put((source, exc))
     finally:
         out.put((source, None))
@@ -104,16 +106,17 @@ def show(ctx: StackContext, args: argparse.Namespace) -> int:
     width = max(len(label(s, several)) for s in chosen)
     colours = {h: output.HOST_COLOURS[i % len(output.HOST_COLOURS)]
                for i, h in enumerate(sorted({s.host for s in chosen}))}
+    targets = {h: ctx.target(h) for h in sorted({s.host for s in chosen})}  # a config error: before any reader
     out: queue.Queue = queue.Queue()
     for s in chosen:
-        threading.Thread(target=_read, args=(ctx, s, args, since, out), daemon=True).start()
+        threading.Thread(target=_read, args=(targets[s.host], s, args, since, out), daemon=True).start()
     running, buffered, error = len(chosen), {s: [] for s in chosen}, None
     try:
         while running:
             source, item = out.get()
             if item is None:
                 running -= 1
-            elif isinstance(item, DeployError):
+            elif isinstance(item, Exception):
                 error = error or item
             elif args.follow:  # as they come, interleaved
                 _print(source, item, args, several, width, colours)

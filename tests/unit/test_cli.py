@@ -83,6 +83,21 @@ def test_log_sources_are_the_current_containers_by_role_accessory_and_host():
         logs.sources(OUTPUTS, "db", "10.0.0.2")
 
 
+def test_logs_end_with_one_error_whatever_stops_them(mocker):
+    """A config the stack cannot be read with (a secret missing, a Kamal typo) is told before any host is read; a
+    reader that meets something unexpected ends the command too - it waited for ever before."""
+    from types import SimpleNamespace
+    args = SimpleNamespace(role=None, host=None, since=None, lines=None, follow=False, grep=None, json=True)
+    ctx = mocker.Mock(outputs=OUTPUTS)
+    ctx.target.side_effect = ConfigError("env.secret[0]", "secret API_KEY is in none of .kamal/secrets-common")
+    with pytest.raises(ConfigError, match="secret API_KEY"):
+        logs.show(ctx, args)
+    ctx.target.side_effect = lambda host: SSHTarget(host)
+    mocker.patch.object(logs.hosts, "client", side_effect=RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        logs.show(ctx, args)
+
+
 def test_log_lines_survive_chunks_that_split_them():
     assert list(logs.lines_of(iter([b"GET / 2", b"00\nGET /up", b" 200\r\n", b"tail"]))) == \
         ["GET / 200", "GET /up 200", "tail"]
