@@ -18,6 +18,17 @@ COMMANDS = {("app", "exec"): ["exec"], ("app", "logs"): ["logs"], ("app", "detai
             ("lock", "status"): ["lock", "status"], ("lock", "release"): ["lock", "release"],
             ("accessory", "reboot"): ["accessory", "reboot"], ("accessory", "logs"): ["logs", "--role"],
             ("app", "containers"): ["versions"], ("prune", "all"): ["prune"], ("prune",): ["prune"]}
+# Kamal 2.11's commands (`kamal help`, `kamal GROUP help`): those without a counterpart here are refused by name
+KAMAL = {"accessory": ("boot", "details", "exec", "logs", "reboot", "remove", "restart", "start", "stop", "upgrade"),
+         "app": ("boot", "containers", "details", "exec", "images", "live", "logs", "maintenance", "remove",
+                 "stale_containers", "start", "stop", "version"),
+         "build": ("create", "deliver", "details", "dev", "pull", "push", "remove"), "lock": ("acquire", "release",
+                                                                                                "status"),
+         "proxy": ("boot", "boot_config", "details", "logs", "reboot", "remove", "restart", "start", "stop"),
+         "registry": ("login", "logout", "remove", "setup"), "secrets": ("extract", "fetch", "print"),
+         "server": ("bootstrap", "exec"),
+         **{c: () for c in ("audit", "config", "deploy", "details", "docs", "init", "prune", "redeploy", "remove",
+                            "rollback", "setup", "upgrade", "version")}}
 OPTIONS = {"--roles": "--role", "-r": "--role", "--hosts": "--host", "-h": "--host", "--lines": "-n"}
 LOGS = {"-s": "--since", "-g": "--grep"}  # Kamal's `logs` options whose letters mean otherwise in shipyard
 STACK = ("-s", "--stack", "-d", "--destination")  # Kamal's destination is the stack
@@ -78,15 +89,16 @@ def as_shipyard(argv: Sequence[str], commands: Collection[str]) -> list[str] | N
     """`argv` as the `shipyard` command it means: shipyard's own (`commands`), given Kamal's destination as the
     stack; Kamal's words (`app logs`, `accessory logs db`) as their counterpart; None for neither (an alias?)."""
     known = _known(argv)
-    if argv[0] not in commands or known is not None and known[0] != list(argv[:known[1]]):
+    if argv[0] not in commands or known is not None and known[0] != list(argv[:known[1]]) or \
+            known is None and argv[1:2] and argv[1] in KAMAL.get(argv[0], ()):  # `accessory exec`: Kamal's alone
         return kamal_words(argv)
     return destination_as_stack(argv)
 
 
 def destination_as_stack(argv: Sequence[str]) -> list[str]:
-    """`argv` of a `shipyard` command that Kamal has too (`deploy`, `rollback`, `lock status`...), Kamal's
-    destination (`-d`, `--destination`) given as the stack; its other words as they are (`-h` is help here)."""
-    if not argv or argv[0] not in {k[0] for k in COMMANDS}:
+    """`argv` of a `shipyard` command, Kamal's destination (`-d`, `--destination`) given as the stack; its other
+    words as they are (`-h` is help here) - and all of `exec`'s, whose words are the command it runs."""
+    if not argv or argv[0] == "exec":
         return list(argv)
     out = []
     for word in argv:
@@ -102,11 +114,14 @@ def kamal_words(argv: Sequence[str]) -> list[str] | None:
     known = _known(argv)
     if known is not None:
         return _translated(known[0], argv[known[1]:])
-    if argv and argv[0] in {k[0] for k in COMMANDS if len(k) == 2}:
-        kamal = " ".join(argv[:2])
-        raise ConfigError("COMMAND", f"`{kamal}` is a Kamal command shipyard has no counterpart for; Kamal's that it "
-                                     f"runs: {', '.join(' '.join(k) for k in COMMANDS if k[0] == argv[0])} (see "
-                                     f"`shipyard --help` for its own)")
+    if argv and argv[0] in KAMAL:
+        group = KAMAL[argv[0]]
+        kamal = " ".join(argv[:2] if argv[1:2] and argv[1] in group else argv[:1])
+        runs = [" ".join(k) for k in COMMANDS if k[0] == argv[0] and len(k) == 2]
+        which = f"of Kamal's `{argv[0]}` commands it runs" if runs else "the Kamal commands it runs are"
+        raise ConfigError("COMMAND", f"`{kamal}` is a Kamal command shipyard has no counterpart for; {which} "
+                                     f"{', '.join(runs or (' '.join(k) for k in COMMANDS))} (see `shipyard --help` "
+                                     f"for its own)")
     return None
 
 

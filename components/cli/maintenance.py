@@ -44,7 +44,7 @@ def maintenance(ctx: StackContext, args: argparse.Namespace) -> int:
                 *([f"--message={args.message}"] if args.message else [])]
     _each(ctx, chosen, argv, "stop")
     output.progress(f"{ctx.name}: in maintenance ({', '.join(sorted({r for r, _, _ in chosen}))}); "
-                    f"`shipyard live` ends it")
+                    f"`shipyard live -s {ctx.name}{' --role ' + args.role if args.role else ''}` ends it")
     return 0
 
 

@@ -451,14 +451,23 @@ def test_kamal_command_lines_typed_at_the_command_line_run_shipyards_counterpart
                                                                                   "prod"]
     assert as_shipyard(["console", "-d", "prod"], commands) is None
     with pytest.raises(ConfigError, match=r"^COMMAND: `app boot` is a Kamal command shipyard has no counterpart "
-                                          r"for; Kamal's that it runs: app exec, app logs"):
+                                          r"for; of Kamal's `app` commands it runs app exec, app logs"):
         run(["app", "boot"])
+    # also where shipyard has a command of that name, and for Kamal's commands with no counterpart at all
+    with pytest.raises(ConfigError, match=r"^COMMAND: `accessory exec` is a Kamal command shipyard has no "
+                                          r"counterpart for; of Kamal's `accessory` commands it runs accessory reboot, "
+                                          r"accessory logs \(see `shipyard --help` for its own\)$"):
+        run(["accessory", "exec", "db", "ls /"])
+    with pytest.raises(ConfigError, match=r"^COMMAND: `proxy logs` is a Kamal command shipyard has no counterpart "
+                                          r"for; the Kamal commands it runs are app exec, "):
+        run(["proxy", "logs", "-d", "staging"])
     # shipyard's own commands that Kamal has too take Kamal's destination; other Kamal options are named
     from components.cli.aliases import destination_as_stack
     assert destination_as_stack(["lock", "status", "-d", "prod", "-h"]) == ["lock", "status", "-s", "prod", "-h"]
     assert destination_as_stack(["rollback", "abc123", "--destination=prod"]) == ["rollback", "abc123",
                                                                                  "--stack=prod"]
-    assert destination_as_stack(["logs", "-d", "x"]) == ["logs", "-d", "x"]  # not Kamal's: its words as they are
+    assert destination_as_stack(["versions", "-d", "x"]) == ["versions", "-s", "x"]
+    assert destination_as_stack(["exec", "ls", "-d", "x"]) == ["exec", "ls", "-d", "x"]  # the command's words
     with pytest.raises(SystemExit):
         run(["logs", "-r", "web"])
     assert capsys.readouterr().err.splitlines()[-1] == ("shipyard: error: unrecognized arguments: -r web (Kamal's "
