@@ -73,8 +73,14 @@ def expected_version(ctx: StackContext) -> str:
 
 
 def run(ctx: StackContext, args: argparse.Namespace) -> int:
-    up(ctx, args, "deploy", expected_version(ctx))
-    return details.show(ctx, args)
+    version = expected_version(ctx)
+    up(ctx, args, "deploy", version)
+    code = details.show(ctx, args)
+    if ctx.cfg.version and not ctx.cfg.promote:  # where Kamal's next deploy ships the app's commit again
+        output.progress(f"{ctx.name} stays on version {version}: shipyard:version pins it (`shipyard rollback` "
+                        f"does); `pulumi config rm --stack {ctx.name} shipyard:version` deploys the app's commits "
+                        f"again")
+    return code
 
 
 def add_lock_wait(p: argparse.ArgumentParser) -> None:

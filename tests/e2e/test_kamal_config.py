@@ -544,6 +544,10 @@ def test_deploy_and_rollback_of_a_kamal_backed_stack_move_every_role_and_fail_no
         updates = shipyard(pair.dir, pair.env, "audit", "-s", "staging", "--json").json()["updates"]
         assert [(u["action"], u["version"]) for u in updates[-2:]] == [("deploy", after), ("rollback", before)]
         assert running("production") == {"web": before, "job": before}
+        # the next deploy stays on the version rolled back to (Kamal's ships the app's commit again): it says so
+        again = shipyard(pair.dir, pair.env, "redeploy", "-d", "staging")
+        assert running("staging") == {"web": before, "job": before}
+        assert f"staging stays on version {before}: shipyard:version pins it" in again.err
         show_after(request, "rollback", [f"a rollback of a Kamal-backed stack (web and job): {len(seen)} requests, "
                                         f"0 failed"])
     finally:  # the app's commit is `before` again and staging follows it: both run the app's commit, as every test

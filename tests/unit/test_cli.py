@@ -375,6 +375,23 @@ def test_a_deploy_that_waits_for_another_takes_its_operations_in_flight_for_its_
     assert ctx.stack.up.call_count == 2
 
 
+def test_a_deploy_of_a_stack_a_rollback_pinned_says_it_stays_on_that_version_and_how_to_follow_commits_again(
+        mocker):
+    from types import SimpleNamespace
+    mocker.patch.object(deploy, "up")
+    mocker.patch.object(details, "show", return_value=0)
+    said = mocker.patch.object(output, "progress")
+    ctx = SimpleNamespace(name="staging", cfg=SimpleNamespace(version="d804ffd5af75", promote=None, servers={"web": 1}))
+    assert deploy.run(ctx, SimpleNamespace()) == 0
+    said.assert_called_once_with("staging stays on version d804ffd5af75: shipyard:version pins it (`shipyard "
+                                 "rollback` does); `pulumi config rm --stack staging shipyard:version` deploys the "
+                                 "app's commits again")
+    ctx.cfg.version = None
+    mocker.patch.object(deploy, "expected_version", return_value="a1b2c3")
+    deploy.run(ctx, SimpleNamespace())
+    said.assert_called_once()  # following the app's commits: nothing more to say
+
+
 def test_maintenance_stops_every_proxied_route_or_one_roles_and_live_resumes(mocker):
     from types import SimpleNamespace
 
