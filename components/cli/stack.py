@@ -189,8 +189,10 @@ class StackContext:
     @cached_property
     def cfg(self) -> Deploy:
         try:
-            # as the program reads it: a stack that names a Kamal config (`shipyard:kamal`) gets that config
-            return kamal.load_stack(raw_config(self.all_config), stack=self.name, project_dir=self.project_dir)
+            # as the program reads it: a stack that names a Kamal config (`shipyard:kamal`) gets that config - only
+            # to read what is deployed, so a secret the deploy needs (and this checkout may lack) is left unread
+            return kamal.load_stack(raw_config(self.all_config), stack=self.name, project_dir=self.project_dir,
+                                    secrets_needed=False)
         except ConfigError as exc:
             raise StackError(self.name, f"config {exc}") from None
 

@@ -39,10 +39,12 @@ def overlay_file(config_file: Path, destination: str) -> Path:
 
 def load(config_file: Path, *, destination: str | None, project_dir: Path, environ: Mapping[str, str] | None = None,
          run_secret_commands: bool = False, ignore: Iterable[str] = (), stack: Mapping[str, Any] | None = None,
-         runner: CommandRunner = run_command) -> dict[str, Any]:
+         runner: CommandRunner = run_command, secrets_needed: bool = True) -> dict[str, Any]:
     """Read a Kamal config for `destination` (None: as `kamal deploy` without `-d`) and return the raw shipyard
     config it maps to. `stack` is the stack's own config: secrets it sets are never looked up (nor their commands
-    run). Raises one ConfigError listing every refused key."""
+    run). Raises one ConfigError listing every refused key. `secrets_needed=False`: read for what is deployed
+    already (the `shipyard` command's details, logs...), as Kamal reads it for those - a secret missing here is
+    left unread, and no secret command runs; only the SSH keys' secrets are still needed."""
     environ = dict(os.environ if environ is None else environ)
     if destination:
         environ["KAMAL_DESTINATION"] = destination
@@ -64,8 +66,9 @@ def load(config_file: Path, *, destination: str | None, project_dir: Path, envir
         raw = deep_merge(raw, data)
         problems += erb
     secrets = read_secrets(app_dir, str(raw.get("secrets_path") or ".kamal/secrets"), destination, environ,
-                           runner if run_secret_commands else None)
-    mapper = Mapper(raw, app_dir, project_dir.resolve(), destination, secrets, stack or {})
+                           runner if run_secret_commands and secrets_needed else None)
+    mapper = Mapper(raw, app_dir, project_dir.resolve(), destination, secrets, stack or {},
+                    secrets_needed=secrets_needed)
     out = mapper.run()
     problems += mapper.problems
     seen, lines, fixes = set(), [], 0
@@ -121,11 +124,11 @@ def _drop(data: Any, path: str) -> None:
 
 
 def load_stack(raw: Mapping[str, Any], *, stack: str, project_dir: Path,
-               environ: Mapping[str, str] | None = None) -> Deploy:
+               environ: Mapping[str, str] | None = None, secrets_needed: bool = True) -> Deploy:
     """A stack's validated config from its `shipyard:*` keys, whether it names a Kamal config or not: the one
     pipeline the program and the `shipyard` command both read a stack through. A `pulumi config set` its errors
-    suggest is for this stack (`--stack`): a project has several."""
-    cfg = stack_config(raw, stack=stack, project_dir=project_dir, environ=environ)
+    suggest is for this stack (`--stack`): a project has several. `secrets_needed`: as `load`'s."""
+    cfg = stack_config(raw, stack=stack, project_dir=project_dir, environ=environ, secrets_needed=secrets_needed)
     try:
         return config.load(cfg, stack=stack)
     except ConfigError as exc:
@@ -142,7 +145,7 @@ def load_stack(raw: Mapping[str, Any], *, stack: str, project_dir: Path,
 
 
 def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, environ: Mapping[str, str] | None = None,
-                 runner: CommandRunner = run_command) -> dict[str, Any]:
+                 runner: CommandRunner = run_command, secrets_needed: bool = True) -> dict[str, Any]:
     """The stack's `shipyard:*` keys, with `kamal` replaced by the Kamal config it names and the stack's own keys
     deep-merged over that (the stack wins). Without `kamal`, the keys as they are. A Kamal stack also takes over
     what Kamal deployed of the app (`takeover`, with Kamal's destination) unless it sets `kamal.takeover: false`."""
@@ -168,7 +171,7 @@ def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, envir
         raise ConfigError("kamal.destination", "should be a destination name, or null for none")
     mapped = load(project_dir / opts["config"], destination=destination or None, project_dir=project_dir,
                   environ=environ, run_secret_commands=opts.get("run_secret_commands", False), ignore=ignore,
-                  stack=own, runner=runner)
+                  stack=own, runner=runner, secrets_needed=secrets_needed)
     if "promote" in own:
         mapped.pop("builder", None)  # how the app builds: the source stack's business, this one builds nothing
     mapped["kamal_app"] = {"destination": destination or None}

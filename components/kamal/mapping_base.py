@@ -43,6 +43,7 @@ class MapperBase:
     problems: list[tuple[str, str, bool]] = field(default_factory=list)  # (path, message, ignorable)
     needed: dict[str, tuple[str, str]] = field(default_factory=dict)  # env name -> (secret key, path)
     own_secrets: dict[str, str] = field(default_factory=dict)  # secrets the config holds itself (inline key_data)
+    secrets_needed: bool = True  # False: a secret missing (or behind a command) is left unread (`kamal.load`)
 
     def refuse(self, path: str, message: str = NOT_YET, *, ignorable: bool | None = None) -> None:
         """Refuse the key at `path`. Ignorable (by default, a feature not supported yet): listing it in

@@ -8,6 +8,7 @@ from ..config import VOLUME
 from .mapping_base import NOT_YET, MapperBase, unknown_key
 
 ENV_KEYS = ("clear", "secret")
+UNREAD = "(unread)"  # a secret's value where none is needed (`MapperBase.secrets_needed`)
 
 
 class EnvMapping(MapperBase):
@@ -44,6 +45,8 @@ class EnvMapping(MapperBase):
         return out
 
     def secret(self, key: str, path: str) -> str | None:
+        if key not in self.secrets.values and not self.secrets_needed:
+            return UNREAD
         if key in self.secrets.blocked:
             self.refuse(path, self.blocked_message(key))
             return None
@@ -67,7 +70,9 @@ class EnvMapping(MapperBase):
         for name, (key, path) in self.needed.items():
             if name in stacked:
                 continue
-            if key in self.secrets.blocked:
+            if key not in self.secrets.values and not self.secrets_needed and not path.startswith("ssh."):
+                out[name] = UNREAD  # what is deployed is read, not deployed again: Kamal does not read it either
+            elif key in self.secrets.blocked:
                 self.refuse(path, self.blocked_message(key).replace(f"secrets.{key}'", f"secrets.{name}'"))
             elif key in self.secrets.values:
                 out[name] = self.secrets.values[key]

@@ -277,6 +277,16 @@ def test_the_shipyard_command_reads_a_kamal_backed_stack_as_the_program_does(ben
             assert (c["host"], c["container"], c["state"]) == (host, f"kshop-{role}-{dest}-{app_head(pair.dir)}",
                                                                "running")
         assert containers["web"]["route"]["hosts"] == [NAMES[dest]]
+    # what is deployed reads without the secrets a deploy needs, as Kamal's `app details` does: a checkout that lacks
+    # production's GREETING still shows production
+    secrets = pair.dir / "app/.kamal/secrets.production"
+    kept = secrets.read_text()
+    try:
+        secrets.write_text("".join(line for line in kept.splitlines(True) if not line.startswith("GREETING=")))
+        assert shipyard(pair.dir, pair.env, "details", "-d", "production", "--json").json()["destination"] == \
+            "production"
+    finally:
+        secrets.write_text(kept)
     # typed as Kamal's command line: `kamal app containers -d staging` is `shipyard versions -s staging`
     versions = shipyard(pair.dir, pair.env, "app", "containers", "-d", "staging", "--json").json()["versions"]
     current = sorted((r["role"], r["version"]) for r in versions if r["current"])  # earlier ones: retained

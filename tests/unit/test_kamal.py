@@ -653,6 +653,19 @@ def test_a_value_of_the_kamal_file_that_shipyard_refuses_is_named_in_its_files_a
     assert err.value.path == "ssh.port"
 
 
+def test_what_is_deployed_reads_without_the_secrets_a_deploy_needs_as_kamal_reads_it(tmp_path):
+    """`kamal config -d production` and `kamal app details` read the config without its secrets; so does the
+    shipyard command (details, logs, ...): a secret this checkout lacks is left unread - the deploy still refuses."""
+    project = stack_app(tmp_path)
+    (tmp_path / "myapp/.kamal/secrets.production").write_text("")
+    (tmp_path / "myapp/.kamal/secrets-common").write_text("")
+    stack = {"kamal": {"config": "../myapp/config/deploy.yml"}, "ssh": {"keys": ["k"]}, "destination": "production"}
+    cfg = kamal.load_stack(stack, stack="production", project_dir=project, environ={}, secrets_needed=False)
+    assert cfg.servers["web"].hosts == ("10.0.0.1",) and cfg.secrets["S"] == "(unread)"
+    with pytest.raises(ConfigError, match="secret S is in none of .kamal/secrets-common, .kamal/secrets.production"):
+        kamal.load_stack(stack, stack="production", project_dir=project, environ={})
+
+
 def test_without_kamal_the_stack_config_is_unchanged(tmp_path):
     assert kamal.stack_config({"service": "x"}, stack="s", project_dir=tmp_path) == {"service": "x"}
 
