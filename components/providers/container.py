@@ -169,6 +169,12 @@ def host_shell_env(t: SSHTarget, props: dict[str, Any]) -> dict[str, str]:
     return {**env, **dict(zip(names, values))}
 
 
+def _last_output(c, cid: str, secrets: list[str]) -> str:
+    """A failed container's last lines of output, as one line and with its secrets redacted: what the user has to
+    go on once the container is removed."""
+    return text.tail(c.logs(cid, tail=20).decode(errors="replace"), 5, secrets).replace("\n", " | ") or "-"
+
+
 def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool = False) -> None:
     proxy = props.get("proxy")
     delay = float(props.get("readiness_delay") if props.get("readiness_delay") is not None
@@ -185,11 +191,10 @@ def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool =
         info = c.inspect_container(cid)
         verdict = decisions.container_verdict(info["State"])
         if verdict.status in ("crashed", "unhealthy"):
-            logs = text.tail(c.logs(cid, tail=20).decode(errors="replace"), 5, secrets).replace("\n", " | ")
             what = f"{verdict.detail} right after starting" if verdict.status == "crashed" else \
                 f"reports unhealthy ({text.redact(verdict.detail, secrets)})"
             raise HealthCheckFailed(str(t), f"{where} {what}; {done} and the previous version keeps running. "
-                                            f"Last output: {logs or '-'}")
+                                            f"Last output: {_last_output(c, cid, secrets)}")
         if proxy:
             answer = health_answer(t, info, props["network"], proxy)
             if answer is not None:
@@ -205,7 +210,8 @@ def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool =
         if time.monotonic() >= deadline:
             raise HealthCheckFailed(str(t), f"{where} did not become healthy within {timeout_s:g}s; {done} and "
                                             f"the previous version keeps serving. Last health check: "
-                                            f"{text.redact(last, secrets)}")
+                                            f"{text.redact(last, secrets)}. Last output: "
+                                            f"{_last_output(c, cid, secrets)}")
         # The deployer's own look: often at first (an app that boots in 100 ms is seen then), then at most
         # every healthcheck interval (kamal-proxy's own checks keep that interval).
         cap = float(proxy["healthcheck"]["interval"]) if proxy else 0.2

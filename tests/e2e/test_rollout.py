@@ -126,6 +126,8 @@ def test_a_failed_health_check_keeps_the_previous_version_serving(bench, pair):
     assert (f"host {host}: container shop-web-staging-v3 (role web) of destination staging did not become healthy within 8s; "
             f"it was removed and the previous version keeps serving. Last health check: HTTP/1.1 404 Not Found from "
             in result.out), result.out
+    # the container is gone: the line keeps what it printed last (this app prints nothing: `-`)
+    assert "/missing. Last output: -" in result.out, result.out
     assert "Traceback" not in result.out
     assert "version=v2" in get(bench, "staging")
     assert named(bench, "staging") == before  # the failed container is gone, nothing else changed

@@ -12,6 +12,7 @@ import pytest
 from components import hostlock, payloads, providers
 from components.providers import container
 from components.errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
+from components.hosts import SSHTarget
 
 OWNER = "shipyard/staging"
 OURS = {"shipyard.stack": OWNER, "destination": "staging", "service": "hello", "role": "web"}
@@ -794,3 +795,24 @@ def test_a_container_being_removed_by_another_step_or_gone_counts_as_removed(cli
     client.remove_container.side_effect = refusal(409, "You cannot remove a running container abc")
     with pytest.raises(docker.errors.APIError):
         container.remove_container(client, "abc")
+
+
+def test_a_container_that_never_becomes_healthy_is_told_with_its_last_output_its_secrets_redacted(mocker):
+    """It is removed once this is said: what it printed last is what the user has to go on."""
+    c = mocker.Mock()
+    c.inspect_container.return_value = {"State": {"Running": True, "Status": "running", "ExitCode": 0,
+                                                  "RestartCount": 0}}
+    c.logs.return_value = b"booting\nconnecting with t0ken-value\nGET /up 404\n"
+    mocker.patch.object(container, "health_answer", return_value=(404, "HTTP/1.1 404 Not Found from 172.18.0.5:80/up"))
+    clock = iter(range(0, 1000, 5))
+    mocker.patch.object(container.time, "monotonic", side_effect=lambda: next(clock))
+    mocker.patch.object(container.time, "sleep")
+    props = {"name": "shop-web-staging-v3", "role": "web", "destination": "staging", "network": "kamal",
+             "proxy": {"deploy_timeout": 8, "healthcheck": {"interval": 1, "path": "/up"}},
+             "secret_env": {"TOKEN": "t0ken-value"}}
+    with pytest.raises(HealthCheckFailed) as err:
+        container.wait_ready(c, SSHTarget("h1"), "c3", props)
+    assert str(err.value) == (
+        "host h1: container shop-web-staging-v3 (role web) of destination staging did not become healthy within 8s; "
+        "it was removed and the previous version keeps serving. Last health check: HTTP/1.1 404 Not Found from "
+        "172.18.0.5:80/up. Last output: booting | connecting with [secret] | GET /up 404")
