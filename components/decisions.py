@@ -85,10 +85,12 @@ class Actions:
     remove: tuple[str, ...] = ()
 
 
-def leftovers(seen: Iterable[Seen]) -> tuple[str, ...]:
+def leftovers(seen: Iterable[Seen], *, besides_run: str | None = None) -> tuple[str, ...]:
     """Containers an interrupted create left behind (still under their pending name): they never became ready, so
-    nothing serves from them and no state knows them."""
-    return tuple(s.id for s in seen if naming.is_pending(s.name))
+    nothing serves from them and no state knows them. `besides_run`: only those an earlier run left (a create
+    whose clean-up failed with its connection), not the ones this run is creating."""
+    return tuple(s.id for s in seen if naming.is_pending(s.name)
+                 and (besides_run is None or not naming.of_run(s.name, besides_run)))
 
 
 def after_rollout(seen: Iterable[Seen], current: str, retain: int, *, stop_running: bool = True) -> Actions:

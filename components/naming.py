@@ -95,6 +95,11 @@ def is_pending(name: str) -> bool:
     return "_pending_" in name
 
 
+def of_run(name: str, run: str) -> bool:
+    """A pending name given by run `run` (its nonce starts with the run's: `pending_name(name, run + ...)`)."""
+    return name.partition("_pending_")[2].startswith(run)
+
+
 def is_aside(name: str) -> bool:
     return "_replaced_" in name or "_pending_" in name
 

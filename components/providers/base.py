@@ -258,6 +258,9 @@ def nonce() -> str:
     return uuid.uuid4().hex[:8]
 
 
+RUN = nonce()  # this process's run (one plugin process serves one run): the start of its pending names' nonces
+
+
 # -- diffs --------------------------------------------------------------------------------------------------------
 
 def _split_targets(props: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:

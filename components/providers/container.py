@@ -25,9 +25,9 @@ from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
-from .base import STOP_TIMEOUT_S, ensure_image, exact_diff, health_answer, held_elsewhere, host_lock, label_filters, \
-    named, nonce, of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, route_target, \
-    service_of, target
+from .base import RUN, STOP_TIMEOUT_S, ensure_image, exact_diff, health_answer, held_elsewhere, host_lock, \
+    label_filters, named, nonce, of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, \
+    route_target, service_of, target
 from .resource import ShipyardResource
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -222,15 +222,20 @@ def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool =
 def after_rollout(c, props: dict[str, Any], current: str, listing: list[dict[str, Any]] | None = None
                   ) -> set[str]:
     """Once `current` runs: only it runs (a proxied predecessor serves until its route has switched: the route
-    stops it); `retain` stopped versions are kept, older ones and unused images of ours removed. `listing`: the
-    destination's containers on the host, all roles (listed here without it). Returns the IDs removed."""
+    stops it); `retain` stopped versions are kept, older ones and unused images of ours removed - and what an
+    earlier run's failed create left under a pending name in any role or accessory (its clean-up failed with its
+    connection: it may run, beside the version it was to replace). `listing`: the destination's containers on the
+    host, all roles (listed here without it). Returns the IDs removed."""
     if listing is None:
         listing = c.containers(all=True, filters={"label": label_filters(props)})
     seen = [decisions.Seen.from_list(i) for i in of_role(listing, props, props["role"])]
     actions = decisions.after_rollout(seen, current, int(props.get("retain") or 5),
                                       stop_running=not props.get("proxy"))
     carry_out(c, actions, stop_timeout(props), seen)
-    return set(actions.remove)
+    stale = decisions.leftovers((decisions.Seen.from_list(i) for i in listing), besides_run=RUN)
+    for cid in stale:
+        remove_container(c, cid)
+    return set(actions.remove) | set(stale)
 
 
 def carry_out(c, actions: decisions.Actions, timeout: float, seen: list[decisions.Seen]) -> None:
@@ -387,7 +392,7 @@ class ContainerProvider(ResourceProvider):
             # a create on a missing network, but 29 takes it - and a connect to one - and fails only the start
             proxy_network(c, t, props)
         cid = c.create_container(
-            image=image, name=naming.pending_name(props["name"], nonce()), command=props.get("cmd") or None,
+            image=image, name=naming.pending_name(props["name"], RUN + nonce()[:4]), command=props.get("cmd") or None,
             environment=payloads.env_list(env), labels=props["labels"], ports=exposed or None,
             host_config=host_config, networking_config=networking, **container_options)["Id"]
         try:

@@ -81,6 +81,9 @@ def test_routed_finds_the_containers_routes_target_by_id_prefix_or_name():
 def test_leftovers_are_the_pending_ones():
     containers = [seen("p", "v2", 3, True, name="svc-web-staging-v2_pending_1a2b3c4d"), seen("v1", "v1", 1, True)]
     assert decisions.leftovers(containers) == ("p",)
+    # besides this run's own creates (its nonce starts the name's)
+    containers.append(seen("q", "v3", 4, False, name="svc-db-staging_pending_5e6f7a8b9c0d"))
+    assert decisions.leftovers(containers, besides_run="5e6f7a8b") == ("p",)
 
 
 VERDICTS = [

@@ -265,6 +265,22 @@ def test_leftovers_of_an_interrupted_run_are_removed_before_a_new_create(client)
     client.remove_container.assert_any_call("p" * 64, v=False, force=True)
 
 
+def test_a_failed_create_whose_clean_up_failed_is_removed_by_a_later_runs_clean_up_in_any_role(client, mocker):
+    """A cut connection failed an accessory's create and its clean-up: its replacement ran on under its pending name,
+    beside the accessory, while later `up`s changed only the app. The next accessory's or rollout's clean-up on the
+    host removes it - not what this run is creating under a pending name."""
+    mocker.patch.object(container, "RUN", "5e6f7a8b")
+    earlier = {"Id": "d" * 64, "Names": ["/hello-staging-db_pending_1234abcd"], "State": "running", "Created": 5,
+               "Labels": {**OURS, "version": "v1", "role": "db"}, "ImageID": "sha256:x"}
+    ours_now = {**earlier, "Id": "e" * 64, "Names": ["/hello-jobs-staging-v2_pending_5e6f7a8b0001"],
+                "Labels": {**OURS, "version": "v2", "role": "jobs"}}
+    current = {**earlier, "Id": "w" * 64, "Names": ["/hello-web-staging-v2"],
+               "Labels": {**OURS, "version": "v2", "role": "web"}}
+    removed = container.after_rollout(client, container_props(), "w" * 64, [earlier, ours_now, current])
+    assert removed == {"d" * 64}
+    client.remove_container.assert_called_once_with("d" * 64, v=False, force=True)
+
+
 def test_a_new_worker_first_stops_the_one_an_interrupted_rollout_started_beside_the_last_whole_one(client, mocker):
     def worker(version: str, started: str) -> dict[str, Any]:
         return {"Id": version * 16, "Names": [f"/hello-jobs-staging-{version}"], "State": "running", "Created": 5,
