@@ -22,8 +22,8 @@ class _Parser(argparse.ArgumentParser):
     """Argparse's, saying what shipyard calls the Kamal options it was given."""
 
     def error(self, message: str):  # type: ignore[override]
-        from .aliases import OPTIONS, STACK
-        theirs = {**{k: "-s/--stack" for k in STACK[2:]}, **OPTIONS}
+        from .aliases import DESTINATION, OPTIONS
+        theirs = {**{k: "-s/--stack" for k in DESTINATION}, **OPTIONS}
         given = sorted({w.split("=")[0] for w in message.split() if w.split("=")[0] in theirs}, key=message.find)
         if given and message.startswith("unrecognized arguments"):
             message += f" (Kamal's {', '.join(f'{w} is {theirs[w]}' for w in given)} here)"

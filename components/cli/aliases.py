@@ -31,7 +31,8 @@ KAMAL = {"accessory": ("boot", "details", "exec", "logs", "reboot", "remove", "r
                             "rollback", "setup", "upgrade", "version")}}
 OPTIONS = {"--roles": "--role", "-r": "--role", "--hosts": "--host", "-h": "--host", "--lines": "-n"}
 LOGS = {"-s": "--since", "-g": "--grep"}  # Kamal's `logs` options whose letters mean otherwise in shipyard
-STACK = ("-s", "--stack", "-d", "--destination")  # Kamal's destination is the stack
+DESTINATION = ("-d", "--destination")  # Kamal's destination is the stack
+STACK = ("-s", "--stack", *DESTINATION)
 
 
 def _stack_flags(command: Sequence[str]) -> tuple[str, ...]:
@@ -103,7 +104,7 @@ def destination_as_stack(argv: Sequence[str]) -> list[str]:
     out = []
     for word in argv:
         flag, eq, value = word.partition("=")
-        out.append(("-s" if flag == "-d" else "--stack") + eq + value if flag in STACK[2:] else word)
+        out.append(("-s" if flag == "-d" else "--stack") + eq + value if flag in DESTINATION else word)
     return out
 
 

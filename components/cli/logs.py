@@ -104,9 +104,9 @@ def show(ctx: StackContext, args: argparse.Namespace) -> int:
         args.lines = 10 if args.follow else 100
     several = len({s.role for s in chosen}) > 1
     width = max(len(label(s, several)) for s in chosen)
-    colours = {h: output.HOST_COLOURS[i % len(output.HOST_COLOURS)]
-               for i, h in enumerate(sorted({s.host for s in chosen}))}
-    targets = {h: ctx.target(h) for h in sorted({s.host for s in chosen})}  # a config error: before any reader
+    hosts_ = sorted({s.host for s in chosen})
+    colours = {h: output.HOST_COLOURS[i % len(output.HOST_COLOURS)] for i, h in enumerate(hosts_)}
+    targets = {h: ctx.target(h) for h in hosts_}  # a config error: before any reader
     out: queue.Queue = queue.Queue()
     for s in chosen:
         threading.Thread(target=_read, args=(targets[s.host], s, args, since, out), daemon=True).start()

@@ -70,7 +70,7 @@ def prune(ctx: StackContext, args: argparse.Namespace) -> int:
             for role, now in (current.get(host) or {}).items():
                 proxied = cfg.role_proxy(role) is not None if role in cfg.servers else False
                 props = {**base, "role": role, "proxy": proxied, "stop_timeout": None if proxied else cfg.drain_timeout}
-                removed |= after_rollout(c, props, now["id"], listing)
+                removed |= after_rollout(c, props, now["id"], [i for i in listing if i["Id"] not in removed])
             used = {i.get("ImageID") for i in listing if i["Id"] not in removed}
             prune_images(c, base, used)
         return len(removed)

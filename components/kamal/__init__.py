@@ -135,13 +135,17 @@ def load_stack(raw: Mapping[str, Any], *, stack: str, project_dir: Path,
         top = re.split(r"[.\[]", exc.path)[0]
         if "kamal" in raw and top in cfg and top not in raw and top not in config.INTERNAL_KEYS | {"takeover"}:
             # a value of the Kamal config's that shipyard refuses: named in its file, as the mapping's refusals are
-            opts = raw["kamal"] if isinstance(raw["kamal"], dict) else {"config": raw["kamal"]}
-            label = _label((project_dir / opts["config"]).resolve(), cfg["kamal_app"]["destination"])
+            label = _label((project_dir / _options(raw)["config"]).resolve(), cfg["kamal_app"]["destination"])
             raise ConfigError("kamal", f"{label}: {exc.path}: {exc.message}") from None
         if "`pulumi config set " not in exc.message:
             raise
         raise ConfigError(exc.path, exc.message.replace("`pulumi config set ", f"`pulumi config set --stack {stack} ")
                           ) from None
+
+
+def _options(raw: Mapping[str, Any]) -> Any:
+    """The stack's `shipyard:kamal`, its short form (the file alone) as the long one."""
+    return {"config": raw["kamal"]} if isinstance(raw["kamal"], str) else raw["kamal"]
 
 
 def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, environ: Mapping[str, str] | None = None,
@@ -151,9 +155,7 @@ def stack_config(raw: Mapping[str, Any], *, stack: str, project_dir: Path, envir
     what Kamal deployed of the app (`takeover`, with Kamal's destination) unless it sets `kamal.takeover: false`."""
     if "kamal" not in raw:
         return dict(raw)
-    opts = raw["kamal"]
-    if isinstance(opts, str):
-        opts = {"config": opts}
+    opts = _options(raw)
     if not isinstance(opts, dict) or not isinstance(opts.get("config"), str):
         raise ConfigError("kamal", "give the Kamal config file: shipyard:kamal: {config: ../myapp/config/deploy.yml}")
     for key in opts:

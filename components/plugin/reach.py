@@ -13,21 +13,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterator, Mapping
 
-from pulumi.output import Unknown
-from pulumi.runtime.rpc import UNKNOWN
+from pulumi.runtime.rpc import contains_unknowns
 
 from ..ssh import SSHTarget
 from .schema import TARGET_KEYS
-
-
-def _known(value: Any) -> bool:
-    if isinstance(value, Unknown) or (isinstance(value, str) and value == UNKNOWN):
-        return False
-    if isinstance(value, dict):
-        return all(_known(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_known(v) for v in value)
-    return True
 
 
 def targets(props: Mapping[str, Any]) -> Iterator[SSHTarget]:
@@ -35,7 +24,7 @@ def targets(props: Mapping[str, Any]) -> Iterator[SSHTarget]:
     for key in TARGET_KEYS:
         value = props.get(key)
         for t in value if isinstance(value, list) else [value]:
-            if isinstance(t, dict) and isinstance(t.get("host"), str) and _known(t):
+            if isinstance(t, dict) and isinstance(t.get("host"), str) and not contains_unknowns(t):
                 yield SSHTarget.from_dict(t)
 
 

@@ -258,7 +258,7 @@ def nonce() -> str:
     return uuid.uuid4().hex[:8]
 
 
-RUN = nonce()  # this process's run (one plugin process serves one run): the start of its pending names' nonces
+RUN_NONCE = nonce()  # this process's run (one plugin process serves one run): the start of its pending names' nonces
 
 
 # -- diffs --------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from .. import decisions, hostfiles, hosts, naming, payloads, text
 from ..errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
-from .base import RUN, STOP_TIMEOUT_S, ensure_image, exact_diff, health_answer, held_elsewhere, host_lock, \
+from .base import RUN_NONCE, STOP_TIMEOUT_S, ensure_image, exact_diff, health_answer, held_elsewhere, host_lock, \
     label_filters, named, nonce, of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, \
     route_target, service_of, target
 from .resource import ShipyardResource
@@ -232,7 +232,8 @@ def after_rollout(c, props: dict[str, Any], current: str, listing: list[dict[str
     actions = decisions.after_rollout(seen, current, int(props.get("retain") or 5),
                                       stop_running=not props.get("proxy"))
     carry_out(c, actions, stop_timeout(props), seen)
-    stale = decisions.leftovers((decisions.Seen.from_list(i) for i in listing), besides_run=RUN)
+    stale = [cid for cid in decisions.leftovers((decisions.Seen.from_list(i) for i in listing),
+                                                besides_run=RUN_NONCE) if cid not in actions.remove]
     for cid in stale:
         remove_container(c, cid)
     return set(actions.remove) | set(stale)
@@ -392,9 +393,9 @@ class ContainerProvider(ResourceProvider):
             # a create on a missing network, but 29 takes it - and a connect to one - and fails only the start
             proxy_network(c, t, props)
         cid = c.create_container(
-            image=image, name=naming.pending_name(props["name"], RUN + nonce()[:4]), command=props.get("cmd") or None,
-            environment=payloads.env_list(env), labels=props["labels"], ports=exposed or None,
-            host_config=host_config, networking_config=networking, **container_options)["Id"]
+            image=image, name=naming.pending_name(props["name"], RUN_NONCE + nonce()[:4]),
+            command=props.get("cmd") or None, environment=payloads.env_list(env), labels=props["labels"],
+            ports=exposed or None, host_config=host_config, networking_config=networking, **container_options)["Id"]
         try:
             for extra in props.get("extra_networks") or []:
                 c.connect_container_to_network(cid, extra)

@@ -11,7 +11,6 @@ Kamal's containers are then stopped, not removed. A route that serves a containe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import tarfile
@@ -238,7 +237,7 @@ class RouteProvider(ResourceProvider):
                 if routes is not None:
                     previous = self._check_owner(t, props, routes.get(props["service"]), recorded=recorded)
                     lock.check(f"switching route {props['service']}")
-                    with switching(props) if props.get("container_id") else contextlib.nullcontext():
+                    with switching(props):
                         handed = self._hand_over(t, props, routes, upstream, renamed_from)
                         code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, argv,
                                                   timeout=decisions.proxy_deploy_wait(props["proxy"]))

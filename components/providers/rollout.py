@@ -221,10 +221,11 @@ def made_ready(props: dict[str, Any], cid: str) -> None:
 
 
 def switching(props: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
-    """Around a rollout's route switch (`props`: the route's, with its new `container_id`): refused once the run has
-    ended (its workers went back, so the route must not move either); an ending run waits until the switches under
-    way are done, and leaves running the workers of a batch whose every route has switched."""
-    return RUN.switch(props)
+    """Around a route's switch (`props`: the route's): a rollout's (with its new `container_id`) is refused once the
+    run has ended (its workers went back, so the route must not move either); an ending run waits until the switches
+    under way are done, and leaves running the workers of a batch whose every route has switched. A route of no
+    container (an upstream given as it is) switches as it comes."""
+    return RUN.switch(props) if props.get("container_id") else contextlib.nullcontext()
 
 
 def abandon(why: str = FAILED) -> None:
@@ -320,7 +321,8 @@ class RolloutProvider(ResourceProvider):
                 removed: set[str] = set()
                 for entry in entries:
                     p = _entry_props(props, entry)
-                    removed |= after_rollout(c, p, entry["container_id"], listing)
+                    removed |= after_rollout(c, p, entry["container_id"],
+                                             [i for i in listing if i["Id"] not in removed])  # each removed once
                     if not entry.get("proxied"):  # a proxied role's route stops Kamal's, once it has switched
                         stop_kamal(c, p)
                     clean_up_assets(t, p, [i for i in listing if i["Id"] not in removed])

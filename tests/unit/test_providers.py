@@ -269,7 +269,7 @@ def test_a_failed_create_whose_clean_up_failed_is_removed_by_a_later_runs_clean_
     """A cut connection failed an accessory's create and its clean-up: its replacement ran on under its pending name,
     beside the accessory, while later `up`s changed only the app. The next accessory's or rollout's clean-up on the
     host removes it - not what this run is creating under a pending name."""
-    mocker.patch.object(container, "RUN", "5e6f7a8b")
+    mocker.patch.object(container, "RUN_NONCE", "5e6f7a8b")
     earlier = {"Id": "d" * 64, "Names": ["/hello-staging-db_pending_1234abcd"], "State": "running", "Created": 5,
                "Labels": {**OURS, "version": "v1", "role": "db"}, "ImageID": "sha256:x"}
     ours_now = {**earlier, "Id": "e" * 64, "Names": ["/hello-jobs-staging-v2_pending_5e6f7a8b0001"],
