@@ -78,6 +78,19 @@ def open_ahead(targets: list[SSHTarget]) -> None:
             _settle(own, _connect_idle, target)
 
 
+def reached() -> list[SSHTarget]:
+    """The hosts this process has connected to, or is connecting to ahead of their first use."""
+    with _registry_lock:
+        return list({**_connections, **_ahead})
+
+
+def ahead(fn: Callable[..., T], *args: Any) -> Future:
+    """`fn(*args)` begun now on a thread of its own; its result (or error) for whoever asks it later."""
+    future: Future = Future()
+    _settle(future, fn, *args)
+    return future
+
+
 def _settle(future: Future, fn: Callable[..., Any], *args: Any) -> None:
     """`fn(*args)` on a thread of its own, its result or error handed to `future` (for whoever waits for it)."""
     def run() -> None:

@@ -3,8 +3,9 @@ tell a host change (replace) from a change of how we reach it (update)."""
 
 from __future__ import annotations
 
+import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
 from pulumi.dynamic import DiffResult
@@ -86,6 +87,25 @@ def proxy_routes(t: SSHTarget) -> dict[str, dict[str, str]] | None:
     except DockerError:  # no such container, or not running: the daemon itself answered
         return None
     return decisions.parse_proxy_list(out) if code == 0 else None
+
+
+_looks: dict[SSHTarget, Future] = {}  # a look at kamal-proxy's routes begun ahead, until a check takes it
+_looked: set[SSHTarget] = set()  # every host a look was begun ahead on (one plugin process serves one run)
+_looks_lock = threading.Lock()
+
+
+def proxy_routes_looked(t: SSHTarget) -> dict[str, dict[str, str]] | None:
+    """`proxy_routes` for a check: the engine checks resources one at a time, so the first check that must look at
+    its host's routes (a new container's, at a fleet's first deploy) begins the same look on every other host this
+    run reaches, and a later check takes its host's look as it is - begun moments before, by the same run. Each
+    look is taken once; a second one on the same host looks again."""
+    with _looks_lock:
+        for other in (t, *hosts.reached()):
+            if other not in _looked:
+                _looked.add(other)
+                _looks[other] = hosts.ahead(proxy_routes, other)
+        look = _looks.pop(t, None)
+    return proxy_routes(t) if look is None else look.result()
 
 
 def route_target(t: SSHTarget, route: dict[str, str] | None) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
 from .base import RUN_NONCE, STOP_TIMEOUT_S, ensure_image, exact_diff, health_answer, held_elsewhere, host_lock, \
     label_filters, named, nonce, of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, \
-    route_target, service_of, target
+    proxy_routes_looked, route_target, service_of, target
 from .resource import ShipyardResource
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -283,6 +283,7 @@ def prune_images(c, props: dict[str, Any], used: set[str]) -> None:
 
 class ContainerProvider(ResourceProvider):
     serialize_as_secret_always = False
+    recheck_against_olds = True  # a replacement's second check looks at the host only where the first one did
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """At preview too, before anything is touched, what the host already gives others (looked up only where the
@@ -325,7 +326,7 @@ class ContainerProvider(ResourceProvider):
                                      takeover.get("destination") if takeover else news["destination"])
         t = target(news)
         try:
-            routes = proxy_routes(t) or {}
+            routes = proxy_routes_looked(t) or {}
             holders = decisions.host_holders(routes, route, proxy.get("hosts") or [],
                                              payloads.path_prefixes(proxy.get("path_prefix")))
             taken = [(name, info) for name in holders if not ours_to_take(info := route_target(t, routes[name]), news)]

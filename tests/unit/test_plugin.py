@@ -148,6 +148,27 @@ def test_check_keeps_unknowns_and_drops_the_serialized_provider_of_earlier_state
     rollout.abandon.assert_called_once_with()  # a refused input ends the run as a failed operation does
 
 
+def test_a_replacements_second_check_is_against_what_it_replaces_where_its_kind_asks(mocker):
+    """The engine checks a replacement again with no olds, just after its check with them: a container's second
+    check compares with what it replaces (so an unchanged proxy looks at no host); another kind's gets no olds."""
+    seen = []
+
+    def check(olds, news):
+        seen.append(olds)
+        return mocker.Mock(inputs=news, failures=[])
+    provider = mocker.Mock(check=check, recheck_against_olds=True)
+    mocker.patch.object(schema, "provider_for", return_value=provider)
+    servicer, olds, news = server.Servicer(), {"name": "shop-web-v1"}, {"name": "shop-web-v2"}
+    for before in (olds, {}):
+        asyncio.run(servicer.Check(proto.CheckRequest(urn=URN, olds=struct(before), news=struct(news)), Context()))
+    assert seen == [olds, olds]
+    asyncio.run(servicer.Check(proto.CheckRequest(urn=URN + "2", news=struct(news)), Context()))
+    assert seen[-1] == {}  # a new resource: nothing it replaces
+    provider.recheck_against_olds = False
+    asyncio.run(servicer.Check(proto.CheckRequest(urn=URN, news=struct(news)), Context()))
+    assert seen[-1] == {}
+
+
 def test_a_failed_operation_reaches_the_engine_as_one_line_and_a_bug_says_so(mocker):
     mocker.patch.object(rollout, "abandon")
     provider = mocker.Mock()

@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from components import hostlock, payloads, providers
-from components.providers import container
+from components.providers import base, container
 from components.errors import DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from components.hosts import SSHTarget
 
@@ -343,7 +343,7 @@ def test_host_names_another_stacks_route_holds_are_refused_at_check_before_any_c
     from components.providers import container
     proxy = {"app_port": 80, "hosts": ["shop.test"], "healthcheck": {"path": "/up", "interval": 1, "timeout": 5}}
     props = container_props(ports=[], rollout=True, proxy=proxy, takeover=None)
-    routes = mocker.patch.object(container, "proxy_routes", return_value={
+    routes = mocker.patch.object(base, "proxy_routes", return_value={
         "shop-web-staging": {"host": "shop.test", "path": "/", "target": "0ld000000001:80"}})
     client.inspect_container.return_value = {"Id": "0ld000000001" + "0" * 52, "Name": "/shop-web-staging-v1",
                                              "Config": {"Labels": {"shipyard.stack": "shipyard/shop-staging",
@@ -366,6 +366,20 @@ def test_host_names_another_stacks_route_holds_are_refused_at_check_before_any_c
     assert provider.check({}, {**props, "target": {**TARGET, "host": container.UNKNOWN}}).failures == []
     assert provider.check({}, {**props, "labels": container.UNKNOWN}).failures == []  # a version not known yet
     routes.assert_not_called()
+
+
+def test_the_first_check_that_looks_at_routes_begins_the_look_on_every_host_the_run_reaches(mocker):
+    """The engine checks one resource at a time: a fleet's first deploy looks at every host's routes at once, each
+    look taken by one check; a later check on the same host looks again."""
+    hosts_ = [SSHTarget(host=f"f{i}", user="root") for i in range(3)]
+    mocker.patch.object(base, "_looks", {})
+    mocker.patch.object(base, "_looked", set())
+    mocker.patch.object(base.hosts, "reached", return_value=hosts_)
+    routes = mocker.patch.object(base, "proxy_routes", side_effect=lambda t: {"r": {"host": t.host}})
+    assert base.proxy_routes_looked(hosts_[1]) == {"r": {"host": "f1"}}
+    assert sorted(c.args[0].host for c in routes.call_args_list) == ["f0", "f1", "f2"]
+    assert base.proxy_routes_looked(hosts_[2]) == {"r": {"host": "f2"}} and routes.call_count == 3
+    assert base.proxy_routes_looked(hosts_[2]) == {"r": {"host": "f2"}} and routes.call_count == 4
 
 
 def test_container_diff_is_exact_and_connection_settings_never_replace():
