@@ -228,15 +228,42 @@ def remove_build_leftovers(c, props: dict[str, Any], keep: set[str]) -> None:
     """Once this destination's images on the host are gone: the untagged images with its labels that the builder
     left (build steps no image is built on any more, a rebuild's predecessor under a tag it took over) - leaves
     first, as the daemon leaves their parents; never one in `keep`, another stack's, or one a container or another
-    image uses (the daemon refuses those)."""
-    for _ in range(32):  # a build step per label and Dockerfile instruction: a chain is that long at most
-        every = c.images(all=True, filters={"label": label_filters(props)})
-        parents = {i.get("ParentId") for i in every}
-        leaves = [i for i in every if i["Id"] not in keep | parents
-                  and not [r for r in i.get("RepoTags") or [] if r != "<none>:<none>"]
-                  and (naming.OWNER_LABEL not in (i.get("Labels") or {}) or owned(i.get("Labels"), props))]
-        if not sum(removed(c.remove_image, image["Id"]) for image in leaves):
-            return
+    image uses (the daemon refuses those). Listed once: a step whose every child went is removed next."""
+    every = {i["Id"]: i for i in c.images(all=True, filters={"label": label_filters(props)})}
+    children: dict[str, int] = {}
+    for image in every.values():
+        children[image.get("ParentId")] = children.get(image.get("ParentId"), 0) + 1
+
+    def leftover(i: dict[str, Any]) -> bool:
+        return i["Id"] not in keep and not children.get(i["Id"]) \
+            and not [r for r in i.get("RepoTags") or [] if r != "<none>:<none>"] \
+            and (naming.OWNER_LABEL not in (i.get("Labels") or {}) or owned(i.get("Labels"), props))
+
+    todo, gone = [i for i in every.values() if leftover(i)], set()
+    while todo:
+        deleted = _deleted(c, todo.pop()["Id"]) - gone  # with what the daemon deleted with it
+        gone |= deleted
+        for image_id in deleted:
+            parent = every.get(every.get(image_id, {}).get("ParentId"))
+            if parent is not None:
+                children[parent["Id"]] -= 1
+                if parent["Id"] not in gone and leftover(parent):
+                    todo.append(parent)
+
+
+def _deleted(c, image_id: str) -> set[str]:
+    """Remove an image: the IDs that went (it and any parents the daemon took with it; it alone when it was gone
+    already), none when it is in use (409: by a container, or another image built on it)."""
+    try:
+        answer = c.remove_image(image_id)
+    except Exception as exc:
+        code = getattr(exc, "status_code", None)
+        if code == 404:
+            return {image_id}
+        if code == 409:
+            return set()
+        raise
+    return {a["Deleted"] for a in answer or [] if isinstance(a, dict) and a.get("Deleted")} or {image_id}
 
 
 def removed(remove: Callable[..., Any], *args: Any) -> bool:

@@ -544,6 +544,19 @@ def test_a_destroy_removes_the_build_steps_the_daemon_left_leaves_first_and_noth
     providers.ImageProvider().delete("sha256:i", image_props())
     assert set(store) == {"sha256:used", "sha256:theirs"}
     assert "sha256:theirs" not in {c.args[0] for c in client.remove_image.call_args_list}
+    # listed once, not once a level: a step whose every child went is removed next
+    assert [c.kwargs.get("all") for c in client.images.call_args_list].count(True) == 1
+
+
+def test_build_steps_the_daemon_removed_with_their_child_are_not_removed_again(client):
+    from components.providers.base import remove_build_leftovers
+    mine = {"destination": "staging", "service": "hello"}
+    client.images.return_value = [{"Id": i, "ParentId": p, "RepoTags": None, "Labels": mine}
+                                  for i, p in (("sha256:a", "sha256:base"), ("sha256:b", "sha256:a"),
+                                               ("sha256:c", "sha256:b"))]
+    client.remove_image.return_value = [{"Deleted": "sha256:c"}, {"Deleted": "sha256:b"}]
+    remove_build_leftovers(client, image_props(), set())
+    assert [c.args[0] for c in client.remove_image.call_args_list] == ["sha256:c", "sha256:a"]
 
 
 def test_image_create_refuses_a_tag_someone_else_owns(client):
