@@ -108,6 +108,20 @@ def proxy_routes_looked(t: SSHTarget) -> dict[str, dict[str, str]] | None:
     return proxy_routes(t) if look is None else look.result()
 
 
+_removed_routes: set[tuple[str, str]] = set()  # (host, route) this run removed
+
+
+def removed_route(t: SSHTarget, name: str | None, *, now: bool | None = None) -> bool:
+    """Whether this run removed route `name` on host `t` last (one plugin process serves one run); `now`: it just
+    did (True), or just switched it (False)."""
+    with _looks_lock:
+        if now:
+            _removed_routes.add((t.host, name))
+        elif now is False:
+            _removed_routes.discard((t.host, name))
+        return name is not None and (t.host, name) in _removed_routes
+
+
 def route_target(t: SSHTarget, route: dict[str, str] | None) -> dict[str, Any] | None:
     """The container a route (`kamal-proxy list`) targets (inspect output), or None (no route, or it is gone)."""
     if not route or not route.get("target"):

@@ -27,7 +27,7 @@ from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
 from .base import RUN_NONCE, STOP_TIMEOUT_S, ensure_image, exact_diff, health_answer, held_elsewhere, host_lock, \
     label_filters, named, nonce, of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, \
-    proxy_routes_looked, route_target, service_of, target
+    proxy_routes_looked, removed_route, route_target, service_of, target
 from .resource import ShipyardResource
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -281,6 +281,15 @@ def prune_images(c, props: dict[str, Any], used: set[str]) -> None:
         pass
 
 
+def route_name(props: dict[str, Any]) -> str | None:
+    """The name of an app role's route in kamal-proxy (an accessory's is not told here)."""
+    if not props.get("rollout"):
+        return None
+    takeover = props.get("takeover")
+    return naming.proxy_service(service_of(props), props["role"],
+                                takeover.get("destination") if takeover else props["destination"])
+
+
 class ContainerProvider(ResourceProvider):
     serialize_as_secret_always = False
     recheck_against_olds = True  # a replacement's second check looks at the host only where the first one did
@@ -321,9 +330,7 @@ class ContainerProvider(ResourceProvider):
         proxy = news.get("proxy")
         if not isinstance(proxy, dict) or not news.get("rollout") or (olds and olds.get("proxy") == proxy):
             return []
-        takeover = news.get("takeover")
-        route = naming.proxy_service(service_of(news), news["role"],
-                                     takeover.get("destination") if takeover else news["destination"])
+        route = route_name(news)
         t = target(news)
         try:
             routes = proxy_routes_looked(t) or {}
@@ -498,10 +505,12 @@ class ContainerProvider(ResourceProvider):
                 retain = int(props.get("retain") or 5)
                 actions = decisions.on_delete(seen, id_, retain)
                 running = {s.id for s in seen if s.running}
-                if props.get("proxy") and running & {*actions.stop, *actions.remove}:
+                if props.get("proxy") and running & {*actions.stop, *actions.remove} \
+                        and not removed_route(t, route_name(props)):
                     # the route's switch retires what it served: a failed switch leaves the route on its container
                     # (running: a stopped one serves nothing), and the engine may run this delete (pending from
-                    # that run) before the route's next switch
+                    # that run) before the route's next switch; a route this run removed (a destroy, the role left
+                    # the config) serves nothing
                     actions = decisions.on_delete(seen, id_, retain, decisions.routed(
                         (proxy_routes(t) or {}).values(), seen))
                 carry_out(c, actions, stop_timeout(props), seen)

@@ -469,6 +469,19 @@ def test_delete_leaves_running_a_container_a_route_still_targets(client, mocker)
     client.containers.side_effect = daemon(_listed(v2, "v2", 20, True), _listed(v1, "v1", 10, False))
     providers.ContainerProvider().delete(v1, proxied)
     listing.assert_not_called()
+    # the run removed the role's route already (a destroy, the role left the config): no route serves it
+    mocker.patch.object(base, "_removed_routes", set())
+    client.containers.side_effect = daemon(_listed(v1, "v1", 10, True))
+    role = container_props(proxy={"app_port": 80}, rollout=True)
+    base.removed_route(SSHTarget(host=TARGET["host"]), container.route_name(role), now=True)
+    client.stop.reset_mock()
+    providers.ContainerProvider().delete(v1, role)
+    listing.assert_not_called()
+    client.remove_container.assert_any_call(v1, v=False, force=True)
+    # switched again since (the same run deploys it anew): its routes are asked again
+    base.removed_route(SSHTarget(host=TARGET["host"]), container.route_name(role), now=False)
+    providers.ContainerProvider().delete(v1, role)
+    listing.assert_called_once()
 
 
 def test_delete_with_no_successor_removes_the_role_and_its_retained_versions(client):
