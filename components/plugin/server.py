@@ -200,7 +200,7 @@ class Servicer(ProviderServicer):
         super().__init__(Component(), list(args or []), engine_address)  # type: ignore[arg-type]
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="shipyard")
         self._reach = reach.Reach()
-        self._checked: dict[str, dict[str, Any]] = {}  # each resource's recorded inputs, as its first check saw them
+        self._checked: dict[str, dict[str, Any]] = {}  # inputs as a first check saw them (`recheck_against_olds`)
 
     async def _run(self, context, fn: Callable[..., Any], *args: Any, doing: str = "",
                    props: Mapping[str, Any] | None = None) -> Any:
@@ -260,12 +260,13 @@ class Servicer(ProviderServicer):
         news.pop("__provider", None)
         self._reach.seen(news)
         provider = self._provider(request.urn)
-        if olds:
-            self._checked[request.urn] = olds
-        elif getattr(provider, "recheck_against_olds", False):
-            # the engine checks a replacement again with no olds, just after its check with them and its diff
-            # (`pulumi up` checks each resource serially): what it replaces is what its host's look is against
-            olds = self._checked.get(request.urn, olds)
+        if getattr(provider, "recheck_against_olds", False):
+            if olds:
+                self._checked[request.urn] = olds
+            else:
+                # the engine checks a replacement again with no olds, just after its check with them and its diff
+                # (`pulumi up` checks each resource serially): what it replaces is what its host's look is against
+                olds = self._checked.get(request.urn, olds)
         result = await self._run(context, provider.check, olds, news)
         if result.failures:
             await self._abandon()

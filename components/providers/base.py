@@ -17,6 +17,8 @@ from ..hosts import SSHTarget, docker_errors
 STOP_TIMEOUT_S = 10
 DEFAULT_LOCK_TIMEOUT_S = 120
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def target(props: dict[str, Any], key: str = "target") -> SSHTarget:
@@ -69,14 +71,29 @@ def stop_kamal(c, props: dict[str, Any]) -> None:
         c.stop(cid, timeout=STOP_TIMEOUT_S)
 
 
+def each_at_once(work: dict[K, V], fn: Callable[[V], T], at_once: int | None = None) -> dict[K, T | Exception]:
+    """`fn` on each value of `work` (one per host: each waits on its host far more than on this process), `at_once`
+    at a time (None: all); key -> its result or the exception it raised."""
+    def run(item: V) -> T | Exception:
+        try:
+            return fn(item)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            return exc
+    if not work:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(at_once or len(work), len(work))) as pool:
+        futures = {key: pool.submit(run, item) for key, item in work.items()}
+    return {key: f.result() for key, f in futures.items()}
+
+
 def on_each(targets: list[dict[str, Any]], fn: Callable[[SSHTarget], T], at_once: int = 8) -> list[T]:
     """`fn` on each host of `targets` (SSH target dicts), `at_once` hosts at a time; results in order. Every host
     is tried; the first failure is raised once all have finished."""
-    if not targets:
-        return []
-    with ThreadPoolExecutor(max_workers=min(at_once, len(targets))) as pool:
-        futures = [pool.submit(fn, SSHTarget.from_dict(t)) for t in targets]
-    return [f.result() for f in futures]
+    results = list(each_at_once({i: SSHTarget.from_dict(t) for i, t in enumerate(targets)}, fn, at_once).values())
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return results
 
 
 def proxy_routes(t: SSHTarget) -> dict[str, dict[str, str]] | None:
@@ -108,17 +125,26 @@ def proxy_routes_looked(t: SSHTarget) -> dict[str, dict[str, str]] | None:
     return proxy_routes(t) if look is None else look.result()
 
 
-_removed_routes: set[tuple[str, str]] = set()  # (host, route) this run removed
+_removed_routes: set[tuple[str, str]] = set()  # (host, route) this run removed and has not switched again since
+_removed_routes_lock = threading.Lock()
 
 
-def removed_route(t: SSHTarget, name: str | None, *, now: bool | None = None) -> bool:
-    """Whether this run removed route `name` on host `t` last (one plugin process serves one run); `now`: it just
-    did (True), or just switched it (False)."""
-    with _looks_lock:
-        if now:
-            _removed_routes.add((t.host, name))
-        elif now is False:
-            _removed_routes.discard((t.host, name))
+def route_removed(t: SSHTarget, name: str) -> None:
+    """This run removed route `name` on host `t` (or found it gone, or serving another's container): it routes none
+    of this stack's containers (one plugin process serves one run)."""
+    with _removed_routes_lock:
+        _removed_routes.add((t.host, name))
+
+
+def route_switched(t: SSHTarget, name: str) -> None:
+    """This run switched route `name` on host `t`: it serves again."""
+    with _removed_routes_lock:
+        _removed_routes.discard((t.host, name))
+
+
+def was_route_removed(t: SSHTarget, name: str | None) -> bool:
+    """Whether route `name` on host `t` is one this run removed last (`route_removed`, not switched since)."""
+    with _removed_routes_lock:
         return name is not None and (t.host, name) in _removed_routes
 
 

@@ -27,7 +27,7 @@ from ..hostlock import LockTimeout
 from ..hosts import SSHTarget, docker_errors
 from .base import RUN_NONCE, STOP_TIMEOUT_S, ensure_image, exact_diff, health_answer, held_elsewhere, host_lock, \
     label_filters, named, nonce, of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, \
-    proxy_routes_looked, removed_route, route_target, service_of, target
+    proxy_routes_looked, route_target, service_of, target, was_route_removed
 from .resource import ShipyardResource
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
@@ -506,7 +506,7 @@ class ContainerProvider(ResourceProvider):
                 actions = decisions.on_delete(seen, id_, retain)
                 running = {s.id for s in seen if s.running}
                 if props.get("proxy") and running & {*actions.stop, *actions.remove} \
-                        and not removed_route(t, route_name(props)):
+                        and not was_route_removed(t, route_name(props)):
                     # the route's switch retires what it served: a failed switch leaves the route on its container
                     # (running: a stopped one serves nothing), and the engine may run this delete (pending from
                     # that run) before the route's next switch; a route this run removed (a destroy, the role left

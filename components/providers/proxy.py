@@ -25,7 +25,8 @@ from .. import decisions, hosts, naming, payloads, source
 from ..errors import ConfigError, DockerError, HealthCheckFailed, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, health_answer, held_elsewhere, \
-    host_lock, ours_to_take, owned, proxy_routes, removed, removed_route, route_target, service_of, stop_kamal, target
+    host_lock, ours_to_take, owned, proxy_routes, removed, route_removed, route_switched, route_target, service_of, \
+    stop_kamal, target
 from .resource import ShipyardResource
 from .rollout import switching
 
@@ -246,7 +247,7 @@ class RouteProvider(ResourceProvider):
                                                             f"({_whose(props)}) to {props['upstream']}: {out}; "
                                                             f"{_last_answer(t, props)}the previous version keeps "
                                                             f"serving")
-                        removed_route(t, props["service"], now=False)  # it serves again
+                        route_switched(t, props["service"])  # it serves again
                     lock.check(f"stopping what route {props['service']} served before")  # the switch took long
                     for info in {i["Id"]: i for i in (previous, *handed) if i is not None}.values():
                         self._retire(t, props, info)
@@ -361,17 +362,17 @@ class RouteProvider(ResourceProvider):
         with host_lock(target(props), props, f"removing route {props['service']}", shared=True) as lock:
             route = (proxy_routes(t) or {}).get(props["service"])
             if route is None:
-                removed_route(t, props["service"], now=True)
+                route_removed(t, props["service"])
                 return  # already gone, or no proxy runs here (none answers): no route
             info = route_target(t, route) if "labels" in props else None
             if info is not None and not owned(info["Config"].get("Labels"), props):
-                removed_route(t, props["service"], now=True)
+                route_removed(t, props["service"])
                 return  # it serves someone else's container now (Kamal took the app back): theirs to keep
             lock.check(f"removing route {props['service']}")
             code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", props["service"]])
         if code != 0 and "not found" not in out.lower() and "no such" not in out.lower():
             raise DockerError(str(t), f"kamal-proxy could not remove route {props['service']}: {out}")
-        removed_route(t, props["service"], now=True)  # none of this stack's containers is routed by it now
+        route_removed(t, props["service"])  # none of this stack's containers is routed by it now
 
 
 class ProxyRoute(ShipyardResource):

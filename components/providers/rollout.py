@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
@@ -38,7 +37,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 from .. import decisions, hosts
 from ..errors import Abandoned, HostError
 from ..hosts import SSHTarget, docker_errors
-from .base import label_filters, of_role, proxy_routes, service_of, stop_kamal, target
+from .base import each_at_once, label_filters, of_role, proxy_routes, service_of, stop_kamal, target
 from .resource import ShipyardResource
 from .container import after_rollout, clean_up_assets, prune_images, put_back, start_ready, stop_timeout
 
@@ -73,22 +72,6 @@ def _by_host(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _on_hosts(groups: dict[str, list[dict[str, Any]]], fn: Callable[[list[dict[str, Any]]], Any]
-              ) -> dict[str, Any]:
-    """`fn` on each host's entries, every host at once (each waits on its host far more than on this process); host ->
-    its result or the exception it raised."""
-    def run(entries):
-        try:
-            return fn(entries)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises the first one
-            return exc
-    if not groups:
-        return {}
-    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-        futures = {host: pool.submit(run, entries) for host, entries in groups.items()}
-    return {host: f.result() for host, f in futures.items()}
-
-
 def _stop_unrouted(props: dict[str, Any], proxied: list[dict[str, Any]]) -> None:
     """After a failed start, on one host: the proxied roles' containers of this rollout that no route targets (new
     ones, ready but never routed) stop - kept: the state knows them, and the next `up`'s start starts them again
@@ -118,7 +101,7 @@ def _put_back(started: Started) -> None:
     by_host: dict[str, Started] = {}
     for entry, handed in started:
         by_host.setdefault(entry["target"]["host"], []).append((entry, handed))
-    _on_hosts(by_host, lambda done: [put_back(target(e), e, e["container_id"], h, keep=True) for e, h in done])
+    each_at_once(by_host, lambda done: [put_back(target(e), e, e["container_id"], h, keep=True) for e, h in done])
 
 
 def _key(props: dict[str, Any]) -> frozenset[str]:
@@ -207,7 +190,7 @@ class _Run:
         for cid, props in containers.items():
             key = (props["target"]["host"], props["owner"], props["destination"], service_of(props))
             groups.setdefault(key, []).append({**props, "container_id": cid})
-        _on_hosts({"/".join(k): es for k, es in groups.items()}, lambda es: _stop_unrouted(es[0], es))
+        each_at_once({"/".join(k): es for k, es in groups.items()}, lambda es: _stop_unrouted(es[0], es))
 
 
 RUN = _Run()  # the process's
@@ -284,7 +267,7 @@ class RolloutProvider(ResourceProvider):
         # predecessors run as before, and the proxied roles' new containers (ready, never routed: the routes come
         # after this step) stop too
         _put_back([d for done in started.values() for d in done])
-        _on_hosts({h: [e for e in es if e.get("proxied")] for h, es in groups.items()
+        each_at_once({h: [e for e in es if e.get("proxied")] for h, es in groups.items()
                    if any(e.get("proxied") for e in es)}, lambda proxied: _stop_unrouted(props, proxied))
         if not failures:
             raise Abandoned(f"destination {props['destination']}: {ended} while its rollout started the new workers: "
@@ -331,7 +314,7 @@ class RolloutProvider(ResourceProvider):
                     {e["image"] for e in entries}
                 prune_images(c, _entry_props(props, entries[0]), used)
 
-        failures = [r for r in _on_hosts(groups, retire).values() if isinstance(r, BaseException)]
+        failures = [r for r in each_at_once(groups, retire).values() if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
         time.sleep(float(props.get("wait") or 0))  # boot.wait: before the next batch of hosts
@@ -367,7 +350,7 @@ def _start_roles(props: dict[str, Any], groups: dict[str, list[dict[str, Any]]]
                 started[t.host].append((entry, handed))
         return listing
 
-    return _on_hosts(groups, start), started
+    return each_at_once(groups, start), started
 
 
 def _told(first: BaseException, undone: bool, then: str) -> BaseException:
