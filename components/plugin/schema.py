@@ -12,8 +12,6 @@ from functools import cache
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
-
 from ..providers import (ContainerProvider, HookProvider, ImageProvider, NetworkProvider, ProxyProvider,
                          RolloutProvider, RouteProvider, VolumeProvider)
 from ..providers.resource import DYNAMIC_TYPE, PACKAGE, type_token
@@ -104,7 +102,7 @@ RESOURCES: dict[str, tuple[str, dict[str, tuple[dict, str]], tuple[str, ...], di
 def destination_schema(types: dict[str, Any]) -> dict[str, Any]:
     """The component: a stack's settings as inputs (each typed as the stack's `shipyard:*` key of that name takes
     it, its objects added to `types`), the stack's outputs as outputs. (Imported here: the resource kinds'
-    operations never need the program.)"""
+    operations never need the program, nor pydantic: the plugin starts without them.)"""
     from .. import config
     from ..program import OUTPUTS
     inputs = {k: {**_setting_type(config.Deploy.model_fields[k].annotation, types),
@@ -133,6 +131,7 @@ SECRET_SETTINGS = {("Registry", "password")}  # (model, field): a value to keep 
 def _setting_type(annotation: Any, types: dict[str, Any]) -> dict[str, Any]:
     """A setting's type in the schema, as the config's model declares it: scalars, lists, maps, a union as
     `oneOf`, and each model an object type `shipyard:index:<Model>Settings`, added to `types`."""
+    from pydantic import BaseModel  # loaded with the config's models already
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Annotated:
         return _setting_type(args[0], types)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 
 import grpc
 import pytest
@@ -312,3 +313,12 @@ def test_a_connection_that_broke_where_no_step_said_so_is_named_with_its_host_no
                            "(EOFError: EOFError); nothing after that point was done: run `pulumi up` again"), said
     assert "bug" in message(KeyError("x"), "creating it", props)  # not about the host: still a bug
     assert "bug" in message(EOFError(), "creating it", {})  # no host to name
+
+
+def test_the_plugin_starts_without_the_programs_config_models():
+    """Every run starts the plugin: it serves the resource kinds without importing the config's models (pydantic)
+    or the program, which only the `Destination` component's schema needs."""
+    probe = "import sys, components.plugin.server; print(sorted(m for m in sys.modules if m.split('.')[0] == " \
+            "'pydantic' or m in ('components.config', 'components.program')))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
