@@ -15,8 +15,7 @@ from .config import Deploy
 from .configtypes import AccessoryFile
 from .ssh import target_of
 from .kamal.erb import render_ruby
-from .providers import HOOKS, Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
-from .providers.resource import PACKAGE
+from .resources import HOOKS, PACKAGE, Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
 
 
 def hooks_of(cfg: Deploy, project_dir: Path) -> dict[str, Path]:

@@ -28,7 +28,7 @@ from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
 from ..ssh import target_of
 from ..naming import COMMAND_ENV, PROJECT
-from ..providers.resource import DYNAMIC_TYPE, type_token
+from ..resources import DYNAMIC_TYPE, type_token
 from ..providers.rollout import entries as rollout_entries
 
 NAMESPACE = f"{PROJECT}:"

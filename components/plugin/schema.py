@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from ..providers import (ContainerProvider, HookProvider, ImageProvider, NetworkProvider, ProxyProvider,
                          RolloutProvider, RouteProvider, VolumeProvider)
-from ..providers.resource import DYNAMIC_TYPE, PACKAGE, type_token
+from ..resources import DYNAMIC_TYPE, PACKAGE, type_token
 
 VERSION = "0.1.0"
 DESTINATION = type_token("Destination")

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pulumi
 from pulumi.runtime.rpc import UNKNOWN
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, \
     ResourceProvider, UpdateResult
@@ -28,7 +27,6 @@ from ..hosts import SSHTarget, docker_errors
 from .base import RUN_NONCE, STOP_TIMEOUT_S, ensure_image, exact_diff, health_answer, held_elsewhere, host_lock, \
     label_filters, named, nonce, of_role, ours, ours_to_take, owned, proxy_network, proxy_routes, remove_image, \
     proxy_routes_looked, route_target, service_of, target, was_route_removed
-from .resource import ShipyardResource
 
 REPLACE = ("name", "image", "cmd", "env", "secret_env", "ports", "volumes", "labels", "network", "extra_networks",
            "aliases", "files", "directories", "options", "logging", "assets")
@@ -523,13 +521,3 @@ class ContainerProvider(ResourceProvider):
                                                 f"delete` if it is not yours.")
         if props.get("env_file"):  # written by earlier releases
             hostfiles.remove_file(t, props["env_file"])
-
-
-class Container(ShipyardResource):
-    kind, outputs, secret = "Container", ("container_id",), ("secret_env", "registry_auth")
-    container_id: pulumi.Output[str]
-    name: pulumi.Output[str]
-
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
-        rendered = any(isinstance(f, dict) and "content" in f for f in props.get("files") or [])  # may hold secrets
-        super().__init__(name, props, opts, secret=("files",) if rendered else ())

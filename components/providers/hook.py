@@ -23,10 +23,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 
 from .. import text
 from ..errors import HookFailed
-from .resource import ShipyardResource
 
-HOOKS = ("pre-connect", "pre-build", "pre-deploy", "post-deploy", "pre-app-boot", "post-app-boot",
-         "pre-proxy-reboot", "post-proxy-reboot")
 STARTED = time.time()  # this provider process starts with the deploy: KAMAL_RUNTIME counts from here
 TIMEOUT_S = 3600
 
@@ -90,7 +87,3 @@ class HookProvider(ResourceProvider):
             said = " / ".join(text.tail(out, 3, secrets).splitlines())
             after = "nothing after it was done" if hook.startswith("pre-") else "what it followed is done"
             raise HookFailed(hook, f"{path} exited {proc.returncode}{': ' + said if said else ''}; {after}")
-
-
-class Hook(ShipyardResource):
-    kind, secret = "Hook", ("secrets",)

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, \
     ResourceProvider, UpdateResult
 
@@ -23,7 +22,6 @@ from ..errors import BuildFailed, DockerError, HostError, OwnershipConflict
 from ..hosts import SSHTarget, docker_errors
 from .base import auth_error, exact_diff, host_lock, label_filters, on_each, owned, remove_build_leftovers, \
     remove_image, stream_errors, stream_result, target
-from .resource import ShipyardResource
 
 REPLACE = ("tag", "labels", "context_hash", "dockerfile", "build_args", "build_target", "build_platform", "from_ref",
            "registry_server")
@@ -385,13 +383,3 @@ def _left(olds: dict[str, Any], news: dict[str, Any]) -> list[dict[str, Any]]:
         if h["host"] not in now:
             left[h["host"]] = h
     return list(left.values())
-
-
-class Image(ShipyardResource):
-    kind, outputs, secret = "Image", ("image_id", "repo_digest", "hosts", "reuse"), ("registry_password",)
-    image_id: pulumi.Output[str]
-    repo_digest: pulumi.Output[str | None]
-    tag: pulumi.Output[str]
-    hosts: pulumi.Output[list[str]]
-
-

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from .. import hosts, naming
 from ..errors import OwnershipConflict
 from ..hosts import docker_errors
 from .base import exact_diff, owned, target
-from .resource import ShipyardResource
 
 
 class NetworkProvider(ResourceProvider):
@@ -58,8 +56,3 @@ class NetworkProvider(ResourceProvider):
                 if a is not None:
                     c.disconnect_container_from_network(a["Id"], id_, force=True)
             c.remove_network(id_)
-
-
-class Network(ShipyardResource):
-    kind, outputs = "Network", ("network_id",)
-    network_id: pulumi.Output[str]

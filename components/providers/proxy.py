@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from .. import decisions, hosts, naming, payloads, source
@@ -27,7 +26,6 @@ from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, health_answer, held_elsewhere, \
     host_lock, ours_to_take, owned, proxy_routes, removed, route_removed, route_switched, route_target, service_of, \
     stop_kamal, target
-from .resource import ShipyardResource
 from .rollout import switching
 
 START_DEADLINE_S = 15
@@ -138,11 +136,6 @@ class ProxyProvider(ResourceProvider):
             # something else uses it)
             with docker_errors(t, f"removing volume {naming.PROXY_VOLUME}"):
                 removed(c.remove_volume, naming.PROXY_VOLUME)
-
-
-class Proxy(ShipyardResource):
-    kind, outputs = "Proxy", ("container_id", "running_image")
-    container_id: pulumi.Output[str]
 
 
 # -- a destination's route ------------------------------------------------------------------------------------------
@@ -373,7 +366,3 @@ class RouteProvider(ResourceProvider):
         if code != 0 and "not found" not in out.lower() and "no such" not in out.lower():
             raise DockerError(str(t), f"kamal-proxy could not remove route {props['service']}: {out}")
         route_removed(t, props["service"])  # none of this stack's containers is routed by it now
-
-
-class ProxyRoute(ShipyardResource):
-    kind, secret = "ProxyRoute", ("tls",)

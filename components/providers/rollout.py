@@ -38,7 +38,6 @@ from .. import decisions, hosts
 from ..errors import Abandoned, HostError
 from ..hosts import SSHTarget, docker_errors
 from .base import each_at_once, label_filters, of_role, proxy_routes, service_of, stop_kamal, target
-from .resource import ShipyardResource
 from .container import after_rollout, clean_up_assets, prune_images, put_back, start_ready, stop_timeout
 
 STEPS = ("start", "retire")
@@ -362,7 +361,3 @@ def _told(first: BaseException, undone: bool, then: str) -> BaseException:
         told.__cause__ = first
         return told
     return first
-
-
-class Rollout(ShipyardResource):
-    kind, secret = "Rollout", ("redact",)

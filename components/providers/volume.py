@@ -12,7 +12,6 @@ from .. import hosts, naming
 from ..errors import OwnershipConflict
 from ..hosts import docker_errors
 from .base import exact_diff, owned, target
-from .resource import ShipyardResource
 
 
 class VolumeProvider(ResourceProvider):
@@ -51,7 +50,3 @@ class VolumeProvider(ResourceProvider):
             info = hosts.or_none(c.inspect_volume, props["name"])
             if info is not None and owned(info.get("Labels"), props):
                 c.remove_volume(props["name"])
-
-
-class Volume(ShipyardResource):
-    kind = "Volume"

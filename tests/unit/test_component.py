@@ -9,7 +9,7 @@ import pulumi
 import pytest
 
 from components import config
-from components.providers.resource import ShipyardResource
+from components.resources import ShipyardResource
 
 REGISTERED: list[pulumi.runtime.MockResourceArgs] = []
 CHILDREN: list[tuple[str, object, dict]] = []  # (name, parent, props) of every plugin resource declared

@@ -16,7 +16,8 @@ from pulumi.runtime import proto, rpc
 
 from components.errors import HostError
 from components.plugin import schema, server
-from components.providers import Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume, rollout
+from components.providers import rollout
+from components.resources import Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume
 from tests.conftest import REPO
 
 KINDS = {c.kind: c for c in (Container, Hook, Image, Network, Proxy, ProxyRoute, Rollout, Volume)}
@@ -315,10 +316,15 @@ def test_a_connection_that_broke_where_no_step_said_so_is_named_with_its_host_no
     assert "bug" in message(EOFError(), "creating it", {})  # no host to name
 
 
-def test_the_plugin_starts_without_the_programs_config_models():
-    """Every run starts the plugin: it serves the resource kinds without importing the config's models (pydantic)
-    or the program, which only the `Destination` component's schema needs."""
-    probe = "import sys, components.plugin.server; print(sorted(m for m in sys.modules if m.split('.')[0] == " \
-            "'pydantic' or m in ('components.config', 'components.program')))"
+@pytest.mark.parametrize("module, never", [
+    # the plugin serves the resource kinds without the config's models or the program, which only the
+    # `Destination` component's schema needs
+    ("components.plugin.server", ("pydantic", "components.config", "components.program")),
+    # the program declares resources; what is behind them runs in the plugin's process
+    ("components.program", ("components.providers", "docker", "paramiko")),
+])
+def test_every_run_starts_its_program_and_plugin_without_what_they_never_use(module, never):
+    probe = f"import sys, {module}; print(sorted(m for m in sys.modules for n in {never!r} " \
+            f"if m == n or m.startswith(n + '.')))"
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
