@@ -39,6 +39,17 @@ $stack\` remove it (and keep its file)"
 done
 read -ra changed <<< "$(git status --porcelain -- stacks/Pulumi.staging.yaml stacks/Pulumi.production.yaml \
                          2>/dev/null | awk '{print $NF}' | tr '\n' ' ')"
+if [ "$MODE" = down ] && [ ${#changed[@]} -gt 0 ]; then
+  # a file of yours whose stack is gone (destroyed and removed) leaves nothing of yours on the bench: the demo's
+  # other stack, and the bench, can go
+  stacks=$(pulumi stack ls --json 2>/dev/null || true)
+  kept=()
+  for file in "${changed[@]}"; do
+    stack=${file#stacks/Pulumi.}
+    grep -q "\"name\": *\"${stack%.yaml}\"" <<< "$stacks" && kept+=("$file")
+  done
+  changed=(${kept[@]+"${kept[@]}"})
+fi
 keep="keep a copy of yours first: it holds your config and secrets"
 case ${#changed[@]} in
   0) ;;

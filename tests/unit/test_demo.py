@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def checkout(tmp_path: Path) -> tuple[Path, Path]:
-    """A git checkout with the demo's script and stack files, and a `pulumi` that records that it ran and answers
-    `stack output service` for the stack named in $RUNNING_STACK with $RUNNING_SERVICE."""
+    """A git checkout with the demo's script and stack files, and a `pulumi` that records that it ran, answers
+    `stack output service` for the stack named in $RUNNING_STACK with $RUNNING_SERVICE, and lists the stacks named
+    in $STACKS (default: staging and production) as existing."""
     (tmp_path / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "demo.sh", tmp_path / "scripts" / "demo.sh")
     shutil.copytree(REPO / "stacks", tmp_path / "stacks")
@@ -32,7 +33,12 @@ def checkout(tmp_path: Path) -> tuple[Path, Path]:
         (bin_dir / tool).write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {calls}\n")
         (bin_dir / tool).chmod(0o755)
     with (bin_dir / "pulumi").open("a") as f:
-        f.write('[ "$1 $2 $3 $5" = "stack output service $RUNNING_STACK" ] && echo "$RUNNING_SERVICE"\nexit 0\n')
+        f.write('[ "$1 $2 $3 $5" = "stack output service $RUNNING_STACK" ] && echo "$RUNNING_SERVICE"\n'
+                '[ "$1 $2 $3" = "stack ls --json" ] && for s in ${STACKS-staging production}; do '
+                'echo "{\\"name\\": \\"$s\\"}"; done\n'
+                '[ "$1 $2" = "stack select" ] && case " ${STACKS-staging production} " in *" $3 "*) ;; '
+                '*) exit 1;; esac\n'
+                'exit 0\n')
     return tmp_path, calls
 
 
@@ -102,8 +108,26 @@ def test_a_stack_of_another_service_deployed_from_a_file_still_there_is_destroye
 
 
 def only_asked(calls: Path) -> bool:
-    """Whether the demo only asked which service each stack runs (no deploy, destroy or bench)."""
-    return all(line.startswith("pulumi stack output service") for line in calls.read_text().splitlines())
+    """Whether the demo only asked which service each stack runs and which stacks exist (no deploy, destroy or
+    bench)."""
+    return all(line.startswith(("pulumi stack output service", "pulumi stack ls")) for line in
+               calls.read_text().splitlines())
+
+
+def test_demo_down_stops_the_bench_once_the_stack_of_a_file_written_over_is_gone(checkout):
+    """The user wrote their stack over the demo's production file, then destroyed and removed that stack: nothing of
+    theirs is left on the bench, so demo-down destroys the demo's staging and stops the bench (their file stays)."""
+    root, calls = checkout
+    stack = root / "stacks" / "Pulumi.production.yaml"
+    stack.write_text(stack.read_text().replace("service: hello", "service: myapp"))
+    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "STACKS": "staging"}
+    done = subprocess.run(["bash", "scripts/demo.sh", "down"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    said = calls.read_text().splitlines()
+    assert "pulumi destroy --yes --skip-preview --stack staging" in said
+    assert not [c for c in said if c.startswith(("pulumi destroy", "pulumi stack rm")) and "production" in c]
+    assert said[-1] == "python -m tests.bench down"
+    assert "service: myapp" in stack.read_text()
 
 
 @pytest.mark.parametrize("running", ["", "hello"])
