@@ -28,15 +28,22 @@ summed() {
 }
 
 # a stack that runs another service first: whatever its file says now, the demo cannot have it
+theirs=() said=()
 for stack in staging production; do
   demo=$(git show "HEAD:stacks/Pulumi.$stack.yaml" 2>/dev/null || cat "stacks/Pulumi.$stack.yaml")
   demo=$(sed -n 's/^ *shipyard:service: *//p' <<< "$demo")
   running=$(pulumi stack output service --stack "$stack" 2>/dev/null || true)
-  [ -z "$running" ] || [ "$running" = "$demo" ] || \
-    refuse "stack $stack runs service $running, not the demo's $demo, so it is yours" \
-           "When you are done with it, \`pulumi destroy --stack $stack\` and \`pulumi stack rm --preserve-config \
-$stack\` remove it (and keep its file)"
+  if [ -n "$running" ] && [ "$running" != "$demo" ]; then
+    theirs+=("$stack") said+=("stack $stack runs service $running, not the demo's $demo")
+  fi
 done
+case ${#theirs[@]} in
+  0) ;;
+  1) refuse "${said[0]}, so it is yours" "When you are done with it, \`pulumi destroy --stack $theirs\` and \
+\`pulumi stack rm --preserve-config $theirs\` remove it (and keep its file)" ;;
+  *) refuse "${said[0]}, and ${said[1]}, so they are yours" "When you are done with them, \`pulumi destroy --stack \
+STACK\` and \`pulumi stack rm --preserve-config STACK\` remove each (and keep its file)" ;;
+esac
 read -ra changed <<< "$(git status --porcelain -- stacks/Pulumi.staging.yaml stacks/Pulumi.production.yaml \
                          2>/dev/null | awk '{print $NF}' | tr '\n' ' ')"
 if [ "$MODE" = down ] && [ ${#changed[@]} -gt 0 ]; then

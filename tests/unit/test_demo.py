@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def checkout(tmp_path: Path) -> tuple[Path, Path]:
     """A git checkout with the demo's script and stack files, and a `pulumi` that records that it ran, answers
-    `stack output service` for the stack named in $RUNNING_STACK with $RUNNING_SERVICE, and lists the stacks named
+    `stack output service` for the stacks named in $RUNNING_STACK with $RUNNING_SERVICE, and lists the stacks named
     in $STACKS (default: staging and production) as existing."""
     (tmp_path / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "demo.sh", tmp_path / "scripts" / "demo.sh")
@@ -33,7 +33,8 @@ def checkout(tmp_path: Path) -> tuple[Path, Path]:
         (bin_dir / tool).write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {calls}\n")
         (bin_dir / tool).chmod(0o755)
     with (bin_dir / "pulumi").open("a") as f:
-        f.write('[ "$1 $2 $3 $5" = "stack output service $RUNNING_STACK" ] && echo "$RUNNING_SERVICE"\n'
+        f.write('[ "$1 $2 $3" = "stack output service" ] && case " $RUNNING_STACK " in *" $5 "*) '
+                'echo "$RUNNING_SERVICE";; esac\n'
                 '[ "$1 $2 $3" = "stack ls --json" ] && for s in ${STACKS-staging production}; do '
                 'echo "{\\"name\\": \\"$s\\"}"; done\n'
                 '[ "$1 $2" = "stack select" ] && case " ${STACKS-staging production} " in *" $3 "*) ;; '
@@ -90,6 +91,19 @@ def test_a_stack_of_another_service_is_left_alone_after_its_file_is_checked_out_
                            f"--stack staging` and `pulumi stack rm --preserve-config staging` remove it (and keep its "
                            f"file)"
                            f"{'; `.venv/bin/python -m tests.bench down` stops the bench alone' if mode else ''}.\n")
+    assert only_asked(calls)
+
+
+def test_both_stacks_of_another_service_are_named(checkout):
+    root, calls = checkout
+    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "RUNNING_STACK": "staging production",
+           "RUNNING_SERVICE": "myapp"}
+    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == ("make demo: stack staging runs service myapp, not the demo's hello, and stack production "
+                           "runs service myapp, not the demo's hello, so they are yours: nothing was deployed. When "
+                           "you are done with them, `pulumi destroy --stack STACK` and `pulumi stack rm "
+                           "--preserve-config STACK` remove each (and keep its file).\n")
     assert only_asked(calls)
 
 
