@@ -43,6 +43,12 @@ def checkout(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path, calls
 
 
+def demo(root: Path, *mode: str, **env: str) -> subprocess.CompletedProcess:
+    """`scripts/demo.sh` in the checkout, with its fake `pulumi` and `python` first on PATH and `env` set."""
+    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", **env}
+    return subprocess.run(["bash", "scripts/demo.sh", *mode], cwd=root, env=env, capture_output=True, text=True)
+
+
 @pytest.mark.parametrize("mode, says", [((), "make demo: stacks/Pulumi.production.yaml is no longer the demo's "
                                               "(changed since the checkout), so its stack is yours: nothing was "
                                               "deployed."),
@@ -53,8 +59,7 @@ def test_a_stack_file_written_over_is_left_alone_in_one_line(checkout, mode, say
     root, calls = checkout
     stack = root / "stacks" / "Pulumi.production.yaml"
     stack.write_text(stack.read_text().replace("service: hello", "service: myapp"))
-    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", "scripts/demo.sh", *mode], cwd=root, env=env, capture_output=True, text=True)
+    done = demo(root, *mode)
     assert done.returncode == 1
     assert done.stderr.startswith(says) and len(done.stderr.splitlines()) == 1
     assert ("`git checkout stacks/Pulumi.production.yaml` brings the demo's back (keep a copy of yours first: it "
@@ -67,8 +72,7 @@ def test_both_stack_files_written_over_are_named(checkout):
     for stack in ("staging", "production"):
         path = root / "stacks" / f"Pulumi.{stack}.yaml"
         path.write_text(path.read_text().replace("service: hello", "service: myapp"))
-    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=root, env=env, capture_output=True, text=True)
+    done = demo(root)
     assert done.returncode == 1
     assert done.stderr == ("make demo: stacks/Pulumi.production.yaml and stacks/Pulumi.staging.yaml are no longer "
                            "the demo's (changed since the checkout), so their stacks are yours: nothing was deployed. "
@@ -82,9 +86,7 @@ def test_a_stack_of_another_service_is_left_alone_after_its_file_is_checked_out_
     """The user deployed their own app as `staging` from a file of theirs, then `git checkout stacks/`: the file is
     the demo's again, the stack is not."""
     root, calls = checkout
-    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "RUNNING_STACK": "staging",
-           "RUNNING_SERVICE": "myapp"}
-    done = subprocess.run(["bash", "scripts/demo.sh", *mode], cwd=root, env=env, capture_output=True, text=True)
+    done = demo(root, *mode, RUNNING_STACK="staging", RUNNING_SERVICE="myapp")
     assert done.returncode == 1
     assert done.stderr == (f"make demo{'-down' if mode else ''}: stack staging runs service myapp, not the demo's "
                            f"hello, so it is yours: nothing was {what}. When you are done with it, `pulumi destroy "
@@ -96,9 +98,7 @@ def test_a_stack_of_another_service_is_left_alone_after_its_file_is_checked_out_
 
 def test_both_stacks_of_another_service_are_named(checkout):
     root, calls = checkout
-    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "RUNNING_STACK": "staging production",
-           "RUNNING_SERVICE": "myapp"}
-    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=root, env=env, capture_output=True, text=True)
+    done = demo(root, RUNNING_STACK="staging production", RUNNING_SERVICE="myapp")
     assert done.returncode == 1
     assert done.stderr == ("make demo: stack staging runs service myapp, not the demo's hello, and stack production "
                            "runs service myapp, not the demo's hello, so they are yours: nothing was deployed. When "
@@ -113,9 +113,7 @@ def test_a_stack_of_another_service_deployed_from_a_file_still_there_is_destroye
     root, calls = checkout
     stack = root / "stacks" / "Pulumi.staging.yaml"
     stack.write_text(stack.read_text().replace("service: hello", "service: myapp"))
-    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "RUNNING_STACK": "staging",
-           "RUNNING_SERVICE": "myapp"}
-    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=root, env=env, capture_output=True, text=True)
+    done = demo(root, RUNNING_STACK="staging", RUNNING_SERVICE="myapp")
     assert done.returncode == 1 and "git checkout" not in done.stderr
     assert done.stderr.startswith("make demo: stack staging runs service myapp, not the demo's hello, so it is yours")
     assert only_asked(calls)
@@ -134,8 +132,7 @@ def test_demo_down_stops_the_bench_once_the_stack_of_a_file_written_over_is_gone
     root, calls = checkout
     stack = root / "stacks" / "Pulumi.production.yaml"
     stack.write_text(stack.read_text().replace("service: hello", "service: myapp"))
-    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "STACKS": "staging"}
-    done = subprocess.run(["bash", "scripts/demo.sh", "down"], cwd=root, env=env, capture_output=True, text=True)
+    done = demo(root, "down", STACKS="staging")
     assert done.returncode == 0, done.stderr
     said = calls.read_text().splitlines()
     assert "pulumi destroy --yes --skip-preview --stack staging" in said
@@ -147,8 +144,6 @@ def test_demo_down_stops_the_bench_once_the_stack_of_a_file_written_over_is_gone
 @pytest.mark.parametrize("running", ["", "hello"])
 def test_the_demos_own_stacks_go_ahead(checkout, running):
     root, calls = checkout
-    env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}", "RUNNING_STACK": "staging",
-           "RUNNING_SERVICE": running}
-    done = subprocess.run(["bash", "scripts/demo.sh", "down"], cwd=root, env=env, capture_output=True, text=True)
+    done = demo(root, "down", RUNNING_STACK="staging", RUNNING_SERVICE=running)
     assert done.returncode == 0, done.stderr
     assert calls.read_text().splitlines()[-1] == "python -m tests.bench down"
