@@ -39,8 +39,8 @@ for stack in staging production; do
 done
 case ${#theirs[@]} in
   0) ;;
-  1) refuse "${said[0]}, so it is yours" "When you are done with it, \`pulumi destroy --stack $theirs\` and \
-\`pulumi stack rm --preserve-config $theirs\` remove it (and keep its file)" ;;
+  1) refuse "${said[0]}, so it is yours" "When you are done with it, \`pulumi destroy --stack ${theirs[0]}\` and \
+\`pulumi stack rm --preserve-config ${theirs[0]}\` remove it (and keep its file)" ;;
   *) refuse "${said[0]}, and ${said[1]}, so they are yours" "When you are done with them, \`pulumi destroy --stack \
 STACK\` and \`pulumi stack rm --preserve-config STACK\` remove each (and keep its file)" ;;
 esac

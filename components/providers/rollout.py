@@ -267,7 +267,7 @@ class RolloutProvider(ResourceProvider):
         # after this step) stop too
         _put_back([d for done in started.values() for d in done])
         each_at_once({h: [e for e in es if e.get("proxied")] for h, es in groups.items()
-                   if any(e.get("proxied") for e in es)}, lambda proxied: _stop_unrouted(props, proxied))
+                      if any(e.get("proxied") for e in es)}, lambda proxied: _stop_unrouted(props, proxied))
         if not failures:
             raise Abandoned(f"destination {props['destination']}: {ended} while its rollout started the new workers: "
                             f"they were stopped again; no role changed")
