@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -213,13 +214,37 @@ def _private_keys(t: SSHTarget) -> list[paramiko.PKey]:
     return out
 
 
+_known: dict[str, tuple[tuple[int, int, int], Any, dict[str, dict[str, Any]]]] = {}  # path: stamp, keys, found
+_known_lock = threading.Lock()
+
+
+def known_keys(path: str, name: str) -> dict[str, paramiko.PKey]:
+    """The host keys a known_hosts file holds for `name` (as paramiko looks a server up: `host`, or `[host]:port`
+    off port 22), by key type. The file is read again only when it changed: a user's own file of a few hundred
+    hashed lines costs tens of milliseconds to read and search, which every connection paid."""
+    import paramiko
+    st = os.stat(path)
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    with _known_lock:
+        cached = _known.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = _known[path] = (stamp, paramiko.HostKeys(path), {})
+        _, keys, found = cached
+        if name not in found:
+            found[name] = dict(keys.lookup(name) or {})
+        return found[name]
+
+
 def connect(t: SSHTarget) -> paramiko.SSHClient:
     import paramiko
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     ssh = _client_class()()
     known = os.path.expanduser(t.known_hosts or "~/.ssh/known_hosts")
+    where = t.address or t.host
     if os.path.exists(known):
-        ssh.load_host_keys(known)
+        name = where if t.port == 22 else f"[{where}]:{t.port}"
+        for kind, key in known_keys(known, name).items():
+            ssh.get_host_keys().add(name, kind, key)
     ssh.set_missing_host_key_policy(_AcceptNewPolicy(known) if t.host_key_policy == "accept-new"
                                     else paramiko.RejectPolicy())
     shown = t.known_hosts or "~/.ssh/known_hosts"
@@ -232,7 +257,7 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
         for n, pkey in enumerate(pkeys):  # paramiko offers one key of its own: each of several is one attempt
             sock, ssh.via = _socket(t)
             try:
-                ssh.connect(hostname=t.address or t.host, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S,
+                ssh.connect(hostname=where, port=t.port, username=t.user, timeout=CONNECT_TIMEOUT_S,
                             sock=sock, banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S, pkey=pkey,
                             key_filename=[f for f in files if os.path.isfile(f)] or None,
                             look_for_keys=not (t.keys or t.key_data or t.keys_only), allow_agent=not t.keys_only)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from components import hosts
@@ -67,6 +68,25 @@ def test_an_unknown_host_is_refused_by_default_and_remembered_with_accept_new(be
     assert empty.read_text().split()[:3] == [bench.hosts[0].address, *bench.hosts[0].host_key_pub.split()[:2]]
     hosts.close_all()
     assert hosts.client(target(bench, 0, known_hosts=str(empty))).ping()  # now known: strict accepts it
+
+
+def test_a_users_hashed_known_hosts_is_read_once_and_again_when_it_changes(bench, tmp_path: Path):
+    """A user's own known_hosts: hashed lines (OpenSSH's HashKnownHosts) among a few hundred others. Read once for
+    every connection to a host, and again once it changes: a key replaced since is refused."""
+    h1, h2 = bench.hosts[:2]
+    name = h1.address if h1.port == 22 else f"[{h1.address}]:{h1.port}"
+
+    def line(host: str, pub: str) -> str:
+        return f"{paramiko.HostKeys.hash_host(host)} {' '.join(pub.split()[:2])}\n"
+    others = "".join(line(f"host{i}.example.com", h2.host_key_pub) for i in range(300))
+    known = tmp_path / "known_hosts"
+    known.write_text(others + line(name, h1.host_key_pub))
+    hosts.close_all()
+    assert hosts.client(target(bench, 0, known_hosts=str(known))).ping()
+    known.write_text(others + line(name, h2.host_key_pub))  # host2's key filed under host1's name
+    hosts.close_all()
+    with pytest.raises(HostKeyRejected, match="does not match"):
+        hosts.client(target(bench, 0, known_hosts=str(known)))
 
 
 def test_unreachable_and_refused_logins_name_the_host(bench, tmp_path: Path):

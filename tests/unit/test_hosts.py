@@ -297,3 +297,20 @@ def test_a_docker_api_that_does_not_answer_over_ssh_is_told_in_the_hosts_words(m
                           f"{says}; {what}, then run `pulumi up` again")
     hosts.output.return_value = (0, "HTTP/1.0 200 OK\r\n\r\nOK")  # it answers after all: the failure was another
     assert dockerapi._no_docker(mocker.Mock(), T) is None
+
+
+def test_a_known_hosts_file_is_read_once_until_it_changes(mocker, tmp_path):
+    """Every connection looks its host up in known_hosts: the file is parsed once, and again only once it changed
+    (accept-new appended a host, or the user edited it)."""
+    pub = "AAAAC3NzaC1lZDI1NTE5AAAAIMOAPU+4IH1/3oaOojpbS7nITiltcOBwvNx23L/DeV99"
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{paramiko.HostKeys.hash_host('[10.0.0.5]:2222')} ssh-ed25519 {pub}\n")
+    load = mocker.spy(paramiko.HostKeys, "load")
+    assert [*ssh.known_keys(str(known), "[10.0.0.5]:2222")] == ["ssh-ed25519"]
+    assert [*ssh.known_keys(str(known), "[10.0.0.5]:2222")] == ["ssh-ed25519"]
+    assert ssh.known_keys(str(known), "10.0.0.5") == {}  # port 22 is another name
+    assert load.call_count == 1
+    with known.open("a") as fh:
+        fh.write(f"10.0.0.6 ssh-ed25519 {pub}\n")
+    assert [*ssh.known_keys(str(known), "10.0.0.6")] == ["ssh-ed25519"]
+    assert load.call_count == 2
