@@ -3,7 +3,8 @@ constructed in the plugin. Its inputs are a stack's `shipyard:*` settings (`serv
 `env`, `accessories`, ...) plus `project_dir` (what relative paths are relative to: the build context, files, hooks),
 and any of them may be an output of another resource - the servers' addresses from the resources that create them,
 a registry password from a secret store. The destination's resources are declared once every input is known; a
-preview before that (the servers do not exist yet) says what will be deployed where."""
+preview before that (the servers do not exist yet, or an update of them changes their addresses) says what will be
+deployed where, and that it cannot list those resources."""
 
 from __future__ import annotations
 
@@ -50,9 +51,23 @@ def _destination(raw: dict[str, Any]) -> str:
     return given if isinstance(given, str) and given else pulumi.get_stack()
 
 
+UNDECLARED = ("its resources are declared once every setting is known, at `up`: until then a preview lists those "
+              "deployed before as deletes, and `up` deletes only what no longer belongs (a host that left, a role "
+              "removed)")
+
+
+def _unknown_in(value: Any) -> bool:
+    if isinstance(value, Unknown):
+        return True
+    if isinstance(value, dict):
+        return any(_unknown_in(v) for v in value.values())
+    return isinstance(value, list) and any(_unknown_in(v) for v in value)
+
+
 async def _plan(settings: pulumi.Output[dict[str, Any]], parent: pulumi.Resource) -> str:
-    """One line: each role and accessory and where it goes, hosts not known yet said so (and logged, so a preview
-    shows it)."""
+    """One line: each role and accessory and where it goes, hosts not known yet said so. While any setting is
+    unknown (a preview), logged - so the preview shows it - with why it lists none of the destination's resources
+    (`UNDECLARED`): the engine counts those deployed before as deletes."""
     raw = await settings.future(with_unknowns=True) or {}
     unknown = 0
 
@@ -80,8 +95,8 @@ async def _plan(settings: pulumi.Output[dict[str, Any]], parent: pulumi.Resource
     image = raw.get("image")
     line = (f"destination {_destination(raw)}: {'image ' + image + ', ' if isinstance(image, str) else ''}"
             f"{'; '.join(parts) or 'no servers'}")
-    if unknown:
-        pulumi.log.info(line, resource=parent)
+    if unknown or _unknown_in(raw):
+        pulumi.log.info(f"{line} - {UNDECLARED}", resource=parent)
     return line
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.plugin.destination import UNDECLARED
 from tests.bench import AUTH_REGISTRY_USER
 from tests.conftest import REPO, Project, app_head, host_docker, http_get, make_project, pulumi_env, ssh_config
 
@@ -27,20 +28,24 @@ from pathlib import Path
 
 import pulumi
 import pulumi_shipyard as shipyard
-from pulumi.dynamic import CreateResult, Resource, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
 
 class Handout(ResourceProvider):
     def create(self, props):
-        return CreateResult(id_=props["given"], outs={"given": props["given"], "address": props["given"]})
+        return CreateResult(id_=f"{props['given']}-{props['generation']}", outs={**props, "address": props["given"]})
+
+    def diff(self, _id, olds, news):
+        changed = [k for k in ("given", "generation") if olds.get(k) != news[k]]
+        return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=False)
 
 
 class Server(Resource):
-    """Stands for a cloud VM: its address is known once it exists."""
+    """Stands for a cloud VM: its address is known once it exists (a new generation replaces it)."""
     address: pulumi.Output[str]
 
-    def __init__(self, name, given):
-        super().__init__(Handout(), name, {"given": given, "address": None})
+    def __init__(self, name, given, generation):
+        super().__init__(Handout(), name, {"given": given, "generation": generation, "address": None})
 
 
 class Keep(ResourceProvider):
@@ -57,7 +62,7 @@ class Entry(Resource):
 
 
 settings = json.loads(Path("settings.json").read_text())
-server = Server("vm", settings.pop("host"))
+server = Server("vm", settings.pop("host"), settings.pop("generation", 1))
 password, greeting = Entry("registry-password", settings.pop("password")), Entry("greeting", settings.pop("greeting"))
 app = shipyard.Destination("staging", servers={"web": {"hosts": [server.address]}}, project_dir=str(Path.cwd()),
                            registry={**settings.pop("registry"), "password": password.value},
@@ -65,6 +70,7 @@ app = shipyard.Destination("staging", servers={"web": {"hosts": [server.address]
 pulumi.export("urls", app.urls)
 pulumi.export("version", app.version)
 pulumi.export("plan", app.plan)
+pulumi.export("containers", app.containers)
 '''
 
 
@@ -91,7 +97,8 @@ def serves(bench, name: str) -> str:
 
 def test_a_python_program_deploys_to_a_host_that_another_resource_hands_out(bench, tmp_path):
     """The host address, the registry password and a secret env value all come from other resources' outputs (a
-    VM, a secret store's entries): the secrets stay secrets."""
+    VM, a secret store's entries): the secrets stay secrets. A VM replaced later hides its address from the
+    preview, which says why it lists the destination's resources as deletes; the `up` keeps them."""
     proj = program(tmp_path, "compose", "python")  # as the README's: PULUMI_PYTHON_CMD names the Python
     (proj.dir / "__main__.py").write_text(PROGRAM)
     host = bench.hosts[0].address
@@ -116,6 +123,15 @@ def test_a_python_program_deploys_to_a_host_that_another_resource_hands_out(benc
         state = proj.run("stack", "export", stack="staging").out
         for value in (GREETING, bench.auth_registry_password):
             assert value not in state + preview
+
+        saved = json.loads((proj.dir / "settings.json").read_text())
+        (proj.dir / "settings.json").write_text(json.dumps({**saved, "generation": 2}))
+        preview = proj.run("preview", stack="staging").out
+        assert f"web on a host known once it exists - {UNDECLARED}" in preview and "to delete" in preview, preview
+        proj.up("staging")
+        assert proj.outputs("staging")["containers"] == out["containers"]  # the same host: nothing moved
+        assert serves(bench, "compose").startswith("service=compose destination=staging")
+        proj.run("preview", "--expect-no-changes", stack="staging")
     finally:
         proj.run("destroy", "--yes", stack="staging", check=False)
     assert not host_docker(bench.hosts[0]).containers(all=True, filters={"label": "service=compose"})

@@ -306,6 +306,26 @@ def test_the_destination_says_in_one_line_what_goes_where(mocker):
         "destination review: image acme/shop, web on h1"
 
 
+@pytest.mark.parametrize("settings, line", [
+    ({"servers": [Unknown()]}, "destination staging: image acme/shop, web on a host known once it exists"),
+    ({"servers": ["h1"], "registry": {"password": Unknown()}}, "destination staging: image acme/shop, web on h1"),
+])
+def test_a_preview_with_a_setting_not_known_yet_says_why_it_lists_none_of_the_destinations_resources(
+        mocker, settings, line):
+    """A server not created yet, or whose update changes its address; a password an update of its store changes:
+    the resources are declared at `up`, so a preview shows those deployed before as deletes - and says why."""
+    from pulumi import Output
+
+    from components.plugin.destination import UNDECLARED, _plan
+    mocker.patch("pulumi.get_stack", return_value="staging")
+    info = mocker.patch("pulumi.log.info")
+
+    async def outlined() -> str:
+        return await _plan(Output.from_input({"image": "acme/shop", **settings}), None)
+    assert asyncio.run(outlined()) == line
+    info.assert_called_once_with(f"{line} - {UNDECLARED}", resource=None)
+
+
 def test_a_connection_that_broke_where_no_step_said_so_is_named_with_its_host_not_called_a_bug():
     from components.plugin.server import message
     props = {"target": {"host": "10.0.0.5", "user": "deploy"}, "name": "shop-web-staging-v2"}
