@@ -16,6 +16,7 @@ import pulumi
 import pulumi.provider as provider
 from pulumi.errors import InputPropertyError
 from pulumi.output import Unknown
+from pulumi.runtime.rpc import contains_unknowns
 
 from .. import program
 from ..errors import ConfigError, DeployError
@@ -56,14 +57,6 @@ UNDECLARED = ("its resources are declared once every setting is known, at `up`: 
               "removed)")
 
 
-def _unknown_in(value: Any) -> bool:
-    if isinstance(value, Unknown):
-        return True
-    if isinstance(value, dict):
-        return any(_unknown_in(v) for v in value.values())
-    return isinstance(value, list) and any(_unknown_in(v) for v in value)
-
-
 async def _plan(settings: pulumi.Output[dict[str, Any]], parent: pulumi.Resource) -> str:
     """One line: each role and accessory and where it goes, hosts not known yet said so. While any setting is
     unknown (a preview), logged - so the preview shows it - with why it lists none of the destination's resources
@@ -95,7 +88,7 @@ async def _plan(settings: pulumi.Output[dict[str, Any]], parent: pulumi.Resource
     image = raw.get("image")
     line = (f"destination {_destination(raw)}: {'image ' + image + ', ' if isinstance(image, str) else ''}"
             f"{'; '.join(parts) or 'no servers'}")
-    if unknown or _unknown_in(raw):
+    if unknown or contains_unknowns(raw):
         pulumi.log.info(f"{line} - {UNDECLARED}", resource=parent)
     return line
 
