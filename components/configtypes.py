@@ -402,9 +402,11 @@ class Promote(Model):
 
 class Hooks(Model):
     """Kamal's hooks: executables named after the hook (`pre-deploy`, ...) in `path`, run on the deploying machine
-    in `workdir` (both relative to the project)."""
+    in `workdir` (both relative to the project). The hooks Kamal gives secrets to get every `shipyard:secrets` value;
+    a Kamal app's get every secret of its secrets files too (`secrets`, set by `kamal`), as Kamal's hooks do."""
     path: str
     workdir: str = "."
+    secrets: dict[str, str] = {}
 
 
 class KamalApp(Model):

@@ -85,7 +85,8 @@ class DestinationService(pulumi.ComponentResource):
         # Kamal's hooks, where the stack has them: every resource of the destination waits for `self._after`
         self._hooks = hooks_of(cfg, project_dir)
         deploy_trigger = plans.apply(lambda p: _digest(p, sorted(cfg.secrets.items())))
-        pre_connect = self._hook("pre-connect", deploy_trigger, shape.hosts, version, secrets=True)
+        pre_connect = self._hook("pre-connect", deploy_trigger, shape.hosts, version, secrets=True,
+                                 lock=False)  # Kamal's runs before its lock is taken
         self._after = list(pre_connect)
         if build and shape.image and "promote" not in build and command != "rollback":  # (they build nothing)
             self._after += self._hook("pre-build", pulumi.Output.all(version, build["context_hash"]).apply(_digest),
@@ -200,7 +201,8 @@ class DestinationService(pulumi.ComponentResource):
             "SERVICE": cfg.service, "VERSION": v, "SERVICE_VERSION": f"{cfg.service}@{v if '_' in v else v[:7]}",
             **({"DESTINATION": destination} if destination else {}), "HOSTS": ",".join(hosts),
             "COMMAND": self._command, "LOCK": "true" if lock else "false"})
-        values = {k: cfg.secrets[k] for k in sorted(cfg.secrets)} if secrets else {}
+        # Kamal gives those hooks every secret of its secrets files, used by the config or not (a webhook's URL)
+        values = dict(sorted({**(cfg.hooks.secrets if cfg.hooks else {}), **cfg.secrets}.items())) if secrets else {}
         return [Hook(f"{self._name}-hook-{hook}{suffix}", {
             "hook": hook, "destination": cfg.destination, "path": str(path), "file_hash": source.file_hash(path),
             "workdir": str((self._project_dir / cfg.hooks.workdir).resolve()) if cfg.hooks else "",

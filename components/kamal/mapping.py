@@ -90,14 +90,16 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
             out["secrets"] = secrets
         return out
 
-    def hooks(self) -> dict[str, str] | None:
+    def hooks(self) -> dict[str, Any] | None:
         """Kamal's hooks directory (`hooks_path`, default .kamal/hooks), run from the app directory as Kamal runs
         them; None where it holds none."""
         hooks_dir = self.app_dir / str(self.raw.get("hooks_path") or ".kamal/hooks")
         if not hooks_dir.is_dir() or not any(h.is_file() and not h.name.endswith(".sample")
                                              for h in hooks_dir.iterdir()):
             return None
-        return {"path": self.rel(str(hooks_dir)), "workdir": self.rel(".")}
+        # Kamal's hooks that get secrets get every one of the secrets files, used by the config or not
+        secrets = {k: v for k, v in self.secrets.values.items() if k not in self.secrets.blocked}
+        return {"path": self.rel(str(hooks_dir)), "workdir": self.rel("."), **({"secrets": secrets} if secrets else {})}
 
 
 def _version(text: str) -> tuple[int, ...]:

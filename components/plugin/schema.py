@@ -125,7 +125,8 @@ def destination_schema(types: dict[str, Any]) -> dict[str, Any]:
 
 OUTPUT_TYPES = {"urls": STRLIST, "containers": ANY, "accessories": ANY}  # the others are strings
 SCALARS = {str: STR, bool: BOOL, int: INT, float: NUM}
-SECRET_SETTINGS = {("Registry", "password")}  # (model, field): a value to keep secret (others name secrets)
+# (model, field): values to keep secret (the others name secrets)
+SECRET_SETTINGS = {("Registry", "password"), ("Hooks", "secrets")}
 
 
 def _setting_type(annotation: Any, types: dict[str, Any]) -> dict[str, Any]:

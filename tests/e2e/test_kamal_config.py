@@ -32,6 +32,7 @@ pytestmark = pytest.mark.e2e
 
 NAMES = {"staging": "staging.kamalshop.test", "production": "kamalshop.test"}
 SECRET = {"staging": "st4ging-kamal-s3cret", "production": "pr0duction-kamal-s3cret"}
+WEBHOOK = "https://hooks.invalid/kshop"  # a secret of the files that the config never names
 
 DEPLOY = """\
     # A Kamal 2 config, as `kamal init` makes them
@@ -139,7 +140,7 @@ def write_app(proj: Path, registry: str) -> None:
                                         f"  ssl_redirect: false\nretain_containers: 3\n",
         # the registry password comes from the deploying machine's environment, as Kamal's dotenv reads `$VAR`
         ".kamal/secrets-common": "KAMAL_REGISTRY_PASSWORD=$KSHOP_REGISTRY_PASSWORD\nSSH_PRIVATE_KEY=$KSHOP_SSH_KEY\n",
-        ".kamal/secrets.staging": f"GREETING={SECRET['staging']}\n",
+        ".kamal/secrets.staging": f"GREETING={SECRET['staging']}\nWEBHOOK={WEBHOOK}\n",  # for the hooks alone
         ".kamal/secrets.production": f"GREETING=\"{SECRET['production']}\"\nCERT_PEM=\"{cert}\"\nKEY_PEM=\"{key}\"\n",
         ".dockerignore": ".kamal\n",  # config/ is sent, as in a Rails app
         "public/503.html": "<h1>kshop is down for maintenance</h1><p>{{ .Message }}</p>\n",
@@ -398,14 +399,15 @@ def test_an_unsupported_kamal_key_fails_with_its_path_and_nothing_changes(bench,
 
 HOOK = """#!/bin/sh
 echo "$(basename "$0") hosts=$KAMAL_HOSTS destination=$KAMAL_DESTINATION version=$KAMAL_VERSION \\
-service_version=$KAMAL_SERVICE_VERSION command=$KAMAL_COMMAND secret=${GREETING:-none}" >> "$PWD/../hooks.log"
+service_version=$KAMAL_SERVICE_VERSION command=$KAMAL_COMMAND secret=${GREETING:-none} \\
+webhook=${WEBHOOK:-none} lock=$KAMAL_LOCK" >> "$PWD/../hooks.log"
 """
 
 
 def test_kamal_hooks_fire_in_kamals_order_and_a_failing_pre_deploy_changes_nothing(bench, pair, request):
     """.kamal/hooks as Kamal runs them: on the deploying machine, from the app directory, in order, with Kamal's
-    variables (and the secrets for pre-/post-deploy); a pre-deploy that fails stops the deploy in one line with
-    every container as it was and no request failed."""
+    variables (and, for pre-connect and pre-/post-deploy, every secret of the secrets files, as Kamal gives them); a
+    pre-deploy that fails stops the deploy in one line with every container as it was and no request failed."""
     app, log = pair.dir / "app", pair.dir / "hooks.log"
     overlay = app / "config/deploy.staging.yml"
     before = overlay.read_text()
@@ -420,8 +422,9 @@ def test_kamal_hooks_fire_in_kamals_order_and_a_failing_pre_deploy_changes_nothi
         assert [ln.split()[0] for ln in lines] == order, lines
         v, host = app_head(pair.dir), bench.hosts[0].address
         assert lines[2] == (f"pre-deploy hosts={host} destination=staging version={v} service_version=kshop@{v[:7]} "
-                            f"command=deploy secret={SECRET['staging']}")
-        assert lines[1].endswith("secret=none")  # pre-build gets no secrets, as in Kamal
+                            f"command=deploy secret={SECRET['staging']} webhook={WEBHOOK} lock=true")
+        assert lines[0].endswith(f"webhook={WEBHOOK} lock=false")  # before Kamal's lock is taken
+        assert lines[1].endswith("secret=none webhook=none lock=false")  # pre-build gets no secrets, as in Kamal
 
         d = host_docker(bench.hosts[0])
         (running,) = d.containers(filters={"label": ["service=kshop", "destination=staging", "role=web"]})

@@ -230,7 +230,8 @@ def test_hooks_stand_in_kamals_order_in_the_graph(tmp_path, mocker):
         (hooks / h).write_text("#!/bin/sh\n")
     cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
                        "servers": {"web": {"hosts": ["h1", "h2"]}}, "boot": {"limit": 1},
-                       "secrets": {"S": "s3cret"}, "hooks": {"path": "hooks"}}, stack="staging")
+                       "secrets": {"S": "s3cret"}, "hooks": {"path": "hooks", "secrets": {"HOOK_ONLY": "h"}}},
+                      stack="staging")
     from components.service import DestinationService
     DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
 
@@ -250,8 +251,15 @@ def test_hooks_stand_in_kamals_order_in_the_graph(tmp_path, mocker):
 
     def build_hosts(details):  # KAMAL_HOSTS of pre-build: every host, as Kamal gives it, not the build host's alone
         assert details["HOSTS"] == "h1,h2"
+
+    def connect(a):  # pre-connect: every secret, the hooks' own too, and KAMAL_LOCK false (before Kamal's lock)
+        details, secrets = a
+        assert details["LOCK"] == "false" and secrets == {"HOOK_ONLY": "h", "S": "s3cret"}
+    props = {name: p for name, _, p in CHILDREN}
     return pulumi.Output.all(pulumi.Output.from_input(1).apply(check), [
-        p["details"].apply(build_hosts) for name, _, p in CHILDREN if name == "hello-staging-hook-pre-build"])
+        p["details"].apply(build_hosts) for name, _, p in CHILDREN if name == "hello-staging-hook-pre-build"],
+        pulumi.Output.all(props["hello-staging-hook-pre-connect"]["details"],
+                          props["hello-staging-hook-pre-connect"]["secrets"]).apply(connect))
 
 
 @pulumi.runtime.test

@@ -402,13 +402,17 @@ def test_unknown_keys_and_newer_kamal_are_refused(tmp_path):
         "minimum_version": "the file wants Kamal 3.0.0; shipyard reads Kamal 2.11 configs"}
 
 
-def test_kamal_hooks_are_the_stacks_hooks_run_from_the_app_directory(tmp_path):
+def test_kamal_hooks_are_the_stacks_hooks_run_from_the_app_directory_with_every_secret_of_the_files(tmp_path):
+    """As Kamal's hooks, they get every secret of the secrets files (a webhook's URL the config never names)."""
     raw = load_app(tmp_path / "a", BASE_YML, files={".kamal/hooks/pre-deploy": "#!/bin/sh\n",
-                                                    ".kamal/hooks/post-deploy.sample": "#!/bin/sh\n"})
-    assert raw["hooks"] == {"path": ".kamal/hooks", "workdir": "."}
+                                                    ".kamal/hooks/post-deploy.sample": "#!/bin/sh\n",
+                                                    ".kamal/secrets": "SLACK_WEBHOOK=https://hooks.invalid/x\n"})
+    assert raw["hooks"] == {"path": ".kamal/hooks", "workdir": ".", "secrets": {
+        "REGISTRY_PASSWORD": "reg-pw", "SLACK_WEBHOOK": "https://hooks.invalid/x"}}
+    assert "SLACK_WEBHOOK" not in raw.get("secrets", {})  # nothing deployed uses it: no container changes with it
     raw = load_app(tmp_path / "b", BASE_YML + "hooks_path: bin/hooks\n", files={"bin/hooks/pre-build": "#!/bin/sh\n"},
                    project_dir=tmp_path)
-    assert raw["hooks"] == {"path": "b/bin/hooks", "workdir": "b"}  # relative to the project, as every path
+    assert raw["hooks"] == {"path": "b/bin/hooks", "workdir": "b", "secrets": {"REGISTRY_PASSWORD": "reg-pw"}}
     assert "hooks" not in load_app(tmp_path / "c", BASE_YML, files={".kamal/hooks/pre-deploy.sample": ""})
 
 

@@ -570,20 +570,24 @@ class HealthcheckSettingsArgs:
 
 class HooksSettingsArgsDict(TypedDict):
     """
-    Kamal's hooks: executables named after the hook (`pre-deploy`, ...) in `path`, run on the deploying machine in `workdir` (both relative to the project).
+    Kamal's hooks: executables named after the hook (`pre-deploy`, ...) in `path`, run on the deploying machine in `workdir` (both relative to the project). The hooks Kamal gives secrets to get every `shipyard:secrets` value; a Kamal app's get every secret of its secrets files too (`secrets`, set by `kamal`), as Kamal's hooks do.
     """
     path: pulumi.Input[_builtins.str]
+    secrets: NotRequired[pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]]
     workdir: NotRequired[pulumi.Input[Optional[_builtins.str]]]
 
 @pulumi.input_type
 class HooksSettingsArgs:
     def __init__(__self__, *,
                  path: pulumi.Input[_builtins.str],
+                 secrets: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
                  workdir: pulumi.Input[Optional[_builtins.str]] = None):
         """
-        Kamal's hooks: executables named after the hook (`pre-deploy`, ...) in `path`, run on the deploying machine in `workdir` (both relative to the project).
+        Kamal's hooks: executables named after the hook (`pre-deploy`, ...) in `path`, run on the deploying machine in `workdir` (both relative to the project). The hooks Kamal gives secrets to get every `shipyard:secrets` value; a Kamal app's get every secret of its secrets files too (`secrets`, set by `kamal`), as Kamal's hooks do.
         """
         pulumi.set(__self__, "path", path)
+        if secrets is not None:
+            pulumi.set(__self__, "secrets", secrets)
         if workdir is not None:
             pulumi.set(__self__, "workdir", workdir)
 
@@ -595,6 +599,15 @@ class HooksSettingsArgs:
     @path.setter
     def path(self, value: pulumi.Input[_builtins.str]):
         pulumi.set(self, "path", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def secrets(self) -> pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]:
+        return pulumi.get(self, "secrets")
+
+    @secrets.setter
+    def secrets(self, value: pulumi.Input[Optional[Mapping[str, pulumi.Input[_builtins.str]]]]):
+        pulumi.set(self, "secrets", value)
 
     @_builtins.property
     @pulumi.getter
