@@ -14,6 +14,13 @@ from .mapping_env import EnvMapping
 from .mapping_servers import ServersMapping
 
 KAMAL_VERSION = (2, 11, 0)
+# the keys whose example in Kamal's own documentation is a whole number: Kamal refuses any other value there ("3000",
+# 1.5, true), so shipyard does too, by the same path
+INTEGERS = ("retain_containers", "readiness_delay", "deploy_timeout", "drain_timeout", "boot.wait",
+            "sshkit.max_concurrent_starts", "sshkit.pool_idle_timeout")
+PROXY_INTEGERS = ("app_port", "response_timeout", "healthcheck.interval", "healthcheck.timeout",
+                  "buffering.max_request_body", "buffering.max_response_body", "buffering.memory", "run.http_port",
+                  "run.https_port", "run.metrics_port")
 
 
 class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
@@ -31,9 +38,11 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
         if raw.get("require_destination") and not self.destination:
             self.refuse("require_destination", "this config needs a destination: set shipyard:kamal.destination, "
                                                "or leave it unset to use the stack's destination")
+            return out  # as Kamal, nothing more is said: without its destination's file, the rest is not the app
         mv = raw.get("minimum_version")
         if mv is not None and _version(str(mv)) > KAMAL_VERSION:
             self.refuse("minimum_version", f"the file wants Kamal {mv}; shipyard reads Kamal 2.11 configs")
+        self.integers()
         hooks = self.hooks()
         if hooks:
             out["hooks"] = hooks
@@ -89,6 +98,24 @@ class Mapper(ServersMapping, EnvMapping, BuildMapping, AccessoriesMapping):
         if secrets:
             out["secrets"] = secrets
         return out
+
+    def integers(self) -> None:
+        """Each key Kamal takes as a whole number (`INTEGERS`, and `PROXY_INTEGERS` in every proxy: the app's, a
+        role's, an accessory's) holds one, or is refused by its path."""
+        def sections(name: str) -> list[tuple[str, Any]]:
+            conf = self.raw.get(name)
+            return [(f"{name}.{k}", v) for k, v in conf.items() if isinstance(v, dict)] if isinstance(conf, dict) \
+                else []
+        places = [("", self.raw, INTEGERS), ("proxy", self.raw.get("proxy"), PROXY_INTEGERS),
+                  *((f"{path}.proxy", conf.get("proxy"), PROXY_INTEGERS)
+                    for path, conf in (*sections("servers"), *sections("accessories")))]
+        for base, conf, keys in places:
+            for key in keys:
+                value: Any = conf
+                for part in key.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                    self.refuse(f"{base}.{key}" if base else key, "should be an integer (Kamal refuses it too)")
 
     def hooks(self) -> dict[str, Any] | None:
         """Kamal's hooks directory (`hooks_path`, default .kamal/hooks), run from the app directory as Kamal runs

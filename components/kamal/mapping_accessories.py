@@ -150,10 +150,7 @@ class AccessoriesMapping(MapperBase):
             elif key == "parallel_roles":
                 continue  # shipyard boots the roles of a host together, batch by batch of hosts
             elif key == "wait":
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    self.refuse("boot.wait", "should be a number of seconds")
-                else:
-                    out["wait"] = value
+                out["wait"] = value  # a whole number, or refused (`integers`)
             else:
                 self.refuse(f"boot.{key}", unknown_key(key, ("limit", "wait", "parallel_roles")))
         return out

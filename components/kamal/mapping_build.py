@@ -30,14 +30,17 @@ class BuildMapping(MapperBase):
         if path == "registry" and self.local_registry(conf):
             return None  # no registry: shipyard streams the image from the build host to the others
         out: dict[str, Any] = {"server": to_s(conf.get("server")) or "docker.io"}
+        # the stack's own registry keys win over the file's (its secrets are never looked up in Kamal's files)
+        own = self.stack.get("registry") if isinstance(self.stack.get("registry"), dict) and path == "registry" \
+            else {}
         for key in ("username", "password"):
             value = conf.get(key)
-            if value is None:
+            if value is None or value == "" or value == []:
+                if not self.local_registry(conf) and own.get(key) is None:
+                    self.refuse(f"{path}.{key}", "is required (Kamal refuses it too)")
                 continue
             if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
-                stacked = (self.stack.get("registry") or {}).get(key) if isinstance(self.stack.get("registry"),
-                                                                                   dict) and path == "registry" \
-                    else None
+                stacked = own.get(key)
                 if stacked is None:
                     value = self.secret(value[0], f"{path}.{key}")
                     if value is None:

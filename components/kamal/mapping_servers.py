@@ -96,7 +96,12 @@ class ServersMapping(MapperBase):
                 if specialized is not True and not isinstance(specialized, dict) and specialized is not None:
                     self.refuse(f"{path}.proxy", "should be a hash or a boolean")
                 self.proxy(own, f"{path}.proxy", report=True)
-                mapped = self.proxy(deep_merge(top, own), "", report=False)
+                merged = deep_merge(top, own)
+                if {"host", "hosts"} <= set(merged) and not {"host", "hosts"} <= set(own) \
+                        and not {"host", "hosts"} <= set(top):  # each alone was refused already
+                    self.refuse(f"{path}.proxy", "specify one of 'host' or 'hosts', not both: with the app's proxy "
+                                                 "it has both (Kamal refuses it too)")
+                mapped = self.proxy(merged, "", report=False)
                 if name == "web" and self.primary() == "web" and not own:
                     top_proxy = mapped  # shipyard's top-level proxy is the web role's, as Kamal's is the primary's
                 else:
@@ -143,6 +148,8 @@ class ServersMapping(MapperBase):
     def proxy(self, conf: dict[str, Any], path: str, *, report: bool) -> dict[str, Any]:
         refuse = self.refuse if report else (lambda *a, **k: None)
         out: dict[str, Any] = {}
+        if "host" in conf and "hosts" in conf:
+            refuse(path, "specify one of 'host' or 'hosts', not both (Kamal refuses it too)")
         for key, value in conf.items():
             kp = join(path, key)
             if key in ("host", "hosts"):
@@ -225,10 +232,4 @@ class ServersMapping(MapperBase):
     def readiness_delay(self) -> float | None:
         """Kamal's seconds a container without proxy (or health check) must run before it counts as booted: the
         same as shipyard's `readiness_delay`."""
-        delay = self.raw.get("readiness_delay")
-        if delay is None:
-            return None
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)):
-            self.refuse("readiness_delay", "should be a number of seconds")
-            return None
-        return delay
+        return self.raw.get("readiness_delay")  # a whole number, or refused (`integers`)

@@ -279,7 +279,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
         cmd: bin/jobs
         options: {memory: 2g}
         logging: {driver: json-file}
-        proxy: {host: workers.example.com}
+        proxy: {hosts: [workers.example.com]}  # with the app's `hosts`, `host` would be both
         labels: {my-label: workers}
         env: {clear: {A: "1"}, secret: ["DB_PASSWORD:MAIN_DB_PASSWORD"]}
         asset_path: /public
@@ -323,7 +323,7 @@ def test_every_documented_kamal_key_is_mapped_or_refused(tmp_path):
       mysql:
         service: mysql
         image: mysql:8.0
-        registry: {server: registry.example.com}
+        registry: {server: registry.example.com, username: [REGISTRY_USER], password: [REGISTRY_PASSWORD]}
         host: mysql-db1
         cmd: bin/mysqld
         port: "127.0.0.1:3306:3306"
@@ -402,6 +402,33 @@ def test_unknown_keys_and_newer_kamal_are_refused(tmp_path):
         "minimum_version": "the file wants Kamal 3.0.0; shipyard reads Kamal 2.11 configs"}
 
 
+def test_a_config_that_requires_a_destination_says_that_alone_without_one(tmp_path):
+    """As Kamal ("You must specify a destination"): its servers are in the destination's file, so nothing else is
+    named."""
+    deploy = BASE_YML.replace("servers: [10.0.0.1]\n", "") + "require_destination: true\n"
+    assert refusals(tmp_path, deploy) == {"require_destination": "this config needs a destination: set "
+                                                                 "shipyard:kamal.destination, or leave it unset to "
+                                                                 "use the stack's destination"}
+
+
+def test_what_kamal_refuses_is_refused_by_kamals_path(tmp_path):
+    """Values Kamal's own checks refuse (the oracle test runs Kamal on each): a number not whole, a proxy with both
+    `host` and `hosts` (also once the app's proxy and a role's are merged, as Kamal merges them), a registry
+    without its login."""
+    role_host = BASE_YML.replace("servers: [10.0.0.1]", "servers: {web: {hosts: [10.0.0.1], proxy: {host: w.test}}}")
+    assert refusals(tmp_path / "a", BASE_YML + "proxy: {host: a.test, hosts: [b.test], app_port: '80', "
+                                               "healthcheck: {interval: 1.5}}\ndeploy_timeout: soon\n") == {
+        "proxy": "specify one of 'host' or 'hosts', not both (Kamal refuses it too)",
+        "proxy.app_port": "should be an integer (Kamal refuses it too)",
+        "proxy.healthcheck.interval": "should be an integer (Kamal refuses it too)",
+        "deploy_timeout": "should be an integer (Kamal refuses it too)"}
+    assert refusals(tmp_path / "b", role_host + "proxy: {hosts: [a.test]}\n") == {
+        "servers.web.proxy": "specify one of 'host' or 'hosts', not both: with the app's proxy it has both (Kamal "
+                             "refuses it too)"}
+    assert refusals(tmp_path / "c", BASE_YML.replace("username: u, ", "")) == {
+        "registry.username": "is required (Kamal refuses it too)"}
+
+
 def test_kamal_hooks_are_the_stacks_hooks_run_from_the_app_directory_with_every_secret_of_the_files(tmp_path):
     """As Kamal's hooks, they get every secret of the secrets files (a webhook's URL the config never names)."""
     raw = load_app(tmp_path / "a", BASE_YML, files={".kamal/hooks/pre-deploy": "#!/bin/sh\n",
@@ -456,7 +483,7 @@ def test_readiness_delay_is_shipyards_readiness_delay(tmp_path):
     assert config.load(load_app(tmp_path / "a", deploy + "readiness_delay: 12\n"), stack="s").readiness_delay == 12
     assert "readiness_delay" not in load_app(tmp_path / "b", deploy)  # unset: shipyard's default, Kamal's 7 s
     assert refusals(tmp_path / "c", deploy + "readiness_delay: soon\n") == {
-        "readiness_delay": "should be a number of seconds"}
+        "readiness_delay": "should be an integer (Kamal refuses it too)"}
     with pytest.raises(ConfigError) as err:  # beyond what shipyard accepts: its path, as any stack key
         config.load(load_app(tmp_path / "d", deploy + "readiness_delay: 900\n"), stack="s")
     assert err.value.path == "readiness_delay"
@@ -645,12 +672,17 @@ def test_the_stack_names_the_file_and_its_own_keys_win(tmp_path):
 def test_a_value_of_the_kamal_file_that_shipyard_refuses_is_named_in_its_files_and_the_stacks_own_in_the_stack(
         tmp_path):
     project = stack_app(tmp_path)
-    (tmp_path / "myapp/config/deploy.staging.yml").write_text("proxy: {host: staging.example.com, app_port: eighty}\n")
+    (tmp_path / "myapp/config/deploy.staging.yml").write_text("proxy: {host: staging.example.com, app_port: 70000}\n")
     stack = {"kamal": {"config": "../myapp/config/deploy.yml"}, "ssh": {"keys": ["k"]}}
     with pytest.raises(ConfigError) as err:
         kamal.load_stack(stack, stack="staging", project_dir=project, environ={})
-    assert str(err.value) == ("kamal: config/deploy.yml + config/deploy.staging.yml: proxy.app_port: 'eighty' is not "
-                              "allowed here: use a whole number")
+    assert str(err.value) == ("kamal: config/deploy.yml + config/deploy.staging.yml: proxy.app_port: Input should be "
+                              "less than or equal to 65535")
+    (tmp_path / "myapp/config/deploy.staging.yml").write_text("proxy: {host: staging.example.com, app_port: eighty}\n")
+    with pytest.raises(ConfigError) as err:  # one Kamal refuses too: by Kamal's path
+        kamal.load_stack(stack, stack="staging", project_dir=project, environ={})
+    assert str(err.value) == ("kamal: config/deploy.yml + config/deploy.staging.yml: proxy.app_port: should be an "
+                              "integer (Kamal refuses it too)")
     with pytest.raises(ConfigError) as err:
         kamal.load_stack({**stack, "ssh": {"port": "twenty-two"}}, stack="production", project_dir=project,
                          environ={})

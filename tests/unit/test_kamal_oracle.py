@@ -367,6 +367,30 @@ OWN_APPS["own:accessories-only"] = {
 }
 
 
+# what Kamal refuses and a reader might let through: a proxy's `host` beside `hosts` (also when the destination's
+# file adds one), a number Kamal takes whole in any other form, a registry that is not local without its login
+REFUSED_BASE = textwrap.dedent("""\
+    service: odd
+    image: acme/odd
+    servers: {web: {hosts: [10.0.0.1], proxy: {host: web.example.com}}}
+    registry: {server: registry.example.com, username: u, password: [PW]}
+    builder: {arch: amd64}
+    """)
+for _name, _extra, _overlay in [
+        ("host-and-hosts", "proxy: {host: a.example.com, hosts: [b.example.com]}\n", "{}\n"),
+        ("hosts-and-overlay-host", "proxy: {hosts: [a.example.com, b.example.com]}\n",
+         "proxy: {host: c.example.com}\n"),
+        ("app-port-string", "proxy: {host: a.example.com, app_port: '3000'}\n", "{}\n"),
+        ("interval-fraction", "proxy: {host: a.example.com, healthcheck: {interval: 1.5}}\n", "{}\n"),
+        ("deploy-timeout-word", "deploy_timeout: soon\n", "{}\n"),
+        ("role-timeout-string", "", "servers: {web: {hosts: [10.0.0.1], proxy: {response_timeout: '10'}}}\n"),
+        ("accessory-port-true", "accessories: {db: {image: x, host: 10.0.0.1, proxy: {host: db.example.com, "
+                                "app_port: true}}}\n", "{}\n"),
+        ("registry-without-login", "", "registry: {server: registry.example.com, username: '', password: []}\n")]:
+    OWN_APPS[f"own:refused-{_name}"] = {"config/deploy.yml": REFUSED_BASE + _extra,
+                                        "config/deploy.staging.yml": _overlay, ".kamal/secrets": "PW=p\n"}
+
+
 def make_app(root: Path, name: str) -> None:
     if name in OWN_APPS:
         for rel, text in OWN_APPS[name].items():
