@@ -206,10 +206,12 @@ def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool =
         elif time.monotonic() - start >= delay:
             return
         if time.monotonic() >= deadline:
+            hint = f". If the app answers on another path or boots slower, set proxy.healthcheck.path (now " \
+                   f"{proxy['healthcheck'].get('path') or '/up'}) or the deploy timeout" if proxy else ""
             raise HealthCheckFailed(str(t), f"{where} did not become healthy within {timeout_s:g}s; {done} and "
                                             f"the previous version keeps serving. Last health check: "
                                             f"{text.redact(last, secrets)}. Last output: "
-                                            f"{_last_output(c, cid, secrets)}")
+                                            f"{_last_output(c, cid, secrets)}{hint}")
         # The deployer's own look: often at first (an app that boots in 100 ms is seen then), then at most
         # every healthcheck interval (kamal-proxy's own checks keep that interval).
         cap = float(proxy["healthcheck"]["interval"]) if proxy else 0.2
