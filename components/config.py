@@ -19,7 +19,7 @@ from .configtypes import (IMAGE, IMAGE_REF, JUMP_HOST, NAME_PART, REGISTRY_SERVE
                           VERSION, VOLUME, Accessory, Boot, Builder, Env, Healthcheck, Model, Name, Port, Promote, Proxy,
                           Hooks, KamalApp, Logging, Registry, Role, SSH, Takeover)
 from .errors import ConfigError
-from .naming import proxy_service
+from .naming import PROJECT, proxy_service
 
 __all__ = ["VOLUME", "Accessory", "Boot", "Builder", "ConfigError", "Deploy", "Env", "Healthcheck", "Port",
            "Hooks", "KamalApp", "Logging", "Promote", "Proxy", "Registry", "Role", "SSH", "Takeover", "load"]
@@ -289,6 +289,14 @@ PATTERN_WORDS = {
     IMAGE_REF: "an image reference such as postgres:16 or registry.example.com/team/db:1",
     STACK_NAME: "a stack name such as staging, or org/project/stack",
 }
+
+
+def check_namespace(key: str) -> None:
+    """A stack's config key of another namespace, as `pulumi config` lists it (`ns:name`): refused when the namespace
+    is a misspelt `shipyard` (its setting would be left out unsaid), let be when it is another package's."""
+    ns, _, name = key.partition(":")
+    if ns != PROJECT and difflib.get_close_matches(ns, [PROJECT], cutoff=0.75):
+        raise ConfigError(key, f"unknown namespace {ns} (did you mean {PROJECT}:{name}?)")
 
 
 def load(raw: dict[str, Any], *, stack: str) -> Deploy:

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import pulumi
 from pulumi.runtime.config import CONFIG
 
-from . import kamal, naming
+from . import config, kamal, naming
 from .errors import DeployError
 from .service import DestinationService
 
@@ -41,6 +41,7 @@ def raw_config() -> dict[str, Any]:
     for key, value in CONFIG.get().items():
         ns, _, name = key.partition(":")
         if ns != NAMESPACE:
+            config.check_namespace(key)
             continue
         if isinstance(value, str) and value[:1] in "{[":
             try:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from pulumi import automation as auto
 
 from .. import kamal, plan
-from ..config import Deploy
+from ..config import Deploy, check_namespace
 from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
 from ..ssh import target_of
@@ -44,6 +44,7 @@ def raw_config(all_config: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in all_config.items():
         if not key.startswith(NAMESPACE):
+            check_namespace(key)
             continue
         value = getattr(item, "value", item)
         if isinstance(value, str) and value[:1] in "{[":

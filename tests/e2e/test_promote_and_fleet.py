@@ -125,6 +125,17 @@ def test_bad_config_names_the_field_and_shows_no_traceback(bench, proj, config, 
     assert "Traceback" not in result.out
 
 
+def test_a_misspelt_namespace_is_named_not_dropped(bench, proj):
+    """`shipyrd:service` is a setting left out, not another package's: the one line names it."""
+    proj.init("staging", {"image": "acme/bad", "builder": {"context": "app"},
+                          "servers": {"web": {"hosts": ["10.0.0.1"]}}})
+    proj.run("config", "set", "shipyrd:service", "bad", stack="staging")
+    result = proj.run("preview", stack="staging", check=False)
+    assert result.code != 0
+    assert "stack staging: shipyrd:service: unknown namespace shipyrd (did you mean shipyard:service?)" in result.out
+    assert "Traceback" not in result.out
+
+
 @pytest.mark.parametrize("builder, message", [
     ({"context": "nope"},
      "builder.context: directory {proj}/nope does not exist: set builder.context to the app's directory"),
