@@ -320,6 +320,28 @@ class RouteProvider(ResourceProvider):
         except HostError:
             pass
 
+    @staticmethod
+    def _refuse_orphaning_kamal(t: SSHTarget, props: dict[str, Any]) -> None:
+        """A route taken over from Kamal's app, still serving this stack's container while Kamal's (stopped by the
+        takeover) are on the host: removing it would leave the app with no route and no container running. Kamal
+        takes it back first (`kamal rollback`), or removes its app for good (`kamal remove`)."""
+        takeover = props.get("takeover")
+        if not takeover:
+            return
+        service = service_of(props)
+        with docker_errors(t, f"looking for Kamal's containers of route {props['service']}"):
+            items = hosts.client(t).containers(all=True, filters={"label": [f"{naming.SERVICE}={service}",
+                                                                             f"{naming.ROLE}={takeover['role']}"]})
+        if any(decisions.kamal_app(i.get("Labels"), service, takeover["role"], takeover.get("destination"))
+               for i in items):
+            dest = f" -d {takeover['destination']}" if takeover.get("destination") else ""
+            raise OwnershipConflict(str(t), f"route {props['service']} was taken over from Kamal's app {service} "
+                                            f"(role {takeover['role']}) and serves this stack's container: removing "
+                                            f"it would leave the app with no route and no container running. Give "
+                                            f"it back first (`kamal rollback{dest} <version>`; `kamal app "
+                                            f"containers{dest}` lists Kamal's), or remove Kamal's app for good "
+                                            f"(`kamal remove{dest}`); the route was left as it is")
+
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(id_=f"{props['service']}@{props['target']['host']}", outs=self._deploy(props))
 
@@ -361,6 +383,7 @@ class RouteProvider(ResourceProvider):
             if info is not None and not owned(info["Config"].get("Labels"), props):
                 route_removed(t, props["service"])
                 return  # it serves someone else's container now (Kamal took the app back): theirs to keep
+            self._refuse_orphaning_kamal(t, props)
             lock.check(f"removing route {props['service']}")
             code, out = hosts.exec_in(t, naming.PROXY_CONTAINER, ["kamal-proxy", "remove", props["service"]])
         if code != 0 and "not found" not in out.lower() and "no such" not in out.lower():

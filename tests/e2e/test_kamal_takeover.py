@@ -163,9 +163,19 @@ def test_the_first_up_takes_over_kamals_app_without_a_failed_request(bench, kama
 
 
 def test_going_back_to_kamal_then_destroying_the_stack_keeps_kamal_serving(bench, kamal_app):
+    """A destroy before going back is refused in one line, the app serving on: the route it would remove is the
+    app's only one, and Kamal's containers are stopped."""
     proj, kamal = kamal_app
     proj.up("production")  # taken over (no change if it already was)
     assert get(bench).startswith("service=kshop destination=production version=v2")
+    early = proj.run("destroy", "--yes", stack="production", check=False)
+    assert early.code != 0
+    assert (f"host {bench.hosts[0].address}: route kshop-web was taken over from Kamal's app kshop (role web) and "
+            f"serves this stack's container: removing it would leave the app with no route and no container "
+            f"running. Give it back first (`kamal rollback <version>`") in early.out, early.out
+    assert "Traceback" not in early.out
+    assert get(bench).startswith("service=kshop destination=production version=v2")  # still serving
+    proj.up("production")  # what the refused destroy took from the state (no-op steps) comes back
     kamal("rollback", KAMAL_RELEASE)  # what the README says to run to go back
     assert get(bench).startswith("service= destination= version= role=")
     proj.run("destroy", "--yes", stack="production")
