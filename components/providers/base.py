@@ -267,17 +267,22 @@ def remove_image(c, image: dict[str, Any], props: dict[str, Any]) -> None:
 def remove_build_leftovers(c, props: dict[str, Any], keep: set[str]) -> None:
     """Once this destination's images on the host are gone: the untagged images with its labels that the builder
     left (build steps no image is built on any more, a rebuild's predecessor under a tag it took over) - leaves
-    first, as the daemon leaves their parents; never one in `keep`, another stack's, or one a container or another
-    image uses (the daemon refuses those). Listed once: a step whose every child went is removed next."""
-    every = {i["Id"]: i for i in c.images(all=True, filters={"label": label_filters(props)})}
+    first, as the daemon leaves their parents; never one in `keep`, another stack's or service's, or one a container
+    or another image uses (the daemon refuses those). The builder adds the labels one step each, in their order, so
+    its first step carries the destination alone: listed by it. Listed once: a step whose every child went is
+    removed next. (Under the host's images lock: no build is under way here.)"""
+    every = {i["Id"]: i for i in c.images(all=True,
+                                          filters={"label": [f"{naming.DESTINATION}={props['destination']}"]})}
     children: dict[str, int] = {}
     for image in every.values():
         children[image.get("ParentId")] = children.get(image.get("ParentId"), 0) + 1
 
     def leftover(i: dict[str, Any]) -> bool:
+        labels = i.get("Labels") or {}
         return i["Id"] not in keep and not children.get(i["Id"]) \
             and not [r for r in i.get("RepoTags") or [] if r != "<none>:<none>"] \
-            and (naming.OWNER_LABEL not in (i.get("Labels") or {}) or owned(i.get("Labels"), props))
+            and labels.get(naming.SERVICE, service_of(props)) == service_of(props) \
+            and (naming.OWNER_LABEL not in labels or owned(labels, props))
 
     todo, gone = [i for i in every.values() if leftover(i)], set()
     while todo:

@@ -186,8 +186,11 @@ def test_destroying_staging_keeps_production_and_its_proxy_serving(bench, pair):
     pair.run("destroy", "--yes", stack="staging")
     assert containers(bench, "staging") == {}
     assert images(bench, "staging") == set()
-    # nor its build steps (untagged, with its labels; the daemon leaves some when their image goes)
+    # nor its build steps (untagged, with its labels; the daemon leaves some when their image goes), the first of
+    # which carries the destination alone (the builder adds the labels a step each)
     assert host_docker(bench.hosts[0]).images(all=True, filters={"label": ["service=shop", "destination=staging"]}) \
         == []
+    steps = host_docker(bench.hosts[0]).images(filters={"label": ["destination=staging"], "dangling": True})
+    assert [i["Labels"] for i in steps if i["Labels"].get("service", "shop") == "shop"] == []
     assert get(bench, "production").startswith("service=shop destination=production version=v1")
     assert host_docker(bench.hosts[0]).containers(filters={"name": "^/kamal-proxy$"})

@@ -535,16 +535,21 @@ def test_image_delete_leaves_other_destinations_images_alone(client):
 
 
 def test_a_destroy_removes_the_build_steps_the_daemon_left_leaves_first_and_nothing_of_others(client, mocker):
-    """Untagged images with the destination's labels: a build step chain (base <- a <- b) whose image went, a
-    rebuild's predecessor; removed child first. Never another stack's, one another image is built on, one a
-    container uses (the daemon refuses: 409)."""
+    """Untagged images with the destination's labels: a build step chain (base <- first <- a <- b) whose image went,
+    its first step labelled with the destination alone (the builder adds a label a step), a rebuild's predecessor;
+    removed child first. Never another stack's or service's, one another image is built on, one a container uses
+    (the daemon refuses: 409)."""
     import docker.errors
     mine = {"destination": "staging", "service": "hello"}
-    store = {"sha256:a": ("sha256:base", mine), "sha256:b": ("sha256:a", {**mine, "shipyard.stack": OWNER}),
-             "sha256:used": ("", mine), "sha256:theirs": ("", {**mine, "shipyard.stack": "other/staging"})}
+    store = {"sha256:first": ("sha256:base", {"destination": "staging"}), "sha256:a": ("sha256:first", mine),
+             "sha256:b": ("sha256:a", {**mine, "shipyard.stack": OWNER}),
+             "sha256:used": ("", mine), "sha256:theirs": ("", {**mine, "shipyard.stack": "other/staging"}),
+             "sha256:another": ("", {"destination": "staging", "service": "another"})}
 
-    def images(all=False, filters=None):
-        return [{"Id": i, "ParentId": p, "RepoTags": None, "Labels": labels} for i, (p, labels) in store.items()]
+    def images(all=False, filters=None):  # as the daemon filters: every `label` of the filter
+        wanted = dict(f.split("=", 1) for f in (filters or {}).get("label", []))
+        return [{"Id": i, "ParentId": p, "RepoTags": None, "Labels": labels} for i, (p, labels) in store.items()
+                if wanted.items() <= labels.items()]
 
     def remove_image(ref):
         if ref == "sha256:used":
@@ -555,8 +560,8 @@ def test_a_destroy_removes_the_build_steps_the_daemon_left_leaves_first_and_noth
     client.images.side_effect = images
     client.remove_image.side_effect = remove_image
     providers.ImageProvider().delete("sha256:i", image_props())
-    assert set(store) == {"sha256:used", "sha256:theirs"}
-    assert "sha256:theirs" not in {c.args[0] for c in client.remove_image.call_args_list}
+    assert set(store) == {"sha256:used", "sha256:theirs", "sha256:another"}
+    assert {"sha256:theirs", "sha256:another"}.isdisjoint({c.args[0] for c in client.remove_image.call_args_list})
     # listed once, not once a level: a step whose every child went is removed next
     assert [c.kwargs.get("all") for c in client.images.call_args_list].count(True) == 1
 
