@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
     import paramiko
 
 CONNECT_TIMEOUT_S = 15
-KEEPALIVE_S = 15
+KEEPALIVE_S = 15  # a connection asks the host for an answer this often (OpenSSH's ServerAliveInterval)...
+ANSWER_S = 45  # ...and is closed when none came in this long (its ServerAliveCountMax of 3): a host gone silent
 
 
 @dataclass(frozen=True)
@@ -289,5 +291,28 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
                                       f"address, ssh.port and the firewall") from None
     transport = ssh.get_transport()
     if transport is not None:
-        transport.set_keepalive(KEEPALIVE_S)
+        threading.Thread(target=_watch, args=(transport,), name=f"ssh-alive-{t}", daemon=True).start()
     return ssh
+
+
+def _watch(transport: "paramiko.Transport") -> None:
+    """While the connection is open: every KEEPALIVE_S a request the host must answer (OpenSSH answers
+    `keepalive@openssh.com` with a refusal, which is an answer); none within ANSWER_S closes the connection, so
+    what waits on it - a Docker API call, a command - fails at once as a broken connection, naming the host, rather
+    than when its own timeout ends (ten minutes for an API call). A host that drops every packet, or a network that
+    does, is found this way; TCP alone may wait for hours."""
+    while transport.is_active():
+        time.sleep(KEEPALIVE_S)
+        answered = threading.Event()
+
+        def ask() -> None:
+            try:  # paramiko waits for the answer with no timeout of its own: waited for here, with one
+                transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:  # noqa: BLE001 - the connection broke: what uses it says so
+                pass
+            finally:
+                answered.set()
+        threading.Thread(target=ask, name="ssh-alive-ask", daemon=True).start()
+        if not answered.wait(ANSWER_S):
+            transport.close()
+            return

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from components import hostfiles, hosts
+from components import hostfiles, hosts, ssh
 from components.errors import HostError
 from components.hosts import SSHTarget, docker_errors
 from tests.conftest import at_once, host_docker
@@ -70,6 +70,27 @@ def test_a_cut_of_an_open_connection_is_a_host_error(bench, fault_proxy, doing):
                 hosts.client(t).ping()
         else:
             hostfiles.write_file(t, f"/tmp/probe-{uuid.uuid4().hex[:8]}", b"x")
+
+
+def test_a_host_gone_silent_is_a_host_error_within_the_answer_time_not_the_calls_timeout(bench, fault_proxy,
+                                                                                          monkeypatch):
+    """Every packet dropped, nothing closed (a host or network gone silent): the connection's own requests go
+    unanswered, so it is closed and what waits on it fails as a broken connection - here within seconds (the
+    times shortened), in a deploy within ANSWER_S, not the Docker API call's ten minutes. One that answers stays."""
+    monkeypatch.setattr(ssh, "KEEPALIVE_S", 0.5)
+    monkeypatch.setattr(ssh, "ANSWER_S", 2)
+    hosts.close_all()
+    t = proxied(bench)
+    assert hosts.client(t).ping()
+    time.sleep(2)  # asked and answered a few times: still open
+    assert hosts.client(t).ping()
+    fault_proxy.blackhole("host1")
+    start = time.monotonic()
+    with pytest.raises(HostError, match=rf"^host {t.host}:{t.port}: "):
+        with docker_errors(t, "pinging the daemon"):
+            hosts.client(t).ping()
+    assert time.monotonic() - start < 15
+    hosts.close_all()
 
 
 def test_a_cut_refuses_new_connections_with_a_host_error_until_restored(bench, fault_proxy):
