@@ -8,6 +8,7 @@ no-op `up` never need.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import urllib.parse
@@ -207,7 +208,8 @@ def translate(target: SSHTarget, doing: str, exc: Exception) -> Translated | Non
     """What an error raised while `doing` something on `target` means, in the project's error tree; None for an
     error that is not about the host (a bug: it keeps its traceback)."""
     if isinstance(exc, docker.errors.APIError):
-        return Translated(DockerError(str(target), f"{doing} failed: {exc.explanation or exc}"), False)
+        said = str(exc.explanation or exc)
+        return Translated(DockerError(str(target), f"{doing} failed: {said}{_what_to_do(said)}"), False)
     if isinstance(exc, docker.errors.DockerException):
         return Translated(DockerError(str(target), f"{doing} failed: {exc}"), False)
     if isinstance(exc, paramiko.ChannelException):  # sshd refused a channel: the connection itself is fine
@@ -227,6 +229,19 @@ def translate(target: SSHTarget, doing: str, exc: Exception) -> Translated | Non
     if isinstance(exc, OSError):
         return Translated(HostError(str(target), f"{doing} failed: {_short(exc)}"), False)
     return None
+
+
+def _what_to_do(said: str) -> str:
+    """What to do about the daemon's refusals a user meets most, which it says in its own words only."""
+    low = said.lower()
+    if "address already in use" in low or "port is already allocated" in low:
+        m = re.search(r"(?:\d+\.\d+\.\d+\.\d+|\[[0-9a-f:]*\]):(\d+)", said)  # the address it was to bind
+        port = f"port {m[1]}" if m else "the port"
+        return f"; {port} is taken on the host by something else: free it, or publish on another port"
+    if ("not found" in low or "manifest unknown" in low) and ("pull" in low or "reference" in low
+                                                              or "manifest" in low):
+        return "; check the image's name and tag, and that the registry has it"
+    return ""
 
 
 def _short(exc: BaseException) -> str:

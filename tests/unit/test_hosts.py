@@ -220,6 +220,27 @@ def test_a_docker_call_on_a_connection_closed_since_is_a_broken_connection_not_a
     assert found.broken and str(found.error).startswith("host h1: the connection broke while listing containers")
 
 
+@pytest.mark.parametrize("said, then", [
+    ("driver failed programming external connectivity on endpoint web_pending_1 (e1): failed to bind host port "
+     "0.0.0.0:9105/tcp: address already in use",
+     "; port 9105 is taken on the host by something else: free it, or publish on another port"),
+    ("Bind for 0.0.0.0:8080 failed: port is already allocated",
+     "; port 8080 is taken on the host by something else: free it, or publish on another port"),
+    ('failed to resolve reference "docker.io/library/busybox:nosuchtag": docker.io/library/busybox:nosuchtag: not '
+     'found', "; check the image's name and tag, and that the registry has it"),
+    ("No such container: c1", ""),
+])
+def test_the_daemons_refusals_users_meet_most_say_what_to_do(mocker, said, then):
+    """A port something else on the host holds (not a container: the check finds those first), an image that is not
+    there: the daemon's words, and what to do."""
+    import docker.errors
+
+    from components import dockerapi
+    exc = docker.errors.APIError("500 Server Error", response=mocker.Mock(status_code=500), explanation=said)
+    found = dockerapi.translate(SSHTarget(host="h1"), "creating container web", exc)
+    assert str(found.error) == f"host h1: creating container web failed: {said}{then}"
+
+
 def test_a_connection_opened_ahead_is_the_one_its_user_gets_and_so_is_its_error(mocker):
     """An image's ship hosts are connected to while it builds: the first user of each gets that connection, or the
     error opening it met, without connecting a second time."""
