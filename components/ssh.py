@@ -284,7 +284,8 @@ def connect(t: SSHTarget) -> paramiko.SSHClient:
         if "not found in known_hosts" in str(exc):
             raise HostKeyRejected(str(t), f"its SSH host key is not in {shown}: add it (ssh-keyscan, checked out "
                                           f"of band) or set ssh.host_key_policy to accept-new") from None
-        raise HostUnreachable(str(t), f"SSH failed: {exc}: check that sshd runs there and the network") from None
+        said = str(exc).replace("protocol banner[", "protocol banner: [")  # paramiko's words run into the cause's
+        raise HostUnreachable(str(t), f"SSH failed: {said}: check that sshd runs there and the network") from None
     except (OSError, EOFError) as exc:
         raise HostUnreachable(str(t), f"cannot connect to SSH port {t.port}: "
                                       f"{getattr(exc, 'strerror', None) or exc or 'connection closed'}: check the "

@@ -335,3 +335,14 @@ def test_a_known_hosts_file_is_read_once_until_it_changes(mocker, tmp_path):
         fh.write(f"10.0.0.6 ssh-ed25519 {pub}\n")
     assert [*ssh.known_keys(str(known), "10.0.0.6")] == ["ssh-ed25519"]
     assert load.call_count == 2
+
+
+def test_a_connection_reset_during_the_handshake_reads_as_one_sentence(mocker):
+    """paramiko's "Error reading SSH protocol banner" runs straight into its cause; the line separates them."""
+    mocker.patch("paramiko.SSHClient.connect", side_effect=paramiko.SSHException(
+        "Error reading SSH protocol banner[Errno 104] Connection reset by peer"))
+    mocker.patch("socket.create_connection")
+    with pytest.raises(HostUnreachable) as err:
+        ssh.connect(SSHTarget(host="h", port=2222))
+    assert str(err.value) == ("host h:2222: SSH failed: Error reading SSH protocol banner: [Errno 104] Connection "
+                              "reset by peer: check that sshd runs there and the network")
