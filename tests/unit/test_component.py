@@ -173,11 +173,18 @@ def test_a_missing_context_or_dockerfile_stops_the_program_before_any_resource(t
 
 
 @pulumi.runtime.test
-def test_one_plugin_instance_serves_every_host(tmp_path):
+def test_one_plugin_instance_serves_every_host(tmp_path, mocker):
     """One `shipyard` provider per destination, whatever its host count: its own pool runs every host at once (no
     provider processes per group of hosts), and it is explicit - the package's default provider would read the
     stack's `shipyard:*` config as its own settings."""
     REGISTERED.clear()
+    made: list[ShipyardResource] = []
+    real = ShipyardResource.__init__
+
+    def spy(self, *args, **kw):
+        made.append(self)
+        real(self, *args, **kw)
+    mocker.patch.object(ShipyardResource, "__init__", spy)
     pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
     (tmp_path / "Dockerfile").write_text("FROM busybox\n")
     hosts = [f"h{i}" for i in range(1, 10)]
@@ -193,7 +200,8 @@ def test_one_plugin_instance_serves_every_host(tmp_path):
         served = {r.name: (r.provider or "").split("::")[-2] for r in REGISTERED if r.typ.startswith("shipyard:index:")}
         assert len(served) >= 1 + 4 * len(hosts) - len(hosts)  # image, and per host a proxy, network and container
         assert set(served.values()) == {"hello-staging-plugin"}, served
-    return svc.containers.apply(check)
+    # once every resource is registered (a host's proxy is declared beside its container, not before it)
+    return pulumi.Output.all(svc.containers, *[r.urn for r in made]).apply(check)
 
 
 @pulumi.runtime.test
