@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, Callable
 
 import pulumi
 import pytest
@@ -12,6 +13,7 @@ from components import config
 from components.resources import ShipyardResource
 
 REGISTERED: list[pulumi.runtime.MockResourceArgs] = []
+MADE: list[ShipyardResource] = []  # every plugin resource declared (`_record`)
 CHILDREN: list[tuple[str, object, dict]] = []  # (name, parent, props) of every plugin resource declared
 AFTER: dict[str, list[str]] = {}  # name -> the names of the resources it depends on
 
@@ -30,14 +32,22 @@ class Mocks(pulumi.runtime.Mocks):
         return {}
 
 
+def registered(check: Callable[[Any], None]) -> pulumi.Output:
+    """`check` once every plugin resource declared is registered: the mocks register on the SDK's threads, so a look
+    at REGISTERED before may miss some, under load."""
+    return pulumi.Output.all(*[r.urn for r in MADE]).apply(check)
+
+
 def _record(tmp_path: Path, mocker) -> None:
     """Mocks that record every resource, and every plugin resource's parent, props and dependencies."""
     REGISTERED.clear()
     CHILDREN.clear()
     AFTER.clear()
+    MADE.clear()
     real = ShipyardResource.__init__
 
     def spy(self, name, props, opts=None, **kw):
+        MADE.append(self)
         CHILDREN.append((name, opts.parent if opts else None, props))
         AFTER[name] = [d.pulumi_resource_name for d in (opts.depends_on or [])] if opts else []
         real(self, name, props, opts, **kw)
@@ -131,7 +141,7 @@ def test_a_rollout_is_one_unit_no_route_switches_before_every_role_is_ready(tmp_
             assert props[f"hello-staging-jobs@{host}"]["rollout"] and props[f"hello-staging-web@{host}"]["rollout"]
         assert "hello-staging-rollout-retire-1" in AFTER["hello-staging-web@h2"]
         assert "hello-staging-rollout-retire-1" in AFTER["hello-staging-jobs@h2"]
-    return pulumi.Output.from_input(1).apply(check)
+    return registered(check)
 
 
 @pulumi.runtime.test
@@ -148,7 +158,7 @@ def test_an_app_of_accessories_only_builds_nothing_and_declares_its_accessories(
         types = {r.typ for r in REGISTERED}
         assert "shipyard:index:Image" not in types and "shipyard:index:Rollout" not in types
         assert [n for n, _, _ in CHILDREN if "@" in n] == ["data-staging-network@h1", "data-staging-accessory-db@h1"]
-    return pulumi.Output.from_input(1).apply(check)
+    return registered(check)
 
 
 @pytest.mark.parametrize("builder,message", [
@@ -177,21 +187,12 @@ def test_one_plugin_instance_serves_every_host(tmp_path, mocker):
     """One `shipyard` provider per destination, whatever its host count: its own pool runs every host at once (no
     provider processes per group of hosts), and it is explicit - the package's default provider would read the
     stack's `shipyard:*` config as its own settings."""
-    REGISTERED.clear()
-    made: list[ShipyardResource] = []
-    real = ShipyardResource.__init__
-
-    def spy(self, *args, **kw):
-        made.append(self)
-        real(self, *args, **kw)
-    mocker.patch.object(ShipyardResource, "__init__", spy)
-    pulumi.runtime.set_mocks(Mocks(), project="shipyard", stack="staging", preview=False)
-    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    _record(tmp_path, mocker)
     hosts = [f"h{i}" for i in range(1, 10)]
     cfg = config.load({"service": "hello", "image": "acme/hello", "version": "v1", "builder": {"context": "."},
                        "servers": {"web": {"hosts": hosts, "proxy": {"hosts": ["hello.example"]}}}}, stack="staging")
     from components.service import DestinationService
-    svc = DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
+    DestinationService("hello-staging", cfg, owner="shipyard/staging", project_dir=tmp_path)
 
     def check(_):
         providers = [r for r in REGISTERED if r.typ.startswith("pulumi:providers:")]
@@ -200,8 +201,7 @@ def test_one_plugin_instance_serves_every_host(tmp_path, mocker):
         served = {r.name: (r.provider or "").split("::")[-2] for r in REGISTERED if r.typ.startswith("shipyard:index:")}
         assert len(served) >= 1 + 4 * len(hosts) - len(hosts)  # image, and per host a proxy, network and container
         assert set(served.values()) == {"hello-staging-plugin"}, served
-    # once every resource is registered (a host's proxy is declared beside its container, not before it)
-    return pulumi.Output.all(svc.containers, *[r.urn for r in made]).apply(check)
+    return registered(check)  # not once the containers are: a host's proxy is declared beside its container
 
 
 @pulumi.runtime.test
