@@ -291,12 +291,26 @@ PATTERN_WORDS = {
 }
 
 
-def check_namespace(key: str) -> None:
-    """A stack's config key of another namespace, as `pulumi config` lists it (`ns:name`): refused when the namespace
-    is a misspelt `shipyard` (its setting would be left out unsaid), let be when it is another package's."""
-    ns, _, name = key.partition(":")
-    if ns != PROJECT and difflib.get_close_matches(ns, [PROJECT], cutoff=0.75):
-        raise ConfigError(key, f"unknown namespace {ns} (did you mean {PROJECT}:{name}?)")
+def stack_keys(all_config: dict[str, Any]) -> dict[str, Any]:
+    """A stack's `shipyard:*` keys without the namespace, objects decoded, secrets in plain text: from `pulumi config`
+    (`ns:name` -> its value, or an item with `.value`), as the program and the `shipyard` command read it. A key of
+    another package's namespace is let be; one of a misspelt `shipyard` is refused (its setting would be left out
+    unsaid)."""
+    out: dict[str, Any] = {}
+    for key, item in all_config.items():
+        ns, _, name = key.partition(":")
+        if ns != PROJECT:
+            if difflib.get_close_matches(ns, [PROJECT], cutoff=0.75):
+                raise ConfigError(key, f"unknown namespace {ns} (did you mean {PROJECT}:{name}?)")
+            continue
+        value = getattr(item, "value", item)
+        if isinstance(value, str) and value[:1] in "{[":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        out[name] = value
+    return out
 
 
 def load(raw: dict[str, Any], *, stack: str) -> Deploy:

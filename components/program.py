@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -23,7 +22,6 @@ from . import config, kamal, naming
 from .errors import DeployError
 from .service import DestinationService
 
-NAMESPACE = naming.PROJECT
 OUTPUTS = ("service", "destination", "version", "image_id", "repo_digest", "image_ref", "tag", "containers", "urls",
            "accessories", "owner")  # what a destination exports (`owner`: how `shipyard` finds its objects on hosts)
 PLUGIN_HEAD_START_S = 0.005  # for the plugin's registration to leave this process before the rest is declared
@@ -32,24 +30,6 @@ PLUGIN_HEAD_START_S = 0.005  # for the plugin's registration to leave this proce
 # drops them, leaving the two that say where the resource was declared (`service.py`, or a resource class and the
 # line of `service.py` that made it) - not the walk, the program and the event loop below, the same for every one.
 TRACE_FRAMES = 7
-
-
-def raw_config() -> dict[str, Any]:
-    """Every `shipyard:*` key of this stack, objects decoded, secrets in plain text (only the program sees them;
-    the components re-wrap them as secrets)."""
-    out: dict[str, Any] = {}
-    for key, value in CONFIG.get().items():
-        ns, _, name = key.partition(":")
-        if ns != NAMESPACE:
-            config.check_namespace(key)
-            continue
-        if isinstance(value, str) and value[:1] in "{[":
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
-        out[name] = value
-    return out
 
 
 def declare(raw: Mapping[str, Any], *, project_dir: Path, parent: pulumi.Resource | None = None,
@@ -110,7 +90,8 @@ def run(project_dir: Path) -> None:
     has gone out: the engine starts the plugin (a process of its own) while this program declares the rest."""
     signal.signal(signal.SIGINT, _stopped)
     try:
-        svc = declare(raw_config(), project_dir=project_dir, later=True)
+        # secrets in plain text: only the program sees them; the components re-wrap them as secrets
+        svc = declare(config.stack_keys(CONFIG.get()), project_dir=project_dir, later=True)
     except DeployError as exc:
         raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
 

@@ -15,10 +15,12 @@ from typing import Any
 from pulumi import automation as auto
 
 from .. import kamal
+from ..config import stack_keys
 from ..errors import ConfigError, StackError
 from ..payloads import VOLUME
 from . import deploy, details, output
-from .stack import NAMESPACE, StackContext, find_project, open_stack, performer, pulumi_errors, raw_config, selected_stack, workspace
+from .stack import NAMESPACE, StackContext, find_project, open_stack, performer, pulumi_errors, selected_stack, \
+    workspace
 
 PREFIX = "review-"
 REVIEW_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$")  # a DNS label, a Docker name part
@@ -118,7 +120,7 @@ def up(args: argparse.Namespace) -> int:
     name = stack_name(args.name)
     if not base.cfg.servers:
         raise StackError(base.name, "it runs accessories only: a review app is a checkout's app, and it has none")
-    cfg = review_config(raw_config(base.all_config), args.name, base_stack=base.name, project_dir=base.project_dir)
+    cfg = review_config(stack_keys(base.all_config), args.name, base_stack=base.name, project_dir=base.project_dir)
     kamal.load_stack(cfg, stack=name, project_dir=base.project_dir)  # refuse a bad config before anything is created
     secret = {k[len(NAMESPACE):] for k, v in base.all_config.items() if k.startswith(NAMESPACE) and v.secret}
     ws = base.ws

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import os
 import re
 import socket
@@ -23,7 +22,7 @@ from typing import Any, Callable, Iterator
 from pulumi import automation as auto
 
 from .. import kamal, plan
-from ..config import Deploy, check_namespace
+from ..config import Deploy, stack_keys
 from ..errors import ConfigError, StackError, StackLocked
 from ..hosts import SSHTarget
 from ..ssh import target_of
@@ -37,22 +36,6 @@ LOCK_HOLDER = re.compile(r"created by (?P<who>\S+) \(pid (?P<pid>\d+)\) at (?P<a
 
 
 # -- pure parts -------------------------------------------------------------------------------------------------------
-
-def raw_config(all_config: dict[str, Any]) -> dict[str, Any]:
-    """`shipyard:*` keys of `pulumi config --json` (values given as strings, objects as JSON text), without the
-    namespace and decoded - what `components.program.raw_config` hands to `config.load` inside the program."""
-    out: dict[str, Any] = {}
-    for key, item in all_config.items():
-        if not key.startswith(NAMESPACE):
-            check_namespace(key)
-            continue
-        value = getattr(item, "value", item)
-        if isinstance(value, str) and value[:1] in "{[":
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(value)
-        out[key[len(NAMESPACE):]] = value
-    return out
-
 
 def lock_holder(stderr: str) -> str | None:
     """Who holds a stack's lock, from the Pulumi CLI's "the stack is currently locked" error: `root@ci-3 (pid 812,
@@ -192,7 +175,7 @@ class StackContext:
         try:
             # as the program reads it: a stack that names a Kamal config (`shipyard:kamal`) gets that config - only
             # to read what is deployed, so a secret the deploy needs (and this checkout may lack) is left unread
-            return kamal.load_stack(raw_config(self.all_config), stack=self.name, project_dir=self.project_dir,
+            return kamal.load_stack(stack_keys(self.all_config), stack=self.name, project_dir=self.project_dir,
                                     secrets_needed=False)
         except ConfigError as exc:
             raise StackError(self.name, f"config {exc}") from None

@@ -186,17 +186,17 @@ def test_review_config_keeps_secrets_secret():
     assert values["shipyard:secrets"].secret and values["shipyard:service"].value == "s"
 
 
-def test_raw_config_decodes_objects_and_drops_other_namespaces():
+def test_stack_keys_decodes_objects_and_drops_other_namespaces():
     class V:
         def __init__(self, value):
             self.value = value
-    raw = stack.raw_config({"shipyard:servers": V('{"web": {"hosts": ["h"]}}'), "shipyard:service": V("s"),
+    raw = config.stack_keys({"shipyard:servers": V('{"web": {"hosts": ["h"]}}'), "shipyard:service": V("s"),
                             "aws:region": V("x")})
     assert raw == {"servers": {"web": {"hosts": ["h"]}}, "service": "s"}
     # a misspelt namespace is named, not dropped (its setting would be missing with no word why)
     with pytest.raises(ConfigError, match=r"^shipyrd:service: unknown namespace shipyrd \(did you mean "
                                           r"shipyard:service\?\)$"):
-        stack.raw_config({"shipyrd:service": V("s"), "shipyard:image": V("i")})
+        config.stack_keys({"shipyrd:service": V("s"), "shipyard:image": V("i")})
 
 
 def test_lock_holder_and_error_lines_from_the_pulumi_cli():
