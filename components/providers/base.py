@@ -58,16 +58,21 @@ def named(items: Iterable[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return next((i for i in items if f"/{name}" in (i.get("Names") or [])), None)
 
 
+def takeover_candidates(c, props: dict[str, Any], *, stopped: bool = False) -> list[dict[str, Any]]:
+    """The host's containers of the service and role a takeover of Kamal's deployment (`takeover` in props) concerns
+    (`stopped`: those too), for `decisions` to tell Kamal's app containers among them; none without a takeover."""
+    takeover = props.get("takeover")
+    if not takeover:
+        return []
+    return c.containers(all=stopped, filters={"label": [f"{naming.SERVICE}={service_of(props)}",
+                                                    f"{naming.ROLE}={takeover['role']}"]})
+
+
 def stop_kamal(c, props: dict[str, Any]) -> None:
     """Taking over a Kamal deployment (`takeover` in props): stop Kamal's running app containers of this service,
     role and destination on the host, once this stack's container serves. Stopped, never removed: Kamal can take
     them back (`kamal rollback`)."""
-    takeover = props.get("takeover")
-    if not takeover:
-        return
-    service = service_of(props)
-    items = c.containers(filters={"label": [f"{naming.SERVICE}={service}", f"{naming.ROLE}={takeover['role']}"]})
-    for cid in decisions.kamal_to_stop(items, takeover, service):
+    for cid in decisions.kamal_to_stop(takeover_candidates(c, props), props.get("takeover"), service_of(props)):
         c.stop(cid, timeout=STOP_TIMEOUT_S)
 
 

@@ -25,7 +25,7 @@ from ..errors import ConfigError, DockerError, HealthCheckFailed, HostError, Own
 from ..hosts import SSHTarget, docker_errors
 from .base import STOP_TIMEOUT_S, ensure_image, ensure_proxy_network, exact_diff, find, health_answer, held_elsewhere, \
     host_lock, ours_to_take, owned, proxy_routes, removed, route_removed, route_switched, route_target, service_of, \
-    stop_kamal, target
+    stop_kamal, takeover_candidates, target
 from .rollout import switching
 
 START_DEADLINE_S = 15
@@ -330,8 +330,7 @@ class RouteProvider(ResourceProvider):
             return
         service = service_of(props)
         with docker_errors(t, f"looking for Kamal's containers of route {props['service']}"):
-            items = hosts.client(t).containers(all=True, filters={"label": [f"{naming.SERVICE}={service}",
-                                                                             f"{naming.ROLE}={takeover['role']}"]})
+            items = takeover_candidates(hosts.client(t), props, stopped=True)
         if any(decisions.kamal_app(i.get("Labels"), service, takeover["role"], takeover.get("destination"))
                for i in items):
             dest = f" -d {takeover['destination']}" if takeover.get("destination") else ""
