@@ -147,7 +147,8 @@ def on_delete(seen: Iterable[Seen], deleted: str, retain: int, serving: Iterable
     """The engine deletes a container. If a newer container of the role exists, this one was replaced: stop it and
     keep it for rollback (or remove it if it was moved aside or is beyond retention). If none exists, the role left
     the config or the stack is destroyed: remove it and every retained container of the role. While every newer one
-    is only created (its rollout failed before starting it), this one still runs the role and is left alone. A
+    is only created (its rollout failed before starting it), or moved aside while this one was put back in its
+    place (a failed run's, `providers.rollout`), this one still runs the role and is left alone. A
     container a route still targets (`serving`) is neither stopped nor removed: the route's switch retires it (a
     failed switch left the route on it, and the engine may run this delete before the route's next switch)."""
     seen = list(seen)
@@ -157,6 +158,9 @@ def on_delete(seen: Iterable[Seen], deleted: str, retain: int, serving: Iterable
         return Actions()
     successors = [s for s in seen if s.id != deleted and not s.aside and s.created >= this.created]
     if not successors:
+        if this.running and not this.aside and any(naming.is_replaced(s.name) and s.created > this.created
+                                                   for s in seen):
+            return Actions()  # a failed run put it back in place of its newer successor (an accessory's): it serves
         return Actions(stop=(), remove=tuple(s.id for s in seen if s.id not in serving))
     if this.running and not any(s.started for s in successors):
         return Actions()  # its successor was never started (a rollout failed in another role): it still serves

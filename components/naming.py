@@ -74,9 +74,12 @@ def volume_name(service: str, destination: str, volume: str) -> str:
     return f"{service}-{destination}-{volume}"
 
 
+ACCESSORY_PREFIX = "accessory."
+
+
 def accessory_role(accessory: str) -> str:
     """The role label of an accessory's container (app roles are plain names; this cannot clash with them)."""
-    return f"accessory.{accessory}"
+    return f"{ACCESSORY_PREFIX}{accessory}"
 
 
 def replaced_name(name: str, container_id: str) -> str:
@@ -101,7 +104,12 @@ def of_run(name: str, run: str) -> bool:
 
 
 def is_aside(name: str) -> bool:
-    return "_replaced_" in name or "_pending_" in name
+    return is_replaced(name) or "_pending_" in name
+
+
+def is_replaced(name: str) -> bool:
+    """Moved aside under its replaced name (`replaced_name`)."""
+    return "_replaced_" in name
 
 
 def image_labels(service: str, destination: str, version: str, owner_value: str) -> dict[str, str]:

@@ -277,6 +277,8 @@ class Servicer(ProviderServicer):
         olds = recorded(request.olds, request.old_inputs, keep_unknowns=True)
         news = plain(request.news, keep_unknowns=True)
         provider = self._provider(request.urn)
+        if hasattr(provider, "observed"):  # what is on the host, where the recorded outputs may not say it
+            olds = await self._run(context, provider.observed, request.id, olds)
         result = await self._run(context, provider.diff, request.id, olds, news)
         if not result.changes:
             return proto.DiffResponse(changes=proto.DiffResponse.DIFF_NONE)

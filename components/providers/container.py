@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from pulumi.runtime.rpc import UNKNOWN
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, \
@@ -115,6 +115,33 @@ def put_back(t: SSHTarget, props: dict[str, Any], cid: str, stopped: list[str], 
                 c.start(old)
     except HostError:
         pass
+
+
+def put_accessory_back(props: dict[str, Any], cid: str, stopped: list[str]) -> None:
+    """An accessory that took over in a run that went no further (`providers.rollout`) stops, and the one it replaced
+    (`stopped`) runs again under its name - best effort, as `put_back`. Its state records the new one, which the next
+    `up` starts again (`ContainerProvider.observed`)."""
+    t = target(props)
+    name = props["name"]
+    try:
+        with docker_errors(t, f"putting back the accessory {name} replaced"):
+            c = hosts.client(t)
+            c.stop(cid, timeout=stop_timeout(props))
+            c.rename(cid, naming.replaced_name(name, cid))
+            c.rename(stopped[0], name)
+            for old in stopped:
+                c.start(old)
+    except HostError:
+        pass
+
+
+def take_name(c, cid: str, name: str, listing: list[dict[str, Any]]) -> None:
+    """`cid` takes `name` from the container that holds it (moved aside under its replaced name)."""
+    holder = named(listing, name)
+    if holder is not None and holder["Id"] != cid:
+        c.rename(holder["Id"], naming.replaced_name(name, holder["Id"]))
+    if holder is None or holder["Id"] != cid:
+        c.rename(cid, name)
 
 
 def _asset_dirs(t: SSHTarget, assets: dict[str, Any], role: str, version: str) -> tuple[str, str]:
@@ -219,15 +246,17 @@ def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool =
         polls += 1
 
 
-def after_rollout(c, props: dict[str, Any], current: str, listing: list[dict[str, Any]] | None = None
-                  ) -> set[str]:
+def after_rollout(c, props: dict[str, Any], current: str, listing: list[dict[str, Any]] | None = None, *,
+                  spared: Collection[str] = ()) -> set[str]:
     """Once `current` runs: only it runs (a proxied predecessor serves until its route has switched: the route
     stops it); `retain` stopped versions are kept, older ones and unused images of ours removed - and what an
     earlier run's failed create left under a pending name in any role or accessory (its clean-up failed with its
     connection: it may run, beside the version it was to replace). `listing`: the destination's containers on the
-    host, all roles (listed here without it). Returns the IDs removed."""
+    host, all roles (listed here without it); `spared`: left to the engine's delete (an accessory's predecessor,
+    which a run that goes no further puts back). Returns the IDs removed."""
     if listing is None:
         listing = c.containers(all=True, filters={"label": label_filters(props)})
+    listing = [i for i in listing if i["Id"] not in spared]
     seen = [decisions.Seen.from_list(i) for i in of_role(listing, props, props["role"])]
     actions = decisions.after_rollout(seen, current, int(props.get("retain") or 5),
                                       stop_running=not props.get("proxy"))
@@ -360,8 +389,8 @@ class ContainerProvider(ResourceProvider):
                     str(t), f"container {name} belongs to {naming.describe_owner(existing.get('Labels'))}; nothing "
                             f"was changed. Remove or rename that container, or deploy under another service or "
                             f"destination name.")
-            cid = self._create(c, t, props, [i for i in role if i["Id"] not in leftovers],
-                               start=not standby(props))
+            cid, stopped = self._create(c, t, props, [i for i in role if i["Id"] not in leftovers],
+                                        start=not standby(props))
             if existing is not None:
                 if existing.get("State") == "running":  # same version, new config: the engine deletes it by ID
                     c.rename(existing["Id"], naming.replaced_name(name, existing["Id"]))
@@ -371,18 +400,21 @@ class ContainerProvider(ResourceProvider):
         if not props.get("rollout"):  # an accessory (an app role's rollout retires what it replaces)
             try:
                 with docker_errors(t, f"cleaning up after {name}"):
-                    after_rollout(c, props, cid)
+                    after_rollout(c, props, cid, spared=stopped)
             except HostError:
                 pass  # it runs and is ready: the deploy is done; the next rollout or delete cleans up again
+            if props.get("exclusive") and stopped:
+                from .rollout import accessory_switched  # (the rollout module imports this one)
+                accessory_switched(props, cid, stopped)  # a run that goes no further puts back what it replaced
         elif not standby(props):
             from .rollout import made_ready  # (the rollout module imports this one)
             made_ready(props, cid)  # ready, unrouted: its rollout's `start` takes it, or a failed run stops it
         return CreateResult(id_=cid, outs={**props, "container_id": cid})
 
     def _create(self, c, t: SSHTarget, props: dict[str, Any], role: list[dict[str, Any]], *,
-                start: bool = True) -> str:
-        """The new container, started and ready (or, `start=False`, only created). `role`: the role's other
-        containers here, as listed just before."""
+                start: bool = True) -> tuple[str, list[str]]:
+        """The new container, started and ready (or, `start=False`, only created), and the containers stopped for
+        it (`start_ready`). `role`: the role's other containers here, as listed just before."""
         exposed, bindings = payloads.port_bindings(props.get("ports") or [])
         env = {**host_shell_env(t, props), **(props.get("secret_env") or {})}
         binds = list(props.get("volumes") or []) + self._upload(t, props) + bridge_assets(t, props, role)
@@ -410,9 +442,7 @@ class ContainerProvider(ResourceProvider):
         except BaseException:
             put_back(t, props, cid, [], keep=False)
             raise
-        if start:
-            start_ready(c, t, cid, props, role, keep=False)
-        return cid
+        return cid, start_ready(c, t, cid, props, role, keep=False) if start else []
 
     @staticmethod
     def _image(c, t: SSHTarget, props: dict[str, Any]) -> str:
@@ -470,13 +500,41 @@ class ContainerProvider(ResourceProvider):
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         t = target(news)
         c = hosts.client(t)
+        handed_over: list[str] = []
         with docker_errors(t, f"updating container {news['name']}"):
             if olds.get("restart") != news["restart"]:
                 c.update_container(id_, restart_policy=payloads.restart_policy(news["restart"]))
             if news.get("running") and not c.inspect_container(id_)["State"]["Running"]:
-                c.start(id_)
-                wait_ready(c, t, id_, news)
+                if news.get("exclusive"):  # an accessory put back by a run that went no further takes over again
+                    listing = c.containers(all=True)
+                    handed_over = start_ready(c, t, id_, news, of_role(listing, news, news["role"]), keep=True)
+                    take_name(c, id_, news["name"], listing)
+                else:
+                    c.start(id_)
+                    wait_ready(c, t, id_, news)
+        if handed_over:  # what it took over from left the state in the run before: nothing puts it back now
+            try:
+                with docker_errors(t, f"cleaning up after {news['name']}"):
+                    after_rollout(c, news, id_)
+            except HostError:
+                pass  # it runs and is ready; the next clean-up removes what is left
         return UpdateResult(outs={**news, "container_id": id_})
+
+    @staticmethod
+    def observed(id_: str, olds: dict[str, Any]) -> dict[str, Any]:
+        """What the diff compares against: the recorded outputs, but for an accessory's that a failed run stopped
+        again (`put_accessory_back`), looked up on its host: `running` false, so this run starts it again (an
+        update, before any role's new container is made). Unreachable now: as recorded (the run says so later)."""
+        if not olds.get("exclusive") or not olds.get("running") or not isinstance(olds.get("target"), dict) \
+                or olds["target"].get("host") in (None, UNKNOWN):
+            return olds
+        t = target(olds)
+        try:
+            with docker_errors(t, f"inspecting container {olds.get('name')}"):
+                info = hosts.or_none(hosts.client(t).inspect_container, id_)
+        except HostError:
+            return olds
+        return {**olds, "running": False} if info is not None and not info["State"]["Running"] else olds
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         t = target(props)
@@ -496,6 +554,8 @@ class ContainerProvider(ResourceProvider):
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         """Replaced (a newer container of this role runs here): stop it and keep it for rollback. Otherwise -
         destroy, or the role left the config - remove it and every retained container of the role here."""
+        from .rollout import replaced_gone
+        replaced_gone(id_)  # (a replaced accessory's delete: the run got to its end)
         t = target(props)
         c = hosts.client(t)
         with docker_errors(t, f"removing container {props['name']}"):

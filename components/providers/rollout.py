@@ -34,11 +34,12 @@ from typing import Any, Callable, Iterator
 
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from .. import decisions, hosts
+from .. import decisions, hosts, naming
 from ..errors import Abandoned, HostError
 from ..hosts import SSHTarget, docker_errors
 from .base import each_at_once, label_filters, of_role, proxy_routes, service_of, stop_kamal, target
-from .container import after_rollout, clean_up_assets, prune_images, put_back, start_ready, stop_timeout
+from .container import after_rollout, clean_up_assets, prune_images, put_accessory_back, put_back, start_ready, \
+    stop_timeout
 
 STEPS = ("start", "retire")
 
@@ -116,12 +117,19 @@ class _Run:
       them, stop;
     - `ahead`: the workers a `start` started, until their `retire` takes them, stop again and what they took a port
       from runs again: their routes never switch - unless every route of their batch has switched in this run
-      (`switched`): the new version serves, so they run on, and the next `up` retires what ran before."""
+      (`switched`): the new version serves, so they run on, and the next `up` retires what ran before;
+    - `accessories`: an accessory that took over from the one it replaces (a changed config), until the engine
+      deletes that one (the run's last steps), is stopped and the one it replaced runs again - unless an app role has
+      moved in this run (`moved`: a route switched, a retirement began), whose new version may need it. Its state
+      records the new one: the next `up`'s diff finds it stopped (`ContainerProvider.observed`), so that run starts
+      it again before any role's new container."""
 
     def __init__(self) -> None:
         self.ready: dict[str, dict[str, Any]] = {}
         self.ahead: dict[frozenset[str], tuple[frozenset[str], Started]] = {}  # batch: its proxied ones, workers
         self.switched: set[str] = set()  # the proxied containers whose route has switched to them
+        self.accessories: dict[str, tuple[dict[str, Any], str, list[str]]] = {}  # new one: its props, it, what it stopped
+        self.moved = False  # an app role's route has switched, or a retirement began
         self.switching = 0  # route switches under way: an ending run waits for them before it puts workers back
         self.failed = ""  # why the run ends here (`FAILED`, `INTERRUPTED`), once it does
         self.guard = threading.Condition()
@@ -132,6 +140,20 @@ class _Run:
                 self.ready[cid] = props
                 return
         self._stop({cid: props})  # the run failed while it was made ready: its `start` never comes
+
+    def accessory_switched(self, props: dict[str, Any], cid: str, stopped: list[str]) -> None:
+        with self.guard:
+            if not self.failed or self.moved:
+                self.accessories[cid] = (props, cid, stopped)
+                return
+        put_accessory_back(props, cid, stopped)  # the run failed while it took over
+
+    def replaced_gone(self, cid: str) -> None:
+        """The engine deletes `cid`, replaced in this run: the run got to its end, what replaced it stays."""
+        with self.guard:
+            for new, (_, _, stopped) in list(self.accessories.items()):
+                if cid in stopped:
+                    del self.accessories[new]
 
     def started(self, cids: list[str]) -> None:
         with self.guard:
@@ -152,6 +174,7 @@ class _Run:
         has: a put-back may be stopping them as this runs, so nothing is retired."""
         with self.guard:
             _, workers = self.ahead.pop(_key(props), (None, []))
+            self.moved = self.moved or not self.failed
             return self.failed or workers
 
     def abandon(self, why: str) -> None:
@@ -162,8 +185,10 @@ class _Run:
             ahead, self.ahead = self.ahead, {}
             back = [w for proxied, workers in ahead.values() if not proxied or not proxied <= self.switched
                     for w in workers]
+            accessories, self.accessories = ({} if self.moved else self.accessories), {}
         self._stop(ready)
         _put_back(back)
+        each_at_once(accessories, lambda accessory: put_accessory_back(*accessory))
 
     @contextlib.contextmanager
     def switch(self, props: dict[str, Any]) -> Iterator[None]:
@@ -181,6 +206,7 @@ class _Run:
                 self.switching -= 1
                 if done:
                     self.switched.add(props["container_id"])
+                    self.moved = self.moved or not props.get("role", "").startswith(naming.ACCESSORY_PREFIX)
                 self.guard.notify_all()
 
     @staticmethod
@@ -209,6 +235,16 @@ def switching(props: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
     under way are done, and leaves running the workers of a batch whose every route has switched. A route of no
     container (an upstream given as it is) switches as it comes."""
     return RUN.switch(props) if props.get("container_id") else contextlib.nullcontext()
+
+
+def accessory_switched(props: dict[str, Any], cid: str, stopped: list[str]) -> None:
+    """Accessory `cid` runs in place of `stopped` (the one it replaces): it stays once the engine deletes that one
+    (`replaced_gone`), or an app role has moved; a run that ends before puts the replaced one back."""
+    RUN.accessory_switched(props, cid, stopped)
+
+
+def replaced_gone(cid: str) -> None:
+    RUN.replaced_gone(cid)
 
 
 def abandon(why: str = FAILED) -> None:

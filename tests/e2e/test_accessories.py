@@ -185,6 +185,48 @@ def test_an_accessory_change_that_fails_leaves_the_old_one_running_with_its_data
     pair.run("preview", "--expect-no-changes", stack="staging")  # the state still says what runs
 
 
+def test_a_failed_deploy_puts_back_the_accessory_it_replaced_and_the_fixed_one_runs_the_new_one(bench, pair):
+    """One `up` changes the db's env and adds a worker that cannot start: the new db took over, then the run failed.
+    It ends with the old db - same container, same data - running under its name and serving the app, which
+    answered throughout; the new one is stopped beside it. The state records the new db: preview says it starts
+    again (`running`), and the fixed `up` runs it, on the same data, and removes the old one."""
+    host = bench.hosts[0].address
+    assert exec_(bench, "acc-staging-db", "echo kept > /data/row")[0] == 0
+    before = docker(bench).inspect_container("acc-staging-db")["Id"]
+    cfg = config(bench, "staging")
+    cfg["accessories"]["db"]["env"]["clear"]["EXTRA"] = "1"
+    pair.set_config("staging", {**cfg, "servers": {**cfg["servers"], "jobs": {
+        "hosts": [host], "cmd": "echo jobs cannot start; exit 3"}}})
+    with requests_during(lambda: http_get(f"http://{host}:{PORTS['staging']}/"), most=1000, pause=0.02) as seen:
+        failed = pair.up("staging", check=False)
+    assert not failed.ok and "Traceback" not in failed.out
+    assert "exited with code 3" in failed.out and "jobs cannot start" in failed.out, failed.out
+    answers = [answer for _, answer in seen]
+    assert len(answers) > 10 and all(a and "destination=staging" in a for a in answers), answers[-3:]
+
+    def dbs() -> dict[str, dict[str, Any]]:
+        return {i["Id"]: i for i in docker(bench).containers(all=True, filters={"label": [
+            "destination=staging", "accessory=db"]})}
+    db = docker(bench).inspect_container("acc-staging-db")
+    assert db["Id"] == before and db["State"]["Running"]
+    assert exec_(bench, "acc-staging-db", "cat /data/row") == (0, "kept\n")
+    web = pair.outputs("staging")["containers"][host]["web"]["name"]
+    code, out = exec_(bench, web, FETCH.format(name="db"))
+    assert code == 0 and out.endswith("\r\n\r\ndb-of-staging\n")  # the app reaches it by its name
+    (new,) = [cid for cid in dbs() if cid != before]
+    assert dbs()[new]["State"] == "exited"
+
+    pair.set_config("staging", cfg)
+    preview = pair.run("preview", "--diff", stack="staging").out
+    assert "running" in preview, preview
+    pair.up("staging")
+    assert list(dbs()) == [new]
+    db = docker(bench).inspect_container("acc-staging-db")
+    assert db["Id"] == new and db["State"]["Running"] and "EXTRA=1" in db["Config"]["Env"]
+    assert exec_(bench, "acc-staging-db", "cat /data/row") == (0, "kept\n")
+    pair.run("preview", "--expect-no-changes", stack="staging")
+
+
 def test_an_accessory_port_held_on_the_host_is_refused_before_the_accessory_is_touched(bench, pair):
     """Its published port moved to one production's web role holds: refused in one line before anything changes -
     the running accessory is not removed first - while production keeps answering there."""

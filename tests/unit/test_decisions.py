@@ -56,6 +56,15 @@ ON_DELETE = [
     ("a successor never started (its rollout failed in another role): this one still runs the role",
      [seen("v3", "v3", 3, False, started=False), seen("v2", "v2", 2, True), seen("v1", "v1", 1)], "v2", 5,
      Actions()),
+    ("put back in place of its newer successor, moved aside (a failed run's, an accessory's): this one serves",
+     [seen("n", "v1", 2, False, name="svc-db_replaced_n"), seen("o", "v1", 1, True, name="svc-db")], "o", 1,
+     Actions()),
+    ("...and the successor's own delete (a destroy) removes both",
+     [seen("n", "v1", 2, False, name="svc-db_replaced_n"), seen("o", "v1", 1, True, name="svc-db")], "n", 1,
+     Actions(remove=("n", "o"))),
+    ("a newer one left under a pending name (an interrupted create) is no successor: everything goes",
+     [seen("p", "v1", 2, True, name="svc-db_pending_1234"), seen("o", "v1", 1, True, name="svc-db")], "o", 1,
+     Actions(remove=("p", "o"))),
 ]
 
 

@@ -113,7 +113,7 @@ URN = "urn:pulumi:staging::shop::shipyard:deploy:DestinationService$shipyard:ind
 
 
 def test_diff_through_the_server_names_the_secret_key_and_the_replacement(mocker):
-    provider = mocker.Mock(compared=None)
+    provider = mocker.Mock(compared=None, observed=lambda _id, olds: olds)  # the host shows what the state says
     provider.diff.return_value = DiffResult(changes=True, replaces=["secret_env"], delete_before_replace=False)
     mocker.patch.object(schema, "provider_for", return_value=provider)
     olds = {"secret_env": {"TOKEN": "old", "OTHER": "same"}, "name": "shop-web"}
@@ -218,7 +218,7 @@ def test_the_state_records_outputs_beyond_the_inputs_and_the_providers_get_both_
     """A fleet's state was half inputs repeated as outputs, and the engine writes it whole after each step: outputs
     now keep only what differs from the inputs. Each call that reads the recorded state gets the outputs over the
     inputs - the same as a state written before (outputs and inputs both) gives."""
-    provider = mocker.Mock(compared=None)
+    provider = mocker.Mock(compared=None, observed=lambda _id, olds: olds)  # the host shows what the state says
     mocker.patch.object(schema, "provider_for", return_value=provider)
     ins = {"name": "shop-web", "running": True, "retain": 5, "labels": {"role": "web"}}  # `name` is read back
     provider.update.return_value = mocker.Mock(outs={**ins, "container_id": "c2", "retain": True})

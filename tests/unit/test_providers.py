@@ -257,6 +257,96 @@ def test_an_accessory_is_replaced_create_before_delete_and_its_old_one_runs_agai
     assert d.replaces == ["cmd"] and not d.delete_before_replace
 
 
+def live(client, *items: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fake daemon keeps `items` (by ID) and what create, start, stop, rename and remove do to them."""
+    by_id = {i["Id"]: i for i in items}
+    client.containers.side_effect = lambda all=False, filters=None, **_: [  # as listed: a copy
+        dict(i) for i in daemon(*by_id.values())(all, filters)]
+
+    def create(image=None, name=None, labels=None, **_):
+        by_id["new" * 8] = {"Id": "new" * 8, "Names": [f"/{name}"], "Labels": labels, "State": "created",
+                            "Created": 2}
+        return {"Id": "new" * 8}
+    client.create_container.side_effect = create
+    client.start.side_effect = lambda cid: by_id[cid].update(State="running")
+    client.stop.side_effect = lambda cid, timeout=None: by_id[cid].update(State="exited")
+    client.rename.side_effect = lambda cid, name: by_id[cid].update(Names=[f"/{name}"])
+    client.remove_container.side_effect = lambda cid, **_: by_id.pop(cid)
+
+    def inspect(cid):
+        if cid not in by_id:
+            raise docker.errors.NotFound(f"No such container: {cid}")
+        return {"State": {"Running": by_id[cid]["State"] == "running", "ExitCode": 0, "RestartCount": 0}}
+    client.inspect_container.side_effect = inspect
+    return by_id
+
+
+def test_a_run_that_goes_no_further_puts_back_the_accessory_it_replaced_and_the_next_up_hands_over_again(client,
+                                                                                                        mocker):
+    """An accessory's new config replaced it, then another operation of the run failed (an app role's new version
+    was not ready): the run ends with the old accessory - same container, under its name - running and the new one
+    stopped beside it, as before the deploy. The state records the new one: the next diff finds it stopped (an
+    update of `running`); the delete the failed run left pending for the old one leaves it serving, and the update
+    hands over again and removes it."""
+    from components.providers import rollout
+    labels = {**OURS, "role": "accessory.db"}
+    by_id = live(client, {"Id": "o" * 64, "Names": ["/hello-staging-db"], "Labels": labels, "State": "running",
+                          "Created": 1})
+    props = container_props(role="accessory.db", name="hello-staging-db", labels=labels, ports=[], exclusive=True,
+                            retain=1)
+    old, new = "o" * 64, providers.ContainerProvider().create(props).id
+
+    def now() -> dict[str, tuple[str, str]]:
+        return {cid: (i["State"], i["Names"][0]) for cid, i in by_id.items()}
+    assert now() == {old: ("exited", f"/hello-staging-db_replaced_{old[:12]}"), new: ("running", "/hello-staging-db")}
+
+    rollout.abandon()
+    assert now() == {old: ("running", "/hello-staging-db"), new: ("exited", f"/hello-staging-db_replaced_{new[:12]}")}
+
+    mocker.patch.object(rollout, "RUN", rollout._Run())  # the next `up`: its own plugin process
+    recorded = {**props, "container_id": new}
+    provider = providers.ContainerProvider()
+    assert provider.observed(new, recorded) == {**recorded, "running": False}
+    d = provider.diff(new, provider.observed(new, recorded), props)
+    assert d.changes and not d.replaces
+    provider.delete(old, {**props, "container_id": old})  # pending since the failed run
+    assert now()[old] == ("running", "/hello-staging-db")
+    provider.update(new, provider.observed(new, recorded), props)
+    assert now() == {new: ("running", "/hello-staging-db")}
+    assert provider.observed(new, recorded) is recorded  # runs as recorded: nothing to change
+    rollout.abandon()  # this run ends: it took nothing over that it must put back
+    assert now() == {new: ("running", "/hello-staging-db")}
+
+
+def test_a_replaced_accessory_is_removed_by_the_engines_delete_and_a_failure_after_that_keeps_the_new_one(client):
+    """The run got to its end: the engine deletes the replaced accessory (its clean-up spared it till then), and
+    an interruption after that keeps the new one."""
+    from components.providers import rollout
+    labels = {**OURS, "role": "accessory.db"}
+    by_id = live(client, {"Id": "o" * 64, "Names": ["/hello-staging-db"], "Labels": labels, "State": "running",
+                          "Created": 1})
+    props = container_props(role="accessory.db", name="hello-staging-db", labels=labels, ports=[], exclusive=True,
+                            retain=1)
+    new = providers.ContainerProvider().create(props).id
+    providers.ContainerProvider().delete("o" * 64, {**props, "container_id": "o" * 64})
+    rollout.abandon(rollout.INTERRUPTED)
+    assert {cid: i["State"] for cid, i in by_id.items()} == {new: "running"}
+
+
+def test_observed_looks_at_the_host_only_for_a_running_accessory_and_keeps_the_record_when_unreachable(client):
+    recorded = {**container_props(ports=[], exclusive=True), "container_id": "c" * 64}
+    client.inspect_container.return_value = {"State": {"Running": True}}
+    assert providers.ContainerProvider.observed("c" * 64, recorded) is recorded
+    client.inspect_container.side_effect = docker.errors.NotFound("gone")
+    assert providers.ContainerProvider.observed("c" * 64, recorded) is recorded  # gone: the read says so
+    client.inspect_container.side_effect = OSError("connection reset")
+    assert providers.ContainerProvider.observed("c" * 64, recorded) is recorded  # the run says so later
+    client.inspect_container.reset_mock()
+    for olds in ({**recorded, "exclusive": False}, {**recorded, "running": False}):
+        assert providers.ContainerProvider.observed("c" * 64, olds) is olds
+    client.inspect_container.assert_not_called()
+
+
 def test_leftovers_of_an_interrupted_run_are_removed_before_a_new_create(client):
     pending = {"Id": "p" * 64, "Names": ["/hello-web-staging-v1_pending_1234abcd"],
                "Labels": {**OURS, "version": "v1"}, "State": "running", "Created": 5, "ImageID": "sha256:x"}

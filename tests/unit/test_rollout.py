@@ -264,6 +264,45 @@ def test_a_failed_run_stops_the_proxied_containers_made_ready_for_a_start_that_n
     assert next(i for i in listing["h2"] if i["Id"] == "web3")["State"] == "exited"
 
 
+def test_a_replaced_accessory_is_put_back_only_by_a_run_that_ended_before_anything_relied_on_it(mocker):
+    """A run that ends before the engine deletes the accessory it replaced puts that one back - at once when the run
+    had failed while it took over - unless an app role's route switched in the run (its new version may need the new
+    accessory); an accessory's own route is no such switch."""
+    back = mocker.patch.object(rollout, "put_accessory_back")
+    db = {"role": "accessory.db", "name": "hello-staging-db"}
+    route = {"destination": "staging", "service": "hello-web-staging", "container_id": "web2"}
+
+    def run() -> rollout._Run:
+        mocker.patch.object(rollout, "RUN", rollout._Run())
+        back.reset_mock()
+        return rollout.RUN
+
+    run()
+    rollout.accessory_switched(db, "new", ["old"])
+    rollout.replaced_gone("old")  # the engine's delete: the run got to its end
+    rollout.abandon(rollout.INTERRUPTED)
+    back.assert_not_called()
+
+    run()
+    rollout.accessory_switched(db, "new", ["old"])
+    with rollout.switching({**route, "role": "accessory.db", "service": "hello-db-staging"}):
+        pass
+    rollout.abandon()
+    back.assert_called_once_with(db, "new", ["old"])
+
+    run()
+    rollout.accessory_switched(db, "new", ["old"])
+    with rollout.switching({**route, "role": "web"}):
+        pass
+    rollout.abandon()
+    back.assert_not_called()
+
+    run()
+    rollout.abandon()
+    rollout.accessory_switched(db, "new", ["old"])  # a create that finishes after the failure
+    back.assert_called_once_with(db, "new", ["old"])
+
+
 def _started_on_two_hosts(listing: dict) -> list[dict]:
     """h1 and h2 each run a worker of v1 and have one of v2, which a rollout's `start` starts; returns the rollout's
     entries."""
