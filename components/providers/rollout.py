@@ -119,8 +119,9 @@ class _Run:
       from runs again: their routes never switch - unless every route of their batch has switched in this run
       (`switched`): the new version serves, so they run on, and the next `up` retires what ran before;
     - `accessories`: an accessory that took over from the one it replaces (a changed config), until the engine
-      deletes that one (the run's last steps), is stopped and the one it replaced runs again - unless an app role has
-      moved in this run (`moved`: a route switched, a retirement began), whose new version may need it. Its state
+      deletes that one (the run's last steps), is stopped and the one it replaced runs again - unless its own route
+      has switched to it, or an app role has moved in this run (`moved`: a route switched, a retirement began),
+      whose new version may need it. Its state
       records the new one: the next `up`'s diff finds it stopped (`ContainerProvider.observed`), so that run starts
       it again before any role's new container."""
 
@@ -206,7 +207,10 @@ class _Run:
                 self.switching -= 1
                 if done:
                     self.switched.add(props["container_id"])
-                    self.moved = self.moved or not props.get("role", "").startswith(naming.ACCESSORY_PREFIX)
+                    if props.get("role", "").startswith(naming.ACCESSORY_PREFIX):
+                        self.accessories.pop(props["container_id"], None)  # its route serves it: it stays
+                    else:
+                        self.moved = True
                 self.guard.notify_all()
 
     @staticmethod

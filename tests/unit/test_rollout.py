@@ -267,7 +267,7 @@ def test_a_failed_run_stops_the_proxied_containers_made_ready_for_a_start_that_n
 def test_a_replaced_accessory_is_put_back_only_by_a_run_that_ended_before_anything_relied_on_it(mocker):
     """A run that ends before the engine deletes the accessory it replaced puts that one back - at once when the run
     had failed while it took over - unless an app role's route switched in the run (its new version may need the new
-    accessory); an accessory's own route is no such switch."""
+    accessory) or the accessory's own route did (it serves the new one); another accessory's route is neither."""
     back = mocker.patch.object(rollout, "put_accessory_back")
     db = {"role": "accessory.db", "name": "hello-staging-db"}
     route = {"destination": "staging", "service": "hello-web-staging", "container_id": "web2"}
@@ -285,10 +285,17 @@ def test_a_replaced_accessory_is_put_back_only_by_a_run_that_ended_before_anythi
 
     run()
     rollout.accessory_switched(db, "new", ["old"])
-    with rollout.switching({**route, "role": "accessory.db", "service": "hello-db-staging"}):
+    with rollout.switching({**route, "role": "accessory.cache", "service": "hello-cache-staging"}):
         pass
     rollout.abandon()
     back.assert_called_once_with(db, "new", ["old"])
+
+    run()
+    rollout.accessory_switched(db, "new", ["old"])
+    with rollout.switching({**route, "role": "accessory.db", "service": "hello-db-staging", "container_id": "new"}):
+        pass
+    rollout.abandon()
+    back.assert_not_called()
 
     run()
     rollout.accessory_switched(db, "new", ["old"])
