@@ -22,7 +22,7 @@ import grpc
 from google.protobuf import empty_pb2
 from pulumi.runtime import proto, rpc
 from pulumi.provider.server import ProviderServicer
-from pulumi.runtime.proto import provider_pb2_grpc
+from pulumi.runtime.proto import engine_pb2_grpc, provider_pb2_grpc
 
 from .. import decisions, hosts
 from ..errors import DeployError
@@ -198,6 +198,7 @@ class Servicer(ProviderServicer):
 
     def __init__(self, engine_address: str = "", args: list[str] | None = None) -> None:
         super().__init__(Component(), list(args or []), engine_address)  # type: ignore[arg-type]
+        self._engine = engine_address
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="shipyard")
         self._reach = reach.Reach()
         self._checked: dict[str, dict[str, Any]] = {}  # inputs as a first check saw them (`recheck_against_olds`)
@@ -217,6 +218,17 @@ class Servicer(ProviderServicer):
         """A failed operation (or a refused input) ends the run: no rollout starts after it
         (`providers.rollout.abandon`)."""
         await asyncio.get_running_loop().run_in_executor(self._pool, rollout.abandon)
+
+    async def _say(self, urn: str, message: str) -> None:
+        """`message` in the CLI's output beside the resource of `urn` (the engine's log) - best effort."""
+        if not self._engine:
+            return
+        try:
+            async with grpc.aio.insecure_channel(self._engine) as channel:
+                await engine_pb2_grpc.EngineStub(channel).Log(proto.LogRequest(
+                    severity=proto.LogSeverity.Value("INFO"), message=message, urn=urn))
+        except grpc.RpcError:
+            pass
 
     @staticmethod
     def _provider(urn: str):
@@ -278,7 +290,9 @@ class Servicer(ProviderServicer):
         news = plain(request.news, keep_unknowns=True)
         provider = self._provider(request.urn)
         if hasattr(provider, "observed"):  # what is on the host, where the recorded outputs may not say it
-            olds = await self._run(context, provider.observed, request.id, olds)
+            olds, found = await self._run(context, provider.observed, request.id, olds)
+            if found:  # the preview shows the recorded value: it says why the change is there
+                await self._say(request.urn, found)
         result = await self._run(context, provider.diff, request.id, olds, news)
         if not result.changes:
             return proto.DiffResponse(changes=proto.DiffResponse.DIFF_NONE)

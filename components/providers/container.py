@@ -521,20 +521,25 @@ class ContainerProvider(ResourceProvider):
         return UpdateResult(outs={**news, "container_id": id_})
 
     @staticmethod
-    def observed(id_: str, olds: dict[str, Any]) -> dict[str, Any]:
-        """What the diff compares against: the recorded outputs, but for an accessory's that a failed run stopped
-        again (`put_accessory_back`), looked up on its host: `running` false, so this run starts it again (an
-        update, before any role's new container is made). Unreachable now: as recorded (the run says so later)."""
+    def observed(id_: str, olds: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """What the diff compares against, and why it differs from the recorded outputs: those, but for an
+        accessory's that a failed run stopped again (`put_accessory_back`), looked up on its host: `running` false,
+        so this run starts it again (an update, before any role's new container is made). Unreachable now: as
+        recorded (the run says so later)."""
         if not olds.get("exclusive") or not olds.get("running") or not isinstance(olds.get("target"), dict) \
                 or olds["target"].get("host") in (None, UNKNOWN):
-            return olds
+            return olds, ""
         t = target(olds)
         try:
             with docker_errors(t, f"inspecting container {olds.get('name')}"):
                 info = hosts.or_none(hosts.client(t).inspect_container, id_)
         except HostError:
-            return olds
-        return {**olds, "running": False} if info is not None and not info["State"]["Running"] else olds
+            return olds, ""
+        if info is None or info["State"]["Running"]:
+            return olds, ""
+        return {**olds, "running": False}, (
+            f"host {t}: container {olds.get('name')} is stopped (a failed deploy put back the one it replaced, or it "
+            f"was stopped by hand): this update starts it")
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         t = target(props)

@@ -12,7 +12,9 @@ import grpc
 import pytest
 from pulumi.dynamic import DiffResult
 from pulumi.output import Unknown
+from google.protobuf import empty_pb2
 from pulumi.runtime import proto, rpc
+from pulumi.runtime.proto import engine_pb2_grpc
 
 from components.errors import HostError
 from components.plugin import schema, server
@@ -113,7 +115,7 @@ URN = "urn:pulumi:staging::shop::shipyard:deploy:DestinationService$shipyard:ind
 
 
 def test_diff_through_the_server_names_the_secret_key_and_the_replacement(mocker):
-    provider = mocker.Mock(compared=None, observed=lambda _id, olds: olds)  # the host shows what the state says
+    provider = mocker.Mock(compared=None, observed=lambda _id, olds: (olds, ""))  # the host shows what the state says
     provider.diff.return_value = DiffResult(changes=True, replaces=["secret_env"], delete_before_replace=False)
     mocker.patch.object(schema, "provider_for", return_value=provider)
     olds = {"secret_env": {"TOKEN": "old", "OTHER": "same"}, "name": "shop-web"}
@@ -128,6 +130,38 @@ def test_diff_through_the_server_names_the_secret_key_and_the_replacement(mocker
     provider.diff.return_value = DiffResult(changes=False, replaces=[], delete_before_replace=False)
     assert call("Diff", proto.DiffRequest(urn=URN, id="c1", olds=struct(olds), news=struct(olds))).changes == \
         proto.DiffResponse.DIFF_NONE
+
+
+def test_a_diff_against_what_the_host_shows_says_why_beside_the_resource(mocker):
+    """The preview prints the recorded value (`running: true => true` for an accessory a failed run stopped again):
+    the line the provider gives for what its host shows goes to the engine's log, which the CLI prints beside the
+    resource."""
+    why = "host h1: container shop-db is stopped (...): this update starts it"
+    provider = mocker.Mock(compared=None, observed=lambda _id, olds: ({**olds, "running": False}, why))
+    provider.diff.return_value = DiffResult(changes=True, replaces=[], delete_before_replace=False)
+    mocker.patch.object(schema, "provider_for", return_value=provider)
+    logged = []
+
+    class Engine(engine_pb2_grpc.EngineServicer):
+        async def Log(self, request, context):
+            logged.append((proto.LogSeverity.Name(request.severity), request.message, request.urn))
+            return empty_pb2.Empty()
+
+    props = struct({"name": "shop-db", "running": True})
+
+    async def diff() -> proto.DiffResponse:
+        engine = grpc.aio.server()
+        engine_pb2_grpc.add_EngineServicer_to_server(Engine(), engine)
+        port = engine.add_insecure_port("127.0.0.1:0")
+        await engine.start()
+        try:
+            return await server.Servicer(f"127.0.0.1:{port}").Diff(
+                proto.DiffRequest(urn=URN, id="c1", olds=props, news=props), Context())
+        finally:
+            await engine.stop(None)
+    resp = asyncio.run(diff())
+    assert kinds(resp.detailedDiff) == {"running": "UPDATE"}
+    assert logged == [("INFO", why, URN)]
 
 
 def test_check_keeps_unknowns_and_drops_the_serialized_provider_of_earlier_states(mocker):
@@ -218,7 +252,7 @@ def test_the_state_records_outputs_beyond_the_inputs_and_the_providers_get_both_
     """A fleet's state was half inputs repeated as outputs, and the engine writes it whole after each step: outputs
     now keep only what differs from the inputs. Each call that reads the recorded state gets the outputs over the
     inputs - the same as a state written before (outputs and inputs both) gives."""
-    provider = mocker.Mock(compared=None, observed=lambda _id, olds: olds)  # the host shows what the state says
+    provider = mocker.Mock(compared=None, observed=lambda _id, olds: (olds, ""))  # the host shows what the state says
     mocker.patch.object(schema, "provider_for", return_value=provider)
     ins = {"name": "shop-web", "running": True, "retain": 5, "labels": {"role": "web"}}  # `name` is read back
     provider.update.return_value = mocker.Mock(outs={**ins, "container_id": "c2", "retain": True})

@@ -306,14 +306,17 @@ def test_a_run_that_goes_no_further_puts_back_the_accessory_it_replaced_and_the_
     mocker.patch.object(rollout, "RUN", rollout._Run())  # the next `up`: its own plugin process
     recorded = {**props, "container_id": new}
     provider = providers.ContainerProvider()
-    assert provider.observed(new, recorded) == {**recorded, "running": False}
-    d = provider.diff(new, provider.observed(new, recorded), props)
+    olds, why = provider.observed(new, recorded)
+    assert olds == {**recorded, "running": False}
+    assert why == ("host h1: container hello-staging-db is stopped (a failed deploy put back the one it "
+                   "replaced, or it was stopped by hand): this update starts it")
+    d = provider.diff(new, olds, props)
     assert d.changes and not d.replaces
     provider.delete(old, {**props, "container_id": old})  # pending since the failed run
     assert now()[old] == ("running", "/hello-staging-db")
-    provider.update(new, provider.observed(new, recorded), props)
+    provider.update(new, olds, props)
     assert now() == {new: ("running", "/hello-staging-db")}
-    assert provider.observed(new, recorded) is recorded  # runs as recorded: nothing to change
+    assert provider.observed(new, recorded) == (recorded, "")  # runs as recorded: nothing to change
     rollout.abandon()  # this run ends: it took nothing over that it must put back
     assert now() == {new: ("running", "/hello-staging-db")}
 
@@ -336,14 +339,14 @@ def test_a_replaced_accessory_is_removed_by_the_engines_delete_and_a_failure_aft
 def test_observed_looks_at_the_host_only_for_a_running_accessory_and_keeps_the_record_when_unreachable(client):
     recorded = {**container_props(ports=[], exclusive=True), "container_id": "c" * 64}
     client.inspect_container.return_value = {"State": {"Running": True}}
-    assert providers.ContainerProvider.observed("c" * 64, recorded) is recorded
+    assert providers.ContainerProvider.observed("c" * 64, recorded) == (recorded, "")
     client.inspect_container.side_effect = docker.errors.NotFound("gone")
-    assert providers.ContainerProvider.observed("c" * 64, recorded) is recorded  # gone: the read says so
+    assert providers.ContainerProvider.observed("c" * 64, recorded) == (recorded, "")  # gone: the read says so
     client.inspect_container.side_effect = OSError("connection reset")
-    assert providers.ContainerProvider.observed("c" * 64, recorded) is recorded  # the run says so later
+    assert providers.ContainerProvider.observed("c" * 64, recorded) == (recorded, "")  # the run says so later
     client.inspect_container.reset_mock()
     for olds in ({**recorded, "exclusive": False}, {**recorded, "running": False}):
-        assert providers.ContainerProvider.observed("c" * 64, olds) is olds
+        assert providers.ContainerProvider.observed("c" * 64, olds) == (olds, "")
     client.inspect_container.assert_not_called()
 
 
