@@ -127,21 +127,25 @@ def put_accessory_back(props: dict[str, Any], cid: str, stopped: list[str]) -> N
         with docker_errors(t, f"putting back the accessory {name} replaced"):
             c = hosts.client(t)
             c.stop(cid, timeout=stop_timeout(props))
-            c.rename(cid, naming.replaced_name(name, cid))
-            c.rename(stopped[0], name)
+            take_name(c, stopped[0], name, holder=cid)
             for old in stopped:
                 c.start(old)
     except HostError:
         pass
 
 
-def take_name(c, cid: str, name: str, listing: list[dict[str, Any]]) -> None:
-    """`cid` takes `name` from the container that holds it (moved aside under its replaced name)."""
-    holder = named(listing, name)
-    if holder is not None and holder["Id"] != cid:
-        c.rename(holder["Id"], naming.replaced_name(name, holder["Id"]))
-    if holder is None or holder["Id"] != cid:
-        c.rename(cid, name)
+def take_name(c, cid: str, name: str, holder: str | None) -> None:
+    """`cid` takes `name` from the container that holds it (`holder`, moved aside under its replaced name)."""
+    if holder == cid:
+        return
+    if holder is not None:
+        c.rename(holder, naming.replaced_name(name, holder))
+    c.rename(cid, name)
+
+
+def host_known(props: dict[str, Any]) -> bool:
+    """Whether the container's host is known yet (not at the first preview of hosts from other resources)."""
+    return isinstance(props.get("target"), dict) and props["target"].get("host") not in (None, UNKNOWN)
 
 
 def _asset_dirs(t: SSHTarget, assets: dict[str, Any], role: str, version: str) -> tuple[str, str]:
@@ -331,8 +335,8 @@ class ContainerProvider(ResourceProvider):
           by the create, after the engine has removed what this replaces (an accessory goes first);
         - host names its role's route is to serve that a route of another stack or app holds in kamal-proxy - not
           found by the route's switch, after the rollout's workers have started."""
-        if not isinstance(news.get("target"), dict) or news["target"].get("host") in (None, UNKNOWN) \
-                or not isinstance(news.get("labels"), dict):  # (a version from another resource, not known yet)
+        # (labels: not yet known where the version comes from another resource)
+        if not host_known(news) or not isinstance(news.get("labels"), dict):
             return CheckResult(news, [])
         return CheckResult(news, self._taken_ports(olds, news) + self._taken_host_names(olds, news))
 
@@ -508,7 +512,7 @@ class ContainerProvider(ResourceProvider):
                 if news.get("exclusive"):  # an accessory put back by a run that went no further takes over again
                     listing = c.containers(all=True)
                     handed_over = start_ready(c, t, id_, news, of_role(listing, news, news["role"]), keep=True)
-                    take_name(c, id_, news["name"], listing)
+                    take_name(c, id_, news["name"], (named(listing, news["name"]) or {}).get("Id"))
                 else:
                     c.start(id_)
                     wait_ready(c, t, id_, news)
@@ -526,8 +530,7 @@ class ContainerProvider(ResourceProvider):
         accessory's that a failed run stopped again (`put_accessory_back`), looked up on its host: `running` false,
         so this run starts it again (an update, before any role's new container is made). Unreachable now: as
         recorded (the run says so later)."""
-        if not olds.get("exclusive") or not olds.get("running") or not isinstance(olds.get("target"), dict) \
-                or olds["target"].get("host") in (None, UNKNOWN):
+        if not olds.get("exclusive") or not olds.get("running") or not host_known(olds):
             return olds, ""
         t = target(olds)
         try:

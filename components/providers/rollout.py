@@ -121,9 +121,8 @@ class _Run:
     - `accessories`: an accessory that took over from the one it replaces (a changed config), until the engine
       deletes that one (the run's last steps), is stopped and the one it replaced runs again - unless its own route
       has switched to it, or an app role has moved in this run (`moved`: a route switched, a retirement began),
-      whose new version may need it. Its state
-      records the new one: the next `up`'s diff finds it stopped (`ContainerProvider.observed`), so that run starts
-      it again before any role's new container."""
+      whose new version may need it. Its state records the new one: the next `up`'s diff finds it stopped
+      (`ContainerProvider.observed`), so that run starts it again before any role's new container."""
 
     def __init__(self) -> None:
         self.ready: dict[str, dict[str, Any]] = {}
