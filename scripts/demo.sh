@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: deploys examples/hello as staging and production - the same commit, one host - with the real
 # `pulumi up`, then shows what each destination answers. `make demo-down` destroys both, removes the two stacks
-# (their files in stacks/ stay) and stops the bench. A stack file changed since the checkout is yours now (the README
+# (their files in stacks/ stay) and stops the bench - unless something else runs on it (a program of yours deployed
+# there): then the bench stays up, and it says what runs where. A stack file changed since the checkout is yours now (the README
 # has you write your stacks over these), and so is a stack that runs another service than the demo's (deployed from
 # such a file, which `git checkout` has since put back): neither is deployed nor destroyed.
 set -euo pipefail
@@ -74,7 +75,15 @@ if [ "$MODE" = down ]; then
         pulumi stack rm --yes --preserve-config --stack "$stack" || true
     fi
   done
+  # what else runs on the bench (a program of yours deployed there, as the README shows) would go with it
+  others=$(python -m tests.bench in-use | paste -sd ';' | sed 's/;/; /g')
+  if [ -n "$others" ]; then
+    echo "make demo-down: the bench's hosts still run $others - the bench stays up. Destroy that first (\`pulumi \
+destroy\` of its stack), or \`.venv/bin/python -m tests.bench down\` stops the bench and all that runs on it." >&2
+    exit 1
+  fi
   python -m tests.bench down
+  echo "== the demo's bench is stopped"
   exit 0
 fi
 

@@ -10,7 +10,7 @@ every host routes to, and every daemon trusts it. Base images that tests build F
 into the registry. A toxiproxy server (the fault proxy, `tests.faults`) on that address has one proxy per host to
 its sshd, through which tests add latency or cut connections.
 
-Used by the pytest fixtures (session scope) and by `python -m tests.bench up|down|env` (for `make demo`).
+Used by the pytest fixtures (session scope) and by `python -m tests.bench up|down|info|in-use` (for `make demo`).
 Nothing here is product code: the product reaches these hosts exactly as it reaches real ones, by SSH address.
 """
 
@@ -623,6 +623,30 @@ class Bench:
                   if d.name.startswith("host") and d.name[4:].isdigit()]
         return max([self.count, *found])
 
+    def in_use(self) -> dict[str, list[str]]:
+        """What runs on the bench's hosts besides kamal-proxy, by the stack that owns it (`shipyard.stack`) or else
+        the container's name: the hosts each runs on. Nothing for a bench that is not up."""
+        import docker  # only here: `up` and `down` need no Docker client
+
+        found: dict[str, list[str]] = {}
+        for i in range(1, self._started() + 1):
+            sock = self._rdir(i) / "docker.sock"
+            if not sock.exists():
+                continue
+            client = docker.APIClient(base_url=f"unix://{sock}", version="auto", timeout=10)
+            try:
+                running = client.containers()
+            except docker.errors.DockerException:
+                continue  # a daemon that does not answer runs nothing anyone could lose
+            finally:
+                client.close()
+            for c in running:
+                name = c["Names"][0].lstrip("/")
+                if name != "kamal-proxy":
+                    owner = (c.get("Labels") or {}).get("shipyard.stack")
+                    found.setdefault(f"stack {owner}" if owner else f"container {name}", []).append(f"host{i}")
+        return {k: sorted(set(v)) for k, v in sorted(found.items())}
+
     def down(self, purge: bool = False) -> None:
         self.count = self._started()
         _stop_pidfile(self.root / "toxiproxy" / "pid")
@@ -655,7 +679,7 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("up", "down", "purge", "info"))
+    ap.add_argument("action", choices=("up", "down", "purge", "info", "in-use"))
     ap.add_argument("--profile", choices=sorted(PROFILES), default="demo")
     ap.add_argument("--hosts", type=int, default=HOST_COUNT, help="how many hosts (at most 99)")
     args = ap.parse_args(argv)
@@ -665,6 +689,9 @@ def main(argv: list[str] | None = None) -> int:
             print(bench.up().to_json())
         elif args.action == "info":
             print(bench.info().to_json())
+        elif args.action == "in-use":  # one line each: `stack <project>/<stack>: host1, host2`
+            for what, where in bench.in_use().items():
+                print(f"{what}: {', '.join(where)}")
         else:
             bench.down(purge=args.action == "purge")
     except BenchError as exc:

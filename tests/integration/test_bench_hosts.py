@@ -46,3 +46,25 @@ def test_a_container_on_host1_sees_the_files_sftp_wrote_there(bench):
         c.remove_container(cid, force=True)
         hostfiles.remove_file(one, path)
 
+
+
+def test_the_bench_names_what_runs_on_its_hosts_by_stack(bench_ctl, bench):
+    """`make demo-down` stops the bench only when nothing else runs there (`python -m tests.bench in-use`): a
+    running container is named by the stack that owns it, or by its name; a stopped one is not, nor is kamal-proxy."""
+    c = hosts.client(target(bench, 2))
+    image = pulled(c, "busybox:latest")
+    owner = f"mine/{uuid.uuid4().hex[:8]}"
+    made = [c.create_container(image, command=["sleep", "60"], name=name, labels=labels)["Id"]
+            for name, labels in ((f"app-{owner[5:]}", {"shipyard.stack": owner}), (f"plain-{owner[5:]}", {}),
+                                 (f"stopped-{owner[5:]}", {"shipyard.stack": f"{owner}-stopped"}))]
+    try:
+        for cid in made[:2]:
+            c.start(cid)
+        found = bench_ctl.in_use()
+        assert found[f"stack {owner}"] == ["host3"], found
+        assert found[f"container plain-{owner[5:]}"] == ["host3"], found
+        assert f"stack {owner}-stopped" not in found and "container kamal-proxy" not in found, found
+    finally:
+        for cid in made:
+            c.remove_container(cid, force=True)
+    assert f"stack {owner}" not in bench_ctl.in_use()

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 def checkout(tmp_path: Path) -> tuple[Path, Path]:
     """A git checkout with the demo's script and stack files, and a `pulumi` that records that it ran, answers
     `stack output service` for the stacks named in $RUNNING_STACK with $RUNNING_SERVICE, and lists the stacks named
-    in $STACKS (default: staging and production) as existing."""
+    in $STACKS (default: staging and production) as existing; and a `python` whose `tests.bench in-use` answers
+    $IN_USE."""
     (tmp_path / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "demo.sh", tmp_path / "scripts" / "demo.sh")
     shutil.copytree(REPO / "stacks", tmp_path / "stacks")
@@ -32,6 +33,8 @@ def checkout(tmp_path: Path) -> tuple[Path, Path]:
     for tool in ("pulumi", "python"):
         (bin_dir / tool).write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {calls}\n")
         (bin_dir / tool).chmod(0o755)
+    with (bin_dir / "python").open("a") as f:  # what runs on the bench besides the demo: $IN_USE
+        f.write('[ "$3" = "in-use" ] && [ -n "$IN_USE" ] && printf "%b\\n" "$IN_USE"\nexit 0\n')
     with (bin_dir / "pulumi").open("a") as f:
         f.write('[ "$1 $2 $3" = "stack output service" ] && case " $RUNNING_STACK " in *" $5 "*) '
                 'echo "$RUNNING_SERVICE";; esac\n'
@@ -147,3 +150,18 @@ def test_the_demos_own_stacks_go_ahead(checkout, running):
     done = demo(root, "down", RUNNING_STACK="staging", RUNNING_SERVICE=running)
     assert done.returncode == 0, done.stderr
     assert calls.read_text().splitlines()[-1] == "python -m tests.bench down"
+
+
+def test_demo_down_leaves_the_bench_up_while_something_else_runs_there(checkout):
+    """A program of the user's deployed on the demo's bench (as the README shows): demo-down destroys the demo's
+    stacks and says, in one line, what still runs where; the bench stays up."""
+    root, calls = checkout
+    done = demo(root, "down", IN_USE="stack myprog/staging: host1\ncontainer db: host1, host2")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("make demo-down: the bench's hosts still run stack myprog/staging: host1; container "
+                                   "db: host1, host2 - the bench stays up. Destroy that first (`pulumi destroy` of "
+                                   "its stack), or `.venv/bin/python -m tests.bench down` stops the bench and all "
+                                   "that runs on it."), done.stderr
+    said = calls.read_text().splitlines()
+    assert "pulumi destroy --yes --skip-preview --stack staging" in said
+    assert "python -m tests.bench down" not in said
