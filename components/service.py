@@ -31,6 +31,12 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
+def _settled(value: Any, done: list[pulumi.Resource]) -> pulumi.Output[Any]:
+    """`value` once every resource of `done` has been made or updated (their IDs come only then): never, in a run
+    where one of them fails."""
+    return pulumi.Output.all(value, *(r.id for r in done)).apply(lambda v: v[0])
+
+
 def plugin_provider(name: str, parent: pulumi.Resource) -> pulumi.ProviderResource:
     """The destination's own instance of the `shipyard` plugin. Explicit, not the package's default provider, which
     would take the stack's `shipyard:*` config (this project's own namespace) as its settings. It continues the
@@ -155,15 +161,18 @@ class DestinationService(pulumi.ComponentResource):
         self._hook("post-deploy", deploy_trigger, shape.hosts, version,
                    depends=[*previous_batch, *accessory_resources], secrets=True, lock=False)
 
-        self.image_id = image.image_id if image else None
-        self.repo_digest = image.repo_digest if image else None
-        self.image_ref = pulumi.Output.all(image.repo_digest, image.image_id).apply(lambda a: a[0] or a[1]) \
-            if image else None
-        self.tag = image.tag if image else None
-        self.version = version if image else None
-        self.containers = pulumi.Output.from_input(containers)
+        # what runs, once the run's rollout is done: a deploy that fails leaves them unresolved, so the stack keeps
+        # the outputs of the version that still runs (what `promote` and `shipyard` read), not the one that failed
+        done = [*previous_batch, *accessory_resources]
+        self.image_id = _settled(image.image_id, done) if image else None
+        self.repo_digest = _settled(image.repo_digest, done) if image else None
+        self.image_ref = _settled(pulumi.Output.all(image.repo_digest, image.image_id).apply(lambda a: a[0] or a[1]),
+                                  done) if image else None
+        self.tag = _settled(image.tag, done) if image else None
+        self.version = _settled(version, done) if image else None
+        self.containers = _settled(containers, done)
         self.urls = pulumi.Output.from_input(list(shape.urls))
-        self.accessories = pulumi.Output.from_input(accessories)
+        self.accessories = _settled(accessories, done)
         self.register_outputs({"image_id": self.image_id, "repo_digest": self.repo_digest, "tag": self.tag,
                                "version": self.version, "containers": self.containers, "urls": self.urls,
                                "accessories": self.accessories})

@@ -101,6 +101,10 @@ def test_a_crashing_role_fails_the_deploy_and_loses_nothing(bench, proj):
     one_line_failure(result.out)
     assert containers(bench, "crash") == {"crash-jobs-staging-v2": "running", "crash-jobs-staging-v1": "exited",
                                           "crash-jobs-staging-v3": "exited"}
+    # the stack's outputs (what a promotion from it and `shipyard` read) still name the version that runs
+    outs = json.loads(proj.run("stack", "output", "--json", stack="staging").out)
+    assert (outs["version"], outs["tag"], outs["containers"][host]["jobs"]["name"]) == (
+        "v2", "acme/crash:v2-staging", "crash-jobs-staging-v2"), outs
     preview = proj.run("preview", stack="staging").out  # the rollout still knows v2 runs: v3 is still to do
     assert "crash-staging-rollout-start update" in preview and "2 to update" in preview, preview
     proj.set_config("staging", cfg("v3"))
