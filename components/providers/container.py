@@ -238,7 +238,8 @@ def wait_ready(c, t: SSHTarget, cid: str, props: dict[str, Any], *, kept: bool =
             return
         if time.monotonic() >= deadline:
             hint = f". If the app answers on another path or boots slower, set proxy.healthcheck.path (now " \
-                   f"{proxy['healthcheck'].get('path') or '/up'}) or the deploy timeout" if proxy else ""
+                   f"{proxy['healthcheck'].get('path') or '/up'}) or proxy.deploy_timeout (now {timeout_s:g}s; a Kamal " \
+                   f"config's deploy_timeout)" if proxy else ""
             raise HealthCheckFailed(str(t), f"{where} did not become healthy within {timeout_s:g}s; {done} and "
                                             f"the previous version keeps serving. Last health check: "
                                             f"{text.redact(last, secrets)}. Last output: "

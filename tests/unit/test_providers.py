@@ -970,4 +970,5 @@ def test_a_container_that_never_becomes_healthy_is_told_with_its_last_output_its
         "host h1: container shop-web-staging-v3 (role web) of destination staging did not become healthy within 8s; "
         "it was removed and the previous version keeps serving. Last health check: HTTP/1.1 404 Not Found from "
         "172.18.0.5:80/up. Last output: booting | connecting with [secret] | GET /up 404. If the app answers on "
-        "another path or boots slower, set proxy.healthcheck.path (now /up) or the deploy timeout")
+        "another path or boots slower, set proxy.healthcheck.path (now /up) or proxy.deploy_timeout (now 8s; a Kamal "
+        "config's deploy_timeout)")
