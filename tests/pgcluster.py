@@ -87,6 +87,12 @@ class Cluster:
             raise PGError(f"psql: {proc.stderr.strip()}")
         return proc.stdout
 
+    def psql(self, args: list[str]) -> subprocess.Popen:
+        """psql on the state's database, running in the background: another process writing the backend."""
+        return subprocess.Popen([_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", DATABASE,
+                                 *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "PGPASSWORD": self.password})
+
     def blobs(self) -> dict[str, bytes]:
         """Every object the Pulumi backend stored (key -> content): its table holds {"data": base64} per key."""
         out = {}

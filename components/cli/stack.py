@@ -33,6 +33,12 @@ from ..providers.rollout import entries as rollout_entries
 NAMESPACE = f"{PROJECT}:"
 LOCK_RETRY_S = 2.0
 LOCK_HOLDER = re.compile(r"created by (?P<who>\S+) \(pid (?P<pid>\d+)\) at (?P<at>\S+)")
+# Taking a stack's lock, the Pulumi CLI's self-managed backend lists the stack's locks and then reads each one (to
+# name its holder): a lock released in between fails the command with the backend's "not found" for a key it had
+# just listed (seen with `postgres://`: "could not list bucket: blob (code=NotFound)", or "key not found: sql: no
+# rows in result set"). The holder has just finished: the command is tried again.
+LOCK_RELEASED = re.compile(r"could not list bucket: blob \(code=NotFound\)|key not found: sql: no rows in result set")
+LOCK_RACE_TRIES = 3
 
 
 # -- pure parts -------------------------------------------------------------------------------------------------------
@@ -49,6 +55,7 @@ def lock_holder(stderr: str) -> str | None:
 GENERIC = re.compile(r"^(update|preview|destroy|refresh) failed$|^an error occurred|^resource monitor has terminated",
                      re.I)
 
+SEVERAL = re.compile(r"^\d+ errors occurred:$")
 
 # a provider's check refused an input: the engine quotes the whole value before the reason, or the plugin names a
 # map or list input at the start of the reason (`plugin.server.check_failure`)
@@ -59,8 +66,13 @@ CHECK_FAILURE = re.compile(r"^\S+ resource '(?P<name>[^']+)'(: property (?P<prop
 def command_error_line(output: str) -> str:
     """The one line of a failed Pulumi command worth showing (its output and errors together): the first
     `error:` line that says more than "update failed", without the prefix; a refused input as its reason."""
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    errors = [ln.removeprefix("error:").strip() for ln in lines if ln.startswith("error:")]
+    # the Automation API's text heads the CLI's streams with `stdout:` and `stderr:`
+    lines = [ln.strip().removeprefix("stdout:").removeprefix("stderr:").strip() for ln in output.splitlines()]
+    lines = [ln for ln in lines if ln]
+    at = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
+    errors = [lines[i].removeprefix("error:").strip() for i in at]
+    # "N errors occurred:" lists them on the next lines as `1) ...`: the first one says what failed
+    errors = [f"{e} {lines[i + 1]}" if SEVERAL.match(e) and i + 1 < len(lines) else e for i, e in zip(at, errors)]
     specific = [e for e in errors if not GENERIC.search(e)]
     line = (specific or errors or lines[-1:] or ["the Pulumi CLI failed"])[0]
     m = CHECK_FAILURE.match(line)
@@ -328,9 +340,11 @@ class StackContext:
         state knows it - and one that did left it under its final name, which the next create of that role takes
         over. While another process updates the stack, its operations in flight show as pending too: once its
         lock stopped the refresh, they are that process's, so this one waits for the lock and updates without a
-        refresh (had it been interrupted, the next deploy clears what it left)."""
+        refresh (had it been interrupted, the next deploy clears what it left). A lock released just as this one
+        read it (`LOCK_RELEASED`) is tried again at once, a few times or until `lock_wait` has passed."""
         deadline = time.monotonic() + lock_wait
         told = contended = False
+        raced = 0
         while True:
             try:
                 found = [] if contended else self.pending()
@@ -360,6 +374,12 @@ class StackContext:
                     told = True
                 time.sleep(LOCK_RETRY_S)
             except auto.CommandError as exc:
+                if LOCK_RELEASED.search(_text(exc)) and (raced < LOCK_RACE_TRIES
+                                                          or time.monotonic() + LOCK_RETRY_S <= deadline):
+                    raced += 1
+                    contended = True  # what showed as pending was the finished holder's
+                    time.sleep(LOCK_RETRY_S / 10)
+                    continue
                 raise StackError(self.name, f"deploy failed: {command_error_line(_text(exc))}") from None
 
 

@@ -3,6 +3,8 @@ from several processes at once, a stack moved in from the file backend, and no s
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import time
 import urllib.request
@@ -121,3 +123,40 @@ def test_the_state_in_postgres_holds_no_secret_in_plain_text(bench, team, pg):
     assert any("/epsilon" in k for k in blobs)
     assert not [k for k, data in blobs.items() if SECRET.encode() in data]
     assert SECRET not in pg.sql("SELECT data::text FROM pulumi_state")
+
+
+def test_a_lock_released_as_a_deploy_reads_it_is_an_error_the_deploy_tries_again(pg, tmp_path):
+    """The oracle for `stack.LOCK_RELEASED`: the real Pulumi CLI on the real `postgres://` backend, taking the
+    stack's lock while another process's lock comes and goes (a row inserted and deleted in a bounded loop). Some of
+    its runs see the lock, some succeed; those that fail otherwise fail with what `LOCK_RELEASED` names - what a
+    waiting deploy tries again instead of failing."""
+    from components.cli.stack import LOCK_RELEASED, command_error_line
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text("name: lockrace\nruntime:\n  name: python\n  options:\n    toolchain: pip\n")
+    (project / "__main__.py").write_text("")
+    env = {**pulumi_env(tmp_path / "state"), "PULUMI_BACKEND_URL": pg.url}
+    subprocess.run(["pulumi", "stack", "init", "s1"], cwd=project, env=env, check=True, capture_output=True)
+    [meta] = pg.sql("SELECT key FROM pulumi_state WHERE key LIKE '%.pulumi/meta.yaml'").split()
+    lock = meta.replace("meta.yaml", "locks/organization/lockrace/s1/00000000-0000-0000-0000-000000000000.json")
+    content = base64.b64encode(json.dumps({"pid": 1, "username": "other", "hostname": "ci",
+                                           "timestamp": "2026-01-01T00:00:00Z"}).encode()).decode()
+    toggles = tmp_path / "toggle.sql"
+    toggles.write_text(f"INSERT INTO pulumi_state (key, data) VALUES ('{lock}', '{{\"data\": \"{content}\"}}');\n"
+                       f"DELETE FROM pulumi_state WHERE key = '{lock}';\n" * 100_000)
+    other = pg.psql(["-q", "-f", str(toggles)])
+    failures = []
+    try:
+        for _ in range(20):  # bounded: 20 runs
+            run = subprocess.run(["pulumi", "up", "--yes", "--non-interactive", "-s", "s1"], cwd=project, env=env,
+                                 capture_output=True, text=True, timeout=120)
+            if run.returncode and "the stack is currently locked" not in run.stderr:
+                failures.append(run.stderr)
+            if len(failures) == 3 or other.poll() is not None:
+                break
+    finally:
+        other.kill()
+        other.wait()
+    assert failures, "no run read a lock just released: the race did not happen in 20 runs"
+    assert [f for f in failures if not LOCK_RELEASED.search(f)] == [], failures
+    assert all("NotFound" in command_error_line(f) or "not found" in command_error_line(f) for f in failures)

@@ -200,6 +200,7 @@ def test_stack_keys_decodes_objects_and_drops_other_namespaces():
 
 
 def test_lock_holder_and_error_lines_from_the_pulumi_cli():
+    from pulumi import automation as auto
     err = ("error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end or "
            "delete the lock file with `pulumi cancel`.\n  postgres://****:****@127.0.0.1:5432/db/.pulumi/locks/"
            "organization/shipyard/staging/1a6a.json: created by deploy@ci-3 (pid 3581) at 2026-11-26T23:21:16Z")
@@ -222,6 +223,14 @@ def test_lock_holder_and_error_lines_from_the_pulumi_cli():
     stopped_first = "  pulumi:pulumi:Stack (shipyard-staging):\n    error: Resource monitor has terminated, shutting down\n" + out
     assert stack.command_error_line(stopped_first) == "host 10.0.0.2: container shop-web did not become healthy " \
                                                       "within 8s"
+
+    # the Automation API's text of a command that failed on stderr alone (a backend's error), as it reads
+    several = str(auto.CommandError(auto.CommandResult(stdout="", code=255, stderr=(
+        "error: 2 errors occurred:\n    1) key not found: sql: no rows in result set\n    2) NotFound\n"))))
+    assert stack.command_error_line(several) == "2 errors occurred: 1) key not found: sql: no rows in result set"
+    listed = str(auto.CommandError(auto.CommandResult(stdout="Updating (staging):\n", code=255, stderr=(
+        "error: could not list bucket: blob (code=NotFound): sql: no rows in result set\n"))))
+    assert stack.command_error_line(listed) == "could not list bucket: blob (code=NotFound): sql: no rows in result set"
 
 
 def test_audit_reads_who_and_what_from_shipyards_messages_and_falls_back_to_git():
@@ -378,6 +387,40 @@ def test_a_deploy_that_waits_for_another_takes_its_operations_in_flight_for_its_
     pending.assert_called_once()
     assert ctx.stack.up.call_count == 2
 
+
+@pytest.mark.parametrize("stderr", [
+    "error: could not list bucket: blob (code=NotFound): sql: no rows in result set\n",
+    "error: 2 errors occurred:\n    1) key not found: sql: no rows in result set\n    2) NotFound\n"])
+def test_a_deploy_that_reads_a_lock_just_as_its_holder_releases_it_tries_again(mocker, stderr):
+    """The two ways the Pulumi CLI's `postgres://` backend fails a command that takes the stack's lock while
+    another process releases it (it lists the locks, then reads each): the holder has just finished, so the
+    deploy tries again - with or without --lock-wait - and a failure that stays says what it is."""
+    from pulumi import automation as auto
+
+    from components.cli import stack as stack_module
+    from components.cli.stack import StackContext
+    from components.errors import StackError
+    ctx = StackContext.__new__(StackContext)
+    ctx.name = "staging"
+    ctx.stack = mocker.Mock()
+    clock = [0.0]
+    mocker.patch.object(stack_module.time, "monotonic", side_effect=lambda: clock[0])
+    mocker.patch.object(stack_module.time, "sleep", side_effect=lambda s: clock.__setitem__(0, clock[0] + s))
+    mocker.patch.object(StackContext, "hosts", return_value=("h1",))
+    mocker.patch.object(StackContext, "pending", return_value=[])
+    raced = auto.CommandError(auto.CommandResult(stdout="", stderr=stderr, code=255))
+    ctx.stack.up.side_effect = [raced, mocker.sentinel.done]
+    assert ctx.up(message="m") is mocker.sentinel.done
+    assert ctx.stack.up.call_count == 2
+    ctx.stack.up.reset_mock()
+    ctx.stack.up.side_effect = raced
+    with pytest.raises(StackError, match=r"^stack staging: deploy failed: .*(could not list bucket|key not found)"):
+        ctx.up(message="m", lock_wait=60)
+    assert ctx.stack.up.call_count > 1 + stack_module.LOCK_RACE_TRIES  # within --lock-wait, it waits on
+    ctx.stack.up.reset_mock()
+    with pytest.raises(StackError):
+        ctx.up(message="m")
+    assert ctx.stack.up.call_count == 1 + stack_module.LOCK_RACE_TRIES  # without: a few tries
 
 def test_a_deploy_of_a_stack_a_rollback_pinned_says_it_stays_on_that_version_and_how_to_follow_commits_again(
         mocker):
