@@ -80,18 +80,22 @@ class Cluster:
         return f"postgres://{USER}:{self.password}@127.0.0.1:{self.port}/{DATABASE}?sslmode=disable"
 
     def sql(self, query: str, database: str = DATABASE) -> str:
-        proc = subprocess.run([_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", database,
-                               "-At", "-c", query], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "PGPASSWORD": self.password})
+        proc = subprocess.run(self._psql(database, "-At", "-c", query), capture_output=True, text=True, timeout=60,
+                              env=self._env())
         if proc.returncode != 0:
             raise PGError(f"psql: {proc.stderr.strip()}")
         return proc.stdout
 
+    def _psql(self, database: str, *args: str) -> list[str]:
+        return [_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", database, *args]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "PGPASSWORD": self.password}
+
     def psql(self, args: list[str]) -> subprocess.Popen:
         """psql on the state's database, running in the background: another process writing the backend."""
-        return subprocess.Popen([_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", DATABASE,
-                                 *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "PGPASSWORD": self.password})
+        return subprocess.Popen(self._psql(DATABASE, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=self._env())
 
     def blobs(self) -> dict[str, bytes]:
         """Every object the Pulumi backend stored (key -> content): its table holds {"data": base64} per key."""

@@ -69,10 +69,12 @@ def command_error_line(output: str) -> str:
     # the Automation API's text heads the CLI's streams with `stdout:` and `stderr:`
     lines = [ln.strip().removeprefix("stdout:").removeprefix("stderr:").strip() for ln in output.splitlines()]
     lines = [ln for ln in lines if ln]
-    at = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
-    errors = [lines[i].removeprefix("error:").strip() for i in at]
-    # "N errors occurred:" lists them on the next lines as `1) ...`: the first one says what failed
-    errors = [f"{e} {lines[i + 1]}" if SEVERAL.match(e) and i + 1 < len(lines) else e for i, e in zip(at, errors)]
+    errors = []
+    for ln, after in zip(lines, [*lines[1:], ""]):
+        if ln.startswith("error:"):
+            e = ln.removeprefix("error:").strip()
+            # "N errors occurred:" lists them on the next lines as `1) ...`: the first one says what failed
+            errors.append(f"{e} {after}".strip() if SEVERAL.match(e) else e)
     specific = [e for e in errors if not GENERIC.search(e)]
     line = (specific or errors or lines[-1:] or ["the Pulumi CLI failed"])[0]
     m = CHECK_FAILURE.match(line)

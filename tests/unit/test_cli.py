@@ -422,6 +422,7 @@ def test_a_deploy_that_reads_a_lock_just_as_its_holder_releases_it_tries_again(m
         ctx.up(message="m")
     assert ctx.stack.up.call_count == 1 + stack_module.LOCK_RACE_TRIES  # without: a few tries
 
+
 def test_a_deploy_of_a_stack_a_rollback_pinned_says_it_stays_on_that_version_and_how_to_follow_commits_again(
         mocker):
     from types import SimpleNamespace
