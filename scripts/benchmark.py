@@ -16,7 +16,7 @@ preview, destroy.
   layer), hosts in parallel: cached build, push and pull, create, start, health answer, `kamal-proxy deploy`, stop
   old; a no-op and a preview list the containers; destroy removes route, containers, image and proxy.
 
-Between tools every bench host is wiped through its local socket, so each first deploy also boots kamal-proxy.
+Between tools every bench host is wiped through its local socket, so each first deploy also pulls and boots kamal-proxy.
 Also printed: the no-op `up` of two reference programs (an empty one, and one with a single dynamic-provider resource
 that does nothing), the CPU seconds each tool's version change costs the machine, where our version change spends
 its time (timing hooks loaded into the processes `pulumi` starts, see scripts/benchmark_hooks) and the peak memory
@@ -307,6 +307,9 @@ class Floor:
             hc = c.create_host_config(port_bindings={"80/tcp": [80], "443/tcp": [443]}, network_mode="kamal",
                                       binds=["kamal-proxy-config:/home/kamal-proxy/.config/kamal-proxy:rw"],
                                       restart_policy={"Name": "unless-stopped"})
+            if not c.images(name=PROXY_IMAGE):  # a wiped host has none, as a new server
+                for _ in c.pull(PROXY_IMAGE, stream=True, decode=True):
+                    pass
             pid = c.create_container(PROXY_IMAGE, name="kamal-proxy", ports=[80, 443], host_config=hc)["Id"]
             c.start(pid)
             while H.exec_in(t, "kamal-proxy", ["kamal-proxy", "list"])[0] != 0:
@@ -364,9 +367,11 @@ class Floor:
 # -- the bench ----------------------------------------------------------------------------------------------------
 
 def wipe(info: BenchInfo, hosts: list) -> None:
-    """Every container, the proxy's network and volume, every image but the seeded ones, on each host (through its
-    local socket, not timed), and the deployers' state directories on the hosts."""
-    keep = {"busybox:latest", "busybox:1", PROXY_IMAGE}
+    """Every container, the proxy's network and volume, every image but the app's base images, on each host
+    (through its local socket, not timed), and the deployers' state directories on the hosts. kamal-proxy's image
+    goes too: each tool's first deploy pulls it, as on a new server - not only the first tool's after the bench
+    starts, which used to put a 16-host pull into one tool's first deploy and not the others'."""
+    keep = {"busybox:latest", "busybox:1"}
 
     def one(h):
         d = docker.APIClient(base_url=f"unix://{h.docker_socket}", version="auto")
