@@ -12,8 +12,11 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from ..errors import DeployError
-from . import audit, deploy, details, execute, logs, maintenance, output, review, upkeep, versions
+from . import interrupts
+
+with interrupts.loading():  # Ctrl-C while these load: exit 130, no traceback
+    from ..errors import DeployError
+    from . import audit, deploy, details, execute, logs, maintenance, output, review, upkeep, versions
 
 GROUPS = (details, logs, execute, versions, audit, deploy, review, maintenance, upkeep)
 
@@ -96,12 +99,13 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        code = run(argv)
+        with interrupts.running():
+            code = run(argv)
     except DeployError as exc:
         print(f"shipyard: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
-        code = 130
+        code = interrupts.INTERRUPTED
     except Exception as exc:  # a bug of ours: still one line, the traceback only on request
         if os.environ.get("SHIPYARD_DEBUG"):
             raise

@@ -98,7 +98,8 @@ def test_logs_of_a_role_and_of_an_accessory_stay_within_the_destination(bench, o
 
 def test_logs_follow_every_host_until_interrupted(bench, ops):
     proc = subprocess.Popen(shipyard_argv("logs", "-f", "-s", "staging", "--role", "ticker", "-n", "0"),
-                            cwd=ops.dir, env=ops.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ops.dir, env={**ops.env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT: its threads' stacks
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     deadline = time.monotonic() + 30
     try:
@@ -108,7 +109,13 @@ def test_logs_follow_every_host_until_interrupted(bench, ops):
                 lines.append(proc.stdout.readline().rstrip("\n"))
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=10)
+            pytest.fail(f"still running 20 s after Ctrl-C, after {lines}; where each thread was:\n"
+                        f"{proc.stderr.read()}")
     assert lines == [f"{bench.hosts[0].address} | tick-staging"] * 3
     assert proc.returncode == 0 and "Traceback" not in proc.stderr.read()
 

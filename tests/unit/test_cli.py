@@ -595,3 +595,57 @@ def test_exec_takes_its_options_before_or_after_one_quoted_command(argv, stack, 
     from components.cli import _options_last
     args = parser().parse_args(_options_last(argv))
     assert (args.stack, args.command, args.interactive) == (stack, command, interactive)
+
+
+def _shipyard_process(body: str) -> subprocess.CompletedProcess:
+    """`body` run as a process of its own (signals are per process), from the project's root."""
+    import sys
+    from pathlib import Path
+    return subprocess.run([sys.executable, "-c", body], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_ctrl_c_while_the_command_loads_exits_130_with_no_traceback():
+    done = _shipyard_process(
+        "import os, signal, time\n"
+        "from components.cli import interrupts\n"
+        "with interrupts.loading():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(30)\n")
+    assert (done.returncode, done.stderr) == (130, "")
+
+
+def test_ctrl_c_ends_the_command_with_130_and_the_threads_it_tears_down_print_nothing():
+    """As when Ctrl-C comes while the Automation API reads `pulumi stack output`: its reader thread meets the pipe
+    closed by the interrupted call's unwinding and dies of it."""
+    done = _shipyard_process(
+        "import os, signal, sys, threading\n"
+        "import components.cli as cli\n"
+        "def run(argv):\n"
+        "    torn_down = threading.Event()\n"
+        "    def reader():\n"
+        "        torn_down.wait()\n"
+        "        raise ValueError('I/O operation on closed file')\n"
+        "    t = threading.Thread(target=reader)\n"
+        "    t.start()\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        t.join(30)\n"
+        "    finally:\n"
+        "        torn_down.set()\n"
+        "cli.run = run\n"
+        "sys.exit(cli.main([]))\n")
+    assert (done.returncode, done.stderr) == (130, "")
+
+
+def test_without_ctrl_c_the_command_leaves_signals_and_thread_errors_as_they_were():
+    import signal
+    import threading
+
+    from components.cli import interrupts
+    handler, hook = signal.getsignal(signal.SIGINT), threading.excepthook
+    with interrupts.loading():
+        assert signal.getsignal(signal.SIGINT) is not handler
+    with interrupts.running():
+        assert signal.getsignal(signal.SIGINT) is not handler
+    assert (signal.getsignal(signal.SIGINT), threading.excepthook) == (handler, hook)
