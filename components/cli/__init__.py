@@ -12,9 +12,11 @@ import os
 import sys
 from typing import Callable, Sequence
 
+import signal
+
 from . import interrupts
 
-with interrupts.loading():  # Ctrl-C while these load: exit 130, no traceback
+with interrupts.exiting_on(signal.SIGINT):  # Ctrl-C while these load: exit 130, no traceback
     from ..errors import DeployError
     from . import audit, deploy, details, execute, logs, maintenance, output, review, upkeep, versions
 

@@ -21,6 +21,7 @@ from .. import hostfiles, hosts, naming, payloads
 from ..hosts import docker_errors
 from ..config import Deploy
 from ..errors import ConfigError
+from . import interrupts
 from .stack import StackContext
 
 
@@ -106,11 +107,10 @@ def running_env(ctx: StackContext, target, container: str, reuse: bool) -> Itera
 def removed_after(target, name: str | None) -> Iterator[None]:
     """The new exec container is gone afterwards, however this ends: `--rm` removes it when its command exits,
     but not when this process is stopped (a timeout's SIGTERM) or the connection drops while it runs."""
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        yield
+        with interrupts.exiting_on(signal.SIGTERM):
+            yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if name is not None:
             with contextlib.suppress(Exception):  # best effort: what the command did is what the user must see
                 hosts.client(target).remove_container(name, force=True)

@@ -1,10 +1,10 @@
-"""Ctrl-C ends the `shipyard` command quietly whenever it comes. While the command's modules load (half a second),
-it exits at once with 130, as Python's default would with a traceback. Once the command runs, it raises
-KeyboardInterrupt for the command to end as it decides (a followed log ends with 0, anything else with 130), and the
-threads the interruption tears down end without a traceback: the Pulumi Automation API reads a CLI's output on
-threads of its own, whose pipes close under them as the interrupted call unwinds.
+"""How signals end the `shipyard` command: quietly, whenever they come. While the command's modules load (half a
+second), Ctrl-C exits at once with 130, where Python's default would print a traceback. Once the command runs,
+Ctrl-C raises KeyboardInterrupt for the command to end as it decides (a followed log ends with 0, anything else with
+130), and the threads the interruption tears down end without a traceback: the Pulumi Automation API reads a CLI's
+output on threads of its own, whose pipes close under them as the interrupted call unwinds.
 
-Both only in the main thread (where Python delivers signals), each restoring what it replaced."""
+Handlers change only in the main thread (where Python delivers signals), each restoring what it replaced."""
 
 from __future__ import annotations
 
@@ -14,25 +14,26 @@ import sys
 import threading
 from typing import Any, Callable, Iterator
 
-INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command Ctrl-C ended
-
-
-def _swap(handler: Callable[..., Any]) -> Any:
-    """Install `handler` for SIGINT; what it replaced (None off the main thread, where nothing is installed)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, handler)
+INTERRUPTED = 128 + signal.SIGINT  # what a shell reports for a command Ctrl-C ended: 130
 
 
 @contextlib.contextmanager
-def loading() -> Iterator[None]:
-    """Ctrl-C within: exit 130 at once. SystemExit unwinds an import with no traceback."""
-    previous = _swap(lambda *_: sys.exit(INTERRUPTED))
+def handling(signum: int, handler: Callable[[int, Any], Any]) -> Iterator[None]:
+    """`handler` for `signum` within, what it replaced after; off the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signum, handler)
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        signal.signal(signum, previous)
+
+
+def exiting_on(signum: int) -> contextlib.AbstractContextManager[None]:
+    """Within: `signum` ends the process at once with 128 + its number, as a shell reports it. SystemExit unwinds
+    (an import too) with no traceback and runs what is pending on the way out (`finally`, context managers)."""
+    return handling(signum, lambda number, _frame: sys.exit(128 + number))
 
 
 def _quiet(args: threading.ExceptHookArgs) -> None:
@@ -43,19 +44,14 @@ def _quiet(args: threading.ExceptHookArgs) -> None:
 def running() -> Iterator[None]:
     """Ctrl-C within: KeyboardInterrupt, and from then on no thread's end prints a traceback. The quiet stays once
     interrupted: threads still tearing down end after the command returns."""
-    interrupted = threading.Event()
-
     def on_ctrl_c(signum: int, frame: Any) -> None:
-        interrupted.set()
         threading.excepthook = _quiet
         raise KeyboardInterrupt
 
     hook = threading.excepthook
-    previous = _swap(on_ctrl_c)
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        if not interrupted.is_set():
-            threading.excepthook = hook
+    with handling(signal.SIGINT, on_ctrl_c):
+        try:
+            yield
+        finally:
+            if threading.excepthook is not _quiet:
+                threading.excepthook = hook

@@ -609,7 +609,7 @@ def test_ctrl_c_while_the_command_loads_exits_130_with_no_traceback():
     done = _shipyard_process(
         "import os, signal, time\n"
         "from components.cli import interrupts\n"
-        "with interrupts.loading():\n"
+        "with interrupts.exiting_on(signal.SIGINT):\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    time.sleep(30)\n")
     assert (done.returncode, done.stderr) == (130, "")
@@ -644,7 +644,7 @@ def test_without_ctrl_c_the_command_leaves_signals_and_thread_errors_as_they_wer
 
     from components.cli import interrupts
     handler, hook = signal.getsignal(signal.SIGINT), threading.excepthook
-    with interrupts.loading():
+    with interrupts.exiting_on(signal.SIGINT):
         assert signal.getsignal(signal.SIGINT) is not handler
     with interrupts.running():
         assert signal.getsignal(signal.SIGINT) is not handler
